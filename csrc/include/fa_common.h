@@ -1,0 +1,103 @@
+/* fa_common.h - pure helpers shared by the C backend and the CUDA kernels.
+ *
+ * Everything here is a pure function of its arguments, so the CPU backend, the CUDA forward,
+ * the CUDA backward and the debug dropout_mask() agree bit for bit. Compiles as C11 and as CUDA.
+ */
+#ifndef FA_COMMON_H
+#define FA_COMMON_H
+
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define FA_HD static __host__ __device__ __forceinline__
+#else
+#define FA_HD static inline
+#endif
+
+/* ---- masks -------------------------------------------------------------------------------
+ * Bottom-right aligned: query i sees key j iff i + sk - sq - left <= j <= i + sk - sq + right,
+ * -1 meaning unbounded on that side (causal: right = 0). The visible keys of row i are the
+ * closed range [*j_lo, *j_hi] clipped to [0, sk - 1]; the row is empty when *j_lo > *j_hi. */
+FA_HD void fa_mask_bounds(int64_t i, int64_t sq, int64_t sk, int64_t left, int64_t right,
+                          int64_t *j_lo, int64_t *j_hi)
+{
+    int64_t diag = i + sk - sq;
+    int64_t lo = left < 0 ? 0 : diag - left;
+    int64_t hi = right < 0 ? sk - 1 : diag + right;
+    *j_lo = lo < 0 ? 0 : lo;
+    *j_hi = hi > sk - 1 ? sk - 1 : hi;
+}
+
+/* ALiBi bias added to s_ij: -slope * |i + sk - sq - j| */
+FA_HD float fa_alibi_bias(float slope, int64_t i, int64_t j, int64_t sq, int64_t sk)
+{
+    int64_t dist = i + sk - sq - j;
+    if (dist < 0) dist = -dist;
+    return -slope * (float)dist;
+}
+
+/* ---- Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3") --------- */
+#define FA_PHILOX_M0 0xD2511F53u
+#define FA_PHILOX_M1 0xCD9E8D57u
+#define FA_PHILOX_W0 0x9E3779B9u
+#define FA_PHILOX_W1 0xBB67AE85u
+
+typedef struct fa_u32x4 { uint32_t x, y, z, w; } fa_u32x4;
+
+FA_HD fa_u32x4 fa_philox4x32_10(fa_u32x4 ctr, uint32_t k0, uint32_t k1)
+{
+    int round;
+    for (round = 0; round < 10; ++round) {
+        uint64_t p0 = (uint64_t)FA_PHILOX_M0 * ctr.x;
+        uint64_t p1 = (uint64_t)FA_PHILOX_M1 * ctr.z;
+        fa_u32x4 next;
+        next.x = (uint32_t)(p1 >> 32) ^ ctr.y ^ k0;
+        next.y = (uint32_t)p1;
+        next.z = (uint32_t)(p0 >> 32) ^ ctr.w ^ k1;
+        next.w = (uint32_t)p0;
+        ctr = next;
+        k0 += FA_PHILOX_W0;
+        k1 += FA_PHILOX_W1;
+    }
+    return ctr;
+}
+
+/* ---- dropout ---------------------------------------------------------------------------------
+ * One Philox call yields the random words of 4 consecutive keys j = 4t .. 4t+3 of a row:
+ *   counter = (j >> 2, i, (b << 16) | (h & 0xffff), offset_lo),  key = (seed_lo, seed_hi ^ offset_hi)
+ * (b, h, i, j) are logical coordinates: sequence index, query head, sequence-local row and column,
+ * so the mask does not depend on tiling, padding, layout or backend. Keep iff word >= threshold. */
+FA_HD fa_u32x4 fa_dropout_random4(uint64_t seed, uint64_t offset, int64_t b, int64_t h, int64_t i,
+                                  int64_t j4 /* j >> 2 */)
+{
+    fa_u32x4 ctr;
+    ctr.x = (uint32_t)j4;
+    ctr.y = (uint32_t)i;
+    ctr.z = ((uint32_t)b << 16) | ((uint32_t)h & 0xffffu);
+    ctr.w = (uint32_t)offset;
+    return fa_philox4x32_10(ctr, (uint32_t)seed, (uint32_t)(seed >> 32) ^ (uint32_t)(offset >> 32));
+}
+
+/* floor(p * 2^32): a uniform 32-bit word is dropped with probability p. p in [0, 1). */
+FA_HD uint32_t fa_dropout_threshold(float p)
+{
+    double t = (double)p * 4294967296.0;
+    if (t <= 0.0) return 0u;
+    if (t >= 4294967295.0) return 4294967295u;
+    return (uint32_t)t;
+}
+
+FA_HD uint32_t fa_u32x4_get(fa_u32x4 r, int64_t lane)
+{
+    return lane == 0 ? r.x : lane == 1 ? r.y : lane == 2 ? r.z : r.w;
+}
+
+/* 1 if element (b, h, i, j) is kept, 0 if dropped. */
+FA_HD int fa_dropout_keep(uint64_t seed, uint64_t offset, int64_t b, int64_t h, int64_t i,
+                          int64_t j, uint32_t threshold)
+{
+    fa_u32x4 r = fa_dropout_random4(seed, offset, b, h, i, j >> 2);
+    return fa_u32x4_get(r, j & 3) >= threshold;
+}
+
+#endif /* FA_COMMON_H */

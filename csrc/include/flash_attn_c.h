@@ -1,0 +1,170 @@
+/* flash_attn_c.h - the public C API of flash_attn_c.
+ *
+ * One params struct describes a whole attention call (forward or backward, dense or varlen);
+ * the CPU and CUDA backends take the same struct. No torch, no C++-only syntax: a C11 program
+ * can include this, fill the struct and call the entry points directly.
+ *
+ * Semantics (DESIGN.md section 3, shared by every backend):
+ *   s_ij = softmax_scale * q_i . k_j
+ *   softcap > 0:        s_ij = softcap * tanh(s_ij / softcap)
+ *   alibi_slopes:       s_ij += -slope[b][h] * |i + sk - sq - j|
+ *   mask (bottom-right): query i sees key j iff i+sk-sq-left <= j <= i+sk-sq+right (-1 = unbounded)
+ *   P = softmax(S) over visible keys; dropout keeps with prob 1-p, scales kept by 1/(1-p)
+ *   O = P V;  LSE = log(sum_j exp(s_ij)) over visible keys (natural log, pre-dropout)
+ *   rows that see no key: O = 0, LSE = -inf, gradients 0.
+ */
+#ifndef FLASH_ATTN_C_H
+#define FLASH_ATTN_C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum fa_dtype {
+    FA_F32 = 0,  /* CPU only */
+    FA_F16 = 1,
+    FA_BF16 = 2
+} fa_dtype;
+
+typedef enum fa_status {
+    FA_OK = 0,
+    FA_ERR_NULL_POINTER,  /* a required pointer (q, k, v, o, lse, grads) is NULL */
+    FA_ERR_SHAPE,         /* a size is negative or zero where it must be positive */
+    FA_ERR_HEADS,         /* heads % heads_k != 0 */
+    FA_ERR_HEAD_DIM,      /* head_dim outside [1, 256] */
+    FA_ERR_DTYPE,         /* dtype not supported by this backend */
+    FA_ERR_WINDOW,        /* window_left or window_right < -1 */
+    FA_ERR_DROPOUT,       /* dropout_p outside [0, 1) */
+    FA_ERR_SOFTCAP,       /* softcap < 0 */
+    FA_ERR_SEQLENS,       /* cu_seqlens decreasing, or a sequence longer than seqlen_q/k */
+    FA_ERR_STRIDE,        /* the last dimension is not contiguous */
+    FA_ERR_WORKSPACE,     /* workspace missing or too small */
+    FA_ERR_UNSUPPORTED,   /* a combination this backend does not implement */
+    FA_ERR_CUDA,          /* a CUDA runtime call failed */
+    FA_ERR_NO_CUDA,       /* the library was built without CUDA */
+    FA_ERR_NO_MEMORY,     /* a host allocation failed */
+    FA_STATUS_COUNT
+} fa_status;
+
+/* A human readable message for a status code (static storage, never NULL). */
+const char *fa_status_string(fa_status status);
+
+/* Everything one attention call needs. Sizes and strides are in elements, int64.
+ * Dense layout:  q (b, sq, h, d), k/v (b, sk, hk, d), o like q, lse (b, h, sq).
+ * Varlen layout: cu_seqlens_q/k non-NULL, q (total_q, h, d), k/v (total_k, hk, d),
+ *                lse (h, total_q); seqlen_q/k hold the max sequence lengths and the
+ *                *_batch_stride fields are ignored. Sequence b owns rows
+ *                [cu_seqlens_q[b], cu_seqlens_q[b+1]) of q (likewise k/v); length 0 is legal.
+ * Zero-initialise the struct (memset or `= {0}`) and fill what the call needs. */
+typedef struct fa_params {
+    fa_dtype dtype;          /* dtype of q, k, v, o, p, dout, dq, dk, dv */
+    int64_t batch;           /* b: number of sequences */
+    int64_t seqlen_q;        /* sq (dense) or max_seqlen_q (varlen) */
+    int64_t seqlen_k;        /* sk (dense) or max_seqlen_k (varlen) */
+    int64_t heads;           /* h */
+    int64_t heads_k;         /* hk; heads % heads_k == 0; query head i reads kv head i / (h/hk) */
+    int64_t head_dim;        /* d, shared by q, k, v, o; 1..256 */
+    int64_t total_q;         /* varlen: rows of q (= cu_seqlens_q[b]); dense: b * sq */
+
+    /* forward inputs and outputs */
+    const void *q;           /* (b, sq, h, d) | (total_q, h, d) */
+    const void *k;           /* (b, sk, hk, d) | (total_k, hk, d) */
+    const void *v;           /* (b, sk, hk, d) | (total_k, hk, d) */
+    void *o;                 /* like q */
+    float *lse;              /* (b, h, sq) | (h, total_q), contiguous fp32 */
+    void *p;                 /* optional, NULL = off: (b, h, seqlen_q, seqlen_k) contiguous, dtype;
+                                P_ij pre-dropout, negated where dropped, 0 where masked or padded */
+    int64_t q_batch_stride, q_row_stride, q_head_stride;
+    int64_t k_batch_stride, k_row_stride, k_head_stride;
+    int64_t v_batch_stride, v_row_stride, v_head_stride;
+    int64_t o_batch_stride, o_row_stride, o_head_stride;
+
+    const int32_t *cu_seqlens_q;  /* (b + 1,) or NULL (dense) */
+    const int32_t *cu_seqlens_k;  /* (b + 1,) or NULL (dense); both NULL or both set */
+
+    /* semantics */
+    float softmax_scale;     /* usually d ** -0.5 */
+    float softcap;           /* 0 = off */
+    int64_t window_left;     /* -1 = unbounded */
+    int64_t window_right;    /* -1 = unbounded; causal = 0 */
+    const float *alibi_slopes;   /* NULL, or (h,) / (b, h) fp32 */
+    int64_t alibi_batch_stride;  /* 0 for (h,), h for (b, h) */
+
+    /* dropout: keep bit = fa_dropout_keep(seed, offset, b, h, i, j, fa_dropout_threshold(p)) */
+    float dropout_p;         /* [0, 1) */
+    uint64_t seed;
+    uint64_t offset;
+    /* CUDA only, for graph capture: when philox_seed_ptr is non-NULL the kernels read
+       seed = *philox_seed_ptr, offset = *philox_offset_ptr + philox_offset_add on the device. */
+    const int64_t *philox_seed_ptr;
+    const int64_t *philox_offset_ptr;
+    uint64_t philox_offset_add;
+    int64_t *rng_state;      /* optional (2,) {seed, offset} the forward writes (device memory on CUDA) */
+
+    /* backward */
+    const void *dout;        /* like o */
+    void *dq;                /* like q */
+    void *dk;                /* like k */
+    void *dv;                /* like v */
+    int64_t do_batch_stride, do_row_stride, do_head_stride;
+    int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
+    int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+    int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
+    int deterministic;       /* 1: bitwise reproducible backward */
+    void *workspace;         /* backend scratch, fa_bwd_*_workspace_bytes() bytes, may be NULL if 0 */
+    size_t workspace_bytes;
+} fa_params;
+
+/* Checks sizes, pointers and semantics fields shared by every backend. backward != 0 also
+ * checks the backward fields. Host-side only: it does not read cu_seqlens (may be device memory). */
+fa_status fa_check_params(const fa_params *p, int backward);
+
+/* ---- CPU backend (csrc/cpu) -------------------------------------------------------------
+ * Work is split into independent items; the caller runs [begin, end) ranges on any threads
+ * it likes (the torch glue uses at::parallel_for, so torch.set_num_threads is honoured).
+ * Every item writes disjoint outputs, so results do not depend on the split. cu_seqlens must
+ * be host memory here. */
+int64_t fa_fwd_cpu_work_items(const fa_params *p);
+fa_status fa_fwd_cpu(const fa_params *p, int64_t begin, int64_t end);
+
+/* Backward runs in FA_BWD_CPU_PHASES phases, each fully finished before the next starts:
+ *   phase 0: D = rowsum(dO * O) into the workspace;
+ *   phase 1: dK, dV per (b, kv head, key block), recomputing P from LSE;
+ *   phase 2: dQ per (b, h, query block). No atomics: deterministic by construction. */
+#define FA_BWD_CPU_PHASES 3
+size_t fa_bwd_cpu_workspace_bytes(const fa_params *p);
+int64_t fa_bwd_cpu_work_items(const fa_params *p, int phase);
+fa_status fa_bwd_cpu(const fa_params *p, int phase, int64_t begin, int64_t end);
+
+/* Naive reference: materializes S and P for one (b, h) at a time, single-threaded. The oracle
+ * of the C harness; never optimized. Backward needs no workspace. */
+fa_status fa_fwd_cpu_reference(const fa_params *p);
+fa_status fa_bwd_cpu_reference(const fa_params *p);
+
+/* Writes the dropout keep mask (b, h, seqlen_q, seqlen_k) as uint8 0/1 for the dense
+ * coordinates given; varlen callers index by sequence-local (i, j). */
+void fa_dropout_mask_cpu(uint64_t seed, uint64_t offset, float dropout_p, int64_t batch,
+                         int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
+                         uint8_t *mask /* (b, h, sq, sk) */);
+
+/* ---- CUDA backend (csrc/cuda) -----------------------------------------------------------
+ * stream is a cudaStream_t passed as void* so that C can include this header. All device
+ * pointers, including cu_seqlens. No host synchronization, no allocation. */
+int fa_cuda_available(void);  /* 1 if the library was built with the CUDA kernels */
+fa_status fa_fwd_cuda(const fa_params *p, void *stream);
+size_t fa_bwd_cuda_workspace_bytes(const fa_params *p);
+fa_status fa_bwd_cuda(const fa_params *p, void *stream);
+fa_status fa_dropout_mask_cuda(uint64_t seed, uint64_t offset, float dropout_p, int64_t batch,
+                               int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
+                               uint8_t *mask /* device (b, h, sq, sk) */, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#include "fa_common.h"
+
+#endif /* FLASH_ATTN_C_H */
