@@ -1,0 +1,103 @@
+// fa_glue.h - the one place where at::Tensor meets the plain C API.
+//
+// Validates tensors (messages name the argument), fills fa_params (sizes, strides, pointers) and
+// allocates outputs. Shared by the CPU and CUDA op implementations, which differ only in how the
+// work is launched and where the dropout seed comes from.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+
+extern "C" {
+#include "flash_attn_c.h"
+}
+
+namespace fa {
+
+using FwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using BwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// Everything fwd and bwd share, validated and converted to plain values.
+struct Problem {
+    fa_params params;   // sizes, strides, pointers of q/k/v (+ semantics fields)
+    bool varlen;
+    bool empty;         // nothing to compute (no query rows, or no key at all)
+};
+
+// Builds a Problem from the op's tensor arguments; throws c10::Error with a message naming the
+// bad argument. Does not read cu_seqlens contents (they may live on the GPU).
+Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                     const std::optional<at::Tensor> &cu_seqlens_q,
+                     const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
+                     int64_t max_seqlen_k, double dropout_p, double softmax_scale,
+                     int64_t window_left, int64_t window_right, double softcap,
+                     const std::optional<at::Tensor> &alibi_slopes, bool cuda);
+
+// Checks host-resident cu_seqlens: (b+1,) non-decreasing from 0, last entry <= rows, every length
+// <= max_seqlen. Used by the CPU path (the Python layer does the same for CUDA in eager mode).
+void check_cu_seqlens_host(const at::Tensor &cu, int64_t rows, int64_t max_seqlen, const char *name,
+                           const char *rows_name, const char *max_name);
+
+// Allocates out / lse / probs / rng_state for a forward and points params at them.
+struct FwdOutputs {
+    at::Tensor out, lse, probs, rng_state;
+};
+FwdOutputs alloc_fwd_outputs(Problem &pr, const at::Tensor &q, bool return_probs);
+
+// Points params at dout / out / lse and at freshly allocated dq, dk, dv (like q, k, v).
+struct BwdOutputs {
+    at::Tensor dq, dk, dv;
+};
+BwdOutputs alloc_bwd_outputs(Problem &pr, const at::Tensor &dout, const at::Tensor &q,
+                             const at::Tensor &k, const at::Tensor &v, const at::Tensor &out,
+                             const at::Tensor &lse);
+
+// Fills outputs for a call with nothing to compute: out = 0, lse = -inf, probs = 0.
+void finish_empty_fwd(FwdOutputs &o);
+
+// Throws a readable error for a non-OK status from the C backends.
+void throw_on_error(fa_status st, const char *what);
+
+// The (seed, offset) of an explicit rng_state tensor (2,) int64 on the CPU.
+void read_rng_state_cpu(const at::Tensor &rng_state, uint64_t *seed, uint64_t *offset);
+
+// Backend entry points (fa_cpu.cpp, fa_cuda.cpp).
+FwdResult fwd_cpu(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                  const std::optional<at::Tensor> &cu_seqlens_q,
+                  const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
+                  int64_t max_seqlen_k, double dropout_p, double softmax_scale, int64_t window_left,
+                  int64_t window_right, double softcap, const std::optional<at::Tensor> &alibi_slopes,
+                  bool return_probs, const std::optional<at::Tensor> &rng_state, bool deterministic);
+BwdResult bwd_cpu(const at::Tensor &dout, const at::Tensor &q, const at::Tensor &k,
+                  const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
+                  const std::optional<at::Tensor> &cu_seqlens_q,
+                  const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
+                  int64_t max_seqlen_k, double dropout_p, double softmax_scale, int64_t window_left,
+                  int64_t window_right, double softcap, const std::optional<at::Tensor> &alibi_slopes,
+                  bool deterministic, const at::Tensor &rng_state);
+at::Tensor dropout_mask_cpu(int64_t batch, int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
+                            double dropout_p, int64_t seed, int64_t offset);
+
+#ifdef FA_WITH_CUDA
+FwdResult fwd_cuda(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
+                   const std::optional<at::Tensor> &cu_seqlens_q,
+                   const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
+                   int64_t max_seqlen_k, double dropout_p, double softmax_scale,
+                   int64_t window_left, int64_t window_right, double softcap,
+                   const std::optional<at::Tensor> &alibi_slopes, bool return_probs,
+                   const std::optional<at::Tensor> &rng_state, bool deterministic);
+BwdResult bwd_cuda(const at::Tensor &dout, const at::Tensor &q, const at::Tensor &k,
+                   const at::Tensor &v, const at::Tensor &out, const at::Tensor &lse,
+                   const std::optional<at::Tensor> &cu_seqlens_q,
+                   const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
+                   int64_t max_seqlen_k, double dropout_p, double softmax_scale,
+                   int64_t window_left, int64_t window_right, double softcap,
+                   const std::optional<at::Tensor> &alibi_slopes, bool deterministic,
+                   const at::Tensor &rng_state);
+at::Tensor dropout_mask_cuda(int64_t batch, int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
+                             double dropout_p, int64_t seed, int64_t offset, c10::Device device);
+#endif
+
+}  // namespace fa

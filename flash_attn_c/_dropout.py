@@ -1,0 +1,55 @@
+"""Dropout reproducibility helpers.
+
+The keep bit of element (b, h, i, j) is a pure function of (seed, offset, b, h, i, j) through
+Philox4x32-10 (csrc/include/fa_common.h), identical on CPU and CUDA, forward and backward.
+"""
+import contextlib
+import threading
+from typing import Iterator, Optional, Union
+
+import torch
+
+from ._ops import ops
+
+_state = threading.local()
+
+
+def _as_int64(x: int) -> int:
+    """Reinterprets an unsigned 64-bit value as the int64 the op schemas carry."""
+    x = int(x) & 0xFFFFFFFFFFFFFFFF
+    return x - (1 << 64) if x >= (1 << 63) else x
+
+
+def dropout_mask(batch: int, heads: int, seqlen_q: int, seqlen_k: int, dropout_p: float,
+                 seed: int, offset: int = 0,
+                 device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    """The keep mask flash_attn_c's dropout uses for a given (seed, offset).
+
+    Returns a bool tensor (batch, heads, seqlen_q, seqlen_k), True where the element is kept.
+    Coordinates are logical: sequence index, query head, and sequence-local row i and column j
+    (for varlen, slice [b, :, :len_q(b), :len_k(b)]). The same on every device.
+    """
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    return ops.dropout_mask(batch, heads, seqlen_q, seqlen_k, float(dropout_p), _as_int64(seed),
+                            _as_int64(offset), torch.device(device))
+
+
+@contextlib.contextmanager
+def fixed_dropout_seed(seed: int, offset: int = 0) -> Iterator[None]:
+    """Within this context, dropout uses the given Philox (seed, offset) instead of drawing one
+    from torch's generator, so the mask equals dropout_mask(..., seed, offset)."""
+    prev = getattr(_state, "fixed", None)
+    _state.fixed = (_as_int64(seed), _as_int64(offset))
+    try:
+        yield
+    finally:
+        _state.fixed = prev
+
+
+def fixed_rng_state(device: torch.device) -> Optional[torch.Tensor]:
+    """The explicit (2,) int64 rng_state for the op when fixed_dropout_seed is active, else None."""
+    fixed = getattr(_state, "fixed", None)
+    if fixed is None:
+        return None
+    return torch.tensor(fixed, dtype=torch.int64, device=device)

@@ -1,0 +1,70 @@
+"""Autograd and fake (meta) kernels for the C++ ops torch.ops.flash_attn_c.{fwd, bwd, dropout_mask}.
+
+The schemas and the CPU/CUDA kernels are registered in csrc/torch/fa_ops.cpp; this file adds what
+torch.compile and autograd need, so the public functions are plain calls of the op.
+"""
+from typing import Optional, Tuple
+
+import torch
+
+from . import _C  # noqa: F401  (importing registers the ops)
+
+ops = torch.ops.flash_attn_c
+
+
+@torch.library.register_fake("flash_attn_c::fwd")
+def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+              softmax_scale, window_left, window_right, softcap, alibi_slopes, return_probs,
+              rng_state, deterministic=False):
+    h = q.shape[-2]
+    if cu_seqlens_q is not None:
+        b, sq, sk = cu_seqlens_q.shape[0] - 1, max_seqlen_q, max_seqlen_k
+        lse = q.new_empty((h, q.shape[0]), dtype=torch.float32)
+    else:
+        b, sq, sk = q.shape[0], q.shape[1], k.shape[1]
+        lse = q.new_empty((b, h, sq), dtype=torch.float32)
+    probs = q.new_empty((b, h, sq, sk)) if return_probs else q.new_empty((0,))
+    return q.new_empty(q.shape), lse, probs, q.new_empty((2,), dtype=torch.int64)
+
+
+@torch.library.register_fake("flash_attn_c::bwd")
+def _bwd_fake(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+              dropout_p, softmax_scale, window_left, window_right, softcap, alibi_slopes,
+              deterministic, rng_state):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+@torch.library.register_fake("flash_attn_c::dropout_mask")
+def _dropout_mask_fake(batch, heads, seqlen_q, seqlen_k, dropout_p, seed, offset, device):
+    return torch.empty((batch, heads, seqlen_q, seqlen_k), dtype=torch.bool, device=device)
+
+
+def _fwd_setup_context(ctx, inputs, output) -> None:
+    (q, k, v, cu_q, cu_k, max_sq, max_sk, dropout_p, scale, wl, wr, softcap, alibi, _return_probs,
+     _rng_in, *rest) = inputs
+    out, lse, _probs, rng_state = output
+    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, alibi, rng_state)
+    ctx.args = (max_sq, max_sk, dropout_p, scale, wl, wr, softcap, bool(rest[0]) if rest else False)
+
+
+def _fwd_backward(ctx, dout, _dlse, _dprobs, _drng):
+    q, k, v, out, lse, cu_q, cu_k, alibi, rng_state = ctx.saved_tensors
+    max_sq, max_sk, dropout_p, scale, wl, wr, softcap, deterministic = ctx.args
+    dq, dk, dv = ops.bwd(dout, q, k, v, out, lse, cu_q, cu_k, max_sq, max_sk, dropout_p, scale,
+                         wl, wr, softcap, alibi, deterministic, rng_state)
+    return (dq, dk, dv) + (None,) * 13
+
+
+torch.library.register_autograd("flash_attn_c::fwd", _fwd_backward, setup_context=_fwd_setup_context)
+
+
+def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: Optional[torch.Tensor],
+        cu_seqlens_k: Optional[torch.Tensor], max_seqlen_q: int, max_seqlen_k: int,
+        dropout_p: float, softmax_scale: float, window_left: int, window_right: int,
+        softcap: float, alibi_slopes: Optional[torch.Tensor], return_probs: bool,
+        rng_state: Optional[torch.Tensor], deterministic: bool
+        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Differentiable forward op: returns (out, lse, probs, rng_state)."""
+    return ops.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                   softmax_scale, window_left, window_right, softcap, alibi_slopes, return_probs,
+                   rng_state, deterministic)

@@ -1,0 +1,190 @@
+"""The flash-attn 2.8 compatible functions: same names, parameter order, defaults and returns.
+
+Shapes (d = head dim <= 256, h % hk == 0):
+    dense:  q (b, sq, h, d), k/v (b, sk, hk, d) -> out (b, sq, h, d), lse (b, h, sq)
+    varlen: q (total_q, h, d), k/v (total_k, hk, d), cu_seqlens_* int32 (b + 1,)
+            -> out (total_q, h, d), lse (h, total_q)
+    return_attn_probs=True: (out, softmax_lse, S_dmask) with S_dmask (b, h, sq, sk) in q's dtype:
+            the softmax probabilities (pre-dropout), negated where dropout dropped them, 0 where
+            masked. Computed in a slow extra pass: for tests and debugging.
+Causal and windows are aligned to the bottom-right corner of the (sq, sk) score matrix. Rows that
+see no key give out = 0 and lse = -inf.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from . import _ops
+from ._dropout import fixed_rng_state
+
+WindowSize = Union[Tuple[int, int], Sequence[int], torch.Tensor]
+
+
+def _check_tensor(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() >= 1 and x.shape[-1] > 1 and x.stride(-1) != 1:
+        raise ValueError(f"{name} must have a contiguous last dimension (stride(-1) == 1), got "
+                         f"stride {x.stride(-1)}; call .contiguous() first")
+    return x
+
+
+def _window(window_size: WindowSize, causal: bool) -> Tuple[int, int]:
+    if isinstance(window_size, torch.Tensor):
+        window_size = window_size.tolist()
+    try:
+        left, right = (int(w) for w in window_size)
+    except (TypeError, ValueError):
+        raise TypeError("window_size must be a pair (left, right) of ints (tuple, list or a "
+                        f"2-element tensor), got {window_size!r}") from None
+    if left < -1 or right < -1:
+        raise ValueError(f"window_size values must be >= -1 (-1 = unbounded), got ({left}, {right})")
+    return left, (0 if causal else right)
+
+
+def _check_scalars(dropout_p: float, softcap: float) -> None:
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if softcap < 0.0:
+        raise ValueError(f"softcap must be >= 0 (0 = off), got {softcap}")
+
+
+def _check_cu_seqlens_on_device(cu: torch.Tensor, rows: int, max_seqlen: int, name: str,
+                                max_name: str) -> None:
+    """CUDA cu_seqlens are validated in eager mode with one small copy to the host; the CPU op
+    validates its own. Skipped while compiling or capturing a CUDA graph (no host syncs there)."""
+    if not cu.is_cuda or cu.dtype != torch.int32 or cu.dim() != 1:
+        return  # the op reports dtype / rank / device problems with the argument's name
+    if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
+        return
+    c = cu.cpu()
+    lens = c[1:] - c[:-1]
+    if c.numel() and int(c[0]) < 0:
+        raise ValueError(f"{name}[0] must be >= 0, got {int(c[0])}")
+    if lens.numel() and int(lens.min()) < 0:
+        raise ValueError(f"{name} must be non-decreasing, got {c.tolist()}")
+    if lens.numel() and int(lens.max()) > max_seqlen:
+        raise ValueError(f"{max_name}={max_seqlen} is smaller than the longest sequence in {name} "
+                         f"({int(lens.max())})")
+    if c.numel() and int(c[-1]) > rows:
+        raise ValueError(f"{name}[-1] = {int(c[-1])} exceeds the {rows} rows of the input")
+
+
+def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+               softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+               return_attn_probs):
+    q, k, v = _check_tensor(q, "q"), _check_tensor(k, "k"), _check_tensor(v, "v")
+    _check_scalars(dropout_p, softcap)
+    left, right = _window(window_size, causal)
+    if alibi_slopes is not None:
+        _check_tensor(alibi_slopes, "alibi_slopes")
+    if cu_seqlens_q is not None:
+        for name, val in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+            if isinstance(val, torch.Tensor) or not isinstance(val, int):
+                raise TypeError(f"{name} must be a Python int, got {type(val).__name__}")
+        _check_tensor(cu_seqlens_q, "cu_seqlens_q")
+        _check_tensor(cu_seqlens_k, "cu_seqlens_k")
+        _check_cu_seqlens_on_device(cu_seqlens_q, q.shape[0], max_seqlen_q, "cu_seqlens_q",
+                                    "max_seqlen_q")
+        _check_cu_seqlens_on_device(cu_seqlens_k, k.shape[0], max_seqlen_k, "cu_seqlens_k",
+                                    "max_seqlen_k")
+    d = q.shape[-1]
+    if softmax_scale is None:
+        softmax_scale = d ** -0.5
+    rng_state = fixed_rng_state(q.device) if dropout_p > 0.0 else None
+    # CUDA kernels load 16-byte vectors: pad the head dim to a multiple of 8 with zeros (scores
+    # and the kept columns of the output are unchanged) and slice the output back.
+    pad = q.is_cuda and d % 8 != 0 and d <= 256 and k.shape[-1] == d and v.shape[-1] == d
+    if pad:
+        extra = 8 - d % 8
+        q, k, v = (F.pad(x, (0, extra)) for x in (q, k, v))
+    out, lse, probs, _ = _ops.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                  float(dropout_p), float(softmax_scale), left, right,
+                                  float(softcap), alibi_slopes, bool(return_attn_probs),
+                                  rng_state, bool(deterministic))
+    if pad:
+        out = out[..., :d]
+    return (out, lse, probs) if return_attn_probs else out
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                    softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """Exact attention on dense batches.
+
+    q: (b, sq, h, d); k, v: (b, sk, hk, d) with h % hk == 0 (GQA/MQA); fp16/bf16 (CUDA) or
+    fp32/fp16/bf16 (CPU). alibi_slopes: fp32 (h,) or (b, h). window_size: (left, right), -1 =
+    unbounded; causal sets right = 0. Returns out (b, sq, h, d), or (out, softmax_lse (b, h, sq),
+    S_dmask (b, h, sq, sk)) when return_attn_probs.
+    """
+    return _attention(q, k, v, None, None, 0, 0, dropout_p, softmax_scale, causal, window_size,
+                      softcap, alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                           dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                           softcap=0.0, alibi_slopes=None, deterministic=False,
+                           return_attn_probs=False, block_table=None):
+    """Exact attention on packed variable-length sequences.
+
+    q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens_q/k: int32 (b + 1,) prefix sums of the
+    sequence lengths (length 0 allowed); max_seqlen_q/k: Python ints >= every length. Masks use each
+    sequence's own lengths. Returns out (total_q, h, d), or (out, softmax_lse (h, total_q),
+    S_dmask (b, h, max_seqlen_q, max_seqlen_k)).
+    """
+    if block_table is not None:
+        raise NotImplementedError("block_table (paged KV cache) is not supported by "
+                                  "flash_attn_c.flash_attn_varlen_func yet")
+    if cu_seqlens_q is None or cu_seqlens_k is None:
+        raise ValueError("cu_seqlens_q and cu_seqlens_k are required (int32 tensors of shape (b + 1,))")
+    return _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                      softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                      return_attn_probs)
+
+
+def _unpack(x: object, name: str, dim: int, n: int, rank: int) -> Tuple[torch.Tensor, ...]:
+    x = _check_tensor(x, name)
+    if x.dim() != rank or x.shape[dim] != n:
+        raise ValueError(f"{name} must be {rank}-D with size {n} at dim {dim}, got shape "
+                         f"{tuple(x.shape)}")
+    return x.unbind(dim)
+
+
+def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False,
+                              window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                              deterministic=False, return_attn_probs=False):
+    """flash_attn_func on qkv (b, s, 3, h, d); the gradient is (b, s, 3, h, d) too."""
+    q, k, v = _unpack(qkv, "qkv", 2, 3, 5)
+    return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                           alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False,
+                             window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                             deterministic=False, return_attn_probs=False):
+    """flash_attn_func on q (b, sq, h, d) and kv (b, sk, 2, hk, d)."""
+    k, v = _unpack(kv, "kv", 2, 2, 5)
+    return flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap,
+                           alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
+                                     softmax_scale=None, causal=False, window_size=(-1, -1),
+                                     softcap=0.0, alibi_slopes=None, deterministic=False,
+                                     return_attn_probs=False):
+    """flash_attn_varlen_func on qkv (total, 3, h, d) with one cu_seqlens (b + 1,) for q and k."""
+    q, k, v = _unpack(qkv, "qkv", 1, 3, 4)
+    return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                  dropout_p, softmax_scale, causal, window_size, softcap,
+                                  alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                    dropout_p=0.0, softmax_scale=None, causal=False,
+                                    window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                                    deterministic=False, return_attn_probs=False):
+    """flash_attn_varlen_func on q (total_q, h, d) and kv (total_k, 2, hk, d)."""
+    k, v = _unpack(kv, "kv", 1, 2, 4)
+    return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                  dropout_p, softmax_scale, causal, window_size, softcap,
+                                  alibi_slopes, deterministic, return_attn_probs)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One call on the lent GPU machine: build the extension, run the GPU test suite, the dev kernel
+# harnesses and the benchmark; logs and results land in $OUT (at most 8 files come back).
+#   usage: bash scripts/gpu_run.sh [tests|bench|all] [extra pytest args...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}; shift || true
+OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+log() { echo "[gpu_run $(date +%T)] $*"; }
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+log "build"
+t0=$(date +%s)
+python3 -m pip install -v --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+log "build took $(( $(date +%s) - t0 )) s"; grep "build plan" "$OUT/build.log"
+
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  log "dev harnesses"
+  for h in dev/fwd dev/bwd; do
+    [ -f $h/Makefile ] || continue
+    (make -C $h -j16 >/dev/null 2>&1 && make -C $h run) 2>&1 | tail -25
+  done > "$OUT/harness.log" 2>&1
+  tail -6 "$OUT/harness.log"
+  log "pytest (gpu)"
+  timeout 1500 python3 -m pytest tests -m gpu -q -x --timeout 300 -p no:cacheprovider "$@" > "$OUT/pytest_gpu.log" 2>&1
+  tail -25 "$OUT/pytest_gpu.log"
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  log "benchmark"
+  timeout 900 python3 -m flash_attn_c.bench --preset issue --out "$OUT/bench" > "$OUT/bench.log" 2>&1
+  tail -40 "$OUT/bench.log"
+fi
+log "done"

@@ -1,0 +1,111 @@
+"""Build of flash_attn_c: the C11 CPU backend, the CUDA kernels (when nvcc is present) and the
+torch binding, as one extension module flash_attn_c._C.
+
+    pip install -r requirements.txt && pip install --no-build-isolation -e .
+
+Environment knobs:
+    FLASH_ATTN_C_FORCE_CPU=1        build without CUDA even if nvcc is found
+    FLASH_ATTN_C_CUDA_ARCHS=80;90   SM targets (PTX of the newest is embedded too)
+    FLASH_ATTN_C_CPU_ARCH=native    -march= for the C backend (x86-64 for a portable build)
+    MAX_JOBS=N                      parallel compile jobs (torch's ninja build)
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # pragma: no cover - reached only in a misconfigured build
+    sys.exit("flash_attn_c: torch must be installed before building "
+             "(pip install -r requirements.txt, then pip install --no-build-isolation -e .)")
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def rel(pattern: str) -> list:
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def nvcc_path():
+    if os.environ.get("FLASH_ATTN_C_FORCE_CPU", "0") == "1":
+        return None
+    if CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        return os.path.join(CUDA_HOME, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def nvcc_version(nvcc: str) -> str:
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    for tok in out.replace(",", " ").split():
+        if tok.startswith("V") and tok[1:2].isdigit():
+            return tok[1:]
+    return "unknown"
+
+
+NVCC = nvcc_path()
+CUDA_ARCHS = [a for a in os.environ.get("FLASH_ATTN_C_CUDA_ARCHS", "80;90").split(";") if a]
+CPU_ARCH = os.environ.get("FLASH_ATTN_C_CPU_ARCH", "native")
+C_FLAGS = ["-std=c11", "-O3", f"-march={CPU_ARCH}", "-fPIC", "-fno-math-errno",
+           "-Wall", "-Wextra", "-pedantic"]
+INCLUDES = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc", "cpu")]
+
+c_sources = rel("csrc/cpu/*.c")
+cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp"]
+cxx_flags = ["-O3", "-std=c++17"]
+
+if NVCC and torch.version.cuda:
+    cuda_sources = rel("csrc/cuda/*.cu")
+    gencode = []
+    for a in CUDA_ARCHS:
+        gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    gencode += ["-gencode", f"arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}"]
+    # Arch list set explicitly: nothing needs a GPU at build time.
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ";".join(f"{a[:-1]}.{a[-1]}" for a in CUDA_ARCHS))
+    ext = CUDAExtension(
+        name="flash_attn_c._C",
+        sources=cpp_sources + ["csrc/torch/fa_cuda.cpp"] + cuda_sources,
+        include_dirs=INCLUDES,
+        define_macros=[("FA_WITH_CUDA", "1")],
+        extra_compile_args={
+            "cxx": cxx_flags + ["-DFA_WITH_CUDA"],
+            "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr",
+                     "-DFA_WITH_CUDA"] + gencode,
+        },
+    )
+    plan = (f"flash_attn_c build plan: C11 CPU backend (-march={CPU_ARCH}) + CUDA kernels for "
+            f"sm_{', sm_'.join(CUDA_ARCHS)} (+PTX) with nvcc {nvcc_version(NVCC)}; torch "
+            f"{torch.__version__} (CUDA {torch.version.cuda})")
+else:
+    c_sources = c_sources + ["csrc/cuda/fa_no_cuda.c"]
+    ext = CppExtension(name="flash_attn_c._C", sources=cpp_sources, include_dirs=INCLUDES,
+                       extra_compile_args={"cxx": cxx_flags})
+    why = ("FLASH_ATTN_C_FORCE_CPU=1" if os.environ.get("FLASH_ATTN_C_FORCE_CPU") == "1"
+           else "nvcc not found" if not NVCC else "torch has no CUDA")
+    plan = (f"flash_attn_c build plan: CPU-only ({why}): C11 CPU backend (-march={CPU_ARCH}); "
+            f"torch {torch.__version__}")
+
+
+class BuildWithC(BuildExtension):
+    """Compiles csrc/cpu (strict C11, with the C compiler, never as C++) and links the objects."""
+
+    def build_extensions(self):
+        print(plan, flush=True)
+        objects = self.compiler.compile(
+            [os.path.join(ROOT, s) for s in c_sources], output_dir=self.build_temp,
+            include_dirs=INCLUDES, extra_postargs=C_FLAGS)
+        for e in self.extensions:
+            e.extra_objects = list(e.extra_objects or []) + objects
+        super().build_extensions()
+
+
+setup(
+    packages=find_packages(include=["flash_attn_c", "flash_attn_c.*"]),
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildWithC.with_options(use_ninja=True)},
+    python_requires=">=3.10",
+)
