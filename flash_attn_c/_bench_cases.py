@@ -1,0 +1,285 @@
+"""Benchmark cases for ``python -m flash_attn_c.bench``: configurations, inputs, masks, FLOPs.
+
+Layouts used throughout (DESIGN.md section 2):
+    ours, dense:   q (b, s, h, d), k/v (b, s, hk, d), dout like q
+    ours, varlen:  q (total, h, d), k/v (total, hk, d), cu_seqlens int32 (b + 1,)
+    peers (SDPA, eager): (b, h, s, d) contiguous copies of the same values; varlen batches are
+                   padded to (b, h, max_seqlen, d) and masked explicitly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from typing import Optional, Sequence
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+DIRECTIONS: tuple[str, ...] = ("fwd", "bwd", "fwdbwd")
+# FLOP multipliers relative to the forward (DESIGN.md section 7).
+DIRECTION_FLOP_FACTOR: dict[str, float] = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchCase:
+    """One attention shape of the sweep (sq == sk for every case; see module docstring).
+
+    For varlen cases ``seqlen`` is the maximum length and ``lengths`` holds the per-sequence
+    lengths (q and k share them, so each sequence is square and causal alignments agree).
+    """
+
+    batch: int
+    seqlen: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    causal: bool
+    dtype: str
+    window: tuple[int, int] = (-1, -1)
+    dropout: float = 0.0
+    lengths: Optional[tuple[int, ...]] = None  # varlen only, len == batch
+
+    @property
+    def varlen(self) -> bool:
+        """True when the case runs through flash_attn_varlen_func."""
+        return self.lengths is not None
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def softmax_scale(self) -> float:
+        return self.head_dim ** -0.5
+
+    def effective_window(self) -> tuple[int, int]:
+        """(left, right) after applying causal (flash-attn: causal forces right = 0)."""
+        left, right = self.window
+        if self.causal:
+            right = 0
+        return left, right
+
+    @property
+    def has_window(self) -> bool:
+        """True when a sliding window is set (beyond what causal alone means)."""
+        return self.window != (-1, -1)
+
+    @property
+    def needs_explicit_peer_mask(self) -> bool:
+        """Peers cannot express this case with is_causal alone (window or varlen padding)."""
+        return self.has_window or self.varlen
+
+    def seq_lengths(self) -> list[int]:
+        """Per-sequence lengths (dense: ``batch`` copies of ``seqlen``)."""
+        return list(self.lengths) if self.lengths is not None else [self.seqlen] * self.batch
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.seq_lengths())
+
+    def fwd_flops(self) -> float:
+        """Forward FLOPs, FlashAttention convention (DESIGN.md section 7).
+
+        Dense without window: 4*b*h*sq*sk*d, halved when causal. Window or varlen: 4*h*d times
+        the exact number of unmasked (i, j) pairs.
+        """
+        if not self.needs_explicit_peer_mask:
+            flops = 4.0 * self.batch * self.heads * self.seqlen * self.seqlen * self.head_dim
+            return flops / 2 if self.causal else flops
+        left, right = self.effective_window()
+        pairs = sum(count_visible_pairs(n, n, left, right) for n in self.seq_lengths())
+        return 4.0 * self.heads * self.head_dim * pairs
+
+    def flops(self, direction: str) -> float:
+        """FLOPs of ``direction`` in {"fwd", "bwd", "fwdbwd"}."""
+        return self.fwd_flops() * DIRECTION_FLOP_FACTOR[direction]
+
+    def score_matrix_bytes(self, element_bytes: int = 4) -> int:
+        """Bytes of one (b, h, s, s) score matrix (padded for varlen), default fp32 elements."""
+        return self.batch * self.heads * self.seqlen * self.seqlen * element_bytes
+
+    def label(self) -> str:
+        """Short human readable description, e.g. ``bf16 d=128 s=2048 b=8 h=16 causal``."""
+        parts = [self.dtype, f"d={self.head_dim}", f"s={self.seqlen}", f"b={self.batch}",
+                 f"h={self.heads}"]
+        if self.kv_heads != self.heads:
+            parts.append(f"hk={self.kv_heads}")
+        parts.append("causal" if self.causal else "full")
+        if self.has_window:
+            parts.append(f"win={self.window[0]},{self.window[1]}")
+        if self.varlen:
+            parts.append(f"varlen(total={self.total_tokens})")
+        if self.dropout > 0:
+            parts.append(f"drop={self.dropout:g}")
+        return " ".join(parts)
+
+
+def count_visible_pairs(sq: int, sk: int, left: int, right: int) -> int:
+    """Number of (i, j) with query i allowed to see key j under the bottom-right aligned mask.
+
+    Query i sees key j iff i + sk - sq - left <= j <= i + sk - sq + right (-1 = unbounded),
+    0 <= j < sk (DESIGN.md section 3).
+    """
+    if sq <= 0 or sk <= 0:
+        return 0
+    i = torch.arange(sq, dtype=torch.int64)
+    diag = i + (sk - sq)
+    lo = (diag - left).clamp(min=0) if left >= 0 else torch.zeros_like(i)
+    hi = (diag + right).clamp(max=sk - 1) if right >= 0 else torch.full_like(i, sk - 1)
+    return int((hi - lo + 1).clamp(min=0).sum())
+
+
+def visible_mask(sq: int, sk: int, left: int, right: int,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Bool (sq, sk) mask, True where query i may see key j (bottom-right aligned)."""
+    i = torch.arange(sq, device=device).unsqueeze(1)
+    j = torch.arange(sk, device=device).unsqueeze(0)
+    diag = i + (sk - sq)
+    mask = torch.ones(sq, sk, dtype=torch.bool, device=device)
+    if left >= 0:
+        mask &= j >= diag - left
+    if right >= 0:
+        mask &= j <= diag + right
+    return mask
+
+
+def random_lengths(batch: int, max_len: int, rng: random.Random) -> tuple[int, ...]:
+    """Varlen lengths drawn uniformly from [ceil(max_len / 2), max_len]; the first is max_len
+    so that ``max_seqlen`` equals the case's nominal seqlen."""
+    lo = max(1, (max_len + 1) // 2)
+    lengths = [max_len] + [rng.randint(lo, max_len) for _ in range(batch - 1)]
+    return tuple(lengths)
+
+
+@dataclasses.dataclass
+class BenchInputs:
+    """Random inputs of one case, shared by every backend (same values).
+
+    q, k, v, dout: ours' layout (dense (b, s, h|hk, d) or varlen (total, h|hk, d)).
+    padded_q/k/v/dout: dense (b, s, h|hk, d) views/tensors holding the same values (for varlen,
+        the packed rows scattered into a padded batch; padding rows hold random values that every
+        peer masks out).
+    cu_seqlens: int32 (b + 1,) for varlen, else None.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    dout: torch.Tensor
+    padded_q: torch.Tensor
+    padded_k: torch.Tensor
+    padded_v: torch.Tensor
+    padded_dout: torch.Tensor
+    cu_seqlens: Optional[torch.Tensor]
+    max_seqlen: int
+
+
+def make_inputs(case: BenchCase, device: torch.device, seed: int) -> BenchInputs:
+    """Draw torch.randn inputs for ``case`` on ``device`` (never zeros: timing zeros flatters
+    kernels whose speed depends on data, and hides NaN paths)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    dt = case.torch_dtype
+    b, s, h, hk, d = case.batch, case.seqlen, case.heads, case.kv_heads, case.head_dim
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, device=device, dtype=dt)
+
+    pq, pk, pv, pdo = randn(b, s, h, d), randn(b, s, hk, d), randn(b, s, hk, d), randn(b, s, h, d)
+    if not case.varlen:
+        return BenchInputs(pq, pk, pv, pdo, pq, pk, pv, pdo, None, s)
+    lengths = case.seq_lengths()
+    valid = torch.zeros(b, s, dtype=torch.bool, device=device)
+    for bi, n in enumerate(lengths):
+        valid[bi, :n] = True
+    cu = torch.zeros(b + 1, dtype=torch.int32, device=device)
+    cu[1:] = torch.cumsum(torch.tensor(lengths, device=device, dtype=torch.int32), 0)
+    return BenchInputs(pq[valid].contiguous(), pk[valid].contiguous(), pv[valid].contiguous(),
+                       pdo[valid].contiguous(), pq, pk, pv, pdo, cu, max(lengths))
+
+
+def peer_attn_mask(case: BenchCase, device: torch.device) -> Optional[torch.Tensor]:
+    """Explicit SDPA/eager mask, or None when is_causal (or nothing) expresses the case.
+
+    Returns bool (b, 1, s, s) (varlen) or (1, 1, s, s) (window), True = attend. sq == sk per
+    sequence, so the bottom-right aligned window equals the top-left one. Padding query rows of a
+    varlen batch are allowed to see their sequence's valid keys (never a fully masked row, which
+    some SDPA backends turn into NaN); their outputs are ignored.
+    """
+    if not case.needs_explicit_peer_mask:
+        return None
+    left, right = case.effective_window()
+    s = case.seqlen
+    base = visible_mask(s, s, left, right, device)
+    if not case.varlen:
+        return base.view(1, 1, s, s)
+    masks = []
+    j = torch.arange(s, device=device)
+    for n in case.seq_lengths():
+        key_ok = (j < n).unsqueeze(0)                   # (1, s)
+        row_pad = (torch.arange(s, device=device) >= n).unsqueeze(1)  # (s, 1)
+        masks.append((base & key_ok) | (row_pad & key_ok))
+    return torch.stack(masks).unsqueeze(1)
+
+
+def oracle_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                     window: tuple[int, int], softmax_scale: float) -> torch.Tensor:
+    """Float64 reference attention with explicit bottom-right masks and GQA.
+
+    q (b, sq, h, d), k/v (b, sk, hk, d) -> out (b, sq, h, d) float64. Rows that see no key give 0.
+    Differentiable (used for the self-check's reference gradients).
+    """
+    b, sq, h, d = q.shape
+    sk, hk = k.shape[1], k.shape[2]
+    qd = q.double().transpose(1, 2)                      # (b, h, sq, d)
+    kd = k.double().transpose(1, 2).repeat_interleave(h // hk, dim=1)  # (b, h, sk, d)
+    vd = v.double().transpose(1, 2).repeat_interleave(h // hk, dim=1)
+    left, right = window
+    if causal:
+        right = 0
+    allowed = visible_mask(sq, sk, left, right, q.device)  # (sq, sk)
+    scores = torch.matmul(qd, kd.transpose(-1, -2)) * softmax_scale
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    probs = torch.nan_to_num(probs, nan=0.0)              # fully masked rows -> 0
+    return torch.matmul(probs, vd).transpose(1, 2)        # (b, sq, h, d)
+
+
+def build_cases(*, dtypes: Sequence[str], head_dims: Sequence[int], seqlens: Sequence[int],
+                causal_values: Sequence[bool], batch: Optional[int], tokens: int,
+                heads: Optional[int], hidden: int, gqa: Sequence[int], window: tuple[int, int],
+                dropout: float, varlen: bool, seed: int) -> list[BenchCase]:
+    """Cartesian product of the sweep axes.
+
+    batch = ``batch`` or max(1, tokens // seqlen); heads = ``heads`` or max(1, hidden // d);
+    kv_heads = heads // g for each GQA group size g (skipped when g does not divide heads).
+    """
+    rng = random.Random(seed)
+    cases: list[BenchCase] = []
+    for dt in dtypes:
+        for d in head_dims:
+            for causal in causal_values:
+                for s in seqlens:
+                    b = batch if batch is not None else max(1, tokens // s)
+                    h = heads if heads is not None else max(1, hidden // d)
+                    for g in gqa:
+                        if h % g != 0:
+                            continue
+                        lengths = random_lengths(b, s, rng) if varlen else None
+                        cases.append(BenchCase(batch=b, seqlen=s, heads=h, kv_heads=h // g,
+                                               head_dim=d, causal=causal, dtype=dt,
+                                               window=window, dropout=dropout, lengths=lengths))
+    return cases
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """Geometric mean of positive values (nan for an empty sequence)."""
+    vals = [v for v in values if v > 0 and math.isfinite(v)]
+    if not vals:
+        return float("nan")
+    return math.exp(sum(math.log(v) for v in vals) / len(vals))
