@@ -52,7 +52,7 @@ CUDA_ARCHS = [a for a in os.environ.get("FLASH_ATTN_C_CUDA_ARCHS", "80;90").spli
 CPU_ARCH = os.environ.get("FLASH_ATTN_C_CPU_ARCH", "native")
 C_FLAGS = ["-std=c11", "-O3", f"-march={CPU_ARCH}", "-fPIC", "-fno-math-errno",
            "-Wall", "-Wextra", "-pedantic"]
-INCLUDES = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc", "cpu")]
+INCLUDES = [os.path.join(ROOT, "csrc", d) for d in ("include", "cpu", "cuda")]
 
 c_sources = rel("csrc/cpu/*.c")
 cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp"]
