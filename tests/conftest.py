@@ -1,0 +1,117 @@
+"""Shared pytest machinery for the flash_attn_c parity suite.
+
+* the ``gpu`` marker: tests that need CUDA; they are skipped (reported as skips) without it;
+* ``parity_fwd`` / ``parity_grad`` markers on forward / gradient parity cases, so a run can count
+  them (``pytest -m "gpu and parity_grad" --co -q``);
+* ``dev_cases``: one parametrization that runs the same test body on CPU (fp32/fp16/bf16, small
+  sizes) and on CUDA (fp16/bf16, sizes up to a few thousand);
+* a per-test seed derived from the test id (reproducible, but different inputs per case);
+* ``poison_allocator``: fills the allocator's free memory with NaN bit patterns before a call, so
+  outputs the library forgets to write show up as NaN instead of lucky zeros.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import zlib
+from typing import Iterable, Iterator, Sequence
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # `import oracle` in any import mode
+
+CPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+GPU_DTYPES = (torch.float16, torch.bfloat16)
+_DT_NAME = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+    config.addinivalue_line("markers", "parity_fwd: a forward parity case against the fp64 oracle")
+    config.addinivalue_line("markers", "parity_grad: a gradient parity case against the fp64 oracle")
+    config.addinivalue_line("markers", "slow: a CPU case that takes more than a few seconds")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed(request: pytest.FixtureRequest) -> None:
+    """Seeds torch / random from the test id: fresh inputs per case, reproducible per case."""
+    s = zlib.crc32(request.node.nodeid.encode())
+    torch.manual_seed(s)
+    random.seed(s)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _strict_cuda_baseline() -> Iterator[None]:
+    """The low-precision PyTorch baseline of the error-ratio rule must be honest fp16/bf16 math:
+    no fp16/bf16 reduced-precision reductions and no TF32 inside its matmuls (either would make
+    the baseline worse and the rule looser)."""
+    if HAS_CUDA:
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+
+
+def _case_id(case: Sequence) -> str:
+    parts = []
+    for x in case:
+        if isinstance(x, (list, tuple)):
+            parts.append("x".join(str(y) for y in x))
+        else:
+            parts.append(str(x))
+    return "-".join(parts)
+
+
+def dev_cases(cpu: Iterable[Sequence], gpu: Iterable[Sequence] = (),
+              cpu_dtypes: Sequence[torch.dtype] = CPU_DTYPES,
+              gpu_dtypes: Sequence[torch.dtype] = GPU_DTYPES,
+              marks: Sequence = ()) -> list:
+    """Parameters ``(device, dtype, *case)``: every CPU case in every CPU dtype, every GPU case
+    in every GPU dtype (marked ``gpu``). Use with ``@pytest.mark.parametrize("device,dtype,...")``.
+    ``marks`` are added to every case (e.g. pytest.mark.parity_fwd)."""
+    out = []
+    for dt in cpu_dtypes:
+        for c in cpu:
+            c = tuple(c) if isinstance(c, (list, tuple)) else (c,)
+            out.append(pytest.param("cpu", dt, *c, marks=tuple(marks),
+                                    id=f"cpu-{_DT_NAME[dt]}-{_case_id(c)}"))
+    for dt in gpu_dtypes:
+        for c in gpu:
+            c = tuple(c) if isinstance(c, (list, tuple)) else (c,)
+            out.append(pytest.param("cuda", dt, *c, marks=(pytest.mark.gpu,) + tuple(marks),
+                                    id=f"cuda-{_DT_NAME[dt]}-{_case_id(c)}"))
+    return out
+
+
+def devices() -> list:
+    """``device`` parameters: cpu, and cuda marked gpu."""
+    return [pytest.param("cpu", id="cpu"), pytest.param("cuda", marks=pytest.mark.gpu, id="cuda")]
+
+
+def poison_allocator(device, nbytes: Sequence[int]) -> None:
+    """Leaves freed blocks full of 0xFF bytes (NaN in fp32/fp16/bf16, -1 in int) in the allocator,
+    one block per requested size (twice each), so the library's next allocations of those sizes
+    most likely reuse them. CUDA's caching allocator hands back freed blocks of the same size
+    reliably; on CPU glibc usually does too for blocks above a few KiB (checked: a 10 KB+
+    poisoned block is reused by the next torch.empty of that size). Best effort by nature: a
+    check that 'no NaN appears' after it is meaningful, its absence proves nothing."""
+    for _ in range(2):
+        blocks = [torch.full((max(int(n), 1),), 255, dtype=torch.uint8, device=device) for n in nbytes]
+        del blocks
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return _DT_NAME[dtype]
