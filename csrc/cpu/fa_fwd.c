@@ -1,0 +1,244 @@
+/* fa_fwd.c - the tiled online-softmax forward of the CPU backend.
+ *
+ * One work item = (sequence b, query head h, block of FA_CPU_BR query rows). The item keeps its
+ * query block transposed, Q^T (d x Br), and works in the transposed score space: for each
+ * block of Bc keys inside the mask band
+ *     S^T (Bc x Br) = K_blk (Bc x d) . Q^T            (fa_gemm, K rows read in place for fp32)
+ *     softcap / ALiBi / mask (mask only on tiles the band cuts), in log2 units
+ *     m_new = max(m_i, column max of S^T);  alpha = 2^(m_i - m_new)
+ *     P^T = 2^(S^T - m_new);  l_i = alpha l_i + column sum of P^T;  dropout: P^T *= Z^T
+ *     O^T (d x Br) = O^T diag(alpha) + V_blk^T (d x Bc) . P^T   (fa_gemm, V read in place)
+ * With vectors running along the query index, the row-wise softmax statistics (m_i, l_i,
+ * alpha) are plain vertical vector operations: no horizontal reductions anywhere. At the end
+ * O = (O^T diag(1/l))^T, LSE = ln 2 (m + log2 l). Scores carry the factor log2(e) from the
+ * start (folded into Q^T), so every exponential is a base-2 fa_vexp2.
+ * Scratch: one allocation per fa_fwd_cpu call, independent of sq and sk (2 d Br + 2 Bc Br +
+ * 2 Bc d floats: 96 KiB at d = 64, 320 KiB at d = 256), so the extra memory stays a few hundred
+ * KiB per calling thread at any sequence length (nothing grows with sq * sk).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "fa_cpu.h"
+#include "fa_gemm.h"
+#include "fa_scores.h"
+
+#define BR FA_CPU_BR
+#define BC FA_CPU_BC
+
+typedef struct fwd_scratch {
+    float *qt;    /* (d, BR)   Q^T of the item, pre-scaled */
+    float *st;    /* (BC, BR)  S^T, then P^T */
+    float *ot;    /* (d, BR)   O^T accumulator */
+    float *kb;    /* (BC, d)   K block converted to fp32 (fp16/bf16 inputs) */
+    float *vb;    /* (BC, d)   V block converted to fp32 */
+    float *z;     /* (BC, BR)  dropout factors, transposed */
+    float *m;     /* (BR,) running max, log2 units */
+    float *l;     /* (BR,) running sum */
+    float *alpha; /* (BR,) rescale factor of this step */
+    float *muse;  /* (BR,) final LSE in log2 units, for the probabilities output */
+    float *row;   /* (d,)  one row in fp32 */
+    void *mem;
+} fwd_scratch;
+
+static int fwd_scratch_alloc(fwd_scratch *w, int64_t d)
+{
+    size_t n_qt = (size_t)d * BR, n_st = (size_t)BC * BR, n_kb = (size_t)BC * d;
+    size_t total = 2 * n_qt + 2 * n_st + 2 * n_kb + 5 * BR + (size_t)d + 16 * 16; /* + rounding */
+    float *f;
+    w->mem = fa_cpu_alloc(total * sizeof(float));
+    if (!w->mem) return 0;
+    memset(w->mem, 0, total * sizeof(float));
+    f = (float *)w->mem;
+    /* every buffer starts on a 64-byte boundary: all sizes are rounded up to 16 floats */
+#define TAKE(dst, n) do { dst = f; f += ((n) + 15) & ~(size_t)15; } while (0)
+    TAKE(w->qt, n_qt);
+    TAKE(w->ot, n_qt);
+    TAKE(w->st, n_st);
+    TAKE(w->z, n_st);
+    TAKE(w->kb, n_kb);
+    TAKE(w->vb, n_kb);
+    TAKE(w->m, BR);
+    TAKE(w->l, BR);
+    TAKE(w->alpha, BR);
+    TAKE(w->muse, BR);
+    TAKE(w->row, (size_t)d);
+#undef TAKE
+    return 1;
+}
+
+/* One work item: query rows [i0, i0 + nrows) of one (b, h); nrows may be 0 (a block past the
+ * end of a short varlen sequence, which only owns padding rows of the probabilities). */
+typedef struct fwd_item {
+    fa_head_ctx c;
+    int64_t i0, nrows;
+    int64_t k_off, v_off; /* element offsets of (b, hk) row 0 in k / v */
+} fwd_item;
+
+/* Scores of key block [j0, j0 + nj) into w->st. */
+static void fwd_scores(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj, int cls)
+{
+    const fa_params *p = it->c.p;
+    int64_t k_ms;
+    const float *kblk = fa_rows_f32(p, p->k, it->k_off, p->k_row_stride, j0, nj, w->kb, &k_ms);
+    fa_scores_qlanes(&it->c, kblk, k_ms, w->qt, it->i0, j0, nj, cls, w->st, NULL);
+}
+
+/* The probabilities output: rows [i0, i0 + rows_out) of (b, h) in p->p, every column;
+ * needs the final m and l of the item. */
+static void fwd_write_probs(const fwd_item *it, fwd_scratch *w, int64_t rows_out)
+{
+    const fa_params *p = it->c.p;
+    int64_t ii, jj, v, j0;
+    int64_t base = ((it->c.b * p->heads + it->c.h) * p->seqlen_q + it->i0) * p->seqlen_k;
+    /* lse in log2 units; +inf for empty rows so that every P of the row becomes 0 */
+    for (ii = 0; ii < BR; ++ii)
+        w->muse[ii] = w->l[ii] > 0.0f ? w->m[ii] + log2f(w->l[ii]) : INFINITY;
+    for (j0 = 0; j0 < p->seqlen_k; j0 += BC) {
+        int64_t ncols = p->seqlen_k - j0 < BC ? p->seqlen_k - j0 : BC;
+        int64_t nj = it->c.s.sk - j0 < ncols ? it->c.s.sk - j0 : ncols; /* keys of the sequence */
+        int cls = FA_TILE_EMPTY;
+        if (nj > 0 && it->nrows > 0)
+            cls = fa_tile_class(p, &it->c.s, it->i0, it->i0 + it->nrows, j0, j0 + nj);
+        if (cls != FA_TILE_EMPTY) {
+            fwd_scores(it, w, j0, nj, cls);
+            if (p->dropout_p > 0.0f)
+                fa_dropout_tile(p, it->c.b, it->c.h, it->i0, it->nrows, j0, nj, w->z, BR, 1);
+            for (jj = 0; jj < nj; ++jj)
+                for (v = 0; v < BR; v += FA_VL) {
+                    float *x = w->st + jj * BR + v;
+                    fa_vstore(x, fa_vexp2(fa_vsub(fa_vload(x), fa_vload(w->muse + v))));
+                }
+        }
+        for (ii = 0; ii < rows_out; ++ii)
+            for (jj = 0; jj < ncols; ++jj) {
+                float val = 0.0f;
+                if (cls != FA_TILE_EMPTY && ii < it->nrows && jj < nj) {
+                    val = w->st[jj * BR + ii];
+                    if (p->dropout_p > 0.0f && w->z[jj * BR + ii] == 0.0f) val = -val;
+                }
+                fa_store1(p->dtype, p->p, base + ii * p->seqlen_k + j0 + jj, val);
+            }
+    }
+}
+
+/* The online softmax over key block [j0, j0 + nj): S^T in w->st becomes P^T (dropout applied),
+ * m, l updated, alpha = the rescale factor of O^T for this step. Vertical over the key rows. */
+static void fwd_softmax_step(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj)
+{
+    const fa_params *p = it->c.p;
+    int64_t jj, v;
+    for (v = 0; v < BR; v += FA_VL) {
+        fa_vf mold = fa_vload(w->m + v), mnew = mold, muse, rs = fa_vzero(), alpha;
+        for (jj = 0; jj < nj; ++jj) mnew = fa_vmax(mnew, fa_vload(w->st + jj * BR + v));
+        muse = fa_vneginf_to_zero(mnew); /* rows with no key yet: exp2(-inf - 0) = 0 */
+        for (jj = 0; jj < nj; ++jj) {
+            float *x = w->st + jj * BR + v;
+            fa_vf e = fa_vexp2(fa_vsub(fa_vload(x), muse));
+            rs = fa_vadd(rs, e);
+            fa_vstore(x, e);
+        }
+        alpha = fa_vexp2(fa_vsub(mold, muse));
+        fa_vstore(w->alpha + v, alpha);
+        fa_vstore(w->l + v, fa_vfma(fa_vload(w->l + v), alpha, rs));
+        fa_vstore(w->m + v, mnew);
+    }
+    if (p->dropout_p > 0.0f) {
+        /* l keeps the pre-dropout sum; only the P^T that multiplies V is dropped and rescaled */
+        fa_dropout_tile(p, it->c.b, it->c.h, it->i0, it->nrows, j0, nj, w->z, BR, 1);
+        for (jj = 0; jj < nj; ++jj)
+            for (v = 0; v < BR; v += FA_VL) {
+                float *x = w->st + jj * BR + v;
+                fa_vstore(x, fa_vmul(fa_vload(x), fa_vload(w->z + jj * BR + v)));
+            }
+    }
+}
+
+/* One work item: Q^T, the loop over the key blocks of the band, O and LSE. */
+static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t h, int64_t qb)
+{
+    fwd_item it;
+    int64_t d = p->head_dim, ii, c, kb, kb0, kb1, rows_out;
+    fa_head_ctx_init(&it.c, p, b, h);
+    it.i0 = qb * BR;
+    it.nrows = it.c.s.sq - it.i0;
+    if (it.nrows > BR) it.nrows = BR;
+    if (it.nrows < 0) it.nrows = 0;
+    it.k_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->k_batch_stride, p->k_row_stride, p->k_head_stride);
+    it.v_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->v_batch_stride, p->v_row_stride, p->v_head_stride);
+    rows_out = p->seqlen_q - it.i0 < BR ? p->seqlen_q - it.i0 : BR;
+
+    /* Q^T scaled by qscale; padding columns zero */
+    {
+        int64_t q_off = fa_base_off(p, b, it.c.s.q_row0, h, p->q_batch_stride, p->q_row_stride, p->q_head_stride);
+        for (ii = 0; ii < it.nrows; ++ii) {
+            fa_row_to_f32(p->dtype, fa_cptr(p, p->q, q_off + (it.i0 + ii) * p->q_row_stride), w->row, d,
+                          it.c.qscale);
+            for (c = 0; c < d; ++c) w->qt[c * BR + ii] = w->row[c];
+        }
+        for (c = 0; c < d; ++c)
+            for (ii = it.nrows; ii < BR; ++ii) w->qt[c * BR + ii] = 0.0f;
+    }
+    memset(w->ot, 0, (size_t)d * BR * sizeof(float));
+    for (ii = 0; ii < BR; ++ii) {
+        w->m[ii] = -INFINITY;
+        w->l[ii] = 0.0f;
+    }
+
+    fa_key_blocks(&it.c, it.i0, it.nrows, &kb0, &kb1);
+    for (kb = kb0; kb <= kb1; ++kb) {
+        int64_t j0 = kb * BC, nj = it.c.s.sk - j0 < BC ? it.c.s.sk - j0 : BC, v_ks;
+        int cls = fa_tile_class(p, &it.c.s, it.i0, it.i0 + it.nrows, j0, j0 + nj);
+        const float *vblk;
+        if (cls == FA_TILE_EMPTY) continue;
+        fwd_scores(&it, w, j0, nj, cls);
+        fwd_softmax_step(&it, w, j0, nj);
+        /* O^T = O^T diag(alpha) + V_blk^T P^T, A(dd, jj) = V[j0 + jj][dd] read in place */
+        vblk = fa_rows_f32(p, p->v, it.v_off, p->v_row_stride, j0, nj, w->vb, &v_ks);
+        fa_gemm(d, BR, nj, vblk, 1, v_ks, w->st, BR, w->ot, BR, w->alpha, FA_GEMM_SCALE_ADD);
+    }
+
+    /* O = O^T diag(1/l) transposed back; LSE = ln2 (m + log2 l); empty rows: 0 and -inf */
+    {
+        int64_t o_off = fa_base_off(p, b, it.c.s.q_row0, h, p->o_batch_stride, p->o_row_stride, p->o_head_stride);
+        float *lse = p->lse + fa_lse_off(p, b, h, &it.c.s) + it.i0;
+        for (ii = 0; ii < it.nrows; ++ii) {
+            float l = w->l[ii];
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            for (c = 0; c < d; ++c) w->row[c] = w->ot[c * BR + ii] * inv;
+            fa_row_from_f32(p->dtype, w->row, fa_ptr(p, p->o, o_off + (it.i0 + ii) * p->o_row_stride), d, 1.0f);
+            lse[ii] = l > 0.0f ? (float)((double)w->m[ii] * FA_LN2 + log((double)l)) : -INFINITY;
+        }
+    }
+    if (p->p) fwd_write_probs(&it, w, rows_out);
+}
+
+int64_t fa_fwd_cpu_work_items(const fa_params *p)
+{
+    if (fa_check_params(p, 0) != FA_OK) return 0;
+    return p->batch * p->heads * fa_num_blocks(p->seqlen_q, BR);
+}
+
+fa_status fa_fwd_cpu(const fa_params *p, int64_t begin, int64_t end)
+{
+    fwd_scratch w;
+    int64_t item, nqb;
+    fa_status st = fa_cpu_check(p, 0);
+    if (st != FA_OK) return st;
+    /* rng_state is written once, by the call whose range starts at item 0 (no data race) */
+    if (p->rng_state && begin <= 0) {
+        p->rng_state[0] = (int64_t)p->seed;
+        p->rng_state[1] = (int64_t)p->offset;
+    }
+    nqb = fa_num_blocks(p->seqlen_q, BR);
+    if (begin < 0) begin = 0;
+    if (end > p->batch * p->heads * nqb) end = p->batch * p->heads * nqb;
+    if (begin >= end) return FA_OK;
+    if (!fwd_scratch_alloc(&w, p->head_dim)) return FA_ERR_NO_MEMORY;
+    for (item = begin; item < end; ++item) {
+        int64_t bh = item / nqb;
+        fwd_item_run(p, &w, bh / p->heads, bh % p->heads, fa_zigzag(item % nqb, nqb));
+    }
+    fa_cpu_free(w.mem);
+    return FA_OK;
+}
