@@ -67,7 +67,20 @@ typedef struct fa_tuning_row {
      "sm_80; Bc=32 double-buffered: 56 + 2*28 = 112 KB"},                                            \
     {80, FA_DIR_FWD, 256, 128,  64, 8, 1, 0,                                                        \
      "kMT=1: O 128 + S 32 regs; Q in regs (+64) would spill, so Q is re-read from smem; "          \
-     "1 stage interleave, smem 64+64 = 128 KB (2 stages = 192 KB does not fit A100)"},
+     "1 stage interleave, smem 64+64 = 128 KB (2 stages = 192 KB does not fit A100)"},          \
+    /* arch 90: the Hopper kernel (fa_fwd_sm90_kernel.cuh, wgmma + TMA, sm_90a only). warps =    \
+     * 4 x (1 producer + Br/64 consumer warpgroups); stages = depth of the K/V slot ring. Budgets: \
+     * consumer registers (240 after setmaxnreg with 2 consumer warpgroups) = O d/2 + S Bc/2 +    \
+     * P Bc/4 + ~30; shared memory (Br + 2 stages Bc) d 2 B + 1 KB <= 227 KB. */                 \
+    {90, FA_DIR_FWD,  64, 192, 128, 16, 2, 0,                                                       \
+     "3 consumer warpgroups (FA3's 192x128): at d=64 the MMA per tile is smallest, so a third "    \
+     "warpgroup hides more softmax; O 32 + S 64 + P 32 regs fit the 160 of 3 warpgroups (152 "     \
+     "used, no spills; Br=128 / 12 warps also compiles clean); smem 24 + 2x2x16 = 88 KB"},          \
+    {90, FA_DIR_FWD, 128, 128, 128, 12, 2, 0,                                                       \
+     "O 64 + S 64 + P 32 regs (FA3's 128x128; 184 of 240 used, no spills); smem 32 + 2x2x32 = "  \
+     "160 KB, 2 stages so K_j+1 and V_j+1 land during tile j"},                                      \
+    {90, FA_DIR_FWD, 256, 128,  64, 12, 2, 0,                                                       \
+     "O 128 regs, so Bc=64 (S 32 + P 16; 205 of 240 used); smem 64 + 2x2x32 = 192 KB"},
 
 /* ============================== BACKWARD SECTION ==================================
  * Owned by the backward kernels (csrc/cuda/fa_bwd*). Same columns; the meaning of flags for
@@ -106,10 +119,16 @@ enum { FA_DIR_BWD_DQ = 2 };
      "S/dP warp tiles 64x32: S + dP 128 regs, dK + dV (32x32 tiles) 64 regs; Br = Bc = 128 "       \
      "gives 8 warps square-ish tiles (96 smem rows read per warp product) and halves the dQ "      \
      "atomics per FLOP vs Bc = 64; smem 32 K,V + 64 Q,dO x2 + 64 P,dS + 2 = 162 KB (A100 fits)"},  \
+    {80, FA_DIR_BWD,  96,  64, 128, 8, 2, FA_BWD_FLAGS(2, 4, 4, 2, 1),                                 \
+     "as d = 128 with dK + dV 32x48 tiles (96 regs); dQ 16x48 tiles (4x2 warps: 48 columns "       \
+     "split in 8-column pairs needs 2 warps along d); smem 48 K,V + 48 Q,dO x2 + 32 P,dS = 129 KB"},\
     {80, FA_DIR_BWD, 128,  64, 128, 8, 2, FA_BWD_FLAGS(2, 4, 2, 2, 1),                                 \
      "dK + dV (32x64 tiles) 128 regs, so S/dP shrink to Br = 64 (32x32 tiles, 64 regs); "          \
      "Bc = 128 keeps K, V reuse and dQ atomics at 1 per 128 keys; dQ 32x32 tiles 32 regs; "        \
      "smem 64 K,V + 64 Q,dO x2 + 32 P,dS + 1 = 161 KB (A100 fits)"},                               \
+    {80, FA_DIR_BWD, 192,  64,  64, 8, 2, FA_BWD_FLAGS(4, 2, 4, 2, 1),                                 \
+     "as d = 256 but dK + dV (32x48 tiles) 96 regs and dQ 16x96 tiles 48 regs in one pass; "       \
+     "Q and dO double buffered: 48 K,V + 96 Q,dO x2 + 16 P,dS = 161 KB fits A100"},                \
     {80, FA_DIR_BWD, 256,  64,  64, 8, 1, FA_BWD_FLAGS(4, 2, 2, 1, 2),                                 \
      "dK + dV (32x64 tiles) 128 regs; dQ 32x64 tiles in 2 passes of 32 columns (32 regs: with "    \
      "64 live it spilled); S/dP 16x32 tiles (32 regs); Bc = 64 (Bc = 128 would need 256 "         \
@@ -119,11 +138,15 @@ enum { FA_DIR_BWD_DQ = 2 };
      "as the sm80 row, but H100/H200 have 227 KB: Q and dO double buffered (208.5 KB) so the "     \
      "next tiles load during a whole iteration and two barriers per iteration go away; dQ warp "   \
      "tiles 16x128 (2 passes of 64 columns): the 32x64 tiles spilled 24 bytes with 2 buffers"},    \
-    {80, FA_DIR_BWD_DQ,  64, 64, 128, 4, 2, 0,                                                      \
-     "warp = 16 rows x 128 keys: S + dP 128 regs, dQ 32 regs; smem 16 Q,dO + 2 x 32 K,V = 80 KB "  \
-     "-> 2 blocks/SM so one block's exp/Philox overlaps the other's MMAs"},                        \
+    {80, FA_DIR_BWD_DQ,  64, 64,  64, 4, 2, 0,                                                      \
+     "warp = 16 rows x 64 keys: S + dP 64 regs, dQ 32 regs (Bc = 128: S + dP 128 regs spilled on " \
+     "sm90); smem 16 Q,dO + 2 x 16 K,V = 48 KB -> several blocks/SM overlap exp with MMAs"},       \
+    {80, FA_DIR_BWD_DQ,  96, 64,  64, 4, 2, 0,                                                      \
+     "S + dP 64 regs, dQ 48 regs; smem 24 Q,dO + 2 x 24 K,V = 72 KB"},                             \
     {80, FA_DIR_BWD_DQ, 128, 64,  64, 4, 2, 0,                                                      \
      "S + dP 64 regs, dQ 64 regs; smem 32 Q,dO + 2 x 32 K,V = 96 KB (2 blocks/SM on H100)"},        \
+    {80, FA_DIR_BWD_DQ, 192, 64,  32, 4, 2, 0,                                                      \
+     "dQ 96 regs, so Bc = 32 as for d = 256 (S + dP 32 regs); smem 48 Q,dO + 2 x 24 K,V = 96 KB"}, \
     {80, FA_DIR_BWD_DQ, 256, 64,  32, 4, 2, 0,                                                      \
      "dQ accumulator alone is 128 regs, so Bc = 32 (S + dP 32 regs); smem 64 Q,dO + 2 x 32 K,V "   \
      "= 128 KB"},

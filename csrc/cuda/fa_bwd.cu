@@ -1,0 +1,71 @@
+/* fa_bwd.cu - CUDA backward entry points: workspace size, validation and dispatch.
+ *
+ * Passes, all on the caller's stream, no allocation and no host synchronization:
+ *   1. fa_bwd_dot_do_o_kernel   D = rowsum(dO o O) into the workspace; zeroes dq_accum
+ *   2. fa_bwd_dkdv_kernel       dK, dV (+ dQ through fp32 atomics unless deterministic)
+ *   3. fa_bwd_dq_convert_kernel dq = scale * dq_accum          (atomic path)
+ *      fa_bwd_dq_kernel         dq by a separate ordered pass   (deterministic path)
+ * The workspace layout is described in fa_bwd_host.h.
+ */
+#include <cuda_runtime.h>
+
+#include "flash_attn_c.h"
+#include "fa_bwd_args.cuh"
+#include "fa_bwd_host.h"
+#include "fa_bwd_launch.cuh"
+#include "fa_bwd_prep.cuh"
+
+extern "C" size_t fa_bwd_cuda_workspace_bytes(const fa_params *p)
+{
+    return fa_bwd_workspace_need(p);
+}
+
+/* The template per head-dim bucket (64, 96, 128, 192, 256); a smaller d runs in the next bucket
+ * up with zero-filled padding columns (k-steps and column pairs past d are skipped). */
+template <bool kBf16>
+static fa_status fa_bwd_dispatch_d(const fa_bwd_args &a, int arch, cudaStream_t stream)
+{
+    if (a.head_dim <= 64) return fa_bwd_launch_main<kBf16, 64>(a, arch, stream);
+    if (a.head_dim <= 96) return fa_bwd_launch_main<kBf16, 96>(a, arch, stream);
+    if (a.head_dim <= 128) return fa_bwd_launch_main<kBf16, 128>(a, arch, stream);
+    if (a.head_dim <= 192) return fa_bwd_launch_main<kBf16, 192>(a, arch, stream);
+    return fa_bwd_launch_main<kBf16, 256>(a, arch, stream);
+}
+
+template <bool kBf16>
+static fa_status fa_bwd_run(const fa_bwd_args &a, int arch, cudaStream_t stream)
+{
+    const int64_t pairs = a.total_q * a.heads;
+    const int64_t pair_blocks =
+        (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
+    if (pair_blocks > 0) {
+        fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
+        if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
+    }
+    const fa_status st = fa_bwd_dispatch_d<kBf16>(a, arch, stream);
+    if (st != FA_OK) return st;
+    if (a.atomic_dq && pair_blocks > 0) {
+        fa_bwd_dq_convert_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
+        if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
+    }
+    return FA_OK;
+}
+
+extern "C" fa_status fa_bwd_cuda(const fa_params *p, void *stream)
+{
+    const fa_status chk = fa_bwd_validate(p);
+    if (chk != FA_OK) return chk;
+    fa_bwd_args a;
+    fa_bwd_fill_args(p, &a);
+
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+        return FA_ERR_CUDA;
+    if (major < 8) return FA_ERR_UNSUPPORTED;
+    const int arch = 10 * major + minor;
+
+    cudaStream_t s = (cudaStream_t)stream;
+    return p->dtype == FA_BF16 ? fa_bwd_run<true>(a, arch, s) : fa_bwd_run<false>(a, arch, s);
+}

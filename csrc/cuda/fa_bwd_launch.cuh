@@ -1,0 +1,57 @@
+/* fa_bwd_launch.cuh - host-side launch of the backward kernels of one (dtype, head-dim bucket).
+ *
+ * Defined here, explicitly instantiated once per head-dim bucket in fa_bwd_hdim{64,96,128,192,256}.cu
+ * (so the heavy kernels compile in parallel, one translation unit each) and called from the
+ * dispatch in fa_bwd.cu, which only sees the declaration below.
+ */
+#ifndef FA_BWD_LAUNCH_CUH
+#define FA_BWD_LAUNCH_CUH
+
+#include <cuda_runtime.h>
+
+#include "flash_attn_c.h"
+#include "fa_bwd_args.cuh"
+
+/* Runs the dK/dV kernel and, when !a.atomic_dq, the deterministic dQ kernel. arch = 10 major +
+ * minor of the current device. The preprocess / convert passes are launched by the caller. */
+template <bool kBf16, int kD>
+fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream);
+
+#ifdef FA_BWD_LAUNCH_DEFINE
+#include "fa_bwd_config.cuh"
+#include "fa_bwd_dkdv.cuh"
+#include "fa_bwd_dq.cuh"
+
+template <bool kBf16, int kD>
+fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream)
+{
+    typedef fa_bwd_dkdv_host<kD> H;
+    if (a.seqlen_k > 0 && a.batch > 0) {
+        const int smem = H::smem_bytes(arch);
+        const dim3 grid((unsigned)((a.seqlen_k + H::kBc - 1) / H::kBc), (unsigned)a.heads_k,
+                        (unsigned)a.batch);
+        if (cudaFuncSetAttribute(fa_bwd_dkdv_kernel<kBf16, kD>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+            return FA_ERR_CUDA;
+        fa_bwd_dkdv_kernel<kBf16, kD><<<grid, H::kThreads, smem, stream>>>(a);
+        if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
+    }
+    if (!a.atomic_dq && a.seqlen_q > 0 && a.batch > 0) {
+        typedef fa_bwd_dq_cfg<kD> Q;
+        const dim3 grid((unsigned)((a.seqlen_q + Q::kBr - 1) / Q::kBr), (unsigned)a.heads,
+                        (unsigned)a.batch);
+        if (cudaFuncSetAttribute(fa_bwd_dq_kernel<kBf16, kD>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, Q::kSmem) != cudaSuccess)
+            return FA_ERR_CUDA;
+        fa_bwd_dq_kernel<kBf16, kD><<<grid, Q::kThreads, Q::kSmem, stream>>>(a);
+        if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
+    }
+    return FA_OK;
+}
+
+#define FA_BWD_INSTANTIATE(kD)                                                                    \
+    template fa_status fa_bwd_launch_main<false, kD>(const fa_bwd_args &, int, cudaStream_t);   \
+    template fa_status fa_bwd_launch_main<true, kD>(const fa_bwd_args &, int, cudaStream_t);
+#endif /* FA_BWD_LAUNCH_DEFINE */
+
+#endif /* FA_BWD_LAUNCH_CUH */

@@ -1,0 +1,103 @@
+/* fa_bwd_prep.cuh - the two memory-bound passes around the main backward kernel:
+ *   fa_bwd_dot_do_o_kernel:  D = rowsum(dO o O) (fp32, laid out like lse) and, on the atomic
+ *                            path, zeroes dq_accum (the workspace arrives uninitialized);
+ *   fa_bwd_dq_convert_kernel: dq = softmax_scale * dq_accum in the params dtype.
+ *
+ * One (row, head) pair of the (total_q, h, d) view is handled by 8 consecutive lanes, each
+ * taking 16-byte chunks c = lane8, lane8 + 8, ... of the d elements: a group of 8 lanes reads
+ * 128 contiguous bytes, and pairs are ordered (row, head) so neighbouring groups are adjacent
+ * in memory for the usual (b, s, h, d) layout.
+ */
+#ifndef FA_BWD_PREP_CUH
+#define FA_BWD_PREP_CUH
+
+#include "fa_bwd_args.cuh"
+#include "fa_mma.cuh"
+
+#define FA_BWD_PREP_THREADS 256
+#define FA_BWD_PREP_LANES 8 /* lanes per (row, head) */
+
+/* Element offset of (global row, head) in a tensor with (batch, row, head) strides: dense rows
+ * are b * seqlen_q + i; varlen rows index the (total_q, h, d) view directly. */
+static __device__ __forceinline__ int64_t fa_bwd_row_off(const fa_bwd_args &a, int64_t row, int h,
+                                                        int64_t bs, int64_t rs, int64_t hs)
+{
+    if (a.cu_seqlens_q != NULL) return row * rs + (int64_t)h * hs;
+    const int64_t b = row / a.seqlen_q, i = row - b * a.seqlen_q;
+    return b * bs + i * rs + (int64_t)h * hs;
+}
+
+/* lse / dpsum index of (global row, head): (b, h, sq) dense, (h, total_q) varlen */
+static __device__ __forceinline__ int64_t fa_bwd_row_lse(const fa_bwd_args &a, int64_t row, int h)
+{
+    if (a.cu_seqlens_q != NULL) return (int64_t)h * a.total_q + row;
+    const int64_t b = row / a.seqlen_q, i = row - b * a.seqlen_q;
+    return (b * a.heads + h) * a.seqlen_q + i;
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(FA_BWD_PREP_THREADS)
+fa_bwd_dot_do_o_kernel(const fa_bwd_args a)
+{
+    const int64_t gid = (int64_t)blockIdx.x * FA_BWD_PREP_THREADS + threadIdx.x;
+    const int64_t pair = gid / FA_BWD_PREP_LANES;
+    const int sub = (int)(gid % FA_BWD_PREP_LANES);
+    const bool active = pair < (int64_t)a.total_q * a.heads;
+    const int64_t row = active ? pair / a.heads : 0;
+    const int h = active ? (int)(pair % a.heads) : 0;
+    const int chunks = a.head_dim / 8;
+    float sum = 0.f;
+    if (active) {
+        const uint16_t *o = a.o + fa_bwd_row_off(a, row, h, a.o_bs, a.o_rs, a.o_hs);
+        const uint16_t *dout = a.dout + fa_bwd_row_off(a, row, h, a.do_bs, a.do_rs, a.do_hs);
+        for (int ch = sub; ch < chunks; ch += FA_BWD_PREP_LANES) {
+            const uint4 ov = *(const uint4 *)(o + 8 * ch);
+            const uint4 dv = *(const uint4 *)(dout + 8 * ch);
+            const uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w};
+            const uint32_t dw[4] = {dv.x, dv.y, dv.z, dv.w};
+#pragma unroll
+            for (int w = 0; w < 4; ++w) {
+                const float2 of = fa_unpack_f32x2<kBf16>(ow[w]);
+                const float2 df = fa_unpack_f32x2<kBf16>(dw[w]);
+                sum = fmaf(of.x, df.x, sum);
+                sum = fmaf(of.y, df.y, sum);
+            }
+        }
+    }
+    /* the 8 lanes of a pair are aligned inside the warp (8 divides 32) */
+    sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    if (!active) return;
+    if (sub == 0) a.dpsum[fa_bwd_row_lse(a, row, h)] = sum;
+    if (a.dq_accum != NULL) {
+        float4 *acc = (float4 *)(a.dq_accum + (row * a.heads + h) * a.head_dim);
+        for (int c4 = sub; c4 < a.head_dim / 4; c4 += FA_BWD_PREP_LANES)
+            acc[c4] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+}
+
+template <bool kBf16>
+__global__ void __launch_bounds__(FA_BWD_PREP_THREADS)
+fa_bwd_dq_convert_kernel(const fa_bwd_args a)
+{
+    const int64_t gid = (int64_t)blockIdx.x * FA_BWD_PREP_THREADS + threadIdx.x;
+    const int64_t pair = gid / FA_BWD_PREP_LANES;
+    const int sub = (int)(gid % FA_BWD_PREP_LANES);
+    if (pair >= (int64_t)a.total_q * a.heads) return;
+    const int64_t row = pair / a.heads;
+    const int h = (int)(pair % a.heads);
+    const float4 *acc = (const float4 *)(a.dq_accum + (row * a.heads + h) * a.head_dim);
+    uint16_t *dq = a.dq + fa_bwd_row_off(a, row, h, a.dq_bs, a.dq_rs, a.dq_hs);
+    for (int ch = sub; ch < a.head_dim / 8; ch += FA_BWD_PREP_LANES) {
+        const float4 x = acc[2 * ch], y = acc[2 * ch + 1];
+        uint4 out;
+        out.x = fa_pack_f32x2<kBf16>(x.x * a.scale, x.y * a.scale);
+        out.y = fa_pack_f32x2<kBf16>(x.z * a.scale, x.w * a.scale);
+        out.z = fa_pack_f32x2<kBf16>(y.x * a.scale, y.y * a.scale);
+        out.w = fa_pack_f32x2<kBf16>(y.z * a.scale, y.w * a.scale);
+        *(uint4 *)(dq + 8 * ch) = out;
+    }
+}
+
+#endif /* FA_BWD_PREP_CUH */

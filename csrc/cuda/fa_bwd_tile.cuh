@@ -1,0 +1,294 @@
+/* fa_bwd_tile.cuh - warp-level building blocks of the backward kernels: tile products from
+ * swizzled shared memory, recomputation of P from the LSE, dS, and staging of register tiles.
+ *
+ * Conventions (shared with fa_mma.cuh / fa_mask.cuh): a lane is (g = lane / 4, t = lane % 4);
+ * an accumulator tile acc[kMT][kNT][4] covers 16 kMT rows x 8 kNT columns and element e of
+ * (mt, nt) sits at row 16 mt + g + 8 (e >> 1), column 8 nt + 2 t + (e & 1).
+ * Shared tiles are [R][C] b16 swizzled by fa_tile_offset<C> (fa_smem_tile.cuh); every ldmatrix
+ * reads 8 consecutive rows of one 16-byte chunk, which that swizzle makes conflict-free.
+ */
+#ifndef FA_BWD_TILE_CUH
+#define FA_BWD_TILE_CUH
+
+#include <math.h>
+#include <stdint.h>
+
+#include "fa_mma.cuh"
+#include "fa_smem_tile.cuh"
+#include "fa_mask.cuh"
+#include "fa_softmax.cuh"
+#include "fa_dropout.cuh"
+#include "fa_bwd_cp_async.cuh"
+
+#define FA_BWD_LOG2E 1.4426950408889634f
+
+/* ---- one warp-tile product from shared memory -------------------------------------------
+ * acc[kMT][kNT] += A (16 kMT x K) * B (K x 8 kNT), both operands read with ldmatrix.
+ *   A stored [m][k] (kATrans = false) or [k][m] (kATrans = true), a tile with kACols columns;
+ *   B stored [n][k] (kBTrans = false) or [k][n] (kBTrans = true), a tile with kBCols columns.
+ * m0 / n0: first row / column of this warp's part of the product (multiples of 16).
+ * k_valid: k-steps of 16 at or beyond k_valid are skipped (their operands are zero-filled
+ * padding of a head dim below the bucket); n_valid: likewise for 16-column pairs of B.
+ * Lane addresses (derived from the fragment layouts in fa_mma.cuh):
+ *   "rows16" pattern: row = base + (lane & 15), chunk = base + (lane >> 4)
+ *       A [m][k] (matrices: rows 0-7/8-15 x k chunk 0, then chunk 1 -> a0 a1 a2 a3)
+ *       B [k][n] .trans (k rows 0-7/8-15 x n chunk 0 -> b0 b1 of the first n-block, chunk 1
+ *       -> b0 b1 of the second)
+ *   "rows8" pattern: row = base + (lane & 7) + 8 (lane >> 4), chunk = base + ((lane >> 3) & 1)
+ *       B [n][k] (n rows 0-7 x k chunks 0, 1 -> b0 b1 of block 0; n rows 8-15 -> block 1)
+ *       A [k][m] .trans (k rows 0-7 x m chunks 0, 1 -> a0 a1; k rows 8-15 -> a2 a3) */
+template <bool kBf16, int kMT, int kNT, int kKSteps, int kACols, int kBCols, bool kATrans,
+          bool kBTrans>
+static __device__ __forceinline__ void warp_gemm_smem(float (*acc)[kNT][4],
+                                                      const uint16_t *sA, int m0,
+                                                      const uint16_t *sB, int n0,
+                                                      int k_valid, int n_valid)
+{
+    static_assert(kNT % 2 == 0, "B is loaded in pairs of 8-column blocks");
+    const int lane = threadIdx.x & 31;
+    const int r16 = lane & 15, c16 = lane >> 4;
+    const int r8 = (lane & 7) + ((lane >> 4) << 3), c8 = (lane >> 3) & 1;
+    const uint32_t a_base = fa_smem_u32(sA), b_base = fa_smem_u32(sB);
+#pragma unroll
+    for (int ks = 0; ks < kKSteps; ++ks) {
+        if (ks * 16 >= k_valid) break;
+        uint32_t a[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+            if (!kATrans) {
+                warp_ldmatrix_x4(a[mt], a_base + 2u * (uint32_t)fa_tile_offset<kACols>(
+                                                  m0 + 16 * mt + r16, 2 * ks + c16));
+            } else {
+                warp_ldmatrix_x4_trans(a[mt], a_base + 2u * (uint32_t)fa_tile_offset<kACols>(
+                                                        16 * ks + r8, (m0 + 16 * mt) / 8 + c8));
+            }
+        }
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+            if (n0 + 16 * np >= n_valid) break;
+            uint32_t b[4];
+            if (!kBTrans) {
+                warp_ldmatrix_x4(b, b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
+                                              n0 + 16 * np + r8, 2 * ks + c8));
+            } else {
+                warp_ldmatrix_x4_trans(b, b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
+                                                    16 * ks + r16, (n0 + 16 * np) / 8 + c16));
+            }
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np], a[mt], b[0], b[1]);
+                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+template <int kMT, int kNT>
+static __device__ __forceinline__ void thread_zero_tile(float (*acc)[kNT][4])
+{
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+}
+
+/* Per-thread: writes a register tile, times `mul`, as b16 pairs into a swizzled [R][kCols]
+ * shared tile at rows r0 + ..., columns c0 + ... (r0, c0 multiples of 16 / 8). A quad writes
+ * one 16-byte chunk of 8 consecutive rows: conflict-free under the swizzle. */
+template <bool kBf16, int kMT, int kNT, int kCols>
+static __device__ __forceinline__ void thread_store_tile_smem(uint16_t *s, const float (*acc)[kNT][4],
+                                                             int r0, int c0)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = r0 + 16 * mt + 8 * half + g;
+                const int off = fa_tile_offset<kCols>(row, c0 / 8 + nt) + 2 * t;
+                *(uint32_t *)(s + off) =
+                    fa_pack_f32x2<kBf16>(acc[mt][nt][2 * half], acc[mt][nt][2 * half + 1]);
+            }
+}
+
+/* ---- recomputing P and dS -----------------------------------------------------------------
+ * Everything the elementwise part of the backward needs about one (sequence, query head). */
+typedef struct fa_bwd_score_ctx {
+    fa_mask_t mask;          /* sequence-local mask */
+    float scale_log2;        /* softmax_scale * log2(e): fast path exponent multiplier */
+    float scale;             /* softmax_scale */
+    float softcap;           /* 0 = off */
+    float cap_inv_scale;     /* softmax_scale / softcap */
+    float alibi_slope;       /* 0 = off */
+    int slow;                /* softcap or ALiBi: scores are transformed before exp */
+    int dropout;             /* dropout_p > 0 */
+    uint32_t threshold;      /* keep iff Philox word >= threshold */
+    float rp_inv;            /* 1 / (1 - dropout_p) */
+    uint64_t seed, offset;
+    int b, h;                /* logical dropout coordinates: sequence index, query head */
+} fa_bwd_score_ctx;
+
+/* Per-thread, the common case (no softcap, ALiBi or dropout): s <- P = exp2(s * scale_log2 -
+ * LSE log2(e)), and P also into the shared tile. kMask: the tile touches the mask boundary or
+ * sk, so invisible entries are zeroed (a separate instantiation keeps the test out of the
+ * interior tiles). Layout and arguments as warp_bwd_probs below. */
+template <bool kBf16, int kMT, int kNT, bool kStoreP, int kPCols, bool kMask>
+static __device__ __forceinline__ void thread_bwd_probs_plain(float (*s)[kNT][4],
+                                                             const fa_bwd_score_ctx &c, int row_g,
+                                                             int col_2t, const float (*lse)[2],
+                                                             uint16_t *sP, int p_r0, int p_c0)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const float lse2 =
+                lse[mt][half] == -INFINITY ? INFINITY : lse[mt][half] * FA_BWD_LOG2E;
+            int lo = 0, hi = 0;
+            if (kMask) fa_mask_row_range(c.mask, row_g + 16 * mt + 8 * half, &lo, &hi);
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float p = fa_exp2(fmaf(s[mt][nt][2 * half + e], c.scale_log2, -lse2));
+                    if (kMask) {
+                        const int j = col_2t + 8 * nt + e;
+                        if (j < lo || j > hi) p = 0.f;
+                    }
+                    s[mt][nt][2 * half + e] = p;
+                }
+                if (kStoreP) {
+                    const int off =
+                        fa_tile_offset<kPCols>(p_r0 + 16 * mt + 8 * half + g, p_c0 / 8 + nt) + 2 * t;
+                    *(uint32_t *)(sP + off) =
+                        fa_pack_f32x2<kBf16>(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]);
+                }
+            }
+        }
+    }
+}
+
+/* Warp-collective (dropout shuffles): turns the raw q.k dot products s (rows row_g + 16 mt +
+ * 8 half, columns col_2t + 8 nt + e, sequence-local; row_g = tile row + g, col_2t = tile
+ * column + 2 t) into
+ *     s <- +-P * (1 - tanh^2)      sign bit set = dropped by dropout
+ * the factor dS needs (tanh term only with softcap; the sign carries the keep bit so no extra
+ * registers hold the mask), and, when kStoreP, writes the dropped-and-rescaled probabilities
+ * P o Z (Z = keep / (1 - p)) as b16 into the swizzled [..][kPCols] tile sP at rows p_r0 + ...,
+ * columns p_c0 + ... (this warp's place inside the block tile).
+ * lse[mt][half]: natural-log LSE of the lane's rows; -inf (row sees no key) gives P = 0.
+ * need_mask: the tile touches the mask boundary or sk (fa_mask_tile_is_full was false).
+ * Without softcap, ALiBi and dropout it runs thread_bwd_probs_plain (then s = P >= 0). */
+template <bool kBf16, int kMT, int kNT, bool kStoreP, int kPCols>
+static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const fa_bwd_score_ctx &c,
+                                                     int row_g, int col_2t,
+                                                     const float (*lse)[2], bool need_mask,
+                                                     uint16_t *sP, int p_r0, int p_c0)
+{
+    if (!c.slow && !c.dropout) {
+        if (need_mask)
+            thread_bwd_probs_plain<kBf16, kMT, kNT, kStoreP, kPCols, true>(s, c, row_g, col_2t, lse,
+                                                                            sP, p_r0, p_c0);
+        else
+            thread_bwd_probs_plain<kBf16, kMT, kNT, kStoreP, kPCols, false>(s, c, row_g, col_2t, lse,
+                                                                             sP, p_r0, p_c0);
+        return;
+    }
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+        float lse2[2];
+        int lo[2], hi[2];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            lse2[half] = lse[mt][half] == -INFINITY ? INFINITY : lse[mt][half] * FA_BWD_LOG2E;
+            fa_mask_row_range(c.mask, row_g + 16 * mt + 8 * half, &lo[half], &hi[half]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+            const uint32_t keep =
+                c.dropout ? warp_dropout_keep4(c.seed, c.offset, c.b, c.h, row_g + 16 * mt,
+                                               col_2t + 8 * nt, c.threshold)
+                          : 0xfu;
+            float pd[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int half = e >> 1;
+                const int i = row_g + 16 * mt + 8 * half;
+                const int j = col_2t + 8 * nt + (e & 1);
+                const float x = s[mt][nt][e];
+                float p, gf;
+                if (!c.slow) {
+                    p = fa_exp2(fmaf(x, c.scale_log2, -lse2[half]));
+                    gf = p;
+                } else {
+                    float val, dtanh = 1.f;
+                    if (c.softcap > 0.f) {
+                        const float th = tanhf(x * c.cap_inv_scale);
+                        val = c.softcap * th;
+                        dtanh = fmaf(-th, th, 1.f);
+                    } else {
+                        val = x * c.scale;
+                    }
+                    const int dist = i + c.mask.sk - c.mask.sq - j;
+                    val = fmaf(-c.alibi_slope, (float)(dist < 0 ? -dist : dist), val);
+                    p = fa_exp2(fmaf(val, FA_BWD_LOG2E, -lse2[half]));
+                    gf = p * dtanh;
+                }
+                if (need_mask && (j < lo[half] || j > hi[half])) {
+                    p = 0.f;
+                    gf = 0.f;
+                }
+                const bool kept = (keep >> e) & 1u;
+                pd[e] = kept ? p * c.rp_inv : 0.f;
+                s[mt][nt][e] = kept ? gf : -gf;
+            }
+            if (kStoreP) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int off =
+                        fa_tile_offset<kPCols>(p_r0 + 16 * mt + 8 * half + g, p_c0 / 8 + nt) + 2 * t;
+                    *(uint32_t *)(sP + off) = fa_pack_f32x2<kBf16>(pd[2 * half], pd[2 * half + 1]);
+                }
+            }
+        }
+    }
+}
+
+/* Per-thread: s (from warp_bwd_probs) and dp = dO V^T  ->  s <- dS, the gradient of the
+ * pre-softcap scaled score:  dS = P (1 - tanh^2) (dP o Z - D),  D = rowsum(dO o O) of the
+ * lane's rows (dpsum[mt][half]); Z = 1 / (1 - p) where kept, 0 where dropped (the sign of s).
+ * dropout == 0: s = P (1 - tanh^2) >= 0 and Z = 1, so no sign handling. */
+template <int kMT, int kNT>
+static __device__ __forceinline__ void thread_bwd_dscores(float (*s)[kNT][4], const float (*dp)[kNT][4],
+                                                         const float (*dpsum)[2], int dropout,
+                                                         float rp_inv)
+{
+    if (!dropout) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    s[mt][nt][e] *= dp[mt][nt][e] - dpsum[mt][e >> 1];
+        return;
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float gf = s[mt][nt][e];
+                const float dpz = signbit(gf) ? 0.f : dp[mt][nt][e] * rp_inv;
+                s[mt][nt][e] = fabsf(gf) * (dpz - dpsum[mt][e >> 1]);
+            }
+}
+
+#endif /* FA_BWD_TILE_CUH */
