@@ -48,7 +48,8 @@ def nvcc_version(nvcc: str) -> str:
 
 
 NVCC = nvcc_path()
-CUDA_ARCHS = [a for a in os.environ.get("FLASH_ATTN_C_CUDA_ARCHS", "80;90").split(";") if a]
+# 90a: Hopper's own instructions (wgmma, TMA) for the sm90 forward; it runs on H100/H200.
+CUDA_ARCHS = [a for a in os.environ.get("FLASH_ATTN_C_CUDA_ARCHS", "80;90a").split(";") if a]
 CPU_ARCH = os.environ.get("FLASH_ATTN_C_CPU_ARCH", "native")
 C_FLAGS = ["-std=c11", "-O3", f"-march={CPU_ARCH}", "-fPIC", "-fno-math-errno",
            "-Wall", "-Wextra", "-pedantic"]
@@ -63,9 +64,12 @@ if NVCC and torch.version.cuda:
     gencode = []
     for a in CUDA_ARCHS:
         gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-    gencode += ["-gencode", f"arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}"]
+    # PTX of the newest portable arch (no 'a' suffix: arch-specific PTX would not JIT forward).
+    ptx = CUDA_ARCHS[-1].rstrip("a")
+    gencode += ["-gencode", f"arch=compute_{ptx},code=compute_{ptx}"]
     # Arch list set explicitly: nothing needs a GPU at build time.
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ";".join(f"{a[:-1]}.{a[-1]}" for a in CUDA_ARCHS))
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ";".join(
+        f"{a.rstrip('a')[:-1]}.{a.rstrip('a')[-1]}{'a' if a.endswith('a') else ''}" for a in CUDA_ARCHS))
     ext = CUDAExtension(
         name="flash_attn_c._C",
         sources=cpp_sources + ["csrc/torch/fa_cuda.cpp"] + cuda_sources,

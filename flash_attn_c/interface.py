@@ -75,6 +75,10 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
                softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
                return_attn_probs):
     q, k, v = _check_tensor(q, "q"), _check_tensor(k, "k"), _check_tensor(v, "v")
+    for name, t in (("k", k), ("v", v), ("alibi_slopes", alibi_slopes),
+                    ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if isinstance(t, torch.Tensor) and t.device != q.device:
+            raise ValueError(f"{name} must be on {q.device} like q, got {t.device}")
     _check_scalars(dropout_p, softcap)
     left, right = _window(window_size, causal)
     if alibi_slopes is not None:

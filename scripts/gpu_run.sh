@@ -8,14 +8,14 @@ what=${1:-all}; shift || true
 OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
 # Only the GPU in hand (sm_90) is built here, which halves the compile time of a test run.
-export FLASH_ATTN_C_CUDA_ARCHS=${FLASH_ATTN_C_CUDA_ARCHS:-90}
+export FLASH_ATTN_C_CUDA_ARCHS=${FLASH_ATTN_C_CUDA_ARCHS:-90a}
 PYTEST_S=${PYTEST_S:-240} BENCH_S=${BENCH_S:-240} NPROC=${NPROC:-8}
 log() { echo "[gpu_run $(date +%T)] $*"; }
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')"
+  echo "commit ${GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
@@ -26,9 +26,9 @@ log "build took $(( $(date +%s) - t0 )) s"; grep "build plan" "$OUT/build.log"
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
   log "dev harnesses"
-  for h in dev/fwd dev/bwd; do
+  for h in dev/fwd dev/bwd dev/fwd_sm90; do
     [ -f $h/Makefile ] || continue
-    (make -C $h -j16 GENCODE="-gencode arch=compute_90,code=sm_90" >/dev/null 2>&1 && make -C $h run GENCODE="-gencode arch=compute_90,code=sm_90") 2>&1 | grep -E "FAIL|passed|failed|error" | head -30
+    (make -C $h -j16 GENCODE="-gencode arch=compute_90a,code=sm_90a" >/dev/null 2>&1 && timeout 150 make -C $h run GENCODE="-gencode arch=compute_90a,code=sm_90a") 2>&1 | grep -E "FAIL|passed|failed|error" | head -30
   done > "$OUT/harness.log" 2>&1
   tail -6 "$OUT/harness.log"
   log "pytest (gpu)"

@@ -10,6 +10,7 @@
 #include <string.h>
 #include "flash_attn_c.h"
 #include "fa_fwd.h"
+#include "fa_fwd_sm90.cuh"  /* sm90 hook, see fa_fwd_cuda */
 
 /* Head-dim buckets compiled (fa_fwd_hdim<D>.cu); d is rounded up to the next one. */
 static const int fa_fwd_buckets[] = {32, 64, 96, 128, 160, 192, 224, 256};
@@ -74,6 +75,16 @@ fa_status fa_fwd_cuda(const fa_params *p, void *stream_ptr)
     if (p->seqlen_q >= (1 << 30) || p->seqlen_k >= (1 << 30) || p->heads > 65535 ||
         p->batch > 65535 || p->heads_k > p->heads)
         return FA_ERR_UNSUPPORTED;
+
+    /* ---- sm90 hook: the Hopper wgmma/TMA forward (fa_fwd_sm90*.cu), taken only on compute
+     * capability 9.0 with FLASH_ATTN_C_SM90=1 (off by default until verified on the GPU); calls it
+     * does not cover (dropout, softcap, ALiBi, probabilities, d <= 32, ...) or whose strides TMA
+     * refuses (FA_ERR_UNSUPPORTED) continue to the sm80 kernels below. The entry points are weak
+     * (NULL when a build leaves the sm90 objects out, see fa_fwd_sm90.cuh). ---- */
+    if (fa_fwd_sm90_supported != NULL && fa_fwd_sm90_supported(p)) {
+        st = fa_fwd_sm90(p, stream_ptr);
+        if (st != FA_ERR_UNSUPPORTED) return st;
+    }
 
     int bucket = 0;
     for (unsigned i = 0; i < sizeof(fa_fwd_buckets) / sizeof(fa_fwd_buckets[0]); ++i) {

@@ -1,0 +1,247 @@
+/* fa_fwd_sm90.cu - host side of the Hopper forward: when it applies (fa_fwd_sm90_can_run), the
+ * TMA tensor maps of Q, K, V, and the dispatch on the head-dim bucket (fa_fwd_sm90_hdim<D>.cu).
+ *
+ * The tensor-map encoder (cuTensorMapEncodeTiled) is a driver API function; it is fetched once
+ * through the runtime's cudaGetDriverEntryPointByVersion, so nothing links libcuda directly.
+ */
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "flash_attn_c.h"
+#include "fa_fwd_sm90.cuh"
+#include "fa_fwd_sm90_args.cuh"
+
+typedef CUresult (*fa_encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                       const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                       const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                       CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+static fa_encode_tiled_fn fa_load_encode_tiled(void)
+{
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) !=
+            cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+        return NULL;
+    return (fa_encode_tiled_fn)fn;
+}
+
+static fa_encode_tiled_fn fa_encode_tiled(void)
+{
+    static const fa_encode_tiled_fn fn = fa_load_encode_tiled();  /* thread-safe static init */
+    return fn;
+}
+
+/* Buckets compiled for sm90: the kernel's head dim D; smaller d (multiple of 8) is zero-filled by
+ * the TMA boxes. d <= 32 stays on the sm80 kernels (their d = 32 bucket wastes no work). */
+static int fa_sm90_bucket(int64_t d)
+{
+    if (d <= 32 || d % 8 != 0) return 0;
+    if (d <= 64) return 64;
+    if (d <= 128) return 128;
+    if (d <= 256) return 256;
+    return 0;
+}
+
+static int fa_sm90_has_image(int bucket, fa_dtype dtype)
+{
+    switch (bucket) {
+    case 64: return fa_fwd_sm90_has_image_hdim<64>(dtype);
+    case 128: return fa_fwd_sm90_has_image_hdim<128>(dtype);
+    case 256: return fa_fwd_sm90_has_image_hdim<256>(dtype);
+    default: return 0;
+    }
+}
+
+static int fa_sm90_aligned16(const void *ptr)
+{
+    return ((uintptr_t)ptr & 15u) == 0;
+}
+
+/* A TMA global stride (bytes): a positive multiple of 16 below 2^40. */
+static int fa_sm90_stride_ok(int64_t elems)
+{
+    return elems > 0 && elems % 8 == 0 && elems < ((int64_t)1 << 39);
+}
+
+int fa_fwd_sm90_can_run(const fa_params *p)
+{
+    if (p == NULL) return 0;
+    if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
+    /* the plain path only */
+    if (p->p != NULL || p->dropout_p != 0.f || p->softcap != 0.f || p->alibi_slopes != NULL) return 0;
+    if (!(p->softmax_scale > 0.f) || !isfinite(p->softmax_scale)) return 0;
+    const int bucket = fa_sm90_bucket(p->head_dim);
+    if (bucket == 0) return 0;
+    if (p->q == NULL || p->k == NULL || p->v == NULL || p->o == NULL || p->lse == NULL) return 0;
+    if (!fa_sm90_aligned16(p->q) || !fa_sm90_aligned16(p->k) || !fa_sm90_aligned16(p->v) ||
+        !fa_sm90_aligned16(p->o))
+        return 0;
+    const int varlen = p->cu_seqlens_q != NULL;
+    if (varlen != (p->cu_seqlens_k != NULL)) return 0;
+    if (p->batch < 1 || p->batch > 65535 || p->heads < 1 || p->heads > 65535 || p->heads_k < 1 ||
+        p->heads % p->heads_k != 0)
+        return 0;
+    if (p->seqlen_q < 1 || p->seqlen_q >= (1 << 30) || p->seqlen_k < 1 || p->seqlen_k >= (1 << 30)) return 0;
+    if (varlen && (p->total_q < 1 || p->total_q >= ((int64_t)1 << 31))) return 0;
+    /* row and head strides are TMA strides; O's need 16-byte alignment for the stores */
+    if (!fa_sm90_stride_ok(p->q_row_stride) || !fa_sm90_stride_ok(p->k_row_stride) ||
+        !fa_sm90_stride_ok(p->v_row_stride) || p->o_row_stride % 8 != 0 || p->o_head_stride % 8 != 0)
+        return 0;
+    if ((p->heads > 1 && !fa_sm90_stride_ok(p->q_head_stride)) ||
+        (p->heads_k > 1 && (!fa_sm90_stride_ok(p->k_head_stride) || !fa_sm90_stride_ok(p->v_head_stride))))
+        return 0;
+    if (!varlen && (p->o_batch_stride % 8 != 0 ||
+                    (p->batch > 1 && (!fa_sm90_stride_ok(p->q_batch_stride) || !fa_sm90_stride_ok(p->k_batch_stride) ||
+                                      !fa_sm90_stride_ok(p->v_batch_stride)))))
+        return 0;
+    /* the device: Hopper (9.0) exactly, and the binary holds the sm_90a kernels */
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+        return 0;
+    if (major != 9 || minor != 0) return 0;
+    if (fa_encode_tiled() == NULL) return 0;
+    return fa_sm90_has_image(bucket, p->dtype);
+}
+
+int fa_fwd_sm90_supported(const fa_params *p)
+{
+    const char *env = getenv("FLASH_ATTN_C_SM90");
+    if (env == NULL || strcmp(env, "1") != 0) return 0;
+    return fa_fwd_sm90_can_run(p);
+}
+
+/* A stride that TMA accepts for a dimension of extent 1 whose stride the caller left as is (it is
+ * never stepped over): keep it when valid, else the next-outer natural value. */
+static int64_t fa_sm90_stride_or(int64_t stride, int64_t fallback)
+{
+    return fa_sm90_stride_ok(stride) ? stride : fallback;
+}
+
+/* Encodes a tensor map of b16 elements: dims[0] = d (contiguous), strides in elements for
+ * dims 1..rank-1, box = {64, box_rows, 1, ...}, 128-byte swizzle, out-of-bounds -> zeros. */
+static int fa_sm90_encode(CUtensorMap *map, fa_dtype dtype, const void *base, int rank, const int64_t *dims,
+                          const int64_t *strides, int box_rows)
+{
+    cuuint64_t gdim[4], gstride[3];
+    cuuint32_t box[4], estride[4];
+    for (int i = 0; i < rank; ++i) {
+        gdim[i] = (cuuint64_t)dims[i];
+        box[i] = i == 0 ? 64u : i == 1 ? (cuuint32_t)box_rows : 1u;
+        estride[i] = 1u;
+    }
+    for (int i = 0; i < rank - 1; ++i) gstride[i] = (cuuint64_t)strides[i] * 2u;
+    const CUtensorMapDataType ty =
+        dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    const CUresult r = fa_encode_tiled()(map, ty, (cuuint32_t)rank, (void *)base, gdim, gstride, box, estride,
+                                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                         CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS;
+}
+
+/* Same clamp as fa_cuda_api.cu: a window side at least as wide as the longest sequence bounds
+ * nothing (-1), which keeps the kernel's int32 arithmetic far from overflow. */
+static int fa_sm90_clamp_window(int64_t w, int64_t unbounded_from)
+{
+    if (w < 0 || w >= unbounded_from) return -1;
+    return (int)w;
+}
+
+template <int D>
+static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t stream)
+{
+    typedef fa_sm90_tile<D> T;
+    const int varlen = p->cu_seqlens_q != NULL;
+    fa_sm90_params prm;
+    memset(&prm, 0, sizeof(prm));
+    fa_fwd_args &a = prm.a;
+    a.q = p->q;
+    a.k = p->k;
+    a.v = p->v;
+    a.o = p->o;
+    a.lse = p->lse;
+    a.q_batch_stride = p->q_batch_stride;
+    a.q_row_stride = p->q_row_stride;
+    a.q_head_stride = p->q_head_stride;
+    a.k_batch_stride = p->k_batch_stride;
+    a.k_row_stride = p->k_row_stride;
+    a.k_head_stride = p->k_head_stride;
+    a.v_batch_stride = p->v_batch_stride;
+    a.v_row_stride = p->v_row_stride;
+    a.v_head_stride = p->v_head_stride;
+    a.o_batch_stride = p->o_batch_stride;
+    a.o_row_stride = p->o_row_stride;
+    a.o_head_stride = p->o_head_stride;
+    a.cu_seqlens_q = p->cu_seqlens_q;
+    a.cu_seqlens_k = p->cu_seqlens_k;
+    a.total_q = p->total_q;
+    a.batch = (int)p->batch;
+    a.heads = (int)p->heads;
+    a.heads_k = (int)p->heads_k;
+    a.group = (int)(p->heads / p->heads_k);
+    a.seqlen_q = (int)p->seqlen_q;
+    a.seqlen_k = (int)p->seqlen_k;
+    a.head_dim = (int)p->head_dim;
+    a.window_left = fa_sm90_clamp_window(p->window_left, p->seqlen_k);
+    a.window_right = fa_sm90_clamp_window(p->window_right, p->seqlen_q);
+    a.scale = p->softmax_scale;
+    a.scale_log2 = p->softmax_scale * 1.4426950408889634f;
+    a.dropout_rescale = 1.f;
+    a.seed = p->seed;
+    a.offset = p->offset;
+    a.philox_seed_ptr = p->philox_seed_ptr;
+    a.philox_offset_ptr = p->philox_seed_ptr != NULL ? p->philox_offset_ptr : NULL;
+    a.philox_offset_add = p->philox_offset_add;
+    a.rng_state = p->rng_state;
+    if (a.philox_seed_ptr != NULL && a.philox_offset_ptr == NULL) return FA_ERR_NULL_POINTER;
+    prm.varlen = varlen;
+
+    const int64_t d = p->head_dim, h = p->heads, hk = p->heads_k;
+    int ok;
+    if (varlen) {
+        const int64_t qd[3] = {d, p->total_q, h};
+        const int64_t qs[2] = {p->q_row_stride, fa_sm90_stride_or(p->q_head_stride, p->q_row_stride * p->total_q)};
+        const int64_t kd[3] = {d, FA_SM90_VARLEN_ROWS, hk};
+        const int64_t ks[2] = {p->k_row_stride, fa_sm90_stride_or(p->k_head_stride, p->k_row_stride)};
+        const int64_t vs[2] = {p->v_row_stride, fa_sm90_stride_or(p->v_head_stride, p->v_row_stride)};
+        ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 3, qd, qs, T::kBr) &&
+             fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 3, kd, ks, T::kBc) &&
+             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 3, kd, vs, T::kBc);
+    } else {
+        const int64_t sq = p->seqlen_q, sk = p->seqlen_k, b = p->batch;
+        const int64_t qd[4] = {d, sq, h, b};
+        const int64_t kd[4] = {d, sk, hk, b};
+        const int64_t q_hs = fa_sm90_stride_or(p->q_head_stride, p->q_row_stride * sq);
+        const int64_t k_hs = fa_sm90_stride_or(p->k_head_stride, p->k_row_stride * sk);
+        const int64_t v_hs = fa_sm90_stride_or(p->v_head_stride, p->v_row_stride * sk);
+        const int64_t qs[3] = {p->q_row_stride, q_hs, fa_sm90_stride_or(p->q_batch_stride, q_hs * h)};
+        const int64_t ks[3] = {p->k_row_stride, k_hs, fa_sm90_stride_or(p->k_batch_stride, k_hs * hk)};
+        const int64_t vs[3] = {p->v_row_stride, v_hs, fa_sm90_stride_or(p->v_batch_stride, v_hs * hk)};
+        ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 4, qd, qs, T::kBr) &&
+             fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 4, kd, ks, T::kBc) &&
+             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 4, kd, vs, T::kBc);
+    }
+    if (!ok) return FA_ERR_UNSUPPORTED;
+    return fa_fwd_sm90_launch_hdim<D>(prm, p->dtype, stream);
+}
+
+fa_status fa_fwd_sm90(const fa_params *p, void *stream_ptr)
+{
+    if (p == NULL) return FA_ERR_NULL_POINTER;
+    const fa_status st = fa_check_params(p, 0);
+    if (st != FA_OK) return st;
+    if (!fa_fwd_sm90_can_run(p)) return FA_ERR_UNSUPPORTED;
+    cudaStream_t stream = (cudaStream_t)stream_ptr;
+    switch (fa_sm90_bucket(p->head_dim)) {
+    case 64: return fa_sm90_build_and_launch<64>(p, stream);
+    case 128: return fa_sm90_build_and_launch<128>(p, stream);
+    case 256: return fa_sm90_build_and_launch<256>(p, stream);
+    default: return FA_ERR_UNSUPPORTED;
+    }
+}

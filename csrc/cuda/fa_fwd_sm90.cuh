@@ -1,0 +1,37 @@
+/* fa_fwd_sm90.cuh - entry points of the Hopper (sm_90a, wgmma + TMA) forward, for the dispatch in
+ * fa_cuda_api.cu and for dev/fwd_sm90's harness. Host functions only; the kernel lives in
+ * fa_fwd_sm90_kernel.cuh, the host side in fa_fwd_sm90.cu.
+ *
+ * The sm90 kernel covers the plain path: fp16/bf16, head dims 40..256 in buckets 64 / 128 / 256,
+ * causal and sliding-window masks (bottom-right), GQA/MQA, varlen, LSE, rows that see no key
+ * (O = 0, LSE = -inf). Dropout, softcap, ALiBi, return_attn_probs and non-positive scales stay on
+ * the sm80 (mma.sync) kernels: fa_fwd_sm90_can_run() returns 0 for them.
+ */
+#ifndef FA_FWD_SM90_CUH
+#define FA_FWD_SM90_CUH
+
+#include "flash_attn_c.h"
+
+/* The dispatch hook in fa_cuda_api.cu tests `fa_fwd_sm90_supported != NULL`: the two entry points
+ * it calls are weak symbols, so a build that links fa_cuda_api.cu without the fa_fwd_sm90*.cu
+ * objects (dev/fwd's harness) still links and simply never takes the sm90 path. */
+#if defined(__GNUC__)
+#define FA_SM90_WEAK __attribute__((weak))
+#else
+#define FA_SM90_WEAK
+#endif
+
+/* 1 when fa_fwd_sm90 can run this call on the current device: compute capability 9.0, the
+ * sm_90a kernel image is in the binary, and the call is in the kernel's scope (above). */
+int fa_fwd_sm90_can_run(const fa_params *p);
+
+/* 1 when the dispatch should take the sm90 path: FLASH_ATTN_C_SM90=1 in the environment (read
+ * on every call) and fa_fwd_sm90_can_run(p). Off by default until verified on the GPU. */
+FA_SM90_WEAK int fa_fwd_sm90_supported(const fa_params *p);
+
+/* Runs the sm90 forward on `stream` (a cudaStream_t); no synchronization, no allocation.
+ * FA_ERR_UNSUPPORTED when !fa_fwd_sm90_can_run(p) or a TMA descriptor cannot be encoded for
+ * these strides (the caller then falls back to the sm80 kernels). */
+FA_SM90_WEAK fa_status fa_fwd_sm90(const fa_params *p, void *stream);
+
+#endif /* FA_FWD_SM90_CUH */

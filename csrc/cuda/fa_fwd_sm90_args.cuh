@@ -1,0 +1,50 @@
+/* fa_fwd_sm90_args.cuh - what the host side of the sm90 forward (fa_fwd_sm90.cu) hands to the
+ * per-head-dim launchers (fa_fwd_sm90_hdim<D>.cu): the kernel's single parameter block. */
+#ifndef FA_FWD_SM90_ARGS_CUH
+#define FA_FWD_SM90_ARGS_CUH
+
+#include <cuda.h>          /* CUtensorMap (type only: the encoder is fetched at run time) */
+#include <cuda_runtime.h>
+#include "flash_attn_c.h"
+#include "fa_fwd.h"
+#include "fa_tuning.h"
+
+/* Passed by value as a __grid_constant__ kernel parameter: TMA reads the tensor maps straight
+ * from the parameter space.
+ *   dense:  tm_q over (d, sq, h, b), tm_k / tm_v over (d, sk, hk, b), element strides from fa_params
+ *   varlen: tm_q over (d, total_q, h), tm_k / tm_v over (d, FA_SM90_VARLEN_ROWS, hk): the number
+ *           of key rows is not in fa_params, so the K/V maps are unbounded in rows and the kernel
+ *           never reads past the end of a sequence (see fa_fwd_sm90_kernel.cuh, "end-aligned").
+ * Every box is 64 elements wide (128 bytes, CU_TENSOR_MAP_SWIZZLE_128B) and Br (Q) or Bc (K, V)
+ * rows tall; elements outside the tensor (d < bucket, rows past sq / sk) arrive as zeros. */
+typedef struct fa_sm90_params {
+    CUtensorMap tm_q;
+    CUtensorMap tm_k;
+    CUtensorMap tm_v;
+    fa_fwd_args a;   /* sizes, strides (for O), LSE, windows, scale, cu_seqlens, rng_state */
+    int varlen;      /* cu_seqlens given: 3-d maps, sequence offsets from cu_seqlens */
+} fa_sm90_params;
+
+#define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
+
+/* The fa_tuning.h row of head-dim bucket D for the sm90 kernel (arch 90). */
+template <int D>
+struct fa_sm90_tile {
+    static constexpr fa_tuning_row kRow = fa_tuning_find(90, FA_DIR_FWD, D);
+    static_assert(kRow.arch == 90, "no arch-90 forward row in fa_tuning.h for this head dim");
+    static constexpr int kBr = kRow.br;
+    static constexpr int kBc = kRow.bc;
+    static constexpr int kStages = kRow.stages;
+    static constexpr int kThreads = kRow.warps * 32;
+};
+
+/* Defined in fa_fwd_sm90_hdim<D>.cu (D = 64, 128, 256). */
+template <int D>
+fa_status fa_fwd_sm90_launch_hdim(const fa_sm90_params &prm, fa_dtype dtype, cudaStream_t stream);
+
+/* 1 when the binary holds the real sm_90a kernel of (D, dtype) for the current device (and not the
+ * stub that other gencodes compile): see fa_fwd_sm90_kernel.cuh. */
+template <int D>
+int fa_fwd_sm90_has_image_hdim(fa_dtype dtype);
+
+#endif /* FA_FWD_SM90_ARGS_CUH */
