@@ -77,7 +77,7 @@ fa_status fa_fwd_cuda(const fa_params *p, void *stream_ptr)
         return FA_ERR_UNSUPPORTED;
 
     /* ---- sm90 hook: the Hopper wgmma/TMA forward (fa_fwd_sm90*.cu), taken only on compute
-     * capability 9.0 with FLASH_ATTN_C_SM90=1 (off by default until verified on the GPU); calls it
+     * capability 9.0 unless FLASH_ATTN_C_SM90=0 (on by default since GPU run 3); calls it
      * does not cover (dropout, softcap, ALiBi, probabilities, d <= 32, ...) or whose strides TMA
      * refuses (FA_ERR_UNSUPPORTED) continue to the sm80 kernels below. The entry points are weak
      * (NULL when a build leaves the sm90 objects out, see fa_fwd_sm90.cuh). ---- */

@@ -25,8 +25,8 @@
  * sm_90a kernel image is in the binary, and the call is in the kernel's scope (above). */
 int fa_fwd_sm90_can_run(const fa_params *p);
 
-/* 1 when the dispatch should take the sm90 path: FLASH_ATTN_C_SM90=1 in the environment (read
- * on every call) and fa_fwd_sm90_can_run(p). Off by default until verified on the GPU. */
+/* 1 when the dispatch should take the sm90 path: fa_fwd_sm90_can_run(p), unless the environment
+ * sets FLASH_ATTN_C_SM90=0 (read on every call; on by default). */
 FA_SM90_WEAK int fa_fwd_sm90_supported(const fa_params *p);
 
 /* Runs the sm90 forward on `stream` (a cudaStream_t); no synchronization, no allocation.
