@@ -26,7 +26,7 @@ log "build took $(( $(date +%s) - t0 )) s"; grep "build plan" "$OUT/build.log"
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
   log "dev harnesses"
-  for h in dev/fwd dev/bwd dev/fwd_sm90; do
+  for h in dev/fwd dev/bwd dev/fwd_sm90 dev/bwd_sm90; do
     [ -f $h/Makefile ] || continue
     (env -u OUT make -C $h -j16 GENCODE="-gencode arch=compute_90a,code=sm_90a" >/dev/null 2>&1 && env -u OUT timeout 150 make -C $h run GENCODE="-gencode arch=compute_90a,code=sm_90a") 2>&1 | grep -E "FAIL|passed|failed|error" | head -30
   done > "$OUT/harness.log" 2>&1
@@ -41,5 +41,18 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   tail -40 "$OUT/bench.log"
   # At most 8 files come back from the device: the bench folder travels as one archive.
   tar -C "$OUT" -czf "$OUT/bench.tgz" bench && rm -rf "$OUT/bench"
+fi
+if [ "$what" = all ] || [ "$what" = extras ]; then
+  log "compute-sanitizer memcheck on small harness subsets"
+  for c in "dev/bin/fwd/fwd_check -k varlen" "dev/bin/fwd_sm90/sm90_check -k causal" \
+           "dev/bin/bwd/bwd_check --filter varlen" "dev/bin/bwd_sm90/bwd_sm90_check --filter gqa"; do
+    [ -x "${c%% *}" ] || continue
+    echo "== compute-sanitizer --tool memcheck $c"
+    timeout 50 compute-sanitizer --tool memcheck $c 2>&1 | grep -E "passed|ERROR SUMMARY|Invalid|out of bounds" | head -8
+  done > "$OUT/sanitizer.log" 2>&1
+  cat "$OUT/sanitizer.log"
+  log "long sequences (memory)"
+  timeout 200 python3 -m flash_attn_c.bench --long --out "$OUT/long" > "$OUT/long.log" 2>&1
+  tail -25 "$OUT/long.log"; rm -rf "$OUT/long"
 fi
 log "done"

@@ -14,10 +14,15 @@
 #include "fa_bwd_host.h"
 #include "fa_bwd_launch.cuh"
 #include "fa_bwd_prep.cuh"
+#include "fa_bwd_sm90.cuh"
 
+/* The sm90 kernel (fa_bwd_sm90*.cu) may need a different workspace than the sm80 one: reserve the
+ * larger, whichever kernel runs. Its entry points are weak (NULL when a build leaves them out). */
 extern "C" size_t fa_bwd_cuda_workspace_bytes(const fa_params *p)
 {
-    return fa_bwd_workspace_need(p);
+    const size_t sm80 = fa_bwd_workspace_need(p);
+    const size_t sm90 = fa_bwd_sm90_workspace_bytes != NULL ? fa_bwd_sm90_workspace_bytes(p) : 0;
+    return sm90 > sm80 ? sm90 : sm80;
 }
 
 /* The template per head-dim bucket (64, 96, 128, 192, 256); a smaller d runs in the next bucket
@@ -55,6 +60,9 @@ extern "C" fa_status fa_bwd_cuda(const fa_params *p, void *stream)
 {
     const fa_status chk = fa_bwd_validate(p);
     if (chk != FA_OK) return chk;
+    /* ---- sm90 hook: the Hopper wgmma backward for the cases it covers (cc 9.0, d <= 128, no
+     * dropout/softcap/ALiBi, not deterministic); FLASH_ATTN_C_SM90_BWD=0 opts out. ---- */
+    if (fa_bwd_sm90_supported != NULL && fa_bwd_sm90_supported(p)) return fa_bwd_sm90(p, stream);
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);
 

@@ -1,0 +1,41 @@
+/* fa_bwd_sm90.cuh - entry points of the Hopper (sm_90a, wgmma) backward, for the dispatch in
+ * fa_bwd_cuda / fa_bwd_cuda_workspace_bytes and for dev/bwd_sm90's harness. Host functions only;
+ * the kernel lives in fa_bwd_sm90_kernel.cuh, the host side in fa_bwd_sm90.cu.
+ *
+ * Scope: fp16/bf16, head dim d % 8 == 0, d <= 128 (buckets 64 / 128, smaller d zero-padded),
+ * dense and varlen, causal / sliding-window masks (bottom-right), GQA/MQA, rows that see no key
+ * (zero gradients), non-deterministic (fp32 atomic dQ) only. Dropout, softcap, ALiBi,
+ * deterministic = 1 and d > 128 stay on the sm80 kernels: fa_bwd_sm90_supported() returns 0.
+ */
+#ifndef FA_BWD_SM90_CUH
+#define FA_BWD_SM90_CUH
+
+#include <stddef.h>
+#include "flash_attn_c.h"
+
+/* Weak so that a build without the fa_bwd_sm90*.cu objects still links: the hook tests
+ * `fa_bwd_sm90_supported != NULL` before calling (like fa_fwd_sm90.cuh). */
+#if defined(__GNUC__)
+#define FA_BWD_SM90_WEAK __attribute__((weak))
+#else
+#define FA_BWD_SM90_WEAK
+#endif
+
+/* 1 when fa_bwd_sm90 can run this call on the current device: compute capability 9.0, the
+ * sm_90a kernel image is in the binary, the call is in scope (above) and passes the sm80
+ * backward's validation (fa_bwd_validate). Ignores the environment. */
+int fa_bwd_sm90_can_run(const fa_params *p);
+
+/* fa_bwd_sm90_can_run(p), unless the environment sets FLASH_ATTN_C_SM90_BWD=0 (read on every
+ * call; on by default). */
+FA_BWD_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
+
+/* Workspace bytes fa_bwd_sm90 needs (D and dq_accum: the same layout as the sm80 backward,
+ * fa_bwd_host.h). Given uninitialized; the first pass initializes what it uses. */
+FA_BWD_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
+
+/* Runs the sm90 backward on `stream` (a cudaStream_t); no synchronization, no allocation.
+ * FA_ERR_UNSUPPORTED when !fa_bwd_sm90_can_run(p). */
+FA_BWD_SM90_WEAK fa_status fa_bwd_sm90(const fa_params *p, void *stream);
+
+#endif /* FA_BWD_SM90_CUH */

@@ -1,0 +1,365 @@
+/* fa_bwd_sm90_kernel.cuh - the Hopper (sm_90a, wgmma) backward main kernel: dK, dV of one key
+ * block and its dS K contribution to dq_accum (fp32 atomics).
+ *
+ * Grid (key block n, kv head hk, batch b); 256 threads = 2 warpgroups, no producer warpgroup:
+ * every thread issues cp.async copies for the NEXT query block while the current one computes
+ * (2-stage ring of Q / dO tiles). Warpgroup wg owns keys [j0 + 64 wg, j0 + 64 wg + 64) of the
+ * key block of Bc = 128 keys and works in the transposed orientation, so that P^T and dS^T come
+ * out of the accumulators already in the A-fragment layout of the next products:
+ *   S^T  = K_wg Q_i^T        wgmma SS  (A = K rows, B = Q rows, both K-major over d)
+ *   dP^T = V_wg dO_i^T       wgmma SS
+ *   P^T  = exp2(S^T scale log2e - LSE_i log2e)   (masked entries and rows with LSE = -inf: 0)
+ *   dS^T = P^T o (dP^T - D_i)
+ *   dV_wg += P^T dO_i        wgmma RS  (A = P^T registers, B = dO MN-major)
+ *   dK_wg += dS^T Q_i        wgmma RS  (A = dS^T registers, B = Q MN-major)
+ *   dQ_i  += dS K_j          wgmma SS with both operands MN-major (fa_wgmma_bwd.cuh): A = dS^T
+ *                            written to shared memory (bf16/fp16), B = K rows.
+ * dQ split: D = 128: warpgroup wg computes dims [64 wg, 64 wg + 64) over all 128 keys; D = 64:
+ * warpgroup wg computes all 64 dims over its own 64 keys (both add into the same dq_accum
+ * entries). Either way one wgmma N = 64 and 32 accumulators per thread.
+ * GQA: the CTA loops over the heads_q / heads_k query heads of its kv head, so dK/dV sum the
+ * group in registers; no extra workspace.
+ *
+ * Shared memory (dynamic, 1024-byte aligned, 128-byte swizzle of fa_wgmma.cuh, tiles stored as
+ * D/64 column blocks of [rows][64]): K [Bc][D], V [Bc][D], Q [2][Br][D], dO [2][Br][D],
+ * dS^T [Bc][Br]. Static: LSE*log2e and D of the 2 stages (also the sm_90a-image marker).
+ *
+ * Out-of-range handling: Q/dO rows past sq and dims past d are zero-filled by cp.async; their
+ * LSE is stored as +inf so P = exp2(-inf) = 0. K/V rows past sk are zero-filled and masked.
+ */
+#ifndef FA_BWD_SM90_KERNEL_CUH
+#define FA_BWD_SM90_KERNEL_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "fa_bwd_args.cuh"
+#include "fa_fwd_sm90_sync.cuh"
+#include "fa_mma.cuh"
+#include "fa_wgmma.cuh"
+#include "fa_wgmma_bwd.cuh"
+
+#define FA_BWD_SM90_BR 64      /* query rows per step: one wgmma M (S^T has N = Br = 64) */
+#define FA_BWD_SM90_BC 128     /* keys per CTA: 64 per consumer warpgroup */
+#define FA_BWD_SM90_THREADS 256
+
+/* Dynamic shared-memory bytes of bucket D, + 1024 for aligning the base. */
+static inline size_t fa_bwd_sm90_smem_bytes(int D)
+{
+    const size_t kv = (size_t)FA_BWD_SM90_BC * D * 2;   /* one of K, V */
+    const size_t qd = (size_t)FA_BWD_SM90_BR * D * 2;   /* one stage of Q or dO */
+    const size_t ds = (size_t)FA_BWD_SM90_BC * FA_BWD_SM90_BR * 2;
+    return 2 * kv + 4 * qd + ds + 1024;
+}
+
+#if FA_SM90_DEVICE
+
+/* Byte offset of element (r, c) (16-bit elements) in a swizzled tile of R rows stored as column
+ * blocks of [R][64]: 16-byte chunk (c % 64) / 8 of row r sits at chunk position ^ (r % 8). */
+template <int R>
+static __device__ __forceinline__ uint32_t fa_sw128_off(int r, int c)
+{
+    return (uint32_t)(c >> 6) * (uint32_t)(R * 128) + (uint32_t)r * 128u +
+           ((uint32_t)(((c >> 3) & 7) ^ (r & 7)) << 4) + (uint32_t)(c & 7) * 2u;
+}
+
+/* All 256 threads copy a [R][D] tile (rows [0, rows_valid) of a strided global matrix, dims
+ * [0, d)) into the swizzled shared tile at dst; the rest is zero-filled. Asynchronous: the caller
+ * commits and waits. base: element (row 0, dim 0); row_stride in elements. */
+template <int R, int D>
+static __device__ __forceinline__ void block_load_tile(uint32_t dst, const uint16_t *base, int64_t row_stride,
+                                                       int rows_valid, int d)
+{
+    constexpr int kChunks = R * D / 8;
+    static_assert(kChunks % FA_BWD_SM90_THREADS == 0, "tile must split evenly over the threads");
+#pragma unroll
+    for (int k = 0; k < kChunks / FA_BWD_SM90_THREADS; ++k) {
+        const int id = (int)threadIdx.x + k * FA_BWD_SM90_THREADS;
+        const int r = id / (D / 8), c = (id % (D / 8)) * 8;
+        const bool ok = r < rows_valid && c < d;
+        const uint16_t *src = ok ? base + (int64_t)r * row_stride + c : base;
+        fa_cp_async_16(dst + fa_sw128_off<R>(r, c), src, ok);
+    }
+}
+
+/* dq_accum[i][j..j+1] += (x, y): one 8-byte vector reduction (sm_90), no return value. */
+static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, float y)
+{
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(addr), "f"(x), "f"(y) : "memory");
+}
+
+/* All 256 threads issue the loads of iteration `it` (query head h0 + it / n_mb, query block
+ * mb_lo + it % n_mb) into one stage: Q and dO tiles by cp.async (the caller commits); LSE*log2e
+ * and D by plain loads into shared memory (threads 0..127; visible after the caller's barrier).
+ * sQ, sdO: [Br][D] swizzled tiles of the stage; lse, dsum: [Br] of the stage. */
+template <int D>
+static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_bwd_seq &seq, int b, int h0,
+                                                         int mb_lo, int n_mb, int it, uint32_t sQ, uint32_t sdO,
+                                                         float *lse_s, float *dsum_s)
+{
+    constexpr int Br = FA_BWD_SM90_BR;
+    const int h = h0 + it / n_mb;
+    const int i0 = (mb_lo + it % n_mb) * Br;
+    const int sq = seq.sq, tid = threadIdx.x;
+    const uint16_t *qb = a.q + fa_bwd_base(seq, b, seq.q_row0, h, a.q_bs, a.q_rs, a.q_hs) + (int64_t)i0 * a.q_rs;
+    const uint16_t *ob = a.dout + fa_bwd_base(seq, b, seq.q_row0, h, a.do_bs, a.do_rs, a.do_hs) + (int64_t)i0 * a.do_rs;
+    block_load_tile<Br, D>(sQ, qb, a.q_rs, sq - i0, a.head_dim);
+    block_load_tile<Br, D>(sdO, ob, a.do_rs, sq - i0, a.head_dim);
+    if (tid < 2 * Br) {
+        const int r = tid % Br;
+        const int64_t li = fa_bwd_lse_base(a, seq, b, h) + i0 + r;
+        if (tid < Br) {
+            const float lse = i0 + r < sq ? a.lse[li] : -INFINITY;
+            /* -inf (row sees no key, or padding): +inf makes P = exp2(s - inf) = 0 */
+            lse_s[r] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
+        } else {
+            dsum_s[r] = i0 + r < sq ? a.dpsum[li] : 0.f;
+        }
+    }
+}
+
+/* dQ_part[64 queries x 64 dims] = dS[:, keys] K[keys, dims] over kSteps k-steps of 16 keys starting
+ * at key 16 kk0 (issued, not committed). Both operands MN-major in shared memory:
+ *   sdS: dS^T [Bc keys][64 queries] (one swizzled column block; A with imm-trans-a: M = queries
+ *        contiguous, 8-key groups SBO = 1024 apart, 16 keys = 2048 bytes per k-step);
+ *   sKcb: the 64-dim column block [Bc keys][64 dims] of K (B with imm-trans-b, same strides).
+ * LBO (distance of the next 64-wide MN block) is never used with M = N = 64; set to the tile's. */
+template <bool kBf16, int kSteps>
+static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[32], uint32_t sdS, uint32_t sKcb, int kk0)
+{
+    const uint64_t da = fa_wgmma_desc_sw128(sdS, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
+    const uint64_t db = fa_wgmma_desc_sw128(sKcb, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < kSteps; ++kk) {
+        const uint32_t koff = (uint32_t)(kk0 + kk) * 2048u; /* 16 key rows of 128 bytes */
+        fa_wgmma_ss_tatb<64, kBf16>(dq, fa_wgmma_desc_add(da, koff), fa_wgmma_desc_add(db, koff), kk > 0);
+    }
+}
+
+#endif /* FA_SM90_DEVICE */
+
+template <bool kBf16, int D>
+__global__ void __launch_bounds__(FA_BWD_SM90_THREADS, 1)
+fa_bwd_sm90_kernel(const fa_bwd_args a)
+{
+#if FA_SM90_DEVICE
+    constexpr int Br = FA_BWD_SM90_BR, Bc = FA_BWD_SM90_BC;
+    constexpr uint32_t kKVBytes = Bc * D * 2, kQBytes = Br * D * 2;
+    extern __shared__ unsigned char fa_bwd_sm90_smem[];
+    /* LSE*log2e (+inf where P must be 0) and D = rowsum(dO o O) of the two stages */
+    __shared__ float s_lse[2][Br], s_dsum[2][Br];
+
+    const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+    const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
+    const int sq = seq.sq, sk = seq.sk;
+    const int j0 = n_block * Bc;
+    if (j0 >= sk) return;  /* uniform over the CTA: no key of this block exists */
+
+    const int tid = threadIdx.x, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int d = a.head_dim;
+    const int group = a.heads / a.heads_k;
+
+    const uint32_t sK = (fa_smem_u32(fa_bwd_sm90_smem) + 1023u) & ~1023u;  /* swizzle atoms: 1024-aligned */
+    const uint32_t sV = sK + kKVBytes;
+    const uint32_t sQ = sV + kKVBytes;       /* [2] stages */
+    const uint32_t sdO = sQ + 2 * kQBytes;   /* [2] stages */
+    const uint32_t sdS = sdO + 2 * kQBytes;  /* dS^T [Bc keys][Br queries] */
+
+    /* query rows that can see some key of [j0, j1] (bottom-right band, fa_common.h) */
+    const int j1 = min(j0 + Bc, sk) - 1;
+    const int off = sk - sq;
+    const int m_lo = a.window_right < 0 ? 0 : max(0, j0 - off - a.window_right);
+    const int m_hi = a.window_left < 0 ? sq - 1 : min(sq - 1, j1 - off + a.window_left);
+    const int mb_lo = m_lo / Br;
+    const int n_mb = m_hi >= m_lo ? m_hi / Br - mb_lo + 1 : 0;
+    const int n_iter = n_mb * group;
+
+    /* K_j, V_j once (rows past sk zero-filled) */
+    {
+        const uint16_t *kb = a.k + fa_bwd_base(seq, b, seq.k_row0, hk, a.k_bs, a.k_rs, a.k_hs) + (int64_t)j0 * a.k_rs;
+        const uint16_t *vb = a.v + fa_bwd_base(seq, b, seq.k_row0, hk, a.v_bs, a.v_rs, a.v_hs) + (int64_t)j0 * a.v_rs;
+        block_load_tile<Bc, D>(sK, kb, a.k_rs, sk - j0, d);
+        block_load_tile<Bc, D>(sV, vb, a.v_rs, sk - j0, d);
+    }
+
+    if (n_iter > 0) block_issue_loads<D>(a, seq, b, hk * group, mb_lo, n_mb, 0, sQ, sdO, s_lse[0], s_dsum[0]);
+    fa_cp_async_commit();
+
+    float dk[D / 2], dv[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
+
+    /* descriptors (fa_wgmma.cuh): K-major SBO 1024; MN-major LBO = column-block distance */
+    const uint64_t dK_kmaj = fa_wgmma_desc_sw128(sK + (uint32_t)wg * (64 * 128), 16u, 1024u);
+    const uint64_t dV_kmaj = fa_wgmma_desc_sw128(sV + (uint32_t)wg * (64 * 128), 16u, 1024u);
+    /* dQ: D = 128 -> this warpgroup's dim block over all keys; D = 64 -> its own keys */
+    constexpr bool kSplitN = D == 128;
+    constexpr int kDqSteps = kSplitN ? Bc / 16 : 64 / 16;
+    const int dq_kk0 = kSplitN ? 0 : wg * 4;
+    const int dq_cb = kSplitN ? wg : 0;
+
+    const int key_base = j0 + 64 * wg + 16 * wq + g;  /* + 8 e2: the key of accumulator row */
+
+    for (int it = 0; it < n_iter; ++it) {
+        const int stage = it & 1;
+        const int h = hk * group + it / n_mb;
+        const int i0 = (mb_lo + it % n_mb) * Br;
+        /* (A) this stage has landed (own copies: wait_group; others': the barrier), the
+         * generic-proxy writes (cp.async, st.shared) are ordered before the wgmma reads (proxy
+         * fence), and every thread finished iteration it - 1 (its wgmmas waited), so the other
+         * stage and dS^T may be overwritten. */
+        fa_cp_async_wait<0>();
+        fa_fence_proxy_async_smem();
+        __syncthreads();
+        if (it + 1 < n_iter)
+            block_issue_loads<D>(a, seq, b, hk * group, mb_lo, n_mb, it + 1, sQ + (uint32_t)(stage ^ 1) * kQBytes,
+                                 sdO + (uint32_t)(stage ^ 1) * kQBytes, s_lse[stage ^ 1], s_dsum[stage ^ 1]);
+        fa_cp_async_commit();
+
+        const uint32_t q_st = sQ + (uint32_t)stage * kQBytes, do_st = sdO + (uint32_t)stage * kQBytes;
+        float s[32], dp[32];
+        fa_wgmma_fence();
+        {
+            const uint64_t dQk = fa_wgmma_desc_sw128(q_st, 16u, 1024u);
+            const uint64_t dOk = fa_wgmma_desc_sw128(do_st, 16u, 1024u);
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
+                fa_wgmma_ss<64, kBf16>(s, fa_wgmma_desc_add(dK_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
+                                       fa_wgmma_desc_add(dQk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
+            }
+            fa_wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
+                fa_wgmma_ss<64, kBf16>(dp, fa_wgmma_desc_add(dV_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
+                                       fa_wgmma_desc_add(dOk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
+            }
+            fa_wgmma_commit();
+        }
+
+        /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
+        const bool need_mask = j0 + Bc > sk ||
+                               (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
+                               (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
+
+        fa_wgmma_wait<1>();  /* S^T ready, dP^T may still run */
+        fa_reg_fence(s);
+#pragma unroll
+        for (int jn = 0; jn < 8; ++jn) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int c = 8 * jn + 2 * t + (e & 1);  /* query within the block */
+                float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -s_lse[stage][c]));
+                if (need_mask) {
+                    const int j = key_base + 8 * (e >> 1), i = i0 + c;
+                    const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
+                                     (a.window_left < 0 || j >= i + off - a.window_left);
+                    x = vis ? x : 0.f;
+                }
+                s[4 * jn + e] = x;
+            }
+        }
+        fa_wgmma_wait<0>();
+        fa_reg_fence(dp);
+#pragma unroll
+        for (int jn = 0; jn < 8; ++jn)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int c = 8 * jn + 2 * t + (e & 1);
+                dp[4 * jn + e] = s[4 * jn + e] * (dp[4 * jn + e] - s_dsum[stage][c]);
+            }
+
+        /* P^T, dS^T as A fragments (k = 16 queries per step) */
+        uint32_t pa[4][4], dsa[4][4];
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            fa_pack_c_to_a<kBf16>(pa[kk], &s[8 * kk], &s[8 * kk + 4]);
+            fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
+        }
+        /* dS^T to shared memory for dQ: row = key (64 wg + 16 wq + g + 8 half), query pair 2t of
+         * n-block jn; exactly the u32 of dsa: dsa[kk][0..3] = (g, jn=2kk), (g+8, 2kk), (g, 2kk+1),
+         * (g+8, 2kk+1). */
+        {
+            unsigned char *base = fa_bwd_sm90_smem + (sdS - fa_smem_u32(fa_bwd_sm90_smem));
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    const int r = 64 * wg + 16 * wq + g + 8 * (q & 1);
+                    const int c = 8 * (2 * kk + (q >> 1)) + 2 * t;
+                    *(uint32_t *)(base + fa_sw128_off<Bc>(r, c)) = dsa[kk][q];
+                }
+        }
+
+        fa_wgmma_fence();
+        {
+            const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
+            const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+                fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk)
+                fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
+            fa_wgmma_commit();
+        }
+
+        /* (B) dS^T of both warpgroups is in shared memory and ordered before the async proxy */
+        fa_fence_proxy_async_smem();
+        fa_named_barrier_sync<FA_BWD_SM90_THREADS>(1);
+
+        float dqa[32];
+        fa_wgmma_fence();
+        warpgroup_gemm_dq<kBf16, kDqSteps>(dqa, sdS, sK + (uint32_t)dq_cb * (uint32_t)(Bc * 128), dq_kk0);
+        fa_wgmma_commit();
+        fa_wgmma_wait<0>();
+        fa_reg_fence(dqa);
+        fa_reg_fence(dk);
+        fa_reg_fence(dv);
+
+        /* dq_accum (total_q, h, d) += dS K (unscaled; the convert kernel applies the scale) */
+        {
+            float *acc = a.dq_accum + ((seq.q_row0 + i0) * a.heads + h) * (int64_t)d;
+            const int64_t row_step = (int64_t)a.heads * d;
+#pragma unroll
+            for (int jn = 0; jn < 8; ++jn)
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int m = 16 * wq + g + 8 * half;
+                    const int col = 64 * dq_cb + 8 * jn + 2 * t;
+                    if (i0 + m < sq && col < d)
+                        fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
+                }
+        }
+    }
+    fa_cp_async_wait<0>();
+
+    /* dK = scale * sum dS^T Q, dV = sum P^T dO: rows key_base + 8 half, dims 8 jn + 2 t */
+    {
+        uint16_t *dkb = a.dk + fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_bs, a.dk_rs, a.dk_hs);
+        uint16_t *dvb = a.dv + fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_bs, a.dv_rs, a.dv_hs);
+#pragma unroll
+        for (int jn = 0; jn < D / 8; ++jn)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int j = key_base + 8 * half, col = 8 * jn + 2 * t;
+                if (j < sk && col < d) {
+                    *(uint32_t *)(dkb + (int64_t)j * a.dk_rs + col) =
+                        fa_pack_f32x2<kBf16>(dk[4 * jn + 2 * half] * a.scale, dk[4 * jn + 2 * half + 1] * a.scale);
+                    *(uint32_t *)(dvb + (int64_t)j * a.dv_rs + col) =
+                        fa_pack_f32x2<kBf16>(dv[4 * jn + 2 * half], dv[4 * jn + 2 * half + 1]);
+                }
+            }
+    }
+#else
+    /* other gencodes: never launched (fa_bwd_sm90_supported checks for the sm_90a image) */
+    __trap();
+#endif
+}
+
+#endif /* FA_BWD_SM90_KERNEL_CUH */

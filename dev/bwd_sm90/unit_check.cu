@@ -1,0 +1,133 @@
+/* unit_check.cu - unit check of the one wgmma form the sm90 backward adds to the proven forward
+ * primitives (needs an sm_90 GPU): dQ = dS K through warpgroup_gemm_dq (fa_bwd_sm90_kernel.cuh),
+ * i.e. wgmma SS with BOTH operands MN-major (imm-trans-a = imm-trans-b = 1, fa_wgmma_bwd.cuh),
+ * dS^T and K written to shared memory with the kernel's own fa_sw128_off swizzle. Two variants,
+ * the two dQ splits of the kernel:
+ *   n-split  dims 64..127 of K (column block 1), all 128 keys (8 k-steps)     (D = 128)
+ *   k-split  dims 0..63, keys 64..127 only (k-steps 4..7)                    (D = 64, warpgroup 1)
+ * Inputs are small integers, so fp32 results are exact and must match the host bit for bit.
+ *
+ *   ./unit_check        last line "N passed, N failed"
+ */
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <vector>
+
+#include "fa_bwd_sm90_kernel.cuh"
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d CUDA error %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));  \
+            exit(2);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define UC_KEYS 128
+#define UC_Q 64
+#define UC_D 128
+
+/* One warpgroup. dst: (2 variants, 64 queries, 64 dims) fp32; dsT: (128 keys, 64 queries) bf16;
+ * k: (128 keys, 128 dims) bf16, both row-major. */
+__global__ void __launch_bounds__(128, 1)
+unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
+{
+#if FA_SM90_DEVICE
+    extern __shared__ unsigned char smem[];
+    const uint32_t base = (fa_smem_u32(smem) + 1023u) & ~1023u;
+    unsigned char *gbase = smem + (base - fa_smem_u32(smem));
+    const uint32_t sdS = 0, sK = UC_KEYS * UC_Q * 2; /* byte offsets from base */
+    for (int i = threadIdx.x; i < UC_KEYS * UC_Q; i += 128) {
+        const int r = i / UC_Q, c = i % UC_Q;
+        *(uint16_t *)(gbase + sdS + fa_sw128_off<UC_KEYS>(r, c)) = dsT[i];
+    }
+    for (int i = threadIdx.x; i < UC_KEYS * UC_D; i += 128) {
+        const int r = i / UC_D, c = i % UC_D;
+        *(uint16_t *)(gbase + sK + fa_sw128_off<UC_KEYS>(r, c)) = k[i];
+    }
+    /* generic-proxy stores -> wgmma (async proxy) reads */
+    fa_fence_proxy_async_smem();
+    __syncthreads();
+    const int wq = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+    for (int variant = 0; variant < 2; ++variant) {
+        float acc[32];
+        fa_wgmma_fence();
+        if (variant == 0)
+            warpgroup_gemm_dq<true, 8>(acc, base + sdS, base + sK + 1u * UC_KEYS * 128u, 0);
+        else
+            warpgroup_gemm_dq<true, 4>(acc, base + sdS, base + sK, 4);
+        fa_wgmma_commit();
+        fa_wgmma_wait<0>();
+        fa_reg_fence(acc);
+        for (int jn = 0; jn < 8; ++jn)
+            for (int e = 0; e < 4; ++e) {
+                const int m = 16 * wq + g + 8 * (e >> 1), n = 8 * jn + 2 * t + (e & 1);
+                dst[(variant * UC_Q + m) * 64 + n] = acc[4 * jn + e];
+            }
+    }
+#else
+    __trap();
+#endif
+}
+
+static uint16_t bf_bits(float x)
+{
+    __nv_bfloat16 b = __float2bfloat16_rn(x);
+    return *(uint16_t *)&b;
+}
+
+int main(void)
+{
+    int pass = 0, fail = 0;
+    std::vector<float> ds((size_t)UC_KEYS * UC_Q), kf((size_t)UC_KEYS * UC_D);
+    std::vector<uint16_t> dsb(ds.size()), kb(kf.size());
+    uint32_t h = 12345u;
+    for (size_t i = 0; i < ds.size(); ++i) {
+        h = h * 1664525u + 1013904223u;
+        ds[i] = (float)((int)(h >> 28) - 8); /* -8..7 */
+        dsb[i] = bf_bits(ds[i]);
+    }
+    for (size_t i = 0; i < kf.size(); ++i) {
+        h = h * 1664525u + 1013904223u;
+        kf[i] = (float)((int)(h >> 29) - 4); /* -4..3 */
+        kb[i] = bf_bits(kf[i]);
+    }
+    uint16_t *d_ds, *d_k;
+    float *d_out;
+    CK(cudaMalloc(&d_ds, dsb.size() * 2));
+    CK(cudaMalloc(&d_k, kb.size() * 2));
+    CK(cudaMalloc(&d_out, 2 * UC_Q * 64 * 4));
+    CK(cudaMemcpy(d_ds, dsb.data(), dsb.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_k, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemset(d_out, 0xFF, 2 * UC_Q * 64 * 4));
+    const int smem = UC_KEYS * (UC_Q + UC_D) * 2 + 1024;
+    CK(cudaFuncSetAttribute((const void *)unit_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    unit_dq_kernel<<<1, 128, smem>>>(d_ds, d_k, d_out);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    std::vector<float> out(2 * UC_Q * 64);
+    CK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
+    const char *names[2] = {"dq n-split (dims 64..127, keys 0..127)", "dq k-split (dims 0..63, keys 64..127)"};
+    for (int variant = 0; variant < 2; ++variant) {
+        const int key0 = variant == 0 ? 0 : 64, key1 = 128, dim0 = variant == 0 ? 64 : 0;
+        int bad = 0;
+        for (int m = 0; m < UC_Q; ++m)
+            for (int n = 0; n < 64; ++n) {
+                float ref = 0.f;
+                for (int j = key0; j < key1; ++j) ref += ds[(size_t)j * UC_Q + m] * kf[(size_t)j * UC_D + dim0 + n];
+                const float got = out[(variant * UC_Q + m) * 64 + n];
+                if (got != ref) {
+                    if (bad < 4) printf("   [%d][%d] got %g want %g\n", m, n, got, ref);
+                    ++bad;
+                }
+            }
+        printf("%-4s %s (%d mismatches)\n", bad ? "FAIL" : "ok", names[variant], bad);
+        if (bad) ++fail; else ++pass;
+    }
+    printf("%d passed, %d failed\n", pass, fail);
+    return fail ? 1 : 0;
+}
