@@ -7,6 +7,7 @@ import torch
 
 from . import _ops
 from ._dropout import dropout_mask, fixed_dropout_seed
+from .kvcache import flash_attn_with_kvcache
 from .interface import (
     flash_attn_func,
     flash_attn_kvpacked_func,
@@ -31,6 +32,7 @@ __all__ = [
     "flash_attn_kvpacked_func",
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_varlen_kvpacked_func",
+    "flash_attn_with_kvcache",
     "dropout_mask",
     "fixed_dropout_seed",
     "cuda_available",

@@ -121,13 +121,14 @@ def test_training_step_compiles_fullgraph_and_matches_eager(device, dtype, backe
     assert recorder.op_calls("flash_attn_c.fwd") >= 2, "our attention op is not in the compiled graph"
     assert recorder.op_calls("scaled_dot_product_attention") == 0, "a layer fell back to SDPA"
     # What the three steps changed in every weight agrees (relative to the size of the change).
-    # fp32 only: in bf16 an update lr * grad is below one ulp of most weights, so the bf16 weight
-    # deltas are rounding noise of the weights themselves (measured 5-9% on an H200), not a
-    # property of the attention op; there the loss trajectory above is the comparison.
+    # fp32 only: in bf16 an update lr * grad is below one ulp of most weights (a LayerNorm weight
+    # of 1.0 does not move at all), so the bf16 weight deltas are rounding noise of the weights
+    # themselves (measured 5-9% on an H200), not a property of the attention op; there the loss
+    # trajectory above is the comparison.
     for (name, _), a, b, p0 in zip(eager_model.named_parameters(), pc, pe, initial):
         da, db = (a.detach() - p0).float(), (b.detach() - p0).float()
-        assert db.norm() > 0, name
         if dtype == torch.float32:
+            assert db.norm() > 0, name
             assert float((da - db).norm() / db.norm()) <= 1e-4, name
     assert losses[-1] < losses[0], losses  # the steps really trained
     if dropout > 0:  # dropout really is on: another seed gives another loss
