@@ -20,8 +20,8 @@
 
 /* dK/dV kernel (fa_bwd_dkdv.cuh). Byte offsets into dynamic shared memory:
  *   sK [Bc][d], sV [Bc][d], sQ [stages][Br][d], sdO [do_stages][Br][d], sP [Br][Bc],
- *   sdS [Br][Bc] (all b16, swizzled), sLse [stages][Br], sDp [stages][Br] (fp32), a 16-byte
- *   slot holding the int 0 that fa_opaque_zero reads. */
+ *   sdS [Br][Bc] (all b16, swizzled), sLse [stages][Br], sDp [stages][Br] (fp32), and a 32-byte
+ *   slot: the int 0 that fa_opaque_zero reads, then the Philox {seed, offset} (fa_bwd_slot). */
 template <int kD, int kArch>
 struct fa_bwd_dkdv_cfg {
     static constexpr fa_tuning_row kRow = fa_tuning_find(kArch, FA_DIR_BWD, kD);
@@ -43,7 +43,7 @@ struct fa_bwd_dkdv_cfg {
     static constexpr int kOffLse = kOffDs + 2 * kBr * kBc;
     static constexpr int kOffDp = kOffLse + 4 * kQStages * kBr;
     static constexpr int kOffZero = kOffDp + 4 * kQStages * kBr;
-    static constexpr int kSmem = kOffZero + 16;
+    static constexpr int kSmem = kOffZero + 32;
 
     static_assert(kRow.br > 0, "no FA_DIR_BWD tuning row for this head dim");
     static_assert(kWmS >= 1 && kWarps % kWmS == 0 && kBr % (16 * kWmS) == 0 &&
@@ -64,7 +64,7 @@ struct fa_bwd_dkdv_cfg {
 };
 
 /* Deterministic dQ kernel (fa_bwd_dq.cuh): sQ [Br][d], sdO [Br][d], sK [2][Bc][d], sV [2][Bc][d],
- * the 16-byte zero slot. */
+ * the 32-byte slot (fa_bwd_slot). */
 template <int kD>
 struct fa_bwd_dq_cfg {
     static constexpr fa_tuning_row kRow = fa_tuning_find(80, FA_DIR_BWD_DQ, kD);
@@ -77,7 +77,7 @@ struct fa_bwd_dq_cfg {
     static constexpr int kOffK = kOffDo + 2 * kBr * kD;
     static constexpr int kOffV = kOffK + 2 * kStages * kBc * kD;
     static constexpr int kOffZero = kOffV + 2 * kStages * kBc * kD;
-    static constexpr int kSmem = kOffZero + 16;
+    static constexpr int kSmem = kOffZero + 32;
 
     static_assert(kRow.br > 0, "no FA_DIR_BWD_DQ tuning row for this head dim");
     static_assert(kBr == 16 * kWarps, "each warp owns 16 query rows");

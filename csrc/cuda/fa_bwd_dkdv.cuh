@@ -84,7 +84,8 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
     uint16_t *sdS = (uint16_t *)(fa_bwd_smem + C::kOffDs);  /* [Br][Bc] dS */
     float *sLse = (float *)(fa_bwd_smem + C::kOffLse);      /* [kQStages][Br] */
     float *sDp = (float *)(fa_bwd_smem + C::kOffDp);        /* [kQStages][Br] */
-    int *sZero = (int *)(fa_bwd_smem + C::kOffZero);        /* one int, 0 (fa_opaque_zero) */
+    fa_bwd_slot *sSlot = (fa_bwd_slot *)(fa_bwd_smem + C::kOffZero); /* zero, Philox */
+    const int *sZero = &sSlot->zero;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -92,7 +93,13 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
     const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
     const int n0 = n_block * kBc;
     if (n0 >= seq.sk) return; /* past this sequence's keys (varlen / padding of the grid) */
-    if (tid == 0) *sZero = 0; /* ordered before its readers by the first loop barrier */
+    if (tid == 0) { /* ordered before its readers by the first loop barrier */
+        sSlot->zero = 0;
+        uint64_t seed = 0, offset = 0;
+        if (a.dropout_p > 0.f) fa_bwd_philox(a, &seed, &offset);
+        sSlot->philox[0] = seed;
+        sSlot->philox[1] = offset;
+    }
 
     /* Query rows that see at least one key of [n0, n_last]: row i sees [i + diag - left,
      * i + diag + right]. Rows outside the band get P = 0 on this block, so they are skipped. */
@@ -145,9 +152,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
     c.dropout = a.dropout_p > 0.f;
     c.threshold = a.dropout_threshold;
     c.rp_inv = a.rp_inv;
-    c.seed = 0;
-    c.offset = 0;
-    if (c.dropout) fa_bwd_philox(a, &c.seed, &c.offset);
+    c.philox = sSlot->philox;
     c.b = b;
     c.h = qh;
 
@@ -156,6 +161,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         const int dos = kDoStages == 2 ? (it & 1) : 0;
         uint16_t *sQc = sQ + qs * kBr * kD;
         uint16_t *sdOc = sdO + dos * kBr * kD;
+
         const float *sLsec = sLse + qs * kBr;
         const float *sDpc = sDp + qs * kBr;
         int qh_next = qh, m_next = m + 1;
@@ -194,7 +200,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         float acc_s[kMtS][kNtS][4];
         thread_zero_tile<kMtS, kNtS>(acc_s);
         warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false>(
-            acc_s, sQc, wm_s * kTmS, sK, wn_s * kTnS, a.head_dim, kBc);
+            acc_s, sQc, wm_s * kTmS, sK, wn_s * kTnS, zero);
         {
             float lse[kMtS][2];
 #pragma unroll
@@ -202,9 +208,11 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
 #pragma unroll
                 for (int half = 0; half < 2; ++half)
                     lse[mt][half] = sLsec[wm_s * kTmS + 16 * mt + 8 * half + g];
+            /* + zero: the key columns are loop-invariant, and ptxas otherwise hoists the first
+             * Philox rounds of every column out of the loop and spills them */
             warp_bwd_probs<kBf16, kMtS, kNtS, true, kBc>(acc_s, c, m0 + wm_s * kTmS + g,
-                                                          n0 + wn_s * kTnS + 2 * t, lse, need_mask,
-                                                          sP, wm_s * kTmS, wn_s * kTnS);
+                                                          n0 + wn_s * kTnS + 2 * t + zero, lse,
+                                                          need_mask, sP, wm_s * kTmS, wn_s * kTnS);
         }
 
         /* ---- dP = dO V^T, dS ---- */
@@ -212,7 +220,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
             float acc_dp[kMtS][kNtS][4];
             thread_zero_tile<kMtS, kNtS>(acc_dp);
             warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false>(
-                acc_dp, sdOc, wm_s * kTmS, sV, wn_s * kTnS, a.head_dim, kBc);
+                acc_dp, sdOc, wm_s * kTmS, sV, wn_s * kTnS, zero);
             float dps[kMtS][2];
 #pragma unroll
             for (int mt = 0; mt < kMtS; ++mt)
@@ -227,7 +235,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
 
         /* ---- dV += (P o Z)^T dO ---- */
         warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true>(
-            acc_dv, sP, wn_kv * kTmKV, sdOc, wd_kv * kTnKV, kBr, a.head_dim);
+            acc_dv, sP, wn_kv * kTmKV, sdOc, wd_kv * kTnKV, zero);
         if (kDoStages == 1 && has_next) {
             /* why: every warp must be done reading the single dO buffer before it is refilled */
             __syncthreads();
@@ -237,7 +245,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
 
         /* ---- dK += dS^T Q ---- */
         warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true>(
-            acc_dk, sdS, wn_kv * kTmKV, sQc, wd_kv * kTnKV, kBr, a.head_dim);
+            acc_dk, sdS, wn_kv * kTmKV, sQc, wd_kv * kTnKV, zero);
         if (kQStages == 1 && has_next) {
             /* why: every warp must be done reading the single Q buffer (and LSE, D) first */
             __syncthreads();
@@ -258,7 +266,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
                 float acc_dq[kMtQ][kNtQp][4];
                 thread_zero_tile<kMtQ, kNtQp>(acc_dq);
                 warp_gemm_smem<kBf16, kMtQ, kNtQp, kBc / 16, kBc, kD, false, true>(
-                    acc_dq, sdS, wm_q * kTmQ, sK, c0, kBc, a.head_dim);
+                    acc_dq, sdS, wm_q * kTmQ, sK, c0, zero);
 #pragma unroll
                 for (int mt = 0; mt < kMtQ; ++mt)
 #pragma unroll

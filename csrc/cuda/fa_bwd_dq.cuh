@@ -31,7 +31,8 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     uint16_t *sdO = (uint16_t *)(fa_bwd_smem + C::kOffDo);  /* [Br][d] */
     uint16_t *sK = (uint16_t *)(fa_bwd_smem + C::kOffK);    /* [2][Bc][d] */
     uint16_t *sV = (uint16_t *)(fa_bwd_smem + C::kOffV);    /* [2][Bc][d] */
-    int *sZero = (int *)(fa_bwd_smem + C::kOffZero);        /* one int, 0 (fa_opaque_zero) */
+    fa_bwd_slot *sSlot = (fa_bwd_slot *)(fa_bwd_smem + C::kOffZero); /* zero, Philox */
+    const int *sZero = &sSlot->zero;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -39,7 +40,13 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
     const int m0 = m_block * kBr;
     if (m0 >= seq.sq) return;
-    if (tid == 0) *sZero = 0; /* ordered before its readers by the first loop barrier */
+    if (tid == 0) { /* ordered before its readers by the first loop barrier */
+        sSlot->zero = 0;
+        uint64_t seed = 0, offset = 0;
+        if (a.dropout_p > 0.f) fa_bwd_philox(a, &seed, &offset);
+        sSlot->philox[0] = seed;
+        sSlot->philox[1] = offset;
+    }
     const int hk = qh / (a.heads / a.heads_k);
 
     /* keys seen by at least one row of [m0, m_last] */
@@ -98,9 +105,7 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     c.dropout = a.dropout_p > 0.f;
     c.threshold = a.dropout_threshold;
     c.rp_inv = a.rp_inv;
-    c.seed = 0;
-    c.offset = 0;
-    if (c.dropout) fa_bwd_philox(a, &c.seed, &c.offset);
+    c.philox = sSlot->philox;
     c.b = b;
     c.h = qh;
 
@@ -132,15 +137,13 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
 
         float acc_s[1][kNtS][4];
         thread_zero_tile<1, kNtS>(acc_s);
-        warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false>(acc_s, sQ, 16 * warp, sKc, 0,
-                                                                      a.head_dim, kBc);
+        warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false>(acc_s, sQ, 16 * warp, sKc, 0, zero);
         warp_bwd_probs<kBf16, 1, kNtS, false, kBc>(acc_s, c, m0 + 16 * warp + g, n0 + 2 * t, lse,
                                                     need_mask, NULL, 0, 0);
         {
             float acc_dp[1][kNtS][4];
             thread_zero_tile<1, kNtS>(acc_dp);
-            warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false>(acc_dp, sdO, 16 * warp, sVc, 0,
-                                                                          a.head_dim, kBc);
+            warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false>(acc_dp, sdO, 16 * warp, sVc, 0, zero);
             thread_bwd_dscores<1, kNtS>(acc_s, acc_dp, dps, c.dropout, c.rp_inv);
         }
 
@@ -152,7 +155,6 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
             fa_pack_c_to_a<kBf16>(af, acc_s[0][2 * ks], acc_s[0][2 * ks + 1]);
 #pragma unroll
             for (int np = 0; np < kNtQ / 2; ++np) {
-                if (16 * np >= a.head_dim) break;
                 uint32_t bf[4];
                 warp_ldmatrix_x4_trans(bf, k_addr + 2u * (uint32_t)fa_tile_offset<kD>(
                                                    16 * ks + (lane & 15), 2 * np + (lane >> 4)));

@@ -27,8 +27,14 @@
  *   A stored [m][k] (kATrans = false) or [k][m] (kATrans = true), a tile with kACols columns;
  *   B stored [n][k] (kBTrans = false) or [k][n] (kBTrans = true), a tile with kBCols columns.
  * m0 / n0: first row / column of this warp's part of the product (multiples of 16).
- * k_valid: k-steps of 16 at or beyond k_valid are skipped (their operands are zero-filled
- * padding of a head dim below the bucket); n_valid: likewise for 16-column pairs of B.
+ * Every k-step and column pair runs, also over the zero-filled padding of a head dim below the
+ * bucket (the buckets are close enough that this costs less than a run-time bound per step).
+ * Pipelining: fragments are requested one unit of mmas ahead (see below), so the ldmatrix
+ * latency hides behind mmas. fence must be a run-time 0 the compiler cannot
+ * see (fa_opaque_zero): the never-taken branch on it after every step keeps ptxas from hoisting
+ * ldmatrix further ahead. Why both: with a data-dependent branch per step (an early version
+ * skipped padding k-steps) every step waited for its own loads; with no branch at all ptxas
+ * hoisted loads many steps ahead and spilled at d = 128 (255 registers).
  * Lane addresses (derived from the fragment layouts in fa_mma.cuh):
  *   "rows16" pattern: row = base + (lane & 15), chunk = base + (lane >> 4)
  *       A [m][k] (matrices: rows 0-7/8-15 x k chunk 0, then chunk 1 -> a0 a1 a2 a3)
@@ -37,49 +43,74 @@
  *   "rows8" pattern: row = base + (lane & 7) + 8 (lane >> 4), chunk = base + ((lane >> 3) & 1)
  *       B [n][k] (n rows 0-7 x k chunks 0, 1 -> b0 b1 of block 0; n rows 8-15 -> block 1)
  *       A [k][m] .trans (k rows 0-7 x m chunks 0, 1 -> a0 a1; k rows 8-15 -> a2 a3) */
+/* ldmatrix of the A fragment of 16-row block mt, k-step ks */
+template <int kACols, bool kATrans>
+static __device__ __forceinline__ void warp_load_a(uint32_t a[4], uint32_t a_base, int m0, int mt, int ks,
+                                                   int lane)
+{
+    if (!kATrans)
+        warp_ldmatrix_x4(a, a_base + 2u * (uint32_t)fa_tile_offset<kACols>(m0 + 16 * mt + (lane & 15),
+                                                                           2 * ks + (lane >> 4)));
+    else
+        warp_ldmatrix_x4_trans(a, a_base + 2u * (uint32_t)fa_tile_offset<kACols>(
+                                      16 * ks + (lane & 7) + ((lane >> 4) << 3),
+                                      (m0 + 16 * mt) / 8 + ((lane >> 3) & 1)));
+}
+
+/* ldmatrix of the B fragments of all column pairs, k-step ks */
+template <int kNT, int kBCols, bool kBTrans>
+static __device__ __forceinline__ void warp_load_b(uint32_t (*b)[4], uint32_t b_base, int n0, int ks,
+                                                   int lane)
+{
+#pragma unroll
+    for (int np = 0; np < kNT / 2; ++np) {
+        if (!kBTrans)
+            warp_ldmatrix_x4(b[np], b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
+                                        n0 + 16 * np + (lane & 7) + ((lane >> 4) << 3),
+                                        2 * ks + ((lane >> 3) & 1)));
+        else
+            warp_ldmatrix_x4_trans(b[np], b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
+                                              16 * ks + (lane & 15), (n0 + 16 * np) / 8 + (lane >> 4)));
+    }
+}
+
+/* The product runs as units (ks, mt) in order; each unit's A fragment is requested one unit
+ * ahead (2 buffers) and each k-step's B fragments one step ahead (2 buffers): the ldmatrix
+ * latency hides behind the previous unit's mmas with 8 + 16 kNT / 2 fragment registers. */
 template <bool kBf16, int kMT, int kNT, int kKSteps, int kACols, int kBCols, bool kATrans,
           bool kBTrans>
 static __device__ __forceinline__ void warp_gemm_smem(float (*acc)[kNT][4],
                                                       const uint16_t *sA, int m0,
-                                                      const uint16_t *sB, int n0,
-                                                      int k_valid, int n_valid)
+                                                      const uint16_t *sB, int n0, int fence)
 {
     static_assert(kNT % 2 == 0, "B is loaded in pairs of 8-column blocks");
-    const int lane = threadIdx.x & 31;
-    const int r16 = lane & 15, c16 = lane >> 4;
-    const int r8 = (lane & 7) + ((lane >> 4) << 3), c8 = (lane >> 3) & 1;
     const uint32_t a_base = fa_smem_u32(sA), b_base = fa_smem_u32(sB);
+    /* + fence (0): the per-lane ldmatrix addresses depend on a value loaded inside the caller's
+     * loop, so ptxas recomputes them per product instead of keeping every one of them live
+     * across the whole loop (that spilled at d = 64 and 128) */
+    const int lane = (threadIdx.x & 31) + fence;
+    uint32_t a[2][4], b[2][kNT / 2][4];
+    warp_load_b<kNT, kBCols, kBTrans>(b[0], b_base, n0, 0, lane);
+    warp_load_a<kACols, kATrans>(a[0], a_base, m0, 0, 0, lane);
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
-        if (ks * 16 >= k_valid) break;
-        uint32_t a[kMT][4];
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-            if (!kATrans) {
-                warp_ldmatrix_x4(a[mt], a_base + 2u * (uint32_t)fa_tile_offset<kACols>(
-                                                  m0 + 16 * mt + r16, 2 * ks + c16));
-            } else {
-                warp_ldmatrix_x4_trans(a[mt], a_base + 2u * (uint32_t)fa_tile_offset<kACols>(
-                                                        16 * ks + r8, (m0 + 16 * mt) / 8 + c8));
-            }
-        }
-#pragma unroll
-        for (int np = 0; np < kNT / 2; ++np) {
-            if (n0 + 16 * np >= n_valid) break;
-            uint32_t b[4];
-            if (!kBTrans) {
-                warp_ldmatrix_x4(b, b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
-                                              n0 + 16 * np + r8, 2 * ks + c8));
-            } else {
-                warp_ldmatrix_x4_trans(b, b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
-                                                    16 * ks + r16, (n0 + 16 * np) / 8 + c16));
+            const int cur = (ks * kMT + mt) & 1;
+            if (mt + 1 < kMT) {
+                warp_load_a<kACols, kATrans>(a[cur ^ 1], a_base, m0, mt + 1, ks, lane);
+            } else if (ks + 1 < kKSteps) {
+                warp_load_b<kNT, kBCols, kBTrans>(b[(ks + 1) & 1], b_base, n0, ks + 1, lane);
+                warp_load_a<kACols, kATrans>(a[cur ^ 1], a_base, m0, 0, ks + 1, lane);
             }
 #pragma unroll
-            for (int mt = 0; mt < kMT; ++mt) {
-                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np], a[mt], b[0], b[1]);
-                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
+            for (int np = 0; np < kNT / 2; ++np) {
+                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np], a[cur], b[ks & 1][np][0], b[ks & 1][np][1]);
+                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np + 1], a[cur], b[ks & 1][np][2],
+                                         b[ks & 1][np][3]);
             }
         }
+        if (fence) break; /* never taken: a scheduling fence (see above) */
     }
 }
 
@@ -128,9 +159,18 @@ typedef struct fa_bwd_score_ctx {
     int dropout;             /* dropout_p > 0 */
     uint32_t threshold;      /* keep iff Philox word >= threshold */
     float rp_inv;            /* 1 / (1 - dropout_p) */
-    uint64_t seed, offset;
+    const uint64_t *philox;  /* shared memory {seed, offset}: read only on the dropout path, so
+                                the 4 registers are not held across the whole loop */
     int b, h;                /* logical dropout coordinates: sequence index, query head */
 } fa_bwd_score_ctx;
+
+/* The 32-byte shared slot of the backward kernels: an int 0 for fa_opaque_zero, then the
+ * Philox {seed, offset} of this call. Written by thread 0 before the first loop barrier. */
+typedef struct fa_bwd_slot {
+    int zero;
+    int pad;
+    uint64_t philox[2];
+} fa_bwd_slot;
 
 /* Per-thread, the common case (no softcap, ALiBi or dropout): s <- P = exp2(s * scale_log2 -
  * LSE log2(e)), and P also into the shared tile. kMask: the tile touches the mask boundary or
@@ -200,6 +240,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
         return;
     }
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint64_t seed = c.philox[0], offset = c.philox[1];
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
         float lse2[2];
@@ -212,7 +253,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
             const uint32_t keep =
-                c.dropout ? warp_dropout_keep4(c.seed, c.offset, c.b, c.h, row_g + 16 * mt,
+                c.dropout ? warp_dropout_keep4(seed, offset, c.b, c.h, row_g + 16 * mt,
                                                col_2t + 8 * nt, c.threshold)
                           : 0xfu;
             float pd[4];
