@@ -44,15 +44,18 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = all ] || [ "$what" = extras ]; then
   log "compute-sanitizer memcheck on small harness subsets"
-  for c in "dev/bin/fwd/fwd_check -k varlen" "dev/bin/fwd_sm90/sm90_check -k causal" \
+  for c in "dev/bin/fwd/fwd_check -k varlen" "dev/bin/fwd_sm90/sm90_check -k win(" \
            "dev/bin/bwd/bwd_check --filter varlen" "dev/bin/bwd_sm90/bwd_sm90_check --filter gqa"; do
     [ -x "${c%% *}" ] || continue
     echo "== compute-sanitizer --tool memcheck $c"
     timeout 50 compute-sanitizer --tool memcheck $c 2>&1 | grep -E "passed|ERROR SUMMARY|Invalid|out of bounds" | head -8
   done > "$OUT/sanitizer.log" 2>&1
   cat "$OUT/sanitizer.log"
+  log "deterministic backward cost"
+  timeout 120 python3 benchmarks/deterministic_cost.py > "$OUT/deterministic.log" 2>&1; cat "$OUT/deterministic.log"
   log "long sequences (memory)"
   timeout 200 python3 -m flash_attn_c.bench --long --out "$OUT/long" > "$OUT/long.log" 2>&1
   tail -25 "$OUT/long.log"; rm -rf "$OUT/long"
+  cat "$OUT/sanitizer.log" "$OUT/deterministic.log" "$OUT/long.log" > "$OUT/extras.log" && rm "$OUT/sanitizer.log" "$OUT/deterministic.log" "$OUT/long.log"
 fi
 log "done"
