@@ -33,6 +33,7 @@ struct fa_bwd_dkdv_cfg {
     static constexpr int kWmQ = (kRow.flags >> 8) & 15;    /* warps along Br in dQ */
     static constexpr int kDoStages = (kRow.flags >> 12) & 15;
     static constexpr int kDqPasses = (kRow.flags >> 16) & 15; /* column slices of the dQ tile */
+    static constexpr int kAddr = (kRow.flags >> 20) & 3;      /* FA_BWD_ADDR_* */
 
     static constexpr int kOffK = 0;
     static constexpr int kOffV = kOffK + 2 * kBc * kD;

@@ -199,7 +199,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         /* ---- S = Q K^T, P ---- */
         float acc_s[kMtS][kNtS][4];
         thread_zero_tile<kMtS, kNtS>(acc_s);
-        warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false>(
+        warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false, C::kAddr>(
             acc_s, sQc, wm_s * kTmS, sK, wn_s * kTnS, zero);
         {
             float lse[kMtS][2];
@@ -219,7 +219,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         {
             float acc_dp[kMtS][kNtS][4];
             thread_zero_tile<kMtS, kNtS>(acc_dp);
-            warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false>(
+            warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false, C::kAddr>(
                 acc_dp, sdOc, wm_s * kTmS, sV, wn_s * kTnS, zero);
             float dps[kMtS][2];
 #pragma unroll
@@ -234,7 +234,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         __syncthreads();
 
         /* ---- dV += (P o Z)^T dO ---- */
-        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true>(
+        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true, C::kAddr>(
             acc_dv, sP, wn_kv * kTmKV, sdOc, wd_kv * kTnKV, zero);
         if (kDoStages == 1 && has_next) {
             /* why: every warp must be done reading the single dO buffer before it is refilled */
@@ -244,7 +244,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         }
 
         /* ---- dK += dS^T Q ---- */
-        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true>(
+        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true, C::kAddr>(
             acc_dk, sdS, wn_kv * kTmKV, sQc, wd_kv * kTnKV, zero);
         if (kQStages == 1 && has_next) {
             /* why: every warp must be done reading the single Q buffer (and LSE, D) first */
@@ -265,7 +265,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
                 if (c0 >= a.head_dim) break;
                 float acc_dq[kMtQ][kNtQp][4];
                 thread_zero_tile<kMtQ, kNtQp>(acc_dq);
-                warp_gemm_smem<kBf16, kMtQ, kNtQp, kBc / 16, kBc, kD, false, true>(
+                warp_gemm_smem<kBf16, kMtQ, kNtQp, kBc / 16, kBc, kD, false, true, C::kAddr>(
                     acc_dq, sdS, wm_q * kTmQ, sK, c0, zero);
 #pragma unroll
                 for (int mt = 0; mt < kMtQ; ++mt)

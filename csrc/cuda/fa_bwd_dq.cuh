@@ -137,13 +137,13 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
 
         float acc_s[1][kNtS][4];
         thread_zero_tile<1, kNtS>(acc_s);
-        warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false>(acc_s, sQ, 16 * warp, sKc, 0, zero);
+        warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false, FA_BWD_ADDR_ALL>(acc_s, sQ, 16 * warp, sKc, 0, zero);
         warp_bwd_probs<kBf16, 1, kNtS, false, kBc>(acc_s, c, m0 + 16 * warp + g, n0 + 2 * t, lse,
                                                     need_mask, NULL, 0, 0);
         {
             float acc_dp[1][kNtS][4];
             thread_zero_tile<1, kNtS>(acc_dp);
-            warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false>(acc_dp, sdO, 16 * warp, sVc, 0, zero);
+            warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false, FA_BWD_ADDR_ALL>(acc_dp, sdO, 16 * warp, sVc, 0, zero);
             thread_bwd_dscores<1, kNtS>(acc_s, acc_dp, dps, c.dropout, c.rp_inv);
         }
 

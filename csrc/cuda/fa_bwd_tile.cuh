@@ -43,65 +43,113 @@
  *   "rows8" pattern: row = base + (lane & 7) + 8 (lane >> 4), chunk = base + ((lane >> 3) & 1)
  *       B [n][k] (n rows 0-7 x k chunks 0, 1 -> b0 b1 of block 0; n rows 8-15 -> block 1)
  *       A [k][m] .trans (k rows 0-7 x m chunks 0, 1 -> a0 a1; k rows 8-15 -> a2 a3) */
-/* ldmatrix of the A fragment of 16-row block mt, k-step ks */
-template <int kACols, bool kATrans>
-static __device__ __forceinline__ void warp_load_a(uint32_t a[4], uint32_t a_base, int m0, int mt, int ks,
-                                                   int lane)
+/* ---- ldmatrix addressing ----------------------------------------------------------------
+ * Every ldmatrix of a product reads 8-row x 16-byte matrices at row = R0 + lr, chunk = C0 + lc,
+ * with R0 a multiple of 8 (warp offsets are multiples of 16), lr & 7 == lane & 7, C0 even and
+ * lc in {0, 1} (the "rows16" / "rows8" lane patterns above). In a tile whose rows are whole
+ * groups of 8 chunks the swizzle of fa_tile_offset then reduces to
+ *     phys = (C0 & ~7) + ((C0 & 6) ^ lc ^ (lane & 7))
+ * so the byte address is a per-lane value picked from at most 4 (C0 & 6 over the k-steps) or one
+ * per 16-row / 16-column block (C0 fixed per block) plus a compile-time immediate: ldmatrix
+ * becomes [register + immediate] with no per-load integer work. Tiles with a trailing group of
+ * 4 chunks (d = 96, 192) keep the general fa_tile_offset per load. */
+template <int kCols>
+struct fa_bwd_fast_swizzle {
+    static constexpr bool kOn = (kCols / 8) % 8 == 0;
+};
+
+/* per-lane byte address of the "k along columns" operand (A [m][k] or B [n][k]) for k-steps
+ * with (ks & 3) == q: rows r0 + lr, chunk 2 q + lc (plus 16 (ks >> 2) chunks, an immediate) */
+template <int kCols>
+static __device__ __forceinline__ uint32_t fa_bwd_addr_kcols(uint32_t base, int r0, int lr, int lc,
+                                                            int lane, int q)
 {
-    if (!kATrans)
-        warp_ldmatrix_x4(a, a_base + 2u * (uint32_t)fa_tile_offset<kACols>(m0 + 16 * mt + (lane & 15),
-                                                                           2 * ks + (lane >> 4)));
-    else
-        warp_ldmatrix_x4_trans(a, a_base + 2u * (uint32_t)fa_tile_offset<kACols>(
-                                      16 * ks + (lane & 7) + ((lane >> 4) << 3),
-                                      (m0 + 16 * mt) / 8 + ((lane >> 3) & 1)));
+    return base + 2u * (uint32_t)(kCols * (r0 + lr)) + 16u * (uint32_t)((2 * q) ^ lc ^ (lane & 7));
 }
 
-/* ldmatrix of the B fragments of all column pairs, k-step ks */
-template <int kNT, int kBCols, bool kBTrans>
-static __device__ __forceinline__ void warp_load_b(uint32_t (*b)[4], uint32_t b_base, int n0, int ks,
-                                                   int lane)
+/* per-lane byte address of the "k along rows" operand (A [k][m] or B [k][n]) of the 16-wide
+ * block whose first chunk is c0 (even): rows lr (+ 16 ks, an immediate), chunk c0 + lc */
+template <int kCols>
+static __device__ __forceinline__ uint32_t fa_bwd_addr_krows(uint32_t base, int c0, int lr, int lc,
+                                                            int lane)
 {
-#pragma unroll
-    for (int np = 0; np < kNT / 2; ++np) {
-        if (!kBTrans)
-            warp_ldmatrix_x4(b[np], b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
-                                        n0 + 16 * np + (lane & 7) + ((lane >> 4) << 3),
-                                        2 * ks + ((lane >> 3) & 1)));
-        else
-            warp_ldmatrix_x4_trans(b[np], b_base + 2u * (uint32_t)fa_tile_offset<kBCols>(
-                                              16 * ks + (lane & 15), (n0 + 16 * np) / 8 + (lane >> 4)));
-    }
+    return base + 2u * (uint32_t)(kCols * lr) +
+           16u * (uint32_t)((c0 & ~7) + ((c0 & 6) ^ lc ^ (lane & 7)));
 }
 
 /* The product runs as units (ks, mt) in order; each unit's A fragment is requested one unit
  * ahead (2 buffers) and each k-step's B fragments one step ahead (2 buffers): the ldmatrix
  * latency hides behind the previous unit's mmas with 8 + 16 kNT / 2 fragment registers. */
 template <bool kBf16, int kMT, int kNT, int kKSteps, int kACols, int kBCols, bool kATrans,
-          bool kBTrans>
+          bool kBTrans, int kAddr>
 static __device__ __forceinline__ void warp_gemm_smem(float (*acc)[kNT][4],
                                                       const uint16_t *sA, int m0,
                                                       const uint16_t *sB, int n0, int fence)
 {
     static_assert(kNT % 2 == 0, "B is loaded in pairs of 8-column blocks");
+    /* kAddr (FA_BWD_ADDR_* of the tuning row): which operands use the precomputed addresses */
+    constexpr bool kFastA = fa_bwd_fast_swizzle<kACols>::kOn && ((kAddr >> (kATrans ? 1 : 0)) & 1);
+    constexpr bool kFastB = fa_bwd_fast_swizzle<kBCols>::kOn && ((kAddr >> (kBTrans ? 1 : 0)) & 1);
     const uint32_t a_base = fa_smem_u32(sA), b_base = fa_smem_u32(sB);
     /* + fence (0): the per-lane ldmatrix addresses depend on a value loaded inside the caller's
      * loop, so ptxas recomputes them per product instead of keeping every one of them live
      * across the whole loop (that spilled at d = 64 and 128) */
     const int lane = (threadIdx.x & 31) + fence;
+    const int r16 = lane & 15, c16 = (lane >> 4) & 1;
+    const int r8 = (lane & 7) + (((lane >> 4) & 1) << 3), c8 = (lane >> 3) & 1;
+
+    /* address plan (fast swizzle): A non-trans 4 variants by ks & 3, A trans one per mt;
+     * B non-trans 4 variants by ks & 3, B trans one per column pair */
+    constexpr int kAN = kATrans ? kMT : 4, kBN = kBTrans ? kNT / 2 : 4;
+    uint32_t a_adr[kAN], b_adr[kBN];
+    if (kFastA) {
+#pragma unroll
+        for (int i = 0; i < kAN; ++i)
+            a_adr[i] = kATrans ? fa_bwd_addr_krows<kACols>(a_base, m0 / 8 + 2 * i, r8, c8, lane)
+                               : fa_bwd_addr_kcols<kACols>(a_base, m0, r16, c16, lane, i);
+    }
+    if (kFastB) {
+#pragma unroll
+        for (int i = 0; i < kBN; ++i)
+            b_adr[i] = kBTrans ? fa_bwd_addr_krows<kBCols>(b_base, n0 / 8 + 2 * i, r16, c16, lane)
+                               : fa_bwd_addr_kcols<kBCols>(b_base, n0, r8, c8, lane, i);
+    }
+    /* byte address of the A fragment (mt, ks) / of B column pair np at k-step ks */
+#define FA_BWD_A_ADDR(mt, ks)                                                                        \
+    (kFastA ? (kATrans ? a_adr[(mt) % kAN] + 2u * kACols * 16u * (uint32_t)(ks)                      \
+                       : a_adr[(ks) & 3] + 2u * kACols * 16u * (uint32_t)(mt) + 128u * (uint32_t)((ks) >> 2)) \
+            : a_base + 2u * (uint32_t)(kATrans ? fa_tile_offset<kACols>(16 * (ks) + r8, (m0 + 16 * (mt)) / 8 + c8) \
+                                               : fa_tile_offset<kACols>(m0 + 16 * (mt) + r16, 2 * (ks) + c16)))
+#define FA_BWD_B_ADDR(np, ks)                                                                        \
+    (kFastB ? (kBTrans ? b_adr[(np) % kBN] + 2u * kBCols * 16u * (uint32_t)(ks)                      \
+                       : b_adr[(ks) & 3] + 2u * kBCols * 16u * (uint32_t)(np) + 128u * (uint32_t)((ks) >> 2)) \
+            : b_base + 2u * (uint32_t)(kBTrans ? fa_tile_offset<kBCols>(16 * (ks) + r16, (n0 + 16 * (np)) / 8 + c16) \
+                                               : fa_tile_offset<kBCols>(n0 + 16 * (np) + r8, 2 * (ks) + c8)))
+
     uint32_t a[2][4], b[2][kNT / 2][4];
-    warp_load_b<kNT, kBCols, kBTrans>(b[0], b_base, n0, 0, lane);
-    warp_load_a<kACols, kATrans>(a[0], a_base, m0, 0, 0, lane);
+#pragma unroll
+    for (int np = 0; np < kNT / 2; ++np) {
+        if (kBTrans) warp_ldmatrix_x4_trans(b[0][np], FA_BWD_B_ADDR(np, 0));
+        else warp_ldmatrix_x4(b[0][np], FA_BWD_B_ADDR(np, 0));
+    }
+    if (kATrans) warp_ldmatrix_x4_trans(a[0], FA_BWD_A_ADDR(0, 0));
+    else warp_ldmatrix_x4(a[0], FA_BWD_A_ADDR(0, 0));
 #pragma unroll
     for (int ks = 0; ks < kKSteps; ++ks) {
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
             const int cur = (ks * kMT + mt) & 1;
             if (mt + 1 < kMT) {
-                warp_load_a<kACols, kATrans>(a[cur ^ 1], a_base, m0, mt + 1, ks, lane);
+                if (kATrans) warp_ldmatrix_x4_trans(a[cur ^ 1], FA_BWD_A_ADDR(mt + 1, ks));
+                else warp_ldmatrix_x4(a[cur ^ 1], FA_BWD_A_ADDR(mt + 1, ks));
             } else if (ks + 1 < kKSteps) {
-                warp_load_b<kNT, kBCols, kBTrans>(b[(ks + 1) & 1], b_base, n0, ks + 1, lane);
-                warp_load_a<kACols, kATrans>(a[cur ^ 1], a_base, m0, 0, ks + 1, lane);
+#pragma unroll
+                for (int np = 0; np < kNT / 2; ++np) {
+                    if (kBTrans) warp_ldmatrix_x4_trans(b[(ks + 1) & 1][np], FA_BWD_B_ADDR(np, ks + 1));
+                    else warp_ldmatrix_x4(b[(ks + 1) & 1][np], FA_BWD_B_ADDR(np, ks + 1));
+                }
+                if (kATrans) warp_ldmatrix_x4_trans(a[cur ^ 1], FA_BWD_A_ADDR(0, ks + 1));
+                else warp_ldmatrix_x4(a[cur ^ 1], FA_BWD_A_ADDR(0, ks + 1));
             }
 #pragma unroll
             for (int np = 0; np < kNT / 2; ++np) {
@@ -112,6 +160,8 @@ static __device__ __forceinline__ void warp_gemm_smem(float (*acc)[kNT][4],
         }
         if (fence) break; /* never taken: a scheduling fence (see above) */
     }
+#undef FA_BWD_A_ADDR
+#undef FA_BWD_B_ADDR
 }
 
 template <int kMT, int kNT>

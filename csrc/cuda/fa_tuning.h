@@ -96,7 +96,7 @@ typedef struct fa_tuning_row {
  * P and dS go through shared memory between the grids. stages = Q (+ LSE, D) buffers;
  * do_stages = dO buffers: 2 = the next tile loads during a whole iteration, 1 = it loads after
  * its last use in this iteration (one more barrier). flags = FA_BWD_FLAGS(wm_sdp, wn_dkv, wm_dq,
- * do_stages, dq_passes): dq_passes > 1 splits a warp's dQ tile into that many column slices
+ * do_stages, dq_passes, addr): dq_passes > 1 splits a warp's dQ tile into that many column slices
  * computed one after the other (fewer live accumulators, dS re-read from shared memory). Budgets: registers = dK + dV accumulators 2 Bc d / (32 warps) + S and dP
  * 2 Br Bc / (32 warps) (+ dQ Br d / (32 warps) while S, dP are dead), cap 255 and no spills;
  * shared memory in bytes (swizzled, no padding):
@@ -110,34 +110,41 @@ typedef struct fa_tuning_row {
  * key blocks of the band with K, V double buffered (stages = 2), keeps dS in registers and
  * feeds it straight into dQ += dS K (C fragments repacked as A fragments). flags unused. */
 enum { FA_DIR_BWD_DQ = 2 };
-#define FA_BWD_FLAGS(wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes) \
-    ((wm_sdp) | ((wn_dkv) << 4) | ((wm_dq) << 8) | ((do_stages) << 12) | ((dq_passes) << 16))
+#define FA_BWD_FLAGS(wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes, addr) \
+    ((wm_sdp) | ((wn_dkv) << 4) | ((wm_dq) << 8) | ((do_stages) << 12) | ((dq_passes) << 16) | \
+     ((addr) << 20))
+/* addr: which ldmatrix operands use precomputed per-lane addresses ([register + immediate], no
+ * per-load swizzle arithmetic, but 4 or one-per-block registers held through a product):
+ * FA_BWD_ADDR_KCOLS = operands stored k along columns (Q, dO, K, V in S/dP, dS in dQ),
+ * FA_BWD_ADDR_KROWS = operands stored k along rows (P, dS, dO, Q in dV/dK, K in dQ). Chosen per
+ * row as what compiles without spills (the d = 64/128 kernels sit at 255 registers). */
+enum { FA_BWD_ADDR_KCOLS = 1, FA_BWD_ADDR_KROWS = 2, FA_BWD_ADDR_ALL = 3 };
 
 #define FA_TUNING_ROWS_BWD                                                                          \
     /* arch dir       d    br   bc  warps stages flags */                                           \
-    {80, FA_DIR_BWD,  64, 128, 128, 8, 2, FA_BWD_FLAGS(2, 4, 4, 2, 1),                                 \
+    {80, FA_DIR_BWD,  64, 128, 128, 8, 2, FA_BWD_FLAGS(2, 4, 4, 2, 1, FA_BWD_ADDR_ALL),                                 \
      "S/dP warp tiles 64x32: S + dP 128 regs, dK + dV (32x32 tiles) 64 regs; Br = Bc = 128 "       \
      "gives 8 warps square-ish tiles (96 smem rows read per warp product) and halves the dQ "      \
      "atomics per FLOP vs Bc = 64; smem 32 K,V + 64 Q,dO x2 + 64 P,dS + 2 = 162 KB (A100 fits)"},  \
-    {80, FA_DIR_BWD,  96,  64, 128, 8, 2, FA_BWD_FLAGS(2, 4, 4, 2, 1),                                 \
+    {80, FA_DIR_BWD,  96,  64, 128, 8, 2, FA_BWD_FLAGS(2, 4, 4, 2, 1, FA_BWD_ADDR_ALL),                                 \
      "as d = 128 with dK + dV 32x48 tiles (96 regs); dQ 16x48 tiles (4x2 warps: 48 columns "       \
      "split in 8-column pairs needs 2 warps along d); smem 48 K,V + 48 Q,dO x2 + 32 P,dS = 129 KB"},\
-    {80, FA_DIR_BWD, 128,  64, 128, 8, 2, FA_BWD_FLAGS(2, 4, 2, 2, 1),                                 \
+    {80, FA_DIR_BWD, 128,  64, 128, 8, 2, FA_BWD_FLAGS(2, 4, 2, 2, 1, FA_BWD_ADDR_KROWS),                                 \
      "dK + dV (32x64 tiles) 128 regs, so S/dP shrink to Br = 64 (32x32 tiles, 64 regs); "          \
      "Bc = 128 keeps K, V reuse and dQ atomics at 1 per 128 keys; dQ 32x32 tiles 32 regs; "        \
      "smem 64 K,V + 64 Q,dO x2 + 32 P,dS + 1 = 161 KB (A100 fits)"},                               \
-    {80, FA_DIR_BWD, 192,  64,  64, 8, 2, FA_BWD_FLAGS(4, 2, 4, 2, 1),                                 \
+    {80, FA_DIR_BWD, 192,  64,  64, 8, 2, FA_BWD_FLAGS(4, 2, 4, 2, 1, FA_BWD_ADDR_ALL),                                 \
      "as d = 256 but dK + dV (32x48 tiles) 96 regs and dQ 16x96 tiles 48 regs in one pass; "       \
      "Q and dO double buffered: 48 K,V + 96 Q,dO x2 + 16 P,dS = 161 KB fits A100"},                \
-    {80, FA_DIR_BWD, 256,  64,  64, 8, 1, FA_BWD_FLAGS(4, 2, 2, 1, 2),                                 \
-     "dK + dV (32x64 tiles) 128 regs; dQ 32x64 tiles in 2 passes of 32 columns (32 regs: with "    \
-     "64 live it spilled); S/dP 16x32 tiles (32 regs); Bc = 64 (Bc = 128 would need 256 "         \
-     "accumulator regs); single Q and dO buffers: "                                                \
+    {80, FA_DIR_BWD, 256,  64,  64, 8, 1, FA_BWD_FLAGS(4, 2, 2, 1, 2, FA_BWD_ADDR_ALL),                                 \
+     "dK + dV (32x64 tiles) 128 regs; dQ 32x64 tiles in 2 passes of 32 columns (32 regs: one "     \
+     "pass spilled 4 bytes on sm80); S/dP 16x32 tiles (32 regs); Bc = 64 (Bc = 128 would need "   \
+     "256 accumulator regs); single Q and dO buffers: "                                            \
      "64 K,V + 64 Q,dO + 16 P,dS = 144.5 KB fits A100, double buffers (208.5 KB) do not"},         \
-    {90, FA_DIR_BWD, 256,  64,  64, 8, 2, FA_BWD_FLAGS(4, 2, 4, 2, 2),                                 \
+    {90, FA_DIR_BWD, 256,  64,  64, 8, 2, FA_BWD_FLAGS(4, 2, 2, 2, 1, FA_BWD_ADDR_ALL),                                 \
      "as the sm80 row, but H100/H200 have 227 KB: Q and dO double buffered (208.5 KB) so the "     \
-     "next tiles load during a whole iteration and two barriers per iteration go away; dQ warp "   \
-     "tiles 16x128 (2 passes of 64 columns): the 32x64 tiles spilled 24 bytes with 2 buffers"},    \
+     "next tiles load during a whole iteration and two barriers per iteration go away; the "       \
+     "32x64 dQ tile in one pass (64 regs) fits the sm90 allocation without spills"},              \
     {80, FA_DIR_BWD_DQ,  64, 64,  64, 4, 2, 0,                                                      \
      "warp = 16 rows x 64 keys: S + dP 64 regs, dQ 32 regs (Bc = 128: S + dP 128 regs spilled on " \
      "sm90); smem 16 Q,dO + 2 x 16 K,V = 48 KB -> several blocks/SM overlap exp with MMAs"},       \
