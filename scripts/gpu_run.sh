@@ -44,7 +44,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = all ] || [ "$what" = extras ]; then
   log "compute-sanitizer memcheck on small harness subsets"
-  for c in "dev/bin/fwd/fwd_check -k varlen" "dev/bin/fwd_sm90/sm90_check -k win(" \
+  for c in "dev/bin/fwd/fwd_check -k varlen" "dev/bin/fwd_sm90/sm90_check -k sq17" \
            "dev/bin/bwd/bwd_check --filter varlen" "dev/bin/bwd_sm90/bwd_sm90_check --filter gqa"; do
     [ -x "${c%% *}" ] || continue
     echo "== compute-sanitizer --tool memcheck $c"
