@@ -91,23 +91,7 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
         }
     }
 
-    fa_bwd_score_ctx c;
-    c.mask.sq = seq.sq;
-    c.mask.sk = seq.sk;
-    c.mask.left = a.window_left;
-    c.mask.right = a.window_right;
-    c.scale_log2 = a.scale_log2;
-    c.scale = a.scale;
-    c.softcap = a.softcap;
-    c.cap_inv_scale = a.cap_inv_scale;
-    c.alibi_slope = a.alibi_slopes != NULL ? a.alibi_slopes[(int64_t)b * a.alibi_bs + qh] : 0.f;
-    c.slow = a.softcap > 0.f || a.alibi_slopes != NULL;
-    c.dropout = a.dropout_p > 0.f;
-    c.threshold = a.dropout_threshold;
-    c.rp_inv = a.rp_inv;
-    c.philox = sSlot->philox;
-    c.b = b;
-    c.h = qh;
+    fa_bwd_score_ctx c = fa_bwd_make_score_ctx(a, seq, b, qh, sSlot->philox);
 
     float acc_dq[1][kNtQ][4];
     thread_zero_tile<1, kNtQ>(acc_dq);

@@ -77,13 +77,6 @@ static inline fa_status fa_bwd_validate(const fa_params *p)
     return FA_OK;
 }
 
-/* A window at least as wide as the longest sequence is unbounded; clamping keeps the kernels'
- * int arithmetic (i + sk - sq - left, ...) far from overflow. */
-static inline int fa_bwd_clamp_window(int64_t w, int64_t limit)
-{
-    return (w < 0 || w >= limit) ? -1 : (int)w;
-}
-
 /* p must have passed fa_bwd_validate. */
 static inline void fa_bwd_fill_args(const fa_params *p, fa_bwd_args *a)
 {
@@ -122,8 +115,8 @@ static inline void fa_bwd_fill_args(const fa_params *p, fa_bwd_args *a)
     a->scale_log2 = p->softmax_scale * 1.4426950408889634f;
     a->softcap = p->softcap;
     a->cap_inv_scale = p->softcap > 0.f ? p->softmax_scale / p->softcap : 0.f;
-    a->window_left = fa_bwd_clamp_window(p->window_left, p->seqlen_k);
-    a->window_right = fa_bwd_clamp_window(p->window_right, p->seqlen_q);
+    a->window_left = fa_window_clamp(p->window_left, p->seqlen_k);
+    a->window_right = fa_window_clamp(p->window_right, p->seqlen_q);
     a->alibi_slopes = p->alibi_slopes;
     a->alibi_bs = p->alibi_batch_stride;
     a->dropout_p = p->dropout_p;

@@ -19,6 +19,7 @@
 #include "fa_softmax.cuh"
 #include "fa_dropout.cuh"
 #include "fa_bwd_cp_async.cuh"
+#include "fa_bwd_args.cuh"
 
 #define FA_BWD_LOG2E 1.4426950408889634f
 
@@ -213,6 +214,33 @@ typedef struct fa_bwd_score_ctx {
                                 the 4 registers are not held across the whole loop */
     int b, h;                /* logical dropout coordinates: sequence index, query head */
 } fa_bwd_score_ctx;
+
+/* The context of sequence b, query head qh (the dK/dV kernel moves h and alibi_slope along as it
+ * walks the query heads of its GQA group). philox: the block's shared {seed, offset}. */
+static __device__ __forceinline__ fa_bwd_score_ctx fa_bwd_make_score_ctx(const fa_bwd_args &a,
+                                                                         const fa_bwd_seq &seq,
+                                                                         int b, int qh,
+                                                                         const uint64_t *philox)
+{
+    fa_bwd_score_ctx c;
+    c.mask.sq = seq.sq;
+    c.mask.sk = seq.sk;
+    c.mask.left = a.window_left;
+    c.mask.right = a.window_right;
+    c.scale_log2 = a.scale_log2;
+    c.scale = a.scale;
+    c.softcap = a.softcap;
+    c.cap_inv_scale = a.cap_inv_scale;
+    c.alibi_slope = a.alibi_slopes != NULL ? a.alibi_slopes[(int64_t)b * a.alibi_bs + qh] : 0.f;
+    c.slow = a.softcap > 0.f || a.alibi_slopes != NULL;
+    c.dropout = a.dropout_p > 0.f;
+    c.threshold = a.dropout_threshold;
+    c.rp_inv = a.rp_inv;
+    c.philox = philox;
+    c.b = b;
+    c.h = qh;
+    return c;
+}
 
 /* The 32-byte shared slot of the backward kernels: an int 0 for fa_opaque_zero, then the
  * Philox {seed, offset} of this call. Written by thread 0 before the first loop barrier. */

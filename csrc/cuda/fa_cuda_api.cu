@@ -41,13 +41,59 @@ static int fa_is_aligned16(const void *ptr)
     return ((uintptr_t)ptr & 15u) == 0;
 }
 
-/* A window side at least as wide as the longest sequence bounds nothing: it becomes -1 (left
- * >= seqlen_k or right >= seqlen_q covers every key of every row). So the kernels' int32
- * arithmetic (i + sk - sq +- w) stays far from overflow. */
-static int fa_clamp_window(int64_t w, int64_t unbounded_from)
+/* The kernels' view of a forward call (both the sm80 and the sm90 kernels take it). */
+fa_status fa_fwd_fill_args(const fa_params *p, fa_fwd_args *a)
 {
-    if (w < 0 || w >= unbounded_from) return -1;
-    return (int)w;
+    memset(a, 0, sizeof(*a));
+    a->q = p->q;
+    a->k = p->k;
+    a->v = p->v;
+    a->o = p->o;
+    a->lse = p->lse;
+    a->p = p->p;
+    a->q_batch_stride = p->q_batch_stride;
+    a->q_row_stride = p->q_row_stride;
+    a->q_head_stride = p->q_head_stride;
+    a->k_batch_stride = p->k_batch_stride;
+    a->k_row_stride = p->k_row_stride;
+    a->k_head_stride = p->k_head_stride;
+    a->v_batch_stride = p->v_batch_stride;
+    a->v_row_stride = p->v_row_stride;
+    a->v_head_stride = p->v_head_stride;
+    a->o_batch_stride = p->o_batch_stride;
+    a->o_row_stride = p->o_row_stride;
+    a->o_head_stride = p->o_head_stride;
+    a->cu_seqlens_q = p->cu_seqlens_q;
+    a->cu_seqlens_k = p->cu_seqlens_k;
+    a->total_q = p->total_q;
+    a->batch = (int)p->batch;
+    a->heads = (int)p->heads;
+    a->heads_k = (int)p->heads_k;
+    a->group = (int)(p->heads / p->heads_k);
+    a->seqlen_q = (int)p->seqlen_q;
+    a->seqlen_k = (int)p->seqlen_k;
+    a->head_dim = (int)p->head_dim;
+    a->window_left = fa_window_clamp(p->window_left, p->seqlen_k);
+    a->window_right = fa_window_clamp(p->window_right, p->seqlen_q);
+    a->scale = p->softmax_scale;
+    a->scale_log2 = p->softmax_scale * 1.4426950408889634f;
+    a->softcap = p->softcap;
+    if (p->softcap > 0.f) {
+        a->softcap_log2 = p->softcap * 1.4426950408889634f;
+        a->scale_div_softcap = p->softmax_scale / p->softcap;
+    }
+    a->alibi_slopes = p->alibi_slopes;
+    a->alibi_batch_stride = p->alibi_batch_stride;
+    a->has_dropout = p->dropout_p > 0.f;
+    a->dropout_threshold = fa_dropout_threshold(p->dropout_p);
+    a->dropout_rescale = p->dropout_p > 0.f ? 1.f / (1.f - p->dropout_p) : 1.f;
+    a->seed = p->seed;
+    a->offset = p->offset;
+    a->philox_seed_ptr = p->philox_seed_ptr;
+    a->philox_offset_ptr = p->philox_seed_ptr != NULL ? p->philox_offset_ptr : NULL;
+    a->philox_offset_add = p->philox_offset_add;
+    a->rng_state = p->rng_state;
+    return a->philox_seed_ptr != NULL && a->philox_offset_ptr == NULL ? FA_ERR_NULL_POINTER : FA_OK;
 }
 
 fa_status fa_fwd_cuda(const fa_params *p, void *stream_ptr)
@@ -96,56 +142,8 @@ fa_status fa_fwd_cuda(const fa_params *p, void *stream_ptr)
     if (bucket == 0) return FA_ERR_HEAD_DIM;
 
     fa_fwd_args a;
-    memset(&a, 0, sizeof(a));
-    a.q = p->q;
-    a.k = p->k;
-    a.v = p->v;
-    a.o = p->o;
-    a.lse = p->lse;
-    a.p = p->p;
-    a.q_batch_stride = p->q_batch_stride;
-    a.q_row_stride = p->q_row_stride;
-    a.q_head_stride = p->q_head_stride;
-    a.k_batch_stride = p->k_batch_stride;
-    a.k_row_stride = p->k_row_stride;
-    a.k_head_stride = p->k_head_stride;
-    a.v_batch_stride = p->v_batch_stride;
-    a.v_row_stride = p->v_row_stride;
-    a.v_head_stride = p->v_head_stride;
-    a.o_batch_stride = p->o_batch_stride;
-    a.o_row_stride = p->o_row_stride;
-    a.o_head_stride = p->o_head_stride;
-    a.cu_seqlens_q = p->cu_seqlens_q;
-    a.cu_seqlens_k = p->cu_seqlens_k;
-    a.total_q = p->total_q;
-    a.batch = (int)p->batch;
-    a.heads = (int)p->heads;
-    a.heads_k = (int)p->heads_k;
-    a.group = (int)(p->heads / p->heads_k);
-    a.seqlen_q = (int)p->seqlen_q;
-    a.seqlen_k = (int)p->seqlen_k;
-    a.head_dim = (int)p->head_dim;
-    a.window_left = fa_clamp_window(p->window_left, p->seqlen_k);
-    a.window_right = fa_clamp_window(p->window_right, p->seqlen_q);
-    a.scale = p->softmax_scale;
-    a.scale_log2 = p->softmax_scale * 1.4426950408889634f;
-    a.softcap = p->softcap;
-    if (p->softcap > 0.f) {
-        a.softcap_log2 = p->softcap * 1.4426950408889634f;
-        a.scale_div_softcap = p->softmax_scale / p->softcap;
-    }
-    a.alibi_slopes = p->alibi_slopes;
-    a.alibi_batch_stride = p->alibi_batch_stride;
-    a.has_dropout = p->dropout_p > 0.f;
-    a.dropout_threshold = fa_dropout_threshold(p->dropout_p);
-    a.dropout_rescale = p->dropout_p > 0.f ? 1.f / (1.f - p->dropout_p) : 1.f;
-    a.seed = p->seed;
-    a.offset = p->offset;
-    a.philox_seed_ptr = p->philox_seed_ptr;
-    a.philox_offset_ptr = p->philox_seed_ptr != NULL ? p->philox_offset_ptr : NULL;
-    a.philox_offset_add = p->philox_offset_add;
-    a.rng_state = p->rng_state;
-    if (a.philox_seed_ptr != NULL && a.philox_offset_ptr == NULL) return FA_ERR_NULL_POINTER;
+    st = fa_fwd_fill_args(p, &a);
+    if (st != FA_OK) return st;
 
     cudaStream_t stream = (cudaStream_t)stream_ptr;
     if (a.batch == 0 || a.seqlen_q == 0 || a.heads == 0) return fa_fwd_rng_state_launch(a, stream);

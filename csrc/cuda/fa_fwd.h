@@ -45,6 +45,10 @@ typedef struct fa_fwd_args {
     int64_t *rng_state;           /* device (2,), or NULL */
 } fa_fwd_args;
 
+/* Fills the kernel arguments from a checked fa_params (fa_cuda_api.cu); FA_ERR_NULL_POINTER when a
+ * philox seed pointer comes without its offset pointer. */
+fa_status fa_fwd_fill_args(const fa_params *p, fa_fwd_args *a);
+
 /* Launches the forward of head-dim bucket D (32, 64, ..., 256) for dtype FA_F16 / FA_BF16. */
 template <int D>
 fa_status fa_fwd_launch_hdim(const fa_fwd_args &a, fa_dtype dtype, cudaStream_t stream);

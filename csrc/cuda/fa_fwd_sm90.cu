@@ -147,14 +147,6 @@ static int fa_sm90_encode(CUtensorMap *map, fa_dtype dtype, const void *base, in
     return r == CUDA_SUCCESS;
 }
 
-/* Same clamp as fa_cuda_api.cu: a window side at least as wide as the longest sequence bounds
- * nothing (-1), which keeps the kernel's int32 arithmetic far from overflow. */
-static int fa_sm90_clamp_window(int64_t w, int64_t unbounded_from)
-{
-    if (w < 0 || w >= unbounded_from) return -1;
-    return (int)w;
-}
-
 template <int D>
 static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t stream)
 {
@@ -162,46 +154,8 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
     const int varlen = p->cu_seqlens_q != NULL;
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));
-    fa_fwd_args &a = prm.a;
-    a.q = p->q;
-    a.k = p->k;
-    a.v = p->v;
-    a.o = p->o;
-    a.lse = p->lse;
-    a.q_batch_stride = p->q_batch_stride;
-    a.q_row_stride = p->q_row_stride;
-    a.q_head_stride = p->q_head_stride;
-    a.k_batch_stride = p->k_batch_stride;
-    a.k_row_stride = p->k_row_stride;
-    a.k_head_stride = p->k_head_stride;
-    a.v_batch_stride = p->v_batch_stride;
-    a.v_row_stride = p->v_row_stride;
-    a.v_head_stride = p->v_head_stride;
-    a.o_batch_stride = p->o_batch_stride;
-    a.o_row_stride = p->o_row_stride;
-    a.o_head_stride = p->o_head_stride;
-    a.cu_seqlens_q = p->cu_seqlens_q;
-    a.cu_seqlens_k = p->cu_seqlens_k;
-    a.total_q = p->total_q;
-    a.batch = (int)p->batch;
-    a.heads = (int)p->heads;
-    a.heads_k = (int)p->heads_k;
-    a.group = (int)(p->heads / p->heads_k);
-    a.seqlen_q = (int)p->seqlen_q;
-    a.seqlen_k = (int)p->seqlen_k;
-    a.head_dim = (int)p->head_dim;
-    a.window_left = fa_sm90_clamp_window(p->window_left, p->seqlen_k);
-    a.window_right = fa_sm90_clamp_window(p->window_right, p->seqlen_q);
-    a.scale = p->softmax_scale;
-    a.scale_log2 = p->softmax_scale * 1.4426950408889634f;
-    a.dropout_rescale = 1.f;
-    a.seed = p->seed;
-    a.offset = p->offset;
-    a.philox_seed_ptr = p->philox_seed_ptr;
-    a.philox_offset_ptr = p->philox_seed_ptr != NULL ? p->philox_offset_ptr : NULL;
-    a.philox_offset_add = p->philox_offset_add;
-    a.rng_state = p->rng_state;
-    if (a.philox_seed_ptr != NULL && a.philox_offset_ptr == NULL) return FA_ERR_NULL_POINTER;
+    const fa_status filled = fa_fwd_fill_args(p, &prm.a);
+    if (filled != FA_OK) return filled;
     prm.varlen = varlen;
 
     const int64_t d = p->head_dim, h = p->heads, hk = p->heads_k;

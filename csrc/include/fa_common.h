@@ -28,6 +28,13 @@ FA_HD void fa_mask_bounds(int64_t i, int64_t sq, int64_t sk, int64_t left, int64
     *j_hi = hi > sk - 1 ? sk - 1 : hi;
 }
 
+/* A window side at least as wide as the sequence it bounds bounds nothing: -1 (unbounded). Used by
+ * the CUDA hosts so the kernels' int32 arithmetic (i + sk - sq +- w) stays far from overflow. */
+FA_HD int fa_window_clamp(int64_t w, int64_t unbounded_from)
+{
+    return (w < 0 || w >= unbounded_from) ? -1 : (int)w;
+}
+
 /* ALiBi bias added to s_ij: -slope * |i + sk - sq - j| */
 FA_HD float fa_alibi_bias(float slope, int64_t i, int64_t j, int64_t sq, int64_t sk)
 {
