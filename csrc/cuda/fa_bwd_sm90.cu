@@ -28,7 +28,7 @@ static int fa_bwd_sm90_bucket(int64_t d)
     return 0;
 }
 
-/* The real kernel declares LSE / D stages as static shared memory (2 * 2 * 64 floats); the stub
+/* The real kernel declares LSE / D stages as static shared memory (2 * 2 * Br floats); the stub
  * compiled for other gencodes declares none. So a non-zero static size means the sm_90a image
  * was loaded for this device (cudaFuncGetAttributes is a host query, no synchronization). */
 template <bool kBf16, int D>
@@ -39,7 +39,7 @@ static int fa_bwd_sm90_has_image_dtype(void)
         cudaFuncAttributes attr;
         void (*kern)(const fa_bwd_args) = fa_bwd_sm90_kernel<kBf16, D>;
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
-                        attr.sharedSizeBytes >= 4u * FA_BWD_SM90_BR * sizeof(float);
+                        attr.sharedSizeBytes >= 4u * fa_bwd_sm90_cfg<D>::Br * sizeof(float);
         cached = ok ? 1 : -1;
     }
     return cached == 1;
@@ -91,7 +91,7 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
 template <bool kBf16, int D>
 static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
 {
-    const size_t smem = fa_bwd_sm90_smem_bytes(D);
+    const size_t smem = fa_bwd_sm90_cfg<D>::kSmemBytes;
     void (*kern)(const fa_bwd_args) = fa_bwd_sm90_kernel<kBf16, D>;
     /* > 48 KB of dynamic shared memory needs the opt-in (idempotent, host-only) */
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=

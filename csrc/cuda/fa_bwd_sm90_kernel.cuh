@@ -4,8 +4,10 @@
  * Grid (key block n, kv head hk, batch b); 256 threads = 2 warpgroups, no producer warpgroup:
  * every thread issues cp.async copies for the NEXT query block while the current one computes
  * (2-stage ring of Q / dO tiles). Warpgroup wg owns keys [j0 + 64 wg, j0 + 64 wg + 64) of the
- * key block of Bc = 128 keys and works in the transposed orientation, so that P^T and dS^T come
- * out of the accumulators already in the A-fragment layout of the next products:
+ * key block of Bc = 128 keys and steps over query blocks of Br rows (fa_tuning.h rows
+ * FA_DIR_BWD_SM90: Br = 128 at D = 64, Br = 64 at D = 128). It works in the transposed
+ * orientation, so that P^T and dS^T come out of the accumulators already in the A-fragment
+ * layout of the next products:
  *   S^T  = K_wg Q_i^T        wgmma SS  (A = K rows, B = Q rows, both K-major over d)
  *   dP^T = V_wg dO_i^T       wgmma SS
  *   P^T  = exp2(S^T scale log2e - LSE_i log2e)   (masked entries and rows with LSE = -inf: 0)
@@ -14,14 +16,16 @@
  *   dK_wg += dS^T Q_i        wgmma RS  (A = dS^T registers, B = Q MN-major)
  *   dQ_i  += dS K_j          wgmma SS with both operands MN-major (fa_wgmma_bwd.cuh): A = dS^T
  *                            written to shared memory (bf16/fp16), B = K rows.
- * dQ split: D = 128: warpgroup wg computes dims [64 wg, 64 wg + 64) over all 128 keys; D = 64:
- * warpgroup wg computes all 64 dims over its own 64 keys (both add into the same dq_accum
- * entries). Either way one wgmma N = 64 and 32 accumulators per thread.
+ * dQ split, always one wgmma N = 64 and 32 accumulators per thread:
+ *   Br = 128 (D = 64):  warpgroup wg computes queries [64 wg, 64 wg + 64) over all 128 keys;
+ *   D = 128 (Br = 64):  warpgroup wg computes dims [64 wg, 64 wg + 64) over all 128 keys;
+ *   D = 64, Br = 64:    warpgroup wg computes all 64 dims over its own 64 keys (both add into
+ *                       the same dq_accum entries; not in the table, kept for tuning).
  * GQA: the CTA loops over the heads_q / heads_k query heads of its kv head, so dK/dV sum the
  * group in registers; no extra workspace.
  *
  * Shared memory (dynamic, 1024-byte aligned, 128-byte swizzle of fa_wgmma.cuh, tiles stored as
- * D/64 column blocks of [rows][64]): K [Bc][D], V [Bc][D], Q [2][Br][D], dO [2][Br][D],
+ * column blocks of [rows][64]): K [Bc][D], V [Bc][D], Q [2][Br][D], dO [2][Br][D],
  * dS^T [Bc][Br]. Static: LSE*log2e and D of the 2 stages (also the sm_90a-image marker).
  *
  * Out-of-range handling: Q/dO rows past sq and dims past d are zero-filled by cp.async; their
@@ -39,21 +43,27 @@
 #include "fa_bwd_args.cuh"
 #include "fa_fwd_sm90_sync.cuh"
 #include "fa_mma.cuh"
+#include "fa_tuning.h"
 #include "fa_wgmma.cuh"
 #include "fa_wgmma_bwd.cuh"
 
-#define FA_BWD_SM90_BR 64      /* query rows per step: one wgmma M (S^T has N = Br = 64) */
 #define FA_BWD_SM90_BC 128     /* keys per CTA: 64 per consumer warpgroup */
 #define FA_BWD_SM90_THREADS 256
 
-/* Dynamic shared-memory bytes of bucket D, + 1024 for aligning the base. */
-static inline size_t fa_bwd_sm90_smem_bytes(int D)
-{
-    const size_t kv = (size_t)FA_BWD_SM90_BC * D * 2;   /* one of K, V */
-    const size_t qd = (size_t)FA_BWD_SM90_BR * D * 2;   /* one stage of Q or dO */
-    const size_t ds = (size_t)FA_BWD_SM90_BC * FA_BWD_SM90_BR * 2;
-    return 2 * kv + 4 * qd + ds + 1024;
-}
+/* The tile shape of bucket D (fa_tuning.h, FA_DIR_BWD_SM90 rows). Br = the N of S^T = K Q^T and
+ * the k extent of dV += P^T dO, dK += dS^T Q; Bc and the warp count are fixed by the kernel's
+ * warpgroup-per-64-keys layout. */
+template <int D>
+struct fa_bwd_sm90_cfg {
+    static constexpr fa_tuning_row kRow = fa_tuning_find(90, FA_DIR_BWD_SM90, D);
+    static constexpr int Br = kRow.br;
+    static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_THREADS,
+                  "the sm90 backward has Bc = 128 and 8 warps");
+    static_assert(Br == 64 || (Br == 128 && D == 64), "Br = 128 only fits the registers at D = 64");
+    /* dynamic shared memory: K, V, 2 stages of Q and dO, dS^T; + 1024 for aligning the base */
+    static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 4 * (size_t)Br * D * 2 +
+                                         (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
+};
 
 #if FA_SM90_DEVICE
 
@@ -95,12 +105,11 @@ static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, fl
  * mb_lo + it % n_mb) into one stage: Q and dO tiles by cp.async (the caller commits); LSE*log2e
  * and D by plain loads into shared memory (threads 0..127; visible after the caller's barrier).
  * sQ, sdO: [Br][D] swizzled tiles of the stage; lse, dsum: [Br] of the stage. */
-template <int D>
+template <int D, int Br>
 static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_bwd_seq &seq, int b, int h0,
                                                          int mb_lo, int n_mb, int it, uint32_t sQ, uint32_t sdO,
                                                          float *lse_s, float *dsum_s)
 {
-    constexpr int Br = FA_BWD_SM90_BR;
     const int h = h0 + it / n_mb;
     const int i0 = (mb_lo + it % n_mb) * Br;
     const int sq = seq.sq, tid = threadIdx.x;
@@ -123,7 +132,7 @@ static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, c
 
 /* dQ_part[64 queries x 64 dims] = dS[:, keys] K[keys, dims] over kSteps k-steps of 16 keys starting
  * at key 16 kk0 (issued, not committed). Both operands MN-major in shared memory:
- *   sdS: dS^T [Bc keys][64 queries] (one swizzled column block; A with imm-trans-a: M = queries
+ *   sdS: a 64-query column block [Bc keys][64 queries] of dS^T (A with imm-trans-a: M = queries
  *        contiguous, 8-key groups SBO = 1024 apart, 16 keys = 2048 bytes per k-step);
  *   sKcb: the 64-dim column block [Bc keys][64 dims] of K (B with imm-trans-b, same strides).
  * LBO (distance of the next 64-wide MN block) is never used with M = N = 64; set to the tile's. */
@@ -146,7 +155,7 @@ __global__ void __launch_bounds__(FA_BWD_SM90_THREADS, 1)
 fa_bwd_sm90_kernel(const fa_bwd_args a)
 {
 #if FA_SM90_DEVICE
-    constexpr int Br = FA_BWD_SM90_BR, Bc = FA_BWD_SM90_BC;
+    constexpr int Br = fa_bwd_sm90_cfg<D>::Br, Bc = FA_BWD_SM90_BC;
     constexpr uint32_t kKVBytes = Bc * D * 2, kQBytes = Br * D * 2;
     extern __shared__ unsigned char fa_bwd_sm90_smem[];
     /* LSE*log2e (+inf where P must be 0) and D = rowsum(dO o O) of the two stages */
@@ -186,7 +195,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         block_load_tile<Bc, D>(sV, vb, a.v_rs, sk - j0, d);
     }
 
-    if (n_iter > 0) block_issue_loads<D>(a, seq, b, hk * group, mb_lo, n_mb, 0, sQ, sdO, s_lse[0], s_dsum[0]);
+    if (n_iter > 0) block_issue_loads<D, Br>(a, seq, b, hk * group, mb_lo, n_mb, 0, sQ, sdO, s_lse[0], s_dsum[0]);
     fa_cp_async_commit();
 
     float dk[D / 2], dv[D / 2];
@@ -196,11 +205,13 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
     /* descriptors (fa_wgmma.cuh): K-major SBO 1024; MN-major LBO = column-block distance */
     const uint64_t dK_kmaj = fa_wgmma_desc_sw128(sK + (uint32_t)wg * (64 * 128), 16u, 1024u);
     const uint64_t dV_kmaj = fa_wgmma_desc_sw128(sV + (uint32_t)wg * (64 * 128), 16u, 1024u);
-    /* dQ: D = 128 -> this warpgroup's dim block over all keys; D = 64 -> its own keys */
-    constexpr bool kSplitN = D == 128;
-    constexpr int kDqSteps = kSplitN ? Bc / 16 : 64 / 16;
-    const int dq_kk0 = kSplitN ? 0 : wg * 4;
-    const int dq_cb = kSplitN ? wg : 0;
+    /* dQ split (header): Br = 128 -> this warpgroup's 64 queries (column block wg of dS^T) over
+     * all keys; D = 128 -> its 64 dims (column block wg of K) over all keys; else its own keys */
+    constexpr bool kSplitM = Br == 128, kSplitN = D == 128;
+    constexpr int kDqSteps = kSplitM || kSplitN ? Bc / 16 : 64 / 16;
+    const int dq_kk0 = kSplitM || kSplitN ? 0 : wg * 4;
+    const int dq_cb = kSplitN ? wg : 0;   /* K column block (dims 64 dq_cb ..) */
+    const int dq_rb = kSplitM ? wg : 0;   /* dS^T column block (queries 64 dq_rb ..) */
 
     const int key_base = j0 + 64 * wg + 16 * wq + g;  /* + 8 e2: the key of accumulator row */
 
@@ -216,12 +227,12 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         fa_fence_proxy_async_smem();
         __syncthreads();
         if (it + 1 < n_iter)
-            block_issue_loads<D>(a, seq, b, hk * group, mb_lo, n_mb, it + 1, sQ + (uint32_t)(stage ^ 1) * kQBytes,
+            block_issue_loads<D, Br>(a, seq, b, hk * group, mb_lo, n_mb, it + 1, sQ + (uint32_t)(stage ^ 1) * kQBytes,
                                  sdO + (uint32_t)(stage ^ 1) * kQBytes, s_lse[stage ^ 1], s_dsum[stage ^ 1]);
         fa_cp_async_commit();
 
         const uint32_t q_st = sQ + (uint32_t)stage * kQBytes, do_st = sdO + (uint32_t)stage * kQBytes;
-        float s[32], dp[32];
+        float s[Br / 2], dp[Br / 2];
         fa_wgmma_fence();
         {
             const uint64_t dQk = fa_wgmma_desc_sw128(q_st, 16u, 1024u);
@@ -229,14 +240,14 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
                 const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-                fa_wgmma_ss<64, kBf16>(s, fa_wgmma_desc_add(dK_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
+                fa_wgmma_ss<Br, kBf16>(s, fa_wgmma_desc_add(dK_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
                                        fa_wgmma_desc_add(dQk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
             }
             fa_wgmma_commit();
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) {
                 const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-                fa_wgmma_ss<64, kBf16>(dp, fa_wgmma_desc_add(dV_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
+                fa_wgmma_ss<Br, kBf16>(dp, fa_wgmma_desc_add(dV_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
                                        fa_wgmma_desc_add(dOk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
             }
             fa_wgmma_commit();
@@ -250,7 +261,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         fa_wgmma_wait<1>();  /* S^T ready, dP^T may still run */
         fa_reg_fence(s);
 #pragma unroll
-        for (int jn = 0; jn < 8; ++jn) {
+        for (int jn = 0; jn < Br / 8; ++jn) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int c = 8 * jn + 2 * t + (e & 1);  /* query within the block */
@@ -267,7 +278,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         fa_wgmma_wait<0>();
         fa_reg_fence(dp);
 #pragma unroll
-        for (int jn = 0; jn < 8; ++jn)
+        for (int jn = 0; jn < Br / 8; ++jn)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int c = 8 * jn + 2 * t + (e & 1);
@@ -275,9 +286,9 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
             }
 
         /* P^T, dS^T as A fragments (k = 16 queries per step) */
-        uint32_t pa[4][4], dsa[4][4];
+        uint32_t pa[Br / 16][4], dsa[Br / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
+        for (int kk = 0; kk < Br / 16; ++kk) {
             fa_pack_c_to_a<kBf16>(pa[kk], &s[8 * kk], &s[8 * kk + 4]);
             fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
         }
@@ -287,7 +298,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         {
             unsigned char *base = fa_bwd_sm90_smem + (sdS - fa_smem_u32(fa_bwd_sm90_smem));
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk)
+            for (int kk = 0; kk < Br / 16; ++kk)
 #pragma unroll
                 for (int q = 0; q < 4; ++q) {
                     const int r = 64 * wg + 16 * wq + g + 8 * (q & 1);
@@ -301,10 +312,10 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
             const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
             const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk)
+            for (int kk = 0; kk < Br / 16; ++kk)
                 fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
 #pragma unroll
-            for (int kk = 0; kk < 4; ++kk)
+            for (int kk = 0; kk < Br / 16; ++kk)
                 fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
             fa_wgmma_commit();
         }
@@ -315,7 +326,8 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
         float dqa[32];
         fa_wgmma_fence();
-        warpgroup_gemm_dq<kBf16, kDqSteps>(dqa, sdS, sK + (uint32_t)dq_cb * (uint32_t)(Bc * 128), dq_kk0);
+        warpgroup_gemm_dq<kBf16, kDqSteps>(dqa, sdS + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
+                                           sK + (uint32_t)dq_cb * (uint32_t)(Bc * 128), dq_kk0);
         fa_wgmma_commit();
         fa_wgmma_wait<0>();
         fa_reg_fence(dqa);
@@ -330,7 +342,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
             for (int jn = 0; jn < 8; ++jn)
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
-                    const int m = 16 * wq + g + 8 * half;
+                    const int m = 64 * dq_rb + 16 * wq + g + 8 * half;
                     const int col = 64 * dq_cb + 8 * jn + 2 * t;
                     if (i0 + m < sq && col < d)
                         fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);

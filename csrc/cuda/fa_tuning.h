@@ -32,7 +32,7 @@
 #ifndef FA_TUNING_H
 #define FA_TUNING_H
 
-enum { FA_DIR_FWD = 0, FA_DIR_BWD = 1 };
+enum { FA_DIR_FWD = 0, FA_DIR_BWD = 1 };  /* FA_DIR_BWD_DQ = 2, FA_DIR_BWD_SM90 = 3: below */
 enum {
     FA_TUNE_Q_IN_REGS = 1,    /* fwd: Q fragments in registers for the whole block */
     FA_TUNE_FEAT_Q_SMEM = 2   /* fwd: ...except in the softcap/ALiBi/dropout variant (registers) */
@@ -109,7 +109,7 @@ typedef struct fa_tuning_row {
  * float atomics when deterministic = 1: one block owns Br = 16 warps query rows, loops over the
  * key blocks of the band with K, V double buffered (stages = 2), keeps dS in registers and
  * feeds it straight into dQ += dS K (C fragments repacked as A fragments). flags unused. */
-enum { FA_DIR_BWD_DQ = 2 };
+enum { FA_DIR_BWD_DQ = 2, FA_DIR_BWD_SM90 = 3 };
 #define FA_BWD_FLAGS(wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes, addr) \
     ((wm_sdp) | ((wn_dkv) << 4) | ((wm_dq) << 8) | ((do_stages) << 12) | ((dq_passes) << 16) | \
      ((addr) << 20))
@@ -145,6 +145,18 @@ enum { FA_BWD_ADDR_KCOLS = 1, FA_BWD_ADDR_KROWS = 2, FA_BWD_ADDR_ALL = 3 };
      "as the sm80 row, but H100/H200 have 227 KB: Q and dO double buffered (208.5 KB) so the "     \
      "next tiles load during a whole iteration and two barriers per iteration go away; the "       \
      "32x64 dQ tile in one pass (64 regs) fits the sm90 allocation without spills"},              \
+    /* arch 90, FA_DIR_BWD_SM90: the Hopper backward (fa_bwd_sm90_kernel.cuh, wgmma, sm_90a      \
+     * only): 2 warpgroups x 64 keys = Bc 128, 8 warps, 2-stage Q/dO ring (stages), flags unused. \
+     * Registers per thread (cap 255, zero spills): dK + dV 2 (64 d / 128) = d, S^T + dP^T 2 (64 \
+     * Br / 128) = Br, then P^T, dS^T fragments Br/2 and dQ 32. Shared memory: 2 Bc d 2 B (K, V) \
+     * + 4 Br d 2 B (Q, dO x 2) + Bc Br 2 B (dS^T) + 1 KB <= 227 KB. */                          \
+    {90, FA_DIR_BWD_SM90,  64, 128, 128, 8, 2, 0,                                                   \
+     "dK + dV only 64 regs, so Br = 128 (S^T + dP^T 128 regs): each wgmma is N = 128 instead "     \
+     "of 64, barriers, LSE/D loads and loop overhead per FLOP halve, and dQ splits by queries "    \
+     "(one red.add per dq entry per CTA instead of two); smem 32 K,V + 64 Q,dO + 32 dS = 129 KB"}, \
+    {90, FA_DIR_BWD_SM90, 128,  64, 128, 8, 2, 0,                                                   \
+     "dK + dV 128 regs, so Br = 64 (S^T + dP^T 64 regs; Br = 128 would need 256); dQ splits by "  \
+     "dims; 254 regs, no spills; smem 64 K,V + 64 Q,dO + 16 dS = 145 KB"},                        \
     {80, FA_DIR_BWD_DQ,  64, 64,  64, 4, 2, 0,                                                      \
      "warp = 16 rows x 64 keys: S + dP 64 regs, dQ 32 regs (Bc = 128: S + dP 128 regs spilled on " \
      "sm90); smem 16 Q,dO + 2 x 16 K,V = 48 KB -> several blocks/SM overlap exp with MMAs"},       \
