@@ -38,7 +38,12 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str:
     """Commit of the checkout the package was imported from ("-dirty" if tracked files changed),
-    or of flash_attn_c.__git_commit__ / __git_version__ if the build recorded one."""
+    or of flash_attn_c.__git_commit__ / __git_version__ if the build recorded one.
+    FLASH_ATTN_C_GIT_COMMIT overrides both: a copied tree (e.g. on a lent GPU machine) may carry
+    a stale .git, so scripts/gpu_run.sh passes the commit it was given."""
+    given = os.environ.get("FLASH_ATTN_C_GIT_COMMIT", "").strip()
+    if given:
+        return f"{given} (FLASH_ATTN_C_GIT_COMMIT)"
     try:
         import flash_attn_c
         for attr in ("__git_commit__", "__git_version__", "git_version"):

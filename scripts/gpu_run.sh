@@ -11,6 +11,8 @@ export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
 export FLASH_ATTN_C_CUDA_ARCHS=${FLASH_ATTN_C_CUDA_ARCHS:-90a}
 PYTEST_S=${PYTEST_S:-240} BENCH_S=${BENCH_S:-240} NPROC=${NPROC:-8}
 log() { echo "[gpu_run $(date +%T)] $*"; }
+# the tree copied to the device may carry a stale .git: the bench header takes the given commit
+[ -n "${GIT_COMMIT:-}" ] && export FLASH_ATTN_C_GIT_COMMIT=$GIT_COMMIT
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

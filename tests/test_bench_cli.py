@@ -258,6 +258,7 @@ def test_header_never_crashes_without_git(monkeypatch: pytest.MonkeyPatch) -> No
         raise FileNotFoundError("git")
 
     monkeypatch.setattr(_bench_env.subprocess, "run", no_git)
+    monkeypatch.delenv("FLASH_ATTN_C_GIT_COMMIT", raising=False)
     info = _bench_env.collect_header(torch.device("cpu"))
     assert info["git_commit"] == "unknown"
     text = _bench_env.format_header(info)
@@ -265,6 +266,16 @@ def test_header_never_crashes_without_git(monkeypatch: pytest.MonkeyPatch) -> No
     cuda_like = dict(info, device_type="cuda", device_name="NVIDIA H200", sm_count=132,
                      compute_capability="sm_90", device_memory_gib=139.8)
     assert "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)" in _bench_env.format_header(cuda_like)
+
+
+def test_header_commit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tree copied without a current .git (the lent GPU machine) names the commit it was given."""
+    from flash_attn_c import _bench_env
+
+    monkeypatch.setenv("FLASH_ATTN_C_GIT_COMMIT", "5cfb00c")
+    assert _bench_env._git_commit() == "5cfb00c (FLASH_ATTN_C_GIT_COMMIT)"
+    monkeypatch.setenv("FLASH_ATTN_C_GIT_COMMIT", "  ")
+    assert "FLASH_ATTN_C_GIT_COMMIT" not in _bench_env._git_commit()
 
 
 def test_simple_progress_without_tqdm() -> None:
