@@ -51,6 +51,8 @@ NVCC = nvcc_path()
 # 90a: Hopper's own instructions (wgmma, TMA) for the sm90 forward; it runs on H100/H200.
 CUDA_ARCHS = [a for a in os.environ.get("FLASH_ATTN_C_CUDA_ARCHS", "80;90a").split(";") if a]
 CPU_ARCH = os.environ.get("FLASH_ATTN_C_CPU_ARCH", "native")
+# Extra nvcc flags, space separated (kernel A/B experiments, e.g. scripts/gpu_ab.sh): not for releases.
+NVCC_EXTRA = os.environ.get("FLASH_ATTN_C_NVCC_EXTRA", "").split()
 C_FLAGS = ["-std=c11", "-O3", f"-march={CPU_ARCH}", "-fPIC", "-fno-math-errno",
            "-Wall", "-Wextra", "-pedantic"]
 INCLUDES = [os.path.join(ROOT, "csrc", d) for d in ("include", "cpu", "cuda")]
@@ -78,12 +80,13 @@ if NVCC and torch.version.cuda:
         extra_compile_args={
             "cxx": cxx_flags + ["-DFA_WITH_CUDA"],
             "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr",
-                     "-DFA_WITH_CUDA"] + gencode,
+                     "-DFA_WITH_CUDA"] + gencode + NVCC_EXTRA,
         },
     )
     plan = (f"flash_attn_c build plan: C11 CPU backend (-march={CPU_ARCH}) + CUDA kernels for "
             f"sm_{', sm_'.join(CUDA_ARCHS)} (+PTX) with nvcc {nvcc_version(NVCC)}; torch "
-            f"{torch.__version__} (CUDA {torch.version.cuda})")
+            f"{torch.__version__} (CUDA {torch.version.cuda})"
+            + (f"; extra nvcc flags {' '.join(NVCC_EXTRA)}" if NVCC_EXTRA else ""))
 else:
     c_sources = c_sources + ["csrc/cuda/fa_no_cuda.c"]
     ext = CppExtension(name="flash_attn_c._C", sources=cpp_sources, include_dirs=INCLUDES,
