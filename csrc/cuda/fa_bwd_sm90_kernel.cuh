@@ -49,10 +49,6 @@
 
 #define FA_BWD_SM90_BC 128     /* keys per CTA: 64 per consumer warpgroup */
 #define FA_BWD_SM90_THREADS 256
-/* Bytes per row of a warpgroup's fp32 dQ staging tile [64 queries][64 dims]: 256 + 32 of
- * padding, so the 8-byte stores of a half-warp (rows g = 0..3 or 4..7, 4 column pairs each) hit
- * 16 distinct bank pairs (row r starts at bank 8 r mod 32). 16-byte multiple for the bulk copy. */
-#define FA_BWD_SM90_DQ_ROW 288
 
 /* The tile shape of bucket D (fa_tuning.h, FA_DIR_BWD_SM90 rows). Br = the N of S^T = K Q^T and
  * the k extent of dV += P^T dO, dK += dS^T Q; Bc and the warp count are fixed by the kernel's
@@ -64,10 +60,9 @@ struct fa_bwd_sm90_cfg {
     static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_THREADS,
                   "the sm90 backward has Bc = 128 and 8 warps");
     static_assert(Br == 64 || (Br == 128 && D == 64), "Br = 128 only fits the registers at D = 64");
-    /* dynamic shared memory: K, V, 2 stages of Q and dO, dS^T, the dQ staging rows of the 2
-     * warpgroups; + 1024 for aligning the base */
+    /* dynamic shared memory: K, V, 2 stages of Q and dO, dS^T; + 1024 for aligning the base */
     static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 4 * (size_t)Br * D * 2 +
-                                         (size_t)FA_BWD_SM90_BC * Br * 2 + 2 * 64 * FA_BWD_SM90_DQ_ROW + 1024;
+                                         (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
 };
 
 #if FA_SM90_DEVICE
@@ -100,31 +95,14 @@ static __device__ __forceinline__ void block_load_tile(uint32_t dst, const uint1
     }
 }
 
-/* gdst[0 .. bytes/4) += ssrc[0 .. bytes/4) (fp32, element-wise atomic in L2), one bulk copy by
- * the issuing thread, completed asynchronously (bulk async-group). gdst, ssrc 16-byte aligned,
- * bytes a multiple of 16. */
-static __device__ __forceinline__ void fa_bulk_reduce_add_f32(float *gdst, uint32_t ssrc, uint32_t bytes)
+/* dq_accum[i][j..j+1] += (x, y): one 8-byte vector reduction (sm_90), no return value.
+ * Measured alternative (GPU A/B of commit 8949813, H200): staging the warpgroup's dQ tile in
+ * shared memory and issuing one cp.reduce.async.bulk add per query row was 10% slower at d = 128
+ * (303 vs 336 TFLOP/s, s = 16k) and equal at d = 64: the extra warpgroup barrier and the shared
+ * round trip cost more than the atomics they replace. */
+static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, float y)
 {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst),
-                 "r"(ssrc), "r"(bytes)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void fa_bulk_commit(void)
-{
-    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-}
-
-/* This thread's bulk copies have finished READING shared memory (their source may be reused). */
-static __device__ __forceinline__ void fa_bulk_wait_read_all(void)
-{
-    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-}
-
-/* This thread's bulk copies are complete (global writes performed). */
-static __device__ __forceinline__ void fa_bulk_wait_all(void)
-{
-    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(addr), "f"(x), "f"(y) : "memory");
 }
 
 /* All 256 threads issue the loads of iteration `it` (query head h0 + it / n_mb, query block
@@ -245,9 +223,6 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         const int stage = it & 1;
         const int h = hk * group + it / n_mb;
         const int i0 = (mb_lo + it % n_mb) * Br;
-        /* the bulk reductions of iteration it - 1 have read the dQ staging rows (rewritten below
-         * after (B); a no-op in threads that issued none) */
-        fa_bulk_wait_read_all();
         /* (A) this stage has landed (own copies: wait_group; others': the barrier), the
          * generic-proxy writes (cp.async, st.shared) are ordered before the wgmma reads (proxy
          * fence), and every thread finished iteration it - 1 (its wgmmas waited), so the other
@@ -363,7 +338,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         fa_reg_fence(dk);
         fa_reg_fence(dv);
 
-#if defined(FA_BWD_SM90_DQ_RED)  /* A/B measurement only: the previous 8-byte atomics */
+        /* dq_accum (total_q, h, d) += dS K (unscaled; the convert kernel applies the scale) */
         {
             float *acc = a.dq_accum + ((seq.q_row0 + i0) * a.heads + h) * (int64_t)d;
             const int64_t row_step = (int64_t)a.heads * d;
@@ -374,43 +349,11 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
                     const int m = 64 * dq_rb + 16 * wq + g + 8 * half;
                     const int col = 64 * dq_cb + 8 * jn + 2 * t;
                     if (i0 + m < sq && col < d)
-                        asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(acc + m * row_step + col),
-                                     "f"(dqa[4 * jn + 2 * half]), "f"(dqa[4 * jn + 2 * half + 1]) : "memory");
+                        fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
                 }
-        }
-        continue;
-#endif
-        /* dq_accum (total_q, h, d) += dS K (unscaled; the convert kernel applies the scale):
-         * the warpgroup's 64 x 64 tile goes to its staging rows, then one bulk reduce-add per
-         * query row (up to 256 contiguous bytes of dq_accum) instead of 2048 8-byte atomics */
-        {
-            /* fp32 dQ staging of this warpgroup: [64 queries][FA_BWD_SM90_DQ_ROW bytes] */
-            const uint32_t sDQ = sdS + (uint32_t)(Bc * Br * 2) + (uint32_t)wg * (64u * FA_BWD_SM90_DQ_ROW);
-            unsigned char *stage_rows = fa_bwd_sm90_smem + (sDQ - fa_smem_u32(fa_bwd_sm90_smem));
-#pragma unroll
-            for (int jn = 0; jn < 8; ++jn)
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int m = 16 * wq + g + 8 * half;
-                    *(float2 *)(stage_rows + m * FA_BWD_SM90_DQ_ROW + (8 * jn + 2 * t) * 4) =
-                        make_float2(dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
-                }
-            /* (C) the warpgroup's staging rows are written and ordered before the async proxy
-             * that reads them; only this warpgroup's 128 threads take part */
-            fa_fence_proxy_async_smem();
-            fa_named_barrier_sync<128>(2 + wg);
-            const int m = tid % 128, row = i0 + 64 * dq_rb + m;
-            if (m < 64 && row < sq) {
-                const uint32_t bytes = 4u * (uint32_t)min(64, d - 64 * dq_cb);
-                float *dst = a.dq_accum + ((seq.q_row0 + row) * a.heads + h) * (int64_t)d + 64 * dq_cb;
-                fa_bulk_reduce_add_f32(dst, sDQ + (uint32_t)m * FA_BWD_SM90_DQ_ROW, bytes);
-                fa_bulk_commit();
-            }
         }
     }
     fa_cp_async_wait<0>();
-    /* the dQ reductions are complete before the CTA (and its shared memory) goes away */
-    fa_bulk_wait_all();
 
     /* dK = scale * sum dS^T Q, dV = sum P^T dO: rows key_base + 8 half, dims 8 jn + 2 t */
     {

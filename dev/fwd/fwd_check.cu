@@ -10,11 +10,10 @@
  * Every case draws fresh random inputs (normal, never zeros), poisons the GPU outputs with NaN
  * bytes before the call, runs the reference and the GPU, and compares O, LSE (and P when the
  * case asks for probabilities) element by element. Errors printed: max |gpu - ref| and the
- * relative L2 error of O.
+ * relative L2 error of O. The pieces shared with dev/fwd_sm90/sm90_check.cu (random inputs,
+ * call geometry, tolerance rule, benchmark timer) are in dev/common/.
  */
 #include <cuda_runtime.h>
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,43 +23,13 @@
 #include <algorithm>
 
 #include "flash_attn_c.h"
+#include "../common/check_host.h"
+#include "../common/check_cuda.h"
+#include "../common/fwd_problem.h"
+#include "../common/fwd_compare.h"
+#include "../common/fwd_bench.h"
 
-#define CK(call)                                                                          \
-    do {                                                                                  \
-        cudaError_t e_ = (call);                                                          \
-        if (e_ != cudaSuccess) {                                                          \
-            fprintf(stderr, "%s:%d CUDA error %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-            exit(2);                                                                      \
-        }                                                                                 \
-    } while (0)
-
-/* ---- host helpers ---------------------------------------------------------------------- */
-
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-static double rng_uniform(void)
-{
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return (double)((g_rng * 0x2545F4914F6CDD1Dull) >> 11) * (1.0 / 9007199254740992.0);
-}
-static float rng_normal(void)
-{
-    double u1 = rng_uniform(), u2 = rng_uniform();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-static uint16_t f2h(fa_dtype dt, float x)
-{
-    if (dt == FA_BF16) return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-    return __half_as_ushort(__float2half_rn(x));
-}
-static float h2f(fa_dtype dt, uint16_t x)
-{
-    if (dt == FA_BF16) return __bfloat162float(__ushort_as_bfloat16(x));
-    return __half2float(__ushort_as_half(x));
-}
+static check_rng g_rng = {0x9E3779B97F4A7C15ull};
 
 /* ---- test cases ---------------------------------------------------------------------------- */
 
@@ -92,8 +61,8 @@ static tcase make_case(const char *tag, fa_dtype dt, int b, int h, int hk, int d
     c.left = -1; c.right = -1;
     c.softcap = 0.f; c.alibi = 0; c.dropout = 0.f; c.probs = 0;
     c.layout = LAYOUT_SEPARATE; c.scale = 0.f; c.seed_ptr = 0;
-    snprintf(c.name, sizeof c.name, "%s %s b%d h%d/%d d%d sq%d sk%d", tag, dt == FA_BF16 ? "bf16" : "fp16",
-             b, h, hk, d, sq, sk);
+    snprintf(c.name, sizeof c.name, "%s %s b%d h%d/%d d%d sq%d sk%d", tag, check_dtype_name(dt), b, h, hk, d,
+             sq, sk);
     return c;
 }
 
@@ -112,49 +81,19 @@ static void append_name(tcase *c)
 
 /* ---- one run ------------------------------------------------------------------------------- */
 
-typedef struct run_result {
-    int ok;
-    double o_max_err, o_rel_l2, lse_max_err, p_max_err;
-} run_result;
+static check_tally g_tally = {0, 0};
 
-static int g_failed = 0, g_passed = 0;
-
-static run_result run_case(const tcase &c, int verbose)
+/* One case: random inputs, the reference, fa_fwd_cuda twice (bitwise determinism), comparison
+ * of O, LSE, P and rng_state. Returns 1 when it passes. */
+static int run_case(const tcase &c)
 {
-    run_result res = {1, 0, 0, 0, 0};
+    int ok = 1;
     const fa_dtype dt = c.dt;
-    const int d = c.d, h = c.h, hk = c.hk, b = c.b;
-    int sq = c.sq, sk = c.sk;
-    std::vector<int32_t> cu_q(1, 0), cu_k(1, 0);
-    int64_t total_q, total_k;
-    if (c.varlen) {
-        sq = 0;
-        sk = 0;
-        for (int i = 0; i < b; ++i) {
-            cu_q.push_back(cu_q.back() + c.lens_q[i]);
-            cu_k.push_back(cu_k.back() + c.lens_k[i]);
-            sq = std::max(sq, c.lens_q[i]);
-            sk = std::max(sk, c.lens_k[i]);
-        }
-        total_q = cu_q.back();
-        total_k = cu_k.back();
-    } else {
-        total_q = (int64_t)b * sq;
-        total_k = (int64_t)b * sk;
-    }
-
-    /* inputs */
+    fwd_geom g;
     fa_params p;
-    memset(&p, 0, sizeof p);
-    p.dtype = dt;
-    p.batch = b;
-    p.seqlen_q = sq;
-    p.seqlen_k = sk;
-    p.heads = h;
-    p.heads_k = hk;
-    p.head_dim = d;
-    p.total_q = total_q;
-    p.softmax_scale = c.scale != 0.f ? c.scale : 1.f / sqrtf((float)d);
+    fwd_geom_init(&g, &p, dt, c.b, c.h, c.hk, c.d, c.sq, c.sk, c.varlen ? &c.lens_q : NULL,
+                  c.varlen ? &c.lens_k : NULL, c.layout == LAYOUT_QKV_PACKED, c.probs);
+    p.softmax_scale = c.scale != 0.f ? c.scale : 1.f / sqrtf((float)c.d);
     p.softcap = c.softcap;
     p.window_left = c.left;
     p.window_right = c.right;
@@ -162,116 +101,64 @@ static run_result run_case(const tcase &c, int verbose)
     p.seed = 0x1234abcd5678ull + (uint64_t)c.d;
     p.offset = 4096 + 16 * (uint64_t)c.sq;
 
-    size_t q_elems, k_elems, v_elems;
-    int64_t q_off = 0, k_off = 0, v_off = 0;  /* element offsets inside the buffers */
-    if (c.layout == LAYOUT_QKV_PACKED) {
-        /* one (b, s, 3, h, d) buffer: q, k, v interleaved per row */
-        q_elems = (size_t)b * sq * 3 * h * d;
-        k_elems = v_elems = 0;
-        p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = (int64_t)sq * 3 * h * d;
-        p.q_row_stride = p.k_row_stride = p.v_row_stride = 3 * h * d;
-        p.q_head_stride = p.k_head_stride = p.v_head_stride = d;
-        k_off = (int64_t)h * d;
-        v_off = 2 * (int64_t)h * d;
-    } else {
-        q_elems = (size_t)total_q * h * d;
-        k_elems = v_elems = (size_t)total_k * hk * d;
-        p.q_batch_stride = (int64_t)sq * h * d;
-        p.q_row_stride = (int64_t)h * d;
-        p.q_head_stride = d;
-        p.k_batch_stride = p.v_batch_stride = (int64_t)sk * hk * d;
-        p.k_row_stride = p.v_row_stride = (int64_t)hk * d;
-        p.k_head_stride = p.v_head_stride = d;
-    }
-    p.o_batch_stride = (int64_t)sq * h * d;
-    p.o_row_stride = (int64_t)h * d;
-    p.o_head_stride = d;
-    const size_t o_elems = (size_t)total_q * h * d;
-    const size_t lse_elems = c.varlen ? (size_t)h * total_q : (size_t)b * h * sq;
-    const size_t p_elems = c.probs ? (size_t)b * h * sq * sk : 0;
-
-    std::vector<uint16_t> hq(q_elems + 1), hk_(k_elems + 1), hv(v_elems + 1);
-    for (auto &x : hq) x = f2h(dt, rng_normal());
-    for (auto &x : hk_) x = f2h(dt, rng_normal());
-    for (auto &x : hv) x = f2h(dt, rng_normal());
+    /* inputs (one spare element each; k and v are drawn even when packed) */
+    std::vector<uint16_t> hq(g.q_elems + 1), hk_(g.kv_elems + 1), hv(g.kv_elems + 1);
+    check_fill_normal(&g_rng, dt, hq.data(), hq.size());
+    check_fill_normal(&g_rng, dt, hk_.data(), hk_.size());
+    check_fill_normal(&g_rng, dt, hv.data(), hv.size());
     std::vector<float> slopes;
     if (c.alibi) {
-        slopes.resize((size_t)(c.alibi == 2 ? b : 1) * h);
-        for (auto &s : slopes) s = (float)(0.05 + 0.5 * rng_uniform());
-        p.alibi_batch_stride = c.alibi == 2 ? h : 0;
+        slopes.resize((size_t)(c.alibi == 2 ? c.b : 1) * c.h);
+        for (auto &s : slopes) s = (float)(0.05 + 0.5 * check_rng_uniform(&g_rng));
+        p.alibi_batch_stride = c.alibi == 2 ? c.h : 0;
     }
 
     /* reference (host pointers) */
-    std::vector<uint16_t> ro(o_elems + 1), rp(p_elems + 1);
-    std::vector<float> rlse(lse_elems + 1);
+    std::vector<uint16_t> ro(g.o_elems + 1), rp(g.p_elems + 1);
+    std::vector<float> rlse(g.lse_elems + 1);
     fa_params pr = p;
-    if (c.layout == LAYOUT_QKV_PACKED) {
-        pr.q = hq.data() + q_off;
-        pr.k = hq.data() + k_off;
-        pr.v = hq.data() + v_off;
-    } else {
-        pr.q = hq.data();
-        pr.k = hk_.data();
-        pr.v = hv.data();
-    }
+    fwd_bind_qkv(&g, &pr, hq.data(), hk_.data(), hv.data());
     pr.o = ro.data();
     pr.lse = rlse.data();
     pr.p = c.probs ? rp.data() : NULL;
     pr.alibi_slopes = c.alibi ? slopes.data() : NULL;
     if (c.varlen) {
-        pr.cu_seqlens_q = cu_q.data();
-        pr.cu_seqlens_k = cu_k.data();
+        pr.cu_seqlens_q = g.cu_q.data();
+        pr.cu_seqlens_k = g.cu_k.data();
     }
     fa_status st = fa_fwd_cpu_reference(&pr);
     if (st != FA_OK) {
         printf("FAIL %s: reference returned %s\n", c.name, fa_status_string(st));
-        res.ok = 0;
-        return res;
+        return 0;
     }
 
-    /* device */
+    /* device: outputs poisoned with NaN bytes (one spare element behind each) */
     uint16_t *dq = NULL, *dk = NULL, *dv = NULL, *dO = NULL, *dP = NULL;
     float *dlse = NULL, *dslopes = NULL;
     int32_t *dcu_q = NULL, *dcu_k = NULL;
     int64_t *drng = NULL, *dseed = NULL;
-    CK(cudaMalloc(&dq, hq.size() * 2));
-    CK(cudaMemcpy(dq, hq.data(), hq.size() * 2, cudaMemcpyHostToDevice));
+    dq = (uint16_t *)check_to_device(hq.data(), hq.size(), 2);
     if (c.layout != LAYOUT_QKV_PACKED) {
-        CK(cudaMalloc(&dk, hk_.size() * 2));
-        CK(cudaMalloc(&dv, hv.size() * 2));
-        CK(cudaMemcpy(dk, hk_.data(), hk_.size() * 2, cudaMemcpyHostToDevice));
-        CK(cudaMemcpy(dv, hv.data(), hv.size() * 2, cudaMemcpyHostToDevice));
+        dk = (uint16_t *)check_to_device(hk_.data(), hk_.size(), 2);
+        dv = (uint16_t *)check_to_device(hv.data(), hv.size(), 2);
     }
-    CK(cudaMalloc(&dO, (o_elems + 1) * 2));
-    CK(cudaMalloc(&dlse, (lse_elems + 1) * 4));
-    CK(cudaMemset(dO, 0xff, (o_elems + 1) * 2));  /* NaN poison */
-    CK(cudaMemset(dlse, 0xff, (lse_elems + 1) * 4));
+    CK(cudaMalloc(&dO, (g.o_elems + 1) * 2));
+    CK(cudaMalloc(&dlse, (g.lse_elems + 1) * 4));
+    check_poison(dO, (g.o_elems + 1) * 2);
+    check_poison(dlse, (g.lse_elems + 1) * 4);
     if (c.probs) {
-        CK(cudaMalloc(&dP, (p_elems + 1) * 2));
-        CK(cudaMemset(dP, 0xff, (p_elems + 1) * 2));
+        CK(cudaMalloc(&dP, (g.p_elems + 1) * 2));
+        check_poison(dP, (g.p_elems + 1) * 2);
     }
-    if (c.alibi) {
-        CK(cudaMalloc(&dslopes, slopes.size() * 4));
-        CK(cudaMemcpy(dslopes, slopes.data(), slopes.size() * 4, cudaMemcpyHostToDevice));
-    }
+    if (c.alibi) dslopes = (float *)check_to_device(slopes.data(), slopes.size(), 4);
     if (c.varlen) {
-        CK(cudaMalloc(&dcu_q, cu_q.size() * 4));
-        CK(cudaMalloc(&dcu_k, cu_k.size() * 4));
-        CK(cudaMemcpy(dcu_q, cu_q.data(), cu_q.size() * 4, cudaMemcpyHostToDevice));
-        CK(cudaMemcpy(dcu_k, cu_k.data(), cu_k.size() * 4, cudaMemcpyHostToDevice));
+        dcu_q = (int32_t *)check_to_device(g.cu_q.data(), g.cu_q.size(), 4);
+        dcu_k = (int32_t *)check_to_device(g.cu_k.data(), g.cu_k.size(), 4);
     }
     CK(cudaMalloc(&drng, 2 * sizeof(int64_t)));
-    CK(cudaMemset(drng, 0xff, 2 * sizeof(int64_t)));
+    check_poison(drng, 2 * sizeof(int64_t));
     fa_params pg = p;
-    if (c.layout == LAYOUT_QKV_PACKED) {
-        pg.q = dq + q_off;
-        pg.k = dq + k_off;
-        pg.v = dq + v_off;
-    } else {
-        pg.q = dq;
-        pg.k = dk;
-        pg.v = dv;
-    }
+    fwd_bind_qkv(&g, &pg, dq, dk, dv);
     pg.o = dO;
     pg.lse = dlse;
     pg.p = dP;
@@ -282,8 +169,7 @@ static run_result run_case(const tcase &c, int verbose)
     if (c.seed_ptr) {
         /* graph-capture mode: seed = *seed_ptr, offset = *offset_ptr + add */
         int64_t so[2] = {(int64_t)p.seed, (int64_t)p.offset - 7};
-        CK(cudaMalloc(&dseed, 2 * sizeof(int64_t)));
-        CK(cudaMemcpy(dseed, so, sizeof so, cudaMemcpyHostToDevice));
+        dseed = (int64_t *)check_to_device(so, 2, sizeof(int64_t));
         pg.philox_seed_ptr = dseed;
         pg.philox_offset_ptr = dseed + 1;
         pg.philox_offset_add = 7;
@@ -297,90 +183,49 @@ static run_result run_case(const tcase &c, int verbose)
     CK(cudaGetLastError());
     if (st != FA_OK) {
         printf("FAIL %s: fa_fwd_cuda returned %s\n", c.name, fa_status_string(st));
-        res.ok = 0;
+        ok = 0;
     }
 
-    std::vector<uint16_t> go(o_elems + 1), gp(p_elems + 1);
-    std::vector<float> glse(lse_elems + 1);
+    std::vector<uint16_t> go(g.o_elems + 1), gp(g.p_elems + 1);
+    std::vector<float> glse(g.lse_elems + 1);
     int64_t grng[2];
-    CK(cudaMemcpy(go.data(), dO, (o_elems + 1) * 2, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(glse.data(), dlse, (lse_elems + 1) * 4, cudaMemcpyDeviceToHost));
-    if (c.probs) CK(cudaMemcpy(gp.data(), dP, (p_elems + 1) * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(go.data(), dO, (g.o_elems + 1) * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(glse.data(), dlse, (g.lse_elems + 1) * 4, cudaMemcpyDeviceToHost));
+    if (c.probs) CK(cudaMemcpy(gp.data(), dP, (g.p_elems + 1) * 2, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(grng, drng, sizeof grng, cudaMemcpyDeviceToHost));
 
     /* second run: the forward must be bitwise deterministic */
-    if (res.ok) {
-        CK(cudaMemset(dO, 0xff, (o_elems + 1) * 2));
+    if (ok) {
+        check_poison(dO, (g.o_elems + 1) * 2);
         st = fa_fwd_cuda(&pg, stream);
         CK(cudaStreamSynchronize(stream));
-        std::vector<uint16_t> go2(o_elems + 1);
-        CK(cudaMemcpy(go2.data(), dO, (o_elems + 1) * 2, cudaMemcpyDeviceToHost));
-        if (st != FA_OK || memcmp(go.data(), go2.data(), o_elems * 2) != 0) {
+        std::vector<uint16_t> go2(g.o_elems + 1);
+        CK(cudaMemcpy(go2.data(), dO, (g.o_elems + 1) * 2, cudaMemcpyDeviceToHost));
+        if (st != FA_OK || memcmp(go.data(), go2.data(), g.o_elems * 2) != 0) {
             printf("FAIL %s: second run differs bitwise\n", c.name);
-            res.ok = 0;
+            ok = 0;
         }
     }
 
     /* compare */
-    const double o_tol_abs = dt == FA_BF16 ? 2.5e-2 : 4e-3;   /* plus a relative part below */
-    const double o_tol_rel = dt == FA_BF16 ? 2e-2 : 4e-3;
-    const double p_tol = dt == FA_BF16 ? 1e-2 : 2e-3;
-    double num = 0, den = 0;
-    int64_t bad_o = 0, bad_lse = 0, bad_p = 0;
-    for (size_t i = 0; i < o_elems; ++i) {
-        const double r = h2f(dt, ro[i]), g = h2f(dt, go[i]);
-        const double e = fabs(g - r);
-        if (!(e <= o_tol_abs + o_tol_rel * fabs(r))) {  /* NaN fails */
-            if (bad_o < 3 && verbose) printf("   O[%zu] gpu %g ref %g\n", i, g, r);
-            ++bad_o;
-        }
-        if (e == e) res.o_max_err = std::max(res.o_max_err, e);
-        num += (g - r) * (g - r);
-        den += r * r;
-    }
-    res.o_rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);
-    for (size_t i = 0; i < lse_elems; ++i) {
-        const double r = rlse[i], g = glse[i];
-        if (isinf(r) || isinf(g)) {
-            if (!(isinf(r) && isinf(g) && (r < 0) == (g < 0))) {
-                if (bad_lse < 3 && verbose) printf("   LSE[%zu] gpu %g ref %g\n", i, g, r);
-                ++bad_lse;
-            }
-            continue;
-        }
-        const double e = fabs(g - r);
-        if (!(e <= 2e-3 + 1e-4 * fabs(r))) {
-            if (bad_lse < 3 && verbose) printf("   LSE[%zu] gpu %g ref %g\n", i, g, r);
-            ++bad_lse;
-        }
-        if (e == e) res.lse_max_err = std::max(res.lse_max_err, e);
-    }
-    for (size_t i = 0; i < p_elems; ++i) {
-        const double r = h2f(dt, rp[i]), g = h2f(dt, gp[i]);
-        const double e = fabs(g - r);
-        const int sign_bad = fabs(r) > 2 * p_tol && ((r < 0) != (g < 0));
-        if (!(e <= p_tol + 2e-2 * fabs(r)) || sign_bad) {
-            if (bad_p < 3 && verbose) printf("   P[%zu] gpu %g ref %g\n", i, g, r);
-            ++bad_p;
-        }
-        if (e == e) res.p_max_err = std::max(res.p_max_err, e);
-    }
+    fwd_errors e;
+    memset(&e, 0, sizeof e);
+    fwd_compare(&g, dt, go.data(), ro.data(), glse.data(), rlse.data(), gp.data(), rp.data(), &e);
     const uint64_t want_seed = p.seed, want_off = p.offset;
     const int rng_bad = (uint64_t)grng[0] != want_seed || (uint64_t)grng[1] != want_off;
-    if (bad_o || bad_lse || bad_p || rng_bad) res.ok = 0;
+    if (e.bad_o || e.bad_lse || e.bad_p || rng_bad) ok = 0;
 
-    printf("%s %-90s O maxerr %.3e relL2 %.3e | LSE maxerr %.3e%s", res.ok ? "ok  " : "FAIL", c.name,
-           res.o_max_err, res.o_rel_l2, res.lse_max_err, c.probs ? "" : "\n");
-    if (c.probs) printf(" | P maxerr %.3e\n", res.p_max_err);
-    if (bad_o || bad_lse || bad_p) printf("     bad elements: O %lld, LSE %lld, P %lld\n", (long long)bad_o,
-                                          (long long)bad_lse, (long long)bad_p);
+    fwd_print_result(ok, c.name, 90, &e, c.probs);
+    if (e.bad_o || e.bad_lse || e.bad_p)
+        printf("     bad elements: O %lld, LSE %lld, P %lld\n", (long long)e.bad_o, (long long)e.bad_lse,
+               (long long)e.bad_p);
     if (rng_bad) printf("     rng_state {%lld, %lld}, want {%llu, %llu}\n", (long long)grng[0], (long long)grng[1],
                         (unsigned long long)want_seed, (unsigned long long)want_off);
 
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dO); cudaFree(dP); cudaFree(dlse);
     cudaFree(dslopes); cudaFree(dcu_q); cudaFree(dcu_k); cudaFree(drng); cudaFree(dseed);
     CK(cudaStreamDestroy(stream));
-    return res;
+    return ok;
 }
 
 /* ---- extra checks that are not (O, LSE, P) comparisons ----------------------------------- */
@@ -572,64 +417,15 @@ static void bench(void)
         for (int causal = 0; causal < 2; ++causal)
             for (int s : seqs) {
                 const int b = 16384 / s, h = 2048 / d;
-                const size_t n = (size_t)b * s * h * d;
-                uint16_t *q, *k, *vv, *o;
-                float *lse;
-                CK(cudaMalloc(&q, n * 2));
-                CK(cudaMalloc(&k, n * 2));
-                CK(cudaMalloc(&vv, n * 2));
-                CK(cudaMalloc(&o, n * 2));
-                CK(cudaMalloc(&lse, (size_t)b * h * s * 4));
-                {
-                    std::vector<uint16_t> hbuf(n);
-                    for (auto &x : hbuf) x = f2h(FA_BF16, rng_normal());
-                    CK(cudaMemcpy(q, hbuf.data(), n * 2, cudaMemcpyHostToDevice));
-                    for (auto &x : hbuf) x = f2h(FA_BF16, rng_normal());
-                    CK(cudaMemcpy(k, hbuf.data(), n * 2, cudaMemcpyHostToDevice));
-                    for (auto &x : hbuf) x = f2h(FA_BF16, rng_normal());
-                    CK(cudaMemcpy(vv, hbuf.data(), n * 2, cudaMemcpyHostToDevice));
-                }
                 fa_params p;
-                memset(&p, 0, sizeof p);
-                p.dtype = FA_BF16;
-                p.batch = b; p.seqlen_q = s; p.seqlen_k = s; p.heads = h; p.heads_k = h; p.head_dim = d;
-                p.total_q = (int64_t)b * s;
-                p.q = q; p.k = k; p.v = vv; p.o = o; p.lse = lse;
-                p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.o_batch_stride = (int64_t)s * h * d;
-                p.q_row_stride = p.k_row_stride = p.v_row_stride = p.o_row_stride = (int64_t)h * d;
-                p.q_head_stride = p.k_head_stride = p.v_head_stride = p.o_head_stride = d;
-                p.softmax_scale = 1.f / sqrtf((float)d);
-                p.window_left = -1;
-                p.window_right = causal ? 0 : -1;
-                cudaEvent_t e0, e1;
-                CK(cudaEventCreate(&e0));
-                CK(cudaEventCreate(&e1));
-                for (int w = 0; w < 3; ++w) fa_fwd_cuda(&p, NULL);
-                CK(cudaDeviceSynchronize());
-                std::vector<float> ts;
-                for (int r = 0; r < 15; ++r) {
-                    CK(cudaEventRecord(e0));
-                    fa_status st = fa_fwd_cuda(&p, NULL);
-                    CK(cudaEventRecord(e1));
-                    CK(cudaEventSynchronize(e1));
-                    if (st != FA_OK) {
-                        printf("fa_fwd_cuda failed: %s\n", fa_status_string(st));
-                        exit(1);
-                    }
-                    float ms;
-                    CK(cudaEventElapsedTime(&ms, e0, e1));
-                    ts.push_back(ms);
-                }
-                std::sort(ts.begin(), ts.end());
-                const double ms = ts[ts.size() / 2];
+                fwd_bench_setup(&g_rng, b, s, h, d, causal, &p);
+                const double ms = fwd_bench_median_ms(fa_fwd_cuda, &p);
                 double flops = 4.0 * b * h * (double)s * s * d;
                 if (causal) flops *= 0.5;
                 const double tf = flops / (ms * 1e-3) / 1e12;
                 all.push_back(tf);
                 printf("%-6s %-5d %-7d %-6d %-4d %-6d %10.3f %10.1f\n", "bf16", d, s, b, h, causal, ms, tf);
-                cudaEventDestroy(e0);
-                cudaEventDestroy(e1);
-                cudaFree(q); cudaFree(k); cudaFree(vv); cudaFree(o); cudaFree(lse);
+                fwd_bench_free(&p);
             }
     double lg = 0;
     for (double t : all) lg += log(t);
@@ -638,13 +434,11 @@ static void bench(void)
 
 int main(int argc, char **argv)
 {
-    const char *filter = NULL;
-    for (int i = 1; i < argc; ++i) {
-        if (!strcmp(argv[i], "--bench")) {
-            bench();
-            return 0;
-        }
-        if (!strcmp(argv[i], "-k") && i + 1 < argc) filter = argv[++i];
+    check_cli cli;
+    check_parse_cli(argc, argv, CHECK_OPT_K | CHECK_OPT_BENCH, "", &cli);
+    if (cli.bench) {
+        bench();
+        return 0;
     }
     if (!fa_cuda_available()) {
         printf("fa_cuda_available() == 0\n0 passed, 1 failed\n");
@@ -656,20 +450,15 @@ int main(int argc, char **argv)
 
     std::vector<tcase> cases = build_cases();
     for (const tcase &c : cases) {
-        if (filter && !strstr(c.name, filter)) continue;
-        run_result r = run_case(c, 1);
-        if (r.ok) ++g_passed; else ++g_failed;
+        if (!check_selected(&cli, c.name)) continue;
+        check_count(&g_tally, run_case(c));
     }
-    if (!filter || strstr("dropout_mask", filter)) {
+    /* the extra checks run when the filter is part of their name */
+    if (!cli.filter || strstr("dropout_mask", cli.filter)) {
         const int64_t shp[][4] = {{2, 3, 17, 33}, {1, 2, 100, 257}, {3, 1, 1, 5}};
         for (auto &s : shp)
-            for (float pd : {0.f, 0.1f, 0.7f}) {
-                if (check_dropout_mask(s[0], s[1], s[2], s[3], pd)) ++g_passed; else ++g_failed;
-            }
+            for (float pd : {0.f, 0.1f, 0.7f}) check_count(&g_tally, check_dropout_mask(s[0], s[1], s[2], s[3], pd));
     }
-    if (!filter || strstr("refusals", filter)) {
-        if (check_refusals()) ++g_passed; else ++g_failed;
-    }
-    printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed ? 1 : 0;
+    if (!cli.filter || strstr("refusals", cli.filter)) check_count(&g_tally, check_refusals());
+    return check_summary(&g_tally);
 }

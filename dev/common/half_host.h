@@ -1,7 +1,9 @@
-/* half_host.h - fp32 <-> fp16 / bf16 bit conversions on the host (round to nearest even),
- * for the backward harness and its CPU simulator. */
-#ifndef BWD_HALF_HOST_H
-#define BWD_HALF_HOST_H
+/* half_host.h - fp32 <-> fp16 / bf16 bit conversions on the host (round to nearest even), for the
+ * self-checking harnesses of dev/ (through check_host.h) and the backward's CPU simulator.
+ * Bit-identical to the CUDA host intrinsics __float2half_rn / __float2bfloat16_rn and back for
+ * every non-NaN input; needs no CUDA header, so the simulator build (g++ only) can use it. */
+#ifndef DEV_HALF_HOST_H
+#define DEV_HALF_HOST_H
 
 #include <math.h>
 #include <stdint.h>
@@ -57,4 +59,4 @@ static inline float host_f16_to_f32(uint16_t h)
     return f;
 }
 
-#endif /* BWD_HALF_HOST_H */
+#endif /* DEV_HALF_HOST_H */

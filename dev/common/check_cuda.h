@@ -1,0 +1,36 @@
+/* check_cuda.h - the CUDA runtime side the self-checking harnesses of dev/ share: CK() (a runtime
+ * error ends the harness with exit status 2), uploads, and the NaN poisoning of outputs.
+ *
+ * Include <cuda_runtime.h> first, or, for the backward's CPU simulator build, dev/bwd/sim/
+ * sim_cuda.h (host memory standing in for device memory); this header uses only the calls both
+ * provide. */
+#ifndef DEV_CHECK_CUDA_H
+#define DEV_CHECK_CUDA_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CK(x)                                                                                      \
+    do {                                                                                           \
+        cudaError_t e_ = (x);                                                                      \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: CUDA error %s\n", __FILE__, __LINE__, #x,                  \
+                    cudaGetErrorString(e_));                                                       \
+            exit(2);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* A device copy of n elements of elem_bytes each (at least one element is allocated, so an empty
+ * tensor still gets a distinct, freeable pointer). */
+static void *check_to_device(const void *host /* (n, elem_bytes) */, size_t n, size_t elem_bytes)
+{
+    void *d = NULL;
+    CK(cudaMalloc(&d, (n > 0 ? n : 1) * elem_bytes));
+    if (n > 0) CK(cudaMemcpy(d, host, n * elem_bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* 0xFF bytes: NaN in fp16 / bf16 / fp32, so anything a kernel fails to write shows up */
+static void check_poison(void *dev /* (bytes,) */, size_t bytes) { CK(cudaMemset(dev, 0xFF, bytes)); }
+
+#endif /* DEV_CHECK_CUDA_H */
