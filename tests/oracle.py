@@ -323,11 +323,13 @@ def _poison(device, tensors: Sequence[torch.Tensor]) -> None:
 def check_dense(device, dtype, b: int, sq: int, sk: int, h: int, hk: int, d: int, *,
                 causal: bool = False, window=(-1, -1), softcap: float = 0.0,
                 alibi: Optional[str] = None, softmax_scale: Optional[float] = None,
-                grad: bool = False, check_lse: bool = True) -> Case:
+                grad: bool = False, check_lse: bool = True,
+                deterministic: bool = False) -> Case:
     """flash_attn_func vs the fp64 reference with the error-ratio rule.
 
     Forward: out (2x rule), and with return_attn_probs=True out again and lse (2x rule, -inf
-    exactly on empty rows). grad=True: dq, dk, dv (3x rule) and exact zeros on empty rows."""
+    exactly on empty rows). grad=True: dq, dk, dv (3x rule) and exact zeros on empty rows;
+    deterministic is passed through (it selects the ordered-dQ backward)."""
     import flash_attn_c
 
     q = torch.randn(b, sq, h, d, device=device, dtype=dtype)
@@ -341,7 +343,7 @@ def check_dense(device, dtype, b: int, sq: int, sk: int, h: int, hk: int, d: int
     base = ref_forward_backward((q, k, v), dout, upcast=False, **kw)
 
     api_kw = dict(causal=causal, window_size=tuple(window), softcap=softcap, alibi_slopes=slopes,
-                  softmax_scale=softmax_scale)
+                  softmax_scale=softmax_scale, deterministic=deterministic)
     qg, kg, vg = (t.clone().requires_grad_(grad) for t in (q, k, v))
     _poison(device, (q, q, k, v, k, v))
     out = flash_attn_c.flash_attn_func(qg, kg, vg, **api_kw)
@@ -380,7 +382,8 @@ def cu_from_lens(lens: Sequence[int], device) -> torch.Tensor:
 def check_varlen(device, dtype, lens_q: Sequence[int], lens_k: Sequence[int], h: int, hk: int,
                  d: int, *, causal: bool = False, window=(-1, -1), softcap: float = 0.0,
                  alibi: Optional[str] = None, softmax_scale: Optional[float] = None,
-                 grad: bool = False, extra_max: int = 0) -> Case:
+                 grad: bool = False, extra_max: int = 0,
+                 deterministic: bool = False) -> Case:
     """flash_attn_varlen_func vs the fp64 reference (per-sequence masks), error-ratio rule on
     out, lse (h, total_q) and, with grad=True, dq/dk/dv. extra_max is added to both max_seqlens
     (a larger max_seqlen than needed must not change anything)."""
@@ -402,7 +405,7 @@ def check_varlen(device, dtype, lens_q: Sequence[int], lens_k: Sequence[int], h:
     base = ref_forward_backward((q, k, v), dout, upcast=False, **kw)
 
     api_kw = dict(causal=causal, window_size=tuple(window), softcap=softcap, alibi_slopes=slopes,
-                  softmax_scale=softmax_scale)
+                  softmax_scale=softmax_scale, deterministic=deterministic)
     qg, kg, vg = (t.clone().requires_grad_(grad) for t in (q, k, v))
     _poison(device, (q, q, k, v))
     out = flash_attn_c.flash_attn_varlen_func(qg, kg, vg, cq, ck, mq, mk, **api_kw)

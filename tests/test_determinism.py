@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import dev_cases
-from oracle import cu_from_lens
+from oracle import check_dense, check_varlen, cu_from_lens
 
 import flash_attn_c
 
@@ -66,6 +66,34 @@ def test_deterministic_backward_cpu(device, dtype, kind, causal, h, hk):
 @pytest.mark.parametrize("kind,causal,h,hk", CASES)
 def test_deterministic_backward_cuda_50_repeats(dtype, kind, causal, h, hk):
     _repeat_check("cuda", dtype, kind, causal, h, hk, repeats=50, big=True)
+
+
+# Gradient parity of deterministic=True (on CUDA its own dQ path: the ordered dQ kernel after the
+# sm80 or, on H100/H200 for d <= 128 without dropout/softcap/ALiBi, the sm90 dK/dV kernel).
+# (d, causal, window, h, hk, sq, sk)
+DET_GPU_CASES = [(64, False, (-1, -1), 8, 8, 1000, 1000), (64, True, (-1, -1), 8, 2, 700, 1300),
+                 (128, False, (-1, -1), 4, 4, 513, 1500), (128, True, (-1, -1), 8, 1, 1500, 600),
+                 (40, True, (-1, -1), 4, 2, 300, 300), (96, False, (64, 32), 4, 4, 400, 500),
+                 (256, True, (-1, -1), 4, 2, 384, 384), (64, False, (100, 0), 4, 4, 777, 777)]
+DET_CPU_CASES = [(64, True, (-1, -1), 4, 2, 33, 47), (32, False, (8, 4), 2, 2, 40, 40)]
+
+
+@pytest.mark.parametrize("device,dtype,d,causal,window,h,hk,sq,sk",
+                         dev_cases(DET_CPU_CASES, DET_GPU_CASES, cpu_dtypes=(torch.float32,),
+                                   marks=[pytest.mark.parity_grad]))
+def test_deterministic_backward_parity(device, dtype, d, causal, window, h, hk, sq, sk):
+    check_dense(device, dtype, 2, sq, sk, h, hk, d, causal=causal, window=window, grad=True,
+                check_lse=False, deterministic=True)
+
+
+@pytest.mark.parametrize("device,dtype,d,causal",
+                         dev_cases([(64, True)], [(64, True), (128, False), (80, True)],
+                                   cpu_dtypes=(torch.float32,), marks=[pytest.mark.parity_grad]))
+def test_deterministic_backward_parity_varlen(device, dtype, d, causal):
+    lens_q = [20, 0, 33, 5] if device == "cpu" else [300, 0, 1031, 5, 700]
+    lens_k = [20, 7, 41, 0] if device == "cpu" else [300, 4, 1031, 0, 1400]
+    check_varlen(device, dtype, lens_q, lens_k, 8, 2, d, causal=causal, grad=True,
+                 deterministic=True)
 
 
 @pytest.mark.parametrize("device,dtype", dev_cases([()], [()], cpu_dtypes=(torch.float16,)))

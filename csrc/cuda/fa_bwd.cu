@@ -38,6 +38,21 @@ static fa_status fa_bwd_dispatch_d(const fa_bwd_args &a, int arch, cudaStream_t 
 }
 
 template <bool kBf16>
+static fa_status fa_bwd_dispatch_dq(const fa_bwd_args &a, cudaStream_t stream)
+{
+    if (a.head_dim <= 64) return fa_bwd_launch_dq<kBf16, 64>(a, stream);
+    if (a.head_dim <= 96) return fa_bwd_launch_dq<kBf16, 96>(a, stream);
+    if (a.head_dim <= 128) return fa_bwd_launch_dq<kBf16, 128>(a, stream);
+    if (a.head_dim <= 192) return fa_bwd_launch_dq<kBf16, 192>(a, stream);
+    return fa_bwd_launch_dq<kBf16, 256>(a, stream);
+}
+
+fa_status fa_bwd_run_dq_pass(const fa_bwd_args &a, int bf16, cudaStream_t stream)
+{
+    return bf16 ? fa_bwd_dispatch_dq<true>(a, stream) : fa_bwd_dispatch_dq<false>(a, stream);
+}
+
+template <bool kBf16>
 static fa_status fa_bwd_run(const fa_bwd_args &a, int arch, cudaStream_t stream)
 {
     const int64_t pairs = a.total_q * a.heads;
@@ -61,7 +76,8 @@ extern "C" fa_status fa_bwd_cuda(const fa_params *p, void *stream)
     const fa_status chk = fa_bwd_validate(p);
     if (chk != FA_OK) return chk;
     /* ---- sm90 hook: the Hopper wgmma backward for the cases it covers (cc 9.0, d <= 128, no
-     * dropout/softcap/ALiBi, not deterministic); FLASH_ATTN_C_SM90_BWD=0 opts out. ---- */
+     * dropout/softcap/ALiBi; deterministic runs its dK/dV and the dQ pass below);
+     * FLASH_ATTN_C_SM90_BWD=0 opts out. ---- */
     if (fa_bwd_sm90_supported != NULL && fa_bwd_sm90_supported(p)) return fa_bwd_sm90(p, stream);
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);

@@ -17,6 +17,14 @@
 template <bool kBf16, int kD>
 fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream);
 
+/* The deterministic dQ kernel alone (fa_bwd_dq.cuh: one block per Br query rows, keys in a fixed
+ * order, dq written directly). Needs D = rowsum(dO o O) in the workspace. */
+template <bool kBf16, int kD>
+fa_status fa_bwd_launch_dq(const fa_bwd_args &a, cudaStream_t stream);
+
+/* fa_bwd_launch_dq of a.head_dim's bucket (fa_bwd.cu); used by the sm80 and the sm90 paths. */
+fa_status fa_bwd_run_dq_pass(const fa_bwd_args &a, int bf16, cudaStream_t stream);
+
 #ifdef FA_BWD_LAUNCH_DEFINE
 #include "fa_bwd_config.cuh"
 #include "fa_bwd_dkdv.cuh"
@@ -36,7 +44,13 @@ fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream
         fa_bwd_dkdv_kernel<kBf16, kD><<<grid, H::kThreads, smem, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
-    if (!a.atomic_dq && a.seqlen_q > 0 && a.batch > 0) {
+    return a.atomic_dq ? FA_OK : fa_bwd_launch_dq<kBf16, kD>(a, stream);
+}
+
+template <bool kBf16, int kD>
+fa_status fa_bwd_launch_dq(const fa_bwd_args &a, cudaStream_t stream)
+{
+    if (a.seqlen_q > 0 && a.batch > 0) {
         typedef fa_bwd_dq_cfg<kD> Q;
         const dim3 grid((unsigned)((a.seqlen_q + Q::kBr - 1) / Q::kBr), (unsigned)a.heads,
                         (unsigned)a.batch);
@@ -51,7 +65,9 @@ fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream
 
 #define FA_BWD_INSTANTIATE(kD)                                                                    \
     template fa_status fa_bwd_launch_main<false, kD>(const fa_bwd_args &, int, cudaStream_t);   \
-    template fa_status fa_bwd_launch_main<true, kD>(const fa_bwd_args &, int, cudaStream_t);
+    template fa_status fa_bwd_launch_main<true, kD>(const fa_bwd_args &, int, cudaStream_t);   \
+    template fa_status fa_bwd_launch_dq<false, kD>(const fa_bwd_args &, cudaStream_t);           \
+    template fa_status fa_bwd_launch_dq<true, kD>(const fa_bwd_args &, cudaStream_t);
 #endif /* FA_BWD_LAUNCH_DEFINE */
 
 #endif /* FA_BWD_LAUNCH_CUH */

@@ -2,8 +2,11 @@
  * the caller's stream (no allocation, no host synchronization):
  *   1. fa_bwd_dot_do_o_kernel (fa_bwd_prep.cuh, shared with sm80): D = rowsum(dO o O) into the
  *      workspace, dq_accum zeroed;
- *   2. fa_bwd_sm90_kernel<kBf16, D>: dK, dV per key block, dS K added into dq_accum;
- *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype.
+ *   2. fa_bwd_sm90_kernel<kBf16, D>: dK, dV per key block, dS K added into dq_accum (not when
+ *      deterministic: float atomics add in a varying order);
+ *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype;
+ *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd.cu),
+ *      which recomputes S and dP per query block and sums over the keys in a fixed order.
  * Workspace layout: exactly the sm80 backward's (fa_bwd_host.h).
  */
 #include <cuda_runtime.h>
@@ -15,6 +18,7 @@
 #include "flash_attn_c.h"
 #include "fa_bwd_args.cuh"
 #include "fa_bwd_host.h"
+#include "fa_bwd_launch.cuh"
 #include "fa_bwd_prep.cuh"
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
@@ -57,8 +61,8 @@ int fa_bwd_sm90_can_run(const fa_params *p)
 {
     if (p == NULL) return 0;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
-    /* the plain path only */
-    if (p->dropout_p != 0.f || p->softcap != 0.f || p->alibi_slopes != NULL || p->deterministic) return 0;
+    /* the plain path only (deterministic = 1 is fine: dK/dV are per-CTA sums in a fixed order) */
+    if (p->dropout_p != 0.f || p->softcap != 0.f || p->alibi_slopes != NULL) return 0;
     if (!isfinite(p->softmax_scale)) return 0;
     const int bucket = fa_bwd_sm90_bucket(p->head_dim);
     if (bucket == 0) return 0;
@@ -117,6 +121,7 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, cudaStream_t stream)
     const fa_status st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream)
                                           : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
     if (st != FA_OK) return st;
+    if (!a.atomic_dq) return fa_bwd_run_dq_pass(a, kBf16, stream);
     if (pair_blocks > 0) {
         fa_bwd_dq_convert_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;

@@ -4,8 +4,9 @@
  *
  * Scope: fp16/bf16, head dim d % 8 == 0, d <= 128 (buckets 64 / 128, smaller d zero-padded),
  * dense and varlen, causal / sliding-window masks (bottom-right), GQA/MQA, rows that see no key
- * (zero gradients), non-deterministic (fp32 atomic dQ) only. Dropout, softcap, ALiBi,
- * deterministic = 1 and d > 128 stay on the sm80 kernels: fa_bwd_sm90_supported() returns 0.
+ * (zero gradients); dQ by fp32 atomics, or with deterministic = 1 by the sm80 path's ordered dQ
+ * kernel after the sm90 dK/dV kernel. Dropout, softcap, ALiBi and d > 128 stay on the sm80
+ * kernels: fa_bwd_sm90_supported() returns 0.
  */
 #ifndef FA_BWD_SM90_CUH
 #define FA_BWD_SM90_CUH

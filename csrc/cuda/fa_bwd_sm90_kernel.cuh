@@ -1,6 +1,9 @@
 /* fa_bwd_sm90_kernel.cuh - the Hopper (sm_90a, wgmma) backward main kernel: dK, dV of one key
  * block and its dS K contribution to dq_accum (fp32 atomics).
  *
+ * deterministic = 1 (a.atomic_dq = 0): dK, dV only; dQ comes from the sm80 path's ordered dQ
+ * kernel (fa_bwd_sm90.cu).
+ *
  * Grid (key block n, kv head hk, batch b); 256 threads = 2 warpgroups, no producer warpgroup:
  * every thread issues cp.async copies for the NEXT query block while the current one computes
  * (2-stage ring of Q / dO tiles). Warpgroup wg owns keys [j0 + 64 wg, j0 + 64 wg + 64) of the
@@ -298,8 +301,8 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         }
         /* dS^T to shared memory for dQ: row = key (64 wg + 16 wq + g + 8 half), query pair 2t of
          * n-block jn; exactly the u32 of dsa: dsa[kk][0..3] = (g, jn=2kk), (g+8, 2kk), (g, 2kk+1),
-         * (g+8, 2kk+1). */
-        {
+         * (g+8, 2kk+1). Not when deterministic: the ordered dQ pass computes dQ. */
+        if (a.atomic_dq) {
             unsigned char *base = fa_bwd_sm90_smem + (sdS - fa_smem_u32(fa_bwd_sm90_smem));
 #pragma unroll
             for (int kk = 0; kk < Br / 16; ++kk)
@@ -322,6 +325,14 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
             for (int kk = 0; kk < Br / 16; ++kk)
                 fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
             fa_wgmma_commit();
+        }
+        if (!a.atomic_dq) {
+            /* the dK/dV products read this stage's Q and dO: complete before the barrier (A)
+             * after which the next loads may overwrite the stage */
+            fa_wgmma_wait<0>();
+            fa_reg_fence(dk);
+            fa_reg_fence(dv);
+            continue;
         }
 
         /* (B) dS^T of both warpgroups is in shared memory and ordered before the async proxy */
