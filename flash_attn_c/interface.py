@@ -97,12 +97,7 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
     if softmax_scale is None:
         softmax_scale = d ** -0.5
     rng_state = fixed_rng_state(q.device) if dropout_p > 0.0 else None
-    # CUDA kernels load 16-byte vectors: pad the head dim to a multiple of 8 with zeros (scores
-    # and the kept columns of the output are unchanged) and slice the output back.
-    pad = q.is_cuda and d % 8 != 0 and d <= 256 and k.shape[-1] == d and v.shape[-1] == d
-    if pad:
-        extra = 8 - d % 8
-        q, k, v = (F.pad(x, (0, extra)) for x in (q, k, v))
+    (q, k, v), pad = pad_head_dim_for_cuda(q, k, v)
     out, lse, probs, _ = _ops.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                   float(dropout_p), float(softmax_scale), left, right,
                                   float(softcap), alibi_slopes, bool(return_attn_probs),
@@ -110,6 +105,19 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
     if pad:
         out = out[..., :d]
     return (out, lse, probs) if return_attn_probs else out
+
+
+def pad_head_dim_for_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                          ) -> Tuple[Tuple[torch.Tensor, torch.Tensor, torch.Tensor], bool]:
+    """CUDA kernels load 16-byte vectors: zero-pad the head dim d of q (..., d), k, v (..., d) to
+    a multiple of 8 (scores and the first d output columns are unchanged). Returns the tensors and
+    whether they were padded (then slice the output back with out[..., :d]). Shapes that do not
+    agree, or d > 256, are left alone for the op's own error."""
+    d = q.shape[-1]
+    if q.is_cuda and d % 8 != 0 and d <= 256 and k.shape[-1] == d and v.shape[-1] == d:
+        extra = 8 - d % 8
+        return (F.pad(q, (0, extra)), F.pad(k, (0, extra)), F.pad(v, (0, extra))), True
+    return (q, k, v), False
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),

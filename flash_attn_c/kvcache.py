@@ -40,10 +40,9 @@ import operator
 from typing import List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 
 from . import _ops
-from .interface import WindowSize, _check_scalars, _check_tensor, _window
+from .interface import WindowSize, _check_scalars, _check_tensor, _window, pad_head_dim_for_cuda
 
 _INDEX_DTYPE = torch.int32
 
@@ -309,11 +308,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     cu_q = (torch.arange(b + 1, device=dev) * sq).to(torch.int32)
     q_packed = q.reshape(b * sq, h, d)
 
-    # CUDA kernels load 16-byte vectors: pad the head dim to a multiple of 8 (see interface.py).
-    pad = q.is_cuda and d % 8 != 0
-    if pad:
-        extra = 8 - d % 8
-        q_packed, k_packed, v_packed = (F.pad(x, (0, extra)) for x in (q_packed, k_packed, v_packed))
+    (q_packed, k_packed, v_packed), pad = pad_head_dim_for_cuda(q_packed, k_packed, v_packed)
     out, lse, _, _ = _ops.fwd(q_packed, k_packed, v_packed, cu_q, cu_k, sq, max(lens_k + [0]), 0.0,
                               float(softmax_scale), left, right, float(softcap), alibi_slopes,
                               False, None, False)
