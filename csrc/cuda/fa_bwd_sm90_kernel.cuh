@@ -44,7 +44,6 @@
 #include <stdint.h>
 
 #include "fa_bwd_args.cuh"
-#include "fa_bwd_cp_async.cuh"
 #include "fa_fwd_sm90_sync.cuh"
 #include "fa_mma.cuh"
 #include "fa_tuning.h"
