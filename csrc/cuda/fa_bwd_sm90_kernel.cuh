@@ -29,7 +29,7 @@
  *
  * Shared memory (dynamic, 1024-byte aligned, 128-byte swizzle of fa_wgmma.cuh, tiles stored as
  * column blocks of [rows][64]): K [Bc][D], V [Bc][D], Q [2][Br][D], dO [2][Br][D],
- * dS^T [Bc][Br]. Static: raw LSE and D of the 2 stages (also the sm_90a-image marker).
+ * dS^T [Bc][Br]. Static: LSE*log2e and D of the 2 stages (also the sm_90a-image marker).
  *
  * Out-of-range handling: Q/dO rows past sq and dims past d are zero-filled by cp.async; their
  * LSE is stored as +inf so P = exp2(-inf) = 0. K/V rows past sk are zero-filled and masked.
@@ -109,10 +109,8 @@ static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, fl
 }
 
 /* All 256 threads issue the loads of iteration `it` (query head h0 + it / n_mb, query block
- * mb_lo + it % n_mb) into one stage, all asynchronous (the caller commits; visible after its
- * wait + barrier): Q and dO tiles, and LSE and D rows (threads 0 .. 2 Br - 1) by cp.async, so
- * no thread stalls on a global load before its next wgmma. LSE is stored raw (lse_log2 maps
- * it); rows past sq get LSE = +inf (P = 0) and D = 0.
+ * mb_lo + it % n_mb) into one stage: Q and dO tiles by cp.async (the caller commits); LSE*log2e
+ * and D by plain loads into shared memory (threads 0..127; visible after the caller's barrier).
  * sQ, sdO: [Br][D] swizzled tiles of the stage; lse, dsum: [Br] of the stage. */
 template <int D, int Br>
 static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_bwd_seq &seq, int b, int h0,
@@ -126,19 +124,6 @@ static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, c
     const uint16_t *ob = a.dout + fa_bwd_base(seq, b, seq.q_row0, h, a.do_bs, a.do_rs, a.do_hs) + (int64_t)i0 * a.do_rs;
     block_load_tile<Br, D>(sQ, qb, a.q_rs, sq - i0, a.head_dim);
     block_load_tile<Br, D>(sdO, ob, a.do_rs, sq - i0, a.head_dim);
-#if !defined(FA_BWD_SM90_LSE_SYNC)
-    if (tid < 2 * Br) {
-        const int r = tid % Br;
-        const bool ok = i0 + r < sq;
-        const int64_t li = fa_bwd_lse_base(a, seq, b, h) + i0 + r;
-        if (tid >= Br)
-            fa_cp_async_4(fa_smem_u32(dsum_s + r), ok ? a.dpsum + li : a.dpsum, ok);
-        else if (ok)
-            fa_cp_async_4(fa_smem_u32(lse_s + r), a.lse + li, true);
-        else
-            lse_s[r] = INFINITY;  /* padding row: P = exp2(s - inf) = 0 */
-    }
-#else  /* A/B measurement only: synchronous loads, LSE pre-mapped */
     if (tid < 2 * Br) {
         const int r = tid % Br;
         const int64_t li = fa_bwd_lse_base(a, seq, b, h) + i0 + r;
@@ -150,18 +135,6 @@ static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, c
             dsum_s[r] = i0 + r < sq ? a.dpsum[li] : 0.f;
         }
     }
-#endif
-}
-
-/* LSE of a stage entry in log2 units for P = exp2(s scale log2e - lse2): raw -inf (the row sees
- * no key) and +inf (padding) both give +inf, so P = 0. */
-static __device__ __forceinline__ float fa_bwd_sm90_lse_log2(float lse)
-{
-#if !defined(FA_BWD_SM90_LSE_SYNC)
-    return lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-#else
-    return lse;
-#endif
 }
 
 /* dQ_part[64 queries x 64 dims] = dS[:, keys] K[keys, dims] over kSteps k-steps of 16 keys starting
@@ -192,7 +165,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
     constexpr int Br = fa_bwd_sm90_cfg<D>::Br, Bc = FA_BWD_SM90_BC;
     constexpr uint32_t kKVBytes = Bc * D * 2, kQBytes = Br * D * 2;
     extern __shared__ unsigned char fa_bwd_sm90_smem[];
-    /* raw LSE (+inf on padding rows; fa_bwd_sm90_lse_log2) and D = rowsum(dO o O) of the 2 stages */
+    /* LSE*log2e (+inf where P must be 0) and D = rowsum(dO o O) of the two stages */
     __shared__ float s_lse[2][Br], s_dsum[2][Br];
 
     const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
@@ -299,7 +272,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int c = 8 * jn + 2 * t + (e & 1);  /* query within the block */
-                float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -fa_bwd_sm90_lse_log2(s_lse[stage][c])));
+                float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -s_lse[stage][c]));
                 if (need_mask) {
                     const int j = key_base + 8 * (e >> 1), i = i0 + c;
                     const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&

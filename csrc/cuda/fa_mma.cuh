@@ -95,15 +95,6 @@ static __device__ __forceinline__ void fa_cp_async_16(uint32_t smem_addr, const 
                  :: "r"(smem_addr), "l"(gmem_ptr), "r"(src_bytes));
 }
 
-/* 4-byte cp.async (only the .ca form takes sizes below 16); pred false -> 4 zero bytes, nothing
- * read. smem_addr, gmem_ptr 4-byte aligned. */
-static __device__ __forceinline__ void fa_cp_async_4(uint32_t smem_addr, const void *gmem_ptr, bool pred)
-{
-    int src_bytes = pred ? 4 : 0;
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n"
-                 :: "r"(smem_addr), "l"(gmem_ptr), "r"(src_bytes));
-}
-
 /* Closes the group of cp.async issued by this thread since the last commit. */
 static __device__ __forceinline__ void fa_cp_async_commit(void)
 {
