@@ -5,7 +5,8 @@ fa_wgmma.cuh (dev/fwd_sm90/gen_wgmma.py) has SS wrappers with both operands K-ma
 wrappers with B MN-major. The backward's dQ = dS K reads dS from shared memory stored as dS^T
 (key rows, query columns contiguous), i.e. an MN-major A, and K (key rows, dims contiguous) as an
 MN-major B: imm-trans-a = imm-trans-b = 1. This script emits those wrappers (every accumulator
-register spelled out, which is why it is generated).
+register spelled out, which is why it is generated) with the emitters shared with
+dev/fwd_sm90/gen_wgmma.py (dev/common/wgmma_gen.py).
 
 Usage: python3 dev/bwd_sm90/gen_wgmma_bwd.py            (rewrites csrc/cuda/fa_wgmma_bwd.cuh)
        python3 dev/bwd_sm90/gen_wgmma_bwd.py --check    (exit 1 if the file is out of date)
@@ -15,42 +16,15 @@ from __future__ import annotations
 import pathlib
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "common"))
+from wgmma_gen import ss_wrapper, write_or_check  # noqa: E402  (dev/common/wgmma_gen.py)
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HEADER = ROOT / "csrc" / "cuda" / "fa_wgmma_bwd.cuh"
 
 # N of dQ = dS K per warpgroup: always one 64-dim column block (fa_bwd_sm90_kernel.cuh).
 SS_TT_N = [64]
-
-
-def acc_list(n_regs: int) -> str:
-    """'{%0, ..., %n-1}' split over lines of C string literals."""
-    names = [f"%{i}" for i in range(n_regs)]
-    lines = []
-    for i in range(0, n_regs, 16):
-        lines.append('        "' + ", ".join(names[i:i + 16]) + (", " if i + 16 < n_regs else "") + '"')
-    return '        "{"\n' + "\n".join(lines) + '\n        "}, "'
-
-
-def acc_operands(n_regs: int) -> str:
-    ops = [f'"+f"(d[{i}])' for i in range(n_regs)]
-    return ",\n".join("          " + ", ".join(ops[i:i + 8]) for i in range(0, n_regs, 8))
-
-
-def ss_tt_wrapper(n: int, ty: str) -> str:
-    r = n // 2
-    return f"""static __device__ __forceinline__ void fa_wgmma_ss_m64n{n}k16_{ty}_tatb(float (&d)[{r}], uint64_t desc_a,
-                                                                      uint64_t desc_b, int scale_d)
-{{
-    asm volatile(
-        "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{r + 2}, 0;\\n"
-        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} "
-{acc_list(r)}
-        "%{r}, %{r + 1}, p, 1, 1, 1, 1;\\n}}\\n"
-        :
-{acc_operands(r)}
-        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-}}
-"""
 
 
 def generated() -> str:
@@ -70,7 +44,7 @@ def generated() -> str:
 """]
     for ty in ("bf16", "f16"):
         for n in SS_TT_N:
-            out.append(ss_tt_wrapper(n, ty))
+            out.append(ss_wrapper(n, ty, "_tatb", 1, 1, indent=70))
     out.append("""template <int N>
 struct fa_wgmma_bwd_shape_missing {
     static constexpr bool value = false;
@@ -97,14 +71,7 @@ static __device__ __forceinline__ void fa_wgmma_ss_tatb(float (&d)[N / 2], uint6
 
 
 def main() -> int:
-    new = generated()
-    if "--check" in sys.argv:
-        if not HEADER.exists() or HEADER.read_text() != new:
-            print(f"{HEADER} is out of date: run {__file__}")
-            return 1
-        return 0
-    HEADER.write_text(new)
-    return 0
+    return write_or_check(HEADER, generated(), __file__)
 
 
 if __name__ == "__main__":

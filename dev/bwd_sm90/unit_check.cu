@@ -17,15 +17,9 @@
 #include <vector>
 
 #include "fa_bwd_sm90_kernel.cuh"
+#include "../common/check_host.h"
+#include "../common/check_cuda.h"
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d CUDA error %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));  \
-            exit(2);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define UC_KEYS 128
 #define UC_Q 64
@@ -82,7 +76,7 @@ static uint16_t bf_bits(float x)
 
 int main(void)
 {
-    int pass = 0, fail = 0;
+    check_tally tally = {0, 0};
     std::vector<float> ds((size_t)UC_KEYS * UC_Q), kf((size_t)UC_KEYS * UC_D);
     std::vector<uint16_t> dsb(ds.size()), kb(kf.size());
     uint32_t h = 12345u;
@@ -126,8 +120,7 @@ int main(void)
                 }
             }
         printf("%-4s %s (%d mismatches)\n", bad ? "FAIL" : "ok", names[variant], bad);
-        if (bad) ++fail; else ++pass;
+        check_count(&tally, !bad);
     }
-    printf("%d passed, %d failed\n", pass, fail);
-    return fail ? 1 : 0;
+    return check_summary(&tally);
 }

@@ -22,7 +22,7 @@
 
 /* A device copy of n elements of elem_bytes each (at least one element is allocated, so an empty
  * tensor still gets a distinct, freeable pointer). */
-static void *check_to_device(const void *host /* (n, elem_bytes) */, size_t n, size_t elem_bytes)
+static inline void *check_to_device(const void *host /* (n, elem_bytes) */, size_t n, size_t elem_bytes)
 {
     void *d = NULL;
     CK(cudaMalloc(&d, (n > 0 ? n : 1) * elem_bytes));
@@ -30,7 +30,16 @@ static void *check_to_device(const void *host /* (n, elem_bytes) */, size_t n, s
     return d;
 }
 
+/* Prints "device: NAME (sm_XY)" for device 0; returns its compute capability as 10 major + minor. */
+static inline int check_print_device(void)
+{
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+    return 10 * prop.major + prop.minor;
+}
+
 /* 0xFF bytes: NaN in fp16 / bf16 / fp32, so anything a kernel fails to write shows up */
-static void check_poison(void *dev /* (bytes,) */, size_t bytes) { CK(cudaMemset(dev, 0xFF, bytes)); }
+static inline void check_poison(void *dev /* (bytes,) */, size_t bytes) { CK(cudaMemset(dev, 0xFF, bytes)); }
 
 #endif /* DEV_CHECK_CUDA_H */

@@ -24,7 +24,7 @@ typedef struct check_rng {
 } check_rng;
 
 /* uniform in [0, 1) with 53 random bits */
-static double check_rng_uniform(check_rng *r)
+static inline double check_rng_uniform(check_rng *r)
 {
     r->state ^= r->state >> 12;
     r->state ^= r->state << 25;
@@ -33,7 +33,7 @@ static double check_rng_uniform(check_rng *r)
 }
 
 /* standard normal (Box-Muller); never exactly zero in practice */
-static float check_rng_normal(check_rng *r)
+static inline float check_rng_normal(check_rng *r)
 {
     double u1 = check_rng_uniform(r), u2 = check_rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
@@ -41,26 +41,26 @@ static float check_rng_normal(check_rng *r)
 }
 
 /* ---- fp16 / bf16 --------------------------------------------------------------------------- */
-static uint16_t check_to_bits(fa_dtype dt, float x)
+static inline uint16_t check_to_bits(fa_dtype dt, float x)
 {
     return dt == FA_BF16 ? host_f32_to_bf16(x) : host_f32_to_f16(x);
 }
 
-static float check_from_bits(fa_dtype dt, uint16_t u)
+static inline float check_from_bits(fa_dtype dt, uint16_t u)
 {
     return dt == FA_BF16 ? host_bf16_to_f32(u) : host_f16_to_f32(u);
 }
 
 /* x rounded to the dtype (round to nearest even) */
-static float check_round(fa_dtype dt, float x) { return check_from_bits(dt, check_to_bits(dt, x)); }
+static inline float check_round(fa_dtype dt, float x) { return check_from_bits(dt, check_to_bits(dt, x)); }
 
 /* half an ulp at 1.0 */
-static double check_half_ulp(fa_dtype dt) { return dt == FA_BF16 ? 1.0 / 256.0 : 1.0 / 2048.0; }
+static inline double check_half_ulp(fa_dtype dt) { return dt == FA_BF16 ? 1.0 / 256.0 : 1.0 / 2048.0; }
 
-static const char *check_dtype_name(fa_dtype dt) { return dt == FA_BF16 ? "bf16" : "fp16"; }
+static inline const char *check_dtype_name(fa_dtype dt) { return dt == FA_BF16 ? "bf16" : "fp16"; }
 
 /* x[0..n) = normal random numbers rounded to the dtype, drawn in index order */
-static void check_fill_normal(check_rng *r, fa_dtype dt, uint16_t *x /* (n,) */, size_t n)
+static inline void check_fill_normal(check_rng *r, fa_dtype dt, uint16_t *x /* (n,) */, size_t n)
 {
     for (size_t i = 0; i < n; ++i) x[i] = check_to_bits(dt, check_rng_normal(r));
 }
@@ -70,7 +70,7 @@ typedef struct check_tally {
     int passed, failed;
 } check_tally;
 
-static void check_count(check_tally *t, int ok)
+static inline void check_count(check_tally *t, int ok)
 {
     if (ok)
         ++t->passed;
@@ -79,7 +79,7 @@ static void check_count(check_tally *t, int ok)
 }
 
 /* Prints the last line every harness ends with; returns the exit status (1 if any failed). */
-static int check_summary(const check_tally *t)
+static inline int check_summary(const check_tally *t)
 {
     printf("%d passed, %d failed\n", t->passed, t->failed);
     return t->failed ? 1 : 0;
@@ -103,7 +103,7 @@ typedef struct check_cli {
 /* Parses argv for the options in `accept` (CHECK_OPT_* bits). Without CHECK_OPT_STRICT anything
  * else is ignored; with it, a usage line "usage: argv[0] usage_tail" goes to stderr and 0 is
  * returned (the harness exits with status 2). Returns 1 otherwise. A later filter wins. */
-static int check_parse_cli(int argc, char **argv, unsigned accept, const char *usage_tail, check_cli *cli)
+static inline int check_parse_cli(int argc, char **argv, unsigned accept, const char *usage_tail, check_cli *cli)
 {
     memset(cli, 0, sizeof *cli);
     for (int i = 1; i < argc; ++i) {
@@ -126,7 +126,7 @@ static int check_parse_cli(int argc, char **argv, unsigned accept, const char *u
 }
 
 /* 1 when the case runs under the filter (its name contains the filter string) */
-static int check_selected(const check_cli *cli, const char *name)
+static inline int check_selected(const check_cli *cli, const char *name)
 {
     return cli->filter == NULL || strstr(name, cli->filter) != NULL;
 }

@@ -19,7 +19,7 @@ typedef fa_status (*fwd_entry_fn)(const fa_params *p, void *stream);
 
 /* Allocates and fills q, k, v (b, s, h, d) bf16 (normal random, drawn q then k then v), o and
  * lse (b, h, s), and sets p for them: softmax scale d^-0.5, causal or no mask. */
-static void fwd_bench_setup(check_rng *rng, int b, int s, int h, int d, int causal, fa_params *p)
+static inline void fwd_bench_setup(check_rng *rng, int b, int s, int h, int d, int causal, fa_params *p)
 {
     const size_t n = (size_t)b * s * h * d;
     uint16_t *q, *k, *v, *o;
@@ -51,14 +51,14 @@ static void fwd_bench_setup(check_rng *rng, int b, int s, int h, int d, int caus
     p->window_right = causal ? 0 : -1;
 }
 
-static void fwd_bench_free(fa_params *p)
+static inline void fwd_bench_free(fa_params *p)
 {
     cudaFree((void *)p->q); cudaFree((void *)p->k); cudaFree((void *)p->v); cudaFree(p->o); cudaFree(p->lse);
 }
 
 /* Median ms of 15 timed calls after 3 untimed warm-up calls (default stream); a failing call
  * ends the harness (exit status 1). */
-static double fwd_bench_median_ms(fwd_entry_fn fn, const fa_params *p)
+static inline double fwd_bench_median_ms(fwd_entry_fn fn, const fa_params *p)
 {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));

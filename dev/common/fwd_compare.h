@@ -26,10 +26,10 @@ typedef struct fwd_errors {
 
 /* Compares the first g->o_elems / lse_elems / p_elems elements; prints the first 3 failures of
  * each tensor. Zero-initialize e: a tensor not compared keeps 0 errors. */
-static void fwd_compare(const fwd_geom *g, fa_dtype dt, const uint16_t *go /* (o_elems,) */,
-                        const uint16_t *ro /* (o_elems,) */, const float *glse /* (lse_elems,) */,
-                        const float *rlse /* (lse_elems,) */, const uint16_t *gp /* (p_elems,) */,
-                        const uint16_t *rp /* (p_elems,) */, fwd_errors *e)
+static inline void fwd_compare(const fwd_geom *g, fa_dtype dt, const uint16_t *go /* (o_elems,) */,
+                               const uint16_t *ro /* (o_elems,) */, const float *glse /* (lse_elems,) */,
+                               const float *rlse /* (lse_elems,) */, const uint16_t *gp /* (p_elems,) */,
+                               const uint16_t *rp /* (p_elems,) */, fwd_errors *e)
 {
     const size_t h = (size_t)g->h, d = (size_t)g->d;
     const double o_abs = dt == FA_BF16 ? 2.5e-2 : 4e-3, o_rel = dt == FA_BF16 ? 2e-2 : 4e-3;
@@ -78,7 +78,7 @@ static void fwd_compare(const fwd_geom *g, fa_dtype dt, const uint16_t *go /* (o
 }
 
 /* "ok  " / "FAIL", the case name padded to name_width, the errors (P only when probs) */
-static void fwd_print_result(int ok, const char *name, int name_width, const fwd_errors *e, int probs)
+static inline void fwd_print_result(int ok, const char *name, int name_width, const fwd_errors *e, int probs)
 {
     printf("%s %-*s O maxerr %.3e relL2 %.3e | LSE maxerr %.3e", ok ? "ok  " : "FAIL", name_width, name, e->o_max,
            e->o_rel_l2, e->lse_max);

@@ -1,17 +1,59 @@
-/* fwd_problem.h - the geometry of one forward call in the forward harnesses (dev/fwd/fwd_check.cu,
- * dev/fwd_sm90/sm90_check.cu): dense (b, s, h, d), varlen (total, h, d) with cu_seqlens, or q, k, v
- * interleaved in one qkv-packed (b, s, 3, h, d) buffer. Gives the sizes and strides of fa_params,
- * the element counts of every buffer, and binds q / k / v to buffers. */
+/* fwd_problem.h - the cases of the forward harnesses (dev/fwd/fwd_check.cu,
+ * dev/fwd_sm90/sm90_check.cu) and the geometry of one forward call: dense (b, s, h, d), varlen
+ * (total, h, d) with cu_seqlens, or q, k, v interleaved in one qkv-packed (b, s, 3, h, d) buffer.
+ * Gives the sizes and strides of fa_params, the element counts of every buffer, binds q / k / v
+ * to buffers and uploads the inputs. Include <cuda_runtime.h> first. */
 #ifndef DEV_FWD_PROBLEM_H
 #define DEV_FWD_PROBLEM_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "flash_attn_c.h"
+#include "check_host.h"
+#include "check_cuda.h"
+
+/* One case. Each harness fills the features it tests and appends their suffixes to the name. */
+typedef struct fwd_case {
+    char name[200];                   /* "tag dtype bB hH/HK dD sqSQ skSK" + the harness's suffixes */
+    fa_dtype dt;
+    int b, h, hk, d;
+    int sq, sk;                       /* dense sizes (varlen: from the lens) */
+    int varlen;
+    std::vector<int> lens_q, lens_k;  /* (b,) each, varlen only */
+    int left, right;                  /* window; causal = (-1, 0) */
+    float softcap;
+    int alibi;                        /* 0 none, 1 (h,), 2 (b, h) */
+    float dropout;
+    int probs;                        /* 1: ask for the probabilities */
+    int packed;                       /* 1: q, k, v in one (b, s, 3, h, d) buffer */
+    float scale;                      /* 0 = d^-0.5 */
+    int seed_ptr;                     /* 1: seed / offset from device pointers (graph capture) */
+    int path;                         /* sm90_check: the entry point under test (0 = fa_fwd_sm90) */
+    int expect_sm90;                  /* sm90_check dispatch cases: fa_fwd_sm90_supported's answer */
+} fwd_case;
+
+/* A case with no features: no mask, no softcap / ALiBi / dropout / probabilities, separate q, k,
+ * v buffers, the default scale, path 0 expecting the sm90 kernel. */
+static inline fwd_case fwd_make_case(const char *tag, fa_dtype dt, int b, int h, int hk, int d, int sq, int sk)
+{
+    fwd_case c;
+    c.dt = dt;
+    c.b = b; c.h = h; c.hk = hk; c.d = d; c.sq = sq; c.sk = sk;
+    c.varlen = 0;
+    c.left = -1; c.right = -1;
+    c.softcap = 0.f; c.alibi = 0; c.dropout = 0.f; c.probs = 0;
+    c.packed = 0; c.scale = 0.f; c.seed_ptr = 0;
+    c.path = 0;
+    c.expect_sm90 = 1;
+    snprintf(c.name, sizeof c.name, "%s %s b%d h%d/%d d%d sq%d sk%d", tag, check_dtype_name(dt), b, h, hk, d,
+             sq, sk);
+    return c;
+}
 
 typedef struct fwd_geom {
     int b, h, hk, d;
@@ -27,14 +69,16 @@ typedef struct fwd_geom {
     size_t p_elems;                   /* probabilities (b, h, sq, sk), 0 when not asked for */
 } fwd_geom;
 
-/* Fills g, zeroes p and sets its size and stride fields (dtype, batch, seqlens, heads, head_dim,
- * total_q, q/k/v/o strides). Scale, masks, dropout, seeds and pointers are left to the caller.
- * lens_q / lens_k: (b,) sequence lengths for varlen, NULL for dense (then sq, sk are used). */
-static void fwd_geom_init(fwd_geom *g, fa_params *p, fa_dtype dt, int b, int h, int hk, int d, int sq, int sk,
-                          const std::vector<int> *lens_q, const std::vector<int> *lens_k, int packed, int probs)
+/* Fills g for case c, zeroes p and sets its size and stride fields (dtype, batch, seqlens, heads,
+ * head_dim, total_q, q/k/v/o strides). Scale, masks, dropout, seeds and pointers are left to the
+ * caller. */
+static inline void fwd_geom_init(const fwd_case *c, fwd_geom *g, fa_params *p)
 {
+    const fa_dtype dt = c->dt;
+    const int b = c->b, h = c->h, hk = c->hk, d = c->d, packed = c->packed, probs = c->probs;
+    int sq = c->sq, sk = c->sk;
     g->b = b; g->h = h; g->hk = hk; g->d = d;
-    g->varlen = lens_q != NULL;
+    g->varlen = c->varlen;
     g->packed = packed;
     g->probs = probs;
     g->cu_q.assign(1, 0);
@@ -43,10 +87,10 @@ static void fwd_geom_init(fwd_geom *g, fa_params *p, fa_dtype dt, int b, int h, 
         sq = 0;
         sk = 0;
         for (int i = 0; i < b; ++i) {
-            g->cu_q.push_back(g->cu_q.back() + (*lens_q)[i]);
-            g->cu_k.push_back(g->cu_k.back() + (*lens_k)[i]);
-            sq = std::max(sq, (*lens_q)[i]);
-            sk = std::max(sk, (*lens_k)[i]);
+            g->cu_q.push_back(g->cu_q.back() + c->lens_q[i]);
+            g->cu_k.push_back(g->cu_k.back() + c->lens_k[i]);
+            sq = std::max(sq, c->lens_q[i]);
+            sk = std::max(sk, c->lens_k[i]);
         }
         g->total_q = g->cu_q.back();
         g->total_k = g->cu_k.back();
@@ -96,8 +140,8 @@ static void fwd_geom_init(fwd_geom *g, fa_params *p, fa_dtype dt, int b, int h, 
 
 /* Points p->q, k, v into the buffers (host or device alike): the three separate buffers, or, when
  * packed, all three into q_buf (k_buf and v_buf unused). */
-static void fwd_bind_qkv(const fwd_geom *g, fa_params *p, const uint16_t *q_buf /* (q_elems,) */,
-                         const uint16_t *k_buf /* (kv_elems,) */, const uint16_t *v_buf /* (kv_elems,) */)
+static inline void fwd_bind_qkv(const fwd_geom *g, fa_params *p, const uint16_t *q_buf /* (q_elems,) */,
+                                const uint16_t *k_buf /* (kv_elems,) */, const uint16_t *v_buf /* (kv_elems,) */)
 {
     p->q = q_buf;
     if (g->packed) {
@@ -107,6 +151,40 @@ static void fwd_bind_qkv(const fwd_geom *g, fa_params *p, const uint16_t *q_buf 
         p->k = k_buf;
         p->v = v_buf;
     }
+}
+
+/* The inputs on the device: q (or the packed qkv buffer), k and v (separate buffers only), the
+ * cu_seqlens (varlen only); NULL where absent. */
+typedef struct fwd_dev_inputs {
+    uint16_t *q, *k, *v;
+    int32_t *cu_q, *cu_k;
+} fwd_dev_inputs;
+
+/* Uploads the host inputs (whole vectors, spare elements included) and points p->q, k, v and
+ * cu_seqlens at the copies. */
+static inline void fwd_upload_inputs(const fwd_geom *g, const std::vector<uint16_t> &hq /* (>= q_elems,) */,
+                                     const std::vector<uint16_t> &hk /* (>= kv_elems,) */,
+                                     const std::vector<uint16_t> &hv /* (>= kv_elems,) */, fwd_dev_inputs *d,
+                                     fa_params *p)
+{
+    memset(d, 0, sizeof *d);
+    d->q = (uint16_t *)check_to_device(hq.data(), hq.size(), 2);
+    if (!g->packed) {
+        d->k = (uint16_t *)check_to_device(hk.data(), hk.size(), 2);
+        d->v = (uint16_t *)check_to_device(hv.data(), hv.size(), 2);
+    }
+    if (g->varlen) {
+        d->cu_q = (int32_t *)check_to_device(g->cu_q.data(), g->cu_q.size(), 4);
+        d->cu_k = (int32_t *)check_to_device(g->cu_k.data(), g->cu_k.size(), 4);
+    }
+    fwd_bind_qkv(g, p, d->q, d->k, d->v);
+    p->cu_seqlens_q = d->cu_q;
+    p->cu_seqlens_k = d->cu_k;
+}
+
+static inline void fwd_free_inputs(fwd_dev_inputs *d)
+{
+    cudaFree(d->q); cudaFree(d->k); cudaFree(d->v); cudaFree(d->cu_q); cudaFree(d->cu_k);
 }
 
 #endif /* DEV_FWD_PROBLEM_H */

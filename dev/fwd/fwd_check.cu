@@ -33,40 +33,8 @@ static check_rng g_rng = {0x9E3779B97F4A7C15ull};
 
 /* ---- test cases ---------------------------------------------------------------------------- */
 
-enum { LAYOUT_SEPARATE = 0, LAYOUT_QKV_PACKED = 1 };
-
-typedef struct tcase {
-    char name[160];
-    fa_dtype dt;
-    int b, h, hk, d;
-    int sq, sk;                 /* dense sizes (varlen: filled from lens) */
-    int varlen;
-    std::vector<int> lens_q, lens_k;
-    int left, right;
-    float softcap;
-    int alibi;                  /* 0 none, 1 (h,), 2 (b, h) */
-    float dropout;
-    int probs;
-    int layout;
-    float scale;                /* 0 = d^-0.5 */
-    int seed_ptr;               /* 1: seed/offset from device pointers (graph-capture mode) */
-} tcase;
-
-static tcase make_case(const char *tag, fa_dtype dt, int b, int h, int hk, int d, int sq, int sk)
-{
-    tcase c;
-    c.dt = dt;
-    c.b = b; c.h = h; c.hk = hk; c.d = d; c.sq = sq; c.sk = sk;
-    c.varlen = 0;
-    c.left = -1; c.right = -1;
-    c.softcap = 0.f; c.alibi = 0; c.dropout = 0.f; c.probs = 0;
-    c.layout = LAYOUT_SEPARATE; c.scale = 0.f; c.seed_ptr = 0;
-    snprintf(c.name, sizeof c.name, "%s %s b%d h%d/%d d%d sq%d sk%d", tag, check_dtype_name(dt), b, h, hk, d,
-             sq, sk);
-    return c;
-}
-
-static void append_name(tcase *c)
+/* the feature suffixes of the name */
+static void append_name(fwd_case *c)
 {
     size_t n = strlen(c->name);
     if (c->left >= 0 || c->right >= 0) n += snprintf(c->name + n, sizeof c->name - n, " win(%d,%d)", c->left, c->right);
@@ -74,7 +42,7 @@ static void append_name(tcase *c)
     if (c->alibi) n += snprintf(c->name + n, sizeof c->name - n, " alibi%s", c->alibi == 1 ? "(h)" : "(b,h)");
     if (c->dropout > 0) n += snprintf(c->name + n, sizeof c->name - n, " drop%g", c->dropout);
     if (c->probs) n += snprintf(c->name + n, sizeof c->name - n, " probs");
-    if (c->layout == LAYOUT_QKV_PACKED) n += snprintf(c->name + n, sizeof c->name - n, " qkvpacked");
+    if (c->packed) n += snprintf(c->name + n, sizeof c->name - n, " qkvpacked");
     if (c->scale != 0.f) n += snprintf(c->name + n, sizeof c->name - n, " scale%g", c->scale);
     if (c->seed_ptr) n += snprintf(c->name + n, sizeof c->name - n, " seedptr");
 }
@@ -85,14 +53,13 @@ static check_tally g_tally = {0, 0};
 
 /* One case: random inputs, the reference, fa_fwd_cuda twice (bitwise determinism), comparison
  * of O, LSE, P and rng_state. Returns 1 when it passes. */
-static int run_case(const tcase &c)
+static int run_case(const fwd_case &c)
 {
     int ok = 1;
     const fa_dtype dt = c.dt;
     fwd_geom g;
     fa_params p;
-    fwd_geom_init(&g, &p, dt, c.b, c.h, c.hk, c.d, c.sq, c.sk, c.varlen ? &c.lens_q : NULL,
-                  c.varlen ? &c.lens_k : NULL, c.layout == LAYOUT_QKV_PACKED, c.probs);
+    fwd_geom_init(&c, &g, &p);
     p.softmax_scale = c.scale != 0.f ? c.scale : 1.f / sqrtf((float)c.d);
     p.softcap = c.softcap;
     p.window_left = c.left;
@@ -133,15 +100,12 @@ static int run_case(const tcase &c)
     }
 
     /* device: outputs poisoned with NaN bytes (one spare element behind each) */
-    uint16_t *dq = NULL, *dk = NULL, *dv = NULL, *dO = NULL, *dP = NULL;
+    uint16_t *dO = NULL, *dP = NULL;
     float *dlse = NULL, *dslopes = NULL;
-    int32_t *dcu_q = NULL, *dcu_k = NULL;
     int64_t *drng = NULL, *dseed = NULL;
-    dq = (uint16_t *)check_to_device(hq.data(), hq.size(), 2);
-    if (c.layout != LAYOUT_QKV_PACKED) {
-        dk = (uint16_t *)check_to_device(hk_.data(), hk_.size(), 2);
-        dv = (uint16_t *)check_to_device(hv.data(), hv.size(), 2);
-    }
+    fa_params pg = p;
+    fwd_dev_inputs din;
+    fwd_upload_inputs(&g, hq, hk_, hv, &din, &pg);
     CK(cudaMalloc(&dO, (g.o_elems + 1) * 2));
     CK(cudaMalloc(&dlse, (g.lse_elems + 1) * 4));
     check_poison(dO, (g.o_elems + 1) * 2);
@@ -151,20 +115,12 @@ static int run_case(const tcase &c)
         check_poison(dP, (g.p_elems + 1) * 2);
     }
     if (c.alibi) dslopes = (float *)check_to_device(slopes.data(), slopes.size(), 4);
-    if (c.varlen) {
-        dcu_q = (int32_t *)check_to_device(g.cu_q.data(), g.cu_q.size(), 4);
-        dcu_k = (int32_t *)check_to_device(g.cu_k.data(), g.cu_k.size(), 4);
-    }
     CK(cudaMalloc(&drng, 2 * sizeof(int64_t)));
     check_poison(drng, 2 * sizeof(int64_t));
-    fa_params pg = p;
-    fwd_bind_qkv(&g, &pg, dq, dk, dv);
     pg.o = dO;
     pg.lse = dlse;
     pg.p = dP;
     pg.alibi_slopes = dslopes;
-    pg.cu_seqlens_q = dcu_q;
-    pg.cu_seqlens_k = dcu_k;
     pg.rng_state = drng;
     if (c.seed_ptr) {
         /* graph-capture mode: seed = *seed_ptr, offset = *offset_ptr + add */
@@ -222,8 +178,8 @@ static int run_case(const tcase &c)
     if (rng_bad) printf("     rng_state {%lld, %lld}, want {%llu, %llu}\n", (long long)grng[0], (long long)grng[1],
                         (unsigned long long)want_seed, (unsigned long long)want_off);
 
-    cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dO); cudaFree(dP); cudaFree(dlse);
-    cudaFree(dslopes); cudaFree(dcu_q); cudaFree(dcu_k); cudaFree(drng); cudaFree(dseed);
+    fwd_free_inputs(&din);
+    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(dslopes); cudaFree(drng); cudaFree(dseed);
     CK(cudaStreamDestroy(stream));
     return ok;
 }
@@ -288,9 +244,9 @@ static int check_refusals(void)
 
 /* ---- case list ----------------------------------------------------------------------------- */
 
-static std::vector<tcase> build_cases(void)
+static std::vector<fwd_case> build_cases(void)
 {
-    std::vector<tcase> v;
+    std::vector<fwd_case> v;
     const fa_dtype dts[2] = {FA_F16, FA_BF16};
     for (fa_dtype dt : dts) {
         /* shapes: every bucket, awkward lengths, sq != sk both ways, causal and not */
@@ -299,7 +255,7 @@ static std::vector<tcase> build_cases(void)
         for (int d : dims)
             for (auto &s : shapes)
                 for (int causal = 0; causal < 2; ++causal) {
-                    tcase c = make_case("shape", dt, 2, 3, 3, d, s[0], s[1]);
+                    fwd_case c = fwd_make_case("shape", dt, 2, 3, 3, d, s[0], s[1]);
                     if (causal) c.right = 0;
                     append_name(&c);
                     v.push_back(c);
@@ -307,7 +263,7 @@ static std::vector<tcase> build_cases(void)
         const int big_dims[] = {64, 128, 256};
         for (int d : big_dims)
             for (int causal = 0; causal < 2; ++causal) {
-                tcase c = make_case("long", dt, 1, 2, 1, d, 1025, 1025);
+                fwd_case c = fwd_make_case("long", dt, 1, 2, 1, d, 1025, 1025);
                 if (causal) c.right = 0;
                 append_name(&c);
                 v.push_back(c);
@@ -317,74 +273,74 @@ static std::vector<tcase> build_cases(void)
         for (int d : fdims) {
             struct { int left, right; } wins[] = {{16, 8}, {0, 0}, {32, -1}, {-1, 5}, {200, 0}};
             for (auto &w : wins) {
-                tcase c = make_case("window", dt, 2, 2, 2, d, 257, 300);
+                fwd_case c = fwd_make_case("window", dt, 2, 2, 2, d, 257, 300);
                 c.left = w.left; c.right = w.right;
                 append_name(&c);
                 v.push_back(c);
             }
             {
-                tcase c = make_case("softcap", dt, 2, 2, 2, d, 97, 130);
+                fwd_case c = fwd_make_case("softcap", dt, 2, 2, 2, d, 97, 130);
                 c.softcap = 5.f;  /* small enough that it changes the result */
                 append_name(&c);
                 v.push_back(c);
             }
             for (int al = 1; al <= 2; ++al) {
-                tcase c = make_case("alibi", dt, 2, 4, 2, d, 130, 97);
+                fwd_case c = fwd_make_case("alibi", dt, 2, 4, 2, d, 130, 97);
                 c.alibi = al;
                 c.right = al == 2 ? 0 : -1;
                 append_name(&c);
                 v.push_back(c);
             }
             {
-                tcase c = make_case("all", dt, 2, 4, 1, d, 200, 200);
+                fwd_case c = fwd_make_case("all", dt, 2, 4, 1, d, 200, 200);
                 c.softcap = 8.f; c.alibi = 2; c.left = 50; c.right = 0; c.dropout = 0.2f; c.probs = 1;
                 append_name(&c);
                 v.push_back(c);
             }
             for (int hk : {1, 2}) {
-                tcase c = make_case("gqa", dt, 2, 8, hk, d, 65, 190);
+                fwd_case c = fwd_make_case("gqa", dt, 2, 8, hk, d, 65, 190);
                 c.right = 0;
                 append_name(&c);
                 v.push_back(c);
             }
             for (float pd : {0.1f, 0.5f}) {
-                tcase c = make_case("dropout", dt, 2, 3, 3, d, 97, 131);
+                fwd_case c = fwd_make_case("dropout", dt, 2, 3, 3, d, 97, 131);
                 c.dropout = pd; c.probs = 1;
                 append_name(&c);
                 v.push_back(c);
             }
             {
-                tcase c = make_case("probs", dt, 2, 2, 2, d, 70, 90);
+                fwd_case c = fwd_make_case("probs", dt, 2, 2, 2, d, 70, 90);
                 c.probs = 1; c.right = 0;
                 append_name(&c);
                 v.push_back(c);
             }
             {
-                tcase c = make_case("packed", dt, 2, 3, 3, d, 129, 129);
-                c.layout = LAYOUT_QKV_PACKED; c.right = 0;
+                fwd_case c = fwd_make_case("packed", dt, 2, 3, 3, d, 129, 129);
+                c.packed = 1; c.right = 0;
                 append_name(&c);
                 v.push_back(c);
             }
             {
-                tcase c = make_case("negscale", dt, 1, 2, 2, d, 33, 64);
+                fwd_case c = fwd_make_case("negscale", dt, 1, 2, 2, d, 33, 64);
                 c.scale = -0.05f;
                 append_name(&c);
                 v.push_back(c);
             }
             {
                 /* sq > sk causal: the first sq - sk rows see nothing: O = 0, LSE = -inf */
-                tcase c = make_case("emptyrows", dt, 2, 2, 2, d, 200, 37);
+                fwd_case c = fwd_make_case("emptyrows", dt, 2, 2, 2, d, 200, 37);
                 c.right = 0;
                 append_name(&c);
                 v.push_back(c);
             }
             {
-                tcase c = make_case("sk0", dt, 2, 2, 2, d, 20, 0);
+                fwd_case c = fwd_make_case("sk0", dt, 2, 2, 2, d, 20, 0);
                 append_name(&c);
                 v.push_back(c);
             }
             for (int mode = 0; mode < 3; ++mode) {
-                tcase c = make_case("varlen", dt, 5, 4, 2, d, 0, 0);
+                fwd_case c = fwd_make_case("varlen", dt, 5, 4, 2, d, 0, 0);
                 c.varlen = 1;
                 c.lens_q = {17, 0, 97, 1, 150};
                 c.lens_k = {33, 5, 0, 1, 129};
@@ -394,7 +350,7 @@ static std::vector<tcase> build_cases(void)
                 v.push_back(c);
             }
             {
-                tcase c = make_case("seedptr", dt, 2, 2, 2, d, 64, 80);
+                fwd_case c = fwd_make_case("seedptr", dt, 2, 2, 2, d, 64, 80);
                 c.dropout = 0.25f; c.seed_ptr = 1; c.probs = 1;
                 append_name(&c);
                 v.push_back(c);
@@ -444,12 +400,10 @@ int main(int argc, char **argv)
         printf("fa_cuda_available() == 0\n0 passed, 1 failed\n");
         return 1;
     }
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+    check_print_device();
 
-    std::vector<tcase> cases = build_cases();
-    for (const tcase &c : cases) {
+    std::vector<fwd_case> cases = build_cases();
+    for (const fwd_case &c : cases) {
         if (!check_selected(&cli, c.name)) continue;
         check_count(&g_tally, run_case(c));
     }

@@ -19,13 +19,14 @@
 #include <vector>
 
 #include "fa_fwd_kernel.cuh"
+#include "../common/check_host.h"
 
-static int g_pass = 0, g_fail = 0;
+static check_tally g_tally = {0, 0};
 
 static void report(int ok, const char *what, int d)
 {
     printf("%s %s d=%d\n", ok ? "ok  " : "FAIL", what, d);
-    if (ok) ++g_pass; else ++g_fail;
+    check_count(&g_tally, ok);
 }
 
 /* ---- emulated warp instructions (values are floats; a "register" holds 2 of them) ---------- */
@@ -73,6 +74,16 @@ static void emu_mma(float d[32][4], const reg2 a[32][4], const reg2 b[32][2])
             for (int k = 0; k < 16; ++k) acc += (double)A[row][k] * B[k][col];
             d[lane][e] += (float)acc;
         }
+    }
+}
+
+/* an ldmatrix.x4 result (per lane 4 registers: matrices 0..3) as the two B fragments of
+ * mma.m16n8k16 it holds: b0 = matrices 0, 1 and b1 = matrices 2, 3 */
+static void emu_split_b(const reg2 x4[32][4], reg2 b0[32][2], reg2 b1[32][2])
+{
+    for (int lane = 0; lane < 32; ++lane) {
+        b0[lane][0] = x4[lane][0]; b0[lane][1] = x4[lane][1];
+        b1[lane][0] = x4[lane][2]; b1[lane][1] = x4[lane][3];
     }
 }
 
@@ -159,10 +170,7 @@ static void check_bucket(void)
                 reg2 bf[32][4], b0[32][2], b1[32][2];
                 for (int lane = 0; lane < 32; ++lane) addr[lane] = fa_ldsm_addr<D>(kb[lane], 16 * nb2, kk);
                 emu_ldmatrix_x4(sK, addr, false, bf);
-                for (int lane = 0; lane < 32; ++lane) {
-                    b0[lane][0] = bf[lane][0]; b0[lane][1] = bf[lane][1];
-                    b1[lane][0] = bf[lane][2]; b1[lane][1] = bf[lane][3];
-                }
+                emu_split_b(bf, b0, b1);
                 for (int mt = 0; mt < kMT; ++mt) {
                     emu_mma(s[mt][2 * nb2], af[mt], b0);
                     emu_mma(s[mt][2 * nb2 + 1], af[mt], b1);
@@ -215,10 +223,7 @@ static void check_bucket(void)
                 reg2 bf[32][4], b0[32][2], b1[32][2];
                 for (int lane = 0; lane < 32; ++lane) addr[lane] = fa_ldsm_addr<D>(vb[lane], 16 * kk, db2);
                 emu_ldmatrix_x4(sV, addr, true, bf);
-                for (int lane = 0; lane < 32; ++lane) {
-                    b0[lane][0] = bf[lane][0]; b0[lane][1] = bf[lane][1];
-                    b1[lane][0] = bf[lane][2]; b1[lane][1] = bf[lane][3];
-                }
+                emu_split_b(bf, b0, b1);
                 for (int mt = 0; mt < kMT; ++mt) {
                     emu_mma(o[mt][2 * db2], pa[mt], b0);
                     emu_mma(o[mt][2 * db2 + 1], pa[mt], b1);
@@ -251,6 +256,5 @@ int main(void)
     check_bucket<192>();
     check_bucket<224>();
     check_bucket<256>();
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_summary(&g_tally);
 }

@@ -45,42 +45,13 @@ static void set_sm90_env(int on)
 
 /* ---- cases ----------------------------------------------------------------------------- */
 
-enum { LAYOUT_SEPARATE = 0, LAYOUT_QKV_PACKED = 1 };
-enum { PATH_SM90 = 0, PATH_DISPATCH = 1 };  /* fa_fwd_sm90 directly / fa_fwd_cuda with the env on */
+/* fwd_case.path: fa_fwd_sm90 directly / fa_fwd_cuda with the env on. fwd_make_case gives
+ * PATH_SM90 and expect_sm90 = 1; softcap, dropout and probabilities appear only in the dispatch
+ * checks (features the sm90 kernel does not take). */
+enum { PATH_SM90 = 0, PATH_DISPATCH = 1 };
 
-typedef struct tcase {
-    char name[200];
-    fa_dtype dt;
-    int b, h, hk, d;
-    int sq, sk;
-    int varlen;
-    std::vector<int> lens_q, lens_k;
-    int left, right;
-    int layout;
-    /* dispatch checks only: features the sm90 kernel does not take */
-    float softcap, dropout;
-    int probs;
-    int path;
-    int expect_sm90;  /* dispatch: 1 = fa_fwd_sm90_supported must say yes, 0 = must say no */
-} tcase;
-
-static tcase make_case(const char *tag, fa_dtype dt, int b, int h, int hk, int d, int sq, int sk)
-{
-    tcase c;
-    c.dt = dt;
-    c.b = b; c.h = h; c.hk = hk; c.d = d; c.sq = sq; c.sk = sk;
-    c.varlen = 0;
-    c.left = -1; c.right = -1;
-    c.layout = LAYOUT_SEPARATE;
-    c.softcap = 0.f; c.dropout = 0.f; c.probs = 0;
-    c.path = PATH_SM90;
-    c.expect_sm90 = 1;
-    snprintf(c.name, sizeof c.name, "%s %s b%d h%d/%d d%d sq%d sk%d", tag, check_dtype_name(dt), b, h, hk, d,
-             sq, sk);
-    return c;
-}
-
-static void finish_name(tcase *c)
+/* the feature suffixes of the name */
+static void finish_name(fwd_case *c)
 {
     size_t n = strlen(c->name);
     if (c->varlen) {
@@ -89,7 +60,7 @@ static void finish_name(tcase *c)
             n += snprintf(c->name + n, sizeof c->name - n, "%s%d/%d", i ? "," : " ", c->lens_q[i], c->lens_k[i]);
     }
     if (c->left >= 0 || c->right >= 0) n += snprintf(c->name + n, sizeof c->name - n, " win(%d,%d)", c->left, c->right);
-    if (c->layout == LAYOUT_QKV_PACKED) n += snprintf(c->name + n, sizeof c->name - n, " qkvpacked");
+    if (c->packed) n += snprintf(c->name + n, sizeof c->name - n, " qkvpacked");
     if (c->softcap > 0) n += snprintf(c->name + n, sizeof c->name - n, " softcap%g", c->softcap);
     if (c->dropout > 0) n += snprintf(c->name + n, sizeof c->name - n, " drop%g", c->dropout);
     if (c->probs) n += snprintf(c->name + n, sizeof c->name - n, " probs");
@@ -98,14 +69,13 @@ static void finish_name(tcase *c)
 
 static check_tally g_tally = {0, 0};
 
-static void run_case(const tcase &c)
+static void run_case(const fwd_case &c)
 {
     const fa_dtype dt = c.dt;
     const int d = c.d;
     fwd_geom g;
     fa_params p;
-    fwd_geom_init(&g, &p, dt, c.b, c.h, c.hk, d, c.sq, c.sk, c.varlen ? &c.lens_q : NULL,
-                  c.varlen ? &c.lens_k : NULL, c.layout == LAYOUT_QKV_PACKED, c.probs);
+    fwd_geom_init(&c, &g, &p);
     p.softmax_scale = 1.f / sqrtf((float)d);
     p.softcap = c.softcap;
     p.window_left = c.left;
@@ -144,30 +114,19 @@ static void run_case(const tcase &c)
     }
 
     /* device */
-    uint16_t *dq = NULL, *dk = NULL, *dv = NULL, *dO = NULL, *dP = NULL;
+    uint16_t *dO = NULL, *dP = NULL;
     float *dlse = NULL;
-    int32_t *dcu_q = NULL, *dcu_k = NULL;
     int64_t *drng = NULL;
-    dq = (uint16_t *)check_to_device(hq.data(), hq.size(), 2);
-    if (c.layout != LAYOUT_QKV_PACKED) {
-        dk = (uint16_t *)check_to_device(hkv_k.data(), hkv_k.size(), 2);
-        dv = (uint16_t *)check_to_device(hkv_v.data(), hkv_v.size(), 2);
-    }
+    fa_params pg = p;
+    fwd_dev_inputs din;
+    fwd_upload_inputs(&g, hq, hkv_k, hkv_v, &din, &pg);
     CK(cudaMalloc(&dO, (o_elems + kGuard) * 2));
     CK(cudaMalloc(&dlse, (lse_elems + 1) * 4));
     if (c.probs) CK(cudaMalloc(&dP, (p_elems + 1) * 2));
-    if (c.varlen) {
-        dcu_q = (int32_t *)check_to_device(g.cu_q.data(), g.cu_q.size(), 4);
-        dcu_k = (int32_t *)check_to_device(g.cu_k.data(), g.cu_k.size(), 4);
-    }
     CK(cudaMalloc(&drng, 2 * sizeof(int64_t)));
-    fa_params pg = p;
-    fwd_bind_qkv(&g, &pg, dq, dk, dv);
     pg.o = dO;
     pg.lse = dlse;
     pg.p = dP;
-    pg.cu_seqlens_q = dcu_q;
-    pg.cu_seqlens_k = dcu_k;
     pg.rng_state = drng;
     cudaStream_t stream;
     CK(cudaStreamCreate(&stream));
@@ -250,14 +209,14 @@ static void run_case(const tcase &c)
     if (why[0]) printf("     %s\n", why);
     check_count(&g_tally, ok);
 
-    cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dO); cudaFree(dP); cudaFree(dlse);
-    cudaFree(dcu_q); cudaFree(dcu_k); cudaFree(drng);
+    fwd_free_inputs(&din);
+    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(drng);
     CK(cudaStreamDestroy(stream));
 }
 
-static std::vector<tcase> build_cases(void)
+static std::vector<fwd_case> build_cases(void)
 {
-    std::vector<tcase> v;
+    std::vector<fwd_case> v;
     const fa_dtype dts[2] = {FA_BF16, FA_F16};
     for (fa_dtype dt : dts) {
         /* shapes: every sm90 bucket (+ 40, 80, 200 through zero-filled columns), awkward lengths,
@@ -269,7 +228,7 @@ static std::vector<tcase> build_cases(void)
         for (int d : dims)
             for (auto &s : shapes)
                 for (int causal = 0; causal < 2; ++causal) {
-                    tcase c = make_case("shape", dt, s[2], s[3], s[3], d, s[0], s[1]);
+                    fwd_case c = fwd_make_case("shape", dt, s[2], s[3], s[3], d, s[0], s[1]);
                     if (causal) c.right = 0;
                     finish_name(&c);
                     v.push_back(c);
@@ -279,13 +238,13 @@ static std::vector<tcase> build_cases(void)
         const int long_s = dt == FA_BF16 ? 4096 : 2048;
         for (int d : {64, 128})
             for (int causal = 0; causal < 2; ++causal) {
-                tcase c = make_case("long", dt, 1, 1, 1, d, long_s, long_s);
+                fwd_case c = fwd_make_case("long", dt, 1, 1, 1, d, long_s, long_s);
                 if (causal) c.right = 0;
                 finish_name(&c);
                 v.push_back(c);
             }
         {
-            tcase c = make_case("long", dt, 1, 2, 1, 256, 1500, 2100);
+            fwd_case c = fwd_make_case("long", dt, 1, 2, 1, 256, 1500, 2100);
             c.right = 0;
             finish_name(&c);
             v.push_back(c);
@@ -294,27 +253,27 @@ static std::vector<tcase> build_cases(void)
             /* sliding windows, incl. ones whose band skips whole key tiles on both sides */
             struct { int left, right; } wins[] = {{16, 8}, {0, 0}, {200, -1}, {-1, 5}, {300, 0}, {130, 130}};
             for (auto &w : wins) {
-                tcase c = make_case("window", dt, 1, 2, 2, d, 700, 900);
+                fwd_case c = fwd_make_case("window", dt, 1, 2, 2, d, 700, 900);
                 c.left = w.left; c.right = w.right;
                 finish_name(&c);
                 v.push_back(c);
             }
             for (int hk : {1, 2}) {
-                tcase c = make_case("gqa", dt, 2, 8, hk, d, 200, 333);
+                fwd_case c = fwd_make_case("gqa", dt, 2, 8, hk, d, 200, 333);
                 c.right = 0;
                 finish_name(&c);
                 v.push_back(c);
             }
             {
-                tcase c = make_case("packed", dt, 2, 3, 3, d, 257, 257);
-                c.layout = LAYOUT_QKV_PACKED;
+                fwd_case c = fwd_make_case("packed", dt, 2, 3, 3, d, 257, 257);
+                c.packed = 1;
                 c.right = 0;
                 finish_name(&c);
                 v.push_back(c);
             }
             {
                 /* sq > sk causal: the first sq - sk rows see nothing: O = 0, LSE = -inf */
-                tcase c = make_case("emptyrows", dt, 2, 2, 2, d, 300, 37);
+                fwd_case c = fwd_make_case("emptyrows", dt, 2, 2, 2, d, 300, 37);
                 c.right = 0;
                 finish_name(&c);
                 v.push_back(c);
@@ -323,7 +282,7 @@ static std::vector<tcase> build_cases(void)
              * tile reads before the first row: TMA zeros), the last sequence ending at the end of
              * the K/V allocation with a partial tile */
             for (int mode = 0; mode < 3; ++mode) {
-                tcase c = make_case("varlen", dt, 6, 4, 2, d, 0, 0);
+                fwd_case c = fwd_make_case("varlen", dt, 6, 4, 2, d, 0, 0);
                 c.varlen = 1;
                 c.lens_q = {17, 0, 97, 1, 150, 300};
                 c.lens_k = {33, 5, 0, 1, 129, 517};
@@ -333,7 +292,7 @@ static std::vector<tcase> build_cases(void)
                 v.push_back(c);
             }
             {
-                tcase c = make_case("varlen", dt, 3, 2, 1, d, 0, 0);
+                fwd_case c = fwd_make_case("varlen", dt, 3, 2, 1, d, 0, 0);
                 c.varlen = 1;
                 c.lens_q = {1025, 64, 200};
                 c.lens_k = {1100, 300, 129};
@@ -344,25 +303,25 @@ static std::vector<tcase> build_cases(void)
         }
         /* dispatch through fa_fwd_cuda with FLASH_ATTN_C_SM90=1 */
         {
-            tcase c = make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
+            fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
             c.right = 0; c.path = PATH_DISPATCH; c.expect_sm90 = 1;
             finish_name(&c);
             v.push_back(c);
         }
         {
-            tcase c = make_case("dispatch", dt, 2, 2, 2, 64, 70, 90);
+            fwd_case c = fwd_make_case("dispatch", dt, 2, 2, 2, 64, 70, 90);
             c.probs = 1; c.path = PATH_DISPATCH; c.expect_sm90 = 0;
             finish_name(&c);
             v.push_back(c);
         }
         {
-            tcase c = make_case("dispatch", dt, 2, 2, 2, 128, 70, 90);
+            fwd_case c = fwd_make_case("dispatch", dt, 2, 2, 2, 128, 70, 90);
             c.softcap = 5.f; c.path = PATH_DISPATCH; c.expect_sm90 = 0;
             finish_name(&c);
             v.push_back(c);
         }
         {
-            tcase c = make_case("dispatch", dt, 2, 2, 2, 32, 70, 90);
+            fwd_case c = fwd_make_case("dispatch", dt, 2, 2, 2, 32, 70, 90);
             c.path = PATH_DISPATCH; c.expect_sm90 = 0;
             finish_name(&c);
             v.push_back(c);
@@ -415,10 +374,7 @@ int main(int argc, char **argv)
 {
     check_cli cli;
     check_parse_cli(argc, argv, CHECK_OPT_K | CHECK_OPT_BENCH, "", &cli);
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-    if (prop.major != 9 || prop.minor != 0) {
+    if (check_print_device() != 90) {
         printf("FAIL: the sm90 kernels need a compute capability 9.0 GPU\n0 passed, 1 failed\n");
         return 1;
     }
@@ -426,8 +382,8 @@ int main(int argc, char **argv)
         bench();
         return 0;
     }
-    const std::vector<tcase> cases = build_cases();
-    for (const tcase &c : cases) {
+    const std::vector<fwd_case> cases = build_cases();
+    for (const fwd_case &c : cases) {
         if (!check_selected(&cli, c.name)) continue;
         run_case(c);
         fflush(stdout);

@@ -23,15 +23,9 @@
 #include <vector>
 
 #include "fa_fwd_sm90_kernel.cuh"
+#include "../common/check_host.h"
+#include "../common/check_cuda.h"
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d CUDA error %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));  \
-            exit(2);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 typedef CUresult (*encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
                               const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
@@ -146,7 +140,7 @@ unit_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUte
 #endif
 }
 
-static int g_pass = 0, g_fail = 0;
+static check_tally g_tally = {0, 0};
 
 static float bf(float x)
 {
@@ -191,8 +185,8 @@ static void run_unit(int d_real, int rows_q, int rows_k, int q_row0, int k_row0)
     const cudaError_t ce = cudaDeviceSynchronize();
     if (ce != cudaSuccess) {
         printf("FAIL unit D%d Bc%d: CUDA error %s (sticky: stopping)\n", D, Bc, cudaGetErrorString(ce));
-        printf("%d passed, %d failed\n", g_pass, g_fail + 1);
-        exit(1);
+        check_count(&g_tally, 0);
+        exit(check_summary(&g_tally));
     }
     std::vector<uint16_t> qs(64 * D);
     std::vector<float> gs(64 * Bc), go(64 * D);
@@ -235,17 +229,14 @@ static void run_unit(int d_real, int rows_q, int rows_k, int q_row0, int k_row0)
     for (auto &x : res) {
         printf("%s %-4s D%-3d Bc%-3d d_real %-3d q rows %d from %d, k rows %d from %d: %d bad elements\n",
                x.bad ? "FAIL" : "ok  ", x.what, D, Bc, d_real, rows_q, q_row0, rows_k, k_row0, x.bad);
-        if (x.bad) ++g_fail; else ++g_pass;
+        check_count(&g_tally, !x.bad);
     }
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dqs); cudaFree(ds); cudaFree(dout);
 }
 
 int main(void)
 {
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-    if (prop.major != 9 || prop.minor != 0) {
+    if (check_print_device() != 90) {
         printf("FAIL: needs a compute capability 9.0 GPU\n0 passed, 1 failed\n");
         return 1;
     }
@@ -258,6 +249,5 @@ int main(void)
     run_unit<64, 128>(40, 50, 100, 0, -20);
     run_unit<128, 128>(80, 64, 300, 0, 250);
     run_unit<256, 64>(200, 70, 64, 30, -33);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_summary(&g_tally);
 }

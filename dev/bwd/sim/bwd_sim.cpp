@@ -34,7 +34,7 @@
 #include <functional>
 #include <vector>
 
-#include "../half_host.h"
+#include "../../common/half_host.h"
 #include "sim_cuda.h"
 
 #ifndef SIM_ARCH
