@@ -2,7 +2,7 @@
  * the caller's stream (no allocation, no host synchronization):
  *   1. fa_bwd_dot_do_o_kernel (fa_bwd_prep.cuh, shared with sm80): D = rowsum(dO o O) into the
  *      workspace, dq_accum zeroed;
- *   2. fa_bwd_sm90_kernel<kBf16, D>: dK, dV per key block, dS K added into dq_accum (not when
+ *   2. fa_bwd_sm90_kernel<kBf16, D, kDq = atomic_dq>: dK, dV per key block, dS K added into dq_accum (not when
  *      deterministic: float atomics add in a varying order);
  *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype;
  *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd.cu),
@@ -41,7 +41,7 @@ static int fa_bwd_sm90_has_image_dtype(void)
     static int cached = 0;  /* 0 unknown, 1 yes, -1 no; benign race: every writer writes the same */
     if (cached == 0) {
         cudaFuncAttributes attr;
-        void (*kern)(const fa_bwd_args) = fa_bwd_sm90_kernel<kBf16, D>;
+        void (*kern)(const fa_bwd_args) = fa_bwd_sm90_kernel<kBf16, D, true>;
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
                         attr.sharedSizeBytes >= 4u * fa_bwd_sm90_cfg<D>::Br * sizeof(float);
         cached = ok ? 1 : -1;
@@ -96,7 +96,8 @@ template <bool kBf16, int D>
 static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
 {
     const size_t smem = fa_bwd_sm90_cfg<D>::kSmemBytes;
-    void (*kern)(const fa_bwd_args) = fa_bwd_sm90_kernel<kBf16, D>;
+    void (*kern)(const fa_bwd_args) =
+        a.atomic_dq ? fa_bwd_sm90_kernel<kBf16, D, true> : fa_bwd_sm90_kernel<kBf16, D, false>;
     /* > 48 KB of dynamic shared memory needs the opt-in (idempotent, host-only) */
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)

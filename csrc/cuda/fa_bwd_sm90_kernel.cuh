@@ -1,8 +1,9 @@
 /* fa_bwd_sm90_kernel.cuh - the Hopper (sm_90a, wgmma) backward main kernel: dK, dV of one key
  * block and its dS K contribution to dq_accum (fp32 atomics).
  *
- * deterministic = 1 (a.atomic_dq = 0): dK, dV only; dQ comes from the sm80 path's ordered dQ
- * kernel (fa_bwd_sm90.cu).
+ * kDq = false (deterministic = 1, a.atomic_dq = 0): dK, dV only; dQ comes from the sm80 path's
+ * ordered dQ kernel (fa_bwd_sm90.cu). A template flag, not a runtime branch: the branch alone
+ * cost the atomic-dQ kernel 3-4% at d = 128 (GPU runs 8 vs 10).
  *
  * Grid (key block n, kv head hk, batch b); 256 threads = 2 warpgroups, no producer warpgroup:
  * every thread issues cp.async copies for the NEXT query block while the current one computes
@@ -160,7 +161,7 @@ static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[32], uint32
 
 #endif /* FA_SM90_DEVICE */
 
-template <bool kBf16, int D>
+template <bool kBf16, int D, bool kDq>
 __global__ void __launch_bounds__(FA_BWD_SM90_THREADS, 1)
 fa_bwd_sm90_kernel(const fa_bwd_args a)
 {
@@ -305,7 +306,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         /* dS^T to shared memory for dQ: row = key (64 wg + 16 wq + g + 8 half), query pair 2t of
          * n-block jn; exactly the u32 of dsa: dsa[kk][0..3] = (g, jn=2kk), (g+8, 2kk), (g, 2kk+1),
          * (g+8, 2kk+1). Not when deterministic: the ordered dQ pass computes dQ. */
-        if (a.atomic_dq) {
+        if (kDq) {
             unsigned char *base = fa_bwd_sm90_smem + (sdS - fa_smem_u32(fa_bwd_sm90_smem));
 #pragma unroll
             for (int kk = 0; kk < Br / 16; ++kk)
@@ -329,7 +330,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
                 fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
             fa_wgmma_commit();
         }
-        if (!a.atomic_dq) {
+        if (!kDq) {
             /* the dK/dV products read this stage's Q and dO: complete before the barrier (A)
              * after which the next loads may overwrite the stage */
             fa_wgmma_wait<0>();
