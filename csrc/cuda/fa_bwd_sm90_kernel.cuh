@@ -20,11 +20,9 @@
  *   dK_wg += dS^T Q_i        wgmma RS  (A = dS^T registers, B = Q MN-major)
  *   dQ_i  += dS K_j          wgmma SS with both operands MN-major (fa_wgmma_bwd.cuh): A = dS^T
  *                            written to shared memory (bf16/fp16), B = K rows.
- * dQ split, always one wgmma N = 64 and 32 accumulators per thread:
- *   Br = 128 (D = 64):  warpgroup wg computes queries [64 wg, 64 wg + 64) over all 128 keys;
- *   D = 128 (Br = 64):  warpgroup wg computes dims [64 wg, 64 wg + 64) over all 128 keys;
- *   D = 64, Br = 64:    warpgroup wg computes all 64 dims over its own 64 keys (both add into
- *                       the same dq_accum entries; not in the table, kept for tuning).
+ * dQ split, always one wgmma N = 64 over all 128 keys and 32 accumulators per thread:
+ *   D = 64 (Br = 128):  warpgroup wg computes queries [64 wg, 64 wg + 64);
+ *   D = 128 (Br = 64):  warpgroup wg computes dims [64 wg, 64 wg + 64).
  * GQA: the CTA loops over the heads_q / heads_k query heads of its kv head, so dK/dV sum the
  * group in registers; no extra workspace.
  *
@@ -63,7 +61,8 @@ struct fa_bwd_sm90_cfg {
     static constexpr int Br = kRow.br;
     static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_THREADS,
                   "the sm90 backward has Bc = 128 and 8 warps");
-    static_assert(Br == 64 || (Br == 128 && D == 64), "Br = 128 only fits the registers at D = 64");
+    /* the two dQ splits of the header: registers allow Br = 128 only at D = 64 */
+    static_assert((D == 64 && Br == 128) || (D == 128 && Br == 64), "sm90 backward tiles: 64x128 or 128x64");
     /* dynamic shared memory: K, V, 2 stages of Q and dO, dS^T; + 1024 for aligning the base */
     static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 4 * (size_t)Br * D * 2 +
                                          (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
@@ -216,13 +215,10 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
     /* descriptors (fa_wgmma.cuh): K-major SBO 1024; MN-major LBO = column-block distance */
     const uint64_t dK_kmaj = fa_wgmma_desc_sw128(sK + (uint32_t)wg * (64 * 128), 16u, 1024u);
     const uint64_t dV_kmaj = fa_wgmma_desc_sw128(sV + (uint32_t)wg * (64 * 128), 16u, 1024u);
-    /* dQ split (header): Br = 128 -> this warpgroup's 64 queries (column block wg of dS^T) over
-     * all keys; D = 128 -> its 64 dims (column block wg of K) over all keys; else its own keys */
-    constexpr bool kSplitM = Br == 128, kSplitN = D == 128;
-    constexpr int kDqSteps = kSplitM || kSplitN ? Bc / 16 : 64 / 16;
-    const int dq_kk0 = kSplitM || kSplitN ? 0 : wg * 4;
-    const int dq_cb = kSplitN ? wg : 0;   /* K column block (dims 64 dq_cb ..) */
-    const int dq_rb = kSplitM ? wg : 0;   /* dS^T column block (queries 64 dq_rb ..) */
+    /* dQ split (header): D = 64 -> this warpgroup's 64 queries (column block wg of dS^T);
+     * D = 128 -> its 64 dims (column block wg of K); over all Bc keys either way */
+    const int dq_cb = D == 128 ? wg : 0;  /* K column block (dims 64 dq_cb ..) */
+    const int dq_rb = D == 64 ? wg : 0;   /* dS^T column block (queries 64 dq_rb ..) */
 
     const int key_base = j0 + 64 * wg + 16 * wq + g;  /* + 8 e2: the key of accumulator row */
 
@@ -345,8 +341,8 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
         float dqa[32];
         fa_wgmma_fence();
-        warpgroup_gemm_dq<kBf16, kDqSteps>(dqa, sdS + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
-                                           sK + (uint32_t)dq_cb * (uint32_t)(Bc * 128), dq_kk0);
+        warpgroup_gemm_dq<kBf16, Bc / 16>(dqa, sdS + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
+                                          sK + (uint32_t)dq_cb * (uint32_t)(Bc * 128), 0);
         fa_wgmma_commit();
         fa_wgmma_wait<0>();
         fa_reg_fence(dqa);

@@ -1,10 +1,12 @@
 /* unit_check.cu - unit check of the one wgmma form the sm90 backward adds to the proven forward
  * primitives (needs an sm_90 GPU): dQ = dS K through warpgroup_gemm_dq (fa_bwd_sm90_kernel.cuh),
  * i.e. wgmma SS with BOTH operands MN-major (imm-trans-a = imm-trans-b = 1, fa_wgmma_bwd.cuh),
- * dS^T and K written to shared memory with the kernel's own fa_sw128_off swizzle. Two variants,
- * the two dQ splits of the kernel:
- *   n-split  dims 64..127 of K (column block 1), all 128 keys (8 k-steps)     (D = 128)
- *   k-split  dims 0..63, keys 64..127 only (k-steps 4..7)                    (D = 64, warpgroup 1)
+ * dS^T and K written to shared memory with the kernel's own fa_sw128_off swizzle. Two variants:
+ *   n-split  dims 64..127 of K (column block 1), all 128 keys (8 k-steps): the D = 128 kernel
+ *   k-split  dims 0..63, keys 64..127 only (k-steps 4..7): the primitive's k-step offset, which
+ *            the kernels no longer use (the D = 64 kernel splits queries, Br = 128: same
+ *            descriptors with A moved to dS^T column block 1, covered end to end by
+ *            bwd_sm90_check)
  * Inputs are small integers, so fp32 results are exact and must match the host bit for bit.
  *
  *   ./unit_check        last line "N passed, N failed"
