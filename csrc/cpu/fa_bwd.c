@@ -45,26 +45,21 @@ typedef struct bwd_scratch {
     void *mem;
 } bwd_scratch;
 
-static int bwd_scratch_alloc(bwd_scratch *w, int64_t d)
+/* fa_cpu_layout_fn of bwd_scratch (fa_cpu_arena_build). */
+static void bwd_scratch_layout(void *scratch, fa_cpu_arena *a, int64_t d)
 {
-    size_t nd = (size_t)d * (BR > BC ? BR : BC), nt = (size_t)BR * BC;
-    size_t total = 9 * nd + 2 * (size_t)BC * d + 5 * nt + 2 * BR + (size_t)d + 16 * 20;
-    float *f;
-    w->mem = fa_cpu_alloc(total * sizeof(float));
-    if (!w->mem) return 0;
-    memset(w->mem, 0, total * sizeof(float));
-    f = (float *)w->mem;
-    /* every buffer starts on a 64-byte boundary */
-#define TAKE(dst, n) do { dst = f; f += ((n) + 15) & ~(size_t)15; } while (0)
-    TAKE(w->kt, nd); TAKE(w->vt, nd); TAKE(w->dkt, nd); TAKE(w->dvt, nd);
-    TAKE(w->qt, nd); TAKE(w->dot, nd); TAKE(w->dqt, nd);
-    TAKE(w->qb, nd); TAKE(w->dob, nd);
-    TAKE(w->kb, (size_t)BC * d); TAKE(w->vb, (size_t)BC * d);
-    TAKE(w->s, nt); TAKE(w->pd, nt); TAKE(w->dp, nt); TAKE(w->tt, nt); TAKE(w->z, nt);
-    TAKE(w->lse2, BR); TAKE(w->dd, BR);
-    TAKE(w->row, (size_t)d);
-#undef TAKE
-    return 1;
+    bwd_scratch *w = (bwd_scratch *)scratch;
+    const size_t nd = (size_t)d * (BR > BC ? BR : BC), nt = (size_t)BR * BC, nk = (size_t)BC * d;
+    float **per_nd[] = {&w->kt, &w->vt, &w->dkt, &w->dvt, &w->qt, &w->dot, &w->dqt, &w->qb, &w->dob};
+    float **per_nt[] = {&w->s, &w->pd, &w->dp, &w->tt, &w->z};
+    size_t i;
+    for (i = 0; i < sizeof(per_nd) / sizeof(per_nd[0]); ++i) *per_nd[i] = fa_cpu_arena_take(a, nd);
+    w->kb = fa_cpu_arena_take(a, nk);
+    w->vb = fa_cpu_arena_take(a, nk);
+    for (i = 0; i < sizeof(per_nt) / sizeof(per_nt[0]); ++i) *per_nt[i] = fa_cpu_arena_take(a, nt);
+    w->lse2 = fa_cpu_arena_take(a, BR);
+    w->dd = fa_cpu_arena_take(a, BR);
+    w->row = fa_cpu_arena_take(a, (size_t)d);
 }
 
 size_t fa_bwd_cpu_workspace_bytes(const fa_params *p)
@@ -295,7 +290,8 @@ fa_status fa_bwd_cpu(const fa_params *p, int phase, int64_t begin, int64_t end)
     if (begin < 0) begin = 0;
     if (end > nitems) end = nitems;
     if (begin >= end) return FA_OK;
-    if (!bwd_scratch_alloc(&w, p->head_dim)) return FA_ERR_NO_MEMORY;
+    w.mem = fa_cpu_arena_build(bwd_scratch_layout, &w, p->head_dim);
+    if (!w.mem) return FA_ERR_NO_MEMORY;
     for (item = begin; item < end; ++item) {
         int64_t outer = item / nblk, blk = fa_zigzag(item % nblk, nblk);
         if (phase == 0) bwd_phase0_item(p, &w, outer / p->heads, outer % p->heads, blk);

@@ -124,6 +124,20 @@ const float *fa_rows_f32(const fa_params *p, const void *base, int64_t off, int6
 void *fa_cpu_alloc(size_t bytes);
 void fa_cpu_free(void *ptr);
 
+/* Float buffers carved out of one zeroed fa_cpu_alloc block, each on a 64-byte boundary. A
+ * layout function takes every buffer of its scratch struct with fa_cpu_arena_take;
+ * fa_cpu_arena_build runs it twice, first on a counting arena (base NULL: takes return NULL
+ * and only add up the sizes), then on the allocated block, so no total is written by hand. */
+typedef struct fa_cpu_arena {
+    float *base; /* NULL while counting */
+    size_t used; /* floats taken so far, each piece rounded up to 16 floats */
+} fa_cpu_arena;
+float *fa_cpu_arena_take(fa_cpu_arena *a, size_t n);
+typedef void (*fa_cpu_layout_fn)(void *scratch, fa_cpu_arena *a, int64_t d);
+/* The block holding every buffer layout() took for head dim d (free it with fa_cpu_free), or
+ * NULL when out of memory. */
+void *fa_cpu_arena_build(fa_cpu_layout_fn layout, void *scratch, int64_t d);
+
 /* Fill a dropout factor tile for rows i in [i0, i0 + ni) and keys j in [j0, j0 + nj) of
  * (sequence b, query head h): factor = kept ? 1 / (1 - p) : 0.
  * transposed == 0: z[(i - i0) * ldz + (j - j0)];  transposed != 0: z[(j - j0) * ldz + (i - i0)],

@@ -1,5 +1,6 @@
 /* fa_cpu_common.c - validation and scratch allocation shared by the CPU entry points. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "fa_cpu.h"
 
@@ -43,3 +44,24 @@ void *fa_cpu_alloc(size_t bytes)
 }
 
 void fa_cpu_free(void *ptr) { free(ptr); }
+
+float *fa_cpu_arena_take(fa_cpu_arena *a, size_t n)
+{
+    float *piece = a->base ? a->base + a->used : NULL;
+    a->used += (n + 15u) & ~(size_t)15u; /* the next piece starts on a 64-byte boundary */
+    return piece;
+}
+
+void *fa_cpu_arena_build(fa_cpu_layout_fn layout, void *scratch, int64_t d)
+{
+    fa_cpu_arena a = {NULL, 0};
+    size_t floats;
+    layout(scratch, &a, d); /* counting pass */
+    floats = a.used;
+    a.base = (float *)fa_cpu_alloc(floats * sizeof(float));
+    if (!a.base) return NULL;
+    memset(a.base, 0, floats * sizeof(float));
+    a.used = 0;
+    layout(scratch, &a, d);
+    return a.base;
+}

@@ -41,30 +41,22 @@ typedef struct fwd_scratch {
     void *mem;
 } fwd_scratch;
 
-static int fwd_scratch_alloc(fwd_scratch *w, int64_t d)
+/* fa_cpu_layout_fn of fwd_scratch (fa_cpu_arena_build). */
+static void fwd_scratch_layout(void *scratch, fa_cpu_arena *a, int64_t d)
 {
-    size_t n_qt = (size_t)d * BR, n_st = (size_t)BC * BR, n_kb = (size_t)BC * d;
-    size_t total = 2 * n_qt + 2 * n_st + 2 * n_kb + 5 * BR + (size_t)d + 16 * 16; /* + rounding */
-    float *f;
-    w->mem = fa_cpu_alloc(total * sizeof(float));
-    if (!w->mem) return 0;
-    memset(w->mem, 0, total * sizeof(float));
-    f = (float *)w->mem;
-    /* every buffer starts on a 64-byte boundary: all sizes are rounded up to 16 floats */
-#define TAKE(dst, n) do { dst = f; f += ((n) + 15) & ~(size_t)15; } while (0)
-    TAKE(w->qt, n_qt);
-    TAKE(w->ot, n_qt);
-    TAKE(w->st, n_st);
-    TAKE(w->z, n_st);
-    TAKE(w->kb, n_kb);
-    TAKE(w->vb, n_kb);
-    TAKE(w->m, BR);
-    TAKE(w->l, BR);
-    TAKE(w->alpha, BR);
-    TAKE(w->muse, BR);
-    TAKE(w->row, (size_t)d);
-#undef TAKE
-    return 1;
+    fwd_scratch *w = (fwd_scratch *)scratch;
+    const size_t n_qt = (size_t)d * BR, n_st = (size_t)BC * BR, n_kb = (size_t)BC * d;
+    w->qt = fa_cpu_arena_take(a, n_qt);
+    w->ot = fa_cpu_arena_take(a, n_qt);
+    w->st = fa_cpu_arena_take(a, n_st);
+    w->z = fa_cpu_arena_take(a, n_st);
+    w->kb = fa_cpu_arena_take(a, n_kb);
+    w->vb = fa_cpu_arena_take(a, n_kb);
+    w->m = fa_cpu_arena_take(a, BR);
+    w->l = fa_cpu_arena_take(a, BR);
+    w->alpha = fa_cpu_arena_take(a, BR);
+    w->muse = fa_cpu_arena_take(a, BR);
+    w->row = fa_cpu_arena_take(a, (size_t)d);
 }
 
 /* One work item: query rows [i0, i0 + nrows) of one (b, h); nrows may be 0 (a block past the
@@ -234,7 +226,8 @@ fa_status fa_fwd_cpu(const fa_params *p, int64_t begin, int64_t end)
     if (begin < 0) begin = 0;
     if (end > p->batch * p->heads * nqb) end = p->batch * p->heads * nqb;
     if (begin >= end) return FA_OK;
-    if (!fwd_scratch_alloc(&w, p->head_dim)) return FA_ERR_NO_MEMORY;
+    w.mem = fa_cpu_arena_build(fwd_scratch_layout, &w, p->head_dim);
+    if (!w.mem) return FA_ERR_NO_MEMORY;
     for (item = begin; item < end; ++item) {
         int64_t bh = item / nqb;
         fwd_item_run(p, &w, bh / p->heads, bh % p->heads, fa_zigzag(item % nqb, nqb));
