@@ -75,6 +75,17 @@ def _case_id(case: Sequence) -> str:
     return "-".join(parts)
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread() -> Iterator[None]:
+    """One intra-op thread for a module of tiny models: fastest for them, and it keeps the run time
+    stable on a loaded 2-core machine (OpenMP threads spinning against other processes made
+    single tests 20x slower there). Use with pytest.mark.usefixtures("one_cpu_thread")."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def dev_cases(cpu: Iterable[Sequence], gpu: Iterable[Sequence] = (),
               cpu_dtypes: Sequence[torch.dtype] = CPU_DTYPES,
               gpu_dtypes: Sequence[torch.dtype] = GPU_DTYPES,

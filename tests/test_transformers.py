@@ -43,15 +43,8 @@ SOFTCAP = 2.0
 HAS_CUDA = torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """These models are tiny: one intra-op thread is fastest, and it keeps the run time stable
-    on a loaded 2-core machine (OpenMP threads spinning against other processes made single
-    tests 20x slower there)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny models: one intra-op thread (conftest.one_cpu_thread)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _common() -> dict:
