@@ -11,6 +11,7 @@
 
 #include "flash_attn_c.h"
 #include "fa_bwd_args.cuh"
+#include "fa_cuda_device.h"
 #include "fa_bwd_host.h"
 #include "fa_bwd_launch.cuh"
 #include "fa_bwd_prep.cuh"
@@ -82,13 +83,9 @@ extern "C" fa_status fa_bwd_cuda(const fa_params *p, void *stream)
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);
 
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-        return FA_ERR_CUDA;
-    if (major < 8) return FA_ERR_UNSUPPORTED;
-    const int arch = 10 * major + minor;
+    const int arch = fa_cuda_current_arch();
+    if (arch == 0) return FA_ERR_CUDA;
+    if (arch < 80) return FA_ERR_UNSUPPORTED;
 
     cudaStream_t s = (cudaStream_t)stream;
     return p->dtype == FA_BF16 ? fa_bwd_run<true>(a, arch, s) : fa_bwd_run<false>(a, arch, s);

@@ -18,6 +18,7 @@
 #include "flash_attn_c.h"
 #include "fa_bwd_args.cuh"
 #include "fa_bwd_host.h"
+#include "fa_cuda_device.h"
 #include "fa_bwd_launch.cuh"
 #include "fa_bwd_prep.cuh"
 #include "fa_bwd_sm90.cuh"
@@ -71,12 +72,7 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     /* lengths may be 0 (varlen batches without queries / keys); int arithmetic in the kernel */
     if (p->seqlen_k >= (1 << 30) || p->seqlen_q >= (1 << 30)) return 0;
     if (p->heads_k > 65535) return 0;
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-        return 0;
-    if (major != 9 || minor != 0) return 0;
+    if (fa_cuda_current_arch() != 90) return 0;
     return fa_bwd_sm90_has_image(bucket, p->dtype);
 }
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "flash_attn_c.h"
+#include "fa_cuda_device.h"
 #include "fa_fwd_sm90.cuh"
 #include "fa_fwd_sm90_args.cuh"
 
@@ -100,12 +101,7 @@ int fa_fwd_sm90_can_run(const fa_params *p)
                                       !fa_sm90_stride_ok(p->v_batch_stride)))))
         return 0;
     /* the device: Hopper (9.0) exactly, and the binary holds the sm_90a kernels */
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-        return 0;
-    if (major != 9 || minor != 0) return 0;
+    if (fa_cuda_current_arch() != 90) return 0;
     if (fa_encode_tiled() == NULL) return 0;
     return fa_sm90_has_image(bucket, p->dtype);
 }
