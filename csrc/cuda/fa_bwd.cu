@@ -5,6 +5,7 @@
  *   2. fa_bwd_dkdv_kernel       dK, dV (+ dQ through fp32 atomics unless deterministic)
  *   3. fa_bwd_dq_convert_kernel dq = scale * dq_accum          (atomic path)
  *      fa_bwd_dq_kernel         dq by a separate ordered pass   (deterministic path)
+ *   4. varlen only: zeros on the rows no sequence covers (fa_varlen_rows.cu)
  * The workspace layout is described in fa_bwd_host.h.
  */
 #include <cuda_runtime.h>
@@ -16,6 +17,7 @@
 #include "fa_bwd_launch.cuh"
 #include "fa_bwd_prep.cuh"
 #include "fa_bwd_sm90.cuh"
+#include "fa_varlen_rows.cuh"
 
 /* The sm90 kernel (fa_bwd_sm90*.cu) may need a different workspace than the sm80 one: reserve the
  * larger, whichever kernel runs. Its entry points are weak (NULL when a build leaves them out). */
@@ -72,7 +74,7 @@ static fa_status fa_bwd_run(const fa_bwd_args &a, int arch, cudaStream_t stream)
     return FA_OK;
 }
 
-extern "C" fa_status fa_bwd_cuda(const fa_params *p, void *stream)
+static fa_status fa_bwd_cuda_run(const fa_params *p, void *stream)
 {
     const fa_status chk = fa_bwd_validate(p);
     if (chk != FA_OK) return chk;
@@ -89,4 +91,11 @@ extern "C" fa_status fa_bwd_cuda(const fa_params *p, void *stream)
 
     cudaStream_t s = (cudaStream_t)stream;
     return p->dtype == FA_BF16 ? fa_bwd_run<true>(a, arch, s) : fa_bwd_run<false>(a, arch, s);
+}
+
+extern "C" fa_status fa_bwd_cuda(const fa_params *p, void *stream)
+{
+    const fa_status st = fa_bwd_cuda_run(p, stream);
+    /* varlen: dq, dk, dv = 0 on the rows no sequence covers (fa_varlen_rows.cuh) */
+    return st == FA_OK ? fa_varlen_zero_uncovered_cuda(p, 1, (cudaStream_t)stream) : st;
 }

@@ -11,6 +11,7 @@
 #include "flash_attn_c.h"
 #include "fa_fwd.h"
 #include "fa_fwd_sm90.cuh"  /* sm90 hook, see fa_fwd_cuda */
+#include "fa_varlen_rows.cuh"
 
 /* Head-dim buckets compiled (fa_fwd_hdim<D>.cu); d is rounded up to the next one. */
 static const int fa_fwd_buckets[] = {32, 64, 96, 128, 160, 192, 224, 256};
@@ -96,9 +97,8 @@ fa_status fa_fwd_fill_args(const fa_params *p, fa_fwd_args *a)
     return a->philox_seed_ptr != NULL && a->philox_offset_ptr == NULL ? FA_ERR_NULL_POINTER : FA_OK;
 }
 
-fa_status fa_fwd_cuda(const fa_params *p, void *stream_ptr)
+static fa_status fa_fwd_cuda_run(const fa_params *p, void *stream_ptr)
 {
-    if (p == NULL) return FA_ERR_NULL_POINTER;
     fa_status st = fa_check_params(p, 0);
     if (st != FA_OK) return st;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return FA_ERR_DTYPE;
@@ -161,4 +161,12 @@ fa_status fa_fwd_cuda(const fa_params *p, void *stream_ptr)
     if (st != FA_OK) return st;
     if (a.p != NULL) st = fa_fwd_probs_launch(a, p->dtype, stream);
     return st;
+}
+
+fa_status fa_fwd_cuda(const fa_params *p, void *stream)
+{
+    if (p == NULL) return FA_ERR_NULL_POINTER;
+    const fa_status st = fa_fwd_cuda_run(p, stream);
+    /* varlen: the q rows no sequence covers get o = 0, lse = -inf (fa_varlen_rows.cuh) */
+    return st == FA_OK ? fa_varlen_zero_uncovered_cuda(p, 0, (cudaStream_t)stream) : st;
 }

@@ -29,9 +29,12 @@
  * sequence end instead (rows sk - Bc .. sk - 1; rows before the sequence start come from the
  * previous sequence or, before row 0, as TMA zeros). The consumers mask the keys below the
  * tile's nominal start (they belong to the next tile to the left) and the band as usual, so the
- * borrowed rows get P = 0 exactly. (Caveat: if another sequence's V rows hold Inf/NaN, 0 * Inf
- * = NaN leaks into this sequence's O; the sm80 kernel zero-fills instead.) Dense tensors need none
- * of this: rows past sk are outside the 4-d tensor map and arrive as zeros.
+ * borrowed rows get P = 0 exactly. P = 0 is not enough for V: 0 * Inf = NaN, so a previous
+ * sequence's Inf/NaN would leak into this one's O. The consumers therefore zero the borrowed V
+ * rows in shared memory once they land (block_zero_slot_rows), before any P V reads them; so a
+ * sequence's output never depends on its neighbours' values (the sm80 kernel zero-fills its
+ * loads instead). Dense tensors need none of this: rows past sk are outside the 4-d tensor map
+ * and arrive as zeros.
  */
 #ifndef FA_FWD_SM90_KERNEL_CUH
 #define FA_FWD_SM90_KERNEL_CUH
@@ -46,6 +49,9 @@
 #include "fa_softmax.cuh"  /* fa_exp2, quad_allreduce_max / _sum */
 
 #define FA_SM90_LN2 0.6931471805599453f
+/* Named barrier of the consumer warpgroups after zeroing borrowed V rows (0 is __syncthreads,
+ * 1 .. kWG are the epilogue's per-warpgroup barriers). */
+#define FA_SM90_BAR_ZERO_V 4
 
 /* Registers per thread after setmaxnreg: the producer warpgroup keeps the minimum (one thread
  * issues TMA, the rest exit), the consumers take the rest of the 64K register file:
@@ -175,6 +181,19 @@ static __device__ __forceinline__ void thread_pack_p(uint32_t (&pa)[Bc / 16][4],
         pa[kk][1] = fa_pack_f32x2<kBf16>(s[8 * kk + 2], s[8 * kk + 3]);
         pa[kk][2] = fa_pack_f32x2<kBf16>(s[8 * kk + 4], s[8 * kk + 5]);
         pa[kk][3] = fa_pack_f32x2<kBf16>(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+}
+
+/* Zeroes rows [0, n_rows) of a K/V slot ([D/64][Bc][64] column blocks of 128-byte rows: whole
+ * rows, so the swizzle inside a row does not matter), 16 bytes per store, spread over the
+ * kThreads consumer threads (ctid = 0 .. kThreads-1). */
+template <int D, int Bc, int kThreads>
+static __device__ __forceinline__ void block_zero_slot_rows(uint32_t slot, int n_rows, int ctid)
+{
+    const int per_block = n_rows * 8;  /* 16-byte chunks of one column block */
+    for (int i = ctid; i < (D / 64) * per_block; i += kThreads) {
+        const uint32_t addr = slot + (uint32_t)(i / per_block) * (uint32_t)(Bc * 128) + (uint32_t)(i % per_block) * 16u;
+        asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0u) : "memory");
     }
 }
 
@@ -352,6 +371,15 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
         /* tile 0: S = Q K_0^T, softmax, P_0 */
         fa_mbar_wait(bar_q, 0);
         fa_mbar_wait(bar_kfull, 0);
+        if (varlen && t_hi * Bc > sk) {
+            /* tile 0 is the end-aligned one: its first t_hi Bc - sk rows are borrowed (header
+             * comment). Zero them in its V slot (stage 0) before any P V reads it. */
+            fa_mbar_wait(bar_vfull, 0);
+            block_zero_slot_rows<D, Bc, kWG * 128>(sV, t_hi * Bc - sk, tid - 128);
+            fa_fence_proxy_async_smem();  /* the zero stores before the wgmma (async proxy) reads */
+            /* why: every consumer warpgroup's P V reads rows that the others zeroed */
+            fa_named_barrier_sync<kWG * 128>(FA_SM90_BAR_ZERO_V);
+        }
         fa_wgmma_fence();  /* s was written by ordinary code (zeroed) */
         warpgroup_gemm_qk<kBf16, D, Br, Bc>(s, dq, dk0);
         fa_wgmma_commit();

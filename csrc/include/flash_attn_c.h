@@ -58,6 +58,9 @@ const char *fa_status_string(fa_status status);
  *                lse (h, total_q); seqlen_q/k hold the max sequence lengths and the
  *                *_batch_stride fields are ignored. Sequence b owns rows
  *                [cu_seqlens_q[b], cu_seqlens_q[b+1]) of q (likewise k/v); length 0 is legal.
+ *                Rows no sequence covers (before cu_seqlens[0], from cu_seqlens[b] on) are
+ *                not attention rows: the calls leave them o = 0, lse = -inf, dq = dk = dv = 0
+ *                (fa_varlen_zero_uncovered_cpu on the CPU; the CUDA entry points do it).
  * Zero-initialise the struct (memset or `= {0}`) and fill what the call needs. */
 typedef struct fa_params {
     fa_dtype dtype;          /* dtype of q, k, v, o, p, dout, dq, dk, dv */
@@ -67,7 +70,9 @@ typedef struct fa_params {
     int64_t heads;           /* h */
     int64_t heads_k;         /* hk; heads % heads_k == 0; query head i reads kv head i / (h/hk) */
     int64_t head_dim;        /* d, shared by q, k, v, o; 1..256 */
-    int64_t total_q;         /* varlen: rows of q (= cu_seqlens_q[b]); dense: b * sq */
+    int64_t total_q;         /* varlen: rows of q (>= cu_seqlens_q[b]); dense: b * sq */
+    int64_t total_k;         /* varlen: rows of k / v (>= cu_seqlens_k[b]; 0 = cu_seqlens_k[b]);
+                                dense: unused */
 
     /* forward inputs and outputs */
     const void *q;           /* (b, sq, h, d) | (total_q, h, d) */
@@ -138,6 +143,12 @@ fa_status fa_fwd_cpu(const fa_params *p, int64_t begin, int64_t end);
 size_t fa_bwd_cpu_workspace_bytes(const fa_params *p);
 int64_t fa_bwd_cpu_work_items(const fa_params *p, int phase);
 fa_status fa_bwd_cpu(const fa_params *p, int phase, int64_t begin, int64_t end);
+
+/* Varlen only (a no-op for dense calls): o = 0 and lse = -inf on the q rows outside
+ * [cu_seqlens_q[0], cu_seqlens_q[b]) (backward != 0: dq = 0 there, and dk = dv = 0 on the k
+ * rows outside [cu_seqlens_k[0], cu_seqlens_k[b])). No work item writes those rows, so the
+ * caller runs this once, before or after the items, on any thread. */
+fa_status fa_varlen_zero_uncovered_cpu(const fa_params *p, int backward);
 
 /* Naive reference: materializes S and P for one (b, h) at a time, single-threaded. The oracle
  * of the C harness; never optimized. Backward needs no workspace. */

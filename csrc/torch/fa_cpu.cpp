@@ -75,6 +75,7 @@ FwdResult fwd_cpu(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
     const int64_t n = fa_fwd_cpu_work_items(&p);
     throw_on_error(parallel_items(n, [&](int64_t b, int64_t e) { return fa_fwd_cpu(&p, b, e); }),
                    "forward");
+    throw_on_error(fa_varlen_zero_uncovered_cpu(&p, 0), "forward");
     return {o.out, o.lse, o.probs, o.rng_state};
 }
 
@@ -116,6 +117,7 @@ BwdResult bwd_cpu(const at::Tensor &dout_in, const at::Tensor &q, const at::Tens
                        }),
                        "backward");
     }
+    throw_on_error(fa_varlen_zero_uncovered_cpu(&p, 1), "backward");
     return {g.dq, g.dk, g.dv};
 }
 

@@ -103,6 +103,7 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
         p.seqlen_q = max_seqlen_q;
         p.seqlen_k = max_seqlen_k;
         p.total_q = q.size(0);
+        p.total_k = k.size(0);
         p.cu_seqlens_q = cq.data_ptr<int32_t>();
         p.cu_seqlens_k = ck.data_ptr<int32_t>();
     } else {
@@ -112,6 +113,7 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
         p.seqlen_q = q.size(1);
         p.seqlen_k = k.size(1);
         p.total_q = p.batch * p.seqlen_q;
+        p.total_k = p.batch * p.seqlen_k;
         p.q_batch_stride = q.stride(0);
         p.k_batch_stride = k.stride(0);
         p.v_batch_stride = v.stride(0);
