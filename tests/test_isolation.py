@@ -58,17 +58,18 @@ def _set_kernels(monkeypatch, sm90: str) -> None:
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", value)
 
 
-# (lens_q, lens_k, h, hk, d): lengths off the tile sizes, short ones below a tile, the poisoned
-# sequence in the middle so neighbours on both sides are checked.
+# (lens_q, lens_k, h, hk, d): lengths off the tile sizes; the poisoned sequence (index 1) sits in
+# the middle so neighbours on both sides are checked, and is followed by key sequences shorter
+# than a key tile: a tile that ends at such a short sequence's end starts inside the poisoned one.
 CPU_VARLEN = [
     ([37, 5, 70, 1], [45, 9, 66, 3], 2, 1, 40),
-    ([17, 33, 17], [130, 7, 130], 2, 2, 64),
+    ([17, 33, 17], [130, 7, 13], 2, 2, 64),
 ]
 GPU_VARLEN = [
-    ([200, 77, 300, 5], [190, 130, 257, 9], 4, 2, d) for d in (40, 64, 128, 256)
+    ([200, 77, 300, 5], [190, 130, 9, 40], 4, 2, d) for d in (40, 64, 128, 256)
 ] + [
-    ([1, 1, 1, 1], [700, 33, 129, 64], 8, 2, 128),   # decode-like: one query, end-aligned K tiles
-    ([129, 64, 255], [129, 64, 255], 2, 2, 64),
+    ([1, 1, 1, 1], [700, 33, 12, 64], 8, 2, 128),   # decode-like: one query per sequence
+    ([129, 64, 255], [129, 200, 100], 2, 2, 64),
 ]
 
 
