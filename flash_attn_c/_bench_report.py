@@ -258,6 +258,38 @@ def write_csv(path: str, rows: Iterable[dict[str, Any]]) -> None:
             writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROW_FIELDS})
 
 
+def throughput_unit(tflops: Sequence[Optional[float]]) -> tuple[str, float]:
+    """The axis unit for these TFLOP/s values and the factor that converts to it: GFLOP/s when
+    the largest is below 1 TFLOP/s (a CPU: "0.02 TFLOP/s" reads badly), else TFLOP/s."""
+    top = max((t for t in tflops if t is not None), default=0.0)
+    return ("GFLOP/s", 1000.0) if top < 1.0 else ("TFLOP/s", 1.0)
+
+
+def seqlen_axis(ax: Any, seqlens: Sequence[int]) -> None:
+    """Log2 seqlen axis labelled with the measured lengths as 512, 2k, 16k (not 2^9)."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(seqlens))
+    ax.set_xticklabels([f"{s // 1024}k" if s >= 1024 and s % 1024 == 0 else str(s) for s in seqlens])
+    ax.minorticks_off()
+    ax.set_xlabel("seqlen")
+
+
+def figure_legend(fig: Any, axes: Any) -> None:
+    """One legend for the whole figure, below the panels, in readable type: the panels share
+    their lines, and per-panel legends in small type covered the data."""
+    handles: dict[str, Any] = {}
+    for ax in [a for row in axes for a in row]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    ncol = max(1, min(len(handles), int(fig.get_figwidth() / 2.2)))
+    rows = (len(handles) + ncol - 1) // ncol
+    bottom = 0.04 + 0.045 * rows * 3.4 / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, 0.96))
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=ncol,
+                   fontsize=10, frameon=False)
+
+
 def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequence[str],
                 device_label: str) -> list[str]:
     """PNG plots; returns the written paths ([] when matplotlib is missing).
@@ -278,6 +310,7 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
     colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
     head_dims = sorted({r["head_dim"] for r in rows})
     causals = sorted({r["causal"] for r in rows})
+    seqlens = sorted({r["seqlen"] for r in rows})
 
     def variant(r: dict[str, Any]) -> str:
         parts = [r["dtype"]]
@@ -286,6 +319,7 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
         return " ".join(parts)
 
     variants = sorted({variant(r) for r in rows})
+    dtypes = ", ".join(sorted({r["dtype"] for r in rows}))
 
     def series(sel: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
         pts = sorted((r["seqlen"], r[key]) for r in sel if r["status"] == "ok"
@@ -296,8 +330,9 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
         drows = [r for r in rows if r["direction"] == direction]
         if not drows:
             continue
+        unit, scale = throughput_unit([r.get("tflops") for r in drows if r["status"] == "ok"])
         fig, axes = plt.subplots(len(causals), len(head_dims), squeeze=False,
-                                 figsize=(4.2 * len(head_dims), 3.4 * len(causals)))
+                                 figsize=(max(4.2 * len(head_dims), 6.6), 3.4 * len(causals)))
         for ci, causal in enumerate(causals):
             for di, d in enumerate(head_dims):
                 ax = axes[ci][di]
@@ -309,20 +344,17 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
                         if not pts:
                             continue
                         label = name if len(variants) == 1 else f"{name} {var}"
-                        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o",
                                 color=colors[name], label=label,
                                 linestyle=["-", "--", ":", "-."][vi % 4],
                                 linewidth=2.4 if name == "ours" else 1.4)
-                ax.set_xscale("log", base=2)
+                seqlen_axis(ax, seqlens)
                 ax.set_title(f"d={d}, {'causal' if causal else 'non-causal'}", fontsize=10)
-                ax.set_xlabel("seqlen")
-                ax.set_ylabel("TFLOP/s")
+                ax.set_ylabel(unit)
                 ax.set_ylim(bottom=0)
                 ax.grid(True, alpha=0.3)
-                if ax.lines:
-                    ax.legend(fontsize=7)
-        fig.suptitle(f"{direction}: TFLOP/s vs seqlen ({device_label})", fontsize=11)
-        fig.tight_layout()
+        fig.suptitle(f"{direction}: {unit} vs seqlen, {dtypes} ({device_label})", fontsize=12)
+        figure_legend(fig, axes)
         path = os.path.join(out_dir, f"tflops_{direction}.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -331,7 +363,7 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
     mem_dirs = [d for d in directions if any(r["direction"] == d for r in rows)]
     if mem_dirs:
         fig, axes = plt.subplots(len(mem_dirs), len(head_dims), squeeze=False,
-                                 figsize=(4.2 * len(head_dims), 3.4 * len(mem_dirs)))
+                                 figsize=(max(4.2 * len(head_dims), 6.6), 3.4 * len(mem_dirs)))
         for ri, direction in enumerate(mem_dirs):
             for di, d in enumerate(head_dims):
                 ax = axes[ri][di]
@@ -346,21 +378,20 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
                         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                                 color=colors[name], linestyle="--" if causal else "-",
                                 label=f"{name}{' causal' if causal else ''}")
-                ax.set_xscale("log", base=2)
+                seqlen_axis(ax, seqlens)
                 if ax.lines:
                     ax.set_yscale("log")
                     # plain numbers (4, 10, 60) instead of 4x10^0 on log axes
+                    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                     ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-                    ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-                    ax.legend(fontsize=7)
+                    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
                 else:
                     ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
                 ax.set_title(f"{direction}, d={d}", fontsize=10)
-                ax.set_xlabel("seqlen")
                 ax.set_ylabel("peak extra memory (MiB)")
                 ax.grid(True, alpha=0.3)
-        fig.suptitle(f"peak memory vs seqlen ({device_label})", fontsize=11)
-        fig.tight_layout()
+        fig.suptitle(f"peak memory vs seqlen, {dtypes} ({device_label})", fontsize=12)
+        figure_legend(fig, axes)
         path = os.path.join(out_dir, "memory.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)

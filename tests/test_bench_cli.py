@@ -291,3 +291,37 @@ def test_simple_progress_without_tqdm() -> None:
     lines = stream.getvalue().splitlines()
     assert 1 <= len(lines) <= 11          # not a terminal: one line per 10% step
     assert "20/20" in lines[-1] and "100%" in lines[-1]
+
+
+def test_plot_unit_follows_magnitude() -> None:
+    """A CPU's 0.02 TFLOP/s is plotted as 20 GFLOP/s; a GPU's hundreds stay TFLOP/s."""
+    from flash_attn_c._bench_report import throughput_unit
+    assert throughput_unit([0.02, 0.5, None]) == ("GFLOP/s", 1000.0)
+    assert throughput_unit([0.3, 612.0]) == ("TFLOP/s", 1.0)
+    assert throughput_unit([]) == ("GFLOP/s", 1000.0)
+
+
+def test_plots_name_the_dtype_unit_and_share_one_legend(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Titles say the dtype and the unit; one figure legend (readable size), none per panel."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from flash_attn_c import _bench_report
+    figures = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    rows = []
+    for backend, tflops in (("ours", 0.03), ("sdpa", 0.02)):
+        for s in (128, 1024):
+            rows.append(dict(backend=backend, direction="fwd", head_dim=64, causal=False,
+                             seqlen=s, dtype="bf16", heads=8, kv_heads=8, status="ok",
+                             tflops=tflops, peak_mem_bytes=2 ** 20 * s))
+    _bench_report.write_plots(str(tmp_path), rows, ["fwd"], "CPU, 2 threads")
+    assert len(figures) == 2  # tflops_fwd, memory
+    for fig in figures:
+        title = fig._suptitle.get_text()
+        assert "bf16" in title, title
+        assert all(ax.get_legend() is None for ax in fig.axes)
+        assert len(fig.legends) == 1 and fig.legends[0].get_texts()[0].get_fontsize() >= 9
+    assert "GFLOP/s" in figures[0]._suptitle.get_text()
+    assert [t.get_text() for t in figures[0].axes[0].get_xticklabels()] == ["128", "1k"]
