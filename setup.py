@@ -5,9 +5,10 @@ torch binding, as one extension module flash_attn_c._C.
 
 Environment knobs:
     FLASH_ATTN_C_FORCE_CPU=1        build without CUDA even if nvcc is found
-    FLASH_ATTN_C_CUDA_ARCHS=80;90   SM targets (PTX of the newest is embedded too)
+    FLASH_ATTN_C_CUDA_ARCHS=80;90a  SM targets (PTX of the newest is embedded too)
     FLASH_ATTN_C_CPU_ARCH=native    -march= for the C backend (x86-64 for a portable build)
     MAX_JOBS=N                      parallel compile jobs (torch's ninja build)
+Compiler flags and include folders: csrc/build_flags.py (shared with the native harnesses).
 """
 import glob
 import os
@@ -25,6 +26,8 @@ except ImportError:  # pragma: no cover - reached only in a misconfigured build
              "(pip install -r requirements.txt, then pip install --no-build-isolation -e .)")
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "csrc"))
+import build_flags  # noqa: E402  (csrc/build_flags.py: the flags the native harnesses use too)
 
 
 def rel(pattern: str) -> list:
@@ -48,27 +51,20 @@ def nvcc_version(nvcc: str) -> str:
 
 
 NVCC = nvcc_path()
-# 90a: Hopper's own instructions (wgmma, TMA) for the sm90 forward; it runs on H100/H200.
-CUDA_ARCHS = [a for a in os.environ.get("FLASH_ATTN_C_CUDA_ARCHS", "80;90a").split(";") if a]
-CPU_ARCH = os.environ.get("FLASH_ATTN_C_CPU_ARCH", "native")
+CUDA_ARCHS = build_flags.cuda_archs()
+CPU_ARCH = build_flags.cpu_arch()
 # Extra nvcc flags, space separated (kernel A/B experiments, e.g. scripts/gpu_ab.sh): not for releases.
 NVCC_EXTRA = os.environ.get("FLASH_ATTN_C_NVCC_EXTRA", "").split()
-C_FLAGS = ["-std=c11", "-O3", f"-march={CPU_ARCH}", "-fPIC", "-fno-math-errno",
-           "-Wall", "-Wextra", "-pedantic"]
-INCLUDES = [os.path.join(ROOT, "csrc", d) for d in ("include", "cpu", "cuda")]
+C_FLAGS = build_flags.c_flags()
+INCLUDES = build_flags.includes(ROOT)
 
 c_sources = rel("csrc/cpu/*.c")
 cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp"]
-cxx_flags = ["-O3", "-std=c++17"]
+cxx_flags = list(build_flags.CXX_FLAGS)
 
 if NVCC and torch.version.cuda:
-    cuda_sources = rel("csrc/cuda/*.cu")
-    gencode = []
-    for a in CUDA_ARCHS:
-        gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-    # PTX of the newest portable arch (no 'a' suffix: arch-specific PTX would not JIT forward).
-    ptx = CUDA_ARCHS[-1].rstrip("a")
-    gencode += ["-gencode", f"arch=compute_{ptx},code=compute_{ptx}"]
+    cuda_sources = [f for d in build_flags.CUDA_DIRS for f in rel(d + "/*.cu")]
+    gencode = build_flags.gencode(CUDA_ARCHS)
     # Arch list set explicitly: nothing needs a GPU at build time.
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ";".join(
         f"{a.rstrip('a')[:-1]}.{a.rstrip('a')[-1]}{'a' if a.endswith('a') else ''}" for a in CUDA_ARCHS))
@@ -79,8 +75,7 @@ if NVCC and torch.version.cuda:
         define_macros=[("FA_WITH_CUDA", "1")],
         extra_compile_args={
             "cxx": cxx_flags + ["-DFA_WITH_CUDA"],
-            "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr",
-                     "-DFA_WITH_CUDA"] + gencode + NVCC_EXTRA,
+            "nvcc": build_flags.NVCC_FLAGS + gencode + NVCC_EXTRA,
         },
     )
     plan = (f"flash_attn_c build plan: C11 CPU backend (-march={CPU_ARCH}) + CUDA kernels for "
@@ -88,7 +83,7 @@ if NVCC and torch.version.cuda:
             f"{torch.__version__} (CUDA {torch.version.cuda})"
             + (f"; extra nvcc flags {' '.join(NVCC_EXTRA)}" if NVCC_EXTRA else ""))
 else:
-    c_sources = c_sources + ["csrc/cuda/fa_no_cuda.c"]
+    c_sources = c_sources + ["csrc/cuda/api/fa_no_cuda.c"]
     ext = CppExtension(name="flash_attn_c._C", sources=cpp_sources, include_dirs=INCLUDES,
                        extra_compile_args={"cxx": cxx_flags})
     why = ("FLASH_ATTN_C_FORCE_CPU=1" if os.environ.get("FLASH_ATTN_C_FORCE_CPU") == "1"

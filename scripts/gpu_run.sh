@@ -9,7 +9,7 @@ OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
 # Only the GPU in hand (sm_90) is built here, which halves the compile time of a test run.
 export FLASH_ATTN_C_CUDA_ARCHS=${FLASH_ATTN_C_CUDA_ARCHS:-90a}
-PYTEST_S=${PYTEST_S:-240} BENCH_S=${BENCH_S:-240} NPROC=${NPROC:-8}
+PYTEST_S=${PYTEST_S:-480} BENCH_S=${BENCH_S:-240} NPROC=${NPROC:-8}
 log() { echo "[gpu_run $(date +%T)] $*"; }
 # the tree copied to the device may carry a stale .git: the bench header takes the given commit
 [ -n "${GIT_COMMIT:-}" ] && export FLASH_ATTN_C_GIT_COMMIT=$GIT_COMMIT
@@ -27,15 +27,12 @@ python3 -m pip install -v --no-build-isolation --no-deps -e . > "$OUT/build.log"
 log "build took $(( $(date +%s) - t0 )) s"; grep "build plan" "$OUT/build.log"
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  log "dev harnesses"
-  for h in dev/fwd dev/bwd dev/fwd_sm90 dev/bwd_sm90; do
-    [ -f $h/Makefile ] || continue
-    (env -u OUT make -C $h -j16 GENCODE="-gencode arch=compute_90a,code=sm_90a" >/dev/null 2>&1 && env -u OUT timeout 150 make -C $h run GENCODE="-gencode arch=compute_90a,code=sm_90a") 2>&1 | grep -E "FAIL|passed|failed|error" | head -30
-  done > "$OUT/harness.log" 2>&1
-  tail -6 "$OUT/harness.log"
+  # the GPU suite; it builds and runs the native harnesses of dev/ too (tests/test_native_harnesses.py,
+  # with the package's flags and FLASH_ATTN_C_CUDA_ARCHS), printing their pass counts (-rA lines)
   log "pytest (gpu)"
-  timeout $PYTEST_S python3 -m pytest tests -m gpu -q -n $NPROC --timeout 200 -p no:cacheprovider "$@" > "$OUT/pytest_gpu.log" 2>&1
-  grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.log" | cut -c1-220 | head -40; tail -3 "$OUT/pytest_gpu.log"
+  timeout $PYTEST_S python3 -m pytest tests -m gpu -q -n $NPROC --timeout 200 -p no:cacheprovider -rA "$@" > "$OUT/pytest_gpu.log" 2>&1
+  grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.log" | cut -c1-220 | head -40
+  grep -E "^(fwd|fwd_sm90|bwd|bwd_sm90): [0-9]+ passed" "$OUT/pytest_gpu.log" | sort -u; tail -3 "$OUT/pytest_gpu.log" | grep -E "passed|failed"
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   log "benchmark"
@@ -45,12 +42,15 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   tar -C "$OUT" -czf "$OUT/bench.tgz" bench && rm -rf "$OUT/bench"
 fi
 if [ "$what" = all ] || [ "$what" = extras ]; then
-  log "compute-sanitizer memcheck on small harness subsets"
-  for c in "dev/bin/fwd/fwd_check -k varlen" "dev/bin/fwd_sm90/sm90_check -k sq17" \
-           "dev/bin/bwd/bwd_check --filter varlen" "dev/bin/bwd_sm90/bwd_sm90_check --filter gqa"; do
-    [ -x "${c%% *}" ] || continue
-    echo "== compute-sanitizer --tool memcheck $c"
-    timeout 50 compute-sanitizer --tool memcheck $c 2>&1 | grep -E "passed|ERROR SUMMARY|Invalid|out of bounds" | head -8
+  log "compute-sanitizer on small harness subsets (memcheck everywhere; racecheck, synccheck on the Hopper kernels)"
+  for c in "memcheck dev/bin/fwd/fwd_check -k varlen" "memcheck dev/bin/fwd_sm90/sm90_check -k varlen" \
+           "memcheck dev/bin/bwd/bwd_check --filter varlen" "memcheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
+           "racecheck dev/bin/fwd_sm90/sm90_check -k varlen" "synccheck dev/bin/fwd_sm90/sm90_check -k varlen" \
+           "racecheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" "synccheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa"; do
+    set -- $c; tool=$1; shift
+    [ -x "$1" ] || { echo "== $1 missing (not built)"; continue; }
+    echo "== compute-sanitizer --tool $tool $*"
+    timeout 90 compute-sanitizer --tool $tool "$@" 2>&1 | grep -E "passed|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|out of bounds|hazard|Barrier" | head -8
   done > "$OUT/sanitizer.log" 2>&1
   cat "$OUT/sanitizer.log"
   log "deterministic backward cost"

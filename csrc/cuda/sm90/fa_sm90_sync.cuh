@@ -1,4 +1,4 @@
-/* fa_fwd_sm90_sync.cuh - Hopper synchronization and copy primitives of the sm90 forward:
+/* fa_sm90_sync.cuh - Hopper synchronization and copy primitives of the sm90 forward:
  * mbarriers, TMA tile loads (cp.async.bulk.tensor), named barriers, register reallocation
  * (setmaxnreg) and the generic <-> async proxy fence. sm_90a device pass only (FA_SM90_DEVICE).
  *

@@ -43,7 +43,7 @@
 #include <stdint.h>
 
 #include "fa_bwd_args.cuh"
-#include "fa_fwd_sm90_sync.cuh"
+#include "fa_sm90_sync.cuh"
 #include "fa_mma.cuh"
 #include "fa_tuning.h"
 #include "fa_wgmma.cuh"

@@ -1,5 +1,5 @@
 /* fa_bwd_host.h - host-side, CUDA-free part of the backward entry points: validation,
- * workspace layout and the fa_params -> fa_bwd_args conversion. Shared by fa_bwd.cu and the
+ * workspace layout and the fa_params -> fa_bwd_args conversion. Shared by fa_bwd_api.cu and the
  * CPU simulator of dev/bwd (which runs the kernel bodies without a GPU).
  *
  * Workspace layout (fa_bwd_workspace_need), 256-byte aligned pieces:

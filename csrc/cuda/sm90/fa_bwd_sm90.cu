@@ -5,7 +5,7 @@
  *   2. fa_bwd_sm90_kernel<kBf16, D, kDq = atomic_dq>: dK, dV per key block, dS K added into dq_accum (not when
  *      deterministic: float atomics add in a varying order);
  *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype;
- *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd.cu),
+ *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd_api.cu),
  *      which recomputes S and dP per query block and sums over the keys in a fixed order.
  * Workspace layout: exactly the sm80 backward's (fa_bwd_host.h).
  */

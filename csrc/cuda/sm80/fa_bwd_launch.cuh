@@ -2,7 +2,7 @@
  *
  * Defined here, explicitly instantiated once per head-dim bucket in fa_bwd_hdim{64,96,128,192,256}.cu
  * (so the heavy kernels compile in parallel, one translation unit each) and called from the
- * dispatch in fa_bwd.cu, which only sees the declaration below.
+ * dispatch in fa_bwd_api.cu, which only sees the declaration below.
  */
 #ifndef FA_BWD_LAUNCH_CUH
 #define FA_BWD_LAUNCH_CUH
@@ -22,7 +22,7 @@ fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream
 template <bool kBf16, int kD>
 fa_status fa_bwd_launch_dq(const fa_bwd_args &a, cudaStream_t stream);
 
-/* fa_bwd_launch_dq of a.head_dim's bucket (fa_bwd.cu); used by the sm80 and the sm90 paths. */
+/* fa_bwd_launch_dq of a.head_dim's bucket (fa_bwd_api.cu); used by the sm80 and the sm90 paths. */
 fa_status fa_bwd_run_dq_pass(const fa_bwd_args &a, int bf16, cudaStream_t stream);
 
 #ifdef FA_BWD_LAUNCH_DEFINE

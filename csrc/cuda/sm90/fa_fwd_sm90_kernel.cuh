@@ -43,7 +43,7 @@
 #include <stdint.h>
 #include "fa_fwd_sm90_args.cuh"
 #include "fa_wgmma.cuh"
-#include "fa_fwd_sm90_sync.cuh"
+#include "fa_sm90_sync.cuh"
 #include "fa_mma.cuh"      /* fa_smem_u32, fa_pack_f32x2 */
 #include "fa_mask.cuh"     /* fa_mask_t, fa_mask_row_range, fa_mask_tile_is_full */
 #include "fa_softmax.cuh"  /* fa_exp2, quad_allreduce_max / _sum */

@@ -18,7 +18,6 @@
 #include "fa_mask.cuh"
 #include "fa_softmax.cuh"
 #include "fa_dropout.cuh"
-#include "fa_bwd_cp_async.cuh"
 #include "fa_bwd_args.cuh"
 
 #define FA_BWD_LOG2E 1.4426950408889634f

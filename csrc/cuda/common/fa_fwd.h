@@ -45,7 +45,7 @@ typedef struct fa_fwd_args {
     int64_t *rng_state;           /* device (2,), or NULL */
 } fa_fwd_args;
 
-/* Fills the kernel arguments from a checked fa_params (fa_cuda_api.cu); FA_ERR_NULL_POINTER when a
+/* Fills the kernel arguments from a checked fa_params (fa_fwd_api.cu); FA_ERR_NULL_POINTER when a
  * philox seed pointer comes without its offset pointer. */
 fa_status fa_fwd_fill_args(const fa_params *p, fa_fwd_args *a);
 

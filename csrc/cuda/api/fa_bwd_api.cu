@@ -1,4 +1,4 @@
-/* fa_bwd.cu - CUDA backward entry points: workspace size, validation and dispatch.
+/* fa_bwd_api.cu - CUDA backward entry points: workspace size, validation and dispatch.
  *
  * Passes, all on the caller's stream, no allocation and no host synchronization:
  *   1. fa_bwd_dot_do_o_kernel   D = rowsum(dO o O) into the workspace; zeroes dq_accum

@@ -1,5 +1,5 @@
-"""Emitters shared by the wgmma header generators (dev/fwd_sm90/gen_wgmma.py writes the generated
-part of csrc/cuda/fa_wgmma.cuh, dev/bwd_sm90/gen_wgmma_bwd.py all of csrc/cuda/fa_wgmma_bwd.cuh).
+"""Emitters shared by the wgmma header generators (csrc/cuda/sm90/gen_wgmma.py writes the generated
+part of csrc/cuda/sm90/fa_wgmma.cuh, csrc/cuda/sm90/gen_wgmma_bwd.py all of csrc/cuda/sm90/fa_wgmma_bwd.cuh).
 
 A wgmma.mma_async m64nNk16 with fp32 accumulators names N/2 accumulator registers per thread; inline
 PTX needs every one of them spelled out as "%i" in the instruction string and as a "+f" operand.

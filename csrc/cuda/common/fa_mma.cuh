@@ -95,6 +95,16 @@ static __device__ __forceinline__ void fa_cp_async_16(uint32_t smem_addr, const 
                  :: "r"(smem_addr), "l"(gmem_ptr), "r"(src_bytes));
 }
 
+/* 4-byte global -> shared copy (.ca: the 16-byte-only .cg does not take 4), for per-row fp32
+ * vectors (LSE, D). pred false: the 4 destination bytes are zero-filled and nothing is read
+ * (gmem_ptr must still be valid). */
+static __device__ __forceinline__ void fa_cp_async_4(uint32_t smem_addr, const void *gmem_ptr, bool pred)
+{
+    int src_bytes = pred ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem_ptr),
+                 "r"(src_bytes));
+}
+
 /* Closes the group of cp.async issued by this thread since the last commit. */
 static __device__ __forceinline__ void fa_cp_async_commit(void)
 {

@@ -1,5 +1,5 @@
 /* fa_fwd_sm90.cuh - entry points of the Hopper (sm_90a, wgmma + TMA) forward, for the dispatch in
- * fa_cuda_api.cu and for dev/fwd_sm90's harness. Host functions only; the kernel lives in
+ * fa_fwd_api.cu and for dev/fwd_sm90's harness. Host functions only; the kernel lives in
  * fa_fwd_sm90_kernel.cuh, the host side in fa_fwd_sm90.cu.
  *
  * The sm90 kernel covers the plain path: fp16/bf16, head dims 40..256 in buckets 64 / 128 / 256,
@@ -12,8 +12,8 @@
 
 #include "flash_attn_c.h"
 
-/* The dispatch hook in fa_cuda_api.cu tests `fa_fwd_sm90_supported != NULL`: the two entry points
- * it calls are weak symbols, so a build that links fa_cuda_api.cu without the fa_fwd_sm90*.cu
+/* The dispatch hook in fa_fwd_api.cu tests `fa_fwd_sm90_supported != NULL`: the two entry points
+ * it calls are weak symbols, so a build that links fa_fwd_api.cu without the fa_fwd_sm90*.cu
  * objects (dev/fwd's harness) still links and simply never takes the sm90 path. */
 #if defined(__GNUC__)
 #define FA_SM90_WEAK __attribute__((weak))

@@ -1,4 +1,4 @@
-/* fa_cuda_api.cu - the C entry points of the CUDA forward: fa_cuda_available, fa_fwd_cuda.
+/* fa_fwd_api.cu - the C entry points of the CUDA forward: fa_cuda_available, fa_fwd_cuda.
  * (fa_dropout_mask_cuda: fa_dropout_mask.cu; fa_bwd_cuda*: the backward's files.)
  *
  * fa_fwd_cuda validates what the kernels assume, converts fa_params into the kernel argument
