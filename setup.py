@@ -58,7 +58,8 @@ C_FLAGS = ["-std=c11", "-O3", f"-march={CPU_ARCH}", "-fPIC", "-fno-math-errno",
 INCLUDES = [os.path.join(ROOT, "csrc", d) for d in ("include", "cpu", "cuda")]
 
 c_sources = rel("csrc/cpu/*.c")
-cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp"]
+cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp",
+               "csrc/torch/fa_rotary_op.cpp"]
 cxx_flags = ["-O3", "-std=c++17"]
 
 if NVCC and torch.version.cuda:
