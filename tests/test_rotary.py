@@ -334,9 +334,6 @@ def test_rotary_embedding_module(device, dtype, mode, interleaved, xpos):
     b, s, h, d, off = 2, 9, 3, 32, 4
     rope = RotaryEmbedding(d, base=500.0, interleaved=interleaved,
                            scale_base=64.0 if xpos else None, device=device)
-    cq, sq, ck, sk = _rope_tables_ref(d, 500.0, s + off, 64.0 if xpos else None)
-    # the module's tables are in x's dtype (flash-attn caches them so): the oracle uses the same
-    tq = [t.to(dtype).float() for t in (cq, sq, ck, sk)]
     pos = row_positions(b, s, off)
     if mode == "qkv":
         qkv = torch.randn(b, s, 3, h, d, device=device, dtype=dtype)
@@ -351,8 +348,20 @@ def test_rotary_embedding_module(device, dtype, mode, interleaved, xpos):
         q1, kv1 = rope(q, kv, seqlen_offset=off)
         assert q1 is q and kv1 is kv
         k1 = kv[:, :, 0]
-    _check_forward(q1, q0, tq[0].to(device), tq[1].to(device), pos, interleaved, dtype)
-    _check_forward(k1, k0, tq[2].to(device), tq[3].to(device), pos, interleaved, dtype)
+    # the tables the module cached (in x's dtype, as flash-attn caches them) are RoFormer's / XPos'
+    # to rounding; the rotation is then checked with exactly those tables
+    refs = _rope_tables_ref(d, 500.0, s + off, 64.0 if xpos else None)
+    cached = (rope._cos_cached, rope._sin_cached) + ((rope._cos_k_cached, rope._sin_k_cached)
+                                                      if xpos else (rope._cos_cached, rope._sin_cached))
+    for name, got, want in zip(("cos", "sin", "cos_k", "sin_k"), cached, refs):
+        assert got.dtype == dtype and got.shape == want.shape, name
+        # rounding to dtype, plus the fp32 angle p * inv_freq (p < s + off) the module computes
+        tol = (2 * torch.finfo(dtype).eps * max(1.0, want.abs().max().item())
+               + 4 * torch.finfo(torch.float32).eps * (s + off))
+        torch.testing.assert_close(got.cpu().double(), want, rtol=0, atol=tol, msg=name)
+    tq = [t.float() for t in cached]
+    _check_forward(q1, q0, tq[0], tq[1], pos, interleaved, dtype)
+    _check_forward(k1, k0, tq[2], tq[3], pos, interleaved, dtype)
 
 
 def test_rotary_embedding_tensor_offsets_need_max_seqlen():
