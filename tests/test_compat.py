@@ -63,7 +63,7 @@ USER_SCRIPT = textwrap.dedent('''
     out_p, lse_p, _, rng_p = _flash_attn_forward(q, k, v, 0.25, scale, False, -1, -1, 0.0, None, False)
     dq_p, dk_p, dv_p = (torch.full_like(x, nan) for x in (q, k, v))
     sd_p = _flash_attn_backward(dout, q, k, v, out_p, lse_p, dq_p, dk_p, dv_p, 0.25, scale, False,
-                                -1, -1, 0.0, None, False, rng_p)
+                                -1, -1, 0.0, None, True, rng_p)  # deterministic: compared bitwise
     r.update(out_p=out_p, rng_p=rng_p, dq_p=dq_p, dk_p=dk_p, dv_p=dv_p, softmax_d_p=sd_p)
 
     # varlen through bert_padding, and the private varlen forward / backward
@@ -165,7 +165,8 @@ def test_user_script_runs_on_flash_attn_c(tmp_path, device, dtype):
     seed, offset = (int(x) for x in r["rng_p"].tolist())
     leaves = [x.clone().requires_grad_() for x in (q, k, v)]
     with _dropout.fixed_dropout_seed(seed, offset):
-        out_p = flash_attn_c.flash_attn_func(*leaves, dropout_p=0.25, softmax_scale=scale)
+        out_p = flash_attn_c.flash_attn_func(*leaves, dropout_p=0.25, softmax_scale=scale,
+                                             deterministic=True)
     grads = torch.autograd.grad(out_p, leaves, dout)
     assert torch.equal(r["out_p"], out_p.detach())
     for name, got, want in zip(("dq", "dk", "dv"), (r["dq_p"], r["dk_p"], r["dv_p"]), grads):
