@@ -59,7 +59,8 @@ C_FLAGS = build_flags.c_flags()
 INCLUDES = build_flags.includes(ROOT)
 
 c_sources = rel("csrc/cpu/*.c")
-cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp"]
+cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp",
+               "csrc/torch/fa_rotary_op.cpp"]
 cxx_flags = list(build_flags.CXX_FLAGS)
 
 if NVCC and torch.version.cuda:

@@ -16,6 +16,7 @@ from .interface import (
     flash_attn_varlen_kvpacked_func,
     flash_attn_varlen_qkvpacked_func,
 )
+from .rotary import RotaryEmbedding, apply_rotary_emb
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,8 @@ __all__ = [
     "flash_attn_varlen_qkvpacked_func",
     "flash_attn_varlen_kvpacked_func",
     "flash_attn_with_kvcache",
+    "apply_rotary_emb",
+    "RotaryEmbedding",
     "dropout_mask",
     "fixed_dropout_seed",
     "cuda_available",

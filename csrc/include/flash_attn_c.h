@@ -161,6 +161,44 @@ void fa_dropout_mask_cpu(uint64_t seed, uint64_t offset, float dropout_p, int64_
                          int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
                          uint8_t *mask /* (b, h, sq, sk) */);
 
+/* ---- Rotary position embedding (RoPE), CPU and CUDA ------------------------------------
+ * out[..., :rd] = x[..., :rd] rotated pair by pair, out[..., rd:] = x[..., rd:] (rd = rotary_dim).
+ * Pair i (0 <= i < rd/2) is (i, i + rd/2) (GPT-NeoX) or (2i, 2i + 1) when interleaved (GPT-J):
+ *   o0 = x0 * c - x1 * s,  o1 = x0 * s + x1 * c,  c = cos[pos][i], s = sin[pos][i] (-sin if
+ *   conjugate: the inverse rotation, i.e. the backward). Computed in fp32, stored in dtype.
+ * Dense:  x (batch, seqlen, heads, head_dim); row r = b * seqlen + j has pos = j + offset(b).
+ * Varlen: cu_seqlens non-NULL, x (rows, heads, head_dim); row r with cu[b] <= r < cu[b + 1] has
+ *         pos = r - cu[b] + offset(b); rows outside every sequence are passed through unchanged.
+ * offset(b) = seqlen_offsets ? seqlen_offsets[b] : seqlen_offset. A pos outside [0, seqlen_ro)
+ * is not rotated (c = 1, s = 0), like flash-attn past the end of its cos/sin tables.
+ * out may be x itself (same pointer and strides: in place); otherwise they must not overlap. */
+typedef struct fa_rotary_params {
+    fa_dtype dtype;            /* of x and out: FA_F32, FA_F16, FA_BF16 (all on both backends) */
+    int64_t batch;             /* dense: b; varlen: number of sequences */
+    int64_t seqlen;            /* dense: rows per batch entry; varlen: unused */
+    int64_t rows;              /* dense: batch * seqlen; varlen: rows of x */
+    int64_t heads;
+    int64_t head_dim;
+    int64_t rotary_dim;        /* even, 0 <= rotary_dim <= head_dim */
+    const void *x;             /* (batch, seqlen, heads, head_dim) | (rows, heads, head_dim) */
+    void *out;                 /* like x (its own strides), or x itself */
+    int64_t x_batch_stride, x_row_stride, x_head_stride;      /* batch stride: dense only */
+    int64_t out_batch_stride, out_row_stride, out_head_stride;
+    const float *cos;          /* (seqlen_ro, rotary_dim / 2) contiguous fp32 */
+    const float *sin;          /* (seqlen_ro, rotary_dim / 2) contiguous fp32 */
+    int64_t seqlen_ro;
+    const int32_t *cu_seqlens;     /* (batch + 1,) or NULL (dense) */
+    const int64_t *seqlen_offsets; /* (batch,) or NULL: then seqlen_offset for every sequence */
+    int64_t seqlen_offset;
+    int interleaved;
+    int conjugate;
+} fa_rotary_params;
+
+/* Sizes, pointers and rotary_dim; does not read cu_seqlens / seqlen_offsets (may be device memory). */
+fa_status fa_rotary_check(const fa_rotary_params *p);
+/* CPU: rows [row_begin, row_end) (any split over threads; rows write disjoint outputs). Host memory. */
+fa_status fa_rotary_cpu(const fa_rotary_params *p, int64_t row_begin, int64_t row_end);
+
 /* ---- CUDA backend (csrc/cuda) -----------------------------------------------------------
  * stream is a cudaStream_t passed as void* so that C can include this header. All device
  * pointers, including cu_seqlens. No host synchronization, no allocation. */
@@ -171,6 +209,8 @@ fa_status fa_bwd_cuda(const fa_params *p, void *stream);
 fa_status fa_dropout_mask_cuda(uint64_t seed, uint64_t offset, float dropout_p, int64_t batch,
                                int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
                                uint8_t *mask /* device (b, h, sq, sk) */, void *stream);
+/* Rotary embedding of the whole call (device pointers, cu_seqlens / seqlen_offsets included). */
+fa_status fa_rotary_cuda(const fa_rotary_params *p, void *stream);
 
 #ifdef __cplusplus
 }

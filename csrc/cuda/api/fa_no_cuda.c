@@ -31,3 +31,10 @@ fa_status fa_dropout_mask_cuda(uint64_t seed, uint64_t offset, float dropout_p, 
     (void)seqlen_q; (void)seqlen_k; (void)mask; (void)stream;
     return FA_ERR_NO_CUDA;
 }
+
+fa_status fa_rotary_cuda(const fa_rotary_params *p, void *stream)
+{
+    (void)p;
+    (void)stream;
+    return FA_ERR_NO_CUDA;
+}

@@ -1,0 +1,143 @@
+"""Opt-in drop-in for flash-attn 2.8: after ``import flash_attn_c.compat``, code that imports
+``flash_attn`` runs unchanged on flash_attn_c. Nothing is registered without this import.
+
+Modules registered (in sys.modules, built from flash_attn_c's functions):
+    flash_attn                          the 7 public functions, __version__ = "2.8.3"
+    flash_attn.flash_attn_interface     the public functions, the private _flash_attn_forward /
+                                        _flash_attn_varlen_forward / _flash_attn_backward /
+                                        _flash_attn_varlen_backward (flash_attn_c._compat_impl)
+    flash_attn.bert_padding             index_first_axis, index_put_first_axis,
+                                        index_first_axis_residual, unpad_input, pad_input,
+                                        unpad_input_for_concatenated_sequences
+    flash_attn.layers, flash_attn.layers.rotary
+                                        apply_rotary_emb(_func, _qkv_, _kv_, _torch), rotate_half,
+                                        RotaryEmbedding (flash_attn_c.rotary: fused C / CUDA)
+Any other ``flash_attn.*`` import fails with a ModuleNotFoundError that says what is served.
+
+If a real flash-attn is installed (a distribution, an importable ``flash_attn`` package, or one
+already imported) this import raises ImportError instead of shadowing it. Importing it again
+is a no-op. See docs/compat.md.
+"""
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import sys
+import types
+from typing import Dict, Optional
+
+from . import _compat_impl, bert_padding, interface, kvcache, rotary
+
+FLASH_ATTN_VERSION = "2.8.3"  # the flash-attn release whose API is served
+_MARK = "__flash_attn_c_compat__"
+
+_PUBLIC = {
+    "flash_attn_func": interface.flash_attn_func,
+    "flash_attn_kvpacked_func": interface.flash_attn_kvpacked_func,
+    "flash_attn_qkvpacked_func": interface.flash_attn_qkvpacked_func,
+    "flash_attn_varlen_func": interface.flash_attn_varlen_func,
+    "flash_attn_varlen_kvpacked_func": interface.flash_attn_varlen_kvpacked_func,
+    "flash_attn_varlen_qkvpacked_func": interface.flash_attn_varlen_qkvpacked_func,
+    "flash_attn_with_kvcache": kvcache.flash_attn_with_kvcache,
+}
+
+_PRIVATE = {
+    "_flash_attn_forward": _compat_impl._flash_attn_forward,
+    "_flash_attn_varlen_forward": _compat_impl._flash_attn_varlen_forward,
+    "_flash_attn_backward": _compat_impl._flash_attn_backward,
+    "_flash_attn_varlen_backward": _compat_impl._flash_attn_varlen_backward,
+}
+# flash-attn >= 2.6 calls these through torch.ops wrappers of the same signatures; some callers
+# import the wrapper names.
+_PRIVATE.update({"_wrapped" + name: fn for name, fn in _PRIVATE.items()})
+
+_BERT_PADDING = {
+    "index_first_axis": bert_padding.index_first_axis,
+    "index_put_first_axis": bert_padding.index_put_first_axis,
+    "index_first_axis_residual": _compat_impl.index_first_axis_residual,
+    "unpad_input": bert_padding.unpad_input,
+    "pad_input": bert_padding.pad_input,
+    "unpad_input_for_concatenated_sequences": _compat_impl.unpad_input_for_concatenated_sequences,
+}
+
+_ROTARY = {name: getattr(rotary, name) for name in rotary.__all__}
+
+_MODULES = ("flash_attn", "flash_attn.flash_attn_interface", "flash_attn.bert_padding",
+            "flash_attn.layers", "flash_attn.layers.rotary")
+
+
+def _real_flash_attn() -> Optional[str]:
+    """Where a real flash-attn lives, or None. Checked before anything is registered."""
+    mod = sys.modules.get("flash_attn")
+    if mod is not None:
+        return f"a flash_attn module is already imported (from {getattr(mod, '__file__', None)!r})"
+    for dist_name in ("flash-attn", "flash_attn"):
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return f"the distribution {dist.metadata['Name']} {dist.version} is installed"
+    spec = importlib.util.find_spec("flash_attn")
+    if spec is not None:
+        where = spec.origin or list(spec.submodule_search_locations or [])
+        return f"a flash_attn package is importable (from {where!r})"
+    return None
+
+
+def _module(name: str, attrs: Dict[str, object], doc: str, package: bool) -> types.ModuleType:
+    mod = types.ModuleType(name, doc)
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=package)
+    if package:
+        mod.__path__ = []  # a package, so `import flash_attn.x` looks x up in sys.modules
+    mod.__package__ = name if package else name.rpartition(".")[0]
+    mod.__file__ = __file__
+    setattr(mod, _MARK, True)
+    for key, value in attrs.items():
+        setattr(mod, key, value)
+    mod.__all__ = [k for k in attrs if not k.startswith("_")]
+    return mod
+
+
+class _ServedOnly:
+    """A meta-path finder that turns an import of any other flash_attn.* module into a clear error
+    (instead of 'No module named ...' with no hint that flash_attn is flash_attn_c here)."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.startswith("flash_attn.") and name not in sys.modules:
+            raise ModuleNotFoundError(
+                f"No module named {name!r}: flash_attn is flash_attn_c here (flash_attn_c.compat), "
+                f"which serves only {', '.join(_MODULES)}", name=name)
+        return None
+
+
+def _install() -> None:
+    if getattr(sys.modules.get("flash_attn"), _MARK, False):
+        return  # already installed: importing compat again is a no-op
+    real = _real_flash_attn()
+    if real is not None:
+        raise ImportError(
+            f"flash_attn_c.compat refuses to shadow a real flash-attn: {real}. Use that flash-attn, "
+            "or uninstall it (pip uninstall flash-attn) to run `import flash_attn` code on "
+            "flash_attn_c; flash_attn_c's own API (import flash_attn_c) works either way.")
+    from . import __version__ as ours
+    iface = _module("flash_attn.flash_attn_interface", {**_PUBLIC, **_PRIVATE},
+                    "flash_attn.flash_attn_interface served by flash_attn_c", False)
+    padding = _module("flash_attn.bert_padding", _BERT_PADDING,
+                      "flash_attn.bert_padding served by flash_attn_c", False)
+    rot = _module("flash_attn.layers.rotary", _ROTARY,
+                  "flash_attn.layers.rotary served by flash_attn_c (fused C / CUDA rotary)", False)
+    layers = _module("flash_attn.layers", {"rotary": rot}, "flash_attn.layers served by flash_attn_c",
+                     True)
+    top = _module("flash_attn", {**_PUBLIC, "__version__": FLASH_ATTN_VERSION,
+                                 "__flash_attn_c_version__": ours, "flash_attn_interface": iface,
+                                 "bert_padding": padding, "layers": layers},
+                  f"flash-attn {FLASH_ATTN_VERSION} API served by flash_attn_c {ours}", True)
+    top.__all__ = list(_PUBLIC)
+    layers.__all__ = ["rotary"]
+    for mod in (top, iface, padding, layers, rot):
+        sys.modules[mod.__name__] = mod
+    if not any(isinstance(f, _ServedOnly) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ServedOnly())
+
+
+_install()
