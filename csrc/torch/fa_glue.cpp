@@ -72,16 +72,20 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
                 q.dim(), "-D");
     TORCH_CHECK(k.dim() == rank, "flash_attn_c: k must be ", rank, "-D ", layout, ", got ",
                 k.dim(), "-D");
-    TORCH_CHECK(v.sizes() == k.sizes(), "flash_attn_c: v must have the shape of k ", k.sizes(),
-                ", got ", v.sizes());
-
+    // k is compared with q first, then v with k, so each message names the tensor that is wrong.
     const int64_t d = q.size(-1);
     TORCH_CHECK(d >= 1 && d <= 256, "flash_attn_c: head_dim (q.shape[-1]) must be in [1, 256], got ",
                 d);
     TORCH_CHECK(k.size(-1) == d, "flash_attn_c: k.shape[-1] must equal q's head_dim ", d, ", got ",
                 k.size(-1));
+    if (!pr.varlen)
+        TORCH_CHECK(k.size(0) == q.size(0), "flash_attn_c: k must have the batch size of q (",
+                    q.size(0), "), got ", k.size(0));
     const int64_t h = q.size(-2), hk = k.size(-2);
-    TORCH_CHECK(h >= 1 && hk >= 1, "flash_attn_c: the number of heads of q and k must be >= 1");
+    TORCH_CHECK(h >= 1, "flash_attn_c: q must have at least one head (q.shape[-2] >= 1), got ", h);
+    TORCH_CHECK(hk >= 1, "flash_attn_c: k must have at least one head (k.shape[-2] >= 1), got ", hk);
+    TORCH_CHECK(v.sizes() == k.sizes(), "flash_attn_c: v must have the shape of k ", k.sizes(),
+                ", got ", v.sizes());
     TORCH_CHECK(h % hk == 0, "flash_attn_c: the number of query heads (", h,
                 ") must be a multiple of the number of key/value heads (", hk, ")");
     check_last_dim_contiguous(q, "q");
@@ -106,8 +110,6 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
         p.cu_seqlens_q = cq.data_ptr<int32_t>();
         p.cu_seqlens_k = ck.data_ptr<int32_t>();
     } else {
-        TORCH_CHECK(k.size(0) == q.size(0), "flash_attn_c: k must have the batch size of q (",
-                    q.size(0), "), got ", k.size(0));
         p.batch = q.size(0);
         p.seqlen_q = q.size(1);
         p.seqlen_k = k.size(1);
