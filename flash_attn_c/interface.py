@@ -11,6 +11,7 @@ Causal and windows are aligned to the bottom-right corner of the (sq, sk) score 
 see no key give out = 0 and lse = -inf.
 """
 import math
+import numbers
 import operator
 from typing import Optional, Sequence, Tuple, Union
 
@@ -65,13 +66,10 @@ def _window(window_size: WindowSize, causal: bool) -> Tuple[int, int]:
 
 
 def _real(x: object, name: str) -> float:
-    """float(x) for a real number (int, float, numpy scalar), else a TypeError naming x."""
-    if isinstance(x, (bool, complex)) or isinstance(x, torch.Tensor) and x.dim() != 0:
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    try:
+    """float(x) for a real number (int, float, numpy scalar, 0-d tensor), else a TypeError naming x."""
+    if isinstance(x, numbers.Real) or isinstance(x, torch.Tensor) and x.dim() == 0:
         return float(x)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}") from None
+    raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
 
 
 def _check_scalars(dropout_p: float, softcap: float) -> Tuple[float, float]:

@@ -127,6 +127,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         raise ValueError("q must be 4-D (batch, seqlen_q, nheads, headdim), got shape "
                          f"{tuple(q.shape)}")
     b, sq, h, d = q.shape
+    # q's dtype first, so that a wrong q is not blamed on the caches compared with it
+    allowed = (torch.float16, torch.bfloat16) if q.is_cuda else (torch.float32, torch.float16,
+                                                                  torch.bfloat16)
+    if q.dtype not in allowed:
+        raise TypeError(f"q must be one of {[str(t) for t in allowed]} on {dev.type}, got {q.dtype}")
     paged = block_table is not None
     layout = ("(num_blocks, page_block_size, nheads_k, headdim)" if paged
               else "(batch_size_cache, seqlen_cache, nheads_k, headdim)")
@@ -147,10 +152,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         raise ValueError(f"q's nheads ({h}) must be a multiple of k_cache's nheads_k ({hk})")
     _, softcap = _check_scalars(0.0, softcap)
     # Checks the op would also make, done here so that a rejected call never writes the cache.
-    allowed = (torch.float16, torch.bfloat16) if q.is_cuda else (torch.float32, torch.float16,
-                                                                  torch.bfloat16)
-    if q.dtype not in allowed:
-        raise TypeError(f"q must be one of {[str(t) for t in allowed]} on {dev.type}, got {q.dtype}")
     if not 0 < d <= 256:
         raise ValueError(f"q's head dim must be in [1, 256], got {d}")
     if alibi_slopes is not None:

@@ -25,7 +25,9 @@ static fa_dtype to_fa_dtype(at::ScalarType t, bool cuda)
 
 static void check_last_dim_contiguous(const at::Tensor &t, const char *name)
 {
-    TORCH_CHECK(t.size(-1) <= 1 || t.stride(-1) == 1, "flash_attn_c: ", name,
+    // An empty tensor is never read (its strides may be anything, e.g. 0 for an expanded
+    // gradient of an empty output).
+    TORCH_CHECK(t.numel() == 0 || t.size(-1) <= 1 || t.stride(-1) == 1, "flash_attn_c: ", name,
                 " must have a contiguous last dimension (stride(-1) == 1), got stride ",
                 t.stride(-1));
 }
@@ -53,6 +55,7 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
     fa_params &p = pr.params;
     std::memset(&p, 0, sizeof(p));
 
+    p.dtype = to_fa_dtype(q.scalar_type(), cuda);  // first: a bool/int q is q's fault, not k's
     TORCH_CHECK(k.scalar_type() == q.scalar_type(), "flash_attn_c: k must have the dtype of q (",
                 q.scalar_type(), "), got ", k.scalar_type());
     TORCH_CHECK(v.scalar_type() == q.scalar_type(), "flash_attn_c: v must have the dtype of q (",
@@ -61,7 +64,6 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
                 " like q, got ", k.device());
     TORCH_CHECK(v.device() == q.device(), "flash_attn_c: v must be on ", q.device(),
                 " like q, got ", v.device());
-    p.dtype = to_fa_dtype(q.scalar_type(), cuda);
 
     TORCH_CHECK(cu_seqlens_q.has_value() == cu_seqlens_k.has_value(),
                 "flash_attn_c: cu_seqlens_q and cu_seqlens_k must both be given or both be None");
