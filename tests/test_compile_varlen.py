@@ -103,9 +103,15 @@ def _kvpacked_args(lens_q, lens_k, device):
             max(lens_k))
 
 
+# CPU: aot_eager (Dynamo + AOTAutograd with our fake kernels; inductor's C++ codegen would take
+# about a minute on the 2-core CI machine, test_compile.py covers it); CUDA: both.
+BACKENDS = [pytest.param("cpu", "aot_eager", id="cpu-aot_eager"),
+            pytest.param("cuda", "aot_eager", marks=pytest.mark.gpu, id="cuda-aot_eager"),
+            pytest.param("cuda", "inductor", marks=pytest.mark.gpu, id="cuda-inductor")]
+
+
 @pytest.mark.usefixtures("one_cpu_thread")
-@pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("device,backend", BACKENDS)
 def test_varlen_twenty_max_seqlens_one_graph(device, backend):
     _run(_varlen_loss, _varlen_args, device, backend)
 
@@ -120,3 +126,44 @@ def test_varlen_qkvpacked_twenty_max_seqlens(device):
 @pytest.mark.parametrize("device", devices())
 def test_varlen_kvpacked_twenty_max_seqlens(device):
     _run(_kvpacked_loss, _kvpacked_args, device, "aot_eager")
+
+
+@pytest.mark.usefixtures("one_cpu_thread")
+@pytest.mark.parametrize("packing", ["cu_seq_lens", "position_ids"])
+def test_transformers_packed_training_twenty_lengths(packing):
+    """A tiny transformers Llama using our attention, trained on packed batches (cu_seq_lens_q/k
+    with integer max_length_q/k as DataCollatorWithFlattening gives, or restarting position_ids),
+    with a different longest sequence every batch: at most 2 compiles, loss and gradients equal
+    eager's."""
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM, LlamaConfig
+    from flash_attn_c.integrations import transformers as fa_tf
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=fa_tf.register()).train()
+    params = list(model.parameters())
+
+    def loss_fn(ids, pos, cu, max_len: int):
+        kw = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len,
+                  max_length_k=max_len) if packing == "cu_seq_lens" else {}
+        return model(input_ids=ids, position_ids=pos, **kw).logits.float().pow(2).mean()
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss_fn, fullgraph=True, dynamic=None, backend=counter)
+    for lens, _ in _batches(N_LENGTHS):
+        lens = [n + 1 for n in lens]  # no empty sequence: position_ids cannot express one
+        ids = torch.randint(1, cfg.vocab_size, (1, sum(lens)))
+        pos = torch.cat([torch.arange(n) for n in lens])[None]
+        cu = cu_from_lens(lens, "cpu")
+        got = compiled(ids, pos, cu, max(lens))
+        g_got = torch.autograd.grad(got, params)
+        want = loss_fn(ids, pos, cu, max(lens))
+        g_want = torch.autograd.grad(want, params)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for a, b in zip(g_got, g_want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert counter.frame_count <= MAX_COMPILES, counter.frame_count
