@@ -17,7 +17,8 @@ _state = threading.local()
 
 
 def _as_int(x: object, name: str) -> int:
-    """operator.index(x) (int, numpy integer; not float, str or tensor), else a TypeError naming x."""
+    """operator.index(x) (int, numpy integer; not float, str or tensor), else a TypeError naming
+    x."""
     try:
         return operator.index(x)
     except TypeError:
@@ -60,8 +61,7 @@ def fixed_dropout_seed(seed: int, offset: int = 0) -> Iterator[None]:
     """Within this context, dropout uses the given Philox (seed, offset) instead of drawing one
     from torch's generator, so the mask equals dropout_mask(..., seed, offset)."""
     prev = getattr(_state, "fixed", None)
-    fixed = (_as_int64(seed, "seed"), _as_int64(offset, "offset"))  # checked before entering
-    _state.fixed = fixed
+    _state.fixed = (_as_int64(seed, "seed"), _as_int64(offset, "offset"))
     try:
         yield
     finally:

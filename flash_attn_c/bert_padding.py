@@ -14,8 +14,9 @@ def _check_mask(hidden_states: object, mask: object, name: str) -> None:
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (batch, seqlen), got {type(mask).__name__}")
     if tuple(mask.shape) != tuple(hidden_states.shape[:2]):
-        raise ValueError(f"{name} must have shape (batch, seqlen) = {tuple(hidden_states.shape[:2])} "
-                         f"like hidden_states, got {tuple(mask.shape)}")
+        raise ValueError(f"{name} must have shape (batch, seqlen) = "
+                         f"{tuple(hidden_states.shape[:2])} like hidden_states, got "
+                         f"{tuple(mask.shape)}")
     if mask.device != hidden_states.device:
         raise ValueError(f"{name} must be on {hidden_states.device} like hidden_states, got "
                          f"{mask.device}")
@@ -26,8 +27,8 @@ def _check_indices(indices: object, rows: int) -> None:
     if not isinstance(indices, torch.Tensor):
         raise TypeError(f"indices must be a torch.Tensor, got {type(indices).__name__}")
     if indices.dtype not in (torch.int64, torch.int32) or indices.dim() != 1:
-        raise ValueError(f"indices must be a 1-D int64 (or int32) tensor, got {indices.dtype} of shape "
-                         f"{tuple(indices.shape)}")
+        raise ValueError(f"indices must be a 1-D int64 (or int32) tensor, got {indices.dtype} of "
+                         f"shape {tuple(indices.shape)}")
     if indices.shape[0] != rows:
         raise ValueError(f"indices has {indices.shape[0]} entries but there are {rows} rows to "
                          "place (hidden_states.shape[0])")

@@ -9,6 +9,9 @@ Shapes (d = head dim <= 256, h % hk == 0):
             masked. Computed in a slow extra pass: for tests and debugging.
 Causal and windows are aligned to the bottom-right corner of the (sq, sk) score matrix. Rows that
 see no key give out = 0 and lse = -inf.
+Inputs may have any strides: only a tensor whose last dimension is strided is copied (once, here).
+Bad arguments raise ValueError / TypeError / RuntimeError naming the argument. Double backward
+raises (see _ops.DOUBLE_BACKWARD_MESSAGE).
 """
 import math
 import numbers
@@ -66,7 +69,8 @@ def _window(window_size: WindowSize, causal: bool) -> Tuple[int, int]:
 
 
 def _real(x: object, name: str) -> float:
-    """float(x) for a real number (int, float, numpy scalar, 0-d tensor), else a TypeError naming x."""
+    """float(x) for a real number (int, float, numpy scalar, 0-d tensor), else a TypeError
+    naming x."""
     if isinstance(x, numbers.Real) or isinstance(x, torch.Tensor) and x.dim() == 0:
         return float(x)
     raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
@@ -203,9 +207,10 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     """Exact attention on packed variable-length sequences.
 
     q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens_q/k: int32 (b + 1,) prefix sums of the
-    sequence lengths (length 0 allowed); max_seqlen_q/k: Python ints >= every length. Masks use each
+    sequence lengths (length 0 allowed); max_seqlen_q/k: ints >= every length. Masks use each
     sequence's own lengths. Returns out (total_q, h, d), or (out, softmax_lse (h, total_q),
-    S_dmask (b, h, max_seqlen_q, max_seqlen_k)).
+    S_dmask (b, h, max_seqlen_q, max_seqlen_k)). Under torch.compile max_seqlen_q/k stay symbolic
+    (one graph serves every packed batch).
     """
     if block_table is not None:
         raise NotImplementedError("block_table (paged KV cache) is not supported by "

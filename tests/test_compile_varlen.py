@@ -73,7 +73,8 @@ def _run(fn, make_args, device, backend):
             # the same kernels on the same inputs; inductor may fuse the fp32 sum differently
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
     assert len(maxima) == N_LENGTHS
-    assert counter.frame_count <= MAX_COMPILES, f"{counter.frame_count} compiles for {N_LENGTHS} lengths"
+    assert counter.frame_count <= MAX_COMPILES, \
+        f"{counter.frame_count} compiles for {N_LENGTHS} lengths"
 
 
 def _dtype(device):

@@ -25,7 +25,8 @@ def _dtype(device):
 
 
 def _leaves(*shapes, device):
-    return [torch.randn(*s, device=device, dtype=_dtype(device), requires_grad=True) for s in shapes]
+    return [torch.randn(*s, device=device, dtype=_dtype(device), requires_grad=True)
+            for s in shapes]
 
 
 def _fresh(ts: List[torch.Tensor]) -> List[torch.Tensor]:

@@ -84,8 +84,10 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
         TORCH_CHECK(k.size(0) == q.size(0), "flash_attn_c: k must have the batch size of q (",
                     q.size(0), "), got ", k.size(0));
     const int64_t h = q.size(-2), hk = k.size(-2);
-    TORCH_CHECK(h >= 1, "flash_attn_c: q must have at least one head (q.shape[-2] >= 1), got ", h);
-    TORCH_CHECK(hk >= 1, "flash_attn_c: k must have at least one head (k.shape[-2] >= 1), got ", hk);
+    TORCH_CHECK(h >= 1, "flash_attn_c: q must have at least one head (q.shape[-2] >= 1), got ",
+                h);
+    TORCH_CHECK(hk >= 1, "flash_attn_c: k must have at least one head (k.shape[-2] >= 1), got ",
+                hk);
     TORCH_CHECK(v.sizes() == k.sizes(), "flash_attn_c: v must have the shape of k ", k.sizes(),
                 ", got ", v.sizes());
     TORCH_CHECK(h % hk == 0, "flash_attn_c: the number of query heads (", h,

@@ -35,8 +35,9 @@ static bool cuda_available() { return fa_cuda_available() != 0; }
 
 }  // namespace fa
 
-// max_seqlen_q/k are SymInt so that torch.compile keeps them symbolic: one graph serves every packed
-// batch's maximum length. The kernels take int64_t; the dispatcher hands them concrete values.
+// max_seqlen_q/k are SymInt so that torch.compile keeps them symbolic: one graph serves every
+// packed batch's maximum length. The kernels take int64_t; the dispatcher hands them concrete
+// values when the op runs.
 TORCH_LIBRARY(flash_attn_c, m)
 {
     m.def("fwd(Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "
