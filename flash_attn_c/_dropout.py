@@ -4,6 +4,8 @@ The keep bit of element (b, h, i, j) is a pure function of (seed, offset, b, h, 
 Philox4x32-10 (csrc/include/fa_common.h), identical on CPU and CUDA, forward and backward.
 """
 import contextlib
+import numbers
+import operator
 import threading
 from typing import Iterator, Optional, Union
 
@@ -14,9 +16,18 @@ from ._ops import ops
 _state = threading.local()
 
 
-def _as_int64(x: int) -> int:
+def _as_int(x: object, name: str) -> int:
+    """operator.index(x) (int, numpy integer; not float, str or tensor), else a TypeError naming
+    x."""
+    try:
+        return operator.index(x)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(x).__name__} {x!r}") from None
+
+
+def _as_int64(x: int, name: str = "seed") -> int:
     """Reinterprets an unsigned 64-bit value as the int64 the op schemas carry."""
-    x = int(x) & 0xFFFFFFFFFFFFFFFF
+    x = _as_int(x, name) & 0xFFFFFFFFFFFFFFFF
     return x - (1 << 64) if x >= (1 << 63) else x
 
 
@@ -29,10 +40,20 @@ def dropout_mask(batch: int, heads: int, seqlen_q: int, seqlen_k: int, dropout_p
     Coordinates are logical: sequence index, query head, and sequence-local row i and column j
     (for varlen, slice [b, :, :len_q(b), :len_k(b)]). The same on every device.
     """
+    sizes = {}
+    for name, n in (("batch", batch), ("heads", heads), ("seqlen_q", seqlen_q),
+                    ("seqlen_k", seqlen_k)):
+        sizes[name] = _as_int(n, name)
+        if sizes[name] < 0:
+            raise ValueError(f"{name} must be >= 0, got {sizes[name]}")
+    if not isinstance(dropout_p, numbers.Real):  # int, float, numpy floats; not str or bool-likes
+        raise TypeError(f"dropout_p must be a real number, got {type(dropout_p).__name__}")
+    dropout_p = float(dropout_p)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    return ops.dropout_mask(batch, heads, seqlen_q, seqlen_k, float(dropout_p), _as_int64(seed),
-                            _as_int64(offset), torch.device(device))
+    return ops.dropout_mask(sizes["batch"], sizes["heads"], sizes["seqlen_q"], sizes["seqlen_k"],
+                            dropout_p, _as_int64(seed, "seed"), _as_int64(offset, "offset"),
+                            torch.device(device))
 
 
 @contextlib.contextmanager
@@ -40,7 +61,7 @@ def fixed_dropout_seed(seed: int, offset: int = 0) -> Iterator[None]:
     """Within this context, dropout uses the given Philox (seed, offset) instead of drawing one
     from torch's generator, so the mask equals dropout_mask(..., seed, offset)."""
     prev = getattr(_state, "fixed", None)
-    _state.fixed = (_as_int64(seed), _as_int64(offset))
+    _state.fixed = (_as_int64(seed, "seed"), _as_int64(offset, "offset"))
     try:
         yield
     finally:

@@ -3,7 +3,7 @@
 The schemas and the CPU/CUDA kernels are registered in csrc/torch/fa_ops.cpp; this file adds what
 torch.compile and autograd need, so the public functions are plain calls of the op.
 """
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -12,6 +12,8 @@ from . import _C  # noqa: F401  (importing registers the ops)
 ops = torch.ops.flash_attn_c
 
 
+# max_seqlen_q/k may be SymInts under torch.compile: the fake kernels use them only as sizes (no
+# int(), no branching), so one compiled graph serves every value.
 @torch.library.register_fake("flash_attn_c::fwd")
 def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
               softmax_scale, window_left, window_right, softcap, alibi_slopes, return_probs,
@@ -47,11 +49,38 @@ def _fwd_setup_context(ctx, inputs, output) -> None:
     ctx.args = (max_sq, max_sk, dropout_p, scale, wl, wr, softcap, bool(rest[0]) if rest else False)
 
 
+DOUBLE_BACKWARD_MESSAGE = (
+    "flash_attn_c: double backward (gradients of gradients, e.g. torch.autograd.grad(..., "
+    "create_graph=True) followed by a second backward, or gradgradcheck) through flash_attn_c "
+    "attention is not supported; compute that part with a differentiable attention such as "
+    "torch.nn.functional.scaled_dot_product_attention")
+
+
+class _BwdWithoutDoubleBackward(torch.autograd.Function):
+    """ops.bwd as an autograd node, used only when a backward runs with create_graph=True: the
+    gradients it returns are then differentiable, and differentiating them raises instead of
+    silently treating ops.bwd as a constant (which gives wrong second-order gradients)."""
+
+    @staticmethod
+    def forward(ctx, *args):  # the arguments of ops.bwd
+        return ops.bwd(*args)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(DOUBLE_BACKWARD_MESSAGE)
+
+
 def _fwd_backward(ctx, dout, _dlse, _dprobs, _drng):
     q, k, v, out, lse, cu_q, cu_k, alibi, rng_state = ctx.saved_tensors
     max_sq, max_sk, dropout_p, scale, wl, wr, softcap, deterministic = ctx.args
-    dq, dk, dv = ops.bwd(dout, q, k, v, out, lse, cu_q, cu_k, max_sq, max_sk, dropout_p, scale,
-                         wl, wr, softcap, alibi, deterministic, rng_state)
+    args = (dout, q, k, v, out, lse, cu_q, cu_k, max_sq, max_sk, dropout_p, scale, wl, wr,
+            softcap, alibi, deterministic, rng_state)
+    # Grad mode is on inside a backward only with create_graph=True; the common first-order
+    # backward calls the op directly, with no extra node.
+    if torch.is_grad_enabled():
+        dq, dk, dv = _BwdWithoutDoubleBackward.apply(*args)
+    else:
+        dq, dk, dv = ops.bwd(*args)
     return (dq, dk, dv) + (None,) * 13
 
 
@@ -59,7 +88,8 @@ torch.library.register_autograd("flash_attn_c::fwd", _fwd_backward, setup_contex
 
 
 def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: Optional[torch.Tensor],
-        cu_seqlens_k: Optional[torch.Tensor], max_seqlen_q: int, max_seqlen_k: int,
+        cu_seqlens_k: Optional[torch.Tensor], max_seqlen_q: Union[int, torch.SymInt],
+        max_seqlen_k: Union[int, torch.SymInt],
         dropout_p: float, softmax_scale: float, window_left: int, window_right: int,
         softcap: float, alibi_slopes: Optional[torch.Tensor], return_probs: bool,
         rng_state: Optional[torch.Tensor], deterministic: bool

@@ -9,7 +9,13 @@ Shapes (d = head dim <= 256, h % hk == 0):
             masked. Computed in a slow extra pass: for tests and debugging.
 Causal and windows are aligned to the bottom-right corner of the (sq, sk) score matrix. Rows that
 see no key give out = 0 and lse = -inf.
+Inputs may have any strides: only a tensor whose last dimension is strided is copied (once, here).
+Bad arguments raise ValueError / TypeError / RuntimeError naming the argument. Double backward
+raises (see _ops.DOUBLE_BACKWARD_MESSAGE).
 """
+import math
+import numbers
+import operator
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,32 +28,89 @@ WindowSize = Union[Tuple[int, int], Sequence[int], torch.Tensor]
 
 
 def _check_tensor(x: object, name: str) -> torch.Tensor:
+    """x itself when it is a tensor (any layout), else a TypeError naming the argument."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() >= 1 and x.shape[-1] > 1 and x.stride(-1) != 1:
-        raise ValueError(f"{name} must have a contiguous last dimension (stride(-1) == 1), got "
-                         f"stride {x.stride(-1)}; call .contiguous() first")
     return x
+
+
+def _op_input(x: object, name: str) -> torch.Tensor:
+    """A tensor the op can read: the C API takes any strides except in the last dimension, so x is
+    copied (x.contiguous(), differentiable) only when its last dimension is strided; a view such as
+    a (b, h, s, d) tensor transposed to (b, s, h, d) goes through without a copy."""
+    x = _check_tensor(x, name)
+    if x.dim() >= 1 and x.shape[-1] > 1 and x.stride(-1) != 1:
+        return x.contiguous()
+    return x
+
+
+def _check_rank(x: torch.Tensor, name: str, rank: int, layout: str) -> None:
+    if x.dim() != rank:
+        raise ValueError(f"{name} must be {rank}-D {layout}, got shape {tuple(x.shape)}")
+
+
+def _check_head_dim(d: int, name: str = "q") -> None:
+    """Checked before softmax_scale = d ** -0.5 is formed (d = 0 would divide by zero)."""
+    if not 1 <= d <= 256:
+        raise ValueError(f"head_dim ({name}.shape[-1]) must be in [1, 256], got {d}")
 
 
 def _window(window_size: WindowSize, causal: bool) -> Tuple[int, int]:
     if isinstance(window_size, torch.Tensor):
         window_size = window_size.tolist()
     try:
-        left, right = (int(w) for w in window_size)
+        left, right = (operator.index(w) for w in window_size)
     except (TypeError, ValueError):
         raise TypeError("window_size must be a pair (left, right) of ints (tuple, list or a "
-                        f"2-element tensor), got {window_size!r}") from None
+                        f"2-element integer tensor), got {window_size!r}") from None
     if left < -1 or right < -1:
         raise ValueError(f"window_size values must be >= -1 (-1 = unbounded), got ({left}, {right})")
     return left, (0 if causal else right)
 
 
-def _check_scalars(dropout_p: float, softcap: float) -> None:
-    if not 0.0 <= dropout_p < 1.0:
+def _real(x: object, name: str) -> float:
+    """float(x) for a real number (int, float, numpy scalar, 0-d tensor), else a TypeError
+    naming x."""
+    if isinstance(x, numbers.Real) or isinstance(x, torch.Tensor) and x.dim() == 0:
+        return float(x)
+    raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
+
+
+def _check_scalars(dropout_p: float, softcap: float) -> Tuple[float, float]:
+    dropout_p, softcap = _real(dropout_p, "dropout_p"), _real(softcap, "softcap")
+    if not 0.0 <= dropout_p < 1.0:  # also rejects NaN
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    if softcap < 0.0:
+    if not softcap >= 0.0:
         raise ValueError(f"softcap must be >= 0 (0 = off), got {softcap}")
+    return dropout_p, softcap
+
+
+def _softmax_scale(softmax_scale: Optional[float], d: int) -> float:
+    """softmax_scale, or d ** -0.5 when None; any finite real (flash-attn accepts negative ones)."""
+    if softmax_scale is None:
+        return d ** -0.5
+    scale = _real(softmax_scale, "softmax_scale")
+    if not math.isfinite(scale):
+        raise ValueError(f"softmax_scale must be finite, got {scale}")
+    return scale
+
+
+def _max_seqlen(val: object, name: str) -> Union[int, torch.SymInt]:
+    """A max_seqlen argument: a Python int (or numpy integer) >= 0. Under torch.compile it may be a
+    SymInt: it is passed on untouched, with no guard on its value (the op checks it when it runs),
+    so one graph serves every length."""
+    if isinstance(val, torch.Tensor):
+        raise TypeError(f"{name} must be a Python int, got a tensor (call int({name}) first)")
+    if isinstance(val, (int, torch.SymInt)):
+        n = val
+    else:
+        try:
+            n = operator.index(val)
+        except TypeError:
+            raise TypeError(f"{name} must be a Python int, got {type(val).__name__}") from None
+    if not torch.compiler.is_compiling() and n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return n
 
 
 def _check_cu_seqlens_on_device(cu: torch.Tensor, rows: int, max_seqlen: int, name: str,
@@ -74,34 +137,38 @@ def _check_cu_seqlens_on_device(cu: torch.Tensor, rows: int, max_seqlen: int, na
 def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
                return_attn_probs):
-    q, k, v = _check_tensor(q, "q"), _check_tensor(k, "k"), _check_tensor(v, "v")
+    varlen = cu_seqlens_q is not None
+    rank, layout = (3, "(total, nheads, headdim)") if varlen else \
+        (4, "(batch, seqlen, nheads, headdim)")
+    q, k, v = _op_input(q, "q"), _op_input(k, "k"), _op_input(v, "v")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_rank(t, name, rank, layout)
+    _check_head_dim(q.shape[-1])
+    if alibi_slopes is not None:
+        alibi_slopes = _op_input(alibi_slopes, "alibi_slopes")
+    if varlen:
+        cu_seqlens_q = _op_input(cu_seqlens_q, "cu_seqlens_q")
+        cu_seqlens_k = _op_input(cu_seqlens_k, "cu_seqlens_k")
+        max_seqlen_q = _max_seqlen(max_seqlen_q, "max_seqlen_q")
+        max_seqlen_k = _max_seqlen(max_seqlen_k, "max_seqlen_k")
     for name, t in (("k", k), ("v", v), ("alibi_slopes", alibi_slopes),
                     ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if isinstance(t, torch.Tensor) and t.device != q.device:
             raise ValueError(f"{name} must be on {q.device} like q, got {t.device}")
-    _check_scalars(dropout_p, softcap)
+    dropout_p, softcap = _check_scalars(dropout_p, softcap)
     left, right = _window(window_size, causal)
-    if alibi_slopes is not None:
-        _check_tensor(alibi_slopes, "alibi_slopes")
-    if cu_seqlens_q is not None:
-        for name, val in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
-            if isinstance(val, torch.Tensor) or not isinstance(val, int):
-                raise TypeError(f"{name} must be a Python int, got {type(val).__name__}")
-        _check_tensor(cu_seqlens_q, "cu_seqlens_q")
-        _check_tensor(cu_seqlens_k, "cu_seqlens_k")
+    if varlen:
         _check_cu_seqlens_on_device(cu_seqlens_q, q.shape[0], max_seqlen_q, "cu_seqlens_q",
                                     "max_seqlen_q")
         _check_cu_seqlens_on_device(cu_seqlens_k, k.shape[0], max_seqlen_k, "cu_seqlens_k",
                                     "max_seqlen_k")
     d = q.shape[-1]
-    if softmax_scale is None:
-        softmax_scale = d ** -0.5
+    softmax_scale = _softmax_scale(softmax_scale, d)
     rng_state = fixed_rng_state(q.device) if dropout_p > 0.0 else None
     (q, k, v), pad = pad_head_dim_for_cuda(q, k, v)
     out, lse, probs, _ = _ops.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                  float(dropout_p), float(softmax_scale), left, right,
-                                  float(softcap), alibi_slopes, bool(return_attn_probs),
-                                  rng_state, bool(deterministic))
+                                  dropout_p, softmax_scale, left, right, softcap, alibi_slopes,
+                                  bool(return_attn_probs), rng_state, bool(deterministic))
     if pad:
         out = out[..., :d]
     return (out, lse, probs) if return_attn_probs else out
@@ -140,9 +207,10 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     """Exact attention on packed variable-length sequences.
 
     q: (total_q, h, d); k, v: (total_k, hk, d); cu_seqlens_q/k: int32 (b + 1,) prefix sums of the
-    sequence lengths (length 0 allowed); max_seqlen_q/k: Python ints >= every length. Masks use each
+    sequence lengths (length 0 allowed); max_seqlen_q/k: ints >= every length. Masks use each
     sequence's own lengths. Returns out (total_q, h, d), or (out, softmax_lse (h, total_q),
-    S_dmask (b, h, max_seqlen_q, max_seqlen_k)).
+    S_dmask (b, h, max_seqlen_q, max_seqlen_k)). Under torch.compile max_seqlen_q/k stay symbolic
+    (one graph serves every packed batch).
     """
     if block_table is not None:
         raise NotImplementedError("block_table (paged KV cache) is not supported by "
@@ -155,6 +223,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 
 
 def _unpack(x: object, name: str, dim: int, n: int, rank: int) -> Tuple[torch.Tensor, ...]:
+    """The n views of x along dim (no copy: the op takes their strides; _attention copies a view
+    only when its last dimension is strided)."""
     x = _check_tensor(x, name)
     if x.dim() != rank or x.shape[dim] != n:
         raise ValueError(f"{name} must be {rank}-D with size {n} at dim {dim}, got shape "

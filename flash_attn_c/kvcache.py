@@ -42,7 +42,8 @@ from typing import List, Optional, Tuple, Union
 import torch
 
 from . import _ops
-from .interface import WindowSize, _check_scalars, _check_tensor, _window, pad_head_dim_for_cuda
+from .interface import (WindowSize, _check_scalars, _check_tensor, _op_input, _softmax_scale,
+                        _window, pad_head_dim_for_cuda)
 
 _INDEX_DTYPE = torch.int32
 
@@ -126,6 +127,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         raise ValueError("q must be 4-D (batch, seqlen_q, nheads, headdim), got shape "
                          f"{tuple(q.shape)}")
     b, sq, h, d = q.shape
+    # q's dtype first, so that a wrong q is not blamed on the caches compared with it
+    allowed = (torch.float16, torch.bfloat16) if q.is_cuda else (torch.float32, torch.float16,
+                                                                  torch.bfloat16)
+    if q.dtype not in allowed:
+        raise TypeError(f"q must be one of {[str(t) for t in allowed]} on {dev.type}, got {q.dtype}")
     paged = block_table is not None
     layout = ("(num_blocks, page_block_size, nheads_k, headdim)" if paged
               else "(batch_size_cache, seqlen_cache, nheads_k, headdim)")
@@ -144,16 +150,12 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         raise ValueError(f"k_cache head dim {dk} must equal q's head dim {d}")
     if hk == 0 or h % hk != 0:
         raise ValueError(f"q's nheads ({h}) must be a multiple of k_cache's nheads_k ({hk})")
-    _check_scalars(0.0, softcap)
+    _, softcap = _check_scalars(0.0, softcap)
     # Checks the op would also make, done here so that a rejected call never writes the cache.
-    allowed = (torch.float16, torch.bfloat16) if q.is_cuda else (torch.float32, torch.float16,
-                                                                  torch.bfloat16)
-    if q.dtype not in allowed:
-        raise TypeError(f"q must be one of {[str(t) for t in allowed]} on {dev.type}, got {q.dtype}")
     if not 0 < d <= 256:
         raise ValueError(f"q's head dim must be in [1, 256], got {d}")
     if alibi_slopes is not None:
-        alibi_slopes = _check_tensor(alibi_slopes, "alibi_slopes")
+        alibi_slopes = _op_input(alibi_slopes, "alibi_slopes")
         if alibi_slopes.device != dev:
             raise ValueError(f"alibi_slopes must be on {dev} like q, got {alibi_slopes.device}")
         if alibi_slopes.dtype != torch.float32 or tuple(alibi_slopes.shape) not in ((h,), (b, h)):
@@ -264,8 +266,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             raise ValueError(f"rotary_cos/rotary_sin have {seqlen_ro} positions but positions up "
                              f"to {need - 1} are needed (cache_seqlens + new tokens / queries)")
 
-    if softmax_scale is None:
-        softmax_scale = d ** -0.5
+    softmax_scale = _softmax_scale(softmax_scale, d)
     seq_t = torch.tensor(seqlens, dtype=torch.int64, device=dev) if seqlens_t is None \
         else seqlens_t.to(torch.int64)
 
@@ -306,11 +307,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     cu_k = torch.zeros(b + 1, dtype=torch.int32, device=dev)
     cu_k[1:] = torch.cumsum(lens_t, 0).to(torch.int32)
     cu_q = (torch.arange(b + 1, device=dev) * sq).to(torch.int32)
-    q_packed = q.reshape(b * sq, h, d)
+    q_packed = _op_input(q.reshape(b * sq, h, d), "q")  # any q layout; a copy only if strided in d
 
     (q_packed, k_packed, v_packed), pad = pad_head_dim_for_cuda(q_packed, k_packed, v_packed)
     out, lse, _, _ = _ops.fwd(q_packed, k_packed, v_packed, cu_q, cu_k, sq, max(lens_k + [0]), 0.0,
-                              float(softmax_scale), left, right, float(softcap), alibi_slopes,
+                              softmax_scale, left, right, softcap, alibi_slopes,
                               False, None, False)
     if pad:
         out = out[..., :d]

@@ -9,6 +9,7 @@ from conftest import HAS_CUDA
 from oracle import cu_from_lens
 
 import flash_attn_c
+from flash_attn_c import bert_padding
 
 ERRORS = (ValueError, RuntimeError, TypeError)
 f = flash_attn_c.flash_attn_func
@@ -156,19 +157,6 @@ def test_kvpacked_wrong_shape():
     q, _, _ = qkv()
     with pytest.raises(ERRORS, match=r"\bkv\b"):
         flash_attn_c.flash_attn_kvpacked_func(q, torch.randn(2, 8, 3, 4, 32, dtype=torch.float16))
-
-
-def test_q_last_dim_not_contiguous():
-    q, k, v = qkv(d=64)
-    with pytest.raises(ERRORS, match=r"\bq\b"):
-        f(q[..., ::2], k[..., :32], v[..., :32])
-
-
-def test_v_last_dim_not_contiguous():
-    q, k, v = qkv(d=32)
-    v2 = torch.randn(2, 8, 4, 64, dtype=torch.float16)[..., ::2]
-    with pytest.raises(ERRORS, match=r"\bv\b"):
-        f(q, k, v2)
 
 
 def test_op_level_last_dim_not_contiguous():
@@ -325,3 +313,206 @@ def test_cuda_tensor_without_cuda_is_clear():
     our dropout_mask names the device problem when asked for cuda."""
     with pytest.raises(ERRORS, match=r"(?i)cuda"):
         flash_attn_c.dropout_mask(1, 1, 4, 4, 0.5, 0, 0, device="cuda")
+
+
+# ---- audit of every public function's arguments (issue #10, point 8) -------------------------
+# Each case: (function, expected exception type, a regex the message must match: the argument's
+# name). The message names the argument that is wrong, not a neighbour compared with it.
+
+fk = flash_attn_c.flash_attn_with_kvcache
+H16 = torch.float16
+
+
+def _d(b=2, s=8, h=4, d=32, dtype=H16):
+    return torch.randn(b, s, h, d, dtype=dtype)
+
+
+def _v(total=8, h=4, d=32):
+    return torch.randn(total, h, d, dtype=H16)
+
+
+_CU = torch.tensor([0, 3, 8], dtype=torch.int32)
+
+
+def _kv(*args, **kw):
+    q, kc, vc = _d(s=1), _d(s=16, h=2), _d(s=16, h=2)
+    return lambda: fk(q, kc, vc, *args, **kw)
+
+
+AUDIT = {
+    # flash_attn_func: tensors
+    "head_dim_0": (lambda: f(_d(d=0), _d(d=0), _d(d=0)), ValueError, r"head_dim"),
+    "k_head_dim_only": (lambda: f(_d(), _d(d=16), _d()), RuntimeError, r"\bk\.shape\[-1\]"),
+    "v_head_dim_only": (lambda: f(_d(), _d(), _d(d=16)), RuntimeError,
+                        r"\bv must have the shape of k"),
+    "q_2d": (lambda: f(torch.randn(4, 32, dtype=H16), _d(), _d()), ValueError, r"\bq must be 4-D"),
+    "q_0d": (lambda: f(torch.tensor(1.0), _d(), _d()), ValueError, r"\bq must be 4-D"),
+    "v_3d": (lambda: f(_d(), _d(), _d()[0]), ValueError, r"\bv must be 4-D"),
+    "q_bool": (lambda: f(_d().bool(), _d(), _d()), RuntimeError, r"\bq must be float16"),
+    "k_int": (lambda: f(_d(), _d().int(), _d()), RuntimeError, r"\bk must have the dtype of q"),
+    "q_heads_0": (lambda: f(_d(h=0), _d(h=0), _d(h=0)), RuntimeError,
+                  r"\bq must have at least one head"),
+    "k_heads_0": (lambda: f(_d(), _d(h=0), _d(h=0)), RuntimeError,
+                  r"\bk must have at least one head"),
+    "v_batch": (lambda: f(_d(), _d(), _d(b=1)), RuntimeError, r"\bv must have the shape of k"),
+    "k_seqlen_v_differs": (lambda: f(_d(), _d(), _d(s=3)), RuntimeError,
+                           r"\bv must have the shape"),
+    "v_not_tensor": (lambda: f(_d(), _d(), None), TypeError, r"\bv must be a torch.Tensor"),
+    # flash_attn_func: scalars
+    "softmax_scale_nan": (lambda: f(_d(), _d(), _d(), softmax_scale=float("nan")), ValueError,
+                          r"softmax_scale"),
+    "softmax_scale_inf": (lambda: f(_d(), _d(), _d(), softmax_scale=float("inf")), ValueError,
+                          r"softmax_scale"),
+    "softmax_scale_str": (lambda: f(_d(), _d(), _d(), softmax_scale="0.1"), TypeError,
+                          r"softmax_scale"),
+    "dropout_p_nan": (lambda: f(_d(), _d(), _d(), dropout_p=float("nan")), ValueError,
+                      r"dropout_p"),
+    "dropout_p_str": (lambda: f(_d(), _d(), _d(), dropout_p="0.1"), TypeError, r"dropout_p"),
+    "softcap_nan": (lambda: f(_d(), _d(), _d(), softcap=float("nan")), ValueError, r"softcap"),
+    "softcap_none": (lambda: f(_d(), _d(), _d(), softcap=None), TypeError, r"softcap"),
+    "window_float": (lambda: f(_d(), _d(), _d(), window_size=(1.5, 2)), TypeError, r"window_size"),
+    "window_float_tensor": (lambda: f(_d(), _d(), _d(), window_size=torch.tensor([1.5, 2.0])),
+                            TypeError, r"window_size"),
+    "window_scalar": (lambda: f(_d(), _d(), _d(), window_size=3), TypeError, r"window_size"),
+    "window_none": (lambda: f(_d(), _d(), _d(), window_size=None), TypeError, r"window_size"),
+    "alibi_list": (lambda: f(_d(), _d(), _d(), alibi_slopes=[0.1] * 4), TypeError, r"alibi_slopes"),
+    "alibi_float64": (lambda: f(_d(), _d(), _d(), alibi_slopes=torch.rand(4, dtype=torch.float64)),
+                      RuntimeError, r"alibi_slopes"),
+    "alibi_3d": (lambda: f(_d(), _d(), _d(), alibi_slopes=torch.rand(2, 4, 1)), RuntimeError,
+                 r"alibi_slopes"),
+    # flash_attn_varlen_func
+    "varlen_q_4d": (lambda: fv(_d(), _v(), _v(), _CU, _CU, 5, 5), ValueError, r"\bq must be 3-D"),
+    "varlen_k_head_dim": (lambda: fv(_v(), _v(d=16), _v(d=16), _CU, _CU, 5, 5), RuntimeError,
+                          r"\bk\.shape\[-1\]"),
+    "cu_seqlens_q_float": (lambda: fv(_v(), _v(), _v(), _CU.float(), _CU, 5, 5), RuntimeError,
+                           r"cu_seqlens_q must be int32"),
+    "cu_seqlens_k_list": (lambda: fv(_v(), _v(), _v(), _CU, [0, 3, 8], 5, 5), TypeError,
+                          r"cu_seqlens_k"),
+    "cu_seqlens_k_none": (lambda: fv(_v(), _v(), _v(), _CU, None, 5, 5), ValueError,
+                          r"cu_seqlens_k"),
+    "cu_seqlens_empty": (lambda: fv(_v(), _v(), _v(), _CU[:0], _CU[:0], 5, 5), RuntimeError,
+                         r"cu_seqlens_q"),
+    "cu_seqlens_q_negative_start": (lambda: fv(_v(), _v(), _v(), torch.tensor([-1, 3, 8],
+                                    dtype=torch.int32), _CU, 5, 5), RuntimeError, r"cu_seqlens_q"),
+    "cu_seqlens_k_exceeds_k_rows": (lambda: fv(_v(), _v(total=4), _v(total=4), _CU, _CU, 5, 5),
+                                    RuntimeError, r"cu_seqlens_k\[-1\]"),
+    "max_seqlen_q_negative": (lambda: fv(_v(), _v(), _v(), _CU, _CU, -1, 5), ValueError,
+                              r"max_seqlen_q"),
+    "max_seqlen_k_float": (lambda: fv(_v(), _v(), _v(), _CU, _CU, 5, 5.0), TypeError,
+                           r"max_seqlen_k"),
+    "max_seqlen_q_none": (lambda: fv(_v(), _v(), _v(), _CU, _CU, None, 5), TypeError,
+                          r"max_seqlen_q"),
+    "varlen_alibi_batch": (lambda: fv(_v(), _v(), _v(), _CU, _CU, 5, 5,
+                                      alibi_slopes=torch.rand(3, 4)),
+                           RuntimeError, r"alibi_slopes"),
+    # packed forms
+    "qkvpacked_not_tensor": (lambda: flash_attn_c.flash_attn_qkvpacked_func([1.0]), TypeError,
+                             r"\bqkv\b"),
+    "varlen_qkvpacked_wrong_dim": (lambda: flash_attn_c.flash_attn_varlen_qkvpacked_func(
+        torch.randn(8, 2, 4, 32, dtype=H16), _CU, 5), ValueError, r"\bqkv\b"),
+    "varlen_kvpacked_wrong_dim": (lambda: flash_attn_c.flash_attn_varlen_kvpacked_func(
+        _v(), torch.randn(8, 3, 4, 32, dtype=H16), _CU, _CU, 5, 5), ValueError, r"\bkv\b"),
+    # flash_attn_with_kvcache
+    "kvcache_q_bool": (lambda: fk(_d(s=1).bool(), _d(s=16, h=2), _d(s=16, h=2)), TypeError,
+                       r"\bq must be one of"),
+    "kvcache_head_dim_0": (lambda: fk(_d(s=1, d=0), _d(s=16, h=2, d=0), _d(s=16, h=2, d=0)),
+                           ValueError, r"head dim"),
+    "kvcache_k_cache_head_dim": (lambda: fk(_d(s=1), _d(s=16, h=2, d=16), _d(s=16, h=2, d=16)),
+                                 ValueError, r"k_cache head dim"),
+    "kvcache_softmax_scale_nan": (_kv(softmax_scale=float("nan")), ValueError, r"softmax_scale"),
+    "kvcache_window_float": (_kv(window_size=(1.5, 0)), TypeError, r"window_size"),
+    "kvcache_cache_seqlens_float": (_kv(cache_seqlens=3.0), TypeError, r"cache_seqlens"),
+    "kvcache_cache_seqlens_int64": (_kv(cache_seqlens=torch.tensor([3, 4])), TypeError,
+                                    r"cache_seqlens"),
+    "kvcache_cache_leftpad_too_big": (_kv(cache_seqlens=2, cache_leftpad=torch.tensor(
+        [0, 5], dtype=torch.int32)), ValueError, r"cache_leftpad"),
+    "kvcache_alibi_shape": (_kv(alibi_slopes=torch.rand(3)), ValueError, r"alibi_slopes"),
+    # dropout_mask / fixed_dropout_seed
+    "dropout_mask_batch_negative": (lambda: flash_attn_c.dropout_mask(-1, 1, 4, 4, 0.5, 0),
+                                    ValueError, r"\bbatch\b"),
+    "dropout_mask_seqlen_k_negative": (lambda: flash_attn_c.dropout_mask(1, 1, 4, -4, 0.5, 0),
+                                       ValueError, r"seqlen_k"),
+    "dropout_mask_heads_float": (lambda: flash_attn_c.dropout_mask(1, 1.5, 4, 4, 0.5, 0),
+                                 TypeError, r"\bheads\b"),
+    "dropout_mask_seed_float": (lambda: flash_attn_c.dropout_mask(1, 1, 4, 4, 0.5, 1.5),
+                                TypeError, r"\bseed\b"),
+    "dropout_mask_offset_str": (lambda: flash_attn_c.dropout_mask(1, 1, 4, 4, 0.5, 0, "1"),
+                                TypeError, r"\boffset\b"),
+    "dropout_mask_p_str": (lambda: flash_attn_c.dropout_mask(1, 1, 4, 4, "0.5", 0), TypeError,
+                           r"dropout_p"),
+    "fixed_dropout_seed_float": (lambda: flash_attn_c.fixed_dropout_seed(1.5).__enter__(),
+                                 TypeError, r"\bseed\b"),
+    # bert_padding
+    "unpad_mask_shape": (lambda: bert_padding.unpad_input(torch.randn(2, 8, 4), torch.ones(2, 7)),
+                         ValueError, r"attention_mask"),
+    "unpad_mask_3d": (lambda: bert_padding.unpad_input(torch.randn(2, 8, 4), torch.ones(2, 8, 1)),
+                      ValueError, r"attention_mask"),
+    "unpad_unused_mask_shape": (lambda: bert_padding.unpad_input(
+        torch.randn(2, 8, 4), torch.ones(2, 8), torch.ones(2, 7)), ValueError, r"unused_mask"),
+    "unpad_hidden_states_1d": (lambda: bert_padding.unpad_input(torch.randn(8), torch.ones(2, 4)),
+                               ValueError, r"hidden_states"),
+    "pad_indices_float": (lambda: bert_padding.pad_input(torch.randn(3, 4),
+                                                         torch.tensor([0.0, 1.0, 2.0]), 2, 4),
+                          ValueError, r"indices"),
+    "pad_indices_count": (lambda: bert_padding.pad_input(torch.randn(3, 4), torch.tensor([0, 1]),
+                                                         2, 4), ValueError, r"indices"),
+    "pad_batch_negative": (lambda: bert_padding.pad_input(torch.randn(3, 4),
+                                                          torch.tensor([0, 1, 2]), -1, 4),
+                           ValueError, r"\bbatch\b"),
+}
+
+
+@pytest.mark.parametrize("case", list(AUDIT), ids=list(AUDIT))
+def test_audit_bad_argument_is_named(case):
+    fn, exc, pattern = AUDIT[case]
+    with pytest.raises(exc, match=pattern):
+        fn()
+
+
+def test_kvcache_rejected_call_leaves_cache_untouched():
+    """A bad softmax_scale is rejected before k/v are appended to the cache."""
+    q, kc, vc, kn = _d(s=1), _d(s=16, h=2), _d(s=16, h=2), _d(s=1, h=2)
+    before = kc.clone()
+    with pytest.raises(ValueError, match=r"softmax_scale"):
+        fk(q, kc, vc, kn, kn, cache_seqlens=3, softmax_scale=float("nan"))
+    assert torch.equal(kc, before)
+
+
+# ---- inputs flash-attn accepts stay accepted ------------------------------------------------
+
+@pytest.mark.parametrize("b,sq,sk", [(0, 4, 4), (2, 0, 4), (2, 4, 0)])
+def test_zero_size_dims_forward_backward(b, sq, sk):
+    """Empty batch / no queries / no keys: output of the right shape (zeros where no key is seen),
+    gradients of the inputs' shapes (zeros)."""
+    q = torch.randn(b, sq, 2, 16, requires_grad=True)
+    k = torch.randn(b, sk, 2, 16, requires_grad=True)
+    v = torch.randn(b, sk, 2, 16, requires_grad=True)
+    out = f(q, k, v, causal=True)
+    assert out.shape == q.shape and torch.equal(out, torch.zeros_like(out))
+    grads = torch.autograd.grad(out.sum(), (q, k, v))  # dout expanded from a scalar (stride 0)
+    for g, x in zip(grads, (q, k, v)):
+        assert g.shape == x.shape and torch.equal(g, torch.zeros_like(g))
+
+
+def test_varlen_all_sequences_empty():
+    cu = torch.zeros(3, dtype=torch.int32)
+    q = torch.randn(0, 2, 16, requires_grad=True)
+    out = fv(q, q, q, cu, cu, 0, 0)
+    assert out.shape == (0, 2, 16)
+    assert torch.autograd.grad(out.sum(), q)[0].shape == (0, 2, 16)
+
+
+def test_accepted_scalar_forms():
+    """flash-attn accepts these: negative softmax_scale, numpy scalars, an integer window
+    tensor, a numpy max_seqlen, int32 indices in pad_input."""
+    import numpy as np
+    q, k, v = _d(), _d(), _d()
+    ref = f(q.float(), k.float(), v.float(), softmax_scale=-0.1, window_size=(3, 1))
+    got = f(q.float(), k.float(), v.float(), softmax_scale=np.float32(-0.1),
+            window_size=torch.tensor([3, 1]))
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    got = fv(_v().float(), _v().float(), _v().float(), _CU, _CU, np.int64(5), 5)
+    assert got.shape == (8, 4, 32)
+    x = torch.randn(3, 4)
+    assert torch.equal(bert_padding.pad_input(x, torch.tensor([0, 2, 5], dtype=torch.int32), 2, 3),
+                       bert_padding.pad_input(x, torch.tensor([0, 2, 5]), 2, 3))

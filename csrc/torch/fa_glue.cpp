@@ -25,7 +25,9 @@ static fa_dtype to_fa_dtype(at::ScalarType t, bool cuda)
 
 static void check_last_dim_contiguous(const at::Tensor &t, const char *name)
 {
-    TORCH_CHECK(t.size(-1) <= 1 || t.stride(-1) == 1, "flash_attn_c: ", name,
+    // An empty tensor is never read (its strides may be anything, e.g. 0 for an expanded
+    // gradient of an empty output).
+    TORCH_CHECK(t.numel() == 0 || t.size(-1) <= 1 || t.stride(-1) == 1, "flash_attn_c: ", name,
                 " must have a contiguous last dimension (stride(-1) == 1), got stride ",
                 t.stride(-1));
 }
@@ -53,6 +55,7 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
     fa_params &p = pr.params;
     std::memset(&p, 0, sizeof(p));
 
+    p.dtype = to_fa_dtype(q.scalar_type(), cuda);  // first: a bool/int q is q's fault, not k's
     TORCH_CHECK(k.scalar_type() == q.scalar_type(), "flash_attn_c: k must have the dtype of q (",
                 q.scalar_type(), "), got ", k.scalar_type());
     TORCH_CHECK(v.scalar_type() == q.scalar_type(), "flash_attn_c: v must have the dtype of q (",
@@ -61,7 +64,6 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
                 " like q, got ", k.device());
     TORCH_CHECK(v.device() == q.device(), "flash_attn_c: v must be on ", q.device(),
                 " like q, got ", v.device());
-    p.dtype = to_fa_dtype(q.scalar_type(), cuda);
 
     TORCH_CHECK(cu_seqlens_q.has_value() == cu_seqlens_k.has_value(),
                 "flash_attn_c: cu_seqlens_q and cu_seqlens_k must both be given or both be None");
@@ -72,16 +74,22 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
                 q.dim(), "-D");
     TORCH_CHECK(k.dim() == rank, "flash_attn_c: k must be ", rank, "-D ", layout, ", got ",
                 k.dim(), "-D");
-    TORCH_CHECK(v.sizes() == k.sizes(), "flash_attn_c: v must have the shape of k ", k.sizes(),
-                ", got ", v.sizes());
-
+    // k is compared with q first, then v with k, so each message names the tensor that is wrong.
     const int64_t d = q.size(-1);
     TORCH_CHECK(d >= 1 && d <= 256, "flash_attn_c: head_dim (q.shape[-1]) must be in [1, 256], got ",
                 d);
     TORCH_CHECK(k.size(-1) == d, "flash_attn_c: k.shape[-1] must equal q's head_dim ", d, ", got ",
                 k.size(-1));
+    if (!pr.varlen)
+        TORCH_CHECK(k.size(0) == q.size(0), "flash_attn_c: k must have the batch size of q (",
+                    q.size(0), "), got ", k.size(0));
     const int64_t h = q.size(-2), hk = k.size(-2);
-    TORCH_CHECK(h >= 1 && hk >= 1, "flash_attn_c: the number of heads of q and k must be >= 1");
+    TORCH_CHECK(h >= 1, "flash_attn_c: q must have at least one head (q.shape[-2] >= 1), got ",
+                h);
+    TORCH_CHECK(hk >= 1, "flash_attn_c: k must have at least one head (k.shape[-2] >= 1), got ",
+                hk);
+    TORCH_CHECK(v.sizes() == k.sizes(), "flash_attn_c: v must have the shape of k ", k.sizes(),
+                ", got ", v.sizes());
     TORCH_CHECK(h % hk == 0, "flash_attn_c: the number of query heads (", h,
                 ") must be a multiple of the number of key/value heads (", hk, ")");
     check_last_dim_contiguous(q, "q");
@@ -107,8 +115,6 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
         p.cu_seqlens_q = cq.data_ptr<int32_t>();
         p.cu_seqlens_k = ck.data_ptr<int32_t>();
     } else {
-        TORCH_CHECK(k.size(0) == q.size(0), "flash_attn_c: k must have the batch size of q (",
-                    q.size(0), "), got ", k.size(0));
         p.batch = q.size(0);
         p.seqlen_q = q.size(1);
         p.seqlen_k = k.size(1);

@@ -35,15 +35,18 @@ static bool cuda_available() { return fa_cuda_available() != 0; }
 
 }  // namespace fa
 
+// max_seqlen_q/k are SymInt so that torch.compile keeps them symbolic: one graph serves every
+// packed batch's maximum length. The kernels take int64_t; the dispatcher hands them concrete
+// values when the op runs.
 TORCH_LIBRARY(flash_attn_c, m)
 {
     m.def("fwd(Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "
-          "int max_seqlen_q, int max_seqlen_k, float dropout_p, float softmax_scale, "
+          "SymInt max_seqlen_q, SymInt max_seqlen_k, float dropout_p, float softmax_scale, "
           "int window_left, int window_right, float softcap, Tensor? alibi_slopes, "
           "bool return_probs, Tensor? rng_state, bool deterministic=False) "
           "-> (Tensor out, Tensor lse, Tensor probs, Tensor rng_state_out)");
     m.def("bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-          "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, "
+          "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, SymInt max_seqlen_q, SymInt max_seqlen_k, "
           "float dropout_p, float softmax_scale, int window_left, int window_right, float softcap, "
           "Tensor? alibi_slopes, bool deterministic, Tensor rng_state) "
           "-> (Tensor dq, Tensor dk, Tensor dv)");
