@@ -1,6 +1,6 @@
 """The float64 reference for attention, the error-ratio rule, and the parity harness.
 
-Reference (``attention_ref``): a direct, materializing implementation of DESIGN.md section 3 with
+Reference (``attention_ref``): a direct, materializing implementation of docs/conventions.md with
 explicit bottom-right masks. ``upcast=True`` computes in float64 (the oracle); ``upcast=False``
 computes the same formula in the inputs' own precision with ordinary PyTorch ops (the "PyTorch in
 the same low precision" baseline of the error-ratio rule). GQA is handled by repeating K/V heads
@@ -142,7 +142,7 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
                   cu_seqlens_k: Optional[torch.Tensor] = None,
                   max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
                   upcast: bool = True) -> RefResult:
-    """Attention by definition (DESIGN.md section 3), float64 when upcast else in q's dtype.
+    """Attention by definition (docs/conventions.md), float64 when upcast else in q's dtype.
 
     Dense: q (b, sq, h, d), k/v (b, sk, hk, d) -> out (b, sq, h, d), lse (b, h, sq),
     probs (b, h, sq, sk). Varlen (cu_seqlens_* given): q (total_q, h, d), k/v (total_k, hk, d)

@@ -1,4 +1,4 @@
-"""causal=True: bottom-right aligned mask (DESIGN.md section 3). Rows that see no key (sq > sk)
+"""causal=True: bottom-right aligned mask (docs/conventions.md). Rows that see no key (sq > sk)
 give out 0 and lse -inf; forward and backward against the fp64 oracle."""
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_causal_backward(device, dtype, b, sq, sk, h, d):
                                    [(2, 5, [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
                                     (5, 2, [[0, 0], [0, 0], [0, 0], [1, 0], [1, 1]])]))
 def test_causal_mask_is_bottom_right(device, dtype, sq, sk, expected):
-    """The written-out examples of DESIGN.md / flash-attn's docstring, read from S_dmask (zero
+    """The written-out examples of docs/conventions.md / flash-attn's docstring, read from S_dmask (zero
     exactly where masked) and lse (-inf exactly on empty rows)."""
     exp = torch.tensor(expected, dtype=torch.bool)
     assert torch.equal(visible_mask(sq, sk, causal=True), exp)  # the oracle agrees with the doc

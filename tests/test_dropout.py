@@ -312,7 +312,7 @@ def test_cuda_graph_capture_replay_without_dropout():
 
 @pytest.mark.gpu
 def test_cuda_graph_capture_dropout_draws_new_masks():
-    """DESIGN.md 3: on CUDA the seed/offset come from the generator's Philox state, so dropout is
+    """docs/conventions.md (Dropout): on CUDA the seed/offset come from the generator's Philox state, so dropout is
     graph-safe: each replay draws a fresh mask (like torch's own dropout under graphs)."""
     q, k, v = (torch.randn(1, 256, 2, 64, device="cuda", dtype=torch.float16) for _ in range(3))
     flash_attn_c.flash_attn_func(q, k, v, dropout_p=0.3)

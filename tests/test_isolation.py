@@ -1,5 +1,5 @@
 """Sequence isolation: a sequence's output and gradients are bit-identical whatever the other
-sequences of the batch (dense) or pack (varlen) hold, Inf and NaN included (DESIGN.md section 3).
+sequences of the batch (dense) or pack (varlen) hold, Inf and NaN included (docs/conventions.md).
 
 A kernel whose key tile crosses a sequence end may load a neighbour's rows; masking them gives
 P = 0, but 0 * Inf = NaN, so the rows themselves must never reach the math. Each case runs a

@@ -4,7 +4,7 @@
  * the CPU and CUDA backends take the same struct. No torch, no C++-only syntax: a C11 program
  * can include this, fill the struct and call the entry points directly.
  *
- * Semantics (DESIGN.md section 3, shared by every backend):
+ * Semantics (docs/conventions.md, shared by every backend):
  *   s_ij = softmax_scale * q_i . k_j
  *   softcap > 0:        s_ij = softcap * tanh(s_ij / softcap)
  *   alibi_slopes:       s_ij += -slope[b][h] * |i + sk - sq - j|
