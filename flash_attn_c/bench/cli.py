@@ -21,16 +21,15 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from . import _bench_backends as backends_mod
-from ._bench_cases import DIRECTIONS, DTYPES, BenchCase, BenchInputs, build_cases, make_inputs
-from ._bench_check import default_check_configs, format_check_row, run_check
-from ._bench_env import collect_header, format_header, pick_device
-from ._bench_measure import (TimingSettings, direction_fn, is_oom, memory_method,
-                             peak_memory_bytes, pin_malloc_for_rss, release_memory, short_reason,
-                             time_ms, timing_method)
-from ._bench_progress import make_progress
-from ._bench_report import (failure_notes, fill_ratios, format_summary, format_tables,
-                            markdown_results, summarize, write_csv, write_json, write_plots)
+from . import backends as backends_mod
+from .cases import DIRECTIONS, DTYPES, BenchCase, BenchInputs, build_cases, make_inputs
+from .check import default_check_configs, format_check_row, run_check
+from .env import collect_header, format_header, pick_device
+from .measure import (TimingSettings, direction_fn, is_oom, memory_method, peak_memory_bytes,
+                      pin_malloc_for_rss, release_memory, short_reason, time_ms, timing_method)
+from .progress import make_progress
+from .report import (failure_notes, fill_ratios, format_summary, format_tables, markdown_results,
+                     summarize, write_csv, write_json, write_plots)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_OURS_FAILED = 0, 1, 2, 3
 
@@ -644,6 +643,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_OURS_FAILED
     return EXIT_OK
 
-
-if __name__ == "__main__":
-    sys.exit(main())

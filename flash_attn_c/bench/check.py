@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ._bench_backends import eager_attention
-from ._bench_cases import DTYPES, oracle_attention, visible_mask
+from .backends import eager_attention
+from .cases import DTYPES, oracle_attention, visible_mask
 
 # Per-dtype floors of the relative error (forward, gradients), about 2x / 3x what eager attention
 # reaches in that dtype (measured on CPU: eager fp16 ~5e-4 fwd / 6e-4 grads, bf16 ~4e-3 / 5e-3;

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any, Iterable, Optional, Sequence
 
-from ._bench_cases import geometric_mean
+from .cases import geometric_mean
 
 ROW_FIELDS = [
     "config_id", "direction", "dtype", "head_dim", "seqlen", "batch", "heads", "kv_heads",

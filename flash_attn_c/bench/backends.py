@@ -20,7 +20,7 @@ from typing import Callable, ContextManager, Optional
 import torch
 import torch.nn.functional as F
 
-from ._bench_cases import BenchCase, BenchInputs, peer_attn_mask, visible_mask
+from .cases import BenchCase, BenchInputs, peer_attn_mask, visible_mask
 
 
 @dataclasses.dataclass
