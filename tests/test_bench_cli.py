@@ -19,9 +19,9 @@ import torch
 import flash_attn_c
 from flash_attn_c.bench import cli
 from flash_attn_c.bench.backends import make_peer
-from flash_attn_c.bench.cases import (BenchCase, count_visible_pairs, make_inputs,
-                                      oracle_attention, visible_mask)
+from flash_attn_c.bench.cases import BenchCase, count_visible_pairs, make_inputs
 from flash_attn_c.bench.report import ROW_FIELDS
+from flash_attn_c.testing import attention_ref, visible_mask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Run the CLI against the same flash_attn_c this test process imported.
@@ -171,7 +171,7 @@ def test_self_check_passes_without_injection(tmp_path: Path) -> None:
     (16, 16, 2, 5), (12, 20, 4, -1), (1, 1, 0, 0), (10, 3, 0, 0),
 ])
 def test_count_visible_pairs_matches_mask(sq: int, sk: int, left: int, right: int) -> None:
-    assert count_visible_pairs(sq, sk, left, right) == int(visible_mask(sq, sk, left, right).sum())
+    assert count_visible_pairs(sq, sk, left, right) == int(visible_mask(sq, sk, (left, right)).sum())
 
 
 def test_flops_convention() -> None:
@@ -185,7 +185,7 @@ def test_flops_convention() -> None:
     assert causal.flops("fwd") == dense.flops("fwd") / 2
     window = BenchCase(batch=2, seqlen=64, heads=4, kv_heads=4, head_dim=32, causal=True,
                        dtype="fp32", window=(8, -1))
-    pairs = int(visible_mask(64, 64, 8, 0).sum())
+    pairs = int(visible_mask(64, 64, (8, 0)).sum())
     assert window.flops("fwd") == 4 * 4 * 32 * 2 * pairs
     varlen = BenchCase(batch=2, seqlen=64, heads=4, kv_heads=4, head_dim=32, causal=True,
                        dtype="fp32", lengths=(64, 40))
@@ -202,11 +202,12 @@ def test_peers_compute_the_same_attention(peer: str) -> None:
     prepared = make_peer(peer, "cpu", 2**30).prepare(case, inputs)
     with torch.no_grad(), prepared.context():
         out = prepared.forward().transpose(1, 2)  # (b, s, h, d)
-    cu = inputs.cu_seqlens.tolist()
+    cu = inputs.cu_seqlens
+    ref = attention_ref(inputs.q, inputs.k, inputs.v, causal=True, window=(5, -1),
+                        softmax_scale=case.softmax_scale, cu_seqlens_q=cu, cu_seqlens_k=cu).out
     for bi, n in enumerate(case.seq_lengths()):
-        q, k, v = (x[cu[bi]:cu[bi + 1]].unsqueeze(0) for x in (inputs.q, inputs.k, inputs.v))
-        ref = oracle_attention(q, k, v, True, (5, -1), case.softmax_scale)[0]
-        torch.testing.assert_close(out[bi, :n].double(), ref, atol=1e-5, rtol=1e-5)
+        c = int(cu[bi])
+        torch.testing.assert_close(out[bi, :n].double(), ref[c:c + n], atol=1e-5, rtol=1e-5)
 
 
 # -------------------------------------------------- GPU-only code paths, fed synthetic data
