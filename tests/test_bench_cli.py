@@ -61,7 +61,7 @@ def test_unknown_flag_exits_nonzero_with_message(capsys: pytest.CaptureFixture[s
     (["--window", "3"], "window must be 'L,R'"),
     (["--window=-2,0"], "window must be 'L,R'"),
     (["--device", "cpu", "--head-dims", "300"], "head dims must be <= 256"),
-    (["--device", "cpu", "--preset", "issue"], "GPU sweep"),
+    (["--device", "cpu", "--preset", "sweep"], "GPU sweep"),
     (["--device", "cpu", "--peers", "sdpa_flash"], "unknown peer(s) sdpa_flash"),
     (["--device", "cpu", "--long"], "--long on CPU needs explicit --long-seqlens"),
     (["--check-only", "--skip-check"], "contradict"),
@@ -72,6 +72,30 @@ def test_bad_arguments_exit_2_with_message(argv: list[str], message: str,
         cli.main(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old, new", [("issue", "sweep"), ("default", "quick")])
+def test_old_preset_names_still_work_with_a_note(old: str, new: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Older records and scripts say --preset issue / default: same preset, one-line note."""
+    args = cli.build_parser().parse_args(["--preset", old])
+    assert args.preset == old and cli.OLD_PRESET_NAMES[old] == new and new in cli.PRESETS
+    with pytest.raises(SystemExit) as info:   # CPU --long without --long-seqlens: stops (2)
+        cli.main(["--preset", old, "--device", "cpu", "--long"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"note: --preset {old} is now called --preset {new}" in err
+    # the new name is what the run resolves: the GPU-only sweep refuses the CPU under its new name
+    assert ("--preset sweep is a GPU sweep" in err) == (new == "sweep")
+
+
+def test_console_script_entry_point_resolves() -> None:
+    """pyproject's flash-attn-c-bench names flash_attn_c.bench:main."""
+    import importlib
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("flash-attn-c-bench"))
+    module, func = line.split("=", 1)[1].strip().strip('"').split(":")
+    assert getattr(importlib.import_module(module), func) is cli.main
 
 
 # ----------------------------------------------------------------------------- a tiny CPU run
@@ -126,7 +150,7 @@ def test_tiny_cpu_run_writes_wellformed_files(tmp_path: Path) -> None:
         blob = (out / name).read_bytes()
         assert blob[:8] == PNG_SIGNATURE, name
         assert len(blob) > 2000, name
-    assert not (out / "results.md").exists()  # only for --preset issue / --long / --markdown
+    assert not (out / "results.md").exists()  # only for --preset sweep / --long / --markdown
 
 
 def test_oom_peer_is_reported_not_raised(tmp_path: Path,
@@ -245,7 +269,7 @@ def test_summary_geomean_min_and_markdown_for_a_gpu_run(tmp_path: Path) -> None:
     header = {"device_type": "cuda", "device_name": "NVIDIA H100", "compute_capability": "sm_90",
               "sm_count": 132, "torch": "2.11", "cuda": "13.0", "cudnn": "91900",
               "triton": "3.6", "flash_attn_c": "0.1.0", "git_commit": "unknown",
-              "date_utc": "now", "command": "python -m flash_attn_c.bench --preset issue"}
+              "date_utc": "now", "command": "python -m flash_attn_c.bench --preset sweep"}
     md = markdown_results(header, ["a note"], rows, ["fwd"], summary, [])
     assert "NVIDIA H100" in md and "132 SMs" in md and "| 2.00x |" in md and "| 0.50x |" in md
     assert {Path(p).name for p in write_plots(str(tmp_path), rows, ["fwd"], "H100")} == {
