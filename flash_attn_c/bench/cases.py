@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..testing import visible_mask
+from ..testing import cu_from_lens, visible_mask
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -186,8 +186,7 @@ def make_inputs(case: BenchCase, device: torch.device, seed: int) -> BenchInputs
     valid = torch.zeros(b, s, dtype=torch.bool, device=device)
     for bi, n in enumerate(lengths):
         valid[bi, :n] = True
-    cu = torch.zeros(b + 1, dtype=torch.int32, device=device)
-    cu[1:] = torch.cumsum(torch.tensor(lengths, device=device, dtype=torch.int32), 0)
+    cu = cu_from_lens(lengths, device)
     return BenchInputs(pq[valid].contiguous(), pk[valid].contiguous(), pv[valid].contiguous(),
                        pdo[valid].contiguous(), pq, pk, pv, pdo, cu, max(lengths))
 
