@@ -18,8 +18,8 @@ as that baseline; 3x for gradients).
     out = flash_attn_c.flash_attn_func(q, k, v, causal=True)
     ref = attention_ref(q, k, v, causal=True)                  # float64
     low = attention_ref(q, k, v, causal=True, upcast=False)    # bf16, same formula
-    ours = (out.double() - ref.out).abs().max()
-    torch_ = (low.out.double() - ref.out).abs().max()          # ours <= 2 * torch_ (+ a tiny floor)
+    err = (out.double() - ref.out).abs().max()
+    base = (low.out.double() - ref.out).abs().max()            # expect err <= 2 * base (+ a tiny floor)
 
 GQA / MQA (hk < h) is handled here by repeating K/V heads inside the reference; the library
 itself never does that. Only torch is needed: nothing here calls the compiled extension.
