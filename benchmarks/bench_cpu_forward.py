@@ -88,7 +88,7 @@ def memory_child(s: int, b: int, h: int, d: int, causal: bool) -> None:
 
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     # Every allocation >= 64 KiB gets its own mmap (no reuse of resident heap pages, which
-    # would hide buffers from RSS); see flash_attn_c/_bench_measure.py.
+    # would hide buffers from RSS); see flash_attn_c/bench/measure.py.
     libc.mallopt(-3, 64 * 1024)   # M_MMAP_THRESHOLD
     libc.mallopt(-1, 64 * 1024)   # M_TRIM_THRESHOLD
     gen = torch.Generator().manual_seed(7)

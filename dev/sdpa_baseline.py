@@ -1,7 +1,7 @@
 """Times torch SDPA's FLASH_ATTENTION and CUDNN_ATTENTION backends (forward, and forward+backward
-with --bwd) on the issue's sweep: bf16, d 64/128/256, seqlen 512..16k, 16k tokens, h*d = 2048.
+with --bwd) on the standard sweep: bf16, d 64/128/256, seqlen 512..16k, 16k tokens, h*d = 2048.
 A quick anchor to read next to dev/fwd's `fwd_check --bench` table; the real side-by-side
-benchmark is `python -m flash_attn_c.bench --preset issue`."""
+benchmark is `python -m flash_attn_c.bench --preset sweep`."""
 import sys
 
 import torch

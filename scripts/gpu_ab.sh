@@ -5,7 +5,7 @@
 # the given arguments for each, and prints both summaries. Logs land in $OUT. AB_PYTEST runs on
 # side A only (the candidate; B is the reference being replaced).
 #   usage: bash scripts/gpu_ab.sh "FLAGS_A" "FLAGS_B" [bench args...]
-#   e.g.   bash scripts/gpu_ab.sh "" "-DFA_BWD_SM90_DQ_RED" --preset issue --directions bwd
+#   e.g.   bash scripts/gpu_ab.sh "" "-DFA_BWD_SM90_DQ_RED" --preset sweep --directions bwd
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"

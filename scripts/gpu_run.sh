@@ -36,7 +36,7 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   log "benchmark"
-  timeout $BENCH_S python3 -m flash_attn_c.bench --preset issue --out "$OUT/bench" > "$OUT/bench.log" 2>&1
+  timeout $BENCH_S python3 -m flash_attn_c.bench --preset sweep --out "$OUT/bench" > "$OUT/bench.log" 2>&1
   tail -40 "$OUT/bench.log"
   # At most 8 files come back from the device: the bench folder travels as one archive.
   tar -C "$OUT" -czf "$OUT/bench.tgz" bench && rm -rf "$OUT/bench"

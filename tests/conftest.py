@@ -80,10 +80,9 @@ def one_cpu_thread() -> Iterator[None]:
     """One intra-op thread for a module of tiny models: fastest for them, and it keeps the run time
     stable on a loaded 2-core machine (OpenMP threads spinning against other processes made
     single tests 20x slower there). Use with pytest.mark.usefixtures("one_cpu_thread")."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    from oracle import one_thread  # local import: oracle imports flash_attn_c, conftest does not
+    with one_thread():
+        yield
 
 
 def dev_cases(cpu: Iterable[Sequence], gpu: Iterable[Sequence] = (),

@@ -1,10 +1,12 @@
-"""The float64 reference for attention, the error-ratio rule, and the parity harness.
+"""The error-ratio rule and the parity harness, on the float64 reference of flash_attn_c.testing.
 
-Reference (``attention_ref``): a direct, materializing implementation of docs/conventions.md with
+Reference (``attention_ref``, ``visible_mask``, ``cu_from_lens``, re-exported from
+:mod:`flash_attn_c.testing`): a direct, materializing implementation of docs/conventions.md with
 explicit bottom-right masks. ``upcast=True`` computes in float64 (the oracle); ``upcast=False``
 computes the same formula in the inputs' own precision with ordinary PyTorch ops (the "PyTorch in
 the same low precision" baseline of the error-ratio rule). GQA is handled by repeating K/V heads
-inside the reference only; the library must never do that.
+inside the reference only; the library must never do that. ``ref_forward_backward`` here is the
+package's, run on one intra-op thread (``one_thread``).
 
 The rule (FlashAttention's own): for every compared tensor T,
 
@@ -22,10 +24,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+
+from flash_attn_c import testing as _testing
+# The reference math lives in the package (flash_attn_c.testing, shared with the bench and
+# usable by anyone); the names stay importable from here for the test files.
+from flash_attn_c.testing import RefResult, attention_ref, cu_from_lens, visible_mask  # noqa: F401
+
 
 @contextlib.contextmanager
 def one_thread():
@@ -48,154 +56,7 @@ def _single_threaded(fn):
     return wrapper
 
 
-# --------------------------------------------------------------------------------------------
-# masks
-# --------------------------------------------------------------------------------------------
-
-
-def visible_mask(sq: int, sk: int, window: Sequence[int] = (-1, -1), causal: bool = False,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """Bottom-right aligned visibility, bool (sq, sk): query i sees key j iff
-    i + sk - sq - left <= j <= i + sk - sq + right (-1 = unbounded; causal forces right = 0)."""
-    left, right = int(window[0]), int(window[1])
-    if causal:
-        right = 0
-    i = torch.arange(sq, device=device).unsqueeze(1)
-    j = torch.arange(sk, device=device).unsqueeze(0)
-    diag = i + sk - sq
-    vis = torch.ones(sq, sk, dtype=torch.bool, device=device)
-    if left >= 0:
-        vis &= j >= diag - left
-    if right >= 0:
-        vis &= j <= diag + right
-    return vis
-
-
-def alibi_distance(sq: int, sk: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """|i + sk - sq - j| as float64 (sq, sk)."""
-    i = torch.arange(sq, device=device, dtype=torch.float64).unsqueeze(1)
-    j = torch.arange(sk, device=device, dtype=torch.float64).unsqueeze(0)
-    return (i + sk - sq - j).abs()
-
-
-# --------------------------------------------------------------------------------------------
-# the reference
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RefResult:
-    """Reference outputs. out like q; lse fp32/fp64 (b, h, sq) dense, (h, total_q) varlen;
-    probs (b, h, sq, sk) (varlen: (b, h, max_sq, max_sk), zero padded), pre-dropout."""
-    out: torch.Tensor
-    lse: torch.Tensor
-    probs: torch.Tensor
-    grads: tuple = field(default_factory=tuple)
-
-
-def _attention_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                     window: Sequence[int], softcap: float, alibi_slopes: Optional[torch.Tensor],
-                     dropout_mask: Optional[torch.Tensor], dropout_p: float,
-                     softmax_scale: Optional[float], upcast: bool):
-    """Dense reference. q (b, sq, h, d), k/v (b, sk, hk, d); alibi (h,) or (b, h);
-    dropout_mask bool (b, h, sq, sk), True = kept. Differentiable w.r.t. q, k, v.
-    Returns out (b, sq, h, d), lse (b, h, sq), probs (b, h, sq, sk)."""
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
-    assert h % hk == 0, "reference needs h % hk == 0"
-    ct = torch.float64 if upcast else q.dtype
-    scale = d ** -0.5 if softmax_scale is None else softmax_scale
-    g = h // hk
-    qc = q.to(ct)
-    kc = k.to(ct).repeat_interleave(g, dim=2)  # query head i reads kv head i // g
-    vc = v.to(ct).repeat_interleave(g, dim=2)
-    s = torch.einsum("bqhd,bkhd->bhqk", qc, kc) * scale
-    if softcap > 0:
-        s = softcap * torch.tanh(s / softcap)
-    if alibi_slopes is not None:
-        slopes = alibi_slopes.to(torch.float64)
-        slopes = slopes.view(1, h, 1, 1) if slopes.dim() == 1 else slopes.view(b, h, 1, 1)
-        s = s + (-slopes * alibi_distance(sq, sk, q.device)).to(ct)
-    vis = visible_mask(sq, sk, window, causal, q.device)  # (sq, sk)
-    row_empty = ~vis.any(dim=-1, keepdim=True)  # (sq, 1)
-    s_masked = s.masked_fill(~vis, float("-inf"))
-    lse = torch.logsumexp(s_masked.detach().float() if not upcast else s_masked.detach(), dim=-1)
-    # Empty rows: softmax over all -inf is NaN; give those rows a harmless finite input (zeros),
-    # then zero their probabilities, so values and gradients are exactly 0 there.
-    p = torch.softmax(torch.where(row_empty, torch.zeros_like(s_masked), s_masked), dim=-1)
-    p = p * vis.to(p.dtype)
-    if dropout_mask is not None:
-        assert dropout_p > 0, "a dropout_mask needs dropout_p > 0 for the 1/(1-p) scale"
-        p_drop = p * dropout_mask.to(p.dtype) * (1.0 / (1.0 - dropout_p))
-    else:
-        p_drop = p
-    out = torch.einsum("bhqk,bkhd->bqhd", p_drop, vc)
-    return out, lse, p
-
-
-def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                  window: Sequence[int] = (-1, -1), softcap: float = 0.0,
-                  alibi_slopes: Optional[torch.Tensor] = None,
-                  dropout_mask: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
-                  softmax_scale: Optional[float] = None,
-                  cu_seqlens_q: Optional[torch.Tensor] = None,
-                  cu_seqlens_k: Optional[torch.Tensor] = None,
-                  max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
-                  upcast: bool = True) -> RefResult:
-    """Attention by definition (docs/conventions.md), float64 when upcast else in q's dtype.
-
-    Dense: q (b, sq, h, d), k/v (b, sk, hk, d) -> out (b, sq, h, d), lse (b, h, sq),
-    probs (b, h, sq, sk). Varlen (cu_seqlens_* given): q (total_q, h, d), k/v (total_k, hk, d)
-    -> out (total_q, h, d), lse (h, total_q), probs (b, h, max_sq, max_sk) zero padded; each
-    sequence uses its own sq/sk for masks and ALiBi, and the dropout mask is indexed by
-    (sequence, head, local i, local j) from a (b, h, max_sq, max_sk) mask.
-    Rows that see no key: out 0, lse -inf, probs 0, gradients 0.
-    """
-    kw = dict(causal=causal, window=window, softcap=softcap, dropout_p=dropout_p,
-              softmax_scale=softmax_scale, upcast=upcast)
-    if cu_seqlens_q is None:
-        out, lse, p = _attention_dense(q, k, v, alibi_slopes=alibi_slopes,
-                                       dropout_mask=dropout_mask, **kw)
-        return RefResult(out, lse, p)
-    cq = [int(x) for x in cu_seqlens_q.tolist()]
-    ck = [int(x) for x in cu_seqlens_k.tolist()]
-    nb = len(cq) - 1
-    h = q.shape[1]
-    mq = max_seqlen_q if max_seqlen_q is not None else max([cq[i + 1] - cq[i] for i in range(nb)] + [0])
-    mk = max_seqlen_k if max_seqlen_k is not None else max([ck[i + 1] - ck[i] for i in range(nb)] + [0])
-    outs, lses = [], []
-    ct = torch.float64 if upcast else q.dtype
-    probs = torch.zeros(nb, h, mq, mk, dtype=ct, device=q.device)
-    for i in range(nb):
-        qs = q[cq[i]:cq[i + 1]].unsqueeze(0)
-        ks = k[ck[i]:ck[i + 1]].unsqueeze(0)
-        vs = v[ck[i]:ck[i + 1]].unsqueeze(0)
-        sq, sk = qs.shape[1], ks.shape[1]
-        al = None
-        if alibi_slopes is not None:
-            al = alibi_slopes if alibi_slopes.dim() == 1 else alibi_slopes[i:i + 1]
-        dm = None if dropout_mask is None else dropout_mask[i:i + 1, :, :sq, :sk]
-        o, l, p = _attention_dense(qs, ks, vs, alibi_slopes=al, dropout_mask=dm, **kw)
-        outs.append(o[0])
-        lses.append(l[0])
-        probs[i, :, :sq, :sk] = p[0].detach()
-    out = torch.cat(outs, 0) if outs else q.new_zeros((0,) + tuple(q.shape[1:]), dtype=ct)
-    lse = torch.cat(lses, -1)
-    return RefResult(out, lse, probs)
-
-
-@_single_threaded
-def ref_forward_backward(inputs: Sequence[torch.Tensor], dout: Optional[torch.Tensor],
-                         upcast: bool, **kw) -> RefResult:
-    """Runs attention_ref on fresh leaf copies of (q, k, v) (fp64 when upcast, else the input
-    dtype) and, when dout is given, attaches (dq, dk, dv) in the leaves' dtype."""
-    ct = torch.float64 if upcast else inputs[0].dtype
-    leaves = [t.detach().to(ct).requires_grad_(dout is not None) for t in inputs]
-    res = attention_ref(*leaves, upcast=upcast, **kw)
-    if dout is not None:
-        res.grads = torch.autograd.grad(res.out, leaves, dout.to(ct))
-    res.out = res.out.detach()
-    return res
+ref_forward_backward = _single_threaded(_testing.ref_forward_backward)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,14 +230,6 @@ def check_dense(device, dtype, b: int, sq: int, sk: int, h: int, hk: int, d: int
         assert_lse("lse", lse, ref.lse, base.lse, dtype)
         case.ours_lse = lse
     return case
-
-
-def cu_from_lens(lens: Sequence[int], device) -> torch.Tensor:
-    """Cumulative sequence lengths, int32 (len(lens) + 1,)."""
-    c = [0]
-    for n in lens:
-        c.append(c[-1] + int(n))
-    return torch.tensor(c, dtype=torch.int32, device=device)
 
 
 def check_varlen(device, dtype, lens_q: Sequence[int], lens_k: Sequence[int], h: int, hk: int,

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 import flash_attn_c
-from flash_attn_c import bench
-from flash_attn_c._bench_backends import make_peer
-from flash_attn_c._bench_cases import (BenchCase, count_visible_pairs, make_inputs,
-                                       oracle_attention, visible_mask)
-from flash_attn_c._bench_report import ROW_FIELDS
+from flash_attn_c.bench import cli
+from flash_attn_c.bench.backends import make_peer
+from flash_attn_c.bench.cases import BenchCase, count_visible_pairs, make_inputs
+from flash_attn_c.bench.report import ROW_FIELDS
+from flash_attn_c.testing import attention_ref, visible_mask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Run the CLI against the same flash_attn_c this test process imported.
@@ -47,7 +47,7 @@ def test_help_exits_zero_and_documents_flags(tmp_path: Path) -> None:
 
 def test_unknown_flag_exits_nonzero_with_message(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        bench.main(["--bogus-flag"])
+        cli.main(["--bogus-flag"])
     assert info.value.code == 2
     assert "unrecognized arguments: --bogus-flag" in capsys.readouterr().err
 
@@ -61,7 +61,7 @@ def test_unknown_flag_exits_nonzero_with_message(capsys: pytest.CaptureFixture[s
     (["--window", "3"], "window must be 'L,R'"),
     (["--window=-2,0"], "window must be 'L,R'"),
     (["--device", "cpu", "--head-dims", "300"], "head dims must be <= 256"),
-    (["--device", "cpu", "--preset", "issue"], "GPU sweep"),
+    (["--device", "cpu", "--preset", "sweep"], "GPU sweep"),
     (["--device", "cpu", "--peers", "sdpa_flash"], "unknown peer(s) sdpa_flash"),
     (["--device", "cpu", "--long"], "--long on CPU needs explicit --long-seqlens"),
     (["--check-only", "--skip-check"], "contradict"),
@@ -69,9 +69,33 @@ def test_unknown_flag_exits_nonzero_with_message(capsys: pytest.CaptureFixture[s
 def test_bad_arguments_exit_2_with_message(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        bench.main(argv)
+        cli.main(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old, new", [("issue", "sweep"), ("default", "quick")])
+def test_old_preset_names_still_work_with_a_note(old: str, new: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Older records and scripts say --preset issue / default: same preset, one-line note."""
+    args = cli.build_parser().parse_args(["--preset", old])
+    assert args.preset == old and cli.OLD_PRESET_NAMES[old] == new and new in cli.PRESETS
+    with pytest.raises(SystemExit) as info:   # CPU --long without --long-seqlens: stops (2)
+        cli.main(["--preset", old, "--device", "cpu", "--long"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"note: --preset {old} is now called --preset {new}" in err
+    # the new name is what the run resolves: the GPU-only sweep refuses the CPU under its new name
+    assert ("--preset sweep is a GPU sweep" in err) == (new == "sweep")
+
+
+def test_console_script_entry_point_resolves() -> None:
+    """pyproject's flash-attn-c-bench names flash_attn_c.bench:main."""
+    import importlib
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("flash-attn-c-bench"))
+    module, func = line.split("=", 1)[1].strip().strip('"').split(":")
+    assert getattr(importlib.import_module(module), func) is cli.main
 
 
 # ----------------------------------------------------------------------------- a tiny CPU run
@@ -126,12 +150,12 @@ def test_tiny_cpu_run_writes_wellformed_files(tmp_path: Path) -> None:
         blob = (out / name).read_bytes()
         assert blob[:8] == PNG_SIGNATURE, name
         assert len(blob) > 2000, name
-    assert not (out / "results.md").exists()  # only for --preset issue / --long / --markdown
+    assert not (out / "results.md").exists()  # only for --preset sweep / --long / --markdown
 
 
 def test_oom_peer_is_reported_not_raised(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    code = bench.main(["--device", "cpu", "--skip-check", "--seqlens", "32", "--head-dims", "8",
+    code = cli.main(["--device", "cpu", "--skip-check", "--seqlens", "32", "--head-dims", "8",
                        "--directions", "fwd", "--causal", "no", "--peers", "none",
                        "--tokens", "32", "--hidden", "16", "--reps", "3", "--cpu-budget", "0.01",
                        "--no-memory", "--no-plots", "--no-progress", "--markdown",
@@ -146,9 +170,9 @@ def test_oom_peer_is_reported_not_raised(tmp_path: Path,
 
 def test_failed_self_check_stops_with_exit_1(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code = bench.main(["--device", "cpu", "--check-only", "--head-dims", "8",
+    code = cli.main(["--device", "cpu", "--check-only", "--head-dims", "8",
                        "--inject-check-failure", "--out", str(tmp_path)])
-    assert code == bench.EXIT_CHECK_FAILED
+    assert code == cli.EXIT_CHECK_FAILED
     captured = capsys.readouterr()
     assert "SELF-CHECK FAILED" in captured.err
     check = json.loads((tmp_path / "check.json").read_text())["check"]
@@ -157,7 +181,7 @@ def test_failed_self_check_stops_with_exit_1(tmp_path: Path,
 
 
 def test_self_check_passes_without_injection(tmp_path: Path) -> None:
-    code = bench.main(["--device", "cpu", "--check-only", "--head-dims", "8",
+    code = cli.main(["--device", "cpu", "--check-only", "--head-dims", "8",
                        "--out", str(tmp_path)])
     assert code == 0
     check = json.loads((tmp_path / "check.json").read_text())["check"]
@@ -171,7 +195,7 @@ def test_self_check_passes_without_injection(tmp_path: Path) -> None:
     (16, 16, 2, 5), (12, 20, 4, -1), (1, 1, 0, 0), (10, 3, 0, 0),
 ])
 def test_count_visible_pairs_matches_mask(sq: int, sk: int, left: int, right: int) -> None:
-    assert count_visible_pairs(sq, sk, left, right) == int(visible_mask(sq, sk, left, right).sum())
+    assert count_visible_pairs(sq, sk, left, right) == int(visible_mask(sq, sk, (left, right)).sum())
 
 
 def test_flops_convention() -> None:
@@ -185,7 +209,7 @@ def test_flops_convention() -> None:
     assert causal.flops("fwd") == dense.flops("fwd") / 2
     window = BenchCase(batch=2, seqlen=64, heads=4, kv_heads=4, head_dim=32, causal=True,
                        dtype="fp32", window=(8, -1))
-    pairs = int(visible_mask(64, 64, 8, 0).sum())
+    pairs = int(visible_mask(64, 64, (8, 0)).sum())
     assert window.flops("fwd") == 4 * 4 * 32 * 2 * pairs
     varlen = BenchCase(batch=2, seqlen=64, heads=4, kv_heads=4, head_dim=32, causal=True,
                        dtype="fp32", lengths=(64, 40))
@@ -202,11 +226,12 @@ def test_peers_compute_the_same_attention(peer: str) -> None:
     prepared = make_peer(peer, "cpu", 2**30).prepare(case, inputs)
     with torch.no_grad(), prepared.context():
         out = prepared.forward().transpose(1, 2)  # (b, s, h, d)
-    cu = inputs.cu_seqlens.tolist()
+    cu = inputs.cu_seqlens
+    ref = attention_ref(inputs.q, inputs.k, inputs.v, causal=True, window=(5, -1),
+                        softmax_scale=case.softmax_scale, cu_seqlens_q=cu, cu_seqlens_k=cu).out
     for bi, n in enumerate(case.seq_lengths()):
-        q, k, v = (x[cu[bi]:cu[bi + 1]].unsqueeze(0) for x in (inputs.q, inputs.k, inputs.v))
-        ref = oracle_attention(q, k, v, True, (5, -1), case.softmax_scale)[0]
-        torch.testing.assert_close(out[bi, :n].double(), ref, atol=1e-5, rtol=1e-5)
+        c = int(cu[bi])
+        torch.testing.assert_close(out[bi, :n].double(), ref[c:c + n], atol=1e-5, rtol=1e-5)
 
 
 # -------------------------------------------------- GPU-only code paths, fed synthetic data
@@ -222,8 +247,8 @@ def _row(cid: int, backend: str, tflops: float | None, status: str = "ok",
 
 
 def test_summary_geomean_min_and_markdown_for_a_gpu_run(tmp_path: Path) -> None:
-    from flash_attn_c._bench_report import (fill_ratios, format_summary, format_tables,
-                                            markdown_results, summarize, write_plots)
+    from flash_attn_c.bench.report import (fill_ratios, format_summary, format_tables,
+                                           markdown_results, summarize, write_plots)
     rows = [_row(0, "ours", 400.0), _row(0, "sdpa_flash", 200.0), _row(0, "sdpa_cudnn", 500.0),
             _row(0, "eager", None, "n.a."),
             _row(1, "ours", 100.0, seqlen=2048), _row(1, "sdpa_flash", 200.0, seqlen=2048),
@@ -244,7 +269,7 @@ def test_summary_geomean_min_and_markdown_for_a_gpu_run(tmp_path: Path) -> None:
     header = {"device_type": "cuda", "device_name": "NVIDIA H100", "compute_capability": "sm_90",
               "sm_count": 132, "torch": "2.11", "cuda": "13.0", "cudnn": "91900",
               "triton": "3.6", "flash_attn_c": "0.1.0", "git_commit": "unknown",
-              "date_utc": "now", "command": "python -m flash_attn_c.bench --preset issue"}
+              "date_utc": "now", "command": "python -m flash_attn_c.bench --preset sweep"}
     md = markdown_results(header, ["a note"], rows, ["fwd"], summary, [])
     assert "NVIDIA H100" in md and "132 SMs" in md and "| 2.00x |" in md and "| 0.50x |" in md
     assert {Path(p).name for p in write_plots(str(tmp_path), rows, ["fwd"], "H100")} == {
@@ -252,36 +277,36 @@ def test_summary_geomean_min_and_markdown_for_a_gpu_run(tmp_path: Path) -> None:
 
 
 def test_header_never_crashes_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flash_attn_c import _bench_env
+    from flash_attn_c.bench import env
 
     def no_git(*args: object, **kwargs: object) -> None:
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr(_bench_env.subprocess, "run", no_git)
+    monkeypatch.setattr(env.subprocess, "run", no_git)
     monkeypatch.delenv("FLASH_ATTN_C_GIT_COMMIT", raising=False)
-    info = _bench_env.collect_header(torch.device("cpu"))
+    info = env.collect_header(torch.device("cpu"))
     assert info["git_commit"] == "unknown"
-    text = _bench_env.format_header(info)
+    text = env.format_header(info)
     assert "git unknown" in text and "CPU" in text
     cuda_like = dict(info, device_type="cuda", device_name="NVIDIA H200", sm_count=132,
                      compute_capability="sm_90", device_memory_gib=139.8)
-    assert "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)" in _bench_env.format_header(cuda_like)
+    assert "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)" in env.format_header(cuda_like)
 
 
 def test_header_commit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tree copied without a current .git (the lent GPU machine) names the commit it was given."""
-    from flash_attn_c import _bench_env
+    from flash_attn_c.bench import env
 
     monkeypatch.setenv("FLASH_ATTN_C_GIT_COMMIT", "5cfb00c")
-    assert _bench_env._git_commit() == "5cfb00c (FLASH_ATTN_C_GIT_COMMIT)"
+    assert env._git_commit() == "5cfb00c (FLASH_ATTN_C_GIT_COMMIT)"
     monkeypatch.setenv("FLASH_ATTN_C_GIT_COMMIT", "  ")
-    assert "FLASH_ATTN_C_GIT_COMMIT" not in _bench_env._git_commit()
+    assert "FLASH_ATTN_C_GIT_COMMIT" not in env._git_commit()
 
 
 def test_simple_progress_without_tqdm() -> None:
     import io
 
-    from flash_attn_c._bench_progress import SimpleProgress
+    from flash_attn_c.bench.progress import SimpleProgress
     stream = io.StringIO()
     bar = SimpleProgress(20, "bench", stream=stream)
     for _ in range(20):
@@ -295,7 +320,7 @@ def test_simple_progress_without_tqdm() -> None:
 
 def test_plot_unit_follows_magnitude() -> None:
     """A CPU's 0.02 TFLOP/s is plotted as 20 GFLOP/s; a GPU's hundreds stay TFLOP/s."""
-    from flash_attn_c._bench_report import throughput_unit
+    from flash_attn_c.bench.report import throughput_unit
     assert throughput_unit([0.02, 0.5, None]) == ("GFLOP/s", 1000.0)
     assert throughput_unit([0.3, 612.0]) == ("TFLOP/s", 1.0)
     assert throughput_unit([]) == ("GFLOP/s", 1000.0)
@@ -307,7 +332,7 @@ def test_plots_name_the_dtype_unit_and_share_one_legend(tmp_path: Path,
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from flash_attn_c import _bench_report
+    from flash_attn_c.bench import report
     figures = []
     monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: figures.append(self))
     rows = []
@@ -316,7 +341,7 @@ def test_plots_name_the_dtype_unit_and_share_one_legend(tmp_path: Path,
             rows.append(dict(backend=backend, direction="fwd", head_dim=64, causal=False,
                              seqlen=s, dtype="bf16", heads=8, kv_heads=8, status="ok",
                              tflops=tflops, peak_mem_bytes=2 ** 20 * s))
-    _bench_report.write_plots(str(tmp_path), rows, ["fwd"], "CPU, 2 threads")
+    report.write_plots(str(tmp_path), rows, ["fwd"], "CPU, 2 threads")
     assert len(figures) == 2  # tflops_fwd, memory
     for fig in figures:
         title = fig._suptitle.get_text()

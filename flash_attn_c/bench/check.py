@@ -1,10 +1,11 @@
 """Correctness self-check run before the benchmark: ours vs a float64 oracle, fwd and bwd.
 
 Error metric: relative Frobenius error ||x - ref|| / ||ref|| against the float64 oracle
-(bottom-right masks, GQA, DESIGN.md section 3). Pass rule, after DESIGN.md section 6: our error
-must be at most 2x (forward) / 3x (gradients) the error of PyTorch eager attention computed in the
-same dtype, or below a per-dtype floor, whichever is larger (the floor keeps fp32 from failing on
-rounding noise when eager happens to be exceptionally accurate).
+(flash_attn_c.testing.attention_ref: bottom-right masks, GQA). Pass rule, after the tests'
+error-ratio rule (tests/oracle.py): our error must be at most 2x (forward) / 3x (gradients) the
+error of PyTorch eager attention computed in the same dtype, or below a per-dtype floor,
+whichever is larger (the floor keeps fp32 from failing on rounding noise when eager happens to
+be exceptionally accurate).
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ._bench_backends import eager_attention
-from ._bench_cases import DTYPES, oracle_attention, visible_mask
+from ..testing import attention_ref, visible_mask
+from .backends import eager_attention
+from .cases import DTYPES
 
 # Per-dtype floors of the relative error (forward, gradients), about 2x / 3x what eager attention
 # reaches in that dtype (measured on CPU: eager fp16 ~5e-4 fwd / 6e-4 grads, bf16 ~4e-3 / 5e-3;
@@ -73,10 +75,7 @@ def _rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
 def _eager_low_precision(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          cfg: CheckConfig) -> torch.Tensor:
     """PyTorch eager attention in q's dtype; (b, sq, h, d) in, (b, sq, h, d) out."""
-    left, right = cfg.window
-    if cfg.causal:
-        right = 0
-    blocked = ~visible_mask(cfg.seqlen_q, cfg.seqlen_k, left, right, q.device)
+    blocked = ~visible_mask(cfg.seqlen_q, cfg.seqlen_k, cfg.window, cfg.causal, q.device)
     out = eager_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), blocked,
                           cfg.head_dim ** -0.5, 0.0)
     return out.transpose(1, 2)
@@ -110,7 +109,8 @@ def run_check_config(cfg: CheckConfig, device: torch.device, seed: int,
         return out * (1.0 + perturb) if perturb else out
 
     def oracle(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor) -> torch.Tensor:
-        return oracle_attention(q_, k_, v_, cfg.causal, cfg.window, d ** -0.5)
+        return attention_ref(q_, k_, v_, causal=cfg.causal, window=cfg.window,
+                             softmax_scale=d ** -0.5).out
 
     def eager(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor) -> torch.Tensor:
         return _eager_low_precision(q_, k_, v_, cfg)

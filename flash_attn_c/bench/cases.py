@@ -1,6 +1,6 @@
 """Benchmark cases for ``python -m flash_attn_c.bench``: configurations, inputs, masks, FLOPs.
 
-Layouts used throughout (DESIGN.md section 2):
+Layouts used throughout (flash-attn's, docs/conventions.md):
     ours, dense:   q (b, s, h, d), k/v (b, s, hk, d), dout like q
     ours, varlen:  q (total, h, d), k/v (total, hk, d), cu_seqlens int32 (b + 1,)
     peers (SDPA, eager): (b, h, s, d) contiguous copies of the same values; varlen batches are
@@ -15,13 +15,16 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..testing import cu_from_lens, visible_mask
+
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
 DIRECTIONS: tuple[str, ...] = ("fwd", "bwd", "fwdbwd")
-# FLOP multipliers relative to the forward (DESIGN.md section 7).
+# FLOP multipliers relative to the forward (FlashAttention's convention: the backward's five
+# matmuls count 2.5x the forward's two).
 DIRECTION_FLOP_FACTOR: dict[str, float] = {"fwd": 1.0, "bwd": 2.5, "fwdbwd": 3.5}
 
 
@@ -83,7 +86,7 @@ class BenchCase:
         return sum(self.seq_lengths())
 
     def fwd_flops(self) -> float:
-        """Forward FLOPs, FlashAttention convention (DESIGN.md section 7).
+        """Forward FLOPs, FlashAttention's convention (two matmuls, 2*d FLOPs per (i, j) pair each).
 
         Dense without window: 4*b*h*sq*sk*d, halved when causal. Window or varlen: 4*h*d times
         the exact number of unmasked (i, j) pairs.
@@ -123,7 +126,7 @@ def count_visible_pairs(sq: int, sk: int, left: int, right: int) -> int:
     """Number of (i, j) with query i allowed to see key j under the bottom-right aligned mask.
 
     Query i sees key j iff i + sk - sq - left <= j <= i + sk - sq + right (-1 = unbounded),
-    0 <= j < sk (DESIGN.md section 3).
+    0 <= j < sk (docs/conventions.md; the same rule as flash_attn_c.testing.visible_mask).
     """
     if sq <= 0 or sk <= 0:
         return 0
@@ -132,20 +135,6 @@ def count_visible_pairs(sq: int, sk: int, left: int, right: int) -> int:
     lo = (diag - left).clamp(min=0) if left >= 0 else torch.zeros_like(i)
     hi = (diag + right).clamp(max=sk - 1) if right >= 0 else torch.full_like(i, sk - 1)
     return int((hi - lo + 1).clamp(min=0).sum())
-
-
-def visible_mask(sq: int, sk: int, left: int, right: int,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """Bool (sq, sk) mask, True where query i may see key j (bottom-right aligned)."""
-    i = torch.arange(sq, device=device).unsqueeze(1)
-    j = torch.arange(sk, device=device).unsqueeze(0)
-    diag = i + (sk - sq)
-    mask = torch.ones(sq, sk, dtype=torch.bool, device=device)
-    if left >= 0:
-        mask &= j >= diag - left
-    if right >= 0:
-        mask &= j <= diag + right
-    return mask
 
 
 def random_lengths(batch: int, max_len: int, rng: random.Random) -> tuple[int, ...]:
@@ -197,8 +186,7 @@ def make_inputs(case: BenchCase, device: torch.device, seed: int) -> BenchInputs
     valid = torch.zeros(b, s, dtype=torch.bool, device=device)
     for bi, n in enumerate(lengths):
         valid[bi, :n] = True
-    cu = torch.zeros(b + 1, dtype=torch.int32, device=device)
-    cu[1:] = torch.cumsum(torch.tensor(lengths, device=device, dtype=torch.int32), 0)
+    cu = cu_from_lens(lengths, device)
     return BenchInputs(pq[valid].contiguous(), pk[valid].contiguous(), pv[valid].contiguous(),
                        pdo[valid].contiguous(), pq, pk, pv, pdo, cu, max(lengths))
 
@@ -215,7 +203,7 @@ def peer_attn_mask(case: BenchCase, device: torch.device) -> Optional[torch.Tens
         return None
     left, right = case.effective_window()
     s = case.seqlen
-    base = visible_mask(s, s, left, right, device)
+    base = visible_mask(s, s, (left, right), device=device)
     if not case.varlen:
         return base.view(1, 1, s, s)
     masks = []
@@ -225,29 +213,6 @@ def peer_attn_mask(case: BenchCase, device: torch.device) -> Optional[torch.Tens
         row_pad = (torch.arange(s, device=device) >= n).unsqueeze(1)  # (s, 1)
         masks.append((base & key_ok) | (row_pad & key_ok))
     return torch.stack(masks).unsqueeze(1)
-
-
-def oracle_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                     window: tuple[int, int], softmax_scale: float) -> torch.Tensor:
-    """Float64 reference attention with explicit bottom-right masks and GQA.
-
-    q (b, sq, h, d), k/v (b, sk, hk, d) -> out (b, sq, h, d) float64. Rows that see no key give 0.
-    Differentiable (used for the self-check's reference gradients).
-    """
-    b, sq, h, d = q.shape
-    sk, hk = k.shape[1], k.shape[2]
-    qd = q.double().transpose(1, 2)                      # (b, h, sq, d)
-    kd = k.double().transpose(1, 2).repeat_interleave(h // hk, dim=1)  # (b, h, sk, d)
-    vd = v.double().transpose(1, 2).repeat_interleave(h // hk, dim=1)
-    left, right = window
-    if causal:
-        right = 0
-    allowed = visible_mask(sq, sk, left, right, q.device)  # (sq, sk)
-    scores = torch.matmul(qd, kd.transpose(-1, -2)) * softmax_scale
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    probs = torch.nan_to_num(probs, nan=0.0)              # fully masked rows -> 0
-    return torch.matmul(probs, vd).transpose(1, 2)        # (b, sq, h, d)
 
 
 def build_cases(*, dtypes: Sequence[str], head_dims: Sequence[int], seqlens: Sequence[int],

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ._bench_backends import Prepared
+from .backends import Prepared
 
 
 @dataclasses.dataclass

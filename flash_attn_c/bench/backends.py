@@ -20,7 +20,8 @@ from typing import Callable, ContextManager, Optional
 import torch
 import torch.nn.functional as F
 
-from ._bench_cases import BenchCase, BenchInputs, peer_attn_mask, visible_mask
+from ..testing import visible_mask
+from .cases import BenchCase, BenchInputs, peer_attn_mask
 
 
 @dataclasses.dataclass
@@ -167,7 +168,7 @@ def _prepare_eager(case: BenchCase, inputs: BenchInputs) -> Prepared:
     mask = peer_attn_mask(case, q.device)
     if mask is None and case.causal:
         s = case.seqlen
-        mask = visible_mask(s, s, -1, 0, q.device).view(1, 1, s, s)
+        mask = visible_mask(s, s, causal=True, device=q.device).view(1, 1, s, s)
     blocked = None if mask is None else ~mask
 
     def forward() -> torch.Tensor:

@@ -10,9 +10,9 @@ import csv
 import json
 import math
 import os
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ._bench_cases import geometric_mean
+from .cases import geometric_mean
 
 ROW_FIELDS = [
     "config_id", "direction", "dtype", "head_dim", "seqlen", "batch", "heads", "kv_heads",
@@ -60,20 +60,22 @@ def fmt_sig(x: float, digits: int = 3) -> str:
     return f"{x:.{decimals}f}"
 
 
-def _cell_time(r: Optional[dict[str, Any]]) -> str:
+def _cell(r: Optional[dict[str, Any]], ok_text: Callable[[dict[str, Any]], str]) -> str:
+    """A table cell: "-" without a row, the status (OOM, n.a., ERR) unless ok, else ok_text(r)."""
     if r is None:
         return "-"
     if r["status"] != "ok":
         return r["status"]
-    return f"{fmt_sig(r['ms'], 4)} / {fmt_sig(r['tflops'])}"
+    return ok_text(r)
+
+
+def _cell_time(r: Optional[dict[str, Any]]) -> str:
+    return _cell(r, lambda r: f"{fmt_sig(r['ms'], 4)} / {fmt_sig(r['tflops'])}")
 
 
 def _cell_mem(r: Optional[dict[str, Any]]) -> str:
-    if r is None:
-        return "-"
-    if r["status"] != "ok":
-        return r["status"]
-    return "n.a." if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / MIB:.1f}"
+    return _cell(r, lambda r: "n.a." if r["peak_mem_bytes"] is None
+                 else f"{r['peak_mem_bytes'] / MIB:.1f}")
 
 
 def _config_cells(r: dict[str, Any]) -> list[str]:
@@ -326,13 +328,25 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
                      and r.get(key) is not None)
         return pts
 
+    def panels(n_rows: int) -> tuple[Any, Any]:
+        """A figure with n_rows x (one column per head dim) panels."""
+        return plt.subplots(n_rows, len(head_dims), squeeze=False,
+                            figsize=(max(4.2 * len(head_dims), 6.6), 3.4 * n_rows))
+
+    def save(fig: Any, axes: Any, title: str, name: str) -> None:
+        fig.suptitle(title, fontsize=12)
+        figure_legend(fig, axes)
+        path = os.path.join(out_dir, name)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
     for direction in directions:
         drows = [r for r in rows if r["direction"] == direction]
         if not drows:
             continue
         unit, scale = throughput_unit([r.get("tflops") for r in drows if r["status"] == "ok"])
-        fig, axes = plt.subplots(len(causals), len(head_dims), squeeze=False,
-                                 figsize=(max(4.2 * len(head_dims), 6.6), 3.4 * len(causals)))
+        fig, axes = panels(len(causals))
         for ci, causal in enumerate(causals):
             for di, d in enumerate(head_dims):
                 ax = axes[ci][di]
@@ -353,17 +367,12 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
                 ax.set_ylabel(unit)
                 ax.set_ylim(bottom=0)
                 ax.grid(True, alpha=0.3)
-        fig.suptitle(f"{direction}: {unit} vs seqlen, {dtypes} ({device_label})", fontsize=12)
-        figure_legend(fig, axes)
-        path = os.path.join(out_dir, f"tflops_{direction}.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        save(fig, axes, f"{direction}: {unit} vs seqlen, {dtypes} ({device_label})",
+             f"tflops_{direction}.png")
 
     mem_dirs = [d for d in directions if any(r["direction"] == d for r in rows)]
     if mem_dirs:
-        fig, axes = plt.subplots(len(mem_dirs), len(head_dims), squeeze=False,
-                                 figsize=(max(4.2 * len(head_dims), 6.6), 3.4 * len(mem_dirs)))
+        fig, axes = panels(len(mem_dirs))
         for ri, direction in enumerate(mem_dirs):
             for di, d in enumerate(head_dims):
                 ax = axes[ri][di]
@@ -390,12 +399,7 @@ def write_plots(out_dir: str, rows: Sequence[dict[str, Any]], directions: Sequen
                 ax.set_title(f"{direction}, d={d}", fontsize=10)
                 ax.set_ylabel("peak extra memory (MiB)")
                 ax.grid(True, alpha=0.3)
-        fig.suptitle(f"peak memory vs seqlen, {dtypes} ({device_label})", fontsize=12)
-        figure_legend(fig, axes)
-        path = os.path.join(out_dir, "memory.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        save(fig, axes, f"peak memory vs seqlen, {dtypes} ({device_label})", "memory.png")
     return written
 
 
