@@ -196,8 +196,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("device,dtype,model,case", _cpu_and_gpu([(m, c) for m in MODELS for c in CASES]))
 def test_logits_and_gradients_match_reference(device, dtype, model, case):
     """Against the fp64 oracle, our logits' error is at most 2x, each parameter gradient's error
-    at most 3x, the error of transformers' reference implementation in the same dtype (DESIGN
-    section 6); the final hidden states also meet transformers' own sdpa tolerance."""
+    at most 3x, the error of transformers' reference implementation in the same dtype (the error-ratio
+    rule, docs/design.md section 7); the final hidden states also meet transformers' own sdpa tolerance."""
     ref, ours, ref32 = _pair(model, device, dtype)
     oracle = _oracle(ref32)
     kw, real = _inputs(case, device)
