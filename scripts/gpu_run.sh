@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: build the extension, run the GPU test suite, the dev kernel
 # harnesses and the benchmark; logs and results land in $OUT (at most 8 files come back).
-#   usage: bash scripts/gpu_run.sh [tests|bench|all] [extra pytest args...]
+#   usage: bash scripts/gpu_run.sh [tests|bench|sanitize|extras|all] [extra pytest args...]
+#   (sanitize: compute-sanitizer on the harnesses the GPU suite built; extras: sanitize + the
+#   deterministic-cost and long-sequence runs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}; shift || true
@@ -41,7 +43,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   # At most 8 files come back from the device: the bench folder travels as one archive.
   tar -C "$OUT" -czf "$OUT/bench.tgz" bench && rm -rf "$OUT/bench"
 fi
-if [ "$what" = all ] || [ "$what" = extras ]; then
+if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
   log "compute-sanitizer on small harness subsets (memcheck everywhere; racecheck, synccheck on the Hopper kernels)"
   for c in "memcheck dev/bin/fwd/fwd_check -k varlen" "memcheck dev/bin/fwd_sm90/sm90_check -k varlen" \
            "memcheck dev/bin/bwd/bwd_check --filter varlen" "memcheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
@@ -53,11 +55,13 @@ if [ "$what" = all ] || [ "$what" = extras ]; then
     timeout 90 compute-sanitizer --tool $tool "$@" 2>&1 | grep -E "passed|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|out of bounds|hazard|Barrier" | head -8
   done > "$OUT/sanitizer.log" 2>&1
   cat "$OUT/sanitizer.log"
+fi
+if [ "$what" = all ] || [ "$what" = extras ]; then
   log "deterministic backward cost"
   timeout 120 python3 benchmarks/deterministic_cost.py > "$OUT/deterministic.log" 2>&1; cat "$OUT/deterministic.log"
   log "long sequences (memory)"
   timeout 200 python3 -m flash_attn_c.bench --long --out "$OUT/long" > "$OUT/long.log" 2>&1
   tail -25 "$OUT/long.log"; rm -rf "$OUT/long"
-  cat "$OUT/sanitizer.log" "$OUT/deterministic.log" "$OUT/long.log" > "$OUT/extras.log" && rm "$OUT/sanitizer.log" "$OUT/deterministic.log" "$OUT/long.log"
+  cat "$OUT/deterministic.log" "$OUT/long.log" > "$OUT/extras.log" && rm "$OUT/deterministic.log" "$OUT/long.log"
 fi
 log "done"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Before/after in one call on the lent GPU: the tree at BASE_DIR (a `git archive` of the baseline
+# commit, carried along with the call) and this tree are each built in place; the given test files
+# run against the baseline (new tests that must fail there: "failing before"), and the standard
+# sweep runs on both, baseline first, then benchmarks/compare_sweeps.py compares every ratio.
+#   usage: BASE_DIR=.before bash scripts/gpu_before_after.sh [test files for the baseline...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16} FLASH_ATTN_C_CUDA_ARCHS=${FLASH_ATTN_C_CUDA_ARCHS:-90a}
+BASE_DIR=${BASE_DIR:-.before}
+SWEEP=${SWEEP:---preset sweep --directions fwd,bwd,fwdbwd --peers sdpa_flash,sdpa_cudnn,sdpa_efficient --no-plots}
+log() { echo "[before_after $(date +%T)] $*"; }
+build() { (cd "$1" && python3 setup.py build_ext --inplace > "$OUT/build_$2.log" 2>&1) || { tail -30 "$OUT/build_$2.log"; exit 1; }; }
+log "build baseline ($BASE_DIR) and this tree"
+build "$BASE_DIR" before & build . after & wait
+if [ $# -gt 0 ]; then
+  log "new tests on the baseline (expected to fail there)"
+  (cd "$BASE_DIR" && timeout 240 python3 -m pytest "$@" -m gpu -q -n 8 -p no:cacheprovider > "$OUT/tests_before.log" 2>&1)
+  grep -E "^(FAILED|ERROR)" "$OUT/tests_before.log" | cut -c1-160 | head -15; tail -1 "$OUT/tests_before.log"
+fi
+log "sweep: baseline"
+(cd "$BASE_DIR" && PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench ${SWEEP/--preset sweep/--preset issue} --out "$OUT/sweep_before" > "$OUT/sweep_before.log" 2>&1)
+log "sweep: this tree"
+PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench $SWEEP --out "$OUT/sweep_after" > "$OUT/sweep_after.log" 2>&1
+python3 benchmarks/compare_sweeps.py "$OUT/sweep_before/results.json" "$OUT/sweep_after/results.json" > "$OUT/compare.md"
+tail -1 "$OUT/compare.md"
+tar -C "$OUT" -czf "$OUT/sweeps.tgz" sweep_before sweep_after && rm -rf "$OUT/sweep_before" "$OUT/sweep_after"
+log "done"
