@@ -104,7 +104,7 @@ def merge_attn_output_(out: torch.Tensor, lse: torch.Tensor, block_out: torch.Te
     (b, h, s) (views allowed) absorb block_out / block_lse of the same shapes."""
     new = torch.logaddexp(lse, block_lse)
     w_old, w_new = _lse_weight(lse, new), _lse_weight(block_lse, new)
-    out.mul_(w_old).add_(w_new * block_out.float())
+    out.mul_(w_old).addcmul_(w_new, block_out)  # no temporary of out's size
     lse.copy_(new)
 
 

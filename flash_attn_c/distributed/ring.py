@@ -160,10 +160,9 @@ def _block_bwd(spec: _Spec, dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor
         return _ops.ops.bwd(dout[0], q[0], k[0], v[0], out[0], lse[0], spec.cu, spec.cu,
                             spec.max_local, spec.max_local, 0.0, spec.scale, c.left, c.right,
                             spec.softcap, None, spec.deterministic, rng)
-    return tuple(g for g in _ops.ops.bwd(
-        dout[:, c.qs], q[:, c.qs], k[:, c.ks], v[:, c.ks], out[:, c.qs],
-        lse[:, :, c.qs].contiguous(), None, None, 0, 0, 0.0, spec.scale, c.left, c.right,
-        spec.softcap, None, spec.deterministic, rng))
+    return _ops.ops.bwd(dout[:, c.qs], q[:, c.qs], k[:, c.ks], v[:, c.ks], out[:, c.qs],
+                        lse[:, :, c.qs].contiguous(), None, None, 0, 0, 0.0, spec.scale, c.left,
+                        c.right, spec.softcap, None, spec.deterministic, rng)
 
 
 def _unsq(gs, varlen: bool):
@@ -249,6 +248,8 @@ class _RingAttnFunc(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout: torch.Tensor, _dlse: Optional[torch.Tensor]):
         q, k, v, out, lse = ctx.saved_tensors
+        if dout.shape[-1] > 1 and dout.stride(-1) != 1:  # e.g. expanded by out.sum().backward()
+            dout = dout.contiguous()
         dq, dk, dv = _ring_backward(ctx.spec, dout, q, k, v, out, lse)
         return dq, dk, dv, None
 
