@@ -202,7 +202,7 @@ def _ring_backward(spec: _Spec, dout: torch.Tensor, q: torch.Tensor, k: torch.Te
     dq = _Acc(spec.rows)
     bufs = [(torch.empty_like(k), torch.empty_like(v)) for _ in range(min(2, ring.world - 1))]
     kc, vc = k, v
-    grad_reqs, grad_in = None, None
+    grad_reqs, grad_in, grad_sent = None, None, None
     dk = dv = None
     for t in range(ring.world):
         reqs = None
@@ -215,23 +215,32 @@ def _ring_backward(spec: _Spec, dout: torch.Tensor, q: torch.Tensor, k: torch.Te
             dq.add(c.qs, gq)
             dk_t.add(c.ks, gk)
             dv_t.add(c.ks, gv)
-        dk = dk_t.out if dk_t.out is not None else torch.zeros_like(k)
-        dv = dv_t.out if dv_t.out is not None else torch.zeros_like(v)
-        if ring.world > 1:
-            dk, dv = dk.float(), dv.float()
-            if t > 0:  # the accumulator of this block from the ranks that held it before (the
-                # wait also completes the previous step's send, whose buffers are dropped next)
-                wait(grad_reqs)
-                dk, dv = dk + grad_in[0], dv + grad_in[1]
-            grad_in = (torch.empty_like(dk), torch.empty_like(dv))
-            grad_reqs = ring.exchange([dk, dv], list(grad_in), GRAD_TAG)
+        dk, dv = dk_t.out, dv_t.out  # None when every block of the step was masked
+        if ring.world == 1:
+            break
+        if t > 0:  # the accumulator of this block from the ranks that held it before (the
+            # wait also completes the previous step's send, so its buffers may be dropped)
+            wait(grad_reqs)
+            dk_acc, dv_acc = grad_in
+            if dk is not None:
+                dk_acc.add_(dk)
+                dv_acc.add_(dv)
+        else:
+            dk_acc = dk.float() if dk is not None else torch.zeros_like(k, dtype=torch.float32)
+            dv_acc = dv.float() if dv is not None else torch.zeros_like(v, dtype=torch.float32)
+        grad_in = (torch.empty_like(dk_acc), torch.empty_like(dv_acc))
+        grad_reqs = ring.exchange([dk_acc, dv_acc], list(grad_in), GRAD_TAG)
+        grad_sent = (dk_acc, dv_acc)  # kept alive until the send completes (the next wait)
         if reqs is not None:
             wait(reqs)
             kc, vc = nk, nv
     if ring.world > 1:  # the owner's block, back with the sum over the whole ring
         wait(grad_reqs)
         dk, dv = grad_in
+        del grad_sent
     dq_out = dq.out if dq.out is not None else torch.zeros_like(q)
+    dk = dk if dk is not None else torch.zeros_like(k)
+    dv = dv if dv is not None else torch.zeros_like(v)
     return dq_out.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
