@@ -77,8 +77,8 @@ def _check_case(name: str, world: int, group) -> None:
         def shard(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
             return varlen_shard(x.transpose(0, dim), cu, group).transpose(0, dim)
         mx = max(lens)
-        ring = lambda a, b_, c: ring_flash_attn_varlen_func(a, b_, c, cu, mx, return_attn_probs=True,
-                                                             group=group, **kw)
+        ring = lambda a, b_, c: ring_flash_attn_varlen_func(a, b_, c, cu, mx, group=group,
+                                                             return_attn_probs=True, **kw)
         full = lambda a, b_, c: flash_attn_varlen_func(a, b_, c, cu, cu, mx, mx,
                                                        return_attn_probs=True, **kw)
         ref_kw = dict(cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=mx, max_seqlen_k=mx)
@@ -137,7 +137,8 @@ def _check_bad_input(world: int, group) -> None:
     odd = torch.randn(1, S_LOCAL - 1, 2, D, generator=g)
     # one rank's shard has the wrong shape (no local error: the ranks disagree)
     x = odd if rank == 1 else q
-    _expect_error(ValueError, "disagree on q_shape", lambda: ring_flash_attn_func(x, x, x, group=group))
+    _expect_error(ValueError, "disagree on q_shape",
+                  lambda: ring_flash_attn_func(x, x, x, group=group))
     # one rank's k does not match its q (a local error, reported on every rank)
     k = odd if rank == world - 1 else q
     _expect_error(ValueError, "k must have q's", lambda: ring_flash_attn_func(q, k, k, group=group))
@@ -146,7 +147,8 @@ def _check_bad_input(world: int, group) -> None:
                   lambda: zigzag_ring_flash_attn_func(odd, odd, odd, group=group))
     _expect_error(ValueError, "divisible by",
                   lambda: zigzag_shard(torch.randn(1, 2 * world + 1, 2, D), 1, group))
-    _expect_error(ValueError, "divisible by", lambda: ring_shard(torch.randn(1, world + 1, 2), 1, group))
+    _expect_error(ValueError, "divisible by",
+                  lambda: ring_shard(torch.randn(1, world + 1, 2), 1, group))
     # arguments that differ between ranks
     _expect_error(ValueError, "disagree on window",
                   lambda: ring_flash_attn_func(q, q, q, causal=(rank == 0), group=group))
@@ -296,7 +298,7 @@ def test_world_size_1_gpu_is_flash_attn_func(causal: bool) -> None:
         torch.testing.assert_close(x.grad, y.grad, atol=2e-2, rtol=1e-2)
 
 
-# ---- the primitives -------------------------------------------------------------------------------
+# ---- the primitives ---------------------------------------------------------------------------
 
 
 def test_block_window_reproduces_the_global_mask() -> None:
@@ -321,6 +323,34 @@ def test_block_window_reproduces_the_global_mask() -> None:
                     got[bc.q0:bc.q1, bc.k0:bc.k1] = oracle.visible_mask(
                         bc.q1 - bc.q0, bc.k1 - bc.k0, (bc.left, bc.right))
                     assert torch.equal(got, vis), (window, qp, kp, sq, sk, bc)
+
+
+def test_masked_blocks_are_skipped_and_zigzag_balances_causal_work() -> None:
+    """The ring's plan: causal (and windows) skip every fully masked block; zigzag gives every
+    rank the same causal work (same number of fully visible blocks and diagonal blocks)."""
+    from flash_attn_c.distributed._comm import Ring
+    from flash_attn_c.distributed.ring import _plans
+
+    world, rows = 4, 8
+
+    def plans(layout, rank, window):
+        return _plans(layout, Ring(None, world, rank, 0, 0), rows, window, None)
+
+    for rank in range(world):
+        causal = plans("ring", rank, (-1, 0))
+        assert [len(p) > 0 for p in causal] == [t <= rank for t in range(world)]
+        # window (5, 0): queries see at most 5 keys back, so only the own and previous block
+        assert [len(p) > 0 for p in plans("ring", rank, (5, 0))] == \
+            [t <= min(rank, 1) for t in range(world)]
+        assert all(len(p) == 1 for p in plans("ring", rank, (-1, -1)))
+    work = []
+    for rank in range(world):
+        calls = [c for p in plans("zigzag", rank, (-1, 0)) for c in p]
+        full = sum(c.left == -1 and c.right == -1 for c in calls)
+        diag = sum(c.right == 0 for c in calls)
+        assert full + diag == len(calls)
+        work.append((full, diag))
+    assert work == [(1 + 2 * (world - 1), 2)] * world, work
 
 
 def test_merge_and_backward_with_lse_compose_to_full_attention() -> None:
@@ -359,8 +389,9 @@ def test_merge_and_backward_with_lse_compose_to_full_attention() -> None:
 def test_example_runs_with_torchrun_on_cpu() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    example = str(ROOT / "examples" / "ring_attention_cpu.py")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(ROOT / "examples" / "ring_attention_cpu.py")],
+                           "--nproc_per_node", "2", example],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "matches flash_attn_func" in proc.stdout, proc.stdout
