@@ -20,7 +20,7 @@ import traceback
 import zlib
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 import torch
@@ -40,7 +40,8 @@ JOIN_TIMEOUT_S = 150  # a hung ring fails the test instead of hanging CI
 PG_TIMEOUT_S = 60
 
 S_LOCAL, B, D = 8, 2, 16
-# name: (layout, causal, window, h, hk, softcap, varlen sequence lengths in units of world size)
+# name: (layout, causal, window, h, hk, softcap, varlen sequence lengths in units of world size,
+#        [CPU dtype, default float32])
 CASES = {
     "ring_full": ("ring", False, (-1, -1), 4, 4, 0.0, None),
     "ring_causal_gqa": ("ring", True, (-1, -1), 4, 2, 0.0, None),
@@ -52,6 +53,9 @@ CASES = {
     "varlen_causal_gqa": ("varlen", True, (-1, -1), 4, 2, 0.0, (3, 0, 5, 1)),
     "varlen_full": ("varlen", False, (-1, -1), 2, 2, 0.0, (2, 4, 1)),
     "varlen_window": ("varlen", True, (4, -1), 4, 2, 0.0, (3, 1, 6)),
+    # low precision on the CPU (block outputs rounded before the merge): the ratio rule (a) only
+    "ring_causal_gqa_bf16": ("ring", True, (-1, -1), 4, 2, 0.0, None, torch.bfloat16),
+    "zigzag_window_fp16": ("zigzag", True, (9, -1), 4, 1, 0.0, None, torch.float16),
 }
 
 
@@ -59,9 +63,13 @@ def _gen(name: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(name.encode()))
 
 
-def _check_case(name: str, world: int, group) -> None:
-    """Runs one CASES entry on this rank and asserts its shards (called in every rank)."""
-    layout, causal, window, h, hk, softcap, lens = CASES[name]
+def _check_case(name: str, world: int, group, device: str = "cpu",
+                dtype: torch.dtype = torch.float32) -> None:
+    """Runs one CASES entry on this rank and asserts its shards (called in every rank). The
+    references run on the CPU; (b) is checked for float32 only."""
+    layout, causal, window, h, hk, softcap, lens, *cpu_dtype = CASES[name]
+    if device == "cpu" and cpu_dtype:
+        dtype = cpu_dtype[0]
     g = _gen(name)
     if layout == "varlen":
         lens = [n * world for n in lens]
@@ -72,14 +80,15 @@ def _check_case(name: str, world: int, group) -> None:
         shape_q, shape_k = (B, S_LOCAL * world, h, D), (B, S_LOCAL * world, hk, D)
     q, dout = torch.randn(shape_q, generator=g), torch.randn(shape_q, generator=g)
     k, v = torch.randn(shape_k, generator=g), torch.randn(shape_k, generator=g)
+    q, k, v, dout = (t.to(device, dtype) for t in (q, k, v, dout))
     kw = dict(causal=causal, window_size=window, softcap=softcap)
     if layout == "varlen":
         def shard(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
             return varlen_shard(x.transpose(0, dim), cu, group).transpose(0, dim)
-        mx = max(lens)
-        ring = lambda a, b_, c: ring_flash_attn_varlen_func(a, b_, c, cu, mx, group=group,
+        mx, cu_dev = max(lens), cu.to(device)
+        ring = lambda a, b_, c: ring_flash_attn_varlen_func(a, b_, c, cu_dev, mx, group=group,
                                                              return_attn_probs=True, **kw)
-        full = lambda a, b_, c: flash_attn_varlen_func(a, b_, c, cu, cu, mx, mx,
+        full = lambda a, b_, c: flash_attn_varlen_func(a, b_, c, cu_dev, cu_dev, mx, mx,
                                                        return_attn_probs=True, **kw)
         ref_kw = dict(cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=mx, max_seqlen_k=mx)
         lse_dim = 1
@@ -94,30 +103,34 @@ def _check_case(name: str, world: int, group) -> None:
         ref_kw = {}
         lse_dim = 2
     leaves = [shard(t).clone().requires_grad_() for t in (q, k, v)]
-    oracle._poison("cpu", leaves)
+    oracle._poison(device, leaves)
     out, lse, probs = ring(*leaves)
     assert probs is None
     out.backward(shard(dout))
     ours = [out.detach(), lse] + [t.grad for t in leaves]
 
     # (b) single-process flash_attn_c on the whole sequence, sharded the same way
-    fl = [t.clone().requires_grad_() for t in (q, k, v)]
-    f_out, f_lse, _ = full(*fl)
-    f_out.backward(dout)
-    theirs = [shard(f_out.detach()), shard(f_lse, lse_dim)] + [shard(t.grad) for t in fl]
-    for n, a, b_ in zip(("out", "lse", "dq", "dk", "dv"), ours, theirs):
-        torch.testing.assert_close(a, b_, atol=2e-5, rtol=1e-5, msg=lambda m: f"{name} {n}: {m}")
+    if dtype == torch.float32:
+        fl = [t.clone().requires_grad_() for t in (q, k, v)]
+        f_out, f_lse, _ = full(*fl)
+        f_out.backward(dout)
+        theirs = [shard(f_out.detach()), shard(f_lse, lse_dim)] + [shard(t.grad) for t in fl]
+        for n, a, b_ in zip(("out", "lse", "dq", "dk", "dv"), ours, theirs):
+            torch.testing.assert_close(a, b_, atol=2e-5, rtol=1e-5,
+                                       msg=lambda m: f"{name} {n}: {m}")
 
-    # (a) the float64 oracle and torch's own fp32 error
+    # (a) the float64 oracle and torch's own error in the same dtype (on the CPU)
+    ours = [x.cpu() for x in ours]
     rkw = dict(causal=causal, window=window, softcap=softcap, **ref_kw)
-    ref = oracle.ref_forward_backward([q, k, v], dout, upcast=True, **rkw)
-    base = oracle.ref_forward_backward([q, k, v], dout, upcast=False, **rkw)
-    oracle.assert_ratio(f"{name} out", ours[0], shard(ref.out), shard(base.out), torch.float32,
+    inputs, dout = [t.cpu() for t in (q, k, v)], dout.cpu()
+    ref = oracle.ref_forward_backward(inputs, dout, upcast=True, **rkw)
+    base = oracle.ref_forward_backward(inputs, dout, upcast=False, **rkw)
+    oracle.assert_ratio(f"{name} out", ours[0], shard(ref.out), shard(base.out), dtype,
                         oracle.FWD_FACTOR)
-    oracle.assert_lse(f"{name} lse", lse, shard(ref.lse, lse_dim), shard(base.lse, lse_dim),
-                      torch.float32)
+    oracle.assert_lse(f"{name} lse", ours[1], shard(ref.lse, lse_dim), shard(base.lse, lse_dim),
+                      dtype)
     oracle.assert_grads(ours[2:], [shard(x) for x in ref.grads], [shard(x) for x in base.grads],
-                        torch.float32)
+                        dtype)
 
 
 def _expect_error(exc: type, text: str, fn: Callable[[], object]) -> None:
@@ -180,16 +193,21 @@ def _check_bad_input(world: int, group) -> None:
 WORLDS = (2, 3, 4)
 
 
-def _worker(rank: int, store_path: str, names: List[str], out_dir: str) -> None:
+def _worker(rank: int, store_path: str, names: List[str], out_dir: str, backend: str,
+            worlds: Tuple[int, ...]) -> None:
     torch.set_num_threads(1)
-    world = max(WORLDS)
+    world = max(worlds)
+    device = "cpu"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+        device = "cuda"
     store = dist.FileStore(store_path, world)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world,
                             timeout=timedelta(seconds=PG_TIMEOUT_S))
     # every process takes part in creating every group, members or not
-    groups = {w: None if w == world else dist.new_group(list(range(w))) for w in WORLDS}
+    groups = {w: None if w == world else dist.new_group(list(range(w))) for w in worlds}
     results: Dict[str, str] = {}
-    for w in WORLDS:
+    for w in worlds:
         if rank >= w:
             continue
         for name in names:
@@ -197,6 +215,8 @@ def _worker(rank: int, store_path: str, names: List[str], out_dir: str) -> None:
             try:
                 if name == "bad_input":
                     _check_bad_input(w, groups[w])
+                elif device == "cuda":
+                    _check_case(name, w, groups[w], device, torch.bfloat16)
                 else:
                     _check_case(name, w, groups[w])
                 results[key] = "ok"
@@ -207,11 +227,13 @@ def _worker(rank: int, store_path: str, names: List[str], out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def _run_all(names: List[str]) -> List[Dict[str, str]]:
-    world = max(WORLDS)
+def _run_all(names: List[str], backend: str = "gloo",
+             worlds: Tuple[int, ...] = WORLDS) -> List[Dict[str, str]]:
+    world = max(worlds)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        ctx = mp.start_processes(_worker, args=(os.path.join(tmp, "store"), names, tmp),
+        ctx = mp.start_processes(_worker, args=(os.path.join(tmp, "store"), names, tmp, backend,
+                                                worlds),
                                  nprocs=world, join=False, start_method="spawn")
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         try:
@@ -241,6 +263,23 @@ def test_ring_gloo(world: int, name: str) -> None:
     results = _results()[:world]
     key = f"{world}:{name}"
     failures = [f"rank {r}:\n{res[key]}" for r, res in enumerate(results) if res[key] != "ok"]
+    assert not failures, "\n".join(failures)
+
+
+_NCCL_RESULTS: List[Dict[str, str]] = []
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(CASES))
+def test_ring_nccl_two_gpus(name: str) -> None:
+    """The same cases on CUDA tensors in bf16 over NCCL, world 2 (needs 2 GPUs)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs")
+    if not _NCCL_RESULTS:
+        _NCCL_RESULTS.extend(_run_all(list(CASES), "nccl", (2,)))
+    key = f"2:{name}"
+    failures = [f"rank {r}:\n{res[key]}" for r, res in enumerate(_NCCL_RESULTS)
+                if res[key] != "ok"]
     assert not failures, "\n".join(failures)
 
 
