@@ -155,6 +155,9 @@ def _check_bad_input(world: int, group) -> None:
     # one rank's k does not match its q (a local error, reported on every rank)
     k = odd if rank == world - 1 else q
     _expect_error(ValueError, "k must have q's", lambda: ring_flash_attn_func(q, k, k, group=group))
+    # a dtype the kernels refuse, on one rank only
+    q64 = q.double() if rank == 0 else q
+    _expect_error(TypeError, "q must be", lambda: ring_flash_attn_func(q64, q64, q64, group=group))
     # zigzag needs an even local length; the shard helpers need divisible lengths
     _expect_error(ValueError, "even local sequence length",
                   lambda: zigzag_ring_flash_attn_func(odd, odd, odd, group=group))

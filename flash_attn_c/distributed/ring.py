@@ -285,6 +285,11 @@ def _validate(fname: str, layout: str, ring: Ring, q, k, v, cu_seqlens, max_seql
                          "and in [1, 256]")
     if k.shape[-2] == 0 or q.shape[-2] % k.shape[-2] != 0:
         raise ValueError(f"nheads of q ({q.shape[-2]}) must be a multiple of k's ({k.shape[-2]})")
+    allowed = (torch.float16, torch.bfloat16) + ((torch.float32,) if q.device.type == "cpu"
+                                                  else ())
+    if q.dtype not in allowed:  # checked here, before the ring starts, not by the first kernel
+        raise TypeError(f"q must be {' / '.join(str(a)[6:] for a in allowed)} on "
+                        f"{q.device.type}, got {q.dtype}")
     for name, t in (("k", k), ("v", v)):
         if t.device != q.device or t.dtype != q.dtype:
             raise ValueError(f"{name} must have q's device and dtype ({q.device}, {q.dtype}), got "
