@@ -1,5 +1,6 @@
 /* fa_bwd_config.cuh - compile-time shapes of the backward kernels, read from the tuning table
- * (fa_tuning.h, FA_DIR_BWD and FA_DIR_BWD_DQ rows), and their shared-memory layouts.
+ * (fa_tuning.h, FA_KERNEL_BWD_SM80 and
+ * FA_KERNEL_BWD_DQ_SM80 rows), and their shared-memory layouts.
  *
  * The kernel bodies pick the row of the architecture they are compiled for (FA_BWD_ARCH); the
  * host picks the row of the device it launches on. Both rows of a head dim share Br, Bc and the
@@ -24,16 +25,16 @@
  *   slot: the int 0 that fa_opaque_zero reads, then the Philox {seed, offset} (fa_bwd_slot). */
 template <int kD, int kArch>
 struct fa_bwd_dkdv_cfg {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(kArch, FA_DIR_BWD, kD);
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM80, kArch, kD);
     static constexpr int kBr = kRow.br, kBc = kRow.bc, kWarps = kRow.warps;
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int kQStages = kRow.stages;
-    static constexpr int kWmS = kRow.flags & 15;           /* warps along Br in S, dP */
-    static constexpr int kWnKV = (kRow.flags >> 4) & 15;   /* warps along Bc in dK, dV */
-    static constexpr int kWmQ = (kRow.flags >> 8) & 15;    /* warps along Br in dQ */
-    static constexpr int kDoStages = (kRow.flags >> 12) & 15;
-    static constexpr int kDqPasses = (kRow.flags >> 16) & 15; /* column slices of the dQ tile */
-    static constexpr int kAddr = (kRow.flags >> 20) & 3;      /* FA_BWD_ADDR_* */
+    static constexpr int kWmS = kRow.wm_sdp;         /* warps along Br in S, dP */
+    static constexpr int kWnKV = kRow.wn_dkv;        /* warps along Bc in dK, dV */
+    static constexpr int kWmQ = kRow.wm_dq;          /* warps along Br in dQ */
+    static constexpr int kDoStages = kRow.do_stages;
+    static constexpr int kDqPasses = kRow.dq_passes; /* column slices of the dQ tile */
+    static constexpr int kAddr = kRow.addr;          /* FA_BWD_ADDR_* */
 
     static constexpr int kOffK = 0;
     static constexpr int kOffV = kOffK + 2 * kBc * kD;
@@ -46,7 +47,7 @@ struct fa_bwd_dkdv_cfg {
     static constexpr int kOffZero = kOffDp + 4 * kQStages * kBr;
     static constexpr int kSmem = kOffZero + 32;
 
-    static_assert(kRow.br > 0, "no FA_DIR_BWD tuning row for this head dim");
+    static_assert(kRow.br > 0, "no FA_KERNEL_BWD_SM80 tuning row for this head dim");
     static_assert(kWmS >= 1 && kWarps % kWmS == 0 && kBr % (16 * kWmS) == 0 &&
                       kBc % (16 * (kWarps / kWmS)) == 0,
                   "S/dP warp grid must tile Br x Bc in 16x16 pieces");
@@ -68,7 +69,7 @@ struct fa_bwd_dkdv_cfg {
  * the 32-byte slot (fa_bwd_slot). */
 template <int kD>
 struct fa_bwd_dq_cfg {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(80, FA_DIR_BWD_DQ, kD);
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_DQ_SM80, 80, kD);
     static constexpr int kBr = kRow.br, kBc = kRow.bc, kWarps = kRow.warps;
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int kStages = kRow.stages;
@@ -80,7 +81,7 @@ struct fa_bwd_dq_cfg {
     static constexpr int kOffZero = kOffV + 2 * kStages * kBc * kD;
     static constexpr int kSmem = kOffZero + 32;
 
-    static_assert(kRow.br > 0, "no FA_DIR_BWD_DQ tuning row for this head dim");
+    static_assert(kRow.br > 0, "no FA_KERNEL_BWD_DQ_SM80 tuning row for this head dim");
     static_assert(kBr == 16 * kWarps, "each warp owns 16 query rows");
     static_assert(kStages == 2, "the dQ kernel double-buffers K and V");
     static_assert(kBc % 16 == 0 && kD % 32 == 0 && (kD / 8) % 2 == 0, "tile shapes");

@@ -393,10 +393,10 @@ fa_fwd_kernel(const fa_fwd_args a)
 template <int kDtype, int D>
 static fa_status fa_fwd_launch_dtype(const fa_fwd_args &a, cudaStream_t stream)
 {
-    constexpr fa_tuning_row R = fa_tuning_find(80, FA_DIR_FWD, D);
-    static_assert(R.br > 0, "no forward tuning row for this head dim");
-    constexpr bool kQRegs = (R.flags & FA_TUNE_Q_IN_REGS) != 0;
-    constexpr bool kQRegsFeat = kQRegs && (R.flags & FA_TUNE_FEAT_Q_SMEM) == 0;
+    constexpr fa_tuning_row R = fa_tuning_find(FA_KERNEL_FWD_SM80, 80, D);
+    static_assert(R.br > 0, "no FA_KERNEL_FWD_SM80 tuning row for this head dim");
+    constexpr bool kQRegs = R.q_in_regs != 0;
+    constexpr bool kQRegsFeat = kQRegs && R.feat_q_smem == 0;
     const size_t smem = fa_fwd_smem_bytes(D, R.br, R.bc, R.stages);
 
     int dev = 0, smem_max = 0;

@@ -9,7 +9,7 @@
  * every thread issues cp.async copies for the NEXT query block while the current one computes
  * (2-stage ring of Q / dO tiles). Warpgroup wg owns keys [j0 + 64 wg, j0 + 64 wg + 64) of the
  * key block of Bc = 128 keys and steps over query blocks of Br rows (fa_tuning.h rows
- * FA_DIR_BWD_SM90: Br = 128 at D = 64, Br = 64 at D = 128). It works in the transposed
+ * FA_KERNEL_BWD_SM90: Br = 128 at D = 64, Br = 64 at D = 128). It works in the transposed
  * orientation, so that P^T and dS^T come out of the accumulators already in the A-fragment
  * layout of the next products:
  *   S^T  = K_wg Q_i^T        wgmma SS  (A = K rows, B = Q rows, both K-major over d)
@@ -52,12 +52,12 @@
 #define FA_BWD_SM90_BC 128     /* keys per CTA: 64 per consumer warpgroup */
 #define FA_BWD_SM90_THREADS 256
 
-/* The tile shape of bucket D (fa_tuning.h, FA_DIR_BWD_SM90 rows). Br = the N of S^T = K Q^T and
+/* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90 rows). Br = the N of S^T = K Q^T and
  * the k extent of dV += P^T dO, dK += dS^T Q; Bc and the warp count are fixed by the kernel's
  * warpgroup-per-64-keys layout. */
 template <int D>
 struct fa_bwd_sm90_cfg {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(90, FA_DIR_BWD_SM90, D);
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM90, 90, D);
     static constexpr int Br = kRow.br;
     static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_THREADS,
                   "the sm90 backward has Bc = 128 and 8 warps");
