@@ -9,6 +9,7 @@
 #define FA_BWD_ARGS_CUH
 
 #include <stdint.h>
+#include "fa_seq.cuh"
 
 typedef struct fa_bwd_args {
     /* inputs (dense (b, s, h, d) / varlen (total, h, d), like fa_params) */
@@ -61,44 +62,15 @@ typedef struct fa_bwd_args {
 } fa_bwd_args;
 
 #ifdef __CUDACC__
-/* Rows of one sequence: q rows [q_row0, q_row0 + sq) and k rows [k_row0, k_row0 + sk) of the
- * (total, h, d) view; dense sequences start at b * seqlen (the batch stride does the rest). */
-typedef struct fa_bwd_seq {
-    int64_t q_row0, k_row0;  /* global row of element 0 (varlen), b * seqlen (dense) */
-    int sq, sk;
-    int varlen;
-} fa_bwd_seq;
-
-static __device__ __forceinline__ fa_bwd_seq fa_bwd_get_seq(const fa_bwd_args &a, int b)
-{
-    fa_bwd_seq s;
-    if (a.cu_seqlens_q != NULL) {
-        const int q0 = a.cu_seqlens_q[b], q1 = a.cu_seqlens_q[b + 1];
-        const int k0 = a.cu_seqlens_k[b], k1 = a.cu_seqlens_k[b + 1];
-        s.q_row0 = q0;
-        s.k_row0 = k0;
-        s.sq = q1 - q0;
-        s.sk = k1 - k0;
-        s.varlen = 1;
-    } else {
-        s.q_row0 = (int64_t)b * a.seqlen_q;
-        s.k_row0 = (int64_t)b * a.seqlen_k;
-        s.sq = a.seqlen_q;
-        s.sk = a.seqlen_k;
-        s.varlen = 0;
-    }
-    return s;
-}
-
 /* Element offset of (sequence row 0, head h) of a tensor with (batch, row, head) strides. */
-static __device__ __forceinline__ int64_t fa_bwd_base(const fa_bwd_seq &s, int b, int64_t row0, int h,
+static __device__ __forceinline__ int64_t fa_bwd_base(const fa_seq &s, int b, int64_t row0, int h,
                                                      int64_t bs, int64_t rs, int64_t hs)
 {
     return (s.varlen ? row0 * rs : (int64_t)b * bs) + (int64_t)h * hs;
 }
 
 /* Offset of (sequence b, head h, row 0) in lse / dpsum: (b, h, sq) dense, (h, total_q) varlen. */
-static __device__ __forceinline__ int64_t fa_bwd_lse_base(const fa_bwd_args &a, const fa_bwd_seq &s,
+static __device__ __forceinline__ int64_t fa_bwd_lse_base(const fa_bwd_args &a, const fa_seq &s,
                                                          int b, int h)
 {
     return s.varlen ? (int64_t)h * a.total_q + s.q_row0

@@ -27,7 +27,7 @@
 
 /* Block-collective: requests Q rows [m0, m0 + Br) of query head qh and their LSE and D values. */
 template <int kD, int kBr, int kThreads>
-static __device__ __forceinline__ void block_load_q_lse_dp(const fa_bwd_args &a, const fa_bwd_seq &seq,
+static __device__ __forceinline__ void block_load_q_lse_dp(const fa_bwd_args &a, const fa_seq &seq,
                                                           int b, int qh, int m0,
                                                           uint16_t *sQ /* [Br][d] */,
                                                           float *sLse /* [Br] */,
@@ -50,7 +50,7 @@ static __device__ __forceinline__ void block_load_q_lse_dp(const fa_bwd_args &a,
 
 /* Block-collective: requests dO rows [m0, m0 + Br) of query head qh. */
 template <int kD, int kBr, int kThreads>
-static __device__ __forceinline__ void block_load_do(const fa_bwd_args &a, const fa_bwd_seq &seq, int b,
+static __device__ __forceinline__ void block_load_do(const fa_bwd_args &a, const fa_seq &seq, int b,
                                                     int qh, int m0, uint16_t *sdO /* [Br][d] */, int tid,
                                                     int zero)
 {
@@ -90,7 +90,8 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
-    const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
+    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
+                                 a.seqlen_k, b);
     const int n0 = n_block * kBc;
     if (n0 >= seq.sk) return; /* past this sequence's keys (varlen / padding of the grid) */
     if (tid == 0) { /* ordered before its readers by the first loop barrier */
@@ -101,18 +102,12 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         sSlot->philox[1] = offset;
     }
 
-    /* Query rows that see at least one key of [n0, n_last]: row i sees [i + diag - left,
-     * i + diag + right]. Rows outside the band get P = 0 on this block, so they are skipped. */
-    const int diag = seq.sk - seq.sq;
-    const int n_last = min(n0 + kBc, seq.sk) - 1;
-    int64_t i_lo = 0, i_hi = (int64_t)seq.sq - 1;
-    if (a.window_right >= 0) i_lo = max(i_lo, (int64_t)n0 - diag - a.window_right);
-    if (a.window_left >= 0) i_hi = min(i_hi, (int64_t)n_last - diag + a.window_left);
-    int m_begin = 0, n_m = 0;
-    if (i_lo <= i_hi) {
-        m_begin = (int)(i_lo / kBr);
-        n_m = (int)(i_hi / kBr) - m_begin + 1;
-    }
+    /* Query blocks with a row that sees some key of [n0, n_last] (fa_seq.cuh). Rows outside the
+     * band get P = 0 on this block, so they are skipped. */
+    int64_t i_lo, i_hi;
+    fa_band_queries(n0, min(n0 + kBc, seq.sk) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &i_lo, &i_hi);
+    const fa_band m_band = fa_band_tiles(i_lo, i_hi, kBr);
+    const int m_begin = m_band.first, n_m = m_band.count;
     const int group = a.heads / a.heads_k;
     const int n_iter = n_m * group;
 

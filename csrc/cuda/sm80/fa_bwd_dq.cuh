@@ -37,7 +37,8 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int m_block = blockIdx.x, qh = blockIdx.y, b = blockIdx.z;
-    const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
+    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
+                                 a.seqlen_k, b);
     const int m0 = m_block * kBr;
     if (m0 >= seq.sq) return;
     if (tid == 0) { /* ordered before its readers by the first loop barrier */
@@ -49,17 +50,11 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     }
     const int hk = qh / (a.heads / a.heads_k);
 
-    /* keys seen by at least one row of [m0, m_last] */
-    const int diag = seq.sk - seq.sq;
-    const int m_last = min(m0 + kBr, seq.sq) - 1;
-    int64_t j_lo = 0, j_hi = (int64_t)seq.sk - 1;
-    if (a.window_left >= 0) j_lo = max(j_lo, (int64_t)m0 + diag - a.window_left);
-    if (a.window_right >= 0) j_hi = min(j_hi, (int64_t)m_last + diag + a.window_right);
-    int n_begin = 0, n_n = 0;
-    if (j_lo <= j_hi) {
-        n_begin = (int)(j_lo / kBc);
-        n_n = (int)(j_hi / kBc) - n_begin + 1;
-    }
+    /* key blocks with a key seen by some row of [m0, m_last] (fa_seq.cuh) */
+    int64_t j_lo, j_hi;
+    fa_band_keys(m0, min(m0 + kBr, seq.sq) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &j_lo, &j_hi);
+    const fa_band n_band = fa_band_tiles(j_lo, j_hi, kBc);
+    const int n_begin = n_band.first, n_n = n_band.count;
 
     const int64_t k_base = fa_bwd_base(seq, b, seq.k_row0, hk, a.k_bs, a.k_rs, a.k_hs);
     const int64_t v_base = fa_bwd_base(seq, b, seq.k_row0, hk, a.v_bs, a.v_rs, a.v_hs);

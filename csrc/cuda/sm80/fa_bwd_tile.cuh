@@ -217,7 +217,7 @@ typedef struct fa_bwd_score_ctx {
 /* The context of sequence b, query head qh (the dK/dV kernel moves h and alibi_slope along as it
  * walks the query heads of its GQA group). philox: the block's shared {seed, offset}. */
 static __device__ __forceinline__ fa_bwd_score_ctx fa_bwd_make_score_ctx(const fa_bwd_args &a,
-                                                                         const fa_bwd_seq &seq,
+                                                                         const fa_seq &seq,
                                                                          int b, int qh,
                                                                          const uint64_t *philox)
 {

@@ -116,7 +116,7 @@ static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, fl
  * so no thread waits on these loads: no difference beyond noise (bwd geomean 1.011 vs 1.019 x
  * SDPA flash over d 64/128, s 2k/16k), so the simpler plain loads stay. */
 template <int D, int Br>
-static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_bwd_seq &seq, int b, int h0,
+static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_seq &seq, int b, int h0,
                                                          int mb_lo, int n_mb, int it, uint32_t sQ, uint32_t sdO,
                                                          float *lse_s, float *dsum_s)
 {
@@ -172,7 +172,8 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
     __shared__ float s_lse[2][Br], s_dsum[2][Br];
 
     const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
-    const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
+    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
+                                 a.seqlen_k, b);
     const int sq = seq.sq, sk = seq.sk;
     const int j0 = n_block * Bc;
     if (j0 >= sk) return;  /* uniform over the CTA: no key of this block exists */
@@ -188,13 +189,12 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
     const uint32_t sdO = sQ + 2 * kQBytes;   /* [2] stages */
     const uint32_t sdS = sdO + 2 * kQBytes;  /* dS^T [Bc keys][Br queries] */
 
-    /* query rows that can see some key of [j0, j1] (bottom-right band, fa_common.h) */
-    const int j1 = min(j0 + Bc, sk) - 1;
+    /* query blocks with a row that can see some key of [j0, j1] (fa_seq.cuh) */
     const int off = sk - sq;
-    const int m_lo = a.window_right < 0 ? 0 : max(0, j0 - off - a.window_right);
-    const int m_hi = a.window_left < 0 ? sq - 1 : min(sq - 1, j1 - off + a.window_left);
-    const int mb_lo = m_lo / Br;
-    const int n_mb = m_hi >= m_lo ? m_hi / Br - mb_lo + 1 : 0;
+    int64_t m_lo, m_hi;
+    fa_band_queries(j0, min(j0 + Bc, sk) - 1, sq, sk, a.window_left, a.window_right, &m_lo, &m_hi);
+    const fa_band m_band = fa_band_tiles(m_lo, m_hi, Br);
+    const int mb_lo = m_band.first, n_mb = m_band.count;
     const int n_iter = n_mb * group;
 
     /* K_j, V_j once (rows past sk zero-filled) */
