@@ -23,9 +23,9 @@
  *   sK [Bc][d], sV [Bc][d], sQ [stages][Br][d], sdO [do_stages][Br][d], sP [Br][Bc],
  *   sdS [Br][Bc] (all b16, swizzled), sLse [stages][Br], sDp [stages][Br] (fp32), and a 32-byte
  *   slot: the int 0 that fa_opaque_zero reads, then the Philox {seed, offset} (fa_bwd_slot). */
-template <int kD, int kArch>
+template <int D, int kArch>
 struct fa_bwd_dkdv_cfg {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM80, kArch, kD);
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM80, kArch, D);
     static constexpr int kBr = kRow.br, kBc = kRow.bc, kWarps = kRow.warps;
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int kQStages = kRow.stages;
@@ -37,10 +37,10 @@ struct fa_bwd_dkdv_cfg {
     static constexpr int kAddr = kRow.addr;          /* FA_BWD_ADDR_* */
 
     static constexpr int kOffK = 0;
-    static constexpr int kOffV = kOffK + 2 * kBc * kD;
-    static constexpr int kOffQ = kOffV + 2 * kBc * kD;
-    static constexpr int kOffDo = kOffQ + 2 * kQStages * kBr * kD;
-    static constexpr int kOffP = kOffDo + 2 * kDoStages * kBr * kD;
+    static constexpr int kOffV = kOffK + 2 * kBc * D;
+    static constexpr int kOffQ = kOffV + 2 * kBc * D;
+    static constexpr int kOffDo = kOffQ + 2 * kQStages * kBr * D;
+    static constexpr int kOffP = kOffDo + 2 * kDoStages * kBr * D;
     static constexpr int kOffDs = kOffP + 2 * kBr * kBc;
     static constexpr int kOffLse = kOffDs + 2 * kBr * kBc;
     static constexpr int kOffDp = kOffLse + 4 * kQStages * kBr;
@@ -52,47 +52,47 @@ struct fa_bwd_dkdv_cfg {
                       kBc % (16 * (kWarps / kWmS)) == 0,
                   "S/dP warp grid must tile Br x Bc in 16x16 pieces");
     static_assert(kWnKV >= 1 && kWarps % kWnKV == 0 && kBc % (16 * kWnKV) == 0 &&
-                      kD % (16 * (kWarps / kWnKV)) == 0,
+                      D % (16 * (kWarps / kWnKV)) == 0,
                   "dK/dV warp grid must tile Bc x d in 16x16 pieces");
     static_assert(kWmQ >= 1 && kWarps % kWmQ == 0 && kBr % (16 * kWmQ) == 0 &&
-                      kD % (16 * (kWarps / kWmQ)) == 0,
+                      D % (16 * (kWarps / kWmQ)) == 0,
                   "dQ warp grid must tile Br x d in 16x16 pieces");
-    static_assert(kDqPasses >= 1 && kD % (16 * kDqPasses * (kWarps / kWmQ)) == 0,
+    static_assert(kDqPasses >= 1 && D % (16 * kDqPasses * (kWarps / kWmQ)) == 0,
                   "dQ passes must split the warp's dQ columns into pairs of 8-column blocks");
     static_assert(kQStages == 1 || kQStages == 2, "Q stages: 1 or 2");
     static_assert(kDoStages == 1 || kDoStages == 2, "dO stages: 1 or 2");
     static_assert(kThreads >= 2 * kBr, "the LSE and D rows are loaded by one thread each");
-    static_assert(kD % 32 == 0 && kBc % 64 == 0, "tile widths the swizzle of fa_tile_offset covers");
+    static_assert(D % 32 == 0 && kBc % 64 == 0, "tile widths the swizzle of fa_tile_offset covers");
 };
 
 /* Deterministic dQ kernel (fa_bwd_dq.cuh): sQ [Br][d], sdO [Br][d], sK [2][Bc][d], sV [2][Bc][d],
  * the 32-byte slot (fa_bwd_slot). */
-template <int kD>
+template <int D>
 struct fa_bwd_dq_cfg {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_DQ_SM80, 80, kD);
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_DQ_SM80, 80, D);
     static constexpr int kBr = kRow.br, kBc = kRow.bc, kWarps = kRow.warps;
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int kStages = kRow.stages;
 
     static constexpr int kOffQ = 0;
-    static constexpr int kOffDo = kOffQ + 2 * kBr * kD;
-    static constexpr int kOffK = kOffDo + 2 * kBr * kD;
-    static constexpr int kOffV = kOffK + 2 * kStages * kBc * kD;
-    static constexpr int kOffZero = kOffV + 2 * kStages * kBc * kD;
+    static constexpr int kOffDo = kOffQ + 2 * kBr * D;
+    static constexpr int kOffK = kOffDo + 2 * kBr * D;
+    static constexpr int kOffV = kOffK + 2 * kStages * kBc * D;
+    static constexpr int kOffZero = kOffV + 2 * kStages * kBc * D;
     static constexpr int kSmem = kOffZero + 32;
 
     static_assert(kRow.br > 0, "no FA_KERNEL_BWD_DQ_SM80 tuning row for this head dim");
     static_assert(kBr == 16 * kWarps, "each warp owns 16 query rows");
     static_assert(kStages == 2, "the dQ kernel double-buffers K and V");
-    static_assert(kBc % 16 == 0 && kD % 32 == 0 && (kD / 8) % 2 == 0, "tile shapes");
+    static_assert(kBc % 16 == 0 && D % 32 == 0 && (D / 8) % 2 == 0, "tile shapes");
 };
 
 /* The host-side view: shapes of the row that runs on a device of compute capability major.minor
  * (arch = 10 major + minor). Checked to agree with what the kernel bodies assume. */
-template <int kD>
+template <int D>
 struct fa_bwd_dkdv_host {
-    typedef fa_bwd_dkdv_cfg<kD, 80> C80;
-    typedef fa_bwd_dkdv_cfg<kD, 90> C90;
+    typedef fa_bwd_dkdv_cfg<D, 80> C80;
+    typedef fa_bwd_dkdv_cfg<D, 90> C90;
     static_assert(C80::kBr == C90::kBr && C80::kBc == C90::kBc && C80::kWarps == C90::kWarps,
                   "sm80 and sm90 rows must share Br, Bc and warps");
     static_assert(C90::kSmem >= C80::kSmem, "the sm90 row must not need less shared memory");

@@ -122,11 +122,10 @@ static __device__ __forceinline__ void warp_gemm_pv(float (*o)[D / 8][4], const 
     }
 }
 
-template <int kDtype, int D, int Br, int Bc, int kWarps, int kStages, bool kQRegs, bool kFeat>
+template <bool kBf16, int D, int Br, int Bc, int kWarps, int kStages, bool kQRegs, bool kFeat>
 __global__ void __launch_bounds__(kWarps * 32)
 fa_fwd_kernel(const fa_fwd_args a)
 {
-    constexpr bool kBf16 = kDtype == FA_BF16;
     constexpr int kThreads = kWarps * 32;
     constexpr int kMT = Br / (16 * kWarps);  /* 16-row m-tiles per warp */
     constexpr int kNB = Bc / 8;              /* 8-column n-blocks of S */
@@ -404,8 +403,8 @@ static fa_status fa_fwd_launch_dtype(const fa_fwd_args &a, cudaStream_t stream)
 
     const bool feat = a.softcap > 0.f || a.alibi_slopes != NULL || a.has_dropout || !(a.scale > 0.f);
     void (*kern)(const fa_fwd_args) =
-        feat ? fa_fwd_kernel<kDtype, D, R.br, R.bc, R.warps, R.stages, kQRegsFeat, true>
-             : fa_fwd_kernel<kDtype, D, R.br, R.bc, R.warps, R.stages, kQRegs, false>;
+        feat ? fa_fwd_kernel<kDtype == FA_BF16, D, R.br, R.bc, R.warps, R.stages, kQRegsFeat, true>
+             : fa_fwd_kernel<kDtype == FA_BF16, D, R.br, R.bc, R.warps, R.stages, kQRegs, false>;
     /* The kernel's few static shared slots come on top of the dynamic bytes: opt in to the large
        carve-out from 47 KB on, not 48 (d = 64 uses exactly 48 KB of dynamic shared memory). */
     if (smem > 47 * 1024 &&

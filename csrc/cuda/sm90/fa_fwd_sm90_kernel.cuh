@@ -209,12 +209,11 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
 
 #endif /* FA_SM90_DEVICE */
 
-template <int kDtype, int D, int Br, int Bc, int kStages>
+template <bool kBf16, int D, int Br, int Bc, int kStages>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 {
 #if FA_SM90_DEVICE
-    constexpr bool kBf16 = kDtype == FA_BF16;
     constexpr int kWG = Br / 64;            /* consumer warpgroups */
     constexpr int kCols = D / 64;           /* 64-element column blocks */
     constexpr uint32_t kQBytes = (uint32_t)Br * D * 2;
@@ -516,7 +515,7 @@ static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_
     typedef fa_sm90_tile<D> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
-    void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype, D, T::kBr, T::kBc, T::kStages>;
+    void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages>;
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -536,7 +535,7 @@ static int fa_fwd_sm90_has_image_dtype(void)
     static int cached = 0;  /* 0 unknown, 1 yes, -1 no; benign race: every writer writes the same */
     if (cached == 0) {
         cudaFuncAttributes attr;
-        void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype, D, T::kBr, T::kBc, T::kStages>;
+        void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages>;
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
                         attr.sharedSizeBytes >= (size_t)(1 + 4 * T::kStages) * 8u;
         cached = ok ? 1 : -1;
