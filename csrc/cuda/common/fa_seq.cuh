@@ -3,12 +3,11 @@
  * window mask (fa_band_keys, fa_band_queries, fa_band_tiles). Used by all the forward, backward
  * and probabilities kernels, so they agree on both by construction.
  *
- * The band is built on fa_mask_bounds (fa_common.h, shared with the CPU backend): row i sees the
- * closed key range [lo(i), hi(i)], both non-decreasing in i, so the keys a row range [r0, r1]
- * sees are [lo(r0), hi(r1)]. Transposed, key j is seen by the query rows
- * [j + sq - sk - right, j + sq - sk + left] clipped to [0, sq - 1]: fa_mask_bounds with the
- * roles of (sq, sk) and (left, right) swapped. int64 throughout (i + sk - sq +- w stays exact for
- * any sq, sk < 2^31); the results fit int.
+ * The mask is fa_mask_bounds' (fa_common.h, shared with the CPU backend): row i sees the closed
+ * key range [i + diag - left, i + diag + right] clipped to [0, sk - 1], diag = sk - sq, both ends
+ * non-decreasing in i, so the keys of rows [r0, r1] are [lo(r0), hi(r1)]; transposed, key j is
+ * seen by the rows [j - diag - right, j - diag + left] clipped to [0, sq - 1]. The bands are in
+ * int64 (row +- diag +- window is exact for any sq, sk < 2^31); the results fit int.
  */
 #ifndef FA_SEQ_CUH
 #define FA_SEQ_CUH
@@ -25,10 +24,12 @@ typedef struct fa_seq {
 } fa_seq;
 
 /* The extent of sequence b. varlen: the caller's test for cu_seqlens (both given or both NULL);
- * cu_seqlens_q/k: (batch + 1,) device; seqlen_q/k: the dense sizes. */
+ * cu_seqlens_q/k: (batch + 1,) device; seqlen_q/k: the dense sizes, by reference to the kernel
+ * argument so that they are read on the dense path only (passed by value they were read up
+ * front, which reshuffled the register allocation of the backward kernels that sit at 255). */
 static __device__ __forceinline__ fa_seq fa_seq_get(int varlen, const int32_t *cu_seqlens_q,
-                                                   const int32_t *cu_seqlens_k, int seqlen_q,
-                                                   int seqlen_k, int b)
+                                                   const int32_t *cu_seqlens_k, const int &seqlen_q,
+                                                   const int &seqlen_k, int b)
 {
     fa_seq s;
     if (varlen) {
@@ -51,22 +52,25 @@ static __device__ __forceinline__ fa_seq fa_seq_get(int varlen, const int32_t *c
 
 /* Keys seen by at least one query row of [r_first, r_last]: the closed range [*lo, *hi] (empty
  * when *lo > *hi). left/right: -1 = unbounded. */
-static __device__ __forceinline__ void fa_band_keys(int64_t r_first, int64_t r_last, int64_t sq, int64_t sk,
-                                                   int64_t left, int64_t right, int64_t *lo, int64_t *hi)
+static __device__ __forceinline__ void fa_band_keys(int64_t r_first, int64_t r_last, int sq, int sk, int left,
+                                                   int right, int64_t *lo, int64_t *hi)
 {
-    int64_t unused;
-    fa_mask_bounds(r_first, sq, sk, left, right, lo, &unused);
-    fa_mask_bounds(r_last, sq, sk, left, right, &unused, hi);
+    const int diag = sk - sq;
+    *lo = 0;
+    *hi = (int64_t)sk - 1;
+    if (left >= 0) *lo = max(*lo, r_first + diag - left);
+    if (right >= 0) *hi = min(*hi, r_last + diag + right);
 }
 
 /* Query rows that see at least one key of [c_first, c_last]: the closed range [*lo, *hi]. */
-static __device__ __forceinline__ void fa_band_queries(int64_t c_first, int64_t c_last, int64_t sq,
-                                                      int64_t sk, int64_t left, int64_t right,
-                                                      int64_t *lo, int64_t *hi)
+static __device__ __forceinline__ void fa_band_queries(int64_t c_first, int64_t c_last, int sq, int sk,
+                                                      int left, int right, int64_t *lo, int64_t *hi)
 {
-    int64_t unused;
-    fa_mask_bounds(c_first, sk, sq, right, left, lo, &unused);
-    fa_mask_bounds(c_last, sk, sq, right, left, &unused, hi);
+    const int diag = sk - sq;
+    *lo = 0;
+    *hi = (int64_t)sq - 1;
+    if (right >= 0) *lo = max(*lo, c_first - diag - right);
+    if (left >= 0) *hi = min(*hi, c_last - diag + left);
 }
 
 /* Tiles of `tile` rows that cover the closed range [lo, hi] (lo >= 0): tiles first .. first +
