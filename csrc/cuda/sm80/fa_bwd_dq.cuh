@@ -61,8 +61,9 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     if (n_n > 0) {
         const int64_t q_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.q_batch_stride, a.q_row_stride, a.q_head_stride) +
                               (int64_t)m0 * a.q_row_stride;
-        const int64_t do_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.do_batch_stride, a.do_row_stride, a.do_head_stride) +
-                               (int64_t)m0 * a.do_row_stride;
+        const int64_t do_off =
+            fa_bwd_base(seq, b, seq.q_row0, qh, a.do_batch_stride, a.do_row_stride, a.do_head_stride) +
+            (int64_t)m0 * a.do_row_stride;
         const int n0 = n_begin * kBc;
         block_load_tile_async<D, kBr, kThreads>(sQ, a.q + q_off, a.q_row_stride, seq.sq - m0, a.head_dim, tid, 0);
         block_load_tile_async<D, kBr, kThreads>(sdO, a.dout + do_off, a.do_row_stride, seq.sq - m0, a.head_dim,

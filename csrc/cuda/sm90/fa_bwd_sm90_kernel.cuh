@@ -123,8 +123,11 @@ static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, c
     const int h = h0 + it / n_mb;
     const int i0 = (mb_lo + it % n_mb) * Br;
     const int sq = seq.sq, tid = threadIdx.x;
-    const uint16_t *qb = a.q + fa_bwd_base(seq, b, seq.q_row0, h, a.q_batch_stride, a.q_row_stride, a.q_head_stride) + (int64_t)i0 * a.q_row_stride;
-    const uint16_t *ob = a.dout + fa_bwd_base(seq, b, seq.q_row0, h, a.do_batch_stride, a.do_row_stride, a.do_head_stride) + (int64_t)i0 * a.do_row_stride;
+    const uint16_t *qb = a.q + fa_bwd_base(seq, b, seq.q_row0, h, a.q_batch_stride, a.q_row_stride, a.q_head_stride) +
+                         (int64_t)i0 * a.q_row_stride;
+    const uint16_t *ob = a.dout +
+                         fa_bwd_base(seq, b, seq.q_row0, h, a.do_batch_stride, a.do_row_stride, a.do_head_stride) +
+                         (int64_t)i0 * a.do_row_stride;
     block_load_tile<Br, D>(sQ, qb, a.q_row_stride, sq - i0, a.head_dim);
     block_load_tile<Br, D>(sdO, ob, a.do_row_stride, sq - i0, a.head_dim);
     if (tid < 2 * Br) {
@@ -199,8 +202,12 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
     /* K_j, V_j once (rows past sk zero-filled) */
     {
-        const uint16_t *kb = a.k + fa_bwd_base(seq, b, seq.k_row0, hk, a.k_batch_stride, a.k_row_stride, a.k_head_stride) + (int64_t)j0 * a.k_row_stride;
-        const uint16_t *vb = a.v + fa_bwd_base(seq, b, seq.k_row0, hk, a.v_batch_stride, a.v_row_stride, a.v_head_stride) + (int64_t)j0 * a.v_row_stride;
+        const uint16_t *kb = a.k +
+                             fa_bwd_base(seq, b, seq.k_row0, hk, a.k_batch_stride, a.k_row_stride, a.k_head_stride) +
+                             (int64_t)j0 * a.k_row_stride;
+        const uint16_t *vb = a.v +
+                             fa_bwd_base(seq, b, seq.k_row0, hk, a.v_batch_stride, a.v_row_stride, a.v_head_stride) +
+                             (int64_t)j0 * a.v_row_stride;
         block_load_tile<Bc, D>(sK, kb, a.k_row_stride, sk - j0, d);
         block_load_tile<Bc, D>(sV, vb, a.v_row_stride, sk - j0, d);
     }
@@ -368,8 +375,10 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
     /* dK = scale * sum dS^T Q, dV = sum P^T dO: rows key_base + 8 half, dims 8 jn + 2 t */
     {
-        uint16_t *dkb = a.dk + fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride);
-        uint16_t *dvb = a.dv + fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride);
+        uint16_t *dkb =
+            a.dk + fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride);
+        uint16_t *dvb =
+            a.dv + fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride);
 #pragma unroll
         for (int jn = 0; jn < D / 8; ++jn)
 #pragma unroll
