@@ -27,7 +27,6 @@
 #include "fa_mma.cuh"
 #include "fa_smem_tile.cuh"
 #include "fa_mask.cuh"
-#include "fa_seq.cuh"
 #include "fa_softmax.cuh"
 #include "fa_dropout.cuh"
 
@@ -156,15 +155,22 @@ fa_fwd_kernel(const fa_fwd_args a)
         a.rng_state[1] = (int64_t)offset;
     }
 
-    /* this sequence's extent (fa_seq.cuh) */
-    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
-                                  a.seqlen_k, b);
-    const int sq = seq.sq, sk = seq.sk;
+    /* This sequence's extent and, below, its key band: fa_seq_get and fa_band_keys (fa_seq.cuh)
+     * written out. This kernel sits at 255 registers in its feature variants, and every form
+     * that called the helpers changed its allocation (measured with ptxas: d = 96 on sm_80 spilled
+     * 16-32 bytes, other buckets moved by 1-4 registers): the dense b * seqlen of fa_seq and the
+     * int64 band stay live or reorder the prologue. Keep the two in step with fa_seq.cuh. */
+    int sq = a.seqlen_q, sk = a.seqlen_k;
+    int q_begin = 0;
     int64_t q_off, k_off, v_off;
-    if (seq.varlen) {
-        q_off = seq.q_row0 * a.q_row_stride;
-        k_off = seq.k_row0 * a.k_row_stride;
-        v_off = seq.k_row0 * a.v_row_stride;
+    if (a.cu_seqlens_q != NULL) {
+        q_begin = a.cu_seqlens_q[b];
+        const int k_begin = a.cu_seqlens_k[b];
+        sq = a.cu_seqlens_q[b + 1] - q_begin;
+        sk = a.cu_seqlens_k[b + 1] - k_begin;
+        q_off = (int64_t)q_begin * a.q_row_stride;
+        k_off = (int64_t)k_begin * a.k_row_stride;
+        v_off = (int64_t)k_begin * a.v_row_stride;
     } else {
         q_off = (int64_t)b * a.q_batch_stride;
         k_off = (int64_t)b * a.k_batch_stride;
@@ -191,11 +197,12 @@ fa_fwd_kernel(const fa_fwd_args a)
     mk.left = a.window_left;
     mk.right = a.window_right;
 
-    /* key tiles t_lo .. t_lo + n_tiles - 1 with a key seen by some row of [m0, m_end) (fa_seq.cuh) */
-    int64_t n_lo, n_hi;
-    fa_band_keys(m0, m_end - 1, sq, sk, mk.left, mk.right, &n_lo, &n_hi);
-    const fa_band n_band = fa_band_tiles(n_lo, n_hi, Bc);
-    const int t_lo = n_band.first, n_tiles = n_band.count;
+    /* key tiles touching the band of rows [m0, m_end): [t_lo, t_hi) (fa_band_keys, half-open) */
+    int n_lo = 0, n_hi = sk;
+    if (mk.left >= 0) n_lo = max(0, m0 + sk - sq - mk.left);
+    if (mk.right >= 0) n_hi = min(sk, (m_end - 1) + sk - sq + mk.right + 1);
+    const int t_lo = n_lo / Bc;
+    const int n_tiles = n_hi > n_lo ? (n_hi + Bc - 1) / Bc - t_lo : 0;
 
     const int warp_row = warp * 16 * kMT;      /* block-local first row of this warp */
     const int g = lane >> 2, t4 = lane & 3;
@@ -334,9 +341,9 @@ fa_fwd_kernel(const fa_fwd_args a)
      * are formed only now so that they occupy no registers during the key loop. */
     float *lse_row;  /* LSE of row 0 of this (b, h) */
     uint16_t *gO = (uint16_t *)a.o + (int64_t)h * a.o_head_stride + (int64_t)m0 * a.o_row_stride;
-    if (seq.varlen) {
-        lse_row = a.lse + (int64_t)h * a.total_q + seq.q_row0;
-        gO += seq.q_row0 * a.o_row_stride;
+    if (a.cu_seqlens_q != NULL) {
+        lse_row = a.lse + (int64_t)h * a.total_q + q_begin;
+        gO += (int64_t)q_begin * a.o_row_stride;
     } else {
         lse_row = a.lse + ((int64_t)b * a.heads + h) * a.seqlen_q;
         gO += (int64_t)b * a.o_batch_stride;
