@@ -1,7 +1,9 @@
 /* fa_seq.cuh - the two things every kernel derives first from its block index: the extent of its
  * sequence (fa_seq_get) and the band of tiles its rows can see under the bottom-right causal /
- * window mask (fa_band_keys, fa_band_queries, fa_band_tiles). Used by all the forward, backward
- * and probabilities kernels, so they agree on both by construction.
+ * window mask (fa_band_keys, fa_band_queries, fa_band_tiles). Used by the sm90 forward, the
+ * probabilities pass, and the sm80 and sm90 backward kernels; the sm80 forward writes the same
+ * two computations out inline (at 255 registers, every call form moved its allocation: see
+ * fa_fwd_kernel.cuh), so a change here must be mirrored there.
  *
  * The mask is fa_mask_bounds' (fa_common.h, shared with the CPU backend): row i sees the closed
  * key range [i + diag - left, i + diag + right] clipped to [0, sk - 1], diag = sk - sq, both ends
