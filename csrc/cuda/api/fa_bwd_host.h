@@ -94,14 +94,14 @@ static inline void fa_bwd_fill_args(const fa_params *p, fa_bwd_args *a)
     a->dq_accum = (p->deterministic || !dpsum_bytes)
                       ? NULL
                       : (float *)((char *)p->workspace + dpsum_bytes);
-    a->q_bs = p->q_batch_stride; a->q_rs = p->q_row_stride; a->q_hs = p->q_head_stride;
-    a->k_bs = p->k_batch_stride; a->k_rs = p->k_row_stride; a->k_hs = p->k_head_stride;
-    a->v_bs = p->v_batch_stride; a->v_rs = p->v_row_stride; a->v_hs = p->v_head_stride;
-    a->o_bs = p->o_batch_stride; a->o_rs = p->o_row_stride; a->o_hs = p->o_head_stride;
-    a->do_bs = p->do_batch_stride; a->do_rs = p->do_row_stride; a->do_hs = p->do_head_stride;
-    a->dq_bs = p->dq_batch_stride; a->dq_rs = p->dq_row_stride; a->dq_hs = p->dq_head_stride;
-    a->dk_bs = p->dk_batch_stride; a->dk_rs = p->dk_row_stride; a->dk_hs = p->dk_head_stride;
-    a->dv_bs = p->dv_batch_stride; a->dv_rs = p->dv_row_stride; a->dv_hs = p->dv_head_stride;
+    a->q_batch_stride = p->q_batch_stride; a->q_row_stride = p->q_row_stride; a->q_head_stride = p->q_head_stride;
+    a->k_batch_stride = p->k_batch_stride; a->k_row_stride = p->k_row_stride; a->k_head_stride = p->k_head_stride;
+    a->v_batch_stride = p->v_batch_stride; a->v_row_stride = p->v_row_stride; a->v_head_stride = p->v_head_stride;
+    a->o_batch_stride = p->o_batch_stride; a->o_row_stride = p->o_row_stride; a->o_head_stride = p->o_head_stride;
+    a->do_batch_stride = p->do_batch_stride; a->do_row_stride = p->do_row_stride; a->do_head_stride = p->do_head_stride;
+    a->dq_batch_stride = p->dq_batch_stride; a->dq_row_stride = p->dq_row_stride; a->dq_head_stride = p->dq_head_stride;
+    a->dk_batch_stride = p->dk_batch_stride; a->dk_row_stride = p->dk_row_stride; a->dk_head_stride = p->dk_head_stride;
+    a->dv_batch_stride = p->dv_batch_stride; a->dv_row_stride = p->dv_row_stride; a->dv_head_stride = p->dv_head_stride;
     a->cu_seqlens_q = p->cu_seqlens_q;
     a->cu_seqlens_k = p->cu_seqlens_k;
     a->batch = (int)p->batch;
@@ -114,19 +114,19 @@ static inline void fa_bwd_fill_args(const fa_params *p, fa_bwd_args *a)
     a->scale = p->softmax_scale;
     a->scale_log2 = p->softmax_scale * 1.4426950408889634f;
     a->softcap = p->softcap;
-    a->cap_inv_scale = p->softcap > 0.f ? p->softmax_scale / p->softcap : 0.f;
+    a->scale_div_softcap = p->softcap > 0.f ? p->softmax_scale / p->softcap : 0.f;
     a->window_left = fa_window_clamp(p->window_left, p->seqlen_k);
     a->window_right = fa_window_clamp(p->window_right, p->seqlen_q);
     a->alibi_slopes = p->alibi_slopes;
-    a->alibi_bs = p->alibi_batch_stride;
+    a->alibi_batch_stride = p->alibi_batch_stride;
     a->dropout_p = p->dropout_p;
-    a->rp_inv = p->dropout_p > 0.f ? 1.f / (1.f - p->dropout_p) : 1.f;
+    a->dropout_rescale = p->dropout_p > 0.f ? 1.f / (1.f - p->dropout_p) : 1.f;
     a->dropout_threshold = fa_dropout_threshold(p->dropout_p);
     a->seed = p->seed;
     a->offset = p->offset;
-    a->seed_ptr = p->philox_seed_ptr;
-    a->offset_ptr = p->philox_offset_ptr;
-    a->offset_add = p->philox_offset_add;
+    a->philox_seed_ptr = p->philox_seed_ptr;
+    a->philox_offset_ptr = p->philox_offset_ptr;
+    a->philox_offset_add = p->philox_offset_add;
     a->atomic_dq = p->deterministic ? 0 : 1;
 }
 

@@ -3,12 +3,14 @@
  *
  * Sizes inside one sequence are int (fa_check_params keeps lengths below 2^31); element offsets
  * into whole tensors are int64. Tensors of the params dtype are passed as uint16_t (fp16/bf16
- * bits); the kernels reinterpret them through the kBf16 template flag.
+ * bits); the kernels reinterpret them through the kBf16 template flag. Fields that fa_fwd_args
+ * also has carry the same name (and fa_params' name where it has the quantity).
  */
 #ifndef FA_BWD_ARGS_CUH
 #define FA_BWD_ARGS_CUH
 
 #include <stdint.h>
+#include "fa_seq.cuh"
 
 typedef struct fa_bwd_args {
     /* inputs (dense (b, s, h, d) / varlen (total, h, d), like fa_params) */
@@ -26,14 +28,15 @@ typedef struct fa_bwd_args {
     float *dpsum;           /* D = rowsum(dO o O), indexed exactly like lse */
     float *dq_accum;        /* (total_q, h, d) fp32, or NULL (deterministic path) */
 
-    int64_t q_bs, q_rs, q_hs;      /* batch / row / head strides, elements */
-    int64_t k_bs, k_rs, k_hs;
-    int64_t v_bs, v_rs, v_hs;
-    int64_t o_bs, o_rs, o_hs;
-    int64_t do_bs, do_rs, do_hs;
-    int64_t dq_bs, dq_rs, dq_hs;
-    int64_t dk_bs, dk_rs, dk_hs;
-    int64_t dv_bs, dv_rs, dv_hs;
+    /* batch / row / head strides in elements, named as in fa_params */
+    int64_t q_batch_stride, q_row_stride, q_head_stride;
+    int64_t k_batch_stride, k_row_stride, k_head_stride;
+    int64_t v_batch_stride, v_row_stride, v_head_stride;
+    int64_t o_batch_stride, o_row_stride, o_head_stride;
+    int64_t do_batch_stride, do_row_stride, do_head_stride;
+    int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
+    int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+    int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
 
     const int32_t *cu_seqlens_q;   /* (b + 1,) device, or NULL (dense) */
     const int32_t *cu_seqlens_k;   /* (b + 1,) device, or NULL (dense) */
@@ -44,61 +47,32 @@ typedef struct fa_bwd_args {
     float scale;                   /* softmax_scale */
     float scale_log2;              /* softmax_scale * log2(e) */
     float softcap;                 /* 0 = off */
-    float cap_inv_scale;           /* softmax_scale / softcap (softcap > 0) */
+    float scale_div_softcap;       /* softmax_scale / softcap (softcap > 0) */
     int window_left, window_right; /* -1 = unbounded; clamped on the host to < 2^30 */
     const float *alibi_slopes;     /* (h,) | (b, h) or NULL */
-    int64_t alibi_bs;              /* 0 for (h,), else the batch stride */
+    int64_t alibi_batch_stride;    /* 0 for (h,), else the batch stride */
 
     float dropout_p;               /* 0 = off */
-    float rp_inv;                  /* 1 / (1 - dropout_p) */
+    float dropout_rescale;         /* 1 / (1 - dropout_p) */
     uint32_t dropout_threshold;    /* fa_dropout_threshold(dropout_p) */
-    uint64_t seed, offset;         /* used when seed_ptr is NULL */
-    const int64_t *seed_ptr;       /* graph capture: read on the device */
-    const int64_t *offset_ptr;
-    uint64_t offset_add;
+    uint64_t seed, offset;         /* used when philox_seed_ptr is NULL */
+    const int64_t *philox_seed_ptr;    /* graph capture: read on the device */
+    const int64_t *philox_offset_ptr;
+    uint64_t philox_offset_add;
 
     int atomic_dq;                 /* 1: the dK/dV kernel also adds dS K into dq_accum */
 } fa_bwd_args;
 
 #ifdef __CUDACC__
-/* Rows of one sequence: q rows [q_row0, q_row0 + sq) and k rows [k_row0, k_row0 + sk) of the
- * (total, h, d) view; dense sequences start at b * seqlen (the batch stride does the rest). */
-typedef struct fa_bwd_seq {
-    int64_t q_row0, k_row0;  /* global row of element 0 (varlen), b * seqlen (dense) */
-    int sq, sk;
-    int varlen;
-} fa_bwd_seq;
-
-static __device__ __forceinline__ fa_bwd_seq fa_bwd_get_seq(const fa_bwd_args &a, int b)
-{
-    fa_bwd_seq s;
-    if (a.cu_seqlens_q != NULL) {
-        const int q0 = a.cu_seqlens_q[b], q1 = a.cu_seqlens_q[b + 1];
-        const int k0 = a.cu_seqlens_k[b], k1 = a.cu_seqlens_k[b + 1];
-        s.q_row0 = q0;
-        s.k_row0 = k0;
-        s.sq = q1 - q0;
-        s.sk = k1 - k0;
-        s.varlen = 1;
-    } else {
-        s.q_row0 = (int64_t)b * a.seqlen_q;
-        s.k_row0 = (int64_t)b * a.seqlen_k;
-        s.sq = a.seqlen_q;
-        s.sk = a.seqlen_k;
-        s.varlen = 0;
-    }
-    return s;
-}
-
 /* Element offset of (sequence row 0, head h) of a tensor with (batch, row, head) strides. */
-static __device__ __forceinline__ int64_t fa_bwd_base(const fa_bwd_seq &s, int b, int64_t row0, int h,
+static __device__ __forceinline__ int64_t fa_bwd_base(const fa_seq &s, int b, int64_t row0, int h,
                                                      int64_t bs, int64_t rs, int64_t hs)
 {
     return (s.varlen ? row0 * rs : (int64_t)b * bs) + (int64_t)h * hs;
 }
 
 /* Offset of (sequence b, head h, row 0) in lse / dpsum: (b, h, sq) dense, (h, total_q) varlen. */
-static __device__ __forceinline__ int64_t fa_bwd_lse_base(const fa_bwd_args &a, const fa_bwd_seq &s,
+static __device__ __forceinline__ int64_t fa_bwd_lse_base(const fa_bwd_args &a, const fa_seq &s,
                                                          int b, int h)
 {
     return s.varlen ? (int64_t)h * a.total_q + s.q_row0
@@ -109,9 +83,9 @@ static __device__ __forceinline__ int64_t fa_bwd_lse_base(const fa_bwd_args &a, 
 static __device__ __forceinline__ void fa_bwd_philox(const fa_bwd_args &a, uint64_t *seed,
                                                     uint64_t *offset)
 {
-    if (a.seed_ptr != NULL) {
-        *seed = (uint64_t)*a.seed_ptr;
-        *offset = (uint64_t)*a.offset_ptr + a.offset_add;
+    if (a.philox_seed_ptr != NULL) {
+        *seed = (uint64_t)*a.philox_seed_ptr;
+        *offset = (uint64_t)*a.philox_offset_ptr + a.philox_offset_add;
     } else {
         *seed = a.seed;
         *offset = a.offset;

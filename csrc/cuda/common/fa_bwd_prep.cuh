@@ -48,8 +48,8 @@ fa_bwd_dot_do_o_kernel(const fa_bwd_args a)
     const int chunks = a.head_dim / 8;
     float sum = 0.f;
     if (active) {
-        const uint16_t *o = a.o + fa_bwd_row_off(a, row, h, a.o_bs, a.o_rs, a.o_hs);
-        const uint16_t *dout = a.dout + fa_bwd_row_off(a, row, h, a.do_bs, a.do_rs, a.do_hs);
+        const uint16_t *o = a.o + fa_bwd_row_off(a, row, h, a.o_batch_stride, a.o_row_stride, a.o_head_stride);
+        const uint16_t *dout = a.dout + fa_bwd_row_off(a, row, h, a.do_batch_stride, a.do_row_stride, a.do_head_stride);
         for (int ch = sub; ch < chunks; ch += FA_BWD_PREP_LANES) {
             const uint4 ov = *(const uint4 *)(o + 8 * ch);
             const uint4 dv = *(const uint4 *)(dout + 8 * ch);
@@ -88,7 +88,7 @@ fa_bwd_dq_convert_kernel(const fa_bwd_args a)
     const int64_t row = pair / a.heads;
     const int h = (int)(pair % a.heads);
     const float4 *acc = (const float4 *)(a.dq_accum + (row * a.heads + h) * a.head_dim);
-    uint16_t *dq = a.dq + fa_bwd_row_off(a, row, h, a.dq_bs, a.dq_rs, a.dq_hs);
+    uint16_t *dq = a.dq + fa_bwd_row_off(a, row, h, a.dq_batch_stride, a.dq_row_stride, a.dq_head_stride);
     for (int ch = sub; ch < a.head_dim / 8; ch += FA_BWD_PREP_LANES) {
         const float4 x = acc[2 * ch], y = acc[2 * ch + 1];
         uint4 out;

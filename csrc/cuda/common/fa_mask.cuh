@@ -23,7 +23,10 @@ typedef struct fa_mask_t {
     int right;  /* window right, -1 = unbounded (causal: 0) */
 } fa_mask_t;
 
-/* Visible key range [*lo, *hi] of row i (may be empty: *lo > *hi). */
+/* Visible key range [*lo, *hi] of row i (may be empty: *lo > *hi): fa_mask_bounds (fa_common.h)
+ * in int, without its clamp of *lo to 0 (columns are >= 0 anyway). Kept as its own int form:
+ * this runs per row on every edge tile, and calling the int64 fa_mask_bounds here cost the
+ * d = 64 sm80 forward 6 registers (229 -> 235). Tile bands use fa_mask_bounds (fa_seq.cuh). */
 static __device__ __forceinline__ void fa_mask_row_range(const fa_mask_t mk, int i, int *lo, int *hi)
 {
     const int diag = i + mk.sk - mk.sq;

@@ -26,16 +26,16 @@
 #include "fa_bwd_tile.cuh"
 
 /* Block-collective: requests Q rows [m0, m0 + Br) of query head qh and their LSE and D values. */
-template <int kD, int kBr, int kThreads>
-static __device__ __forceinline__ void block_load_q_lse_dp(const fa_bwd_args &a, const fa_bwd_seq &seq,
+template <int D, int kBr, int kThreads>
+static __device__ __forceinline__ void block_load_q_lse_dp(const fa_bwd_args &a, const fa_seq &seq,
                                                           int b, int qh, int m0,
                                                           uint16_t *sQ /* [Br][d] */,
                                                           float *sLse /* [Br] */,
                                                           float *sDp /* [Br] */, int tid, int zero)
 {
-    const int64_t q_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.q_bs, a.q_rs, a.q_hs) +
-                          (int64_t)m0 * a.q_rs;
-    block_load_tile_async<kD, kBr, kThreads>(sQ, a.q + q_off, a.q_rs, seq.sq - m0, a.head_dim, tid, zero);
+    const int64_t q_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.q_batch_stride, a.q_row_stride, a.q_head_stride) +
+                          (int64_t)m0 * a.q_row_stride;
+    block_load_tile_async<D, kBr, kThreads>(sQ, a.q + q_off, a.q_row_stride, seq.sq - m0, a.head_dim, tid, zero);
     const int64_t l_off = fa_bwd_lse_base(a, seq, b, qh) + m0;
     /* rows past sq read as 0: finite, and their Q and dO rows are zero, so they add nothing */
     if (tid < kBr) {
@@ -49,29 +49,29 @@ static __device__ __forceinline__ void block_load_q_lse_dp(const fa_bwd_args &a,
 }
 
 /* Block-collective: requests dO rows [m0, m0 + Br) of query head qh. */
-template <int kD, int kBr, int kThreads>
-static __device__ __forceinline__ void block_load_do(const fa_bwd_args &a, const fa_bwd_seq &seq, int b,
+template <int D, int kBr, int kThreads>
+static __device__ __forceinline__ void block_load_do(const fa_bwd_args &a, const fa_seq &seq, int b,
                                                     int qh, int m0, uint16_t *sdO /* [Br][d] */, int tid,
                                                     int zero)
 {
-    const int64_t off = fa_bwd_base(seq, b, seq.q_row0, qh, a.do_bs, a.do_rs, a.do_hs) +
-                        (int64_t)m0 * a.do_rs;
-    block_load_tile_async<kD, kBr, kThreads>(sdO, a.dout + off, a.do_rs, seq.sq - m0, a.head_dim, tid, zero);
+    const int64_t off = fa_bwd_base(seq, b, seq.q_row0, qh, a.do_batch_stride, a.do_row_stride, a.do_head_stride) +
+                        (int64_t)m0 * a.do_row_stride;
+    block_load_tile_async<D, kBr, kThreads>(sdO, a.dout + off, a.do_row_stride, seq.sq - m0, a.head_dim, tid, zero);
 }
 
-template <bool kBf16, int kD>
-__global__ void __launch_bounds__(fa_bwd_dkdv_cfg<kD, 80>::kThreads, 1)
+template <bool kBf16, int D>
+__global__ void __launch_bounds__(fa_bwd_dkdv_cfg<D, 80>::kThreads, 1)
 fa_bwd_dkdv_kernel(const fa_bwd_args a)
 {
-    typedef fa_bwd_dkdv_cfg<kD, FA_BWD_ARCH> C;
+    typedef fa_bwd_dkdv_cfg<D, FA_BWD_ARCH> C;
     constexpr int kBr = C::kBr, kBc = C::kBc, kWarps = C::kWarps, kThreads = C::kThreads;
     constexpr int kQStages = C::kQStages, kDoStages = C::kDoStages;
     /* warp tiles of the three grids (see fa_tuning.h) */
     constexpr int kTmS = kBr / C::kWmS, kTnS = kBc / (kWarps / C::kWmS);
     constexpr int kMtS = kTmS / 16, kNtS = kTnS / 8;
-    constexpr int kTmKV = kBc / C::kWnKV, kTnKV = kD / (kWarps / C::kWnKV);
+    constexpr int kTmKV = kBc / C::kWnKV, kTnKV = D / (kWarps / C::kWnKV);
     constexpr int kMtKV = kTmKV / 16, kNtKV = kTnKV / 8;
-    constexpr int kTmQ = kBr / C::kWmQ, kTnQ = kD / (kWarps / C::kWmQ);
+    constexpr int kTmQ = kBr / C::kWmQ, kTnQ = D / (kWarps / C::kWmQ);
     constexpr int kTnQp = kTnQ / C::kDqPasses; /* columns of one dQ pass */
     constexpr int kMtQ = kTmQ / 16, kNtQp = kTnQp / 8;
 
@@ -90,7 +90,8 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
-    const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
+    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
+                                 a.seqlen_k, b);
     const int n0 = n_block * kBc;
     if (n0 >= seq.sk) return; /* past this sequence's keys (varlen / padding of the grid) */
     if (tid == 0) { /* ordered before its readers by the first loop barrier */
@@ -101,18 +102,12 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         sSlot->philox[1] = offset;
     }
 
-    /* Query rows that see at least one key of [n0, n_last]: row i sees [i + diag - left,
-     * i + diag + right]. Rows outside the band get P = 0 on this block, so they are skipped. */
-    const int diag = seq.sk - seq.sq;
-    const int n_last = min(n0 + kBc, seq.sk) - 1;
-    int64_t i_lo = 0, i_hi = (int64_t)seq.sq - 1;
-    if (a.window_right >= 0) i_lo = max(i_lo, (int64_t)n0 - diag - a.window_right);
-    if (a.window_left >= 0) i_hi = min(i_hi, (int64_t)n_last - diag + a.window_left);
-    int m_begin = 0, n_m = 0;
-    if (i_lo <= i_hi) {
-        m_begin = (int)(i_lo / kBr);
-        n_m = (int)(i_hi / kBr) - m_begin + 1;
-    }
+    /* Query blocks with a row that sees some key of [n0, n_last] (fa_seq.cuh). Rows outside the
+     * band get P = 0 on this block, so they are skipped. */
+    int64_t i_lo, i_hi;
+    fa_band_queries(n0, min(n0 + kBc, seq.sk) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &i_lo, &i_hi);
+    const fa_band m_band = fa_band_tiles(i_lo, i_hi, kBr);
+    const int m_begin = m_band.first, n_m = m_band.count;
     const int group = a.heads / a.heads_k;
     const int n_iter = n_m * group;
 
@@ -127,14 +122,14 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
 
     int qh = hk * group, m = m_begin; /* the (query head, query block) of the current iteration */
     if (n_iter > 0) {
-        const int64_t k_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.k_bs, a.k_rs, a.k_hs) +
-                              (int64_t)n0 * a.k_rs;
-        const int64_t v_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.v_bs, a.v_rs, a.v_hs) +
-                              (int64_t)n0 * a.v_rs;
-        block_load_tile_async<kD, kBc, kThreads>(sK, a.k + k_off, a.k_rs, seq.sk - n0, a.head_dim, tid, 0);
-        block_load_tile_async<kD, kBc, kThreads>(sV, a.v + v_off, a.v_rs, seq.sk - n0, a.head_dim, tid, 0);
-        block_load_q_lse_dp<kD, kBr, kThreads>(a, seq, b, qh, m * kBr, sQ, sLse, sDp, tid, 0);
-        block_load_do<kD, kBr, kThreads>(a, seq, b, qh, m * kBr, sdO, tid, 0);
+        const int64_t k_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.k_batch_stride, a.k_row_stride, a.k_head_stride) +
+                              (int64_t)n0 * a.k_row_stride;
+        const int64_t v_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.v_batch_stride, a.v_row_stride, a.v_head_stride) +
+                              (int64_t)n0 * a.v_row_stride;
+        block_load_tile_async<D, kBc, kThreads>(sK, a.k + k_off, a.k_row_stride, seq.sk - n0, a.head_dim, tid, 0);
+        block_load_tile_async<D, kBc, kThreads>(sV, a.v + v_off, a.v_row_stride, seq.sk - n0, a.head_dim, tid, 0);
+        block_load_q_lse_dp<D, kBr, kThreads>(a, seq, b, qh, m * kBr, sQ, sLse, sDp, tid, 0);
+        block_load_do<D, kBr, kThreads>(a, seq, b, qh, m * kBr, sdO, tid, 0);
         fa_cp_async_commit();
     }
 
@@ -143,8 +138,8 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
     for (int it = 0; it < n_iter; ++it) {
         const int qs = kQStages == 2 ? (it & 1) : 0;
         const int dos = kDoStages == 2 ? (it & 1) : 0;
-        uint16_t *sQc = sQ + qs * kBr * kD;
-        uint16_t *sdOc = sdO + dos * kBr * kD;
+        uint16_t *sQc = sQ + qs * kBr * D;
+        uint16_t *sdOc = sdO + dos * kBr * D;
 
         const float *sLsec = sLse + qs * kBr;
         const float *sDpc = sDp + qs * kBr;
@@ -165,25 +160,25 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         const int zero = fa_opaque_zero(sZero);
         if (has_next) {
             if (kQStages == 2)
-                block_load_q_lse_dp<kD, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr,
-                                                       sQ + (qs ^ 1) * kBr * kD,
+                block_load_q_lse_dp<D, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr,
+                                                       sQ + (qs ^ 1) * kBr * D,
                                                        sLse + (qs ^ 1) * kBr, sDp + (qs ^ 1) * kBr, tid,
                                                        zero);
             if (kDoStages == 2)
-                block_load_do<kD, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr,
-                                                 sdO + (dos ^ 1) * kBr * kD, tid, zero);
+                block_load_do<D, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr,
+                                                 sdO + (dos ^ 1) * kBr * D, tid, zero);
             fa_cp_async_commit();
         }
 
         const int m0 = m * kBr;
         c.h = qh;
-        c.alibi_slope = a.alibi_slopes != NULL ? a.alibi_slopes[(int64_t)b * a.alibi_bs + qh] : 0.f;
+        c.alibi_slope = a.alibi_slopes != NULL ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + qh] : 0.f;
         const bool need_mask = !fa_mask_tile_is_full(c.mask, m0, m0 + kBr, n0, n0 + kBc);
 
         /* ---- S = Q K^T, P ---- */
         float acc_s[kMtS][kNtS][4];
         thread_zero_tile<kMtS, kNtS>(acc_s);
-        warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false, C::kAddr>(
+        warp_gemm_smem<kBf16, kMtS, kNtS, D / 16, D, D, false, false, C::kAddr>(
             acc_s, sQc, wm_s * kTmS, sK, wn_s * kTnS, zero);
         {
             float lse[kMtS][2];
@@ -203,7 +198,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
         {
             float acc_dp[kMtS][kNtS][4];
             thread_zero_tile<kMtS, kNtS>(acc_dp);
-            warp_gemm_smem<kBf16, kMtS, kNtS, kD / 16, kD, kD, false, false, C::kAddr>(
+            warp_gemm_smem<kBf16, kMtS, kNtS, D / 16, D, D, false, false, C::kAddr>(
                 acc_dp, sdOc, wm_s * kTmS, sV, wn_s * kTnS, zero);
             float dps[kMtS][2];
 #pragma unroll
@@ -211,29 +206,29 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
 #pragma unroll
                 for (int half = 0; half < 2; ++half)
                     dps[mt][half] = sDpc[wm_s * kTmS + 16 * mt + 8 * half + g];
-            thread_bwd_dscores<kMtS, kNtS>(acc_s, acc_dp, dps, c.dropout, c.rp_inv);
+            thread_bwd_dscores<kMtS, kNtS>(acc_s, acc_dp, dps, c.dropout, c.dropout_rescale);
         }
         thread_store_tile_smem<kBf16, kMtS, kNtS, kBc>(sdS, acc_s, wm_s * kTmS, wn_s * kTnS);
         /* why: sP and sdS are written in the S/dP warp grid and read in the other two grids */
         __syncthreads();
 
         /* ---- dV += (P o Z)^T dO ---- */
-        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true, C::kAddr>(
+        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, D, true, true, C::kAddr>(
             acc_dv, sP, wn_kv * kTmKV, sdOc, wd_kv * kTnKV, zero);
         if (kDoStages == 1 && has_next) {
             /* why: every warp must be done reading the single dO buffer before it is refilled */
             __syncthreads();
-            block_load_do<kD, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr, sdO, tid, zero);
+            block_load_do<D, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr, sdO, tid, zero);
             fa_cp_async_commit();
         }
 
         /* ---- dK += dS^T Q ---- */
-        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, kD, true, true, C::kAddr>(
+        warp_gemm_smem<kBf16, kMtKV, kNtKV, kBr / 16, kBc, D, true, true, C::kAddr>(
             acc_dk, sdS, wn_kv * kTmKV, sQc, wd_kv * kTnKV, zero);
         if (kQStages == 1 && has_next) {
             /* why: every warp must be done reading the single Q buffer (and LSE, D) first */
             __syncthreads();
-            block_load_q_lse_dp<kD, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr, sQ, sLse, sDp, tid,
+            block_load_q_lse_dp<D, kBr, kThreads>(a, seq, b, qh_next, m_next * kBr, sQ, sLse, sDp, tid,
                                                    zero);
             fa_cp_async_commit();
         }
@@ -249,7 +244,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
                 if (c0 >= a.head_dim) break;
                 float acc_dq[kMtQ][kNtQp][4];
                 thread_zero_tile<kMtQ, kNtQp>(acc_dq);
-                warp_gemm_smem<kBf16, kMtQ, kNtQp, kBc / 16, kBc, kD, false, true, C::kAddr>(
+                warp_gemm_smem<kBf16, kMtQ, kNtQp, kBc / 16, kBc, D, false, true, C::kAddr>(
                     acc_dq, sdS, wm_q * kTmQ, sK, c0, zero);
 #pragma unroll
                 for (int mt = 0; mt < kMtQ; ++mt)
@@ -279,8 +274,8 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
     }
 
     /* ---- epilogue: dK (x softmax_scale) and dV in the params dtype ---- */
-    const int64_t dk_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_bs, a.dk_rs, a.dk_hs);
-    const int64_t dv_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_bs, a.dv_rs, a.dv_hs);
+    const int64_t dk_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride);
+    const int64_t dv_off = fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride);
 #pragma unroll
     for (int mt = 0; mt < kMtKV; ++mt)
 #pragma unroll
@@ -291,9 +286,9 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
             for (int nt = 0; nt < kNtKV; ++nt) {
                 const int col = wd_kv * kTnKV + 8 * nt + 2 * t;
                 if (col >= a.head_dim) continue;
-                *(uint32_t *)(a.dk + dk_off + (int64_t)j * a.dk_rs + col) = fa_pack_f32x2<kBf16>(
+                *(uint32_t *)(a.dk + dk_off + (int64_t)j * a.dk_row_stride + col) = fa_pack_f32x2<kBf16>(
                     acc_dk[mt][nt][2 * half] * a.scale, acc_dk[mt][nt][2 * half + 1] * a.scale);
-                *(uint32_t *)(a.dv + dv_off + (int64_t)j * a.dv_rs + col) =
+                *(uint32_t *)(a.dv + dv_off + (int64_t)j * a.dv_row_stride + col) =
                     fa_pack_f32x2<kBf16>(acc_dv[mt][nt][2 * half], acc_dv[mt][nt][2 * half + 1]);
             }
         }

@@ -17,14 +17,14 @@
 #include "fa_bwd_config.cuh"
 #include "fa_bwd_tile.cuh"
 
-template <bool kBf16, int kD>
-__global__ void __launch_bounds__(fa_bwd_dq_cfg<kD>::kThreads, 1)
+template <bool kBf16, int D>
+__global__ void __launch_bounds__(fa_bwd_dq_cfg<D>::kThreads, 1)
 fa_bwd_dq_kernel(const fa_bwd_args a)
 {
-    typedef fa_bwd_dq_cfg<kD> C;
+    typedef fa_bwd_dq_cfg<D> C;
     constexpr int kBr = C::kBr, kBc = C::kBc, kThreads = C::kThreads;
     constexpr int kNtS = kBc / 8;  /* S / dP: 16 rows x Bc per warp */
-    constexpr int kNtQ = kD / 8;   /* dQ: 16 rows x d per warp */
+    constexpr int kNtQ = D / 8;   /* dQ: 16 rows x d per warp */
 
     extern __shared__ __align__(16) unsigned char fa_bwd_smem[];
     uint16_t *sQ = (uint16_t *)(fa_bwd_smem + C::kOffQ);    /* [Br][d] */
@@ -37,7 +37,8 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int m_block = blockIdx.x, qh = blockIdx.y, b = blockIdx.z;
-    const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
+    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
+                                 a.seqlen_k, b);
     const int m0 = m_block * kBr;
     if (m0 >= seq.sq) return;
     if (tid == 0) { /* ordered before its readers by the first loop barrier */
@@ -49,32 +50,27 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     }
     const int hk = qh / (a.heads / a.heads_k);
 
-    /* keys seen by at least one row of [m0, m_last] */
-    const int diag = seq.sk - seq.sq;
-    const int m_last = min(m0 + kBr, seq.sq) - 1;
-    int64_t j_lo = 0, j_hi = (int64_t)seq.sk - 1;
-    if (a.window_left >= 0) j_lo = max(j_lo, (int64_t)m0 + diag - a.window_left);
-    if (a.window_right >= 0) j_hi = min(j_hi, (int64_t)m_last + diag + a.window_right);
-    int n_begin = 0, n_n = 0;
-    if (j_lo <= j_hi) {
-        n_begin = (int)(j_lo / kBc);
-        n_n = (int)(j_hi / kBc) - n_begin + 1;
-    }
+    /* key blocks with a key seen by some row of [m0, m_last] (fa_seq.cuh) */
+    int64_t j_lo, j_hi;
+    fa_band_keys(m0, min(m0 + kBr, seq.sq) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &j_lo, &j_hi);
+    const fa_band n_band = fa_band_tiles(j_lo, j_hi, kBc);
+    const int n_begin = n_band.first, n_n = n_band.count;
 
-    const int64_t k_base = fa_bwd_base(seq, b, seq.k_row0, hk, a.k_bs, a.k_rs, a.k_hs);
-    const int64_t v_base = fa_bwd_base(seq, b, seq.k_row0, hk, a.v_bs, a.v_rs, a.v_hs);
+    const int64_t k_base = fa_bwd_base(seq, b, seq.k_row0, hk, a.k_batch_stride, a.k_row_stride, a.k_head_stride);
+    const int64_t v_base = fa_bwd_base(seq, b, seq.k_row0, hk, a.v_batch_stride, a.v_row_stride, a.v_head_stride);
     if (n_n > 0) {
-        const int64_t q_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.q_bs, a.q_rs, a.q_hs) +
-                              (int64_t)m0 * a.q_rs;
-        const int64_t do_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.do_bs, a.do_rs, a.do_hs) +
-                               (int64_t)m0 * a.do_rs;
+        const int64_t q_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.q_batch_stride, a.q_row_stride, a.q_head_stride) +
+                              (int64_t)m0 * a.q_row_stride;
+        const int64_t do_off =
+            fa_bwd_base(seq, b, seq.q_row0, qh, a.do_batch_stride, a.do_row_stride, a.do_head_stride) +
+            (int64_t)m0 * a.do_row_stride;
         const int n0 = n_begin * kBc;
-        block_load_tile_async<kD, kBr, kThreads>(sQ, a.q + q_off, a.q_rs, seq.sq - m0, a.head_dim, tid, 0);
-        block_load_tile_async<kD, kBr, kThreads>(sdO, a.dout + do_off, a.do_rs, seq.sq - m0, a.head_dim,
+        block_load_tile_async<D, kBr, kThreads>(sQ, a.q + q_off, a.q_row_stride, seq.sq - m0, a.head_dim, tid, 0);
+        block_load_tile_async<D, kBr, kThreads>(sdO, a.dout + do_off, a.do_row_stride, seq.sq - m0, a.head_dim,
                                                  tid, 0);
-        block_load_tile_async<kD, kBc, kThreads>(sK, a.k + k_base + (int64_t)n0 * a.k_rs, a.k_rs,
+        block_load_tile_async<D, kBc, kThreads>(sK, a.k + k_base + (int64_t)n0 * a.k_row_stride, a.k_row_stride,
                                                  seq.sk - n0, a.head_dim, tid, 0);
-        block_load_tile_async<kD, kBc, kThreads>(sV, a.v + v_base + (int64_t)n0 * a.v_rs, a.v_rs,
+        block_load_tile_async<D, kBc, kThreads>(sV, a.v + v_base + (int64_t)n0 * a.v_row_stride, a.v_row_stride,
                                                  seq.sk - n0, a.head_dim, tid, 0);
         fa_cp_async_commit();
     }
@@ -99,8 +95,8 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     for (int it = 0; it < n_n; ++it) {
         const int st = it & 1;
         const int n0 = (n_begin + it) * kBc;
-        const uint16_t *sKc = sK + st * kBc * kD;
-        const uint16_t *sVc = sV + st * kBc * kD;
+        const uint16_t *sKc = sK + st * kBc * D;
+        const uint16_t *sVc = sV + st * kBc * D;
 
         fa_cp_async_wait<0>();
         /* why: K_j, V_j (and at it = 0 Q, dO and *sZero) were written by all threads; and every
@@ -109,11 +105,11 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
         const int zero = fa_opaque_zero(sZero); /* after the barrier; see fa_opaque_zero */
         if (it + 1 < n_n) {
             const int n1 = n0 + kBc;
-            block_load_tile_async<kD, kBc, kThreads>(sK + (st ^ 1) * kBc * kD,
-                                                     a.k + k_base + (int64_t)n1 * a.k_rs, a.k_rs,
+            block_load_tile_async<D, kBc, kThreads>(sK + (st ^ 1) * kBc * D,
+                                                     a.k + k_base + (int64_t)n1 * a.k_row_stride, a.k_row_stride,
                                                      seq.sk - n1, a.head_dim, tid, zero);
-            block_load_tile_async<kD, kBc, kThreads>(sV + (st ^ 1) * kBc * kD,
-                                                     a.v + v_base + (int64_t)n1 * a.v_rs, a.v_rs,
+            block_load_tile_async<D, kBc, kThreads>(sV + (st ^ 1) * kBc * D,
+                                                     a.v + v_base + (int64_t)n1 * a.v_row_stride, a.v_row_stride,
                                                      seq.sk - n1, a.head_dim, tid, zero);
             fa_cp_async_commit();
         }
@@ -121,14 +117,14 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
 
         float acc_s[1][kNtS][4];
         thread_zero_tile<1, kNtS>(acc_s);
-        warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false, FA_BWD_ADDR_ALL>(acc_s, sQ, 16 * warp, sKc, 0, zero);
+        warp_gemm_smem<kBf16, 1, kNtS, D / 16, D, D, false, false, FA_BWD_ADDR_ALL>(acc_s, sQ, 16 * warp, sKc, 0, zero);
         warp_bwd_probs<kBf16, 1, kNtS, false, kBc>(acc_s, c, m0 + 16 * warp + g, n0 + 2 * t, lse,
                                                     need_mask, NULL, 0, 0);
         {
             float acc_dp[1][kNtS][4];
             thread_zero_tile<1, kNtS>(acc_dp);
-            warp_gemm_smem<kBf16, 1, kNtS, kD / 16, kD, kD, false, false, FA_BWD_ADDR_ALL>(acc_dp, sdO, 16 * warp, sVc, 0, zero);
-            thread_bwd_dscores<1, kNtS>(acc_s, acc_dp, dps, c.dropout, c.rp_inv);
+            warp_gemm_smem<kBf16, 1, kNtS, D / 16, D, D, false, false, FA_BWD_ADDR_ALL>(acc_dp, sdO, 16 * warp, sVc, 0, zero);
+            thread_bwd_dscores<1, kNtS>(acc_s, acc_dp, dps, c.dropout, c.dropout_rescale);
         }
 
         /* dQ += dS K: A = dS from registers, B = K_j stored [key][d] = [k][n] (.trans) */
@@ -140,7 +136,7 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
 #pragma unroll
             for (int np = 0; np < kNtQ / 2; ++np) {
                 uint32_t bf[4];
-                warp_ldmatrix_x4_trans(bf, k_addr + 2u * (uint32_t)fa_tile_offset<kD>(
+                warp_ldmatrix_x4_trans(bf, k_addr + 2u * (uint32_t)fa_tile_offset<D>(
                                                    16 * ks + (lane & 15), 2 * np + (lane >> 4)));
                 warp_mma_m16n8k16<kBf16>(acc_dq[0][2 * np], af, bf[0], bf[1]);
                 warp_mma_m16n8k16<kBf16>(acc_dq[0][2 * np + 1], af, bf[2], bf[3]);
@@ -149,7 +145,7 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
     }
 
     /* ---- epilogue: dQ x softmax_scale in the params dtype (zeros for rows outside the band) */
-    const int64_t dq_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.dq_bs, a.dq_rs, a.dq_hs);
+    const int64_t dq_off = fa_bwd_base(seq, b, seq.q_row0, qh, a.dq_batch_stride, a.dq_row_stride, a.dq_head_stride);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int i = m0 + 16 * warp + 8 * half + g;
@@ -158,7 +154,7 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
         for (int nt = 0; nt < kNtQ; ++nt) {
             const int col = 8 * nt + 2 * t;
             if (col >= a.head_dim) continue;
-            *(uint32_t *)(a.dq + dq_off + (int64_t)i * a.dq_rs + col) = fa_pack_f32x2<kBf16>(
+            *(uint32_t *)(a.dq + dq_off + (int64_t)i * a.dq_row_stride + col) = fa_pack_f32x2<kBf16>(
                 acc_dq[0][nt][2 * half] * a.scale, acc_dq[0][nt][2 * half + 1] * a.scale);
         }
     }

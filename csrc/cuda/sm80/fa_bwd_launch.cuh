@@ -14,12 +14,12 @@
 
 /* Runs the dK/dV kernel and, when !a.atomic_dq, the deterministic dQ kernel. arch = 10 major +
  * minor of the current device. The preprocess / convert passes are launched by the caller. */
-template <bool kBf16, int kD>
+template <bool kBf16, int D>
 fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream);
 
 /* The deterministic dQ kernel alone (fa_bwd_dq.cuh: one block per Br query rows, keys in a fixed
  * order, dq written directly). Needs D = rowsum(dO o O) in the workspace. */
-template <bool kBf16, int kD>
+template <bool kBf16, int D>
 fa_status fa_bwd_launch_dq(const fa_bwd_args &a, cudaStream_t stream);
 
 /* fa_bwd_launch_dq of a.head_dim's bucket (fa_bwd_api.cu); used by the sm80 and the sm90 paths. */
@@ -30,44 +30,44 @@ fa_status fa_bwd_run_dq_pass(const fa_bwd_args &a, int bf16, cudaStream_t stream
 #include "fa_bwd_dkdv.cuh"
 #include "fa_bwd_dq.cuh"
 
-template <bool kBf16, int kD>
+template <bool kBf16, int D>
 fa_status fa_bwd_launch_main(const fa_bwd_args &a, int arch, cudaStream_t stream)
 {
-    typedef fa_bwd_dkdv_host<kD> H;
+    typedef fa_bwd_dkdv_host<D> H;
     if (a.seqlen_k > 0 && a.batch > 0) {
         const int smem = H::smem_bytes(arch);
         const dim3 grid((unsigned)((a.seqlen_k + H::kBc - 1) / H::kBc), (unsigned)a.heads_k,
                         (unsigned)a.batch);
-        if (cudaFuncSetAttribute(fa_bwd_dkdv_kernel<kBf16, kD>,
+        if (cudaFuncSetAttribute(fa_bwd_dkdv_kernel<kBf16, D>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
             return FA_ERR_CUDA;
-        fa_bwd_dkdv_kernel<kBf16, kD><<<grid, H::kThreads, smem, stream>>>(a);
+        fa_bwd_dkdv_kernel<kBf16, D><<<grid, H::kThreads, smem, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
-    return a.atomic_dq ? FA_OK : fa_bwd_launch_dq<kBf16, kD>(a, stream);
+    return a.atomic_dq ? FA_OK : fa_bwd_launch_dq<kBf16, D>(a, stream);
 }
 
-template <bool kBf16, int kD>
+template <bool kBf16, int D>
 fa_status fa_bwd_launch_dq(const fa_bwd_args &a, cudaStream_t stream)
 {
     if (a.seqlen_q > 0 && a.batch > 0) {
-        typedef fa_bwd_dq_cfg<kD> Q;
+        typedef fa_bwd_dq_cfg<D> Q;
         const dim3 grid((unsigned)((a.seqlen_q + Q::kBr - 1) / Q::kBr), (unsigned)a.heads,
                         (unsigned)a.batch);
-        if (cudaFuncSetAttribute(fa_bwd_dq_kernel<kBf16, kD>,
+        if (cudaFuncSetAttribute(fa_bwd_dq_kernel<kBf16, D>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, Q::kSmem) != cudaSuccess)
             return FA_ERR_CUDA;
-        fa_bwd_dq_kernel<kBf16, kD><<<grid, Q::kThreads, Q::kSmem, stream>>>(a);
+        fa_bwd_dq_kernel<kBf16, D><<<grid, Q::kThreads, Q::kSmem, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
     return FA_OK;
 }
 
-#define FA_BWD_INSTANTIATE(kD)                                                                    \
-    template fa_status fa_bwd_launch_main<false, kD>(const fa_bwd_args &, int, cudaStream_t);   \
-    template fa_status fa_bwd_launch_main<true, kD>(const fa_bwd_args &, int, cudaStream_t);   \
-    template fa_status fa_bwd_launch_dq<false, kD>(const fa_bwd_args &, cudaStream_t);           \
-    template fa_status fa_bwd_launch_dq<true, kD>(const fa_bwd_args &, cudaStream_t);
+#define FA_BWD_INSTANTIATE(D)                                                                    \
+    template fa_status fa_bwd_launch_main<false, D>(const fa_bwd_args &, int, cudaStream_t);   \
+    template fa_status fa_bwd_launch_main<true, D>(const fa_bwd_args &, int, cudaStream_t);   \
+    template fa_status fa_bwd_launch_dq<false, D>(const fa_bwd_args &, cudaStream_t);           \
+    template fa_status fa_bwd_launch_dq<true, D>(const fa_bwd_args &, cudaStream_t);
 #endif /* FA_BWD_LAUNCH_DEFINE */
 
 #endif /* FA_BWD_LAUNCH_CUH */

@@ -203,12 +203,12 @@ typedef struct fa_bwd_score_ctx {
     float scale_log2;        /* softmax_scale * log2(e): fast path exponent multiplier */
     float scale;             /* softmax_scale */
     float softcap;           /* 0 = off */
-    float cap_inv_scale;     /* softmax_scale / softcap */
+    float scale_div_softcap; /* softmax_scale / softcap */
     float alibi_slope;       /* 0 = off */
     int slow;                /* softcap or ALiBi: scores are transformed before exp */
     int dropout;             /* dropout_p > 0 */
     uint32_t threshold;      /* keep iff Philox word >= threshold */
-    float rp_inv;            /* 1 / (1 - dropout_p) */
+    float dropout_rescale;   /* 1 / (1 - dropout_p) */
     const uint64_t *philox;  /* shared memory {seed, offset}: read only on the dropout path, so
                                 the 4 registers are not held across the whole loop */
     int b, h;                /* logical dropout coordinates: sequence index, query head */
@@ -217,7 +217,7 @@ typedef struct fa_bwd_score_ctx {
 /* The context of sequence b, query head qh (the dK/dV kernel moves h and alibi_slope along as it
  * walks the query heads of its GQA group). philox: the block's shared {seed, offset}. */
 static __device__ __forceinline__ fa_bwd_score_ctx fa_bwd_make_score_ctx(const fa_bwd_args &a,
-                                                                         const fa_bwd_seq &seq,
+                                                                         const fa_seq &seq,
                                                                          int b, int qh,
                                                                          const uint64_t *philox)
 {
@@ -229,12 +229,12 @@ static __device__ __forceinline__ fa_bwd_score_ctx fa_bwd_make_score_ctx(const f
     c.scale_log2 = a.scale_log2;
     c.scale = a.scale;
     c.softcap = a.softcap;
-    c.cap_inv_scale = a.cap_inv_scale;
-    c.alibi_slope = a.alibi_slopes != NULL ? a.alibi_slopes[(int64_t)b * a.alibi_bs + qh] : 0.f;
+    c.scale_div_softcap = a.scale_div_softcap;
+    c.alibi_slope = a.alibi_slopes != NULL ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + qh] : 0.f;
     c.slow = a.softcap > 0.f || a.alibi_slopes != NULL;
     c.dropout = a.dropout_p > 0.f;
     c.threshold = a.dropout_threshold;
-    c.rp_inv = a.rp_inv;
+    c.dropout_rescale = a.dropout_rescale;
     c.philox = philox;
     c.b = b;
     c.h = qh;
@@ -347,7 +347,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
                 } else {
                     float val, dtanh = 1.f;
                     if (c.softcap > 0.f) {
-                        const float th = tanhf(x * c.cap_inv_scale);
+                        const float th = tanhf(x * c.scale_div_softcap);
                         val = c.softcap * th;
                         dtanh = fmaf(-th, th, 1.f);
                     } else {
@@ -363,7 +363,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
                     gf = 0.f;
                 }
                 const bool kept = (keep >> e) & 1u;
-                pd[e] = kept ? p * c.rp_inv : 0.f;
+                pd[e] = kept ? p * c.dropout_rescale : 0.f;
                 s[mt][nt][e] = kept ? gf : -gf;
             }
             if (kStoreP) {
@@ -385,7 +385,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
 template <int kMT, int kNT>
 static __device__ __forceinline__ void thread_bwd_dscores(float (*s)[kNT][4], const float (*dp)[kNT][4],
                                                          const float (*dpsum)[2], int dropout,
-                                                         float rp_inv)
+                                                         float dropout_rescale)
 {
     if (!dropout) {
 #pragma unroll
@@ -404,7 +404,7 @@ static __device__ __forceinline__ void thread_bwd_dscores(float (*s)[kNT][4], co
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const float gf = s[mt][nt][e];
-                const float dpz = signbit(gf) ? 0.f : dp[mt][nt][e] * rp_inv;
+                const float dpz = signbit(gf) ? 0.f : dp[mt][nt][e] * dropout_rescale;
                 s[mt][nt][e] = fabsf(gf) * (dpz - dpsum[mt][e >> 1]);
             }
 }

@@ -121,11 +121,10 @@ static __device__ __forceinline__ void warp_gemm_pv(float (*o)[D / 8][4], const 
     }
 }
 
-template <int kDtype, int D, int Br, int Bc, int kWarps, int kStages, bool kQRegs, bool kFeat>
+template <bool kBf16, int D, int Br, int Bc, int kWarps, int kStages, bool kQRegs, bool kFeat>
 __global__ void __launch_bounds__(kWarps * 32)
 fa_fwd_kernel(const fa_fwd_args a)
 {
-    constexpr bool kBf16 = kDtype == FA_BF16;
     constexpr int kThreads = kWarps * 32;
     constexpr int kMT = Br / (16 * kWarps);  /* 16-row m-tiles per warp */
     constexpr int kNB = Bc / 8;              /* 8-column n-blocks of S */
@@ -156,7 +155,11 @@ fa_fwd_kernel(const fa_fwd_args a)
         a.rng_state[1] = (int64_t)offset;
     }
 
-    /* this sequence's extent */
+    /* This sequence's extent and, below, its key band: fa_seq_get and fa_band_keys (fa_seq.cuh)
+     * written out. This kernel sits at 255 registers in its feature variants, and every form
+     * that called the helpers changed its allocation (measured with ptxas: d = 96 on sm_80 spilled
+     * 16-32 bytes, other buckets moved by 1-4 registers): the dense b * seqlen of fa_seq and the
+     * int64 band stay live or reorder the prologue. Keep the two in step with fa_seq.cuh. */
     int sq = a.seqlen_q, sk = a.seqlen_k;
     int q_begin = 0;
     int64_t q_off, k_off, v_off;
@@ -194,7 +197,7 @@ fa_fwd_kernel(const fa_fwd_args a)
     mk.left = a.window_left;
     mk.right = a.window_right;
 
-    /* key tiles touching the band of rows [m0, m_end): [t_lo, t_hi) */
+    /* key tiles touching the band of rows [m0, m_end): [t_lo, t_hi) (fa_band_keys, half-open) */
     int n_lo = 0, n_hi = sk;
     if (mk.left >= 0) n_lo = max(0, m0 + sk - sq - mk.left);
     if (mk.right >= 0) n_hi = min(sk, (m_end - 1) + sk - sq + mk.right + 1);
@@ -393,10 +396,10 @@ fa_fwd_kernel(const fa_fwd_args a)
 template <int kDtype, int D>
 static fa_status fa_fwd_launch_dtype(const fa_fwd_args &a, cudaStream_t stream)
 {
-    constexpr fa_tuning_row R = fa_tuning_find(80, FA_DIR_FWD, D);
-    static_assert(R.br > 0, "no forward tuning row for this head dim");
-    constexpr bool kQRegs = (R.flags & FA_TUNE_Q_IN_REGS) != 0;
-    constexpr bool kQRegsFeat = kQRegs && (R.flags & FA_TUNE_FEAT_Q_SMEM) == 0;
+    constexpr fa_tuning_row R = fa_tuning_find(FA_KERNEL_FWD_SM80, 80, D);
+    static_assert(R.br > 0, "no FA_KERNEL_FWD_SM80 tuning row for this head dim");
+    constexpr bool kQRegs = R.q_in_regs != 0;
+    constexpr bool kQRegsFeat = kQRegs && R.feat_q_smem == 0;
     const size_t smem = fa_fwd_smem_bytes(D, R.br, R.bc, R.stages);
 
     int dev = 0, smem_max = 0;
@@ -407,8 +410,8 @@ static fa_status fa_fwd_launch_dtype(const fa_fwd_args &a, cudaStream_t stream)
 
     const bool feat = a.softcap > 0.f || a.alibi_slopes != NULL || a.has_dropout || !(a.scale > 0.f);
     void (*kern)(const fa_fwd_args) =
-        feat ? fa_fwd_kernel<kDtype, D, R.br, R.bc, R.warps, R.stages, kQRegsFeat, true>
-             : fa_fwd_kernel<kDtype, D, R.br, R.bc, R.warps, R.stages, kQRegs, false>;
+        feat ? fa_fwd_kernel<kDtype == FA_BF16, D, R.br, R.bc, R.warps, R.stages, kQRegsFeat, true>
+             : fa_fwd_kernel<kDtype == FA_BF16, D, R.br, R.bc, R.warps, R.stages, kQRegs, false>;
     /* The kernel's few static shared slots come on top of the dynamic bytes: opt in to the large
        carve-out from 47 KB on, not 48 (d = 64 uses exactly 48 KB of dynamic shared memory). */
     if (smem > 47 * 1024 &&

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include "fa_fwd.h"
 #include "fa_common.h"
+#include "fa_seq.cuh"
 
 #define FA_PROBS_THREADS 256
 
@@ -40,17 +41,16 @@ __global__ void __launch_bounds__(FA_PROBS_THREADS) fa_fwd_probs_kernel(const fa
     const int h = blockIdx.x % a.heads;
     const int kv_h = h / a.group;
 
-    int sq = a.seqlen_q, sk = a.seqlen_k, q_begin = 0;
+    /* this sequence's extent (fa_seq.cuh) */
+    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
+                                  a.seqlen_k, b);
+    const int sq = seq.sq, sk = seq.sk;
     int64_t q_off, k_off;
     const float *lse_row;
-    if (a.cu_seqlens_q != NULL) {
-        q_begin = a.cu_seqlens_q[b];
-        const int k_begin = a.cu_seqlens_k[b];
-        sq = a.cu_seqlens_q[b + 1] - q_begin;
-        sk = a.cu_seqlens_k[b + 1] - k_begin;
-        q_off = (int64_t)q_begin * a.q_row_stride;
-        k_off = (int64_t)k_begin * a.k_row_stride;
-        lse_row = a.lse + (int64_t)h * a.total_q + q_begin;
+    if (seq.varlen) {
+        q_off = seq.q_row0 * a.q_row_stride;
+        k_off = seq.k_row0 * a.k_row_stride;
+        lse_row = a.lse + (int64_t)h * a.total_q + seq.q_row0;
     } else {
         q_off = (int64_t)b * a.q_batch_stride;
         k_off = (int64_t)b * a.k_batch_stride;

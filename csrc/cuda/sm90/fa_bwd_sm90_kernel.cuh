@@ -9,7 +9,7 @@
  * every thread issues cp.async copies for the NEXT query block while the current one computes
  * (2-stage ring of Q / dO tiles). Warpgroup wg owns keys [j0 + 64 wg, j0 + 64 wg + 64) of the
  * key block of Bc = 128 keys and steps over query blocks of Br rows (fa_tuning.h rows
- * FA_DIR_BWD_SM90: Br = 128 at D = 64, Br = 64 at D = 128). It works in the transposed
+ * FA_KERNEL_BWD_SM90: Br = 128 at D = 64, Br = 64 at D = 128). It works in the transposed
  * orientation, so that P^T and dS^T come out of the accumulators already in the A-fragment
  * layout of the next products:
  *   S^T  = K_wg Q_i^T        wgmma SS  (A = K rows, B = Q rows, both K-major over d)
@@ -52,12 +52,12 @@
 #define FA_BWD_SM90_BC 128     /* keys per CTA: 64 per consumer warpgroup */
 #define FA_BWD_SM90_THREADS 256
 
-/* The tile shape of bucket D (fa_tuning.h, FA_DIR_BWD_SM90 rows). Br = the N of S^T = K Q^T and
+/* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90 rows). Br = the N of S^T = K Q^T and
  * the k extent of dV += P^T dO, dK += dS^T Q; Bc and the warp count are fixed by the kernel's
  * warpgroup-per-64-keys layout. */
 template <int D>
 struct fa_bwd_sm90_cfg {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(90, FA_DIR_BWD_SM90, D);
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM90, 90, D);
     static constexpr int Br = kRow.br;
     static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_THREADS,
                   "the sm90 backward has Bc = 128 and 8 warps");
@@ -116,17 +116,20 @@ static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, fl
  * so no thread waits on these loads: no difference beyond noise (bwd geomean 1.011 vs 1.019 x
  * SDPA flash over d 64/128, s 2k/16k), so the simpler plain loads stay. */
 template <int D, int Br>
-static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_bwd_seq &seq, int b, int h0,
+static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_seq &seq, int b, int h0,
                                                          int mb_lo, int n_mb, int it, uint32_t sQ, uint32_t sdO,
                                                          float *lse_s, float *dsum_s)
 {
     const int h = h0 + it / n_mb;
     const int i0 = (mb_lo + it % n_mb) * Br;
     const int sq = seq.sq, tid = threadIdx.x;
-    const uint16_t *qb = a.q + fa_bwd_base(seq, b, seq.q_row0, h, a.q_bs, a.q_rs, a.q_hs) + (int64_t)i0 * a.q_rs;
-    const uint16_t *ob = a.dout + fa_bwd_base(seq, b, seq.q_row0, h, a.do_bs, a.do_rs, a.do_hs) + (int64_t)i0 * a.do_rs;
-    block_load_tile<Br, D>(sQ, qb, a.q_rs, sq - i0, a.head_dim);
-    block_load_tile<Br, D>(sdO, ob, a.do_rs, sq - i0, a.head_dim);
+    const uint16_t *qb = a.q + fa_bwd_base(seq, b, seq.q_row0, h, a.q_batch_stride, a.q_row_stride, a.q_head_stride) +
+                         (int64_t)i0 * a.q_row_stride;
+    const uint16_t *ob = a.dout +
+                         fa_bwd_base(seq, b, seq.q_row0, h, a.do_batch_stride, a.do_row_stride, a.do_head_stride) +
+                         (int64_t)i0 * a.do_row_stride;
+    block_load_tile<Br, D>(sQ, qb, a.q_row_stride, sq - i0, a.head_dim);
+    block_load_tile<Br, D>(sdO, ob, a.do_row_stride, sq - i0, a.head_dim);
     if (tid < 2 * Br) {
         const int r = tid % Br;
         const int64_t li = fa_bwd_lse_base(a, seq, b, h) + i0 + r;
@@ -172,7 +175,8 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
     __shared__ float s_lse[2][Br], s_dsum[2][Br];
 
     const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
-    const fa_bwd_seq seq = fa_bwd_get_seq(a, b);
+    const fa_seq seq = fa_seq_get(a.cu_seqlens_q != NULL, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q,
+                                 a.seqlen_k, b);
     const int sq = seq.sq, sk = seq.sk;
     const int j0 = n_block * Bc;
     if (j0 >= sk) return;  /* uniform over the CTA: no key of this block exists */
@@ -188,21 +192,24 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
     const uint32_t sdO = sQ + 2 * kQBytes;   /* [2] stages */
     const uint32_t sdS = sdO + 2 * kQBytes;  /* dS^T [Bc keys][Br queries] */
 
-    /* query rows that can see some key of [j0, j1] (bottom-right band, fa_common.h) */
-    const int j1 = min(j0 + Bc, sk) - 1;
+    /* query blocks with a row that can see some key of [j0, j1] (fa_seq.cuh) */
     const int off = sk - sq;
-    const int m_lo = a.window_right < 0 ? 0 : max(0, j0 - off - a.window_right);
-    const int m_hi = a.window_left < 0 ? sq - 1 : min(sq - 1, j1 - off + a.window_left);
-    const int mb_lo = m_lo / Br;
-    const int n_mb = m_hi >= m_lo ? m_hi / Br - mb_lo + 1 : 0;
+    int64_t m_lo, m_hi;
+    fa_band_queries(j0, min(j0 + Bc, sk) - 1, sq, sk, a.window_left, a.window_right, &m_lo, &m_hi);
+    const fa_band m_band = fa_band_tiles(m_lo, m_hi, Br);
+    const int mb_lo = m_band.first, n_mb = m_band.count;
     const int n_iter = n_mb * group;
 
     /* K_j, V_j once (rows past sk zero-filled) */
     {
-        const uint16_t *kb = a.k + fa_bwd_base(seq, b, seq.k_row0, hk, a.k_bs, a.k_rs, a.k_hs) + (int64_t)j0 * a.k_rs;
-        const uint16_t *vb = a.v + fa_bwd_base(seq, b, seq.k_row0, hk, a.v_bs, a.v_rs, a.v_hs) + (int64_t)j0 * a.v_rs;
-        block_load_tile<Bc, D>(sK, kb, a.k_rs, sk - j0, d);
-        block_load_tile<Bc, D>(sV, vb, a.v_rs, sk - j0, d);
+        const uint16_t *kb = a.k +
+                             fa_bwd_base(seq, b, seq.k_row0, hk, a.k_batch_stride, a.k_row_stride, a.k_head_stride) +
+                             (int64_t)j0 * a.k_row_stride;
+        const uint16_t *vb = a.v +
+                             fa_bwd_base(seq, b, seq.k_row0, hk, a.v_batch_stride, a.v_row_stride, a.v_head_stride) +
+                             (int64_t)j0 * a.v_row_stride;
+        block_load_tile<Bc, D>(sK, kb, a.k_row_stride, sk - j0, d);
+        block_load_tile<Bc, D>(sV, vb, a.v_row_stride, sk - j0, d);
     }
 
     if (n_iter > 0) block_issue_loads<D, Br>(a, seq, b, hk * group, mb_lo, n_mb, 0, sQ, sdO, s_lse[0], s_dsum[0]);
@@ -368,17 +375,19 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
     /* dK = scale * sum dS^T Q, dV = sum P^T dO: rows key_base + 8 half, dims 8 jn + 2 t */
     {
-        uint16_t *dkb = a.dk + fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_bs, a.dk_rs, a.dk_hs);
-        uint16_t *dvb = a.dv + fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_bs, a.dv_rs, a.dv_hs);
+        uint16_t *dkb =
+            a.dk + fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride);
+        uint16_t *dvb =
+            a.dv + fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride);
 #pragma unroll
         for (int jn = 0; jn < D / 8; ++jn)
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
                 const int j = key_base + 8 * half, col = 8 * jn + 2 * t;
                 if (j < sk && col < d) {
-                    *(uint32_t *)(dkb + (int64_t)j * a.dk_rs + col) =
+                    *(uint32_t *)(dkb + (int64_t)j * a.dk_row_stride + col) =
                         fa_pack_f32x2<kBf16>(dk[4 * jn + 2 * half] * a.scale, dk[4 * jn + 2 * half + 1] * a.scale);
-                    *(uint32_t *)(dvb + (int64_t)j * a.dv_rs + col) =
+                    *(uint32_t *)(dvb + (int64_t)j * a.dv_row_stride + col) =
                         fa_pack_f32x2<kBf16>(dv[4 * jn + 2 * half], dv[4 * jn + 2 * half + 1]);
                 }
             }

@@ -27,11 +27,11 @@ typedef struct fa_sm90_params {
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
 
-/* The fa_tuning.h row of head-dim bucket D for the sm90 kernel (arch 90). */
+/* The fa_tuning.h row of head-dim bucket D for the sm90 kernel. */
 template <int D>
 struct fa_sm90_tile {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(90, FA_DIR_FWD, D);
-    static_assert(kRow.arch == 90, "no arch-90 forward row in fa_tuning.h for this head dim");
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);
+    static_assert(kRow.br > 0, "no FA_KERNEL_FWD_SM90 row in fa_tuning.h for this head dim");
     static constexpr int kBr = kRow.br;
     static constexpr int kBc = kRow.bc;
     static constexpr int kStages = kRow.stages;

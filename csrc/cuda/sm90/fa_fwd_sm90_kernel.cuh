@@ -46,6 +46,7 @@
 #include "fa_sm90_sync.cuh"
 #include "fa_mma.cuh"      /* fa_smem_u32, fa_pack_f32x2 */
 #include "fa_mask.cuh"     /* fa_mask_t, fa_mask_row_range, fa_mask_tile_is_full */
+#include "fa_seq.cuh"      /* fa_seq_get, fa_band_keys, fa_band_tiles */
 #include "fa_softmax.cuh"  /* fa_exp2, quad_allreduce_max / _sum */
 
 #define FA_SM90_LN2 0.6931471805599453f
@@ -208,12 +209,11 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
 
 #endif /* FA_SM90_DEVICE */
 
-template <int kDtype, int D, int Br, int Bc, int kStages>
+template <bool kBf16, int D, int Br, int Bc, int kStages>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 {
 #if FA_SM90_DEVICE
-    constexpr bool kBf16 = kDtype == FA_BF16;
     constexpr int kWG = Br / 64;            /* consumer warpgroups */
     constexpr int kCols = D / 64;           /* 64-element column blocks */
     constexpr uint32_t kQBytes = (uint32_t)Br * D * 2;
@@ -253,14 +253,10 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
         a.rng_state[1] = (int64_t)offset;
     }
 
-    /* this sequence's extent */
-    int sq = a.seqlen_q, sk = a.seqlen_k, q_begin = 0, k_begin = 0;
-    if (varlen) {
-        q_begin = a.cu_seqlens_q[b];
-        k_begin = a.cu_seqlens_k[b];
-        sq = a.cu_seqlens_q[b + 1] - q_begin;
-        sk = a.cu_seqlens_k[b + 1] - k_begin;
-    }
+    /* this sequence's extent (fa_seq.cuh); q_begin, k_begin: first rows of the varlen maps */
+    const fa_seq seq = fa_seq_get(varlen, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q, a.seqlen_k, b);
+    const int sq = seq.sq, sk = seq.sk;
+    const int q_begin = (int)seq.q_row0, k_begin = (int)seq.k_row0;
     const int m0 = m_block * Br;
     if (m0 >= sq) return;  /* uniform over the block, before any barrier exists */
     const int m_end = min(m0 + Br, sq);
@@ -270,12 +266,12 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     mk.sk = sk;
     mk.left = a.window_left;
     mk.right = a.window_right;
-    /* key tiles touching the band of rows [m0, m_end): t_lo .. t_hi - 1, visited right to left */
-    int n_lo = 0, n_hi = sk;
-    if (mk.left >= 0) n_lo = max(0, m0 + sk - sq - mk.left);
-    if (mk.right >= 0) n_hi = min(sk, (m_end - 1) + sk - sq + mk.right + 1);
-    const int t_hi = (n_hi + Bc - 1) / Bc;
-    const int n_tiles = n_hi > n_lo ? t_hi - n_lo / Bc : 0;
+    /* key tiles with a key seen by some row of [m0, m_end) (fa_seq.cuh): t_hi - n_tiles ..
+     * t_hi - 1, visited right to left */
+    int64_t n_lo, n_hi;
+    fa_band_keys(m0, m_end - 1, sq, sk, mk.left, mk.right, &n_lo, &n_hi);
+    const fa_band n_band = fa_band_tiles(n_lo, n_hi, Bc);
+    const int t_hi = n_band.first + n_band.count, n_tiles = n_band.count;
 
     if (tid == 0) {
         fa_mbar_init(bar_q, 1);
@@ -519,7 +515,7 @@ static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_
     typedef fa_sm90_tile<D> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
-    void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype, D, T::kBr, T::kBc, T::kStages>;
+    void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages>;
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -539,7 +535,7 @@ static int fa_fwd_sm90_has_image_dtype(void)
     static int cached = 0;  /* 0 unknown, 1 yes, -1 no; benign race: every writer writes the same */
     if (cached == 0) {
         cudaFuncAttributes attr;
-        void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype, D, T::kBr, T::kBc, T::kStages>;
+        void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages>;
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
                         attr.sharedSizeBytes >= (size_t)(1 + 4 * T::kStages) * 8u;
         cached = ok ? 1 : -1;
