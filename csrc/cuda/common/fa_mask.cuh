@@ -4,7 +4,7 @@
  *   row = row0 + 16 * mt + 8 * (e >> 1),  col = col0 + 8 * nb + (e & 1)
  * where for a lane (g = lane / 4, t = lane % 4) row0 = first tile row + g and
  * col0 = first tile column + 2 t. Rows and columns are sequence-local (i, j).
- * Semantics (DESIGN.md section 3, fa_mask_bounds): i sees j iff
+ * Semantics (docs/conventions.md, fa_mask_bounds): i sees j iff
  *   i + sk - sq - left <= j <= i + sk - sq + right  (left/right < 0: unbounded)  and  j < sk.
  * Invisible entries become -inf, so exp2 turns them into exact zeros.
  */
