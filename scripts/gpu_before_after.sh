@@ -16,7 +16,7 @@ log "build baseline ($BASE_DIR) and this tree"
 build "$BASE_DIR" before & build . after & wait
 if [ $# -gt 0 ]; then
   log "new tests on the baseline (expected to fail there)"
-  (cd "$BASE_DIR" && timeout 240 python3 -m pytest "$@" -m gpu -q -n 8 -p no:cacheprovider > "$OUT/tests_before.log" 2>&1)
+  (cd "$BASE_DIR" && timeout 240 python3 -m pytest "$@" -m gpu -q -n 8 -p no:cacheprovider --continue-on-collection-errors > "$OUT/tests_before.log" 2>&1)
   grep -E "^(FAILED|ERROR)" "$OUT/tests_before.log" | cut -c1-160 | head -15; tail -1 "$OUT/tests_before.log"
 fi
 log "sweep: baseline"
