@@ -59,7 +59,13 @@ INCLUDES = [os.path.join(ROOT, "csrc", d) for d in ("include", "cpu", "cuda")]
 
 c_sources = rel("csrc/cpu/*.c")
 cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp"]
-cxx_flags = ["-O3", "-std=c++17"]
+# -fopenmp: at::parallel_for (ATen/ParallelOpenMP.h, inlined into fa_cpu.cpp) is an OpenMP
+# parallel region only when this translation unit is compiled with OpenMP; without it the
+# loop runs serially and torch.set_num_threads has no effect. Linking with -fopenmp records
+# libgomp.so.1, the soname of the libgomp torch's wheel ships and has already loaded when
+# flash_attn_c is imported, so the process keeps one OpenMP runtime (one thread pool).
+cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+link_flags = ["-fopenmp"]
 
 if NVCC and torch.version.cuda:
     cuda_sources = rel("csrc/cuda/*.cu")
@@ -77,6 +83,7 @@ if NVCC and torch.version.cuda:
         sources=cpp_sources + ["csrc/torch/fa_cuda.cpp"] + cuda_sources,
         include_dirs=INCLUDES,
         define_macros=[("FA_WITH_CUDA", "1")],
+        extra_link_args=link_flags,
         extra_compile_args={
             "cxx": cxx_flags + ["-DFA_WITH_CUDA"],
             "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr",
@@ -90,7 +97,7 @@ if NVCC and torch.version.cuda:
 else:
     c_sources = c_sources + ["csrc/cuda/fa_no_cuda.c"]
     ext = CppExtension(name="flash_attn_c._C", sources=cpp_sources, include_dirs=INCLUDES,
-                       extra_compile_args={"cxx": cxx_flags})
+                       extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
     why = ("FLASH_ATTN_C_FORCE_CPU=1" if os.environ.get("FLASH_ATTN_C_FORCE_CPU") == "1"
            else "nvcc not found" if not NVCC else "torch has no CUDA")
     plan = (f"flash_attn_c build plan: CPU-only ({why}): C11 CPU backend (-march={CPU_ARCH}); "
