@@ -19,6 +19,10 @@
  * within a chunk, then chunks in increasing order) and every item writes disjoint outputs:
  * deterministic by construction, no atomics, results independent of the split and of the
  * thread count. Rows whose LSE is -inf (they see no key) get P = 0, hence zero gradients.
+ * bf16 inputs with AVX512-BF16 and an even head dim (fa_gemm_use_bf16) run the five GEMMs on
+ * vdpbf16ps (bwd_tile_bf16): S = Q K^T and dP = dO V^T multiply the bf16 inputs exactly (qscale
+ * applied to S afterwards); dV, dK and dQ multiply P o Z and dS rounded to bf16 (fp32 sums, as
+ * FlashAttention does on GPUs). Other inputs (and builds without AVX512-BF16) use fp32 GEMMs.
  * Chunks exist so that a call with few (b, kv head) pairs still has enough phase-1 items for
  * the threads; each chunk costs one fp32 copy of dQ (padded to dpad columns) in the workspace.
  */
@@ -71,6 +75,12 @@ static float *bwd_dq_partial(const fa_params *p, int64_t chunk)
 typedef struct bwd_scratch {
     float *kt, *vt;   /* phase 1: (d, BC) K^T (pre-scaled) and V^T of the item's key block */
     float *kq;        /* phase 1: (BC, dpad) K rows of the block, unscaled, zero padded */
+    /* bf16 path (pairs of bf16 in uint32, see fa_gemm_bf16): */
+    uint32_t *kt2, *vt2; /* (d/2, BC) K^T / V^T, pairs along d, unscaled */
+    uint32_t *kp;        /* (BC/2, dpad) K rows, pairs along the keys */
+    uint32_t *qp, *dop;  /* (BR/2, d) Q / dO rows of the tile, pairs along the queries */
+    uint32_t *pp, *dsp;  /* (BR/2, BC) P o Z and dS, pairs along the queries */
+    uint16_t *dsb;       /* (BR, BC) dS in bf16, row-major */
     float *dkt, *dvt; /* phase 1: (d, BC) accumulators */
     float *qb, *dob;  /* (BR, d) Q / dO rows converted to fp32 (fp16 / bf16 inputs) */
     float *s;         /* (BR * BC) S then P */
@@ -94,6 +104,15 @@ static void bwd_scratch_layout(void *scratch, fa_cpu_arena *a, int64_t d)
     w->kq = fa_cpu_arena_take(a, (size_t)BC * (size_t)bwd_dpad(d));
     for (i = 0; i < sizeof(per_nt) / sizeof(per_nt[0]); ++i) *per_nt[i] = fa_cpu_arena_take(a, nt);
     w->row = fa_cpu_arena_take(a, (size_t)bwd_dpad(d));
+    /* uint32 pairs take the room of as many floats, bf16 half */
+    w->kt2 = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)(d + 1) / 2 * BC);
+    w->vt2 = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)(d + 1) / 2 * BC);
+    w->kp = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BC / 2 * (size_t)bwd_dpad(d));
+    w->qp = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BR / 2 * (size_t)d);
+    w->dop = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BR / 2 * (size_t)d);
+    w->pp = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BR / 2 * BC);
+    w->dsp = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BR / 2 * BC);
+    w->dsb = (uint16_t *)(void *)fa_cpu_arena_take(a, (size_t)BR * BC / 2);
 }
 
 size_t fa_bwd_cpu_workspace_bytes(const fa_params *p)
@@ -136,6 +155,43 @@ static void bwd_phase0_item(const fa_params *p, bwd_scratch *w, int64_t b, int64
 }
 
 /* ---- phase 1 ---------------------------------------------------------------------------- */
+#if defined(FA_GEMM_DPBF16)
+/* bf16 path: the key block's operands as pairs (once per block, reused by every tile). */
+static void bwd_pack_block_bf16(const fa_params *p, bwd_scratch *w, int64_t k_off, int64_t v_off,
+                                int64_t j0, int64_t nj)
+{
+    int64_t d = p->head_dim, d2 = d / 2, dpad = bwd_dpad(d), jj, c;
+    const uint16_t *k = (const uint16_t *)p->k + k_off + j0 * p->k_row_stride;
+    const uint16_t *v = (const uint16_t *)p->v + v_off + j0 * p->v_row_stride;
+    for (jj = 0; jj < BC; ++jj)
+        for (c = 0; c < d2; ++c) {
+            if (jj < nj) {
+                memcpy(w->kt2 + c * BC + jj, k + jj * p->k_row_stride + 2 * c, sizeof(uint32_t));
+                memcpy(w->vt2 + c * BC + jj, v + jj * p->v_row_stride + 2 * c, sizeof(uint32_t));
+            } else {
+                w->kt2[c * BC + jj] = w->vt2[c * BC + jj] = 0u; /* padding keys */
+            }
+        }
+    for (jj = 0; jj < nj; jj += 2)
+        fa_pack_pairs_bf16(k + jj * p->k_row_stride, jj + 1 < nj ? k + (jj + 1) * p->k_row_stride : NULL, d,
+                           w->kp + (jj / 2) * dpad, dpad);
+}
+
+/* Rows [0, n) (row stride rs, bf16) as pairs along the rows: dst (ceil(n/2), d). */
+static void bwd_pairs_rows(const uint16_t *x, int64_t rs, int64_t n, int64_t d, uint32_t *dst)
+{
+    int64_t i;
+    for (i = 0; i < n; i += 2) fa_pack_pairs_bf16(x + i * rs, i + 1 < n ? x + (i + 1) * rs : NULL, d, dst + (i / 2) * d, d);
+}
+
+/* fp32 tile rows [0, n) of width BC as bf16 pairs along the rows: dst (ceil(n/2), BC). */
+static void bwd_pairs_tile(const float *x, int64_t n, uint32_t *dst)
+{
+    int64_t i;
+    for (i = 0; i < n; i += 2) fa_pack_pairs_f32(x + i * BC, i + 1 < n ? x + (i + 1) * BC : NULL, BC, dst + (i / 2) * BC);
+}
+#endif
+
 /* Key block kb of (b, hk): dK, dV of its keys; dS K_blk added into the dQ partial sum dqp
  * ((bwd_rows, dpad), this item's chunk). */
 static void bwd_phase1_block(const fa_params *p, bwd_scratch *w, int64_t b, int64_t hk, int64_t kb,
@@ -148,11 +204,17 @@ static void bwd_phase1_block(const fa_params *p, bwd_scratch *w, int64_t b, int6
     int64_t k_off = fa_base_off(p, b, s.k_row0, hk, p->k_batch_stride, p->k_row_stride, p->k_head_stride);
     int64_t v_off = fa_base_off(p, b, s.k_row0, hk, p->v_batch_stride, p->v_row_stride, p->v_head_stride);
     int softcap = p->softcap > 0.0f, dropout = p->dropout_p > 0.0f;
+    int bf = fa_gemm_use_bf16(p->dtype == FA_BF16, d);
     fa_head_ctx c0;
     if (nj <= 0) return; /* a key block past the end of a short varlen sequence */
     if (nj > BC) nj = BC;
     fa_head_ctx_init(&c0, p, b, hk * group);
-
+    (void)bf; /* read only by the FA_GEMM_DPBF16 branches */
+#if defined(FA_GEMM_DPBF16)
+    if (bf) bwd_pack_block_bf16(p, w, k_off, v_off, j0, nj);
+    else
+#endif
+    {
     /* K^T (pre-scaled), V^T and the K rows (unscaled, for dQ) of the block; padding key
      * columns of K^T / V^T and padding head-dim columns of the K rows zero */
     for (jj = 0; jj < nj; ++jj) {
@@ -165,6 +227,7 @@ static void bwd_phase1_block(const fa_params *p, bwd_scratch *w, int64_t b, int6
     }
     for (c = 0; c < d; ++c)
         for (jj = nj; jj < BC; ++jj) w->kt[c * BC + jj] = w->vt[c * BC + jj] = 0.0f;
+    }
     memset(w->dkt, 0, (size_t)d * BC * sizeof(float));
     memset(w->dvt, 0, (size_t)d * BC * sizeof(float));
 
@@ -181,12 +244,29 @@ static void bwd_phase1_block(const fa_params *p, bwd_scratch *w, int64_t b, int6
             int64_t nr = s.sq - i0 < BR ? s.sq - i0 : BR, ii, q_ms, do_ms;
             int cls = fa_tile_class(p, &s, i0, i0 + nr, j0, j0 + nj);
             const float *qrows, *dorows, *pz;
+#if defined(FA_GEMM_DPBF16)
+            const uint16_t *qb16 = NULL, *dob16 = NULL;
+#endif
             if (cls == FA_TILE_EMPTY) continue;
-            qrows = fa_rows_f32(p, p->q, q_off, p->q_row_stride, i0, nr, w->qb, &q_ms);
-            dorows = fa_rows_f32(p, p->dout, do_off, p->do_row_stride, i0, nr, w->dob, &do_ms);
-            /* padding keys (nj < BC) have S = 0 from the zero K^T columns: mask them too */
-            fa_scores_klanes(&ctx, qrows, q_ms, nr, w->kt, i0, j0, cls == FA_TILE_PARTIAL || nj < BC,
-                             w->s, softcap ? w->tt : NULL);
+            qrows = dorows = NULL;
+            q_ms = do_ms = 0;
+#if defined(FA_GEMM_DPBF16)
+            if (bf) {
+                qb16 = (const uint16_t *)p->q + q_off + i0 * p->q_row_stride;
+                dob16 = (const uint16_t *)p->dout + do_off + i0 * p->do_row_stride;
+                /* S (nr x BC) = Q K^T on the bf16 inputs; padding keys masked as below */
+                fa_gemm_bf16(nr, BC, d / 2, qb16, p->q_row_stride, 2, w->kt2, BC, w->s, BC, NULL, FA_GEMM_SET);
+                fa_scores_klanes_finish(&ctx, nr, i0, j0, cls == FA_TILE_PARTIAL || nj < BC, w->s,
+                                        softcap ? w->tt : NULL, ctx.qscale);
+            } else
+#endif
+            {
+                qrows = fa_rows_f32(p, p->q, q_off, p->q_row_stride, i0, nr, w->qb, &q_ms);
+                dorows = fa_rows_f32(p, p->dout, do_off, p->do_row_stride, i0, nr, w->dob, &do_ms);
+                /* padding keys (nj < BC) have S = 0 from the zero K^T columns: mask them too */
+                fa_scores_klanes(&ctx, qrows, q_ms, nr, w->kt, i0, j0, cls == FA_TILE_PARTIAL || nj < BC,
+                                 w->s, softcap ? w->tt : NULL);
+            }
             for (ii = 0; ii < nr; ++ii) {
                 fa_vf l2 = fa_vset1(bwd_lse2(lse[i0 + ii]));
                 for (v = 0; v < BC; v += FA_VL) {
@@ -201,10 +281,23 @@ static void bwd_phase1_block(const fa_params *p, bwd_scratch *w, int64_t b, int6
                     fa_vstore(w->pd + ii, fa_vmul(fa_vload(w->s + ii), fa_vload(w->z + ii)));
                 pz = w->pd;
             }
-            /* dV^T (d x BC) += dO^T (d x nr) (P o Z), A(dd, ii) = dO[ii][dd] */
-            fa_gemm(d, BC, nr, dorows, 1, do_ms, pz, BC, w->dvt, BC, NULL, FA_GEMM_ADD);
-            /* dP (nr x BC) = dO V^T */
-            fa_gemm(nr, BC, d, dorows, do_ms, 1, w->vt, BC, w->dp, BC, NULL, FA_GEMM_SET);
+#if defined(FA_GEMM_DPBF16)
+            if (bf) {
+                /* dV^T += dO^T (P o Z): A(dd, pair of rows) from dO pairs, B = P o Z pairs */
+                bwd_pairs_rows(dob16, p->do_row_stride, nr, d, w->dop);
+                bwd_pairs_tile(pz, nr, w->pp);
+                fa_gemm_bf16(d, BC, (nr + 1) / 2, (const uint16_t *)(const void *)w->dop, 2, 2 * d, w->pp, BC,
+                             w->dvt, BC, NULL, FA_GEMM_ADD);
+                /* dP = dO V^T on the bf16 inputs */
+                fa_gemm_bf16(nr, BC, d / 2, dob16, p->do_row_stride, 2, w->vt2, BC, w->dp, BC, NULL, FA_GEMM_SET);
+            } else
+#endif
+            {
+                /* dV^T (d x BC) += dO^T (d x nr) (P o Z), A(dd, ii) = dO[ii][dd] */
+                fa_gemm(d, BC, nr, dorows, 1, do_ms, pz, BC, w->dvt, BC, NULL, FA_GEMM_ADD);
+                /* dP (nr x BC) = dO V^T */
+                fa_gemm(nr, BC, d, dorows, do_ms, 1, w->vt, BC, w->dp, BC, NULL, FA_GEMM_SET);
+            }
             /* dS = P o (dP o Z - D) o (1 - t^2) */
             for (ii = 0; ii < nr; ++ii) {
                 fa_vf Di = fa_vset1(D[i0 + ii]);
@@ -221,6 +314,20 @@ static void bwd_phase1_block(const fa_params *p, bwd_scratch *w, int64_t b, int6
                     fa_vstore(w->dp + e, ds);
                 }
             }
+#if defined(FA_GEMM_DPBF16)
+            if (bf) {
+                /* dK^T += Q^T dS (Q pairs, dS pairs along the queries); dQ_c += dS K (dS rows
+                 * in bf16, K pairs along the keys; an odd nj pairs the last key with a zero) */
+                bwd_pairs_rows(qb16, p->q_row_stride, nr, d, w->qp);
+                bwd_pairs_tile(w->dp, nr, w->dsp);
+                fa_gemm_bf16(d, BC, (nr + 1) / 2, (const uint16_t *)(const void *)w->qp, 2, 2 * d, w->dsp, BC,
+                             w->dkt, BC, NULL, FA_GEMM_ADD);
+                for (ii = 0; ii < nr; ++ii) fa_bf16_row(w->dp + ii * BC, BC, w->dsb + ii * BC);
+                fa_gemm_bf16(nr, dpad, (nj + 1) / 2, w->dsb, BC, 2, w->kp, dpad, dq_h + i0 * dpad, dpad, NULL,
+                             FA_GEMM_ADD);
+                continue;
+            }
+#endif
             /* dK^T (d x BC) += Q^T (d x nr) dS, A(dd, ii) = Q[ii][dd] */
             fa_gemm(d, BC, nr, qrows, 1, q_ms, w->dp, BC, w->dkt, BC, NULL, FA_GEMM_ADD);
             /* dQ_c rows (nr x dpad) += dS (nr x nj) K_blk (nj x dpad) */
