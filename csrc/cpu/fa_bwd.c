@@ -20,7 +20,7 @@
  * deterministic by construction, no atomics, results independent of the split and of the
  * thread count. Rows whose LSE is -inf (they see no key) get P = 0, hence zero gradients.
  * bf16 inputs with AVX512-BF16 and an even head dim (fa_gemm_use_bf16) run the five GEMMs on
- * vdpbf16ps (bwd_tile_bf16): S = Q K^T and dP = dO V^T multiply the bf16 inputs exactly (qscale
+ * vdpbf16ps (the FA_GEMM_DPBF16 branches of bwd_phase1_block): S = Q K^T and dP = dO V^T multiply the bf16 inputs exactly (qscale
  * applied to S afterwards); dV, dK and dQ multiply P o Z and dS rounded to bf16 (fp32 sums, as
  * FlashAttention does on GPUs). Other inputs (and builds without AVX512-BF16) use fp32 GEMMs.
  * Chunks exist so that a call with few (b, kv head) pairs still has enough phase-1 items for
@@ -215,18 +215,18 @@ static void bwd_phase1_block(const fa_params *p, bwd_scratch *w, int64_t b, int6
     else
 #endif
     {
-    /* K^T (pre-scaled), V^T and the K rows (unscaled, for dQ) of the block; padding key
-     * columns of K^T / V^T and padding head-dim columns of the K rows zero */
-    for (jj = 0; jj < nj; ++jj) {
-        float *kq = w->kq + jj * dpad;
-        fa_row_to_f32(p->dtype, fa_cptr(p, p->k, k_off + (j0 + jj) * p->k_row_stride), kq, d, 1.0f);
-        for (c = d; c < dpad; ++c) kq[c] = 0.0f;
-        for (c = 0; c < d; ++c) w->kt[c * BC + jj] = kq[c] * c0.qscale;
-        fa_row_to_f32(p->dtype, fa_cptr(p, p->v, v_off + (j0 + jj) * p->v_row_stride), w->row, d, 1.0f);
-        for (c = 0; c < d; ++c) w->vt[c * BC + jj] = w->row[c];
-    }
-    for (c = 0; c < d; ++c)
-        for (jj = nj; jj < BC; ++jj) w->kt[c * BC + jj] = w->vt[c * BC + jj] = 0.0f;
+        /* K^T (pre-scaled), V^T and the K rows (unscaled, for dQ) of the block; padding key
+         * columns of K^T / V^T and padding head-dim columns of the K rows zero */
+        for (jj = 0; jj < nj; ++jj) {
+            float *kq = w->kq + jj * dpad;
+            fa_row_to_f32(p->dtype, fa_cptr(p, p->k, k_off + (j0 + jj) * p->k_row_stride), kq, d, 1.0f);
+            for (c = d; c < dpad; ++c) kq[c] = 0.0f;
+            for (c = 0; c < d; ++c) w->kt[c * BC + jj] = kq[c] * c0.qscale;
+            fa_row_to_f32(p->dtype, fa_cptr(p, p->v, v_off + (j0 + jj) * p->v_row_stride), w->row, d, 1.0f);
+            for (c = 0; c < d; ++c) w->vt[c * BC + jj] = w->row[c];
+        }
+        for (c = 0; c < d; ++c)
+            for (jj = nj; jj < BC; ++jj) w->kt[c * BC + jj] = w->vt[c * BC + jj] = 0.0f;
     }
     memset(w->dkt, 0, (size_t)d * BC * sizeof(float));
     memset(w->dvt, 0, (size_t)d * BC * sizeof(float));
