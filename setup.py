@@ -62,6 +62,7 @@ c_sources = rel("csrc/cpu/*.c")
 cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp",
                "csrc/torch/fa_rotary_op.cpp"]
 cxx_flags = list(build_flags.CXX_FLAGS)
+link_flags = list(build_flags.LINK_FLAGS)
 
 if NVCC and torch.version.cuda:
     cuda_sources = [f for d in build_flags.CUDA_DIRS for f in rel(d + "/*.cu")]
@@ -74,6 +75,7 @@ if NVCC and torch.version.cuda:
         sources=cpp_sources + ["csrc/torch/fa_cuda.cpp"] + cuda_sources,
         include_dirs=INCLUDES,
         define_macros=[("FA_WITH_CUDA", "1")],
+        extra_link_args=link_flags,
         extra_compile_args={
             "cxx": cxx_flags + ["-DFA_WITH_CUDA"],
             "nvcc": build_flags.NVCC_FLAGS + gencode + NVCC_EXTRA,
@@ -86,7 +88,7 @@ if NVCC and torch.version.cuda:
 else:
     c_sources = c_sources + ["csrc/cuda/api/fa_no_cuda.c"]
     ext = CppExtension(name="flash_attn_c._C", sources=cpp_sources, include_dirs=INCLUDES,
-                       extra_compile_args={"cxx": cxx_flags})
+                       extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
     why = ("FLASH_ATTN_C_FORCE_CPU=1" if os.environ.get("FLASH_ATTN_C_FORCE_CPU") == "1"
            else "nvcc not found" if not NVCC else "torch has no CUDA")
     plan = (f"flash_attn_c build plan: CPU-only ({why}): C11 CPU backend (-march={CPU_ARCH}); "

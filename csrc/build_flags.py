@@ -32,8 +32,13 @@ NVCC_FLAGS = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relax
               "-DFA_WITH_CUDA"]
 # C (csrc/cpu): strict C11, warnings on; no errno from libm so exp/log vectorize.
 C_FLAGS = ["-std=c11", "-O3", "-fPIC", "-fno-math-errno", "-Wall", "-Wextra", "-pedantic"]
-# C++ (csrc/torch). -fopenmp where torch's parallel_for needs it is added by setup.py.
-CXX_FLAGS = ["-O3", "-std=c++17"]
+# C++ (csrc/torch). -fopenmp: at::parallel_for (ATen/ParallelOpenMP.h, inlined into fa_cpu.cpp) is
+# an OpenMP parallel region only when the translation unit is compiled with OpenMP; without it the
+# loop runs serially and torch.set_num_threads has no effect. Linking with -fopenmp records
+# libgomp.so.1, the soname of the libgomp torch's wheel ships and has already loaded when
+# flash_attn_c is imported, so the process keeps one OpenMP runtime (one thread pool).
+CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp"]
+LINK_FLAGS = ["-fopenmp"]
 
 
 def cuda_archs() -> List[str]:

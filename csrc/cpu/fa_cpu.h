@@ -21,9 +21,14 @@
  * per block keep the O^T read-rescale-write at one per 64 x 64 x d FMAs. Measured on the
  * 2-core Zen 5 dev machine (fp32, s = 2048, d = 64 and 128, one thread): Bc = 32 or 128 and
  * Br = Bc = 128 land within 3% of 64 x 64; Br = 128 is 5-10% slower at d = 128 (its 64 KiB
- * Q^T panel leaves L1). Both can be overridden with -DFA_CPU_BR= / -DFA_CPU_BC= to re-tune. */
+ * Q^T panel leaves L1). Both can be overridden with -DFA_CPU_BR= / -DFA_CPU_BC= to re-tune.
+ * Br = 128 since issue 10: on the 2-core Zen 4 machine (32 KiB L1d, 1 MiB L2) under load from
+ * other processes, every forward item streams all of its head's K and V from L3, and halving the
+ * number of items per head halves that traffic: fp32 non-causal forward, 2 threads, load ~7,
+ * SDPA time / ours over five long-sequence shapes went from 0.89x (Br = 64) to 0.99x (Br = 128);
+ * one thread on an idle core: within +-10% either way (noise), forward + backward unchanged. */
 #ifndef FA_CPU_BR
-#define FA_CPU_BR 64
+#define FA_CPU_BR 128
 #endif
 #ifndef FA_CPU_BC
 #define FA_CPU_BC 64

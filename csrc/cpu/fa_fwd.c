@@ -12,6 +12,10 @@
  * alpha) are plain vertical vector operations: no horizontal reductions anywhere. At the end
  * O = (O^T diag(1/l))^T, LSE = ln 2 (m + log2 l). Scores carry the factor log2(e) from the
  * start (folded into Q^T), so every exponential is a base-2 fa_vexp2.
+ * bf16 inputs with AVX512-BF16 (FA_GEMM_DPBF16) and an even head dim run both GEMMs on
+ * vdpbf16ps: S^T from the K rows in place and Q^T packed into bf16 pairs (unscaled: the products
+ * are exact, qscale multiplies S^T afterwards); O^T from V and P^T packed into pairs along the
+ * key index per block (P^T rounded to bf16 for the multiply only; m, l and O^T stay fp32).
  * Scratch: one allocation per fa_fwd_cpu call, independent of sq and sk (2 d Br + 2 Bc Br +
  * 2 Bc d floats: 96 KiB at d = 64, 320 KiB at d = 256), so the extra memory stays a few hundred
  * KiB per calling thread at any sequence length (nothing grows with sq * sk).
@@ -38,6 +42,9 @@ typedef struct fwd_scratch {
     float *alpha; /* (BR,) rescale factor of this step */
     float *muse;  /* (BR,) final LSE in log2 units, for the probabilities output */
     float *row;   /* (d,)  one row in fp32 */
+    uint32_t *qt2; /* (d/2, BR)  bf16 path: Q^T as bf16 pairs along d, unscaled */
+    uint32_t *pt2; /* (BC/2, BR) bf16 path: P^T as bf16 pairs along the keys */
+    uint32_t *vp;  /* (BC/2, d)  bf16 path: V block as bf16 pairs along the keys */
     void *mem;
 } fwd_scratch;
 
@@ -57,7 +64,14 @@ static void fwd_scratch_layout(void *scratch, fa_cpu_arena *a, int64_t d)
     w->alpha = fa_cpu_arena_take(a, BR);
     w->muse = fa_cpu_arena_take(a, BR);
     w->row = fa_cpu_arena_take(a, (size_t)d);
+    /* uint32 pairs take the room of as many floats */
+    w->qt2 = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)(d + 1) / 2 * BR);
+    w->pt2 = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BC / 2 * BR);
+    w->vp = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BC / 2 * (size_t)d);
 }
+
+/* Whether this call runs the vdpbf16ps path (see the top of the file). */
+static int fwd_use_bf16(const fa_params *p) { return fa_gemm_use_bf16(p->dtype == FA_BF16, p->head_dim); }
 
 /* One work item: query rows [i0, i0 + nrows) of one (b, h); nrows may be 0 (a block past the
  * end of a short varlen sequence, which only owns padding rows of the probabilities). */
@@ -65,6 +79,7 @@ typedef struct fwd_item {
     fa_head_ctx c;
     int64_t i0, nrows;
     int64_t k_off, v_off; /* element offsets of (b, hk) row 0 in k / v */
+    int bf16;             /* fwd_use_bf16 */
 } fwd_item;
 
 /* Scores of key block [j0, j0 + nj) into w->st. */
@@ -72,8 +87,46 @@ static void fwd_scores(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t n
 {
     const fa_params *p = it->c.p;
     int64_t k_ms;
-    const float *kblk = fa_rows_f32(p, p->k, it->k_off, p->k_row_stride, j0, nj, w->kb, &k_ms);
+    const float *kblk;
+#if defined(FA_GEMM_DPBF16)
+    if (it->bf16) {
+        const uint16_t *krows = (const uint16_t *)p->k + it->k_off + j0 * p->k_row_stride;
+        fa_gemm_bf16(nj, BR, p->head_dim / 2, krows, p->k_row_stride, 2, w->qt2, BR, w->st, BR, NULL,
+                     FA_GEMM_SET);
+        fa_scores_qlanes_finish(&it->c, it->i0, j0, nj, cls, w->st, NULL, it->c.qscale);
+        return;
+    }
+#endif
+    kblk = fa_rows_f32(p, p->k, it->k_off, p->k_row_stride, j0, nj, w->kb, &k_ms);
     fa_scores_qlanes(&it->c, kblk, k_ms, w->qt, it->i0, j0, nj, cls, w->st, NULL);
+}
+
+/* O^T = O^T diag(alpha) + V_blk^T P^T for key block [j0, j0 + nj), P^T in w->st. */
+static void fwd_pv(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj)
+{
+    const fa_params *p = it->c.p;
+    int64_t d = p->head_dim, v_ks;
+    const float *vblk;
+#if defined(FA_GEMM_DPBF16)
+    if (it->bf16) {
+        const uint16_t *vrows = (const uint16_t *)p->v + it->v_off + j0 * p->v_row_stride;
+        int64_t jj2, np = (nj + 1) / 2;
+        for (jj2 = 0; jj2 < np; ++jj2) {
+            int64_t j = 2 * jj2;
+            int has1 = j + 1 < nj; /* odd nj: the last pair's second key is zero in V and P */
+            fa_pack_pairs_bf16(vrows + j * p->v_row_stride, has1 ? vrows + (j + 1) * p->v_row_stride : NULL,
+                               d, w->vp + jj2 * d, d);
+            fa_pack_pairs_f32(w->st + j * BR, has1 ? w->st + (j + 1) * BR : NULL, BR, w->pt2 + jj2 * BR);
+        }
+        /* A(dd, jj2) = the pair (V[j0 + 2 jj2][dd], V[j0 + 2 jj2 + 1][dd]) at vp[jj2 * d + dd] */
+        fa_gemm_bf16(d, BR, np, (const uint16_t *)(const void *)w->vp, 2, 2 * d, w->pt2, BR, w->ot, BR,
+                     w->alpha, FA_GEMM_SCALE_ADD);
+        return;
+    }
+#endif
+    /* A(dd, jj) = V[j0 + jj][dd] read in place */
+    vblk = fa_rows_f32(p, p->v, it->v_off, p->v_row_stride, j0, nj, w->vb, &v_ks);
+    fa_gemm(d, BR, nj, vblk, 1, v_ks, w->st, BR, w->ot, BR, w->alpha, FA_GEMM_SCALE_ADD);
 }
 
 /* The probabilities output: rows [i0, i0 + rows_out) of (b, h) in p->p, every column;
@@ -159,7 +212,19 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
     it.k_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->k_batch_stride, p->k_row_stride, p->k_head_stride);
     it.v_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->v_batch_stride, p->v_row_stride, p->v_head_stride);
     rows_out = p->seqlen_q - it.i0 < BR ? p->seqlen_q - it.i0 : BR;
+    it.bf16 = fwd_use_bf16(p);
 
+    if (it.bf16) {
+        /* Q^T as bf16 pairs, unscaled; padding lanes zero */
+        int64_t q_off = fa_base_off(p, b, it.c.s.q_row0, h, p->q_batch_stride, p->q_row_stride, p->q_head_stride);
+        int64_t d2 = d / 2;
+        for (ii = 0; ii < it.nrows; ++ii) {
+            const uint16_t *qrow = (const uint16_t *)p->q + q_off + (it.i0 + ii) * p->q_row_stride;
+            for (c = 0; c < d2; ++c) memcpy(w->qt2 + c * BR + ii, qrow + 2 * c, sizeof(uint32_t));
+        }
+        for (c = 0; c < d2; ++c)
+            for (ii = it.nrows; ii < BR; ++ii) w->qt2[c * BR + ii] = 0u;
+    } else
     /* Q^T scaled by qscale; padding columns zero */
     {
         int64_t q_off = fa_base_off(p, b, it.c.s.q_row0, h, p->q_batch_stride, p->q_row_stride, p->q_head_stride);
@@ -179,15 +244,12 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
 
     fa_key_blocks(&it.c, it.i0, it.nrows, &kb0, &kb1);
     for (kb = kb0; kb <= kb1; ++kb) {
-        int64_t j0 = kb * BC, nj = it.c.s.sk - j0 < BC ? it.c.s.sk - j0 : BC, v_ks;
+        int64_t j0 = kb * BC, nj = it.c.s.sk - j0 < BC ? it.c.s.sk - j0 : BC;
         int cls = fa_tile_class(p, &it.c.s, it.i0, it.i0 + it.nrows, j0, j0 + nj);
-        const float *vblk;
         if (cls == FA_TILE_EMPTY) continue;
         fwd_scores(&it, w, j0, nj, cls);
         fwd_softmax_step(&it, w, j0, nj);
-        /* O^T = O^T diag(alpha) + V_blk^T P^T, A(dd, jj) = V[j0 + jj][dd] read in place */
-        vblk = fa_rows_f32(p, p->v, it.v_off, p->v_row_stride, j0, nj, w->vb, &v_ks);
-        fa_gemm(d, BR, nj, vblk, 1, v_ks, w->st, BR, w->ot, BR, w->alpha, FA_GEMM_SCALE_ADD);
+        fwd_pv(&it, w, j0, nj);
     }
 
     /* O = O^T diag(1/l) transposed back; LSE = ln2 (m + log2 l); empty rows: 0 and -inf */

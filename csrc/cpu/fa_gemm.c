@@ -60,3 +60,107 @@ void fa_gemm(int64_t M, int64_t N, int64_t K, const float *a, int64_t a_ms, int6
         }
     }
 }
+
+#if defined(FA_GEMM_DPBF16)
+#include <string.h>
+
+/* The bf16 register tile: like gemm_tile, with one vdpbf16ps (two multiply-adds per lane) per
+ * k pair; the A pair is one 32-bit broadcast. */
+static inline __attribute__((always_inline)) void
+gemm_bf16_tile(const int mr, int64_t K2, const uint16_t *a, int64_t a_ms, int64_t a_ks,
+               const uint32_t *b, int64_t ldb, float *c, int64_t ldc, const float *colscale, int mode)
+{
+    __m512 acc[FA_GEMM_MR][FA_GEMM_NV];
+    int r, v;
+    int64_t k;
+    if (mode == FA_GEMM_SET) {
+        for (r = 0; r < mr; ++r)
+            for (v = 0; v < FA_GEMM_NV; ++v) acc[r][v] = _mm512_setzero_ps();
+    } else if (mode == FA_GEMM_ADD) {
+        for (r = 0; r < mr; ++r)
+            for (v = 0; v < FA_GEMM_NV; ++v) acc[r][v] = _mm512_loadu_ps(c + r * ldc + v * 16);
+    } else {
+        for (v = 0; v < FA_GEMM_NV; ++v) {
+            __m512 s = _mm512_loadu_ps(colscale + v * 16);
+            for (r = 0; r < mr; ++r) acc[r][v] = _mm512_mul_ps(_mm512_loadu_ps(c + r * ldc + v * 16), s);
+        }
+    }
+    for (k = 0; k < K2; ++k) {
+        __m512i bv[FA_GEMM_NV];
+        const uint16_t *ak = a + k * a_ks;
+        for (v = 0; v < FA_GEMM_NV; ++v)
+            bv[v] = _mm512_loadu_si512((const void *)(b + k * ldb + v * 16));
+        for (r = 0; r < mr; ++r) {
+            uint32_t pair;
+            __m512i av;
+            memcpy(&pair, ak + r * a_ms, sizeof pair);
+            av = _mm512_set1_epi32((int)pair);
+            for (v = 0; v < FA_GEMM_NV; ++v)
+                acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
+        }
+    }
+    for (r = 0; r < mr; ++r)
+        for (v = 0; v < FA_GEMM_NV; ++v) _mm512_storeu_ps(c + r * ldc + v * 16, acc[r][v]);
+}
+
+void fa_gemm_bf16(int64_t M, int64_t N, int64_t K2, const uint16_t *a, int64_t a_ms, int64_t a_ks,
+                  const uint32_t *b, int64_t ldb, float *c, int64_t ldc, const float *colscale, int mode)
+{
+    int64_t n0, m0;
+    for (n0 = 0; n0 < N; n0 += FA_GEMM_NB) {
+        const uint32_t *bn = b + n0;
+        float *cn = c + n0;
+        const float *sn = colscale ? colscale + n0 : colscale;
+        for (m0 = 0; m0 + FA_GEMM_MR <= M; m0 += FA_GEMM_MR)
+            gemm_bf16_tile(FA_GEMM_MR, K2, a + m0 * a_ms, a_ms, a_ks, bn, ldb, cn + m0 * ldc, ldc, sn, mode);
+        switch (M - m0) {
+        case 0: break;
+        case 1: gemm_bf16_tile(1, K2, a + m0 * a_ms, a_ms, a_ks, bn, ldb, cn + m0 * ldc, ldc, sn, mode); break;
+        case 2: gemm_bf16_tile(2, K2, a + m0 * a_ms, a_ms, a_ks, bn, ldb, cn + m0 * ldc, ldc, sn, mode); break;
+        case 3: gemm_bf16_tile(3, K2, a + m0 * a_ms, a_ms, a_ks, bn, ldb, cn + m0 * ldc, ldc, sn, mode); break;
+        case 4: gemm_bf16_tile(4, K2, a + m0 * a_ms, a_ms, a_ks, bn, ldb, cn + m0 * ldc, ldc, sn, mode); break;
+        case 5: gemm_bf16_tile(5, K2, a + m0 * a_ms, a_ms, a_ks, bn, ldb, cn + m0 * ldc, ldc, sn, mode); break;
+        default: break;
+        }
+    }
+}
+
+/* 16-bit lane e of the result takes lane e / 2 of the low (e even) or high (e odd) 256 bits */
+static inline __m512i pair_interleave(__m512i lo_hi)
+{
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, lo_hi);
+}
+
+void fa_pack_pairs_bf16(const uint16_t *r0, const uint16_t *r1, int64_t n, uint32_t *dst, int64_t npad)
+{
+    int64_t x;
+    for (x = 0; x < n; x += 16) {
+        __mmask16 m = n - x >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - x)) - 1u);
+        __m256i lo = _mm256_maskz_loadu_epi16(m, r0 + x);
+        __m256i hi = r1 ? _mm256_maskz_loadu_epi16(m, r1 + x) : _mm256_setzero_si256();
+        __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        _mm512_mask_storeu_epi32(dst + x, m, pair_interleave(both));
+    }
+    for (x = n; x < npad; ++x) dst[x] = 0u;
+}
+
+void fa_bf16_row(const float *src, int64_t n, uint16_t *dst)
+{
+    int64_t x;
+    for (x = 0; x < n; x += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(dst + x), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + x)));
+}
+
+void fa_pack_pairs_f32(const float *r0, const float *r1, int64_t n, uint32_t *dst)
+{
+    int64_t x;
+    for (x = 0; x < n; x += 16) {
+        __m512 hi = r1 ? _mm512_loadu_ps(r1 + x) : _mm512_setzero_ps();
+        /* cvtne2ps_pbh(hi, lo): bf16(lo) in the low 256 bits, bf16(hi) in the high 256 bits */
+        __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, _mm512_loadu_ps(r0 + x));
+        _mm512_storeu_si512((void *)(dst + x), pair_interleave(both));
+    }
+}
+#endif

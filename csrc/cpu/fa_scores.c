@@ -48,13 +48,19 @@ static inline int32_t clamp32(int64_t x)
 void fa_scores_qlanes(const fa_head_ctx *c, const float *kblk, int64_t k_ms, const float *qt,
                       int64_t i0, int64_t j0, int64_t nj, int cls, float *st, float *tt)
 {
+    fa_gemm(nj, BR, c->p->head_dim, kblk, k_ms, 1, qt, BR, st, BR, NULL, FA_GEMM_SET);
+    fa_scores_qlanes_finish(c, i0, j0, nj, cls, st, tt, 1.0f);
+}
+
+void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t j0, int64_t nj, int cls,
+                             float *st, float *tt, float scale)
+{
     const fa_params *p = c->p;
     int64_t jj, v;
     int softcap = p->softcap > 0.0f, alibi = p->alibi_slopes != NULL;
-    int mask = cls == FA_TILE_PARTIAL;
-    fa_vf cap2 = fa_vset1(c->cap2), nslope = fa_vset1(-c->slope2);
-    fa_gemm(nj, BR, p->head_dim, kblk, k_ms, 1, qt, BR, st, BR, NULL, FA_GEMM_SET);
-    if (!softcap && !alibi && !mask) return;
+    int mask = cls == FA_TILE_PARTIAL, scaled = scale != 1.0f;
+    fa_vf cap2 = fa_vset1(c->cap2), nslope = fa_vset1(-c->slope2), vscale = fa_vset1(scale);
+    if (!softcap && !alibi && !mask && !scaled) return;
     for (jj = 0; jj < nj; ++jj) {
         int64_t j = j0 + jj;
         float *srow = st + jj * BR;
@@ -64,6 +70,7 @@ void fa_scores_qlanes(const fa_head_ctx *c, const float *kblk, int64_t k_ms, con
         for (v = 0; v < BR; v += FA_VL) {
             fa_vf x = fa_vload(srow + v);
             int64_t i = i0 + v;
+            if (scaled) x = fa_vmul(x, vscale);
             if (softcap) {
                 fa_vf t = fa_vtanh(x);
                 if (tt) fa_vstore(tt + jj * BR + v, t);
@@ -79,12 +86,18 @@ void fa_scores_qlanes(const fa_head_ctx *c, const float *kblk, int64_t k_ms, con
 void fa_scores_klanes(const fa_head_ctx *c, const float *q, int64_t q_ms, int64_t nr,
                       const float *kt, int64_t i0, int64_t j0, int mask, float *s, float *tt)
 {
+    fa_gemm(nr, BC, c->p->head_dim, q, q_ms, 1, kt, BC, s, BC, NULL, FA_GEMM_SET);
+    fa_scores_klanes_finish(c, nr, i0, j0, mask, s, tt, 1.0f);
+}
+
+void fa_scores_klanes_finish(const fa_head_ctx *c, int64_t nr, int64_t i0, int64_t j0, int mask,
+                             float *s, float *tt, float scale)
+{
     const fa_params *p = c->p;
     int64_t ii, v;
-    int softcap = p->softcap > 0.0f, alibi = p->alibi_slopes != NULL;
-    fa_vf cap2 = fa_vset1(c->cap2), nslope = fa_vset1(-c->slope2);
-    fa_gemm(nr, BC, p->head_dim, q, q_ms, 1, kt, BC, s, BC, NULL, FA_GEMM_SET);
-    if (!softcap && !alibi && !mask) return;
+    int softcap = p->softcap > 0.0f, alibi = p->alibi_slopes != NULL, scaled = scale != 1.0f;
+    fa_vf cap2 = fa_vset1(c->cap2), nslope = fa_vset1(-c->slope2), vscale = fa_vset1(scale);
+    if (!softcap && !alibi && !mask && !scaled) return;
     for (ii = 0; ii < nr; ++ii) {
         int64_t i = i0 + ii, lo, hi;
         float *srow = s + ii * BC;
@@ -92,6 +105,7 @@ void fa_scores_klanes(const fa_head_ctx *c, const float *q, int64_t q_ms, int64_
         for (v = 0; v < BC; v += FA_VL) {
             fa_vf x = fa_vload(srow + v);
             int64_t j = j0 + v;
+            if (scaled) x = fa_vmul(x, vscale);
             if (softcap) {
                 fa_vf t = fa_vtanh(x);
                 if (tt) fa_vstore(tt + ii * BC + v, t);

@@ -36,11 +36,21 @@ void fa_key_blocks(const fa_head_ctx *c, int64_t i0, int64_t nrows, int64_t *kb0
 void fa_scores_qlanes(const fa_head_ctx *c, const float *kblk, int64_t k_ms, const float *qt,
                       int64_t i0, int64_t j0, int64_t nj, int cls, float *st, float *tt);
 
+/* The elementwise part of fa_scores_qlanes on st (nj, FA_CPU_BR) already holding the q.k
+ * products: times scale (skipped when 1), then softcap, ALiBi, mask. For the bf16 GEMM, which
+ * multiplies the unscaled inputs (scale = fa_head_ctx.qscale there). */
+void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t j0, int64_t nj, int cls,
+                             float *st, float *tt, float scale);
+
 /* S (nr, FA_CPU_BC) of query rows [i0, i0 + nr) and key lanes [j0, j0 + FA_CPU_BC):
  * s = Q_rows . K^T, Q_rows(ii, c) = q[ii * q_ms + c], kt (d, FA_CPU_BC) pre-scaled (padding key
  * columns zero); softcap (tanh into tt when non-NULL), ALiBi, and the band mask when mask != 0
  * (needed when the band cuts the tile or the block has keys past sk). */
 void fa_scores_klanes(const fa_head_ctx *c, const float *q, int64_t q_ms, int64_t nr,
                       const float *kt, int64_t i0, int64_t j0, int mask, float *s, float *tt);
+
+/* The elementwise part of fa_scores_klanes (see fa_scores_qlanes_finish). */
+void fa_scores_klanes_finish(const fa_head_ctx *c, int64_t nr, int64_t i0, int64_t j0, int mask,
+                             float *s, float *tt, float scale);
 
 #endif /* FA_SCORES_H */

@@ -28,6 +28,7 @@
 #include "flash_attn_c.h"
 #include "fa_convert.h"
 #include "fa_simd.h"
+#include "fa_gemm.h"
 
 static int g_pass, g_fail, g_verbose;
 
@@ -874,7 +875,11 @@ static void test_bad_params(void)
     p = P.p;
     check(fa_bwd_cpu(&p, 3, 0, 1) == FA_ERR_UNSUPPORTED && fa_bwd_cpu(&p, -1, 0, 1) == FA_ERR_UNSUPPORTED,
           "backward phase outside [0, 3) -> FA_ERR_UNSUPPORTED");
-    check(fa_bwd_cpu_workspace_bytes(&p) == (size_t)(1 * 2 * 4) * sizeof(float), "workspace bytes = b h sq fp32");
+    /* D (b h sq = 8 floats, rounded up to 16) + one dQ partial sum (one key block -> one chunk)
+     * of b h sq rows x head_dim 8 padded to whole GEMM tiles (FA_GEMM_NB columns) */
+    check(fa_bwd_cpu_workspace_bytes(&p) ==
+              (size_t)(16 + 1 * 2 * 4 * ((8 + FA_GEMM_NB - 1) / FA_GEMM_NB * FA_GEMM_NB)) * sizeof(float),
+          "workspace bytes = D + dQ partial sums, fp32");
     for (s = 0; s < FA_STATUS_COUNT; ++s) {
         int t;
         const char *m = fa_status_string((fa_status)s);
