@@ -137,8 +137,12 @@ fa_status fa_fwd_cpu(const fa_params *p, int64_t begin, int64_t end);
 
 /* Backward runs in FA_BWD_CPU_PHASES phases, each fully finished before the next starts:
  *   phase 0: D = rowsum(dO * O) into the workspace;
- *   phase 1: dK, dV per (b, kv head, key block), recomputing P from LSE;
- *   phase 2: dQ per (b, h, query block). No atomics: deterministic by construction. */
+ *   phase 1: dK, dV and a per-chunk fp32 partial sum of dQ per (b, kv head, chunk of key
+ *            blocks), recomputing P from LSE;
+ *   phase 2: dQ = the sum of the chunks' partials, in a fixed order.
+ * The workspace holds D and the chunks' dQ partials (chunks x rows x padded d floats). No
+ * atomics and a chunk count that depends on the shape only: deterministic by construction,
+ * whatever the thread count. */
 #define FA_BWD_CPU_PHASES 3
 size_t fa_bwd_cpu_workspace_bytes(const fa_params *p);
 int64_t fa_bwd_cpu_work_items(const fa_params *p, int phase);
