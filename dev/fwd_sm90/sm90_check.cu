@@ -1,4 +1,4 @@
-/* sm90_check.cu - self-checking harness of the Hopper forward (csrc/cuda/fa_fwd_sm90*) against the
+/* sm90_check.cu - self-checking harness of the Hopper forward (csrc/cuda/sm90/fa_fwd_sm90*) against the
  * C reference fa_fwd_cpu_reference (csrc/cpu, float64 inside), no torch. Needs an sm_90 GPU.
  *
  *   ./sm90_check                 every correctness case; last line "N passed, N failed"

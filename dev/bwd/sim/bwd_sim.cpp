@@ -1,4 +1,4 @@
-/* bwd_sim.cpp - runs the real backward kernel bodies (csrc/cuda/fa_bwd_*.cuh) on the CPU.
+/* bwd_sim.cpp - runs the real backward kernel bodies (csrc/cuda/sm80/fa_bwd_*.cuh) on the CPU.
  *
  * Why: the kernels are written where no GPU exists; this checks their index arithmetic,
  * fragment layouts, masks, bands, GQA loops, varlen offsets, dropout coordinates, pipelining
