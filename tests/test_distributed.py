@@ -333,9 +333,13 @@ def test_world_size_1_gpu_is_flash_attn_func(causal: bool) -> None:
     b = [t.clone().requires_grad_() for t in (q, k, v)]
     out, lse, _ = ring_flash_attn_func(*a, causal=causal, return_attn_probs=True)
     out.backward(dout)
-    r_out, r_lse, _ = flash_attn_func(*b, causal=causal, return_attn_probs=True)
+    r_out = flash_attn_func(*b, causal=causal)
     r_out.backward(dout)
-    assert torch.equal(out, r_out) and torch.equal(lse, r_lse)
+    assert torch.equal(out, r_out)
+    # flash_attn_func returns the LSE only with the probabilities, which on Hopper run another
+    # kernel (the sm80 one with its probabilities pass): same values up to fp32 rounding
+    _, r_lse, _ = flash_attn_func(*(t.detach() for t in b), causal=causal, return_attn_probs=True)
+    torch.testing.assert_close(lse, r_lse, atol=1e-5, rtol=1e-5)
     for x, y in zip(a, b):  # dq through float atomics is not bitwise reproducible
         torch.testing.assert_close(x.grad, y.grad, atol=2e-2, rtol=1e-2)
 
