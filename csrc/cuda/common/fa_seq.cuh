@@ -8,8 +8,10 @@
  * The mask is fa_mask_bounds' (fa_common.h, shared with the CPU backend): row i sees the closed
  * key range [i + diag - left, i + diag + right] clipped to [0, sk - 1], diag = sk - sq, both ends
  * non-decreasing in i, so the keys of rows [r0, r1] are [lo(r0), hi(r1)]; transposed, key j is
- * seen by the rows [j - diag - right, j - diag + left] clipped to [0, sq - 1]. The bands are in
- * int64 (row +- diag +- window is exact for any sq, sk < 2^31); the results fit int.
+ * seen by the rows [j - diag - right, j - diag + left] clipped to [0, sq - 1]. The bands are
+ * computed in the caller's index type I: int64_t in the backward kernels (row +- diag +- window
+ * exact for any sq, sk < 2^31), int in the forward, whose short prologue pays for 64-bit
+ * divisions at short sequences (the host limits its lengths to < 2^30). The results fit int.
  */
 #ifndef FA_SEQ_CUH
 #define FA_SEQ_CUH
@@ -53,26 +55,28 @@ static __device__ __forceinline__ fa_seq fa_seq_get(int varlen, const int32_t *c
 }
 
 /* Keys seen by at least one query row of [r_first, r_last]: the closed range [*lo, *hi] (empty
- * when *lo > *hi). left/right: -1 = unbounded. */
-static __device__ __forceinline__ void fa_band_keys(int64_t r_first, int64_t r_last, int sq, int sk, int left,
-                                                   int right, int64_t *lo, int64_t *hi)
+ * when *lo > *hi). left/right: -1 = unbounded. I: the index type (header comment). */
+template <typename I>
+static __device__ __forceinline__ void fa_band_keys(int r_first, int r_last, int sq, int sk, int left, int right,
+                                                   I *lo, I *hi)
 {
     const int diag = sk - sq;
     *lo = 0;
-    *hi = (int64_t)sk - 1;
-    if (left >= 0) *lo = max(*lo, r_first + diag - left);
-    if (right >= 0) *hi = min(*hi, r_last + diag + right);
+    *hi = (I)sk - 1;
+    if (left >= 0) *lo = max(*lo, (I)r_first + diag - left);
+    if (right >= 0) *hi = min(*hi, (I)r_last + diag + right);
 }
 
 /* Query rows that see at least one key of [c_first, c_last]: the closed range [*lo, *hi]. */
-static __device__ __forceinline__ void fa_band_queries(int64_t c_first, int64_t c_last, int sq, int sk,
-                                                      int left, int right, int64_t *lo, int64_t *hi)
+template <typename I>
+static __device__ __forceinline__ void fa_band_queries(int c_first, int c_last, int sq, int sk, int left,
+                                                      int right, I *lo, I *hi)
 {
     const int diag = sk - sq;
     *lo = 0;
-    *hi = (int64_t)sq - 1;
-    if (right >= 0) *lo = max(*lo, c_first - diag - right);
-    if (left >= 0) *hi = min(*hi, c_last - diag + left);
+    *hi = (I)sq - 1;
+    if (right >= 0) *lo = max(*lo, (I)c_first - diag - right);
+    if (left >= 0) *hi = min(*hi, (I)c_last - diag + left);
 }
 
 /* Tiles of `tile` rows that cover the closed range [lo, hi] (lo >= 0): tiles first .. first +
@@ -81,7 +85,8 @@ typedef struct fa_band {
     int first, count;
 } fa_band;
 
-static __device__ __forceinline__ fa_band fa_band_tiles(int64_t lo, int64_t hi, int tile)
+template <typename I>
+static __device__ __forceinline__ fa_band fa_band_tiles(I lo, I hi, int tile)
 {
     fa_band t = {0, 0};
     if (lo <= hi) {

@@ -268,7 +268,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     mk.right = a.window_right;
     /* key tiles with a key seen by some row of [m0, m_end) (fa_seq.cuh): t_hi - n_tiles ..
      * t_hi - 1, visited right to left */
-    int64_t n_lo, n_hi;
+    int n_lo, n_hi;  /* int: fa_seq.cuh */
     fa_band_keys(m0, m_end - 1, sq, sk, mk.left, mk.right, &n_lo, &n_hi);
     const fa_band n_band = fa_band_tiles(n_lo, n_hi, Bc);
     const int t_hi = n_band.first + n_band.count, n_tiles = n_band.count;
