@@ -3,7 +3,8 @@
 # commit, carried along with the call) and this tree are each built in place; the given test files
 # run against the baseline (new tests that must fail there: "failing before"), and the standard
 # sweep runs on both, baseline first, then benchmarks/compare_sweeps.py compares every ratio.
-#   usage: BASE_DIR=.before bash scripts/gpu_before_after.sh [test files for the baseline...]
+#   usage: BASE_DIR=.before BASE_COMMIT=<sha> GIT_COMMIT=<sha> bash scripts/gpu_before_after.sh [test files...]
+# (the commits name the two trees in the bench headers: the device's copy of .git may be stale)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"
@@ -20,9 +21,9 @@ if [ $# -gt 0 ]; then
   grep -E "^(FAILED|ERROR)" "$OUT/tests_before.log" | cut -c1-160 | head -15; tail -1 "$OUT/tests_before.log"
 fi
 log "sweep: baseline"
-(cd "$BASE_DIR" && PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench ${SWEEP/--preset sweep/--preset issue} --out "$OUT/sweep_before" > "$OUT/sweep_before.log" 2>&1)
+(cd "$BASE_DIR" && FLASH_ATTN_C_GIT_COMMIT=${BASE_COMMIT:-baseline} PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench ${SWEEP/--preset sweep/--preset issue} --out "$OUT/sweep_before" > "$OUT/sweep_before.log" 2>&1)
 log "sweep: this tree"
-PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench $SWEEP --out "$OUT/sweep_after" > "$OUT/sweep_after.log" 2>&1
+FLASH_ATTN_C_GIT_COMMIT=${GIT_COMMIT:-this-tree} PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench $SWEEP --out "$OUT/sweep_after" > "$OUT/sweep_after.log" 2>&1
 python3 benchmarks/compare_sweeps.py "$OUT/sweep_before/results.json" "$OUT/sweep_after/results.json" > "$OUT/compare.md"
 tail -1 "$OUT/compare.md"
 tar -C "$OUT" -czf "$OUT/sweeps.tgz" sweep_before sweep_after && rm -rf "$OUT/sweep_before" "$OUT/sweep_after"
