@@ -97,19 +97,6 @@ def _module(name: str, attrs: Dict[str, object], doc: str, package: bool) -> typ
     return mod
 
 
-class _ServedOnly:
-    """A meta-path finder that turns an import of any other flash_attn.* module into a clear error
-    (instead of 'No module named ...' with no hint that flash_attn is flash_attn_c here)."""
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.startswith("flash_attn.") and name not in sys.modules:
-            raise ModuleNotFoundError(
-                f"No module named {name!r}: flash_attn is flash_attn_c here (flash_attn_c.compat), "
-                f"which serves only {', '.join(_MODULES)}", name=name)
-        return None
-
-
 def _install() -> None:
     if getattr(sys.modules.get("flash_attn"), _MARK, False):
         return  # already installed: importing compat again is a no-op
@@ -136,8 +123,6 @@ def _install() -> None:
     layers.__all__ = ["rotary"]
     for mod in (top, iface, padding, layers, rot):
         sys.modules[mod.__name__] = mod
-    if not any(isinstance(f, _ServedOnly) for f in sys.meta_path):
-        sys.meta_path.insert(0, _ServedOnly())
 
 
 _install()

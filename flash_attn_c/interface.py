@@ -100,7 +100,12 @@ def _max_seqlen(val: object, name: str) -> Union[int, torch.SymInt]:
     SymInt: it is passed on untouched, with no guard on its value (the op checks it when it runs),
     so one graph serves every length."""
     if isinstance(val, torch.Tensor):
-        raise TypeError(f"{name} must be a Python int, got a tensor (call int({name}) first)")
+        if (val.numel() == 1 and not val.is_floating_point() and not val.is_complex()
+                and not torch.compiler.is_compiling()):
+            val = int(val)  # e.g. position_ids.max() + 1: flash-attn accepts it (one host sync)
+        else:
+            raise TypeError(f"{name} must be a Python int (a one-element integer tensor in eager "
+                            f"mode), got a tensor of shape {tuple(val.shape)} and dtype {val.dtype}")
     if isinstance(val, (int, torch.SymInt)):
         n = val
     else:

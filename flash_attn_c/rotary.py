@@ -144,6 +144,8 @@ def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     offsets, offset = _check_args(x, cos, sin, seqlen_offsets, cu_seqlens, max_seqlen)
     interleaved = bool(interleaved)
     if not inplace:
+        if x.dim() >= 1 and x.shape[-1] > 1 and x.stride(-1) != 1:
+            x = x.contiguous()  # flash-attn accepts a strided head_dim; the kernel reads rows
         return ops.rotary(x, cos, sin, offsets, offset, cu_seqlens, interleaved, False)
     if torch.is_grad_enabled() and x.requires_grad:
         return _RotaryInplace.apply(x, cos, sin, offsets, offset, cu_seqlens, interleaved)
@@ -204,7 +206,7 @@ def apply_rotary_emb_qkv_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
             raise ValueError(f"qkv must be (batch, seqlen, 3, nheads, headdim), got {tuple(qkv.shape)}")
         hq = hk = qkv.shape[3]
         q, k = qkv[:, :, 0], qkv[:, :, 1]
-        qk = qkv[:, :, :2].flatten(2, 3) if qkv[:, :, :2].is_contiguous() else None
+        qk = qkv[:, :, :2].flatten(2, 3) if qkv.is_contiguous() else None  # a view then
     elif qkv.dim() == 4:
         if num_heads_q is None:
             raise ValueError("num_heads_q is required for qkv of shape (batch, seqlen, "

@@ -296,8 +296,16 @@ def test_alibi_wrong_dtype():
 
 def test_max_seqlen_not_int():
     q, k, v, cq, ck, mq, mk = varlen()
-    with pytest.raises(ERRORS, match=r"max_seqlen_q"):
-        fv(q, k, v, cq, ck, torch.tensor(mq), mk)
+    for bad in (torch.tensor(float(mq)), torch.tensor([mq, mq]), "5"):
+        with pytest.raises(ERRORS, match=r"max_seqlen_q"):
+            fv(q, k, v, cq, ck, bad, mk)
+
+
+def test_max_seqlen_one_element_int_tensor_is_accepted():
+    """flash-attn (and older transformers, `position_ids.max() + 1`) pass a 0-d integer tensor."""
+    q, k, v, cq, ck, mq, mk = varlen()
+    torch.testing.assert_close(fv(q, k, v, cq, ck, torch.tensor(mq), torch.tensor([mk])),
+                               fv(q, k, v, cq, ck, mq, mk), rtol=0, atol=0)
 
 
 def test_block_table_unsupported_is_clear():

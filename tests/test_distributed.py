@@ -234,10 +234,18 @@ def _run_all(names: List[str], backend: str = "gloo",
              worlds: Tuple[int, ...] = WORLDS) -> List[Dict[str, str]]:
     world = max(worlds)
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        ctx = mp.start_processes(_worker, args=(os.path.join(tmp, "store"), names, tmp, backend,
-                                                worlds),
-                                 nprocs=world, join=False, start_method="spawn")
+        # the spawned ranks read OMP_NUM_THREADS at start: set it for them only
+        previous = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = "1"
+        try:
+            ctx = mp.start_processes(_worker, args=(os.path.join(tmp, "store"), names, tmp, backend,
+                                                    worlds),
+                                     nprocs=world, join=False, start_method="spawn")
+        finally:
+            if previous is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = previous
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         try:
             while not ctx.join(timeout=max(1.0, deadline - time.monotonic())):
@@ -252,11 +260,21 @@ def _run_all(names: List[str], backend: str = "gloo",
 
 
 _RESULTS: List[Dict[str, str]] = []
+_FAILURE: List[BaseException] = []  # a failed spawn (e.g. a hang) fails every case at once
 
 
 def _results() -> List[Dict[str, str]]:
+    if _FAILURE:
+        raise RuntimeError(f"the gloo ranks failed earlier in this session: {_FAILURE[0]!r}")
     if not _RESULTS:
-        _RESULTS.extend(_run_all(list(CASES) + ["bad_input"]))
+        for attempt in range(2):  # one retry: a spawn can fail for reasons of the machine
+            try:
+                _RESULTS.extend(_run_all(list(CASES) + ["bad_input"]))
+                break
+            except Exception as e:  # noqa: BLE001
+                if attempt == 1:
+                    _FAILURE.append(e)
+                    raise
     return _RESULTS
 
 

@@ -435,7 +435,7 @@ def _bad_cases():
         ("seqlen_offsets", dict(seqlen_offsets=torch.tensor([1, 2, 3]))),
         ("seqlen_offsets", dict(seqlen_offsets=torch.tensor([1.0, 2.0]))),
         ("x must be float32, float16 or bfloat16", dict(x=torch.ones(2, 5, 3, 16, dtype=torch.float64))),
-        ("contiguous last dimension", dict(x=torch.randn(2, 5, 3, 32)[..., ::2])),
+        ("contiguous last dimension", dict(x=torch.randn(2, 5, 3, 32)[..., ::2], inplace=True)),
         ("cu_seqlens must be non-decreasing", dict(x=torch.randn(9, 3, 16), max_seqlen=5,
                                                    cu_seqlens=torch.tensor([0, 5, 4, 9], dtype=torch.int32))),
         ("cu_seqlens must be a 1-D int32", dict(x=torch.randn(9, 3, 16), max_seqlen=5,
@@ -453,6 +453,18 @@ def test_bad_input_names_the_argument(idx):
     args.update(kw)
     with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
         apply_rotary_emb(**args)
+
+
+def test_strided_head_dim_out_of_place_and_overlap_in_place():
+    """Out of place, a head_dim-strided x is read like a contiguous one (flash-attn accepts it);
+    in place, an x whose elements share memory is refused (it would be rotated twice)."""
+    _, x, cos, sin = _bad_cases()
+    wide = torch.randn(2, 5, 3, 32)
+    torch.testing.assert_close(apply_rotary_emb(wide[..., ::2], cos, sin),
+                               apply_rotary_emb(wide[..., ::2].contiguous(), cos, sin), rtol=0, atol=0)
+    shared = torch.randn(1, 5, 3, 16).expand(2, 5, 3, 16)
+    with pytest.raises(RuntimeError, match="single memory location"):
+        apply_rotary_emb(shared, cos, sin, inplace=True)
 
 
 @pytest.mark.gpu

@@ -52,12 +52,22 @@ static int64_t bwd_rows(const fa_params *p)
     return fa_is_varlen(p) ? p->heads * p->total_q : p->batch * p->heads * p->seqlen_q;
 }
 
-/* Number of phase-1 chunks C (>= 1, <= key blocks): ceil(FA_BWD_MIN_ITEMS / (b hk)). */
+/* Workspace budget for the extra dQ partial sums (chunks 2..C): chunks only add parallelism
+ * when b hk is small, so a long MQA sequence (e.g. 1M lse rows x 128 columns = 512 MiB a copy)
+ * keeps one copy instead of asking for 16 x that. */
+#define FA_BWD_EXTRA_PARTIAL_BYTES ((int64_t)1 << 28)
+
+/* Number of phase-1 chunks C (>= 1, <= key blocks): ceil(FA_BWD_MIN_ITEMS / (b hk)), capped so
+ * that the chunks past the first fit FA_BWD_EXTRA_PARTIAL_BYTES. A function of the shape only,
+ * so the summation order, and the result, never depends on the thread count. */
 static int64_t bwd_chunks(const fa_params *p)
 {
-    int64_t nkb = fa_num_blocks(p->seqlen_k, BC), bh = p->batch * p->heads_k, c;
+    int64_t nkb = fa_num_blocks(p->seqlen_k, BC), bh = p->batch * p->heads_k, c, cap;
+    int64_t copy_bytes = bwd_rows(p) * bwd_dpad(p->head_dim) * (int64_t)sizeof(float);
     if (bh <= 0 || nkb <= 1) return 1;
     c = (FA_BWD_MIN_ITEMS + bh - 1) / bh;
+    cap = copy_bytes > 0 ? 1 + FA_BWD_EXTRA_PARTIAL_BYTES / copy_bytes : c;
+    if (c > cap) c = cap;
     return c < 1 ? 1 : c > nkb ? nkb : c;
 }
 

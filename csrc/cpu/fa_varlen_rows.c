@@ -23,13 +23,14 @@ static void zero_rows(const fa_params *p, void *base, int64_t row_stride, int64_
 /* The two uncovered ranges [0, lo) and [hi, total) of one side (q or k), clamped to the tensor. */
 static void uncovered(const int32_t *cu, int64_t batch, int64_t total, int64_t *lo, int64_t *hi)
 {
+    if (total < 0) total = 0;
     *lo = cu[0] < 0 ? 0 : (cu[0] > total ? total : cu[0]);
     *hi = cu[batch] < *lo ? *lo : (cu[batch] > total ? total : cu[batch]);
 }
 
 fa_status fa_varlen_zero_uncovered_cpu(const fa_params *p, int backward)
 {
-    int64_t lo, hi, h, r;
+    int64_t lo, hi, h, r, total;
     if (p == NULL) return FA_ERR_NULL_POINTER;
     if (!fa_is_varlen(p)) return FA_OK;
     if (p->cu_seqlens_k == NULL) return FA_ERR_SEQLENS;
@@ -50,17 +51,16 @@ fa_status fa_varlen_zero_uncovered_cpu(const fa_params *p, int backward)
         zero_rows(p, p->dq, p->dq_row_stride, p->dq_head_stride, p->heads, 0, lo);
         zero_rows(p, p->dq, p->dq_row_stride, p->dq_head_stride, p->heads, hi, p->total_q);
     }
-    {
-        const int64_t total_k = p->total_k > 0 ? p->total_k : p->cu_seqlens_k[p->batch];
-        uncovered(p->cu_seqlens_k, p->batch, total_k, &lo, &hi);
-    }
+    /* total_k = 0: the k rows end at cu_seqlens_k[b] (nothing past the last sequence) */
+    total = p->total_k > 0 ? p->total_k : (p->cu_seqlens_k[p->batch] > 0 ? p->cu_seqlens_k[p->batch] : 0);
+    uncovered(p->cu_seqlens_k, p->batch, total, &lo, &hi);
     if (p->dk != NULL) {
         zero_rows(p, p->dk, p->dk_row_stride, p->dk_head_stride, p->heads_k, 0, lo);
-        zero_rows(p, p->dk, p->dk_row_stride, p->dk_head_stride, p->heads_k, hi, p->total_k);
+        zero_rows(p, p->dk, p->dk_row_stride, p->dk_head_stride, p->heads_k, hi, total);
     }
     if (p->dv != NULL) {
         zero_rows(p, p->dv, p->dv_row_stride, p->dv_head_stride, p->heads_k, 0, lo);
-        zero_rows(p, p->dv, p->dv_row_stride, p->dv_head_stride, p->heads_k, hi, p->total_k);
+        zero_rows(p, p->dv, p->dv_row_stride, p->dv_head_stride, p->heads_k, hi, total);
     }
     return FA_OK;
 }

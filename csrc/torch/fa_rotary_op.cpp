@@ -5,6 +5,7 @@
 // Validates the tensors (messages name the argument), converts cos / sin to contiguous fp32 and
 // seqlen_offsets to int64 on x's device (tiny tables), fills fa_rotary_params and runs the C
 // backend (rows over at::parallel_for) or the CUDA kernel (current stream, no host sync).
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -158,6 +159,8 @@ void rotary_inplace_cpu(const at::Tensor &x, const at::Tensor &cos, const at::Te
                         const std::optional<at::Tensor> &seqlen_offsets, int64_t seqlen_offset,
                         const std::optional<at::Tensor> &cu_seqlens, bool interleaved, bool conjugate)
 {
+    // in place: an x whose elements share memory (an expanded view) would be rotated twice
+    at::assert_no_internal_overlap(x);
     RotaryCall c = make_call(x, x, cos, sin, seqlen_offsets, seqlen_offset, cu_seqlens,
                              interleaved, conjugate);
     if (x.numel() > 0) run_cpu(c.p);
@@ -188,6 +191,8 @@ void rotary_inplace_cuda(const at::Tensor &x, const at::Tensor &cos, const at::T
                          bool conjugate)
 {
     c10::cuda::CUDAGuard guard(x.device());
+    // in place: an x whose elements share memory (an expanded view) would be rotated twice
+    at::assert_no_internal_overlap(x);
     RotaryCall c = make_call(x, x, cos, sin, seqlen_offsets, seqlen_offset, cu_seqlens,
                              interleaved, conjugate);
     if (x.numel() > 0) run_cuda(x, c.p);
