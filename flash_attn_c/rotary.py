@@ -19,6 +19,7 @@ from typing import Optional, Tuple, Union
 import torch
 
 from . import _ops
+from .interface import _op_input
 
 ops = _ops.ops
 
@@ -144,9 +145,8 @@ def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     offsets, offset = _check_args(x, cos, sin, seqlen_offsets, cu_seqlens, max_seqlen)
     interleaved = bool(interleaved)
     if not inplace:
-        if x.dim() >= 1 and x.shape[-1] > 1 and x.stride(-1) != 1:
-            x = x.contiguous()  # flash-attn accepts a strided head_dim; the kernel reads rows
-        return ops.rotary(x, cos, sin, offsets, offset, cu_seqlens, interleaved, False)
+        # flash-attn accepts a strided head_dim: copied once, like the attention functions' inputs
+        return ops.rotary(_op_input(x, "x"), cos, sin, offsets, offset, cu_seqlens, interleaved, False)
     if torch.is_grad_enabled() and x.requires_grad:
         return _RotaryInplace.apply(x, cos, sin, offsets, offset, cu_seqlens, interleaved)
     ops.rotary_(x, cos, sin, offsets, offset, cu_seqlens, interleaved, False)

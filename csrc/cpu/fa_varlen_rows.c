@@ -20,14 +20,6 @@ static void zero_rows(const fa_params *p, void *base, int64_t row_stride, int64_
             memset(fa_ptr(p, base, r * row_stride + h * head_stride), 0, row_bytes);
 }
 
-/* The two uncovered ranges [0, lo) and [hi, total) of one side (q or k), clamped to the tensor. */
-static void uncovered(const int32_t *cu, int64_t batch, int64_t total, int64_t *lo, int64_t *hi)
-{
-    if (total < 0) total = 0;
-    *lo = cu[0] < 0 ? 0 : (cu[0] > total ? total : cu[0]);
-    *hi = cu[batch] < *lo ? *lo : (cu[batch] > total ? total : cu[batch]);
-}
-
 fa_status fa_varlen_zero_uncovered_cpu(const fa_params *p, int backward)
 {
     int64_t lo, hi, h, r, total;
@@ -35,7 +27,7 @@ fa_status fa_varlen_zero_uncovered_cpu(const fa_params *p, int backward)
     if (!fa_is_varlen(p)) return FA_OK;
     if (p->cu_seqlens_k == NULL) return FA_ERR_SEQLENS;
 
-    uncovered(p->cu_seqlens_q, p->batch, p->total_q, &lo, &hi);
+    fa_varlen_covered(p->cu_seqlens_q[0], p->cu_seqlens_q[p->batch], p->total_q, &lo, &hi);
     if (!backward) {
         if (p->o == NULL || p->lse == NULL) return lo == 0 && hi == p->total_q ? FA_OK : FA_ERR_NULL_POINTER;
         zero_rows(p, p->o, p->o_row_stride, p->o_head_stride, p->heads, 0, lo);
@@ -52,8 +44,8 @@ fa_status fa_varlen_zero_uncovered_cpu(const fa_params *p, int backward)
         zero_rows(p, p->dq, p->dq_row_stride, p->dq_head_stride, p->heads, hi, p->total_q);
     }
     /* total_k = 0: the k rows end at cu_seqlens_k[b] (nothing past the last sequence) */
-    total = p->total_k > 0 ? p->total_k : (p->cu_seqlens_k[p->batch] > 0 ? p->cu_seqlens_k[p->batch] : 0);
-    uncovered(p->cu_seqlens_k, p->batch, total, &lo, &hi);
+    total = fa_varlen_covered(p->cu_seqlens_k[0], p->cu_seqlens_k[p->batch],
+                              p->total_k > 0 ? p->total_k : -1, &lo, &hi);
     if (p->dk != NULL) {
         zero_rows(p, p->dk, p->dk_row_stride, p->dk_head_stride, p->heads_k, 0, lo);
         zero_rows(p, p->dk, p->dk_row_stride, p->dk_head_stride, p->heads_k, hi, total);

@@ -35,6 +35,19 @@ FA_HD int fa_window_clamp(int64_t w, int64_t unbounded_from)
     return (w < 0 || w >= unbounded_from) ? -1 : (int)w;
 }
 
+/* The rows [*lo, *hi) of a varlen tensor that cu_seqlens covers: [cu_first, cu_last) clamped to
+ * [0, total). total < 0: the tensor ends at cu_last (nothing past the last sequence). Returns the
+ * tensor's row count; the uncovered rows are [0, *lo) and [*hi, that count). One definition for
+ * the CPU pass and the CUDA kernel that zero the uncovered rows (cu_seqlens are validated in eager
+ * mode only, so the clamps keep any input in bounds). */
+FA_HD int64_t fa_varlen_covered(int64_t cu_first, int64_t cu_last, int64_t total, int64_t *lo, int64_t *hi)
+{
+    if (total < 0) total = cu_last > 0 ? cu_last : 0;
+    *lo = cu_first < 0 ? 0 : (cu_first > total ? total : cu_first);
+    *hi = cu_last < *lo ? *lo : (cu_last > total ? total : cu_last);
+    return total;
+}
+
 /* ALiBi bias added to s_ij: -slope * |i + sk - sq - j| */
 FA_HD float fa_alibi_bias(float slope, int64_t i, int64_t j, int64_t sq, int64_t sk)
 {

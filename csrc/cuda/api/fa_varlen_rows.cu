@@ -22,11 +22,8 @@ typedef struct fa_uncovered_args {
 
 __global__ void fa_varlen_zero_uncovered_kernel(const fa_uncovered_args a)
 {
-    /* the covered rows [lo, hi), clamped to the tensor (cu_seqlens are validated in eager mode only) */
-    const int64_t c0 = a.cu[0], cb = a.cu[a.batch];
-    const int64_t total = a.total < 0 ? (cb > 0 ? cb : 0) : a.total;
-    const int64_t lo = c0 < 0 ? 0 : (c0 > total ? total : c0);
-    const int64_t hi = cb < lo ? lo : (cb > total ? total : cb);
+    int64_t lo, hi;  /* the covered rows (fa_common.h) */
+    const int64_t total = fa_varlen_covered(a.cu[0], a.cu[a.batch], a.total, &lo, &hi);
     const int64_t per_row = (int64_t)a.heads * a.chunks;
     const int64_t n = (lo + total - hi) * per_row;
     const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
