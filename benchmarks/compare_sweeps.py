@@ -5,6 +5,10 @@ ratio to SDPA within 3% of before).
 
     python benchmarks/compare_sweeps.py BEFORE/results.json AFTER/results.json [--tolerance 0.03]
 
+BEFORE and AFTER may each be a comma-separated list of results.json (rounds that alternated
+before / after in one call): every backend's TFLOP/s is then the median over its rounds, which
+damps the run-to-run drift of the peers' timings.
+
 Prints a markdown table and a summary line; exit code 1 if a ratio moved by more than the
 tolerance."""
 from __future__ import annotations
@@ -12,22 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 Key = Tuple[str, str, int, int, bool]  # direction, dtype, head_dim, seqlen, causal
 
 
-def load(path: str) -> Dict[Key, Dict[str, float]]:
-    """{config: {backend: TFLOP/s}} of the rows that ran."""
-    rows = json.load(open(path))["results"]
-    out: Dict[Key, Dict[str, float]] = {}
-    for r in rows:
-        if r["status"] != "ok" or r.get("tflops") is None:
-            continue
-        key = (r["direction"], r["dtype"], r["head_dim"], r["seqlen"], bool(r["causal"]))
-        out.setdefault(key, {})[r["backend"]] = float(r["tflops"])
-    return out
+def load(paths: str) -> Dict[Key, Dict[str, float]]:
+    """{config: {backend: TFLOP/s}} of the rows that ran; the median over the comma-separated
+    results.json files given."""
+    runs: Dict[Key, Dict[str, List[float]]] = {}
+    for path in paths.split(","):
+        for r in json.load(open(path))["results"]:
+            if r["status"] != "ok" or r.get("tflops") is None:
+                continue
+            key = (r["direction"], r["dtype"], r["head_dim"], r["seqlen"], bool(r["causal"]))
+            runs.setdefault(key, {}).setdefault(r["backend"], []).append(float(r["tflops"]))
+    return {k: {b: statistics.median(v) for b, v in bs.items()} for k, bs in runs.items()}
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,9 @@
 # commit, carried along with the call) and this tree are each built in place; the given test files
 # run against the baseline (new tests that must fail there: "failing before"), and the standard
 # sweep runs on both, baseline first, then benchmarks/compare_sweeps.py compares every ratio.
-#   usage: BASE_DIR=.before BASE_COMMIT=<sha> GIT_COMMIT=<sha> bash scripts/gpu_before_after.sh [test files...]
+# ROUNDS=n alternates n sweeps of each side (before, after, before, ...); the comparison takes
+# each backend's median over the rounds, which damps the drift of the peers' timings.
+#   usage: BASE_DIR=.before BASE_COMMIT=<sha> GIT_COMMIT=<sha> [ROUNDS=2] bash scripts/gpu_before_after.sh [test files...]
 # (the commits name the two trees in the bench headers: the device's copy of .git may be stale)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +22,17 @@ if [ $# -gt 0 ]; then
   (cd "$BASE_DIR" && timeout 240 python3 -m pytest "$@" -m gpu -q -n 8 -p no:cacheprovider --continue-on-collection-errors > "$OUT/tests_before.log" 2>&1)
   grep -E "^(FAILED|ERROR)" "$OUT/tests_before.log" | cut -c1-160 | head -15; tail -1 "$OUT/tests_before.log"
 fi
-log "sweep: baseline"
-(cd "$BASE_DIR" && FLASH_ATTN_C_GIT_COMMIT=${BASE_COMMIT:-baseline} PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench ${SWEEP/--preset sweep/--preset issue} --out "$OUT/sweep_before" > "$OUT/sweep_before.log" 2>&1)
-log "sweep: this tree"
-FLASH_ATTN_C_GIT_COMMIT=${GIT_COMMIT:-this-tree} PYTHONPATH=$PWD timeout 280 python3 -m flash_attn_c.bench $SWEEP --out "$OUT/sweep_after" > "$OUT/sweep_after.log" 2>&1
-python3 benchmarks/compare_sweeps.py "$OUT/sweep_before/results.json" "$OUT/sweep_after/results.json" > "$OUT/compare.md"
+SWEEP_S=${SWEEP_S:-280}
+befores=() afters=()
+for r in $(seq 1 "${ROUNDS:-1}"); do
+  log "sweep $r: baseline"
+  (cd "$BASE_DIR" && FLASH_ATTN_C_GIT_COMMIT=${BASE_COMMIT:-baseline} PYTHONPATH=$PWD timeout $SWEEP_S python3 -m flash_attn_c.bench ${SWEEP/--preset sweep/--preset issue} --out "$OUT/sweep_before_$r" > "$OUT/sweep_before_$r.log" 2>&1)
+  log "sweep $r: this tree"
+  FLASH_ATTN_C_GIT_COMMIT=${GIT_COMMIT:-this-tree} PYTHONPATH=$PWD timeout $SWEEP_S python3 -m flash_attn_c.bench $SWEEP --out "$OUT/sweep_after_$r" > "$OUT/sweep_after_$r.log" 2>&1
+  befores+=("$OUT/sweep_before_$r/results.json") afters+=("$OUT/sweep_after_$r/results.json")
+done
+join() { local IFS=,; echo "$*"; }
+python3 benchmarks/compare_sweeps.py "$(join "${befores[@]}")" "$(join "${afters[@]}")" > "$OUT/compare.md"
 tail -1 "$OUT/compare.md"
-tar -C "$OUT" -czf "$OUT/sweeps.tgz" sweep_before sweep_after && rm -rf "$OUT/sweep_before" "$OUT/sweep_after"
+(cd "$OUT" && tar -czf sweeps.tgz sweep_before_* sweep_after_* build_*.log && rm -rf sweep_before_* sweep_after_* build_*.log)
 log "done"
