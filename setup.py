@@ -60,7 +60,7 @@ INCLUDES = build_flags.includes(ROOT)
 
 c_sources = rel("csrc/cpu/*.c")
 cpp_sources = ["csrc/torch/fa_ops.cpp", "csrc/torch/fa_glue.cpp", "csrc/torch/fa_cpu.cpp",
-               "csrc/torch/fa_rotary_op.cpp"]
+               "csrc/torch/fa_rotary_op.cpp", "csrc/torch/fa_kvcache_op.cpp"]
 cxx_flags = list(build_flags.CXX_FLAGS)
 link_flags = list(build_flags.LINK_FLAGS)
 

@@ -19,7 +19,7 @@ from typing import List
 # Folders whose headers the sources include by plain name ("fa_mma.cuh"): the public C API, the
 # CPU backend, and the CUDA tree by role (csrc/cuda/README.md).
 CUDA_DIRS = ["csrc/cuda/api", "csrc/cuda/common", "csrc/cuda/sm80", "csrc/cuda/sm90",
-             "csrc/cuda/instantiations"]
+             "csrc/cuda/decode", "csrc/cuda/instantiations"]
 INCLUDE_DIRS = ["csrc/include", "csrc/cpu"] + CUDA_DIRS[:-1]
 
 # nvcc, every CUDA source:

@@ -41,6 +41,24 @@ def _dropout_mask_fake(batch, heads, seqlen_q, seqlen_k, dropout_p, seed, offset
     return torch.empty((batch, heads, seqlen_q, seqlen_k), dtype=torch.bool, device=device)
 
 
+@torch.library.register_fake("flash_attn_c::fwd_kvcache")
+def _fwd_kvcache_fake(q, k_cache, v_cache, seqused_k, leftpad_k, cache_batch_idx, block_table,
+                      cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+                      window_left, window_right, softcap, alibi_slopes, num_splits):
+    h = q.shape[-2]
+    if cu_seqlens_q is not None:
+        lse = q.new_empty((h, q.shape[0]), dtype=torch.float32)
+    else:
+        lse = q.new_empty((q.shape[0], h, q.shape[1]), dtype=torch.float32)
+    return q.new_empty(q.shape), lse
+
+
+@torch.library.register_fake("flash_attn_c::kvcache_append_")
+def _kvcache_append_fake(k_cache, v_cache, k, v, cache_seqlens, cache_seqlen, cache_batch_idx,
+                         block_table):
+    return None
+
+
 def _fwd_setup_context(ctx, inputs, output) -> None:
     (q, k, v, cu_q, cu_k, max_sq, max_sk, dropout_p, scale, wl, wr, softcap, alibi, _return_probs,
      _rng_in, *rest) = inputs

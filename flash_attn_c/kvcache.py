@@ -174,7 +174,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                              "already maps each batch row to its blocks)")
         page = rows_len
         capacity = block_table.shape[1] * page
-        if block_table.numel():
+        if block_table.numel() and not _fast_cuda(q, k_cache, v_cache, k, v):
             lo, hi = (int(x) for x in torch.aminmax(block_table))
             if lo < 0 or hi >= n_rows:
                 raise ValueError(f"block_table entries must be in [0, {n_rows}) (the num_blocks "
@@ -207,6 +207,12 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             raise ValueError("cache_seqlens is required when k and v are given (it says where "
                              "the new tokens go)")
         s_new = k.shape[1]
+
+    if _fast_cuda(q, k_cache, v_cache, k, v):
+        return _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
+                             cache_batch_idx, cache_leftpad, block_table, softmax_scale, causal,
+                             window_size, softcap, rotary_interleaved, alibi_slopes, num_splits,
+                             return_softmax_lse, capacity)
 
     # ---- per-row lengths (host copies: the packed sizes depend on them) ----
     seqlens_t, seqlens = _lengths(cache_seqlens, b, capacity, dev)
@@ -319,3 +325,84 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if return_softmax_lse:
         return out, lse.reshape(h, b, sq).permute(1, 0, 2)  # (h, b * sq) -> (b, h, sq)
     return out
+
+
+def _fast_cuda(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+               k: Optional[torch.Tensor], v: Optional[torch.Tensor]) -> bool:
+    """Whether a call takes the fused CUDA path (split-KV kernel, on-device append and rotary,
+    no host sync): CUDA tensors, head_dim a multiple of 8 (the caches are never padded or
+    copied), and no gradient to track (the path is inference only; a call that needs
+    gradients takes the differentiable gather path)."""
+    if not q.is_cuda or q.shape[-1] % 8 != 0:
+        return False
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (q, k_cache, v_cache, k, v)):
+        return False
+    return True
+
+
+def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
+                  cache_batch_idx, cache_leftpad, block_table, softmax_scale, causal, window_size,
+                  softcap, rotary_interleaved, alibi_slopes, num_splits, return_softmax_lse,
+                  capacity: int):
+    """The CUDA path of flash_attn_with_kvcache: rotary (the rotary op, positions from the
+    device cache_seqlens), the append (ops.kvcache_append_) and the attention
+    (ops.fwd_kvcache: split-KV, paged or not) are all launched on the current stream; nothing
+    reads a device value on the host, so a decode step can be captured in a CUDA graph or
+    compiled with fullgraph=True. Shapes were checked by the caller; device values are not
+    validated (no sync): the kernels clamp lengths to the cache and skip bad block indices."""
+    b, sq, h, d = q.shape
+    dev = q.device
+    ops = _ops.ops
+    s_new = 0 if k is None else k.shape[1]
+    seq_t: Optional[torch.Tensor] = None
+    seq_int = capacity
+    if isinstance(cache_seqlens, torch.Tensor):
+        seq_t = _check_index(cache_seqlens, "cache_seqlens", (b,), dev)
+    elif cache_seqlens is not None:
+        if isinstance(cache_seqlens, bool):
+            raise TypeError("cache_seqlens must be an int or an int32 tensor, got bool")
+        try:
+            seq_int = operator.index(cache_seqlens)
+        except TypeError:
+            raise TypeError("cache_seqlens must be an int or an int32 tensor of shape (batch,), "
+                            f"got {type(cache_seqlens).__name__}") from None
+        if not 0 <= seq_int or seq_int + s_new > capacity:
+            raise ValueError(f"cache_seqlens = {seq_int} with {s_new} new tokens must fit the "
+                             f"cache of {capacity} positions")
+    _check_index(cache_leftpad, "cache_leftpad", (b,), dev)
+    left, right = _window(window_size, causal)
+    if left >= capacity:
+        left = -1
+    if right >= capacity:
+        right = -1
+    softmax_scale = _softmax_scale(softmax_scale, d)
+    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
+        raise ValueError(f"num_splits must be an int >= 0 (0 = heuristic), got {num_splits!r}")
+
+    if rotary_cos is not None and rotary_sin is not None and k is not None:
+        cos, sin = rotary_cos, rotary_sin
+        inter = bool(rotary_interleaved)
+        k = ops.rotary(_op_input(k, "k"), cos, sin, seq_t, 0 if seq_t is not None else seq_int,
+                       None, inter, False)
+        if left >= 0 or right >= 0 or sq == 1:  # query i sits at cache_seqlens + i
+            q = ops.rotary(_op_input(q, "q"), cos, sin, seq_t, 0 if seq_t is not None else seq_int,
+                           None, inter, False)
+        else:  # every query at cache_seqlens (flash-attn's non-causal convention)
+            offs = None if seq_t is None else seq_t.repeat_interleave(sq)
+            q = ops.rotary(_op_input(q, "q").reshape(b * sq, 1, h, d), cos, sin, offs,
+                           0 if offs is not None else seq_int, None, inter,
+                           False).reshape(b, sq, h, d)
+    if k is not None and s_new > 0:
+        ops.kvcache_append_(k_cache, v_cache, k, v, seq_t, 0 if seq_t is not None else seq_int,
+                            cache_batch_idx, block_table)
+    if seq_t is not None:
+        used = seq_t + s_new if s_new else seq_t
+    elif cache_seqlens is not None:
+        used = torch.full((b,), seq_int + s_new, dtype=torch.int32, device=dev)
+    else:
+        used = None  # the whole cache
+    out, lse = ops.fwd_kvcache(q, k_cache, v_cache, used, cache_leftpad, cache_batch_idx,
+                               block_table, None, None, sq, 0, softmax_scale, left, right,
+                               float(softcap), alibi_slopes, num_splits)
+    return (out, lse) if return_softmax_lse else out

@@ -37,6 +37,12 @@ const char *fa_status_string(fa_status status)
  * with int32 vectors and Philox takes 32-bit row/column counters. */
 #define FA_MAX_LEN 2147483647LL
 
+int fa_params_uses_kv_cache(const fa_params *p)
+{
+    return p->block_table != NULL || p->seqused_k != NULL || p->leftpad_k != NULL ||
+           p->cache_batch_idx != NULL;
+}
+
 fa_status fa_check_params(const fa_params *p, int backward)
 {
     int varlen;
@@ -72,6 +78,17 @@ fa_status fa_check_params(const fa_params *p, int backward)
         p->v_batch_stride < 0 || p->v_row_stride < 0 || p->v_head_stride < 0 ||
         p->o_batch_stride < 0 || p->o_row_stride < 0 || p->o_head_stride < 0)
         return FA_ERR_STRIDE;
+
+    if (p->num_splits < 0) return FA_ERR_SHAPE;
+    if (fa_params_uses_kv_cache(p)) {
+        if (backward) return FA_ERR_UNSUPPORTED;  /* inference only */
+        if (p->block_table != NULL && (p->page_block_size <= 0 || p->block_table_batch_stride < 0 ||
+                                       p->cache_batch_idx != NULL))
+            return FA_ERR_SHAPE;
+        if ((p->block_table != NULL || p->cache_batch_idx != NULL) && p->kv_cache_rows <= 0)
+            return FA_ERR_SHAPE;
+        if (p->cache_batch_idx != NULL && varlen) return FA_ERR_UNSUPPORTED;
+    }
 
     if (backward) {
         if (q_rows > 0 && (p->dout == NULL || p->dq == NULL)) return FA_ERR_NULL_POINTER;

@@ -8,6 +8,8 @@ fa_status fa_cpu_check(const fa_params *p, int backward)
 {
     fa_status st = fa_check_params(p, backward);
     if (st != FA_OK) return st;
+    /* paged / used-length / left-padded / remapped caches: the Python layer gathers the keys */
+    if (fa_params_uses_kv_cache(p)) return FA_ERR_UNSUPPORTED;
     if (fa_is_varlen(p)) {
         int64_t b;
         const int32_t *cq = p->cu_seqlens_q, *ck = p->cu_seqlens_k;

@@ -119,9 +119,38 @@ typedef struct fa_params {
     int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
     int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
     int deterministic;       /* 1: bitwise reproducible backward */
-    void *workspace;         /* backend scratch, fa_bwd_*_workspace_bytes() bytes, may be NULL if 0 */
+    void *workspace;         /* backend scratch, fa_bwd_*_workspace_bytes() (backward) or
+                                fa_fwd_cuda_workspace_bytes() (CUDA forward) bytes; NULL if 0 */
     size_t workspace_bytes;
+
+    /* KV cache (forward; CUDA only, the split-KV kernel; the CPU backend returns
+     * FA_ERR_UNSUPPORTED when one is set: flash_attn_c's Python layer gathers the visible keys
+     * for it). Dense layout: k/v (batch_cache, seqlen_k, hk, d), seqlen_k the cache capacity.
+     * Key position p of sequence i (0 <= p < capacity) lives at
+     *   paged (block_table):  row p % page_block_size of block block_table[i][p / page_block_size]
+     *                         of k/v (num_blocks, page_block_size, hk, d), k_batch_stride = the
+     *                         block stride; varlen or dense q alike (cu_seqlens_k then only gives
+     *                         lengths); capacity = seqlen_k
+     *   dense:                k[cache_batch_idx ? cache_batch_idx[i] : i][p]
+     *   varlen (cu_seqlens_k): k[cu_seqlens_k[i] + p]
+     * Sequence i attends to positions [leftpad_k[i], end_i) with end_i = seqused_k[i] if given,
+     * else its cu_seqlens_k length (varlen) or seqlen_k (dense); masks and ALiBi are bottom-right
+     * aligned in (sq_i, end_i - leftpad_k[i]). Device values are not validated (no host sync):
+     * ends are clamped to the capacity, and block / cache-row indices outside k's dim 0 read as
+     * zero keys, so no input reads out of bounds. */
+    const int32_t *block_table;        /* NULL, or (b, max_blocks_per_seq) */
+    int64_t block_table_batch_stride;
+    int64_t page_block_size;           /* > 0 with block_table */
+    int64_t kv_cache_rows;             /* k/v dim 0 (num_blocks or batch_cache) when any of
+                                          block_table / cache_batch_idx is set */
+    const int32_t *seqused_k;          /* NULL, or (b,) */
+    const int32_t *leftpad_k;          /* NULL, or (b,) */
+    const int32_t *cache_batch_idx;    /* NULL, or (b,), dense layout only */
+    int num_splits;                    /* CUDA split-KV: 0 = heuristic, n > 0 = n key splits */
 } fa_params;
+
+/* 1 when p uses a KV-cache field above (such calls run on the CUDA split-KV kernel only). */
+int fa_params_uses_kv_cache(const fa_params *p);
 
 /* Checks sizes, pointers and semantics fields shared by every backend. backward != 0 also
  * checks the backward fields. Host-side only: it does not read cu_seqlens (may be device memory). */
@@ -208,6 +237,35 @@ fa_status fa_rotary_cpu(const fa_rotary_params *p, int64_t row_begin, int64_t ro
  * pointers, including cu_seqlens. No host synchronization, no allocation. */
 int fa_cuda_available(void);  /* 1 if the library was built with the CUDA kernels */
 fa_status fa_fwd_cuda(const fa_params *p, void *stream);
+/* Scratch of a CUDA forward (the split-KV partial outputs), 0 for most calls; set
+ * p->workspace / workspace_bytes to at least this much before fa_fwd_cuda. Depends on the
+ * shape, num_splits and the current device's SM count only. */
+size_t fa_fwd_cuda_workspace_bytes(const fa_params *p);
+/* Appends new keys and values to a KV cache in place: k_new[i][t] goes to position
+ * cache_seqlens[i] + t of sequence i (fa_params' KV-cache addressing: paged, cache_batch_idx or
+ * row i); positions outside [0, capacity) and blocks / rows outside [0, cache_rows) are skipped
+ * (device values are not validated: no host sync). */
+typedef struct fa_kvcache_append_params {
+    fa_dtype dtype;            /* FA_F16 / FA_BF16 */
+    int64_t batch, seqlen_new, heads_k, head_dim;   /* head_dim % 8 == 0 */
+    const void *k_new;         /* (b, seqlen_new, hk, d) */
+    const void *v_new;         /* (b, seqlen_new, hk, d) */
+    int64_t kn_batch_stride, kn_row_stride, kn_head_stride;
+    int64_t vn_batch_stride, vn_row_stride, vn_head_stride;
+    void *k_cache;             /* (batch_cache, capacity, hk, d) | (num_blocks, page, hk, d) */
+    void *v_cache;             /* like k_cache */
+    int64_t kc_batch_stride, kc_row_stride, kc_head_stride;
+    int64_t vc_batch_stride, vc_row_stride, vc_head_stride;
+    int64_t cache_rows;        /* k_cache dim 0 */
+    int64_t capacity;          /* positions per sequence: seqlen_cache, or max_blocks * page */
+    const int32_t *cache_seqlens;  /* (b,) device, or NULL: cache_seqlen for every sequence */
+    int64_t cache_seqlen;
+    const int32_t *cache_batch_idx;  /* (b,) or NULL */
+    const int32_t *block_table;      /* (b, max_blocks) or NULL */
+    int64_t block_table_batch_stride;
+    int64_t page_block_size;
+} fa_kvcache_append_params;
+fa_status fa_kvcache_append_cuda(const fa_kvcache_append_params *p, void *stream);
 size_t fa_bwd_cuda_workspace_bytes(const fa_params *p);
 fa_status fa_bwd_cuda(const fa_params *p, void *stream);
 fa_status fa_dropout_mask_cuda(uint64_t seed, uint64_t offset, float dropout_p, int64_t batch,

@@ -132,6 +132,11 @@ static int run_case(const fwd_case &c)
         pg.seed = 1;  /* must be ignored */
         pg.offset = 2;
     }
+    /* scratch of the split-KV kernel (short query blocks), as the torch glue allocates it */
+    void *dws = NULL;
+    pg.workspace_bytes = fa_fwd_cuda_workspace_bytes(&pg);
+    if (pg.workspace_bytes > 0) CK(cudaMalloc(&dws, pg.workspace_bytes));
+    pg.workspace = dws;
     cudaStream_t stream;
     CK(cudaStreamCreate(&stream));
     st = fa_fwd_cuda(&pg, stream);
@@ -180,6 +185,7 @@ static int run_case(const fwd_case &c)
 
     fwd_free_inputs(&din);
     cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(dslopes); cudaFree(drng); cudaFree(dseed);
+    cudaFree(dws);
     CK(cudaStreamDestroy(stream));
     return ok;
 }

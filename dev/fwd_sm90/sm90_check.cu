@@ -128,6 +128,10 @@ static void run_case(const fwd_case &c)
     pg.lse = dlse;
     pg.p = dP;
     pg.rng_state = drng;
+    void *dws = NULL;  /* scratch of the split-KV kernel (short query blocks) */
+    pg.workspace_bytes = fa_fwd_cuda_workspace_bytes(&pg);
+    if (pg.workspace_bytes > 0) CK(cudaMalloc(&dws, pg.workspace_bytes));
+    pg.workspace = dws;
     cudaStream_t stream;
     CK(cudaStreamCreate(&stream));
 
@@ -210,7 +214,7 @@ static void run_case(const fwd_case &c)
     check_count(&g_tally, ok);
 
     fwd_free_inputs(&din);
-    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(drng);
+    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(drng); cudaFree(dws);
     CK(cudaStreamDestroy(stream));
 }
 

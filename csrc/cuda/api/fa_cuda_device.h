@@ -17,4 +17,14 @@ static inline int fa_cuda_current_arch(void)
     return 10 * major + minor;
 }
 
+/* Streaming multiprocessors of the current device, or 0 when the runtime cannot say. */
+static inline int fa_cuda_sm_count(void)
+{
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        return 0;
+    return n;
+}
+
 #endif /* FA_CUDA_DEVICE_H */

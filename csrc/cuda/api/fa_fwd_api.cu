@@ -12,6 +12,7 @@
 #include "fa_fwd.h"
 #include "fa_fwd_sm90.cuh"  /* sm90 hook, see fa_fwd_cuda */
 #include "fa_varlen_rows.cuh"
+#include "fa_splitkv_route.h"  /* decode / KV-cache calls, see fa_fwd_cuda_run */
 
 /* Head-dim buckets compiled (fa_fwd_hdim<D>.cu); d is rounded up to the next one. */
 static const int fa_fwd_buckets[] = {32, 64, 96, 128, 160, 192, 224, 256};
@@ -122,6 +123,19 @@ static fa_status fa_fwd_cuda_run(const fa_params *p, void *stream_ptr)
         p->batch > 65535 || p->heads_k > p->heads)
         return FA_ERR_UNSUPPORTED;
 
+    /* ---- split-KV: every KV-cache call (paged, used lengths, left padding, cache_batch_idx)
+     * and short query blocks (decode): the K/V stream is split over blocks so one query token
+     * still fills the GPU (decode/fa_splitkv.cu). ---- */
+    if (fa_splitkv_takes(p)) {
+        if (p->rng_state != NULL) {  /* what the other kernels write for a replayed backward */
+            fa_fwd_args a;
+            st = fa_fwd_fill_args(p, &a);
+            if (st == FA_OK) st = fa_fwd_rng_state_launch(a, (cudaStream_t)stream_ptr);
+            if (st != FA_OK) return st;
+        }
+        return fa_splitkv_run(p, (cudaStream_t)stream_ptr);
+    }
+
     /* ---- sm90 hook: the Hopper wgmma/TMA forward (fa_fwd_sm90*.cu), taken only on compute
      * capability 9.0 unless FLASH_ATTN_C_SM90=0 (on by default since GPU run 3); calls it
      * does not cover (dropout, softcap, ALiBi, probabilities, d <= 32, ...) or whose strides TMA
@@ -161,6 +175,12 @@ static fa_status fa_fwd_cuda_run(const fa_params *p, void *stream_ptr)
     if (st != FA_OK) return st;
     if (a.p != NULL) st = fa_fwd_probs_launch(a, p->dtype, stream);
     return st;
+}
+
+size_t fa_fwd_cuda_workspace_bytes(const fa_params *p)
+{
+    if (p == NULL || fa_check_params(p, 0) != FA_OK || !fa_splitkv_takes(p)) return 0;
+    return fa_splitkv_workspace_bytes(p);
 }
 
 fa_status fa_fwd_cuda(const fa_params *p, void *stream)

@@ -38,3 +38,16 @@ fa_status fa_rotary_cuda(const fa_rotary_params *p, void *stream)
     (void)stream;
     return FA_ERR_NO_CUDA;
 }
+
+size_t fa_fwd_cuda_workspace_bytes(const fa_params *p)
+{
+    (void)p;
+    return 0;
+}
+
+fa_status fa_kvcache_append_cuda(const fa_kvcache_append_params *p, void *stream)
+{
+    (void)p;
+    (void)stream;
+    return FA_ERR_NO_CUDA;
+}

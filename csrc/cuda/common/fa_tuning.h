@@ -41,7 +41,8 @@ enum {
     FA_KERNEL_FWD_SM90 = 1,    /* sm90/fa_fwd_sm90_kernel.cuh: wgmma + TMA forward, sm_90a only */
     FA_KERNEL_BWD_SM80 = 2,    /* sm80/fa_bwd_dkdv.cuh: dK, dV (and atomic dQ) of a key block */
     FA_KERNEL_BWD_DQ_SM80 = 3, /* sm80/fa_bwd_dq.cuh: the ordered (deterministic) dQ pass */
-    FA_KERNEL_BWD_SM90 = 4     /* sm90/fa_bwd_sm90_kernel.cuh: wgmma backward, sm_90a only */
+    FA_KERNEL_BWD_SM90 = 4,    /* sm90/fa_bwd_sm90_kernel.cuh: wgmma backward, sm_90a only */
+    FA_KERNEL_SPLITKV = 5      /* decode/fa_splitkv_kernel.cuh: split-KV forward (decode, KV cache) */
 };
 
 /* FA_KERNEL_BWD_SM80 addr: which ldmatrix operands use precomputed per-lane addresses
@@ -200,6 +201,26 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
     {.kernel = FA_KERNEL_BWD_DQ_SM80, .arch = 80, .d = 256, .br = 64, .bc = 32, .warps = 4, .stages = 2,
      .reason = "dQ accumulator alone is 128 regs, so Bc = 32 (S + dP 32 regs); smem 64 Q,dO + 2 x 32 K,V "
                "= 128 KB"},
+
+    /* ================================ FA_KERNEL_SPLITKV =================================
+     * The split-KV forward (decode/fa_splitkv_kernel.cuh): br = 16 packed query rows (one mma
+     * m-tile of (query, head-of-the-group) pairs), each of the warps takes bc / warps keys of
+     * every tile, stages = depth of the cp.async K/V ring. Decode is a stream over the cache,
+     * so the rows are sized for bytes in flight: (stages - 1) x bc x d x 4 bytes per block
+     * (K and V) and 2 blocks per SM (smem <= 113 KB each on H100/H200; A100 too).
+     * Split count (num_splits = 0, fa_splitkv_num_splits): enough splits that the grid fills 2
+     * blocks per SM, b * hk * row_tiles * splits >= 2 * SMs, each split at least 4 key tiles,
+     * at most FA_SPLITKV_MAX_SPLITS. Rows: first guesses by that budget; the decode sweep of
+     * benchmarks/results/ is what they answer to. */
+    {.kernel = FA_KERNEL_SPLITKV, .arch = 80, .d = 64, .br = 16, .bc = 64, .warps = 4, .stages = 4,
+     .reason = "16 keys per warp (one P V k-step); 3 tiles = 48 KB of K/V in flight per block; "
+               "smem 2 + 64 = 66 KB -> 3 blocks/SM on H100"},
+    {.kernel = FA_KERNEL_SPLITKV, .arch = 80, .d = 128, .br = 16, .bc = 64, .warps = 4, .stages = 3,
+     .reason = "16 keys per warp; 2 tiles = 64 KB of K/V in flight per block; smem 4 + 96 = 100 KB "
+               "-> 2 blocks/SM on H100 (1 on A100's 163 KB)"},
+    {.kernel = FA_KERNEL_SPLITKV, .arch = 80, .d = 256, .br = 16, .bc = 32, .warps = 2, .stages = 3,
+     .reason = "O = 16 x 256 fp32 is 128 regs per lane, so 2 warps x 16 keys; 2 tiles = 64 KB in "
+               "flight; smem 8 + 96 = 104 KB -> 2 blocks/SM on H100"},
 };
 
 /* The row of `kernel` for head dim d with the largest arch <= `arch`; br == 0 when there is none. */

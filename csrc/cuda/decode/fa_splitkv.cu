@@ -1,0 +1,128 @@
+/* fa_splitkv.cu - host side of the split-KV forward: when fa_fwd_cuda takes it, the split count,
+ * the workspace of the partial outputs, the kernel arguments and the per-bucket launch.
+ */
+#include <string.h>
+#include "flash_attn_c.h"
+#include "fa_splitkv.h"
+#include "fa_splitkv_route.h"
+#include "fa_tuning.h"
+#include "fa_cuda_device.h"
+
+/* Head-dim buckets of the split-KV kernel (fa_splitkv_hdim<D>.cu); d is rounded up. */
+static int fa_splitkv_bucket(int64_t d)
+{
+    return d <= 64 ? 64 : d <= 128 ? 128 : d <= 256 ? 256 : 0;
+}
+
+int fa_splitkv_takes(const fa_params *p)
+{
+    if (fa_params_uses_kv_cache(p)) return 1;
+    /* short query blocks: decode (1 token) and speculative decoding (up to 16) */
+    return p->seqlen_q <= 16 && p->dropout_p == 0.f && p->p == NULL;
+}
+
+int fa_splitkv_num_splits(const fa_params *p, int bucket, int sm_count)
+{
+    const int bc = bucket == 64 ? fa_tuning_find(FA_KERNEL_SPLITKV, 80, 64).bc
+                 : bucket == 128 ? fa_tuning_find(FA_KERNEL_SPLITKV, 80, 128).bc
+                                 : fa_tuning_find(FA_KERNEL_SPLITKV, 80, 256).bc;
+    const int64_t key_tiles = (p->seqlen_k + bc - 1) / bc;
+    int64_t n;
+    if (p->num_splits > 0) {
+        n = p->num_splits;  /* honoured; more splits than key tiles would only be empty */
+    } else {
+        const int64_t group = p->heads / p->heads_k;
+        const int64_t row_tiles = (group * p->seqlen_q + FA_SPLITKV_ROWS - 1) / FA_SPLITKV_ROWS;
+        const int64_t blocks = p->batch * p->heads_k * row_tiles;
+        const int64_t target = 2 * (int64_t)(sm_count > 0 ? sm_count : 108);
+        n = blocks >= target ? 1 : (target + blocks - 1) / blocks;
+        if (n > key_tiles / 4) n = key_tiles / 4;
+    }
+    if (n > key_tiles) n = key_tiles;
+    if (n > FA_SPLITKV_MAX_SPLITS) n = FA_SPLITKV_MAX_SPLITS;
+    return n < 1 ? 1 : (int)n;
+}
+
+size_t fa_splitkv_workspace_bytes(const fa_params *p)
+{
+    const int bucket = fa_splitkv_bucket(p->head_dim);
+    if (bucket == 0) return 0;
+    const int splits = fa_splitkv_num_splits(p, bucket, fa_cuda_sm_count());
+    if (splits <= 1) return 0;
+    const size_t rows = (size_t)splits * (size_t)p->batch * (size_t)p->heads * (size_t)p->seqlen_q;
+    return rows * (size_t)(bucket + 1) * sizeof(float);
+}
+
+void fa_splitkv_fill_args(const fa_params *p, int num_splits, int bucket, fa_splitkv_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->q = p->q;
+    a->k = p->k;
+    a->v = p->v;
+    a->o = p->o;
+    a->lse = p->lse;
+    if (num_splits > 1) {
+        a->o_part = (float *)p->workspace;
+        a->lse_part = a->o_part + (size_t)num_splits * p->batch * p->heads * p->seqlen_q * bucket;
+    }
+    a->q_batch_stride = p->q_batch_stride;
+    a->q_row_stride = p->q_row_stride;
+    a->q_head_stride = p->q_head_stride;
+    a->k_batch_stride = p->k_batch_stride;
+    a->k_row_stride = p->k_row_stride;
+    a->k_head_stride = p->k_head_stride;
+    a->v_batch_stride = p->v_batch_stride;
+    a->v_row_stride = p->v_row_stride;
+    a->v_head_stride = p->v_head_stride;
+    a->o_batch_stride = p->o_batch_stride;
+    a->o_row_stride = p->o_row_stride;
+    a->o_head_stride = p->o_head_stride;
+    a->cu_seqlens_q = p->cu_seqlens_q;
+    a->cu_seqlens_k = p->cu_seqlens_k;
+    a->seqused_k = p->seqused_k;
+    a->leftpad_k = p->leftpad_k;
+    a->cache_batch_idx = p->cache_batch_idx;
+    a->block_table = p->block_table;
+    a->block_table_batch_stride = p->block_table_batch_stride;
+    a->page = (int)p->page_block_size;
+    a->kv_cache_rows = (int)(p->kv_cache_rows < 2147483647LL ? p->kv_cache_rows : 2147483647LL);
+    a->total_q = p->total_q;
+    a->batch = (int)p->batch;
+    a->heads = (int)p->heads;
+    a->heads_k = (int)p->heads_k;
+    a->group = (int)(p->heads / p->heads_k);
+    a->seqlen_q = (int)p->seqlen_q;
+    a->seqlen_k = (int)p->seqlen_k;
+    a->head_dim = (int)p->head_dim;
+    a->window_left = fa_window_clamp(p->window_left, p->seqlen_k);
+    a->window_right = fa_window_clamp(p->window_right, p->seqlen_k);
+    a->scale = p->softmax_scale;
+    a->scale_log2 = p->softmax_scale * 1.4426950408889634f;
+    a->softcap = p->softcap;
+    if (p->softcap > 0.f) {
+        a->softcap_log2 = p->softcap * 1.4426950408889634f;
+        a->scale_div_softcap = p->softmax_scale / p->softcap;
+    }
+    a->alibi_slopes = p->alibi_slopes;
+    a->alibi_batch_stride = p->alibi_batch_stride;
+    a->num_splits = num_splits;
+}
+
+fa_status fa_splitkv_run(const fa_params *p, cudaStream_t stream)
+{
+    if (p->dropout_p > 0.f || p->p != NULL) return FA_ERR_UNSUPPORTED;  /* no dropout / probs here */
+    const int bucket = fa_splitkv_bucket(p->head_dim);
+    if (bucket == 0) return FA_ERR_HEAD_DIM;
+    if (p->batch * p->heads_k > 2147483647LL) return FA_ERR_UNSUPPORTED;
+    const int splits = fa_splitkv_num_splits(p, bucket, fa_cuda_sm_count());
+    if (splits > 1 && (p->workspace == NULL || p->workspace_bytes < fa_splitkv_workspace_bytes(p)))
+        return FA_ERR_WORKSPACE;
+    fa_splitkv_args a;
+    fa_splitkv_fill_args(p, splits, bucket, &a);
+    if (a.batch == 0 || a.seqlen_q == 0) return FA_OK;
+    switch (bucket) {
+    case 64: return fa_splitkv_launch_hdim<64>(a, p->dtype, stream);
+    case 128: return fa_splitkv_launch_hdim<128>(a, p->dtype, stream);
+    default: return fa_splitkv_launch_hdim<256>(a, p->dtype, stream);
+    }
+}

@@ -1,0 +1,257 @@
+// fa_kvcache_op.cpp - the KV-cache ops: schemas (every build) and their CUDA implementations.
+//
+//   fwd_kvcache(q, k_cache, v_cache, ...) -> (out, lse)   attention over a (paged) KV cache on the
+//       split-KV kernel: fa_params' KV-cache fields (flash_attn_c.h); no host sync.
+//   kvcache_append_(k_cache!, v_cache!, k, v, ...) -> ()   in-place append of new keys / values.
+// The CPU has no implementation: flash_attn_c/kvcache.py gathers the visible keys there (the CPU
+// path is the oracle). Fake kernels: flash_attn_c/_ops.py.
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "fa_glue.h"
+
+#ifdef FA_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+namespace fa {
+
+static const int32_t *index_ptr(const std::optional<at::Tensor> &t, const at::Tensor &q, const char *name,
+                                int64_t dim0, int rank)
+{
+    if (!t.has_value()) return nullptr;
+    const at::Tensor &x = *t;
+    TORCH_CHECK(x.scalar_type() == at::kInt, "flash_attn_c: ", name, " must be int32, got ", x.scalar_type());
+    TORCH_CHECK(x.device() == q.device(), "flash_attn_c: ", name, " must be on ", q.device(), " like q, got ",
+                x.device());
+    TORCH_CHECK(x.dim() == rank && x.size(0) == dim0, "flash_attn_c: ", name, " must be ", rank,
+                "-D with ", dim0, " rows, got shape ", x.sizes());
+    TORCH_CHECK(x.stride(-1) == 1 || x.size(-1) <= 1, "flash_attn_c: ", name,
+                " must be contiguous in its last dimension");
+    return x.data_ptr<int32_t>();
+}
+
+// 16-byte vector access (see fa_cuda.cpp's vector_ready): caches are never copied, so a cache
+// that is not laid out that way is an error rather than a silent copy of the whole cache.
+static void check_vector_layout(const at::Tensor &t, const char *name)
+{
+    TORCH_CHECK(t.size(-1) % 8 == 0, "flash_attn_c: ", name, ".shape[-1] must be a multiple of 8 on CUDA");
+    bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(-1) == 1;
+    for (int i = 0; i < t.dim() - 1; ++i) ok = ok && (t.size(i) <= 1 || t.stride(i) % 8 == 0);
+    TORCH_CHECK(ok, "flash_attn_c: ", name, " must be contiguous in its last dimension with strides that are "
+                "multiples of 8 elements and a 16-byte aligned start, got strides ", t.strides());
+}
+
+std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
+    const at::Tensor &q_in, const at::Tensor &k_cache, const at::Tensor &v_cache,
+    const std::optional<at::Tensor> &seqused_k, const std::optional<at::Tensor> &leftpad_k,
+    const std::optional<at::Tensor> &cache_batch_idx, const std::optional<at::Tensor> &block_table,
+    const std::optional<at::Tensor> &cu_seqlens_q, const std::optional<at::Tensor> &cu_seqlens_k,
+    int64_t max_seqlen_q, int64_t max_seqlen_k, double softmax_scale, int64_t window_left,
+    int64_t window_right, double softcap, const std::optional<at::Tensor> &alibi_slopes, int64_t num_splits)
+{
+    c10::cuda::CUDAGuard guard(q_in.device());
+    const at::Tensor q = q_in.stride(-1) == 1 && reinterpret_cast<uintptr_t>(q_in.data_ptr()) % 16 == 0
+                             ? q_in : q_in.contiguous();
+    fa_params p;
+    std::memset(&p, 0, sizeof(p));
+    TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
+                "flash_attn_c: q must be float16 or bfloat16 on CUDA, got ", q.scalar_type());
+    p.dtype = q.scalar_type() == at::kHalf ? FA_F16 : FA_BF16;
+    for (const auto &[t, name] : {std::pair{&k_cache, "k_cache"}, std::pair{&v_cache, "v_cache"}}) {
+        TORCH_CHECK(t->scalar_type() == q.scalar_type(), "flash_attn_c: ", name, " must have q's dtype ",
+                    q.scalar_type(), ", got ", t->scalar_type());
+        TORCH_CHECK(t->device() == q.device(), "flash_attn_c: ", name, " must be on ", q.device(), ", got ",
+                    t->device());
+    }
+    const bool varlen = cu_seqlens_q.has_value(), paged = block_table.has_value();
+    const bool packed = cu_seqlens_k.has_value() && !paged;
+    TORCH_CHECK(!cu_seqlens_k.has_value() || varlen, "flash_attn_c: cu_seqlens_k needs cu_seqlens_q");
+    TORCH_CHECK(q.dim() == (varlen ? 3 : 4), "flash_attn_c: q must be ", varlen ? 3 : 4, "-D, got shape ",
+                q.sizes());
+    TORCH_CHECK(k_cache.dim() == (packed ? 3 : 4), "flash_attn_c: k_cache must be ", packed ? 3 : 4,
+                "-D, got shape ", k_cache.sizes());
+    TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "flash_attn_c: v_cache must have the shape of k_cache ",
+                k_cache.sizes(), ", got ", v_cache.sizes());
+    const int64_t d = q.size(-1), h = q.size(-2), hk = k_cache.size(-2);
+    TORCH_CHECK(k_cache.size(-1) == d, "flash_attn_c: k_cache head_dim must equal q's ", d);
+    TORCH_CHECK(hk >= 1 && h % hk == 0, "flash_attn_c: q's heads (", h, ") must be a multiple of k_cache's (",
+                hk, ")");
+    check_vector_layout(q, "q");
+    check_vector_layout(k_cache, "k_cache");
+    check_vector_layout(v_cache, "v_cache");
+    p.heads = h;
+    p.heads_k = hk;
+    p.head_dim = d;
+    p.q = q.data_ptr();
+    p.k = k_cache.data_ptr();
+    p.v = v_cache.data_ptr();
+    p.q_row_stride = q.stride(-3);
+    p.q_head_stride = q.stride(-2);
+    p.k_row_stride = k_cache.stride(-3);
+    p.k_head_stride = k_cache.stride(-2);
+    p.v_row_stride = v_cache.stride(-3);
+    p.v_head_stride = v_cache.stride(-2);
+    if (varlen) {
+        const at::Tensor &cq = *cu_seqlens_q;
+        TORCH_CHECK(cq.scalar_type() == at::kInt && cq.dim() == 1 && cq.numel() >= 1 && cq.is_contiguous() &&
+                        cq.device() == q.device(),
+                    "flash_attn_c: cu_seqlens_q must be a contiguous 1-D int32 tensor on ", q.device());
+        p.batch = cq.numel() - 1;
+        p.seqlen_q = max_seqlen_q;
+        p.total_q = q.size(0);
+        p.cu_seqlens_q = cq.data_ptr<int32_t>();
+        if (cu_seqlens_k.has_value()) p.cu_seqlens_k = index_ptr(cu_seqlens_k, q, "cu_seqlens_k", p.batch + 1, 1);
+    } else {
+        p.batch = q.size(0);
+        p.seqlen_q = q.size(1);
+        p.total_q = p.batch * p.seqlen_q;
+        p.q_batch_stride = q.stride(0);
+    }
+    TORCH_CHECK(p.seqlen_q >= 0 && max_seqlen_k >= 0, "flash_attn_c: max_seqlen_q/k must be >= 0");
+    if (paged) {
+        p.block_table = index_ptr(block_table, q, "block_table", p.batch, 2);
+        p.block_table_batch_stride = block_table->stride(0);
+        p.page_block_size = k_cache.size(1);
+        p.seqlen_k = block_table->size(1) * k_cache.size(1);
+        p.kv_cache_rows = k_cache.size(0);
+        p.k_batch_stride = k_cache.stride(0);
+        p.v_batch_stride = v_cache.stride(0);
+        TORCH_CHECK(p.page_block_size >= 1, "flash_attn_c: page_block_size (k_cache.shape[1]) must be >= 1");
+    } else if (packed) {
+        p.seqlen_k = max_seqlen_k;
+    } else {
+        p.seqlen_k = k_cache.size(1);
+        p.kv_cache_rows = k_cache.size(0);
+        p.k_batch_stride = k_cache.stride(0);
+        p.v_batch_stride = v_cache.stride(0);
+        TORCH_CHECK(cache_batch_idx.has_value() || k_cache.size(0) >= p.batch, "flash_attn_c: k_cache has ",
+                    k_cache.size(0), " rows but the batch is ", p.batch, " (pass cache_batch_idx)");
+    }
+    p.seqused_k = index_ptr(seqused_k, q, "seqused_k", p.batch, 1);
+    p.leftpad_k = index_ptr(leftpad_k, q, "cache_leftpad", p.batch, 1);
+    p.cache_batch_idx = index_ptr(cache_batch_idx, q, "cache_batch_idx", p.batch, 1);
+    TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn_c: window_size values must be >= -1");
+    TORCH_CHECK(softcap >= 0.0, "flash_attn_c: softcap must be >= 0, got ", softcap);
+    TORCH_CHECK(std::isfinite(softmax_scale), "flash_attn_c: softmax_scale must be finite");
+    TORCH_CHECK(num_splits >= 0, "flash_attn_c: num_splits must be >= 0 (0 = heuristic), got ", num_splits);
+    p.window_left = window_left;
+    p.window_right = window_right;
+    p.softcap = static_cast<float>(softcap);
+    p.softmax_scale = static_cast<float>(softmax_scale);
+    p.num_splits = static_cast<int>(std::min<int64_t>(num_splits, 1 << 20));
+    if (alibi_slopes.has_value()) {
+        const at::Tensor &a = *alibi_slopes;
+        TORCH_CHECK(a.scalar_type() == at::kFloat && a.device() == q.device() && a.stride(-1) == 1 &&
+                        ((a.dim() == 1 && a.size(0) == h) || (a.dim() == 2 && a.size(0) == p.batch && a.size(1) == h)),
+                    "flash_attn_c: alibi_slopes must be float32 (", h, ",) or (", p.batch, ", ", h, ") on ",
+                    q.device(), ", got ", a.scalar_type(), " ", a.sizes());
+        p.alibi_slopes = a.data_ptr<float>();
+        p.alibi_batch_stride = a.dim() == 2 ? a.stride(0) : 0;
+    }
+    at::Tensor out = at::empty(q.sizes(), q.options());
+    at::Tensor lse = varlen ? at::empty({h, p.total_q}, q.options().dtype(at::kFloat))
+                            : at::empty({p.batch, h, p.seqlen_q}, q.options().dtype(at::kFloat));
+    if (!varlen) p.o_batch_stride = out.stride(0);
+    p.o_row_stride = out.stride(-3);
+    p.o_head_stride = out.stride(-2);
+    p.o = out.data_ptr();
+    p.lse = lse.data_ptr<float>();
+    if (q.numel() == 0 || p.batch == 0 || p.seqlen_q == 0) {
+        lse.fill_(-std::numeric_limits<float>::infinity());
+        return {out, lse};
+    }
+    throw_on_error(fa_check_params(&p, 0), "KV-cache forward");
+    const size_t bytes = fa_fwd_cuda_workspace_bytes(&p);
+    at::Tensor ws;
+    if (bytes > 0) {
+        ws = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
+        p.workspace = ws.data_ptr();
+        p.workspace_bytes = bytes;
+    }
+    throw_on_error(fa_fwd_cuda(&p, at::cuda::getCurrentCUDAStream().stream()), "CUDA KV-cache forward");
+    return {out, lse};
+}
+
+void kvcache_append_cuda(const at::Tensor &k_cache, const at::Tensor &v_cache, const at::Tensor &k,
+                         const at::Tensor &v, const std::optional<at::Tensor> &cache_seqlens,
+                         int64_t cache_seqlen, const std::optional<at::Tensor> &cache_batch_idx,
+                         const std::optional<at::Tensor> &block_table)
+{
+    c10::cuda::CUDAGuard guard(k_cache.device());
+    TORCH_CHECK(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(),
+                "flash_attn_c: k_cache / v_cache must be 4-D and of one shape");
+    TORCH_CHECK(k.dim() == 4 && v.sizes() == k.sizes() && k.size(2) == k_cache.size(2) &&
+                    k.size(3) == k_cache.size(3),
+                "flash_attn_c: k / v must be (batch, seqlen_new, nheads_k, headdim) matching the cache, got ",
+                k.sizes(), " and cache ", k_cache.sizes());
+    for (const at::Tensor *t : {&v_cache, &k, &v})
+        TORCH_CHECK(t->scalar_type() == k_cache.scalar_type() && t->device() == k_cache.device(),
+                    "flash_attn_c: k, v and the caches must share dtype and device");
+    TORCH_CHECK(k_cache.scalar_type() == at::kHalf || k_cache.scalar_type() == at::kBFloat16,
+                "flash_attn_c: the KV cache must be float16 or bfloat16 on CUDA");
+    check_vector_layout(k_cache, "k_cache");
+    check_vector_layout(v_cache, "v_cache");
+    const at::Tensor kn = k.stride(-1) == 1 ? k : k.contiguous(), vn = v.stride(-1) == 1 ? v : v.contiguous();
+    check_vector_layout(kn, "k");
+    check_vector_layout(vn, "v");
+    fa_kvcache_append_params p;
+    std::memset(&p, 0, sizeof(p));
+    p.dtype = k_cache.scalar_type() == at::kHalf ? FA_F16 : FA_BF16;
+    p.batch = k.size(0);
+    p.seqlen_new = k.size(1);
+    p.heads_k = k.size(2);
+    p.head_dim = k.size(3);
+    p.k_new = kn.data_ptr();
+    p.v_new = vn.data_ptr();
+    p.kn_batch_stride = kn.stride(0);
+    p.kn_row_stride = kn.stride(1);
+    p.kn_head_stride = kn.stride(2);
+    p.vn_batch_stride = vn.stride(0);
+    p.vn_row_stride = vn.stride(1);
+    p.vn_head_stride = vn.stride(2);
+    p.k_cache = k_cache.data_ptr();
+    p.v_cache = v_cache.data_ptr();
+    p.kc_batch_stride = k_cache.stride(0);
+    p.kc_row_stride = k_cache.stride(1);
+    p.kc_head_stride = k_cache.stride(2);
+    p.vc_batch_stride = v_cache.stride(0);
+    p.vc_row_stride = v_cache.stride(1);
+    p.vc_head_stride = v_cache.stride(2);
+    p.cache_rows = k_cache.size(0);
+    p.capacity = k_cache.size(1);
+    p.cache_seqlens = index_ptr(cache_seqlens, k, "cache_seqlens", p.batch, 1);
+    p.cache_seqlen = cache_seqlen;
+    p.cache_batch_idx = index_ptr(cache_batch_idx, k, "cache_batch_idx", p.batch, 1);
+    if (block_table.has_value()) {
+        p.block_table = index_ptr(block_table, k, "block_table", p.batch, 2);
+        p.block_table_batch_stride = block_table->stride(0);
+        p.page_block_size = k_cache.size(1);
+        p.capacity = block_table->size(1) * k_cache.size(1);
+    }
+    throw_on_error(fa_kvcache_append_cuda(&p, at::cuda::getCurrentCUDAStream().stream()), "KV-cache append");
+}
+
+}  // namespace fa
+#endif
+
+TORCH_LIBRARY_FRAGMENT(flash_attn_c, m)
+{
+    m.def("fwd_kvcache(Tensor q, Tensor k_cache, Tensor v_cache, Tensor? seqused_k, Tensor? leftpad_k, "
+          "Tensor? cache_batch_idx, Tensor? block_table, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "
+          "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, int window_left, int window_right, "
+          "float softcap, Tensor? alibi_slopes, int num_splits) -> (Tensor out, Tensor lse)");
+    m.def("kvcache_append_(Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor k, Tensor v, Tensor? cache_seqlens, "
+          "int cache_seqlen, Tensor? cache_batch_idx, Tensor? block_table) -> ()");
+}
+
+#ifdef FA_WITH_CUDA
+TORCH_LIBRARY_IMPL(flash_attn_c, CUDA, m)
+{
+    m.impl("fwd_kvcache", TORCH_FN(fa::fwd_kvcache_cuda));
+    m.impl("kvcache_append_", TORCH_FN(fa::kvcache_append_cuda));
+}
+#endif
