@@ -249,6 +249,22 @@ def test_merge_layouts_keeps_the_faster_and_explains_failures() -> None:
     assert row["status"] == "OOM" and row["reason"] == "view: a; contiguous: b"
 
 
+def test_peer_context_forces_one_sdpa_backend() -> None:
+    """The backend restriction is held around the check call and the whole timing (entered
+    once, not per call)."""
+    cuda = torch.backends.cuda
+    before = (cuda.math_sdp_enabled(), cuda.flash_sdp_enabled())
+    with decode.peer_context("sdpa_math"):
+        assert cuda.math_sdp_enabled() and not cuda.flash_sdp_enabled()
+        assert not cuda.mem_efficient_sdp_enabled() and not cuda.cudnn_sdp_enabled()
+    with decode.peer_context("sdpa_efficient"):
+        assert cuda.mem_efficient_sdp_enabled() and not cuda.math_sdp_enabled()
+    assert (cuda.math_sdp_enabled(), cuda.flash_sdp_enabled()) == before
+    for name in ("ours", "ours_page16", "sdpa", "test_raise"):   # no restriction
+        with decode.peer_context(name):
+            assert (cuda.math_sdp_enabled(), cuda.flash_sdp_enabled()) == before
+
+
 def test_refusal_reason_carries_torch_warnings() -> None:
     def refuse() -> torch.Tensor:
         warnings.warn("Flash attention requires q, k, v to have the same number of heads")

@@ -26,13 +26,14 @@ block table are left out). GB/s = bytes / time / 1e9; "copy" = a device-to-devic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, ContextManager, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -435,9 +436,8 @@ def ours_fn(inputs: DecodeInputs, paged: Optional[tuple[torch.Tensor, torch.Tens
     q, lens = inputs.q, inputs.cache_seqlens
 
     def run() -> torch.Tensor:
-        with torch.no_grad():
-            return flash_attn_c.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens,
-                                                        block_table=bt, causal=True)
+        return flash_attn_c.flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens,
+                                                    block_table=bt, causal=True)
     return run
 
 
@@ -469,28 +469,31 @@ def peer_kv(inputs: DecodeInputs, layout: str) -> tuple[torch.Tensor, torch.Tens
 
 def peer_fn(name: str, case: DecodeCase, q_bhnd: torch.Tensor, k: torch.Tensor,
             v: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """() -> out (b, h, n, d): torch SDPA restricted to the peer's backend.
+    """() -> out (b, h, n, d): torch SDPA, to be called inside ``peer_context(name)``.
 
     q_bhnd (b, h, n, d); k/v (b, hk, s, d). One query token at the end of a fully filled cache
     sees every key, so no mask is needed (is_causal=False); n > 1 tokens get the bottom-right
     causal mask as a boolean (1, 1, n, s) attn_mask. GQA: enable_gqa=True.
     """
-    backend = _sdpa_backend(name)
     n, s = case.q_tokens, case.cache_len
     mask = (visible_mask(n, s, causal=True, device=q_bhnd.device).view(1, 1, n, s)
             if n > 1 else None)
     extra = {"enable_gqa": True} if case.heads != case.kv_heads else {}
 
     def run() -> torch.Tensor:
-        with torch.no_grad():
-            if backend is None:
-                return F.scaled_dot_product_attention(q_bhnd, k, v, attn_mask=mask,
-                                                      scale=case.softmax_scale, **extra)
-            from torch.nn.attention import sdpa_kernel
-            with sdpa_kernel([backend]):
-                return F.scaled_dot_product_attention(q_bhnd, k, v, attn_mask=mask,
-                                                      scale=case.softmax_scale, **extra)
+        return F.scaled_dot_product_attention(q_bhnd, k, v, attn_mask=mask,
+                                              scale=case.softmax_scale, **extra)
     return run
+
+
+def peer_context(name: str) -> ContextManager:
+    """The backend selection held around a peer's check call and its whole timing (entered once,
+    not per call: its Python cost would count against small configs)."""
+    backend = _sdpa_backend(name) if name in CUDA_DECODE_PEERS + CPU_DECODE_PEERS else None
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import sdpa_kernel
+    return sdpa_kernel([backend])
 
 
 def failing_peer_fn(kind: str) -> Callable[[], torch.Tensor]:
@@ -605,20 +608,22 @@ def run_decode_case(case: DecodeCase, cid: int, plan: DecodePlan, seed: int, pro
 
     def measure(row: dict[str, Any], fn: Callable[[], torch.Tensor],
                 ours_out: Optional[torch.Tensor], to_bnhd: bool) -> Optional[torch.Tensor]:
-        """Check call then timing; returns the output (b, n, h, d) or None on failure."""
-        is_ours = row["backend"].startswith("ours")
-        progress.set_postfix_str(f"{row['backend']} {case.label()}", refresh=False)
+        """Check call then timing, inside no_grad and the backend's context; returns the output
+        (b, n, h, d) or None on failure."""
+        name = row["backend"]
+        progress.set_postfix_str(f"{name} {case.label()}", refresh=False)
         try:
-            out = first_call_with_reason(fn)
-            if to_bnhd:
-                out = out.transpose(1, 2)
-            check_output(row, out, refs, ours_out, tol)
-            with warnings.catch_warnings():  # per-call UserWarnings would flood the console
-                warnings.simplefilter("ignore", UserWarning)
-                row["ms"] = time_ms(fn, dev, timing)
+            with torch.no_grad(), peer_context(name):
+                out = first_call_with_reason(fn)
+                if to_bnhd:
+                    out = out.transpose(1, 2)
+                check_output(row, out, refs, ours_out, tol)
+                with warnings.catch_warnings():  # per-call UserWarnings would flood the console
+                    warnings.simplefilter("ignore", UserWarning)
+                    row["ms"] = time_ms(fn, dev, timing)
             return out
         except Exception as exc:
-            _fail(row, exc, is_ours)
+            _fail(row, exc, name.startswith("ours"))
             return None
         finally:
             progress.update(1)
@@ -791,7 +796,9 @@ def decode_notes(plan: DecodePlan, skipped: Sequence[DecodeCase], copy: dict[str
         f"copy bandwidth: {copy['gbps']:.0f} GB/s ({copy['method']}); %copy = GB/s / that",
         f"timing: {timing_method(plan.device)} after warm-up"
         + ("; do_bench flushes the L2 cache before every timed call, so small caches are read "
-           "from memory too" if plan.device.type == "cuda" else ""),
+           "from memory too" if "do_bench" in timing_method(plan.device) else "")
+        + ("; a call that syncs with the host (e.g. reads cache_seqlens) pays its launch "
+           "latency in the time" if plan.device.type == "cuda" else ""),
         "check before timing: every backend vs the float64 oracle on batch rows 0 and b-1 and "
         "vs ours (contiguous) on the whole output; '!' marks a mismatch",
         "ours/best = ours' GB/s over the best SDPA peer's on the same config (> 1: ours "
