@@ -240,6 +240,11 @@ def test_merge_layouts_keeps_the_faster_and_explains_failures() -> None:
     row = _row(0, "sdpa_cudnn", None, "n.a.")
     merge_layouts(row, {"view": {"status": "n.a.", "reason": "strides"}, "contiguous": ok_contig})
     assert row["layout"] == "contiguous" and row["reason"] == "view: strides"
+    row = _row(0, "sdpa_cudnn", None, "n.a.")
+    merge_layouts(row, {"view": dict(ok_view, check="mismatch", err_vs_ref=0.5),
+                        "contiguous": ok_contig})
+    assert row["layout"] == "contiguous" and row["check"] == "mismatch"
+    assert row["reason"] == "view: mismatch (rel. error vs oracle 5.00e-01)"
     row = _row(0, "sdpa_efficient", None)
     merge_layouts(row, {"view": {"status": "n.a.", "reason": "no gqa"},
                         "contiguous": {"status": "n.a.", "reason": "no gqa"}})
@@ -412,3 +417,30 @@ def test_tiny_cuda_decode_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         else:
             assert r["reason"], r
     assert (tmp_path / "decode_gbps.png").exists() and (tmp_path / "results.md").exists()
+
+
+def test_plot_has_one_legend_ending_with_the_copy_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """GB/s vs cache length, a panel per (head config, batch), the copy bandwidth as a
+    horizontal line, one figure legend (readable size) whose last entry is the copy line."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from flash_attn_c.bench.decode_report import write_decode_plot
+    figures = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    rows = []
+    for cid, (b, s, hk) in enumerate([(1, 1024, 8), (1, 4096, 8), (4, 1024, 8), (1, 1024, 32)]):
+        rows += [_row(cid, "ours", 0.05, batch=b, cache_len=s, kv_heads=hk),
+                 _row(cid, "sdpa_flash", 0.08, batch=b, cache_len=s, kv_heads=hk)]
+    fill_rates(rows, 2500.0)
+    assert Path(write_decode_plot(str(tmp_path), rows, 2500.0, "H100")).name == "decode_gbps.png"
+    fig = figures[0]
+    assert len(fig.axes) == 4                        # 2 head configs x 2 batches
+    assert "bf16" in fig._suptitle.get_text() and "H100" in fig._suptitle.get_text()
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["ours", "sdpa_flash", "device copy (2500 GB/s, read + write)"]
+    assert fig.legends[0].get_texts()[0].get_fontsize() >= 9
+    assert all(any(line.get_ydata()[0] == 2500.0 for line in ax.lines) for ax in fig.axes)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1k", "4k"]

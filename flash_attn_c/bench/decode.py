@@ -685,6 +685,12 @@ def merge_layouts(row: dict[str, Any], trials: dict[str, dict[str, Any]]) -> Non
         row.update(status="ok", layout=layout, ms=ms, check=t["check"],
                    err_vs_ref=t["err_vs_ref"], err_vs_ours=t["err_vs_ours"])
         failed = [f"{lay}: {x['reason']}" for lay, x in trials.items() if x.get("status") != "ok"]
+        # a wrong answer on the slower layout is reported too
+        failed += [f"{lay}: mismatch (rel. error vs oracle {x['err_vs_ref']:.2e})"
+                   for lay, x in trials.items() if x.get("status") == "ok" and lay != layout
+                   and x.get("check") == "mismatch"]
+        if len(failed) > len([x for x in trials.values() if x.get("status") != "ok"]):
+            row["check"] = "mismatch"
         row["reason"] = "; ".join(failed)
         return
     statuses = {t.get("status") for t in trials.values()}

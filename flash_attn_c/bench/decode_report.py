@@ -252,7 +252,8 @@ def decode_failure_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
     for r in rows:
         if r["check"] == "mismatch":
             notes.append(f"{r['backend']}: MISMATCH on {decode_label(r)}: rel. error vs oracle "
-                         f"{_fmt(r['err_vs_ref'], '.2e')}, vs ours {_fmt(r['err_vs_ours'], '.2e')}")
+                         f"{_fmt(r['err_vs_ref'], '.2e')}, vs ours {_fmt(r['err_vs_ours'], '.2e')}"
+                         + (f" ({r['reason']})" if r["reason"] else ""))
     return notes
 
 
@@ -285,8 +286,11 @@ def write_decode_plot(out_dir: str, rows: Sequence[dict[str, Any]], copy_gbps: O
         return None
     names = backend_order(rows)
     colors = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
-    groups = sorted({(r["dtype"], r["head_dim"], r["heads"], r["kv_heads"], r["q_tokens"])
-                     for r in rows})
+    groups: list[tuple[Any, ...]] = []  # in sweep order
+    for r in rows:
+        key = (r["dtype"], r["head_dim"], r["heads"], r["kv_heads"], r["q_tokens"])
+        if key not in groups:
+            groups.append(key)
     batches = sorted({r["batch"] for r in rows})
     lengths = sorted({r["cache_len"] for r in rows})
     top = max([r["gbps"] for r in rows if r["status"] == "ok" and r["gbps"]] + [copy_gbps or 0])
@@ -306,9 +310,11 @@ def write_decode_plot(out_dir: str, rows: Sequence[dict[str, Any]], copy_gbps: O
                             color=colors[name], label=name,
                             linestyle="-" if is_ours(name) else "--",
                             linewidth=2.2 if is_ours(name) else 1.4)
-            if copy_gbps:
+            if copy_gbps:  # labelled once, on the last panel: it ends the shared legend
+                last = gi == len(groups) - 1 and bi == len(batches) - 1
                 ax.axhline(copy_gbps, color="black", linestyle=":", linewidth=1.2,
-                           label=f"device copy ({copy_gbps:.0f} GB/s, read + write)")
+                           label=f"device copy ({copy_gbps:.0f} GB/s, read + write)" if last
+                           else "_nolegend_")
             ax.set_xscale("log", base=2)
             ax.set_xticks(lengths)
             ax.set_xticklabels([_length_label(s) for s in lengths])
@@ -320,7 +326,7 @@ def write_decode_plot(out_dir: str, rows: Sequence[dict[str, Any]], copy_gbps: O
                 ax.set_xlabel("cache length (tokens)")
             if bi == 0:
                 ax.set_ylabel("GB/s")
-    dtypes = ", ".join(sorted({g[0] for g in groups}))
+    dtypes = ", ".join(sorted({str(g[0]) for g in groups}))
     fig.suptitle(f"decode: GB/s (K+V + q + out) vs cache length, {dtypes} ({device_label})",
                  fontsize=12)
     figure_legend(fig, axes)
