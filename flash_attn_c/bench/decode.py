@@ -50,6 +50,7 @@ CUDA_DECODE_PEERS = ("sdpa_flash", "sdpa_cudnn", "sdpa_efficient")
 CPU_DECODE_PEERS = ("sdpa", "sdpa_math")
 PEER_LAYOUTS = ("view", "contiguous")
 GIB = 2 ** 30
+EXIT_CHECK_FAILED, EXIT_OURS_FAILED = 1, 3  # the CLI's exit codes (cli.py's docstring)
 # "caches of 256 MB or more" in the summary and the targets: K + V bytes of the whole batch.
 LARGE_CACHE_BYTES = 256 * 2 ** 20
 
@@ -856,7 +857,7 @@ def main_decode(args: argparse.Namespace, parser: argparse.ArgumentParser,
             print(f"\nSELF-CHECK FAILED: {len(failed)} of {len(check_results)} decode configs "
                   "exceed their error threshold (or raised); not benchmarking. Details above and "
                   f"in {os.path.join(args.out, 'check.json')}", file=sys.stderr, flush=True)
-            return 1
+            return EXIT_CHECK_FAILED
         print("self-check passed", flush=True)
         if args.check_only:
             return 0
@@ -920,6 +921,6 @@ def main_decode(args: argparse.Namespace, parser: argparse.ArgumentParser,
     if ours_bad:
         print(f"\nours failed (ERR) or mismatched the oracle on {len(ours_bad)} measurements; "
               "see the table", file=sys.stderr)
-        return 3
+        return EXIT_OURS_FAILED
     return 0
 
