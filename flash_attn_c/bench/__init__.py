@@ -12,6 +12,9 @@ attention on the same inputs. Modules:
     env       device detection and the run header
     progress  the progress bar
     report    tables, summary, JSON / CSV / PNG / markdown files
+    decode    the decode mode (--decode / --preset decode): flash_attn_with_kvcache on contiguous
+              and paged caches vs SDPA backends, GB/s and the fraction of the copy bandwidth
+    decode_report  the decode mode's tables, summary, targets and files
 """
 from .cli import main
 

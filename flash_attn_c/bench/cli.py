@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 
 from . import backends as backends_mod
+from . import decode as decode_mod
 from .cases import DIRECTIONS, DTYPES, BenchCase, BenchInputs, build_cases, make_inputs
 from .check import default_check_configs, format_check_row, run_check
 from .env import collect_header, format_header, pick_device
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
             "           flash/cudnn/efficient + eager where its fp32 (b,h,s,s) scores fit\n"
             "           --eager-max-gib; writes results.md for benchmarks/results/\n"
             "           (older names: default = quick, issue = sweep)\n"
+            "  decode   the decode sweep (same as --decode): flash_attn_with_kvcache, one query\n"
+            "           token over a K/V cache, contiguous and paged, vs SDPA backends; GB/s\n"
+            "           and fraction of the measured copy bandwidth (options: see 'decode')\n"
             "  --long   forward at 128k and fwd+bwd at 64k (b=1, h=16, d=128, bf16): peak\n"
             "           memory vs output+LSE size and eager's theoretical memory\n\n"
             "TFLOP/s: fwd 4*b*h*sq*sk*d (halved when causal), bwd 2.5x, fwd+bwd 3.5x; window and\n"
@@ -162,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("device and preset")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="device to run on (default: auto = CUDA if available, else CPU)")
-    g.add_argument("--preset", choices=list(PRESETS) + list(OLD_PRESET_NAMES), default="quick",
-                   metavar="{" + ",".join(PRESETS) + "}",
+    g.add_argument("--preset", choices=list(PRESETS) + ["decode"] + list(OLD_PRESET_NAMES),
+                   default="quick", metavar="{" + ",".join(list(PRESETS) + ["decode"]) + "}",
                    help="sweep preset (default: quick); see above")
     g.add_argument("--long", action="store_true",
                    help="long-sequence mode instead of the sweep (see above)")
@@ -197,10 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variable lengths: per-sequence lengths uniform in [s/2, s], run "
                         "through flash_attn_varlen_func; peers get a padded, masked batch")
 
+    decode_mod.add_decode_arguments(p, _list_of("int"), _list_of("str", decode_mod.PEER_LAYOUTS),
+                                    _positive_int, _positive_float)
+
     g = p.add_argument_group("peers")
     g.add_argument("--peers", metavar="LIST",
                    help=f"peers to time, or 'none'. CUDA: {','.join(backends_mod.CUDA_PEERS)}; "
-                        f"CPU: {','.join(backends_mod.CPU_PEERS)} (default: all for the device)")
+                        f"CPU: {','.join(backends_mod.CPU_PEERS)}; --decode: "
+                        f"{','.join(decode_mod.CUDA_DECODE_PEERS)} (CUDA), "
+                        f"{','.join(decode_mod.CPU_DECODE_PEERS)} (CPU) (default: all for the "
+                        "device)")
     g.add_argument("--eager-max-gib", type=_positive_float, metavar="GIB",
                    help="skip eager (n.a.) when its fp32 (b,h,s,s) scores exceed this "
                         "(default 8 CUDA, 2 CPU)")
@@ -547,6 +557,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"note: --preset {args.preset} is now called --preset "
               f"{OLD_PRESET_NAMES[args.preset]}", file=sys.stderr)
         args.preset = OLD_PRESET_NAMES[args.preset]
+    decode_error = decode_mod.check_decode_flags(args)
+    if decode_error:
+        parser.error(decode_error)
+    if args.decode or args.preset == "decode":
+        try:
+            device = pick_device(args.device)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return decode_mod.main_decode(args, parser, device, argv)
     try:
         device = pick_device(args.device)
         plan = resolve_plan(args, device)
