@@ -217,6 +217,8 @@ fa_splitkv_kernel(const fa_splitkv_args a)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int rr = g + 8 * half;
+        /* l_i holds this lane's columns only (fa_softmax.cuh): the row sum is the quad's */
+        const float l_row = quad_allreduce_sum(l_i[0][half]);
 #pragma unroll
         for (int db = 0; db < kDB; ++db) {
             float *dst = sO + (warp * kR + rr) * (D + 2) + 8 * db + 2 * t4;
@@ -225,7 +227,7 @@ fa_splitkv_kernel(const fa_splitkv_args a)
         }
         if (t4 == 0) {
             sM[warp * kR + rr] = m_i[0][half] == -INFINITY ? -INFINITY : m_i[0][half] * mul;
-            sL[warp * kR + rr] = l_i[0][half];
+            sL[warp * kR + rr] = l_row;
         }
     }
     __syncthreads();  /* why: rows are finalised by other threads than the ones that parked them */
