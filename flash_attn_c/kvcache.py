@@ -10,9 +10,13 @@ What one call does, per batch row b (q row b, cache row r = cache_batch_idx[b] o
      of that cache row (paged: through block_table[b]), with causal / window / ALiBi aligned to
      the bottom-right corner of that (sq, seqlen_k) matrix, seqlen_k = cache_seqlens[b] + s_new -
      cache_leftpad[b].
-Implementation: the visible keys of every row are gathered into one packed (total_k, hk, d) pair
-and handed to the varlen forward op once (so GQA, softcap, ALiBi and windows are the op's). The
-gather costs one copy of the visible cache; it is not a fused paged kernel.
+Implementation. CUDA (head_dim a multiple of 8, no gradients needed): rotary by the rotary op with
+the device cache_seqlens as offsets, the append by ops.kvcache_append_, the attention by the
+split-KV kernel (ops.fwd_kvcache: key splits merged by LSE, GQA-packed rows, paged caches of any
+page size read in place): nothing is read on the host, so a decode step can be captured in a
+CUDA graph or compiled with torch.compile(fullgraph=True). Otherwise (CPU, the oracle; a call
+that needs gradients; an odd head_dim) the visible keys of every row are gathered into one packed
+(total_k, hk, d) pair for the varlen forward op, with the lengths read on the host.
 
 Shapes (d = head dim, h % hk == 0):
     q           (b, sq, h, d)
@@ -27,11 +31,14 @@ Shapes (d = head dim, h % hk == 0):
     -> out (b, sq, h, d); with return_softmax_lse also lse fp32 (b, h, sq)
 
 Differences from flash-attn (documented, none changes a result flash-attn accepts):
-  * num_splits is accepted and ignored (the op chooses its own work split);
+  * num_splits = 0 picks the split count by the heuristic of csrc/cuda/common/fa_tuning.h; n > 0
+    is honoured on CUDA (capped at 128 and at the number of key tiles); the CPU ignores it;
   * page_block_size may be any size >= 1 (flash-attn needs a multiple of 256), and paged caches
     work together with cache_leftpad;
-  * the per-row lengths are read on the host (one small copy; a sync on CUDA), so this function
-    is not meant for CUDA-graph capture or torch.compile(fullgraph=True).
+  * on CUDA the device values (cache_seqlens, cache_leftpad, block_table, cache_batch_idx) are
+    not validated (that would need a host sync): lengths are clamped to the cache, block or row
+    indices outside the cache read as zero keys and their appends are skipped, rotary positions
+    past seqlen_ro are left unrotated; the CPU path validates them and raises.
 Like flash-attn, rotary_cos/sin are ignored when k/v are not given, and without cache_seqlens
 the whole cache (s_cache, or max_blocks_per_seq * page_block_size) is attended to.
 Rows that see no key give out = 0 and lse = -inf.
