@@ -142,10 +142,30 @@ def timings(quick: bool) -> None:
             del kc, vc
 
 
+def splits_sweep() -> None:
+    """Time of small-batch decodes against num_splits (0 = the heuristic)."""
+    h, hk, d = 32, 8, 128
+    print("| b | cache | " + " | ".join(f"splits {n} ms" for n in (0, 16, 32, 64, 128)) + " |")
+    print("|---|---|" + "---|" * 5)
+    for b, s in ((1, 32768), (1, 131072), (4, 16384), (8, 8192)):
+        q = torch.randn(b, 1, h, d, device="cuda", dtype=torch.bfloat16)
+        kc = torch.randn(b, s, hk, d, device="cuda", dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        lens = torch.full((b,), s, dtype=torch.int32, device="cuda")
+        cells = [cuda_time(lambda: flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, num_splits=n))
+                 for n in (0, 16, 32, 64, 128)]
+        print(f"| {b} | {s} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        del kc, vc
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--splits", action="store_true", help="only the num_splits sweep")
     args = ap.parse_args()
+    if args.splits:
+        splits_sweep()
+        sys.exit(0)
     good = parity()
     timings(args.quick)
     sys.exit(0 if good else 1)
