@@ -147,7 +147,10 @@ def paged_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     if not q.is_cuda and not torch.compiler.is_compiling():
         _check_values_on_host(cu_k, bt, num_blocks, page, max_seqlen_k)
     capacity = max_blocks * page
-    rows = 0 if num_blocks == 0 else b * torch.sym_min(max_seqlen_k, capacity)
+    # a static bound on the packed rows; max_seqlen_k may be a SymInt under torch.compile
+    per_seq = min(max_seqlen_k, capacity) if isinstance(max_seqlen_k, int) \
+        else torch.sym_min(max_seqlen_k, capacity)
+    rows = 0 if num_blocks == 0 else b * per_seq
     cu_packed = cu_k - cu_k[:1]  # sequence i at packed rows [cu_packed[i], cu_packed[i + 1])
     k_packed = gather_paged(k, cu_k, bt, rows)
     v_packed = gather_paged(v, cu_k, bt, rows)
