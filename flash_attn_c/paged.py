@@ -1,4 +1,5 @@
-"""flash_attn_varlen_func with block_table (flash-attn 2.8 semantics): attention over a paged KV cache.
+"""flash_attn_varlen_func with block_table (flash-attn 2.8 semantics): attention over a paged KV
+cache.
 
 Layout (d = head dim, h % hk == 0):
     q            (total_q, h, d), packed like any varlen q, cu_seqlens_q int32 (b + 1,)
@@ -25,7 +26,7 @@ checked on CPU, where they are free to read; on CUDA the usual eager cu_seqlens 
 flash_attn_varlen_func runs (lengths <= max_seqlen_k) and nothing else is read on the host (bad
 block indices are clamped, as flash-attn does not check them either).
 """
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 
@@ -102,8 +103,8 @@ def _check_values_on_host(cu_k: torch.Tensor, bt: torch.Tensor, num_blocks: int,
         bad = ((used < 0) | (used >= num_blocks)).nonzero()
         if bad.numel():
             j = int(bad[0, 0])
-            raise ValueError(f"block_table[{i}, {j}] = {int(used[j])} is read by sequence {i} but is "
-                             f"not a block of k (must be in [0, {num_blocks}))")
+            raise ValueError(f"block_table[{i}, {j}] = {int(used[j])} is read by sequence {i} but "
+                             f"is not a block of k (must be in [0, {num_blocks}))")
 
 
 def gather_paged(cache: torch.Tensor, cu_k: torch.Tensor, block_table: torch.Tensor,

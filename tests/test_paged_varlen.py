@@ -280,6 +280,59 @@ def test_paged_varlen_compile_fullgraph():
     assert_ratio("out", compiled, ref.out, base.out, dtype, FWD_FACTOR)
 
 
+@pytest.mark.gpu
+def test_paged_varlen_cuda_graph_reads_tables_on_device():
+    """Captured in a CUDA graph, then the lengths (cu_seqlens_k) and the block_table change in
+    place: each replay follows the new contents (nothing was read on the host at capture)."""
+    dtype, dev = torch.float16, "cuda"
+    h, hk, d, page, max_k = 8, 2, 64, 16, 200
+    lens_q = (1, 1, 1)
+    q = torch.randn(3, h, d, device=dev, dtype=dtype)
+    cq = cu_from_lens(lens_q, dev)
+    scenarios = [(0, 77, 200), (200, 1, 16), (33, 0, 150)]
+    pages = []
+    for lens_k in scenarios:
+        k = torch.randn(sum(lens_k), hk, d, device=dev, dtype=dtype)
+        v = torch.randn_like(k)
+        pages.append((k, v, make_paged(k, v, lens_k, page, extra_blocks=0,
+                                       spare_blocks=60 - sum((n + page - 1) // page
+                                                             for n in lens_k))))
+    # one cache / table / cu_seqlens_k storage, refilled per scenario
+    kc, vc = pages[0][2].k_cache.clone(), pages[0][2].v_cache.clone()
+    bt = torch.full((3, (max_k + page - 1) // page), -1, dtype=I32, device=dev)
+    ck = cu_from_lens(scenarios[0], dev)
+
+    def load(i):
+        pg = pages[i][2]
+        kc.copy_(pg.k_cache), vc.copy_(pg.v_cache), ck.copy_(cu_from_lens(scenarios[i], dev))
+        bt.fill_(-1)
+        bt[:, :pg.block_table.shape[1]].copy_(pg.block_table)
+
+    def f():
+        return flash_attn_c.flash_attn_varlen_func(q, kc, vc, cq, ck, 1, max_k, causal=True,
+                                                   block_table=bt)
+
+    load(0)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        f()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = f()
+    for i, lens_k in enumerate(scenarios):
+        load(i)
+        graph.replay()
+        k, v, _ = pages[i]
+        ck_i = cu_from_lens(lens_k, dev)
+        kw = dict(causal=True, cu_seqlens_q=cq, cu_seqlens_k=ck_i, max_seqlen_q=1,
+                  max_seqlen_k=max_k)
+        ref = ref_forward_backward((q, k, v), None, upcast=True, **kw)
+        base = ref_forward_backward((q, k, v), None, upcast=False, **kw)
+        assert_ratio(f"replay {i}", static_out, ref.out, base.out, dtype, FWD_FACTOR)
+
+
 # --------------------------------------------------------------------------------------------
 # bad input: errors naming the argument (CPU: the values are checked there)
 # --------------------------------------------------------------------------------------------
