@@ -1,6 +1,6 @@
 """The decode path of flash_attn_with_kvcache: a wide matrix of the scenarios a split-KV decode
-kernel must get right, every case through tests/test_kvcache.run_case (float64 oracle per sequence,
-error-ratio rule on out and lse, the whole cache compared before/after: exactly the slots
+kernel must get right, every case through run_case of tests/test_kvcache.py (float64 oracle per
+sequence, error-ratio rule on out and lse, the whole cache compared before/after: exactly the slots
 [cache_seqlens[b], cache_seqlens[b] + s_new) written, bit-for-bit nothing else).
 
 Every case poisons the cache (KV.poison): slots before cache_leftpad, from cache_seqlens on, the
