@@ -229,13 +229,18 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     sequence lengths (length 0 allowed); max_seqlen_q/k: ints >= every length. Masks use each
     sequence's own lengths. Returns out (total_q, h, d), or (out, softmax_lse (h, total_q),
     S_dmask (b, h, max_seqlen_q, max_seqlen_k)). Under torch.compile max_seqlen_q/k stay symbolic
-    (one graph serves every packed batch).
+    (one graph serves every packed batch). block_table int32 (b, max_blocks_per_seq): k/v are
+    then paged caches (num_blocks, page_block_size, hk, d), any page size >= 1, and sequence i's
+    key p is k[block_table[i, p // page_block_size], p % page_block_size] (flash_attn_c.paged).
     """
-    if block_table is not None:
-        raise NotImplementedError("block_table (paged KV cache) is not supported by "
-                                  "flash_attn_c.flash_attn_varlen_func yet")
     if cu_seqlens_q is None or cu_seqlens_k is None:
         raise ValueError("cu_seqlens_q and cu_seqlens_k are required (int32 tensors of shape (b + 1,))")
+    if block_table is not None:  # paged KV cache: see flash_attn_c/paged.py
+        from .paged import paged_varlen_attention  # local import: paged imports this module
+        return paged_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                      max_seqlen_k, dropout_p, softmax_scale, causal, window_size,
+                                      softcap, alibi_slopes, deterministic, return_attn_probs,
+                                      block_table=block_table)
     return _attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                       softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic,
                       return_attn_probs)

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import pytest
 import torch
 
-from conftest import dev_cases
+from conftest import dev_cases, poison_allocator
 from oracle import (FWD_FACTOR, assert_grads, assert_lse, assert_ratio, attention_ref, make_alibi,
                     one_thread)
 
@@ -77,6 +77,8 @@ class KV:
     seqlens_int: bool = False      # pass cache_seqlens as a Python int (all equal)
     alibi: Optional[str] = None
     softcap: float = 0.0
+    poison: bool = False     # every cache slot outside [leftpad, seqlen) NaN (k) / +inf (v)
+    num_splits: int = 0      # passed through (0 = the library's choice)
 
     def __str__(self) -> str:
         parts = [f"b{self.b}", f"q{self.sq}", f"n{self.s_new}", f"h{self.h}k{self.hk}", f"d{self.d}"]
@@ -98,6 +100,10 @@ class KV:
             parts.append(f"alibi-{self.alibi}")
         if self.softcap:
             parts.append(f"softcap{self.softcap:g}")
+        if self.poison:
+            parts.append("poison")
+        if self.num_splits:
+            parts.append(f"splits{self.num_splits}")
         return "-".join(parts)
 
 
@@ -105,8 +111,21 @@ def positional_q(c: KV) -> bool:
     return c.causal or tuple(c.window) != (-1, -1)
 
 
-def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False):
-    """Builds the scenario, calls the library, checks out / lse / cache against the oracle."""
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equality (NaN == NaN of the same payload; torch.equal says NaN != NaN)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    it = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    return torch.equal(a.contiguous().view(it), b.contiguous().view(it))
+
+
+def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False, full: bool = False):
+    """Builds the scenario, calls the library, checks out / lse / cache against the oracle.
+
+    With c.poison every cache slot the call may not read (before cache_leftpad, from
+    cache_seqlens on, the rows / pages no batch row owns) holds NaN in k_cache and +inf in
+    v_cache: a kernel that lets a masked slot reach a sum (0 * inf, NaN scores) fails the
+    finiteness check of out / lse. Returns out, or (out, lse or None) with full=True."""
     b, hk, d = c.b, c.hk, c.d
     b_cache = c.b_cache or b
     q = torch.randn(b, c.sq, c.h, d, device=device, dtype=dtype)
@@ -124,19 +143,29 @@ def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False):
         cos, sin = make_rotary(max(seqlens) + max(c.s_new, c.sq) + 3, rd, dtype, device)
     slopes = make_alibi(c.alibi, b, c.h, device)
 
+    if c.poison:  # slots outside [leftpad, seqlen) of each used row; unused rows entirely
+        keep = torch.zeros(logical_k.shape[:2], dtype=torch.bool)
+        for i in range(b):
+            keep[rows[i] if not c.page else i, leftpad[i]:seqlens[i]] = True
+        keep = keep.to(device)
+        logical_k[~keep] = float("nan")
+        logical_v[~keep] = float("inf")
+
     # storage actually passed to the library
     block_table = None
     if c.page:
+        assert c.capacity % c.page == 0
         nblk = c.capacity // c.page
         num_blocks = b * nblk + 3  # a few blocks no sequence owns: must stay untouched
-        perm = torch.randperm(num_blocks)[:b * nblk].view(b, nblk)
+        perm = torch.randperm(num_blocks)[:b * nblk].view(b, nblk).to(device)
         k_cache = torch.randn(num_blocks, c.page, hk, d, device=device, dtype=dtype)
         v_cache = torch.randn_like(k_cache)
-        for i in range(b):
-            for j in range(nblk):
-                k_cache[perm[i, j]] = logical_k[i, j * c.page:(j + 1) * c.page]
-                v_cache[perm[i, j]] = logical_v[i, j * c.page:(j + 1) * c.page]
-        block_table = perm.to(torch.int32).to(device)
+        if c.poison:
+            k_cache.fill_(float("nan"))
+            v_cache.fill_(float("inf"))
+        k_cache[perm.flatten()] = logical_k.reshape(b * nblk, c.page, hk, d)
+        v_cache[perm.flatten()] = logical_v.reshape(b * nblk, c.page, hk, d)
+        block_table = perm.to(torch.int32)
     else:
         k_cache, v_cache = logical_k.clone(), logical_v.clone()
     k_cache0, v_cache0 = k_cache.clone(), v_cache.clone()
@@ -183,10 +212,11 @@ def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False):
                              if c.leftpad else None),
               block_table=block_table, causal=c.causal, window_size=c.window, softcap=c.softcap,
               rotary_interleaved=c.rotary == "inter", alibi_slopes=slopes,
-              return_softmax_lse=lse)
+              num_splits=c.num_splits, return_softmax_lse=lse)
     qg = q.clone().requires_grad_(grad)
     kg = k_new.clone().requires_grad_(grad) if c.s_new else None
     vg = v_new.clone().requires_grad_(grad) if c.s_new else None
+    poison_allocator(device, [q.numel() * q.element_size()] * 2 + [b * c.h * c.sq * 4])
     res = flash_attn_with_kvcache(qg, k_cache, v_cache, kg, vg, **kw)
     out, lse_ours = res if lse else (res, None)
     assert isinstance(out, torch.Tensor) and out.shape == q.shape and out.dtype == dtype
@@ -210,9 +240,9 @@ def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False):
                 exp_v[idx] = v_new[i, j]
                 written[idx] = True
         kc, vc = k_cache.detach(), v_cache.detach()
-        assert torch.equal(kc[~written], exp_k[~written]), "k_cache changed outside the new rows"
-        assert torch.equal(vc[~written], exp_v[~written]), "v_cache changed outside the new rows"
-        assert torch.equal(vc[written], exp_v[written]), "v_cache new rows differ from v"
+        assert same_bits(kc[~written], exp_k[~written]), "k_cache changed outside the new rows"
+        assert same_bits(vc[~written], exp_v[~written]), "v_cache changed outside the new rows"
+        assert same_bits(vc[written], exp_v[written]), "v_cache new rows differ from v"
         if c.rotary:  # rotated in fp32 vs fp64: within the rounding rule
             base_k = torch.stack([base_krot[i][j] for i in range(b) for j in range(c.s_new)]) \
                 if c.s_new else kc[written]
@@ -225,7 +255,7 @@ def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False):
                 else kc[written]
             assert_ratio("k_cache new rows (rotary)", ours_k, ref_k, base_k, dtype, FWD_FACTOR)
         else:
-            assert torch.equal(kc[written], exp_k[written]), "k_cache new rows differ from k"
+            assert same_bits(kc[written], exp_k[written]), "k_cache new rows differ from k"
 
     if grad:  # autograd through rotary, the in-place append, the gather and the op
         dout = torch.randn_like(out)
@@ -253,7 +283,7 @@ def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False):
                                           softcap=c.softcap, upcast=upcast).out[0])
             grads.append(torch.autograd.grad(torch.stack(outs), (ql, kl, vl), dout.to(ct)))
         assert_grads(ours, grads[0], grads[1], dtype)
-    return out
+    return (out, lse_ours) if full else out
 
 
 # --------------------------------------------------------------------------------------------
