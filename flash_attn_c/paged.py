@@ -12,7 +12,9 @@ Entries of block_table past a sequence's last key are never read (they may be -1
 Returns what flash_attn_varlen_func returns: out (total_q, h, d), or (out, softmax_lse
 (h, total_q), S_dmask (b, h, max_seqlen_q, max_seqlen_k)) with return_attn_probs.
 
-Implementation: the visible keys of every sequence are gathered on q's device into one packed
+Implementation. CUDA decode-style calls (max_seqlen_q <= 16, no dropout, no probabilities, no
+gradient to track, head_dim a multiple of 8) read the pages in place on the split-KV kernel
+(ops.fwd_kvcache with block_table and cu_seqlens_k). Otherwise the visible keys of every sequence are gathered on q's device into one packed
 (rows, hk, d) pair, laid out as a plain varlen batch (sequence i at rows [cu_seqlens_k[i] -
 cu_seqlens_k[0], cu_seqlens_k[i + 1] - cu_seqlens_k[0])), and handed to the normal varlen op. The
 number of rows is a static bound, b * min(max_seqlen_k, max_blocks_per_seq * page_block_size),
@@ -30,7 +32,9 @@ from typing import Tuple, Union
 
 import torch
 
-from .interface import _check_tensor, _max_seqlen, attention_with_lse
+from . import _ops
+from .interface import (_check_cu_seqlens_on_device, _check_scalars, _check_tensor, _max_seqlen,
+                        _softmax_scale, _window, attention_with_lse)
 
 _PAGED = "(num_blocks, page_block_size, nheads_k, headdim)"
 
@@ -148,6 +152,17 @@ def paged_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     if not q.is_cuda and not torch.compiler.is_compiling():
         _check_values_on_host(cu_k, bt, num_blocks, page, max_seqlen_k)
     capacity = max_blocks * page
+    if _native(q, k, v, max_seqlen_q, dropout_p, return_attn_probs):
+        _, softcap = _check_scalars(dropout_p, softcap)
+        left, right = _window(window_size, causal)
+        _check_cu_seqlens_on_device(cu_seqlens_q, q.shape[0], max_seqlen_q, "cu_seqlens_q",
+                                    "max_seqlen_q")
+        _check_cu_seqlens_on_device(cu_k, 1 << 62, max_seqlen_k, "cu_seqlens_k", "max_seqlen_k")
+        out, lse = _ops.ops.fwd_kvcache(q, k, v, None, None, None, bt, cu_seqlens_q, cu_k,
+                                        max_seqlen_q, max_seqlen_k,
+                                        _softmax_scale(softmax_scale, q.shape[-1]), left, right,
+                                        softcap, alibi_slopes, 0)
+        return (out, lse, q.new_empty((0,))) if return_attn_probs else out
     # a static bound on the packed rows; max_seqlen_k may be a SymInt under torch.compile
     per_seq = min(max_seqlen_k, capacity) if isinstance(max_seqlen_k, int) \
         else torch.sym_min(max_seqlen_k, capacity)
@@ -160,3 +175,16 @@ def paged_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                                          causal, window_size, softcap, alibi_slopes,
                                          deterministic, return_attn_probs)
     return (out, lse, probs) if return_attn_probs else out
+
+
+def _native(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, max_seqlen_q, dropout_p,
+            return_attn_probs) -> bool:
+    """Whether a paged call reads the pages in place on the CUDA split-KV kernel: inference
+    (nothing requires grad), a short query block (decode, speculative decoding), no dropout or
+    probabilities, head_dim a multiple of 8 (caches are never padded)."""
+    if not q.is_cuda or q.shape[-1] % 8 or return_attn_probs or not isinstance(max_seqlen_q, int):
+        return False
+    if max_seqlen_q > 16 or (isinstance(dropout_p, (int, float)) and dropout_p > 0.0):
+        return False
+    return not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or
+                                              v.requires_grad))
