@@ -97,8 +97,10 @@ GPU_SPLITS = [
                                    cpu_dtypes=(torch.bfloat16,), marks=[pytest.mark.parity_fwd]))
 def test_decode_num_splits(device, dtype, case):
     """The same inputs (same seed) with num_splits 0, 1, 3, 64: each passes the oracle check,
-    and out equals num_splits=0's within one rounding of the output dtype (the splits change only
-    the fp32 summation order), lse within fp32 rounding."""
+    and out is close to num_splits=0's: within a quarter of the dtype's epsilon times the output
+    scale (P enters the P V product in the input dtype, normalised by each split's own running
+    max, so the splits round P differently: measured on the H100 up to 1 bf16 ulp at 0.125-0.25,
+    a wrong merge is off by O(0.1)); lse within fp32 rounding."""
     res = {}
     for ns in SPLITS:
         torch.manual_seed(20240)
@@ -107,7 +109,8 @@ def test_decode_num_splits(device, dtype, case):
     scale = max(1.0, float(out0.abs().max()))
     for ns in SPLITS[1:]:
         out, lse = res[ns]
-        torch.testing.assert_close(out, out0, rtol=torch.finfo(dtype).eps, atol=1e-4 * scale,
+        torch.testing.assert_close(out, out0, rtol=torch.finfo(dtype).eps,
+                                   atol=0.25 * torch.finfo(dtype).eps * scale,
                                    msg=lambda m: f"num_splits={ns} vs 0: {m}")
         torch.testing.assert_close(lse, lse0, rtol=1e-5, atol=1e-5,
                                    msg=lambda m: f"lse, num_splits={ns} vs 0: {m}")
