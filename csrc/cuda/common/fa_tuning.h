@@ -210,8 +210,11 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * (K and V) and 2 blocks per SM (smem <= 113 KB each on H100/H200; A100 too).
      * Split count (num_splits = 0, fa_splitkv_num_splits): enough splits that the grid fills 2
      * blocks per SM, b * hk * row_tiles * splits >= 2 * SMs, each split at least 4 key tiles,
-     * at most FA_SPLITKV_MAX_SPLITS. Rows: first guesses by that budget; the decode sweep of
-     * benchmarks/results/ is what they answer to. */
+     * at most FA_SPLITKV_MAX_SPLITS. Rows: first guesses by that budget. Measured (H100, run 17,
+     * benchmarks/results/2026-12-06_h100_run17_decode.md): at copy bandwidth (3.0-3.1 TB/s) from
+     * b = 64 on; the split count is the weak part: 9 splits at b = 4, hk = 8 make 288 blocks on
+     * 264 slots (a nearly empty second wave, 0.81x cuDNN), and 16 splits beat the heuristic by
+     * 4-10% at b = 1..8. Next: a wave-aware count. */
     {.kernel = FA_KERNEL_SPLITKV, .arch = 80, .d = 64, .br = 16, .bc = 64, .warps = 4, .stages = 4,
      .reason = "16 keys per warp (one P V k-step); 3 tiles = 48 KB of K/V in flight per block; "
                "smem 2 + 64 = 66 KB -> 3 blocks/SM on H100"},
