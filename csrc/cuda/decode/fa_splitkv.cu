@@ -56,29 +56,11 @@ size_t fa_splitkv_workspace_bytes(const fa_params *p)
 void fa_splitkv_fill_args(const fa_params *p, int num_splits, int bucket, fa_splitkv_args *a)
 {
     memset(a, 0, sizeof(*a));
-    a->q = p->q;
-    a->k = p->k;
-    a->v = p->v;
-    a->o = p->o;
-    a->lse = p->lse;
+    (void)fa_fwd_fill_args(p, &a->f);  /* its one failure (philox pointers) concerns dropout only */
     if (num_splits > 1) {
         a->o_part = (float *)p->workspace;
         a->lse_part = a->o_part + (size_t)num_splits * p->batch * p->heads * p->seqlen_q * bucket;
     }
-    a->q_batch_stride = p->q_batch_stride;
-    a->q_row_stride = p->q_row_stride;
-    a->q_head_stride = p->q_head_stride;
-    a->k_batch_stride = p->k_batch_stride;
-    a->k_row_stride = p->k_row_stride;
-    a->k_head_stride = p->k_head_stride;
-    a->v_batch_stride = p->v_batch_stride;
-    a->v_row_stride = p->v_row_stride;
-    a->v_head_stride = p->v_head_stride;
-    a->o_batch_stride = p->o_batch_stride;
-    a->o_row_stride = p->o_row_stride;
-    a->o_head_stride = p->o_head_stride;
-    a->cu_seqlens_q = p->cu_seqlens_q;
-    a->cu_seqlens_k = p->cu_seqlens_k;
     a->seqused_k = p->seqused_k;
     a->leftpad_k = p->leftpad_k;
     a->cache_batch_idx = p->cache_batch_idx;
@@ -86,25 +68,6 @@ void fa_splitkv_fill_args(const fa_params *p, int num_splits, int bucket, fa_spl
     a->block_table_batch_stride = p->block_table_batch_stride;
     a->page = (int)p->page_block_size;
     a->kv_cache_rows = (int)(p->kv_cache_rows < 2147483647LL ? p->kv_cache_rows : 2147483647LL);
-    a->total_q = p->total_q;
-    a->batch = (int)p->batch;
-    a->heads = (int)p->heads;
-    a->heads_k = (int)p->heads_k;
-    a->group = (int)(p->heads / p->heads_k);
-    a->seqlen_q = (int)p->seqlen_q;
-    a->seqlen_k = (int)p->seqlen_k;
-    a->head_dim = (int)p->head_dim;
-    a->window_left = fa_window_clamp(p->window_left, p->seqlen_k);
-    a->window_right = fa_window_clamp(p->window_right, p->seqlen_k);
-    a->scale = p->softmax_scale;
-    a->scale_log2 = p->softmax_scale * 1.4426950408889634f;
-    a->softcap = p->softcap;
-    if (p->softcap > 0.f) {
-        a->softcap_log2 = p->softcap * 1.4426950408889634f;
-        a->scale_div_softcap = p->softmax_scale / p->softcap;
-    }
-    a->alibi_slopes = p->alibi_slopes;
-    a->alibi_batch_stride = p->alibi_batch_stride;
     a->num_splits = num_splits;
 }
 
@@ -119,7 +82,7 @@ fa_status fa_splitkv_run(const fa_params *p, cudaStream_t stream)
         return FA_ERR_WORKSPACE;
     fa_splitkv_args a;
     fa_splitkv_fill_args(p, splits, bucket, &a);
-    if (a.batch == 0 || a.seqlen_q == 0) return FA_OK;
+    if (a.f.batch == 0 || a.f.seqlen_q == 0) return FA_OK;
     switch (bucket) {
     case 64: return fa_splitkv_launch_hdim<64>(a, p->dtype, stream);
     case 128: return fa_splitkv_launch_hdim<128>(a, p->dtype, stream);

@@ -13,24 +13,16 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include "flash_attn_c.h"
+#include "fa_fwd.h"
 
 #define FA_SPLITKV_ROWS 16      /* packed query rows per block: one mma m-tile */
 #define FA_SPLITKV_MAX_SPLITS 128
 
 typedef struct fa_splitkv_args {
-    const void *q;     /* (b, sq, h, d) | (total_q, h, d) */
-    const void *k;     /* KV-cache layout of fa_params: (rows, capacity, hk, d) | paged | packed */
-    const void *v;     /* like k */
-    void *o;           /* like q */
-    float *lse;        /* (b, h, sq) | (h, total_q) */
+    fa_fwd_args f;     /* the forward's fields: q, k, v, o, lse, strides, sizes, mask, softcap,
+                          ALiBi (fa_fwd_fill_args); k/v in the KV-cache layout of fa_params */
     float *o_part;     /* (num_splits, b, h, seqlen_q, D) fp32, when num_splits > 1 */
     float *lse_part;   /* (num_splits, b, h, seqlen_q) fp32, when num_splits > 1 */
-    int64_t q_batch_stride, q_row_stride, q_head_stride;
-    int64_t k_batch_stride, k_row_stride, k_head_stride;
-    int64_t v_batch_stride, v_row_stride, v_head_stride;
-    int64_t o_batch_stride, o_row_stride, o_head_stride;
-    const int32_t *cu_seqlens_q;     /* (b + 1,) or NULL */
-    const int32_t *cu_seqlens_k;     /* (b + 1,) or NULL */
     const int32_t *seqused_k;        /* (b,) or NULL */
     const int32_t *leftpad_k;        /* (b,) or NULL */
     const int32_t *cache_batch_idx;  /* (b,) or NULL */
@@ -38,14 +30,6 @@ typedef struct fa_splitkv_args {
     int64_t block_table_batch_stride;
     int page;                        /* page_block_size (block_table) */
     int kv_cache_rows;               /* k/v dim 0 (block_table / cache_batch_idx) */
-    int64_t total_q;                 /* varlen: rows of q (LSE pitch) */
-    int batch, heads, heads_k, group;
-    int seqlen_q, seqlen_k;          /* dense sizes or varlen maxima; seqlen_k = capacity */
-    int head_dim;                    /* real d, multiple of 8, <= the kernel's bucket */
-    int window_left, window_right;   /* -1 = unbounded */
-    float scale, scale_log2, softcap, softcap_log2, scale_div_softcap;
-    const float *alibi_slopes;       /* NULL or (h,) / (b, h) */
-    int64_t alibi_batch_stride;
     int num_splits;                  /* >= 1 */
 } fa_splitkv_args;
 
@@ -65,33 +49,33 @@ typedef struct fa_kv_seq {
 static __device__ __forceinline__ fa_kv_seq fa_kv_seq_get(const fa_splitkv_args &a, int b)
 {
     fa_kv_seq s;
-    s.sq = a.seqlen_q;
+    s.sq = a.f.seqlen_q;
     s.q_begin = 0;
-    if (a.cu_seqlens_q != NULL) {
-        s.q_begin = a.cu_seqlens_q[b];
-        s.sq = max(0, min(a.cu_seqlens_q[b + 1] - s.q_begin, a.seqlen_q));
+    if (a.f.cu_seqlens_q != NULL) {
+        s.q_begin = a.f.cu_seqlens_q[b];
+        s.sq = max(0, min(a.f.cu_seqlens_q[b + 1] - s.q_begin, a.f.seqlen_q));
     }
-    int end = a.seqlen_k;
+    int end = a.f.seqlen_k;
     int64_t row = b;
     s.valid_row = true;
     s.k_row0 = s.v_row0 = 0;
-    if (a.cu_seqlens_k != NULL) {
-        const int k0 = a.cu_seqlens_k[b];
-        end = a.cu_seqlens_k[b + 1] - k0;
+    if (a.f.cu_seqlens_k != NULL) {
+        const int k0 = a.f.cu_seqlens_k[b];
+        end = a.f.cu_seqlens_k[b + 1] - k0;
         if (a.block_table == NULL) {
-            s.k_row0 = (int64_t)k0 * a.k_row_stride;
-            s.v_row0 = (int64_t)k0 * a.v_row_stride;
+            s.k_row0 = (int64_t)k0 * a.f.k_row_stride;
+            s.v_row0 = (int64_t)k0 * a.f.v_row_stride;
         }
     } else if (a.block_table == NULL) {
         if (a.cache_batch_idx != NULL) {
             row = a.cache_batch_idx[b];
             s.valid_row = row >= 0 && row < a.kv_cache_rows;
         }
-        s.k_row0 = row * a.k_batch_stride;
-        s.v_row0 = row * a.v_batch_stride;
+        s.k_row0 = row * a.f.k_batch_stride;
+        s.v_row0 = row * a.f.v_batch_stride;
     }
     if (a.seqused_k != NULL) end = a.seqused_k[b];
-    end = max(0, min(end, a.seqlen_k));
+    end = max(0, min(end, a.f.seqlen_k));
     s.start = a.leftpad_k != NULL ? max(0, min(a.leftpad_k[b], end)) : 0;
     s.sk = s.valid_row ? end - s.start : 0;
     return s;
@@ -101,8 +85,8 @@ static __device__ __forceinline__ fa_kv_seq fa_kv_seq_get(const fa_splitkv_args 
 static __device__ __forceinline__ int64_t fa_splitkv_lse_index(const fa_splitkv_args &a, const fa_kv_seq &s,
                                                                int b, int head, int i)
 {
-    if (a.cu_seqlens_q != NULL) return (int64_t)head * a.total_q + s.q_begin + i;
-    return ((int64_t)b * a.heads + head) * a.seqlen_q + i;
+    if (a.f.cu_seqlens_q != NULL) return (int64_t)head * a.f.total_q + s.q_begin + i;
+    return ((int64_t)b * a.f.heads + head) * a.f.seqlen_q + i;
 }
 
 /* Element offset of row i, head `head` of sequence b in a q-like tensor with these strides. */
@@ -110,7 +94,7 @@ static __device__ __forceinline__ int64_t fa_splitkv_row_offset(const fa_splitkv
                                                                 int b, int i, int head, int64_t batch_stride,
                                                                 int64_t row_stride, int64_t head_stride)
 {
-    const int64_t seq = a.cu_seqlens_q != NULL ? (int64_t)s.q_begin * row_stride : (int64_t)b * batch_stride;
+    const int64_t seq = a.f.cu_seqlens_q != NULL ? (int64_t)s.q_begin * row_stride : (int64_t)b * batch_stride;
     return seq + (int64_t)i * row_stride + (int64_t)head * head_stride;
 }
 
@@ -118,7 +102,7 @@ static __device__ __forceinline__ int64_t fa_splitkv_row_offset(const fa_splitkv
 static __device__ __forceinline__ int64_t fa_splitkv_part_index(const fa_splitkv_args &a, int split, int b,
                                                                int head, int i)
 {
-    return (((int64_t)split * a.batch + b) * a.heads + head) * a.seqlen_q + i;
+    return (((int64_t)split * a.f.batch + b) * a.f.heads + head) * a.f.seqlen_q + i;
 }
 
 /* Host: fills the arguments from a checked fa_params (num_splits resolved by the caller). */

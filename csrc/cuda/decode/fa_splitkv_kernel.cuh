@@ -51,15 +51,15 @@ static __device__ __forceinline__ void block_load_kv_tile(uint16_t *sK /* [Bc][D
     static_assert(kThreads % kChunks == 0 || kChunks % kThreads == 0, "chunk walk");
     constexpr int kRowsPerPass = kThreads >= kChunks ? kThreads / kChunks : 1;
     constexpr int kPasses = Bc * kChunks / kThreads;
-    const uint16_t *gK = (const uint16_t *)a.k + (int64_t)kh * a.k_head_stride;
-    const uint16_t *gV = (const uint16_t *)a.v + (int64_t)kh * a.v_head_stride;
+    const uint16_t *gK = (const uint16_t *)a.f.k + (int64_t)kh * a.f.k_head_stride;
+    const uint16_t *gV = (const uint16_t *)a.f.v + (int64_t)kh * a.f.v_head_stride;
     const uint32_t uK = fa_smem_u32(sK), uV = fa_smem_u32(sV);
 #pragma unroll
     for (int it = 0; it < kPasses; ++it) {
         const int idx = tid + it * kThreads;
         const int row = idx / kChunks, c = idx % kChunks;
         const int j = j0 + row;
-        bool pred = j < j_end && c * 8 < a.head_dim;
+        bool pred = j < j_end && c * 8 < a.f.head_dim;
         int64_t ko = 0, vo = 0;
         if (pred) {
             const int pos = s.start + j;
@@ -67,11 +67,11 @@ static __device__ __forceinline__ void block_load_kv_tile(uint16_t *sK /* [Bc][D
                 const int blk = a.block_table[(int64_t)b * a.block_table_batch_stride + pos / a.page];
                 const int in_page = pos % a.page;
                 pred = blk >= 0 && blk < a.kv_cache_rows;
-                ko = (int64_t)blk * a.k_batch_stride + (int64_t)in_page * a.k_row_stride;
-                vo = (int64_t)blk * a.v_batch_stride + (int64_t)in_page * a.v_row_stride;
+                ko = (int64_t)blk * a.f.k_batch_stride + (int64_t)in_page * a.f.k_row_stride;
+                vo = (int64_t)blk * a.f.v_batch_stride + (int64_t)in_page * a.f.v_row_stride;
             } else {
-                ko = s.k_row0 + (int64_t)pos * a.k_row_stride;
-                vo = s.v_row0 + (int64_t)pos * a.v_row_stride;
+                ko = s.k_row0 + (int64_t)pos * a.f.k_row_stride;
+                vo = s.v_row0 + (int64_t)pos * a.f.v_row_stride;
             }
         }
         const uint32_t dst = 2u * (uint32_t)fa_tile_offset<D>(row, c);
@@ -100,9 +100,9 @@ fa_splitkv_kernel(const fa_splitkv_args a)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
     const int split = blockIdx.z;
-    const int b = (int)blockIdx.x / a.heads_k, kh = (int)blockIdx.x % a.heads_k;
+    const int b = (int)blockIdx.x / a.f.heads_k, kh = (int)blockIdx.x % a.f.heads_k;
     const fa_kv_seq s = fa_kv_seq_get(a, b);
-    const int rows = a.group * s.sq;
+    const int rows = a.f.group * s.sq;
     const int r0 = (int)blockIdx.y * kR;
     if (r0 >= rows) return;  /* uniform: a shorter varlen sequence has fewer row tiles */
 
@@ -110,8 +110,8 @@ fa_splitkv_kernel(const fa_splitkv_args a)
     const int r_last = min(r0 + kR, rows) - 1;
     const int diag = s.sk - s.sq;
     int lo = 0, hi = s.sk;
-    if (a.window_left >= 0) lo = max(0, r0 / a.group + diag - a.window_left);
-    if (a.window_right >= 0) hi = min(s.sk, r_last / a.group + diag + a.window_right + 1);
+    if (a.f.window_left >= 0) lo = max(0, r0 / a.f.group + diag - a.f.window_left);
+    if (a.f.window_right >= 0) hi = min(s.sk, r_last / a.f.group + diag + a.f.window_right + 1);
     const int n_tiles = hi > lo ? (hi - lo + Bc - 1) / Bc : 0;
     const int per_split = (n_tiles + a.num_splits - 1) / a.num_splits;
     const int t_begin = split * per_split, t_end = min(n_tiles, t_begin + per_split);
@@ -121,11 +121,11 @@ fa_splitkv_kernel(const fa_splitkv_args a)
         const int rr = idx / (D / 8), c = idx % (D / 8);
         const int r = r0 + rr;
         uint4 val = make_uint4(0u, 0u, 0u, 0u);
-        if (r < rows && c * 8 < a.head_dim) {
-            const int head = kh * a.group + r % a.group;
-            val = *(const uint4 *)((const uint16_t *)a.q +
-                                   fa_splitkv_row_offset(a, s, b, r / a.group, head, a.q_batch_stride,
-                                                         a.q_row_stride, a.q_head_stride) + c * 8);
+        if (r < rows && c * 8 < a.f.head_dim) {
+            const int head = kh * a.f.group + r % a.f.group;
+            val = *(const uint4 *)((const uint16_t *)a.f.q +
+                                   fa_splitkv_row_offset(a, s, b, r / a.f.group, head, a.f.q_batch_stride,
+                                                         a.f.q_row_stride, a.f.q_head_stride) + c * 8);
         }
         *(uint4 *)(sQ + fa_tile_offset<D>(rr, c)) = val;
     }
@@ -136,14 +136,14 @@ fa_splitkv_kernel(const fa_splitkv_args a)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int r = r0 + g + 8 * half;
-        i_row[half] = r / a.group;
-        j_lo[half] = a.window_left >= 0 ? i_row[half] + diag - a.window_left : 0;
-        j_hi[half] = a.window_right >= 0 ? min(i_row[half] + diag + a.window_right, s.sk - 1) : s.sk - 1;
+        i_row[half] = r / a.f.group;
+        j_lo[half] = a.f.window_left >= 0 ? i_row[half] + diag - a.f.window_left : 0;
+        j_hi[half] = a.f.window_right >= 0 ? min(i_row[half] + diag + a.f.window_right, s.sk - 1) : s.sk - 1;
         if (r >= rows) j_hi[half] = -1;  /* padding row: sees nothing */
-        if (kFeat && a.alibi_slopes != NULL)
-            slope[half] = a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + kh * a.group + r % a.group] * FA_LOG2E;
+        if (kFeat && a.f.alibi_slopes != NULL)
+            slope[half] = a.f.alibi_slopes[(int64_t)b * a.f.alibi_batch_stride + kh * a.f.group + r % a.f.group] * FA_LOG2E;
     }
-    const float mul = kFeat ? 1.f : a.scale_log2;  /* x -> log2 units, see fa_softmax.cuh */
+    const float mul = kFeat ? 1.f : a.f.scale_log2;  /* x -> log2 units, see fa_softmax.cuh */
 
     float o[1][kDB][4];
     float m_i[1][2] = {{-INFINITY, -INFINITY}}, l_i[1][2] = {{0.f, 0.f}};
@@ -192,8 +192,8 @@ fa_splitkv_kernel(const fa_splitkv_args a)
                 const int j = j0 + 8 * nb + 2 * t4 + (e & 1);
                 float x = sc[0][nb][e];
                 if (kFeat) {  /* x in log2 units: softcap, scale, ALiBi */
-                    if (a.softcap > 0.f) x = a.softcap_log2 * fa_tanh(x * a.scale_div_softcap);
-                    else x *= a.scale_log2;
+                    if (a.f.softcap > 0.f) x = a.f.softcap_log2 * fa_tanh(x * a.f.scale_div_softcap);
+                    else x *= a.f.scale_log2;
                     x -= slope[half] * fabsf((float)(i_row[half] + diag - j));
                 }
                 sc[0][nb][e] = (j < j_lo[half] || j > j_hi[half]) ? -INFINITY : x;
@@ -234,7 +234,7 @@ fa_splitkv_kernel(const fa_splitkv_args a)
     for (int idx = tid; idx < kR * (D / 4); idx += kThreads) {
         const int rr = idx / (D / 4), c = 4 * (idx % (D / 4));
         const int r = r0 + rr;
-        if (r >= rows || c >= a.head_dim) continue;
+        if (r >= rows || c >= a.f.head_dim) continue;
         float mx = -INFINITY;
 #pragma unroll
         for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sM[w * kR + rr]);
@@ -251,13 +251,13 @@ fa_splitkv_kernel(const fa_splitkv_args a)
         }
         const float inv = l > 0.f ? 1.f / l : 0.f;
         const float lse = l > 0.f ? (mx + __log2f(l)) * FA_LN2 : -INFINITY;
-        const int i = r / a.group, head = kh * a.group + r % a.group;
+        const int i = r / a.f.group, head = kh * a.f.group + r % a.f.group;
         if (a.num_splits == 1) {
-            uint16_t *dst = (uint16_t *)a.o + fa_splitkv_row_offset(a, s, b, i, head, a.o_batch_stride,
-                                                                    a.o_row_stride, a.o_head_stride) + c;
+            uint16_t *dst = (uint16_t *)a.f.o + fa_splitkv_row_offset(a, s, b, i, head, a.f.o_batch_stride,
+                                                                    a.f.o_row_stride, a.f.o_head_stride) + c;
             *(uint2 *)dst = make_uint2(fa_pack_f32x2<kBf16>(acc[0] * inv, acc[1] * inv),
                                        fa_pack_f32x2<kBf16>(acc[2] * inv, acc[3] * inv));
-            if (c == 0) a.lse[fa_splitkv_lse_index(a, s, b, head, i)] = lse;
+            if (c == 0) a.f.lse[fa_splitkv_lse_index(a, s, b, head, i)] = lse;
         } else {
             const int64_t pi = fa_splitkv_part_index(a, split, b, head, i);
             *(float4 *)(a.o_part + pi * D + c) = make_float4(acc[0] * inv, acc[1] * inv, acc[2] * inv, acc[3] * inv);
@@ -275,10 +275,10 @@ fa_splitkv_combine_kernel(const fa_splitkv_args a)
     constexpr int kPer = D / 32;  /* columns per lane: 2, 4 or 8 */
     const int lane = threadIdx.x & 31;
     const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
-    if (row >= (int64_t)a.batch * a.heads * a.seqlen_q) return;
-    const int i = (int)(row % a.seqlen_q);
-    const int head = (int)((row / a.seqlen_q) % a.heads);
-    const int b = (int)(row / ((int64_t)a.seqlen_q * a.heads));
+    if (row >= (int64_t)a.f.batch * a.f.heads * a.f.seqlen_q) return;
+    const int i = (int)(row % a.f.seqlen_q);
+    const int head = (int)((row / a.f.seqlen_q) % a.f.heads);
+    const int b = (int)(row / ((int64_t)a.f.seqlen_q * a.f.heads));
     const fa_kv_seq s = fa_kv_seq_get(a, b);
     if (i >= s.sq) return;
 
@@ -308,14 +308,14 @@ fa_splitkv_combine_kernel(const fa_splitkv_args a)
     }
     const float inv = l > 0.f ? 1.f / l : 0.f;
     const int c = lane * kPer;
-    if (c < a.head_dim) {
-        uint16_t *dst = (uint16_t *)a.o + fa_splitkv_row_offset(a, s, b, i, head, a.o_batch_stride,
-                                                                a.o_row_stride, a.o_head_stride) + c;
+    if (c < a.f.head_dim) {
+        uint16_t *dst = (uint16_t *)a.f.o + fa_splitkv_row_offset(a, s, b, i, head, a.f.o_batch_stride,
+                                                                a.f.o_row_stride, a.f.o_head_stride) + c;
 #pragma unroll
         for (int e = 0; e < kPer; e += 2)
             *(uint32_t *)(dst + e) = fa_pack_f32x2<kBf16>(acc[e] * inv, acc[e + 1] * inv);
     }
-    if (lane == 0) a.lse[fa_splitkv_lse_index(a, s, b, head, i)] = l > 0.f ? mx + logf(l) : -INFINITY;
+    if (lane == 0) a.f.lse[fa_splitkv_lse_index(a, s, b, head, i)] = l > 0.f ? mx + logf(l) : -INFINITY;
 }
 
 /* Host: the attention kernel of (dtype, bucket D) with its fa_tuning.h row, then the combine. */
@@ -326,20 +326,20 @@ static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, cudaStream_t 
     static_assert(R.bc > 0, "no FA_KERNEL_SPLITKV tuning row for this head dim");
     constexpr bool kBf16 = kDtype == FA_BF16;
     const size_t smem = fa_splitkv_smem_bytes(D, R.bc, R.stages, R.warps);
-    const bool feat = a.softcap > 0.f || a.alibi_slopes != NULL || !(a.scale > 0.f);
+    const bool feat = a.f.softcap > 0.f || a.f.alibi_slopes != NULL || !(a.f.scale > 0.f);
     void (*kern)(const fa_splitkv_args) =
         feat ? fa_splitkv_kernel<kBf16, D, R.bc, R.warps, R.stages, true>
              : fa_splitkv_kernel<kBf16, D, R.bc, R.warps, R.stages, false>;
     if (smem > 48 * 1024 &&
         cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
         return FA_ERR_CUDA;
-    const int row_tiles = (a.group * a.seqlen_q + FA_SPLITKV_ROWS - 1) / FA_SPLITKV_ROWS;
+    const int row_tiles = (a.f.group * a.f.seqlen_q + FA_SPLITKV_ROWS - 1) / FA_SPLITKV_ROWS;
     if (row_tiles > 65535 || a.num_splits > 65535) return FA_ERR_UNSUPPORTED;  /* grid y / z limits */
-    const dim3 grid((unsigned)(a.batch * a.heads_k), (unsigned)row_tiles, (unsigned)a.num_splits);
+    const dim3 grid((unsigned)(a.f.batch * a.f.heads_k), (unsigned)row_tiles, (unsigned)a.num_splits);
     kern<<<grid, R.warps * 32, smem, stream>>>(a);
     if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     if (a.num_splits > 1) {
-        const int64_t rows = (int64_t)a.batch * a.heads * a.seqlen_q;
+        const int64_t rows = (int64_t)a.f.batch * a.f.heads * a.f.seqlen_q;
         fa_splitkv_combine_kernel<kBf16, D><<<(unsigned)((rows + 3) / 4), 128, 0, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
