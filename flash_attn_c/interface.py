@@ -49,6 +49,17 @@ def _check_rank(x: torch.Tensor, name: str, rank: int, layout: str) -> None:
         raise ValueError(f"{name} must be {rank}-D {layout}, got shape {tuple(x.shape)}")
 
 
+def _check_like_q(t: torch.Tensor, name: str, q: torch.Tensor, layout: str) -> None:
+    """t is a 4-D tensor `layout` on q's device with q's dtype (the K/V caches of the KV-cache and
+    paged paths), else an error naming t."""
+    if t.dim() != 4:
+        raise ValueError(f"{name} must be 4-D {layout}, got shape {tuple(t.shape)}")
+    if t.device != q.device:
+        raise ValueError(f"{name} must be on {q.device} like q, got {t.device}")
+    if t.dtype != q.dtype:
+        raise TypeError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
+
+
 def _check_head_dim(d: int, name: str = "q") -> None:
     """Checked before softmax_scale = d ** -0.5 is formed (d = 0 would divide by zero)."""
     if not 1 <= d <= 256:

@@ -49,8 +49,8 @@ from typing import List, Optional, Tuple, Union
 import torch
 
 from . import _ops
-from .interface import (WindowSize, _check_scalars, _check_tensor, _op_input, _softmax_scale,
-                        _window, pad_head_dim_for_cuda)
+from .interface import (WindowSize, _check_like_q, _check_scalars, _check_tensor, _op_input,
+                        _softmax_scale, _window, pad_head_dim_for_cuda)
 
 _INDEX_DTYPE = torch.int32
 
@@ -143,12 +143,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     layout = ("(num_blocks, page_block_size, nheads_k, headdim)" if paged
               else "(batch_size_cache, seqlen_cache, nheads_k, headdim)")
     for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be 4-D {layout}, got shape {tuple(t.shape)}")
-        if t.device != dev:
-            raise ValueError(f"{name} must be on {dev} like q, got {t.device}")
-        if t.dtype != q.dtype:
-            raise TypeError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
+        _check_like_q(t, name, q, layout)
     if v_cache.shape != k_cache.shape:
         raise ValueError(f"v_cache shape {tuple(v_cache.shape)} must equal k_cache shape "
                          f"{tuple(k_cache.shape)}")

@@ -33,8 +33,8 @@ from typing import Tuple, Union
 import torch
 
 from . import _ops
-from .interface import (_check_cu_seqlens_on_device, _check_scalars, _check_tensor, _max_seqlen,
-                        _softmax_scale, _window, attention_with_lse)
+from .interface import (_check_cu_seqlens_on_device, _check_like_q, _check_scalars, _check_tensor,
+                        _max_seqlen, _softmax_scale, _window, attention_with_lse)
 
 _PAGED = "(num_blocks, page_block_size, nheads_k, headdim)"
 
@@ -56,14 +56,8 @@ def _check_paged_inputs(q: torch.Tensor, k: object, v: object, cu_seqlens_q: obj
     """Shape / dtype / device checks, each error naming the argument. Returns (k, v, cu_k, bt)."""
     dev = q.device
     for name, t in (("k", k), ("v", v)):
-        t = _check_tensor(t, name)
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be 4-D {_PAGED} when block_table is given (a paged KV "
-                             f"cache), got shape {tuple(t.shape)}")
-        if t.device != dev:
-            raise ValueError(f"{name} must be on {dev} like q, got {t.device}")
-        if t.dtype != q.dtype:
-            raise TypeError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
+        _check_like_q(_check_tensor(t, name), name, q,
+                      f"{_PAGED} when block_table is given (a paged KV cache)")
     if v.shape != k.shape:
         raise ValueError(f"v shape {tuple(v.shape)} must equal k shape {tuple(k.shape)} (paged "
                          f"caches {_PAGED})")

@@ -89,15 +89,7 @@ FwdResult fwd_cuda(const at::Tensor &q_in, const at::Tensor &k_in, const at::Ten
         return {o.out, o.lse, o.probs, o.rng_state};
     }
     throw_on_error(fa_check_params(&p, 0), "forward");
-    // Short query blocks run on the split-KV kernel, whose partial outputs need scratch (taken
-    // from the caching allocator: no sync, capturable).
-    const size_t bytes = fa_fwd_cuda_workspace_bytes(&p);
-    at::Tensor ws;
-    if (bytes > 0) {
-        ws = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
-        p.workspace = ws.data_ptr();
-        p.workspace_bytes = bytes;
-    }
+    const at::Tensor ws = attach_fwd_workspace(p, q);  // short query blocks: split-KV partials
     throw_on_error(fa_fwd_cuda(&p, at::cuda::getCurrentCUDAStream().stream()), "CUDA forward");
     return {o.out, o.lse, o.probs, o.rng_state};
 }

@@ -44,6 +44,32 @@ static void check_cu_seqlens_tensor(const at::Tensor &cu, const at::Tensor &q, c
                 " like q, got ", cu.device());
 }
 
+void fill_qkv(fa_params &p, const at::Tensor &q, const at::Tensor &k, const at::Tensor &v)
+{
+    p.heads = q.size(-2);
+    p.heads_k = k.size(-2);
+    p.head_dim = q.size(-1);
+    p.q_row_stride = q.stride(-3);
+    p.q_head_stride = q.stride(-2);
+    p.k_row_stride = k.stride(-3);
+    p.k_head_stride = k.stride(-2);
+    p.v_row_stride = v.stride(-3);
+    p.v_head_stride = v.stride(-2);
+    p.q = q.data_ptr();
+    p.k = k.data_ptr();
+    p.v = v.data_ptr();
+}
+
+at::Tensor attach_fwd_workspace(fa_params &p, const at::Tensor &like)
+{
+    const size_t bytes = fa_fwd_cuda_workspace_bytes(&p);
+    if (bytes == 0) return at::Tensor();
+    at::Tensor ws = at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+    p.workspace = ws.data_ptr();
+    p.workspace_bytes = bytes;
+    return ws;
+}
+
 Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                      const std::optional<at::Tensor> &cu_seqlens_q,
                      const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
@@ -96,9 +122,7 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
     check_last_dim_contiguous(k, "k");
     check_last_dim_contiguous(v, "v");
 
-    p.heads = h;
-    p.heads_k = hk;
-    p.head_dim = d;
+    fill_qkv(p, q, k, v);
     if (pr.varlen) {
         const at::Tensor &cq = *cu_seqlens_q, &ck = *cu_seqlens_k;
         check_cu_seqlens_tensor(cq, q, "cu_seqlens_q");
@@ -124,15 +148,6 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
         p.k_batch_stride = k.stride(0);
         p.v_batch_stride = v.stride(0);
     }
-    p.q_row_stride = q.stride(-3);
-    p.q_head_stride = q.stride(-2);
-    p.k_row_stride = k.stride(-3);
-    p.k_head_stride = k.stride(-2);
-    p.v_row_stride = v.stride(-3);
-    p.v_head_stride = v.stride(-2);
-    p.q = q.data_ptr();
-    p.k = k.data_ptr();
-    p.v = v.data_ptr();
 
     TORCH_CHECK(window_left >= -1, "flash_attn_c: window_size[0] (left) must be >= -1, got ",
                 window_left);

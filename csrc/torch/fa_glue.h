@@ -35,6 +35,15 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
                      int64_t window_left, int64_t window_right, double softcap,
                      const std::optional<at::Tensor> &alibi_slopes, bool cuda);
 
+// Heads, head_dim, pointers and row / head strides of q (..., h, d), k and v (..., hk, d): the part of
+// fa_params every op fills the same way (dim 0 and the batch strides are the caller's).
+void fill_qkv(fa_params &p, const at::Tensor &q, const at::Tensor &k, const at::Tensor &v);
+
+// Allocates the CUDA forward's scratch (fa_fwd_cuda_workspace_bytes: the split-KV partials) from
+// the caching allocator (no sync, capturable) and points p at it; an undefined tensor when none is
+// needed. Keep the returned tensor alive until the launch.
+at::Tensor attach_fwd_workspace(fa_params &p, const at::Tensor &like);
+
 // Checks host-resident cu_seqlens: (b+1,) non-decreasing from 0, last entry <= rows, every length
 // <= max_seqlen. Used by the CPU path (the Python layer does the same for CUDA in eager mode).
 void check_cu_seqlens_host(const at::Tensor &cu, int64_t rows, int64_t max_seqlen, const char *name,

@@ -45,6 +45,14 @@ static void check_vector_layout(const at::Tensor &t, const char *name)
                 "multiples of 8 elements and a 16-byte aligned start, got strides ", t.strides());
 }
 
+// Batch (or block), row and head strides of a 4-D (b, s, h, d) tensor.
+static void strides3(const at::Tensor &t, int64_t *batch, int64_t *row, int64_t *head)
+{
+    *batch = t.stride(0);
+    *row = t.stride(1);
+    *head = t.stride(2);
+}
+
 std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     const at::Tensor &q_in, const at::Tensor &k_cache, const at::Tensor &v_cache,
     const std::optional<at::Tensor> &seqused_k, const std::optional<at::Tensor> &leftpad_k,
@@ -83,18 +91,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     check_vector_layout(q, "q");
     check_vector_layout(k_cache, "k_cache");
     check_vector_layout(v_cache, "v_cache");
-    p.heads = h;
-    p.heads_k = hk;
-    p.head_dim = d;
-    p.q = q.data_ptr();
-    p.k = k_cache.data_ptr();
-    p.v = v_cache.data_ptr();
-    p.q_row_stride = q.stride(-3);
-    p.q_head_stride = q.stride(-2);
-    p.k_row_stride = k_cache.stride(-3);
-    p.k_head_stride = k_cache.stride(-2);
-    p.v_row_stride = v_cache.stride(-3);
-    p.v_head_stride = v_cache.stride(-2);
+    fill_qkv(p, q, k_cache, v_cache);
     if (varlen) {
         const at::Tensor &cq = *cu_seqlens_q;
         TORCH_CHECK(cq.scalar_type() == at::kInt && cq.dim() == 1 && cq.numel() >= 1 && cq.is_contiguous() &&
@@ -165,13 +162,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
         return {out, lse};
     }
     throw_on_error(fa_check_params(&p, 0), "KV-cache forward");
-    const size_t bytes = fa_fwd_cuda_workspace_bytes(&p);
-    at::Tensor ws;
-    if (bytes > 0) {
-        ws = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
-        p.workspace = ws.data_ptr();
-        p.workspace_bytes = bytes;
-    }
+    const at::Tensor ws = attach_fwd_workspace(p, q);
     throw_on_error(fa_fwd_cuda(&p, at::cuda::getCurrentCUDAStream().stream()), "CUDA KV-cache forward");
     return {out, lse};
 }
@@ -207,20 +198,12 @@ void kvcache_append_cuda(const at::Tensor &k_cache, const at::Tensor &v_cache, c
     p.head_dim = k.size(3);
     p.k_new = kn.data_ptr();
     p.v_new = vn.data_ptr();
-    p.kn_batch_stride = kn.stride(0);
-    p.kn_row_stride = kn.stride(1);
-    p.kn_head_stride = kn.stride(2);
-    p.vn_batch_stride = vn.stride(0);
-    p.vn_row_stride = vn.stride(1);
-    p.vn_head_stride = vn.stride(2);
     p.k_cache = k_cache.data_ptr();
     p.v_cache = v_cache.data_ptr();
-    p.kc_batch_stride = k_cache.stride(0);
-    p.kc_row_stride = k_cache.stride(1);
-    p.kc_head_stride = k_cache.stride(2);
-    p.vc_batch_stride = v_cache.stride(0);
-    p.vc_row_stride = v_cache.stride(1);
-    p.vc_head_stride = v_cache.stride(2);
+    strides3(kn, &p.kn_batch_stride, &p.kn_row_stride, &p.kn_head_stride);
+    strides3(vn, &p.vn_batch_stride, &p.vn_row_stride, &p.vn_head_stride);
+    strides3(k_cache, &p.kc_batch_stride, &p.kc_row_stride, &p.kc_head_stride);
+    strides3(v_cache, &p.vc_batch_stride, &p.vc_row_stride, &p.vc_head_stride);
     p.cache_rows = k_cache.size(0);
     p.capacity = k_cache.size(1);
     p.cache_seqlens = index_ptr(cache_seqlens, k, "cache_seqlens", p.batch, 1);

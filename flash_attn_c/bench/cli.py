@@ -30,7 +30,7 @@ from .measure import (TimingSettings, direction_fn, is_oom, memory_method, peak_
                       pin_malloc_for_rss, release_memory, short_reason, time_ms, timing_method)
 from .progress import make_progress
 from .report import (failure_notes, fill_ratios, format_summary, format_tables, markdown_results,
-                     summarize, write_csv, write_json, write_plots)
+                     report_self_check, summarize, write_csv, write_json, write_plots)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_OURS_FAILED = 0, 1, 2, 3
 
@@ -592,16 +592,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"({len(configs)} configs, dense, no dropout; rel. Frobenius errors)", flush=True)
         check_results = run_check(configs, device, args.seed,
                                   perturb=0.05 if args.inject_check_failure else 0.0)
-        for r in check_results:
-            print(format_check_row(r), flush=True)
-        write_json(os.path.join(args.out, "check.json"), {"header": header, "check": check_results})
-        failed = [r for r in check_results if not r["ok"]]
-        if failed:
-            print(f"\nSELF-CHECK FAILED: {len(failed)} of {len(check_results)} configs exceed "
-                  "their error threshold (or raised); not benchmarking. Details above and in "
-                  f"{os.path.join(args.out, 'check.json')}", file=sys.stderr, flush=True)
+        if not report_self_check(check_results, format_check_row, header, args.out):
             return EXIT_CHECK_FAILED
-        print("self-check passed", flush=True)
         if args.check_only:
             return EXIT_OK
 

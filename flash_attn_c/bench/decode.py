@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ from .check import ERROR_FLOORS, FWD_FACTOR
 from .env import collect_header, format_header
 from .measure import TimingSettings, is_oom, release_memory, short_reason, time_ms, timing_method
 from .progress import make_progress
+from .report import report_self_check
 
 # ------------------------------------------------------------------------------------- presets
 CUDA_DECODE_PEERS = ("sdpa_flash", "sdpa_cudnn", "sdpa_efficient")
@@ -848,17 +848,9 @@ def main_decode(args: argparse.Namespace, parser: argparse.ArgumentParser,
               "Frobenius errors)", flush=True)
         check_results = run_decode_check(configs, device, args.seed,
                                          perturb=0.05 if args.inject_check_failure else 0.0)
-        for r in check_results:
-            print(format_decode_check_row(r), flush=True)
-        write_json(os.path.join(args.out, "check.json"), {"header": header,
-                                                           "check": check_results})
-        failed = [r for r in check_results if not r["ok"]]
-        if failed:
-            print(f"\nSELF-CHECK FAILED: {len(failed)} of {len(check_results)} decode configs "
-                  "exceed their error threshold (or raised); not benchmarking. Details above and "
-                  f"in {os.path.join(args.out, 'check.json')}", file=sys.stderr, flush=True)
+        if not report_self_check(check_results, format_decode_check_row, header, args.out,
+                                 "decode configs"):
             return EXIT_CHECK_FAILED
-        print("self-check passed", flush=True)
         if args.check_only:
             return 0
 

@@ -14,7 +14,7 @@ import statistics
 from typing import Any, Optional, Sequence
 
 from .decode import LARGE_CACHE_BYTES
-from .report import _format_table, figure_legend, fmt_sig
+from .report import _format_table, figure_legend, fmt_sig, header_md_lines
 
 DECODE_ROW_FIELDS = [
     "config_id", "dtype", "head_dim", "heads", "kv_heads", "batch", "cache_len", "q_tokens",
@@ -340,16 +340,8 @@ def decode_markdown(header: dict[str, Any], notes: Sequence[str], rows: Sequence
                     summary: dict[str, Any], targets: Sequence[dict[str, Any]],
                     check: Sequence[dict[str, Any]], copy: dict[str, Any]) -> str:
     """results.md: header, notes, summary, targets and a GB/s table."""
-    lines = ["# flash_attn_c decode benchmark", ""]
-    dev = (f"{header['device_name']} ({header.get('compute_capability', '')}, "
-           f"{header.get('sm_count', '?')} SMs)" if header["device_type"] == "cuda"
-           else f"CPU {header['cpu_model']}, {header.get('torch_threads')} threads")
-    lines += [f"- device: {dev}",
-              f"- torch {header['torch']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}, "
-              f"triton {header['triton']}",
-              f"- flash_attn_c {header['flash_attn_c']}, git {header['git_commit']}",
-              f"- date (UTC): {header['date_utc']}", f"- command: `{header['command']}`",
-              f"- copy bandwidth: {copy['gbps']:.1f} GB/s ({copy['method']})", ""]
+    lines = ["# flash_attn_c decode benchmark", ""] + header_md_lines(
+        header, [f"- copy bandwidth: {copy['gbps']:.1f} GB/s ({copy['method']})"])
     if check:
         n_ok = sum(1 for c in check if c.get("ok"))
         lines += [f"Self-check: {n_ok}/{len(check)} decode configs passed (fp64 oracle).", ""]

@@ -244,6 +244,38 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def report_self_check(results: Sequence[dict[str, Any]], format_row: Callable[[dict[str, Any]], str],
+                      header: dict[str, Any], out_dir: str, what: str = "configs") -> bool:
+    """Prints the self-check rows, writes out_dir/check.json; on a failure prints the SELF-CHECK
+    FAILED line (to stderr) and returns False. Shared by the sweep and the decode mode."""
+    import sys  # noqa: PLC0415  (stderr only here)
+    for r in results:
+        print(format_row(r), flush=True)
+    path = os.path.join(out_dir, "check.json")
+    write_json(path, {"header": header, "check": list(results)})
+    failed = [r for r in results if not r["ok"]]
+    if failed:
+        print(f"\nSELF-CHECK FAILED: {len(failed)} of {len(results)} {what} exceed their error "
+              f"threshold (or raised); not benchmarking. Details above and in {path}",
+              file=sys.stderr, flush=True)
+        return False
+    print("self-check passed", flush=True)
+    return True
+
+
+def header_md_lines(header: dict[str, Any], extra: Sequence[str] = ()) -> list[str]:
+    """The device / software / command lines that open every results.md (extra lines appended)."""
+    dev = (f"{header['device_name']} ({header.get('compute_capability', '')}, "
+           f"{header.get('sm_count', '?')} SMs)" if header["device_type"] == "cuda"
+           else f"CPU {header['cpu_model']}, {header.get('torch_threads')} threads")
+    return [f"- device: {dev}",
+            f"- torch {header['torch']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}, "
+            f"triton {header['triton']}",
+            f"- flash_attn_c {header['flash_attn_c']}, git {header['git_commit']}",
+            f"- date (UTC): {header['date_utc']}", f"- command: `{header['command']}`",
+            *extra, ""]
+
+
 def write_json(path: str, payload: dict[str, Any]) -> None:
     """Strict JSON (NaN/inf written as null)."""
     with open(path, "w") as f:
@@ -409,15 +441,7 @@ def markdown_results(header: dict[str, Any], notes: Sequence[str], rows: Sequenc
     """results.md: header, notes, a TFLOP/s table per direction and the summary lines."""
     names = backends_in(rows)
     ref = summary["reference_peer"]
-    lines = ["# flash_attn_c benchmark", ""]
-    dev = (f"{header['device_name']} ({header.get('compute_capability', '')}, "
-           f"{header.get('sm_count', '?')} SMs)" if header["device_type"] == "cuda"
-           else f"CPU {header['cpu_model']}, {header.get('torch_threads')} threads")
-    lines += [f"- device: {dev}",
-              f"- torch {header['torch']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}, "
-              f"triton {header['triton']}",
-              f"- flash_attn_c {header['flash_attn_c']}, git {header['git_commit']}",
-              f"- date (UTC): {header['date_utc']}", f"- command: `{header['command']}`", ""]
+    lines = ["# flash_attn_c benchmark", ""] + header_md_lines(header)
     if check:
         n_ok = sum(1 for c in check if c.get("ok"))
         lines += [f"Self-check: {n_ok}/{len(check)} configs passed (fp64 oracle, fwd+bwd).", ""]
