@@ -294,10 +294,7 @@ def resolve_plan(args: argparse.Namespace, device: torch.device) -> Plan:
             raise ValueError(f"--peers: unknown peer(s) {', '.join(bad)} for {dev}; "
                              f"choose from {', '.join(valid)} or 'none'")
     eager_gib = args.eager_max_gib or preset["eager_max_gib"]
-    timing = TimingSettings(
-        warmup=args.warmup or (1 if dev == "cpu" else 5),
-        reps=args.reps or (10 if dev == "cpu" else 20),
-        cpu_budget_s=args.cpu_budget, cuda_rep_ms=args.cuda_rep_ms)
+    timing = TimingSettings.from_args(args, dev)
     return Plan(device=device, dtypes=dtypes, head_dims=head_dims,
                 seqlens=args.seqlens or preset["seqlens"], causal_values=causal_values,
                 directions=args.directions or preset["directions"], peers=peers,

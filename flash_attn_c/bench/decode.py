@@ -290,10 +290,7 @@ def resolve_decode_plan(args: argparse.Namespace, device: torch.device) -> Decod
             budget_note = (f"configs whose K+V exceed {max_bytes / GIB:.1f} GiB (45% of the "
                            f"device's memory, below --decode-max-gib {max_gib:g}) are skipped")
     copy_gib = args.decode_copy_gib or preset["copy_gib"]
-    timing = TimingSettings(
-        warmup=args.warmup or (1 if dev == "cpu" else 5),
-        reps=args.reps or (10 if dev == "cpu" else 20),
-        cpu_budget_s=args.cpu_budget, cuda_rep_ms=args.cuda_rep_ms)
+    timing = TimingSettings.from_args(args, dev)
     return DecodePlan(device=device, dtypes=dtypes, head_dims=head_dims,
                       heads=args.decode_heads or preset["heads"],
                       batches=args.decode_batches or preset["batches"], caches=caches,

@@ -34,6 +34,14 @@ class TimingSettings:
     cuda_warmup_ms: float = 25.0
     cuda_rep_ms: float = 100.0
 
+    @staticmethod
+    def from_args(args: Any, dev: str) -> "TimingSettings":
+        """The CLI's timing flags (None = the device's default: CPU 1 warm-up / 10 reps, CUDA
+        5 / 20)."""
+        return TimingSettings(warmup=args.warmup or (1 if dev == "cpu" else 5),
+                              reps=args.reps or (10 if dev == "cpu" else 20),
+                              cpu_budget_s=args.cpu_budget, cuda_rep_ms=args.cuda_rep_ms)
+
 
 def timing_method(device: torch.device) -> str:
     """Human readable name of the timer used on ``device``."""
