@@ -36,9 +36,10 @@ Differences from flash-attn (documented, none changes a result flash-attn accept
   * page_block_size may be any size >= 1 (flash-attn needs a multiple of 256), and paged caches
     work together with cache_leftpad;
   * on CUDA the device values (cache_seqlens, cache_leftpad, block_table, cache_batch_idx) are
-    not validated (that would need a host sync): lengths are clamped to the cache, block or row
-    indices outside the cache read as zero keys and their appends are skipped, rotary positions
-    past seqlen_ro are left unrotated; the CPU path validates them and raises.
+    not validated (that would need a host sync): lengths are clamped to the cache, a block index
+    outside the cache reads as zero keys, a cache_batch_idx outside it gives that row no keys
+    (out 0, lse -inf), appends to either are skipped, rotary positions past seqlen_ro are left
+    unrotated; the CPU path validates them and raises.
 Like flash-attn, rotary_cos/sin are ignored when k/v are not given, and without cache_seqlens
 the whole cache (s_cache, or max_blocks_per_seq * page_block_size) is attended to.
 Rows that see no key give out = 0 and lse = -inf.
@@ -123,8 +124,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     (b, max_blocks), paged (num_blocks, page_block_size, hk, d); k/v (b, s_new, hk, d) written
     into the cache at cache_seqlens[b] .. + s_new; rotary_cos/sin (seqlen_ro, rotary_dim / 2);
     cache_seqlens int or int32 (b,); cache_batch_idx int32 (b,); cache_leftpad int32 (b,);
-    alibi_slopes fp32 (h,) or (b, h); num_splits ignored. See the module docstring for the exact
-    semantics. Returns out (b, sq, h, d), or (out, softmax_lse fp32 (b, h, sq)).
+    alibi_slopes fp32 (h,) or (b, h); num_splits 0 = heuristic, n = n key splits (CUDA). See the
+    module docstring for the exact semantics. Returns out (b, sq, h, d), or (out, softmax_lse fp32 (b, h, sq)).
     """
     q = _check_tensor(q, "q")
     k_cache = _check_tensor(k_cache, "k_cache")
@@ -329,13 +330,28 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     return out
 
 
+def _vector_ready(t: torch.Tensor) -> bool:
+    """16-byte vector access without a copy: last dim contiguous, other strides multiples of 8
+    elements, a 16-byte aligned start (what the CUDA kernels read the caches with)."""
+    return t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(
+        n <= 1 or st % 8 == 0 for n, st in zip(t.shape[:-1], t.stride()[:-1]))
+
+
 def _fast_cuda(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                k: Optional[torch.Tensor], v: Optional[torch.Tensor]) -> bool:
     """Whether a call takes the fused CUDA path (split-KV kernel, on-device append and rotary,
-    no host sync): CUDA tensors, head_dim a multiple of 8 (the caches are never padded or
-    copied), and no gradient to track (the path is inference only; a call that needs
-    gradients takes the differentiable gather path)."""
-    if not q.is_cuda or q.shape[-1] % 8 != 0:
+    no host sync): CUDA tensors, head_dim a multiple of 8 and caches laid out for 16-byte
+    access (they are never padded or copied), sizes within the kernel's grid (batch <= 65535,
+    capacity < 2^30, group * seqlen_q <= 16 * 65535: checked here, before anything is appended),
+    and no gradient to track (the path is inference only; a call that needs gradients takes the
+    differentiable gather path)."""
+    if not q.is_cuda or q.shape[-1] % 8 != 0 or q.dim() != 4 or k_cache.dim() != 4:
+        return False
+    if not (_vector_ready(k_cache) and _vector_ready(v_cache)):
+        return False
+    b, sq, h = q.shape[0], q.shape[1], q.shape[2]
+    hk = max(1, k_cache.shape[2])
+    if b > 65535 or k_cache.shape[1] >= (1 << 30) or (h // hk) * sq > 16 * 65535:
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (q, k_cache, v_cache, k, v)):
@@ -382,7 +398,9 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
     if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
         raise ValueError(f"num_splits must be an int >= 0 (0 = heuristic), got {num_splits!r}")
 
-    if rotary_cos is not None and rotary_sin is not None and k is not None:
+    if (rotary_cos is None) != (rotary_sin is None):
+        raise ValueError("rotary_cos and rotary_sin must be given together")
+    if rotary_cos is not None and k is not None:
         cos, sin = rotary_cos, rotary_sin
         inter = bool(rotary_interleaved)
         k = ops.rotary(_op_input(k, "k"), cos, sin, seq_t, 0 if seq_t is not None else seq_int,

@@ -146,8 +146,8 @@ def paged_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     if not q.is_cuda and not torch.compiler.is_compiling():
         _check_values_on_host(cu_k, bt, num_blocks, page, max_seqlen_k)
     capacity = max_blocks * page
+    dropout_p, softcap = _check_scalars(dropout_p, softcap)
     if _native(q, k, v, max_seqlen_q, dropout_p, return_attn_probs):
-        _, softcap = _check_scalars(dropout_p, softcap)
         left, right = _window(window_size, causal)
         _check_cu_seqlens_on_device(cu_seqlens_q, q.shape[0], max_seqlen_q, "cu_seqlens_q",
                                     "max_seqlen_q")
@@ -178,7 +178,7 @@ def _native(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, max_seqlen_q, dro
     probabilities, head_dim a multiple of 8 (caches are never padded)."""
     if not q.is_cuda or q.shape[-1] % 8 or return_attn_probs or not isinstance(max_seqlen_q, int):
         return False
-    if max_seqlen_q > 16 or (isinstance(dropout_p, (int, float)) and dropout_p > 0.0):
+    if max_seqlen_q > 16 or dropout_p > 0.0:  # dropout_p: the checked float
         return False
     return not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or
                                               v.requires_grad))

@@ -136,8 +136,9 @@ typedef struct fa_params {
      * Sequence i attends to positions [leftpad_k[i], end_i) with end_i = seqused_k[i] if given,
      * else its cu_seqlens_k length (varlen) or seqlen_k (dense); masks and ALiBi are bottom-right
      * aligned in (sq_i, end_i - leftpad_k[i]). Device values are not validated (no host sync):
-     * ends are clamped to the capacity, and block / cache-row indices outside k's dim 0 read as
-     * zero keys, so no input reads out of bounds. */
+     * ends are clamped to the capacity (packed varlen: to the sequence's own rows), a block index
+     * outside k's dim 0 reads its keys as zeros, a cache_batch_idx outside it gives the sequence
+     * no keys (o = 0, lse = -inf); no input reads out of bounds. */
     const int32_t *block_table;        /* NULL, or (b, max_blocks_per_seq) */
     int64_t block_table_batch_stride;
     int64_t page_block_size;           /* > 0 with block_table */
@@ -244,7 +245,8 @@ size_t fa_fwd_cuda_workspace_bytes(const fa_params *p);
 /* Appends new keys and values to a KV cache in place: k_new[i][t] goes to position
  * cache_seqlens[i] + t of sequence i (fa_params' KV-cache addressing: paged, cache_batch_idx or
  * row i); positions outside [0, capacity) and blocks / rows outside [0, cache_rows) are skipped
- * (device values are not validated: no host sync). */
+ * (device values are not validated: no host sync). block_table and cache_batch_idx exclude each
+ * other (FA_ERR_UNSUPPORTED). */
 typedef struct fa_kvcache_append_params {
     fa_dtype dtype;            /* FA_F16 / FA_BF16 */
     int64_t batch, seqlen_new, heads_k, head_dim;   /* head_dim % 8 == 0 */

@@ -23,7 +23,7 @@ static at::Tensor vector_ready(const at::Tensor &t, const char *name)
     return ok ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
-static void check_arch(const at::Tensor &q)
+void check_arch(const at::Tensor &q)
 {
     const cudaDeviceProp *prop = at::cuda::getDeviceProperties(q.device().index());
     TORCH_CHECK(prop->major >= 8, "flash_attn_c: CUDA kernels need compute capability 8.0 or newer "

@@ -90,6 +90,8 @@ at::Tensor dropout_mask_cpu(int64_t batch, int64_t heads, int64_t seqlen_q, int6
                             double dropout_p, int64_t seed, int64_t offset);
 
 #ifdef FA_WITH_CUDA
+// Refuses GPUs below compute capability 8.0 with a message saying so (fa_cuda.cpp).
+void check_arch(const at::Tensor &t);
 FwdResult fwd_cuda(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                    const std::optional<at::Tensor> &cu_seqlens_q,
                    const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,

@@ -62,6 +62,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     int64_t window_right, double softcap, const std::optional<at::Tensor> &alibi_slopes, int64_t num_splits)
 {
     c10::cuda::CUDAGuard guard(q_in.device());
+    check_arch(q_in);
     const at::Tensor q = q_in.stride(-1) == 1 && reinterpret_cast<uintptr_t>(q_in.data_ptr()) % 16 == 0
                              ? q_in : q_in.contiguous();
     fa_params p;
@@ -157,7 +158,8 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     p.o_head_stride = out.stride(-2);
     p.o = out.data_ptr();
     p.lse = lse.data_ptr<float>();
-    if (q.numel() == 0 || p.batch == 0 || p.seqlen_q == 0) {
+    if (q.numel() == 0 || p.batch == 0 || p.seqlen_q == 0) {  // no attention row: 0 and -inf
+        out.zero_();
         lse.fill_(-std::numeric_limits<float>::infinity());
         return {out, lse};
     }
@@ -173,6 +175,9 @@ void kvcache_append_cuda(const at::Tensor &k_cache, const at::Tensor &v_cache, c
                          const std::optional<at::Tensor> &block_table)
 {
     c10::cuda::CUDAGuard guard(k_cache.device());
+    check_arch(k_cache);
+    TORCH_CHECK(!(block_table.has_value() && cache_batch_idx.has_value()),
+                "flash_attn_c: cache_batch_idx cannot be used with a paged cache (block_table)");
     TORCH_CHECK(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(),
                 "flash_attn_c: k_cache / v_cache must be 4-D and of one shape");
     TORCH_CHECK(k.dim() == 4 && v.sizes() == k.sizes() && k.size(2) == k_cache.size(2) &&

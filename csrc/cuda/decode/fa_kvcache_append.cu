@@ -49,6 +49,7 @@ fa_status fa_kvcache_append_cuda(const fa_kvcache_append_params *p, void *stream
     if (p->batch < 0 || p->seqlen_new < 0 || p->heads_k <= 0 || p->capacity < 0) return FA_ERR_SHAPE;
     if (p->head_dim <= 0 || p->head_dim % 8 != 0) return FA_ERR_UNSUPPORTED;  /* 16-byte chunks */
     if (p->block_table != NULL && p->page_block_size <= 0) return FA_ERR_SHAPE;
+    if (p->block_table != NULL && p->cache_batch_idx != NULL) return FA_ERR_UNSUPPORTED;  /* as the forward */
     const int64_t total = p->batch * p->seqlen_new * p->heads_k * (p->head_dim / 8);
     if (total == 0) return FA_OK;
     const int64_t blocks = (total + 255) / 256;

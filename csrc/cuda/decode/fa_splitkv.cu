@@ -1,6 +1,7 @@
 /* fa_splitkv.cu - host side of the split-KV forward: when fa_fwd_cuda takes it, the split count,
  * the workspace of the partial outputs, the kernel arguments and the per-bucket launch.
  */
+#include <stdint.h>
 #include <string.h>
 #include "flash_attn_c.h"
 #include "fa_splitkv.h"
@@ -76,9 +77,12 @@ fa_status fa_splitkv_run(const fa_params *p, cudaStream_t stream)
     if (p->dropout_p > 0.f || p->p != NULL) return FA_ERR_UNSUPPORTED;  /* no dropout / probs here */
     const int bucket = fa_splitkv_bucket(p->head_dim);
     if (bucket == 0) return FA_ERR_HEAD_DIM;
+    /* grid x = b * hk, y = row tiles (<= 65535), z = splits; int32 row arithmetic in the kernel */
     if (p->batch * p->heads_k > 2147483647LL) return FA_ERR_UNSUPPORTED;
+    if ((p->heads / p->heads_k) * p->seqlen_q > (int64_t)FA_SPLITKV_ROWS * 65535) return FA_ERR_UNSUPPORTED;
     const int splits = fa_splitkv_num_splits(p, bucket, fa_cuda_sm_count());
-    if (splits > 1 && (p->workspace == NULL || p->workspace_bytes < fa_splitkv_workspace_bytes(p)))
+    if (splits > 1 && (p->workspace == NULL || p->workspace_bytes < fa_splitkv_workspace_bytes(p) ||
+                       ((uintptr_t)p->workspace & 15u) != 0))  /* float4 stores into the partials */
         return FA_ERR_WORKSPACE;
     fa_splitkv_args a;
     fa_splitkv_fill_args(p, splits, bucket, &a);

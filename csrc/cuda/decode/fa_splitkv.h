@@ -59,10 +59,12 @@ static __device__ __forceinline__ fa_kv_seq fa_kv_seq_get(const fa_splitkv_args 
     int64_t row = b;
     s.valid_row = true;
     s.k_row0 = s.v_row0 = 0;
+    int cap = a.f.seqlen_k;  /* positions this sequence owns */
     if (a.f.cu_seqlens_k != NULL) {
         const int k0 = a.f.cu_seqlens_k[b];
         end = a.f.cu_seqlens_k[b + 1] - k0;
-        if (a.block_table == NULL) {
+        if (a.block_table == NULL) {  /* packed rows: only its own, whatever seqused_k says */
+            cap = max(0, min(end, cap));
             s.k_row0 = (int64_t)k0 * a.f.k_row_stride;
             s.v_row0 = (int64_t)k0 * a.f.v_row_stride;
         }
@@ -75,7 +77,7 @@ static __device__ __forceinline__ fa_kv_seq fa_kv_seq_get(const fa_splitkv_args 
         s.v_row0 = row * a.f.v_batch_stride;
     }
     if (a.seqused_k != NULL) end = a.seqused_k[b];
-    end = max(0, min(end, a.f.seqlen_k));
+    end = max(0, min(end, cap));
     s.start = a.leftpad_k != NULL ? max(0, min(a.leftpad_k[b], end)) : 0;
     s.sk = s.valid_row ? end - s.start : 0;
     return s;
