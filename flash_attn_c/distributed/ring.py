@@ -263,6 +263,19 @@ class _RingAttnFunc(torch.autograd.Function):
         return dq, dk, dv, None
 
 
+def _refuse_unsupported(fname: str, dropout_p, softcap, alibi_slopes) -> Tuple[float, float]:
+    """What the ring refuses at any world size (dropout, ALiBi), with errors naming fname;
+    returns the checked (dropout_p, softcap)."""
+    dropout_p, softcap = _check_scalars(dropout_p, softcap)
+    if dropout_p > 0.0:
+        raise NotImplementedError(f"{fname}: dropout_p > 0 is not supported (the dropout mask is "
+                                  "a function of block-local positions; see docs/distributed.md)")
+    if alibi_slopes is not None:
+        raise NotImplementedError(f"{fname}: alibi_slopes is not supported (see "
+                                  "docs/distributed.md)")
+    return dropout_p, softcap
+
+
 def _validate(fname: str, layout: str, ring: Ring, q, k, v, cu_seqlens, max_seqlen, dropout_p,
               softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic
               ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -294,13 +307,7 @@ def _validate(fname: str, layout: str, ring: Ring, q, k, v, cu_seqlens, max_seql
         if t.device != q.device or t.dtype != q.dtype:
             raise ValueError(f"{name} must have q's device and dtype ({q.device}, {q.dtype}), got "
                              f"{t.device}, {t.dtype}")
-    dropout_p, softcap = _check_scalars(dropout_p, softcap)
-    if dropout_p > 0.0:
-        raise NotImplementedError(f"{fname}: dropout_p > 0 is not supported (the dropout mask is "
-                                  "a function of block-local positions; see docs/distributed.md)")
-    if alibi_slopes is not None:
-        raise NotImplementedError(f"{fname}: alibi_slopes is not supported (see "
-                                  "docs/distributed.md)")
+    dropout_p, softcap = _refuse_unsupported(fname, dropout_p, softcap, alibi_slopes)
     window = _window(window_size, causal)
     scale = _softmax_scale(softmax_scale, q.shape[-1])
     rows = q.shape[0] if varlen else q.shape[1]
@@ -389,13 +396,7 @@ def _world_size_1(fname: str, layout: str, q, k, v, cu_seqlens, max_seqlen, drop
     (measured: they cost the GPU 5-7 % of a 16k-token forward in host time). The arguments the
     ring refuses at any world size are refused here too, with the same errors, so a script
     tested on one rank does not fail on two."""
-    dropout, _ = _check_scalars(dropout_p, softcap)
-    if dropout > 0.0:
-        raise NotImplementedError(f"{fname}: dropout_p > 0 is not supported (the dropout mask is "
-                                  "a function of block-local positions; see docs/distributed.md)")
-    if alibi_slopes is not None:
-        raise NotImplementedError(f"{fname}: alibi_slopes is not supported (see "
-                                  "docs/distributed.md)")
+    _refuse_unsupported(fname, dropout_p, softcap, alibi_slopes)
     varlen = layout == "varlen"
     if varlen:
         _check_rank(_check_tensor(q, "q"), "q", 3, "(total_local, nheads, headdim)")
