@@ -34,13 +34,14 @@ typedef struct ref_buf {
     double *q, *k, *v, *o, *dout; /* (sq|sk, d) */
     double *s, *pm, *z, *t;       /* (sq, sk): scores, probabilities, dropout factor, tanh */
     double *dq, *dk, *dv;         /* (sq|sk, d) */
+    double *lse;                  /* (sq,) of the current (b, h) */
 } ref_buf;
 
 static void ref_free(ref_buf *r)
 {
     free(r->q); free(r->k); free(r->v); free(r->o); free(r->dout);
     free(r->s); free(r->pm); free(r->z); free(r->t);
-    free(r->dq); free(r->dk); free(r->dv);
+    free(r->dq); free(r->dk); free(r->dv); free(r->lse);
 }
 
 static int ref_alloc(ref_buf *r, const fa_params *p)
@@ -54,8 +55,9 @@ static int ref_alloc(ref_buf *r, const fa_params *p)
     r->dk = malloc(kd * sizeof(double)); r->dv = malloc(kd * sizeof(double));
     r->s = malloc(ss * sizeof(double)); r->pm = malloc(ss * sizeof(double));
     r->z = malloc(ss * sizeof(double)); r->t = malloc(ss * sizeof(double));
+    r->lse = malloc((sq + 1) * sizeof(double));
     if (!r->q || !r->o || !r->dout || !r->dq || !r->k || !r->v || !r->dk || !r->dv || !r->s ||
-        !r->pm || !r->z || !r->t) {
+        !r->pm || !r->z || !r->t || !r->lse) {
         ref_free(r);
         return 0;
     }
@@ -113,11 +115,7 @@ fa_status fa_fwd_cpu_reference(const fa_params *p)
     fa_status st = fa_cpu_check(p, 0);
     if (st != FA_OK) return st;
     if (!ref_alloc(&r, p)) return FA_ERR_NO_MEMORY;
-    lse = malloc(((size_t)p->seqlen_q + 1) * sizeof(double));
-    if (!lse) {
-        ref_free(&r);
-        return FA_ERR_NO_MEMORY;
-    }
+    lse = r.lse;
     d = p->head_dim;
     if (p->rng_state) {
         p->rng_state[0] = (int64_t)p->seed;
@@ -160,7 +158,6 @@ fa_status fa_fwd_cpu_reference(const fa_params *p)
             }
         }
     }
-    free(lse);
     ref_free(&r);
     return FA_OK;
 }
@@ -173,11 +170,7 @@ fa_status fa_bwd_cpu_reference(const fa_params *p)
     fa_status st = fa_cpu_check(p, 1);
     if (st != FA_OK) return st;
     if (!ref_alloc(&r, p)) return FA_ERR_NO_MEMORY;
-    lse = malloc(((size_t)p->seqlen_q + 1) * sizeof(double));
-    if (!lse) {
-        ref_free(&r);
-        return FA_ERR_NO_MEMORY;
-    }
+    lse = r.lse;
     d = p->head_dim;
     group = p->heads / p->heads_k;
     for (b = 0; b < p->batch; ++b) {
@@ -230,7 +223,6 @@ fa_status fa_bwd_cpu_reference(const fa_params *p)
             ref_store_rows(p, p->dv, dv_off, p->dv_row_stride, s.sk, r.dv);
         }
     }
-    free(lse);
     ref_free(&r);
     return FA_OK;
 }
