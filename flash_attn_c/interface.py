@@ -49,6 +49,13 @@ def _check_rank(x: torch.Tensor, name: str, rank: int, layout: str) -> None:
         raise ValueError(f"{name} must be {rank}-D {layout}, got shape {tuple(x.shape)}")
 
 
+def _vector_ready(t: torch.Tensor) -> bool:
+    """16-byte vector access without a copy: last dim contiguous, other strides multiples of 8
+    elements, a 16-byte aligned start (how the CUDA kernels read caches they must not copy)."""
+    return t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(
+        n <= 1 or st % 8 == 0 for n, st in zip(t.shape[:-1], t.stride()[:-1]))
+
+
 def _check_like_q(t: torch.Tensor, name: str, q: torch.Tensor, layout: str) -> None:
     """t is a 4-D tensor `layout` on q's device with q's dtype (the K/V caches of the KV-cache and
     paged paths), else an error naming t."""

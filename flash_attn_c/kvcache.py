@@ -51,7 +51,7 @@ import torch
 
 from . import _ops
 from .interface import (WindowSize, _check_like_q, _check_scalars, _check_tensor, _op_input,
-                        _softmax_scale, _window, pad_head_dim_for_cuda)
+                        _softmax_scale, _vector_ready, _window, pad_head_dim_for_cuda)
 
 _INDEX_DTYPE = torch.int32
 
@@ -328,13 +328,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if return_softmax_lse:
         return out, lse.reshape(h, b, sq).permute(1, 0, 2)  # (h, b * sq) -> (b, h, sq)
     return out
-
-
-def _vector_ready(t: torch.Tensor) -> bool:
-    """16-byte vector access without a copy: last dim contiguous, other strides multiples of 8
-    elements, a 16-byte aligned start (what the CUDA kernels read the caches with)."""
-    return t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(
-        n <= 1 or st % 8 == 0 for n, st in zip(t.shape[:-1], t.stride()[:-1]))
 
 
 def _fast_cuda(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

@@ -25,8 +25,9 @@ bad entry) is never dereferenced. The gather is differentiable: gradients flow t
 Checks: shapes, dtypes and devices always. The values (each length within the block_table's
 capacity and max_seqlen_k, every block_table entry a sequence reads in [0, num_blocks)) are
 checked on CPU, where they are free to read; on CUDA the usual eager cu_seqlens validation of
-flash_attn_varlen_func runs (lengths <= max_seqlen_k) and nothing else is read on the host (bad
-block indices are clamped, as flash-attn does not check them either).
+flash_attn_varlen_func runs (lengths <= max_seqlen_k, and on the in-place path <= the block
+table's capacity) and nothing else is read on the host. Bad block indices are not reported (as in
+flash-attn): the gather clamps them into range, the in-place kernel reads their keys as zeros.
 """
 from typing import Tuple, Union
 
@@ -34,7 +35,7 @@ import torch
 
 from . import _ops
 from .interface import (_check_cu_seqlens_on_device, _check_like_q, _check_scalars, _check_tensor,
-                        _max_seqlen, _softmax_scale, _window, attention_with_lse)
+                        _max_seqlen, _softmax_scale, _vector_ready, _window, attention_with_lse)
 
 _PAGED = "(num_blocks, page_block_size, nheads_k, headdim)"
 
@@ -151,7 +152,9 @@ def paged_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         left, right = _window(window_size, causal)
         _check_cu_seqlens_on_device(cu_seqlens_q, q.shape[0], max_seqlen_q, "cu_seqlens_q",
                                     "max_seqlen_q")
-        _check_cu_seqlens_on_device(cu_k, 1 << 62, max_seqlen_k, "cu_seqlens_k", "max_seqlen_k")
+        # lengths within max_seqlen_k and the block table (eager; only differences matter)
+        _check_cu_seqlens_on_device(cu_k, 1 << 62, min(max_seqlen_k, capacity), "cu_seqlens_k",
+                                    "min(max_seqlen_k, max_blocks_per_seq * page_block_size)")
         out, lse = _ops.ops.fwd_kvcache(q, k, v, None, None, None, bt, cu_seqlens_q, cu_k,
                                         max_seqlen_q, max_seqlen_k,
                                         _softmax_scale(softmax_scale, q.shape[-1]), left, right,
@@ -177,6 +180,8 @@ def _native(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, max_seqlen_q, dro
     (nothing requires grad), a short query block (decode, speculative decoding), no dropout or
     probabilities, head_dim a multiple of 8 (caches are never padded)."""
     if not q.is_cuda or q.shape[-1] % 8 or return_attn_probs or not isinstance(max_seqlen_q, int):
+        return False
+    if not all(_vector_ready(t) for t in (q, k, v)):  # the kernel reads them in place
         return False
     if max_seqlen_q > 16 or dropout_p > 0.0:  # dropout_p: the checked float
         return False

@@ -400,7 +400,8 @@ def test_oom_peer_is_reported_not_raised(tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_tiny_cuda_decode_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """bf16 on the GPU: every ours variant checks ok; each SDPA peer runs (and checks ok) or is
-    n.a. with a reason."""
+    n.a. with a reason; at h/hk = 8/8 (no GQA) FLASH and CUDNN must run, so ours has a ratio to
+    the best SDPA backend there."""
     code = cli.main(["--decode", "--device", "cuda", "--decode-caches", "1k,4k",
                      "--decode-batches", "1,8", "--decode-heads", "32/8,8/8",
                      "--decode-pages", "16,256", "--cuda-rep-ms", "10", "--no-progress",
@@ -416,6 +417,12 @@ def test_tiny_cuda_decode_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             assert r["check"] == "ok", r
         else:
             assert r["reason"], r
+    mha = [r for r in data["results"] if r["heads"] == r["kv_heads"] == 8]
+    for r in mha:
+        if r["backend"] in ("sdpa_flash", "sdpa_cudnn"):
+            assert r["status"] == "ok" and r["check"] == "ok", r
+        if r["backend"] == "ours":
+            assert r["ratio_to_best_sdpa"], r
     assert (tmp_path / "decode_gbps.png").exists() and (tmp_path / "results.md").exists()
 
 

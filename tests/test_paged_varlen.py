@@ -255,28 +255,33 @@ def test_max_seqlen_k_larger_than_needed(device):
         torch.testing.assert_close(out, ref, rtol=0, atol=0)
 
 
-@pytest.mark.gpu
-def test_paged_varlen_compile_fullgraph():
-    """torch.compile(fullgraph=True): the gather reads no length on the host."""
+@pytest.mark.parametrize("device,lens_q", [
+    pytest.param("cuda", (1, 1, 1), marks=pytest.mark.gpu, id="cuda-in-place"),
+    pytest.param("cuda", (1, 20, 3), marks=pytest.mark.gpu, id="cuda-gather"),
+    pytest.param("cpu", (1, 20, 3), id="cpu-gather")])
+def test_paged_varlen_compile_fullgraph(device, lens_q):
+    """torch.compile(fullgraph=True) of both paths: the in-place kernel (decode-style, query
+    blocks <= 16) and the gather (longer query blocks, and the CPU) read no length on the host."""
     dtype = torch.bfloat16
-    lens_q, lens_k = (1, 1, 1), (0, 77, 300)
-    q = torch.randn(3, 8, 128, device="cuda", dtype=dtype)
-    k = torch.randn(sum(lens_k), 2, 128, device="cuda", dtype=dtype)
+    lens_k = (0, 77, 300)
+    mq = max(lens_q)
+    q = torch.randn(sum(lens_q), 8, 128, device=device, dtype=dtype)
+    k = torch.randn(sum(lens_k), 2, 128, device=device, dtype=dtype)
     v = torch.randn_like(k)
-    cq, ck = cu_from_lens(lens_q, "cuda"), cu_from_lens(lens_k, "cuda")
+    cq, ck = cu_from_lens(lens_q, device), cu_from_lens(lens_k, device)
     pg = make_paged(k, v, lens_k, page=16)
 
     def f(q, kc, vc, cq, ck, bt):
-        return flash_attn_c.flash_attn_varlen_func(q, kc, vc, cq, ck, 1, 300, causal=True,
+        return flash_attn_c.flash_attn_varlen_func(q, kc, vc, cq, ck, mq, 300, causal=True,
                                                    block_table=bt)
 
     eager = f(q, pg.k_cache, pg.v_cache, cq, ck, pg.block_table)
     compiled = torch.compile(f, fullgraph=True)(q, pg.k_cache, pg.v_cache, cq, ck, pg.block_table)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
     ref = ref_forward_backward((q, k, v), None, upcast=True, causal=True, cu_seqlens_q=cq,
-                               cu_seqlens_k=ck, max_seqlen_q=1, max_seqlen_k=300)
+                               cu_seqlens_k=ck, max_seqlen_q=mq, max_seqlen_k=300)
     base = ref_forward_backward((q, k, v), None, upcast=False, causal=True, cu_seqlens_q=cq,
-                                cu_seqlens_k=ck, max_seqlen_q=1, max_seqlen_k=300)
+                                cu_seqlens_k=ck, max_seqlen_q=mq, max_seqlen_k=300)
     assert_ratio("out", compiled, ref.out, base.out, dtype, FWD_FACTOR)
 
 

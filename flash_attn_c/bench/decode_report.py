@@ -150,11 +150,17 @@ def decode_targets(rows: Sequence[dict[str, Any]], summary: dict[str, Any]
     """The issue's done-when targets, each with goal, value, pass (None = nothing to judge)."""
     targets: list[dict[str, Any]] = []
 
+    # ours wrong or failed anywhere: no target passes (the ratios would flatter a wrong kernel)
+    broken = [r for r in rows if is_ours(r["backend"])
+              and (r["status"] != "ok" or r["check"] == "mismatch")]
+
     def add(name: str, goal: str, stats: dict[str, Any], key: str, bound: float) -> None:
         value = stats[key] if stats["n"] else None
+        ok = None if value is None else bool(value >= bound) and not broken
         targets.append({"target": name, "goal": goal, "value": value, "n": stats["n"],
-                        "worst": stats["min_config"],
-                        "pass": None if value is None else bool(value >= bound)})
+                        "worst": stats["min_config"], "pass": ok,
+                        "note": (f"{len(broken)} of ours' rows failed or mismatched"
+                                 if broken else "")})
 
     sel = [r for r in rows if r["backend"] == "ours" and r["status"] == "ok"
            and r["dtype"] == "bf16" and r["head_dim"] == 128 and r["heads"] == 32
@@ -185,6 +191,8 @@ def format_targets(targets: Sequence[dict[str, Any]]) -> str:
         text = f"  {verdict:<4}  {t['target']}: {_fmt(t['value'])} (goal {t['goal']}"
         text += f", {t['n']} configs" if t["n"] else ", no config in this run"
         text += f"; worst {t['worst']})" if t["worst"] else ")"
+        if t.get("note"):
+            text += f" [{t['note']}]"
         lines.append(text)
     return "\n".join(lines)
 
