@@ -309,7 +309,8 @@ def test_max_seqlen_one_element_int_tensor_is_accepted():
 
 
 def test_block_table_unsupported_is_clear():
-    """Paged KV (block_table) is not implemented: a clear error naming it, not a wrong answer."""
+    """block_table with a packed (3-D) k/v instead of a paged (num_blocks, page, hk, d) cache: a
+    clear error naming block_table, not a wrong answer (the paged path: tests/test_paged_varlen.py)."""
     q, k, v, cq, ck, mq, mk = varlen()
     with pytest.raises((NotImplementedError,) + ERRORS, match=r"block_table"):
         fv(q, k, v, cq, ck, mq, mk, block_table=torch.zeros(2, 1, dtype=torch.int32))
