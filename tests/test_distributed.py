@@ -10,6 +10,7 @@ group still works. World size 1 (no process group) must be flash_attn_func bit f
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import subprocess
@@ -198,6 +199,10 @@ WORLDS = (2, 3, 4)
 
 def _worker(rank: int, store_path: str, names: List[str], out_dir: str, backend: str,
             worlds: Tuple[int, ...]) -> None:
+    # A rank that dies of a signal prints its Python stacks: twice in full-suite runs (once in CI)
+    # a rank died of SIGABRT ("terminate called without an active exception") in both attempts;
+    # never in this file alone (12 runs, also two at once). This says where, next time.
+    faulthandler.enable()
     torch.set_num_threads(1)
     world = max(worlds)
     device = "cpu"
@@ -267,14 +272,15 @@ def _results() -> List[Dict[str, str]]:
     if _FAILURE:
         raise RuntimeError(f"the gloo ranks failed earlier in this session: {_FAILURE[0]!r}")
     if not _RESULTS:
-        for attempt in range(2):  # one retry: a spawn can fail for reasons of the machine
+        for attempt in range(3):  # retries: a spawn can fail for reasons of the machine
             try:
                 _RESULTS.extend(_run_all(list(CASES) + ["bad_input"]))
                 break
             except Exception as e:  # noqa: BLE001
-                if attempt == 1:
+                if attempt == 2:
                     _FAILURE.append(e)
                     raise
+                time.sleep(2.0 * (attempt + 1))  # let a busy machine settle first
     return _RESULTS
 
 
