@@ -62,6 +62,7 @@ def test_help_documents_the_decode_flags() -> None:
     (["--decode", "--device", "cpu", "--head-dims", "300"], "--head-dims", "<= 256"),
     (["--decode", "--device", "cpu", "--decode-max-gib", "1e-9"], "--decode-max-gib",
      "exceeds the memory budget"),
+    (["--decode", "--device", "cpu", "--decode-generate", "-1"], "--decode-generate", ">= 0"),
 ])
 def test_bad_decode_arguments_exit_2_naming_the_flag(argv: list[str], flag: str, message: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
@@ -331,6 +332,25 @@ def test_tiny_cpu_decode_run_writes_wellformed_files(tmp_path: Path,
     for text in ("geomean ours/best SDPA", "## Targets", "K+V >= 256 MiB", "test_raise",
                  "paged/contiguous", "| ours GB/s |"):
         assert text in md, text
+
+
+def test_generate_timing_beside_sdpa(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--decode-generate N: a tiny Llama's greedy generate() with flash_attn_c and with sdpa
+    (fp32 on CPU: the tokens must be equal), timed, in the JSON and in results.md."""
+    pytest.importorskip("transformers")
+    code = cli.main(TINY + ["--decode-generate", "4", "--decode-pages", "16", "--skip-check",
+                            "--no-plots", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    gen = json.loads((tmp_path / "results.json").read_text())["generate"]
+    assert gen["error"] is None, gen
+    assert [r["backend"] for r in gen["rows"]] == ["sdpa", "ours"]
+    for r in gen["rows"]:
+        assert r["ms"] > 0 and r["tokens_per_s"] == pytest.approx(
+            gen["model"]["batch"] * 4 / (r["ms"] * 1e-3))
+        assert r["tokens_equal_sdpa"] and r["first_difference"] is None
+    assert "generate(): Llama" in out and "tokens equal sdpa's" in out
+    assert "## generate()" in (tmp_path / "results.md").read_text()
 
 
 def test_speculative_tokens_use_the_bottom_right_mask(tmp_path: Path) -> None:

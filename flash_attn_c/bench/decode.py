@@ -42,6 +42,7 @@ from .cases import DTYPES
 from .check import ERROR_FLOORS, FWD_FACTOR
 from .env import collect_header, format_header
 from .measure import TimingSettings, is_oom, release_memory, short_reason, time_ms, timing_method
+from .generate import format_generate, time_generate
 from .progress import make_progress
 from .report import report_self_check
 
@@ -62,12 +63,12 @@ DECODE_PRESETS: dict[str, dict[str, Any]] = {
     "cuda": dict(dtypes=["bf16"], head_dims=[128], heads=[(32, 8), (64, 8), (32, 32)],
                  batches=[1, 4, 16, 64, 128], caches=[1024, 4096, 16384, 32768, 131072],
                  pages=[16, 256], peers=list(CUDA_DECODE_PEERS), layouts=list(PEER_LAYOUTS),
-                 max_gib=24.0, copy_gib=1.0),
+                 max_gib=24.0, copy_gib=1.0, generate=64),
     # A tiny grid that runs in seconds on a 2-core CPU (and exercises a partly filled last page:
     # 1000 is not a multiple of 16 or 64).
     "cpu": dict(dtypes=["fp32"], head_dims=[64], heads=[(4, 2), (4, 4)], batches=[1, 3],
                 caches=[256, 1000], pages=[16, 64], peers=list(CPU_DECODE_PEERS),
-                layouts=list(PEER_LAYOUTS), max_gib=1.0, copy_gib=1 / 16),
+                layouts=list(PEER_LAYOUTS), max_gib=1.0, copy_gib=1 / 16, generate=0),
 }
 
 # Flags of the training sweep that mean nothing in decode mode (and their "unset" values).
@@ -77,7 +78,8 @@ SWEEP_ONLY_FLAGS: dict[str, Any] = {
     "varlen": False, "long": False, "long_seqlens": None, "eager_max_gib": None,
 }
 DECODE_FLAGS = ("decode_batches", "decode_caches", "decode_heads", "decode_pages",
-                "decode_layouts", "decode_q_tokens", "decode_max_gib", "decode_copy_gib")
+                "decode_layouts", "decode_q_tokens", "decode_max_gib", "decode_copy_gib",
+                "decode_generate")
 
 
 # ------------------------------------------------------------------------------ argument types
@@ -154,6 +156,10 @@ def add_decode_arguments(parser: argparse.ArgumentParser, int_list: Any, str_lis
     g.add_argument("--decode-q-tokens", type=positive_int, metavar="N",
                    help="query tokens per sequence (default 1; > 1 = speculative decoding, "
                         "bottom-right causal; SDPA peers then need an explicit mask)")
+    g.add_argument("--decode-generate", type=int, metavar="N",
+                   help="then time a transformers Llama's greedy generate() of N new tokens with "
+                        "flash_attn_c vs sdpa (random weights, no download; default 64 on CUDA, "
+                        "0 = off, the CPU default)")
     g.add_argument("--decode-max-gib", type=positive_float, metavar="GIB",
                    help="skip configs whose K+V exceed this (default 24 CUDA, 1 CPU); the run "
                         "holds at most two copies of a cache at once")
@@ -225,6 +231,7 @@ class DecodePlan:
     copy_bytes: int
     timing: TimingSettings
     budget_note: str = ""
+    generate_tokens: int = 0
 
 
 def check_decode_flags(args: argparse.Namespace) -> Optional[str]:
@@ -290,6 +297,9 @@ def resolve_decode_plan(args: argparse.Namespace, device: torch.device) -> Decod
             budget_note = (f"configs whose K+V exceed {max_bytes / GIB:.1f} GiB (45% of the "
                            f"device's memory, below --decode-max-gib {max_gib:g}) are skipped")
     copy_gib = args.decode_copy_gib or preset["copy_gib"]
+    generate = preset["generate"] if args.decode_generate is None else args.decode_generate
+    if generate < 0:
+        raise ValueError(f"--decode-generate must be >= 0 (0 = off), got {generate}")
     timing = TimingSettings.from_args(args, dev)
     return DecodePlan(device=device, dtypes=dtypes, head_dims=head_dims,
                       heads=args.decode_heads or preset["heads"],
@@ -297,7 +307,7 @@ def resolve_decode_plan(args: argparse.Namespace, device: torch.device) -> Decod
                       pages=preset["pages"] if args.decode_pages is None else args.decode_pages,
                       peers=peers, layouts=layouts, q_tokens=q_tokens, max_bytes=max_bytes,
                       copy_bytes=max(2 ** 20, int(copy_gib * GIB)), timing=timing,
-                      budget_note=budget_note)
+                      budget_note=budget_note, generate_tokens=generate)
 
 
 def build_decode_cases(plan: DecodePlan) -> tuple[list[DecodeCase], list[DecodeCase]]:
@@ -888,6 +898,10 @@ def main_decode(args: argparse.Namespace, parser: argparse.ArgumentParser,
         print("\nnot run / mismatches:\n" + "\n".join(f"  - {f}" for f in fails))
     print("\nsummary:\n" + rep.format_decode_summary(summary))
     print("\ntargets (issue):\n" + rep.format_targets(targets))
+    generated = None
+    if plan.generate_tokens:
+        generated = time_generate(device, plan.generate_tokens)
+        print("\n" + format_generate(generated), flush=True)
 
     payload = {"header": header, "mode": "decode",
                "settings": {k: v for k, v in vars(args).items()},
@@ -898,7 +912,7 @@ def main_decode(args: argparse.Namespace, parser: argparse.ArgumentParser,
                         "max_bytes": plan.max_bytes,
                         "skipped": [dataclasses.asdict(c) for c in skipped]},
                "copy_bandwidth": copy, "notes": notes, "check": check_results,
-               "results": rows, "summary": summary, "targets": targets}
+               "results": rows, "summary": summary, "targets": targets, "generate": generated}
     written = [os.path.join(args.out, "results.json"), os.path.join(args.out, "results.csv")]
     write_json(written[0], payload)
     rep.write_decode_csv(written[1], rows)
@@ -913,6 +927,8 @@ def main_decode(args: argparse.Namespace, parser: argparse.ArgumentParser,
     written.append(os.path.join(args.out, "results.md"))
     with open(written[-1], "w") as f:
         f.write(rep.decode_markdown(header, notes, rows, summary, targets, check_results, copy))
+        if generated is not None:
+            f.write("\n## generate()\n\n```\n" + format_generate(generated) + "\n```\n")
     print(f"\nwrote {', '.join(written)}")
     print(f"total time {time.perf_counter() - t_start:.1f} s")
     ours_bad = [r for r in rows if r["backend"].startswith("ours")
