@@ -94,22 +94,35 @@ def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return torch.cat((rot.to(x.dtype), x[..., rd:]), dim=-1)
 
 
+def _seqlens_arg(cache_seqlens: Union[int, torch.Tensor, None], b: int, capacity: int,
+                 device: torch.device) -> Tuple[Optional[torch.Tensor], int]:
+    """cache_seqlens checked without reading a device value: (the int32 (b,) tensor, or None
+    with the one length for every row: the int given, or the capacity when None)."""
+    if cache_seqlens is None:
+        return None, capacity
+    if isinstance(cache_seqlens, torch.Tensor):
+        return _check_index(cache_seqlens, "cache_seqlens", (b,), device), capacity
+    if isinstance(cache_seqlens, bool):
+        raise TypeError("cache_seqlens must be an int or an int32 tensor, got bool")
+    try:
+        return None, operator.index(cache_seqlens)  # int, numpy integers; not floats
+    except TypeError:
+        raise TypeError("cache_seqlens must be an int or an int32 tensor of shape (batch,), "
+                        f"got {type(cache_seqlens).__name__}") from None
+
+
 def _lengths(cache_seqlens: Union[int, torch.Tensor, None], b: int, capacity: int,
              device: torch.device) -> Tuple[Optional[torch.Tensor], List[int]]:
     """(cache_seqlens as an int32 (b,) tensor or None, its values on the host)."""
-    if cache_seqlens is None:
-        return None, [capacity] * b
-    if not isinstance(cache_seqlens, torch.Tensor):
-        if isinstance(cache_seqlens, bool):
-            raise TypeError("cache_seqlens must be an int or an int32 tensor, got bool")
-        try:
-            n = operator.index(cache_seqlens)  # int, numpy integers; not floats
-        except TypeError:
-            raise TypeError("cache_seqlens must be an int or an int32 tensor of shape (batch,), "
-                            f"got {type(cache_seqlens).__name__}") from None
-        return None, [n] * b
-    _check_index(cache_seqlens, "cache_seqlens", (b,), device)
-    return cache_seqlens, [int(x) for x in cache_seqlens.tolist()]
+    seq_t, n = _seqlens_arg(cache_seqlens, b, capacity, device)
+    return seq_t, ([n] * b if seq_t is None else [int(x) for x in seq_t.tolist()])
+
+
+def _cache_window(window_size: WindowSize, causal: bool, capacity: int) -> Tuple[int, int]:
+    """(left, right) of the mask; as flash-attn, a side at least as long as the cache is
+    unbounded (-1)."""
+    left, right = _window(window_size, causal)
+    return (-1 if left >= capacity else left), (-1 if right >= capacity else right)
 
 
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
@@ -241,11 +254,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                              "rows would write the same cache row")
 
     # ---- window: flash-attn treats windows at least as long as the cache as unbounded ----
-    left, right = _window(window_size, causal)
-    if left >= capacity:
-        left = -1
-    if right >= capacity:
-        right = -1
+    left, right = _cache_window(window_size, causal, capacity)
     positional_q = left >= 0 or right >= 0  # causal or local: q token i sits at seqlen + i
 
     # ---- rotary ----
@@ -366,27 +375,12 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
     dev = q.device
     ops = _ops.ops
     s_new = 0 if k is None else k.shape[1]
-    seq_t: Optional[torch.Tensor] = None
-    seq_int = capacity
-    if isinstance(cache_seqlens, torch.Tensor):
-        seq_t = _check_index(cache_seqlens, "cache_seqlens", (b,), dev)
-    elif cache_seqlens is not None:
-        if isinstance(cache_seqlens, bool):
-            raise TypeError("cache_seqlens must be an int or an int32 tensor, got bool")
-        try:
-            seq_int = operator.index(cache_seqlens)
-        except TypeError:
-            raise TypeError("cache_seqlens must be an int or an int32 tensor of shape (batch,), "
-                            f"got {type(cache_seqlens).__name__}") from None
-        if not 0 <= seq_int or seq_int + s_new > capacity:
-            raise ValueError(f"cache_seqlens = {seq_int} with {s_new} new tokens must fit the "
-                             f"cache of {capacity} positions")
+    seq_t, seq_int = _seqlens_arg(cache_seqlens, b, capacity, dev)
+    if seq_t is None and cache_seqlens is not None and not 0 <= seq_int <= capacity - s_new:
+        raise ValueError(f"cache_seqlens = {seq_int} with {s_new} new tokens must fit the "
+                         f"cache of {capacity} positions")
     _check_index(cache_leftpad, "cache_leftpad", (b,), dev)
-    left, right = _window(window_size, causal)
-    if left >= capacity:
-        left = -1
-    if right >= capacity:
-        right = -1
+    left, right = _cache_window(window_size, causal, capacity)
     softmax_scale = _softmax_scale(softmax_scale, d)
     if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
         raise ValueError(f"num_splits must be an int >= 0 (0 = heuristic), got {num_splits!r}")

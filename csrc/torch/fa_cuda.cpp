@@ -14,13 +14,18 @@ namespace fa {
 // The kernels use 16-byte vector loads: head_dim % 8 == 0 (the Python layer pads), strides that are
 // multiples of 8 elements and 16-byte aligned base pointers. A tensor that is not laid out that way
 // (a misaligned view, an expanded dout) is copied once here rather than rejected.
+bool vector_layout_ok(const at::Tensor &t)
+{
+    bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(-1) == 1;
+    for (int i = 0; i < t.dim() - 1; ++i) ok = ok && (t.size(i) <= 1 || t.stride(i) % 8 == 0);
+    return ok;
+}
+
 static at::Tensor vector_ready(const at::Tensor &t, const char *name)
 {
     TORCH_CHECK(t.size(-1) % 8 == 0, "flash_attn_c: ", name, ".shape[-1] must be a multiple of 8 on "
                 "CUDA (the Python functions pad head_dim; call them instead of torch.ops.flash_attn_c)");
-    bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(-1) == 1;
-    for (int i = 0; i < t.dim() - 1; ++i) ok = ok && (t.size(i) <= 1 || t.stride(i) % 8 == 0);
-    return ok ? t : t.clone(at::MemoryFormat::Contiguous);
+    return vector_layout_ok(t) ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
 void check_arch(const at::Tensor &q)

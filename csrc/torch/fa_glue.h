@@ -92,6 +92,9 @@ at::Tensor dropout_mask_cpu(int64_t batch, int64_t heads, int64_t seqlen_q, int6
 #ifdef FA_WITH_CUDA
 // Refuses GPUs below compute capability 8.0 with a message saying so (fa_cuda.cpp).
 void check_arch(const at::Tensor &t);
+// The kernels' 16-byte vector access: last dim contiguous, other strides multiples of 8 elements,
+// a 16-byte aligned start (fa_cuda.cpp).
+bool vector_layout_ok(const at::Tensor &t);
 FwdResult fwd_cuda(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                    const std::optional<at::Tensor> &cu_seqlens_q,
                    const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,

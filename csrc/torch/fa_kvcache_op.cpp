@@ -39,9 +39,7 @@ static const int32_t *index_ptr(const std::optional<at::Tensor> &t, const at::Te
 static void check_vector_layout(const at::Tensor &t, const char *name)
 {
     TORCH_CHECK(t.size(-1) % 8 == 0, "flash_attn_c: ", name, ".shape[-1] must be a multiple of 8 on CUDA");
-    bool ok = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(-1) == 1;
-    for (int i = 0; i < t.dim() - 1; ++i) ok = ok && (t.size(i) <= 1 || t.stride(i) % 8 == 0);
-    TORCH_CHECK(ok, "flash_attn_c: ", name, " must be contiguous in its last dimension with strides that are "
+    TORCH_CHECK(vector_layout_ok(t), "flash_attn_c: ", name, " must be contiguous in its last dimension with strides that are "
                 "multiples of 8 elements and a 16-byte aligned start, got strides ", t.strides());
 }
 

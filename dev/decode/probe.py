@@ -6,7 +6,6 @@ device's copy bandwidth. Not the benchmark of record (python -m flash_attn_c.ben
 """
 import argparse
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from flash_attn_c import flash_attn_with_kvcache  # noqa: E402
+from flash_attn_c.bench.measure import TimingSettings, _time_cuda_events  # noqa: E402
 
 
 def reference(q, kc, vc, lens, causal, scale):
@@ -79,17 +79,8 @@ def parity() -> bool:
 
 
 def cuda_time(fn, reps=50) -> float:
-    for _ in range(5):
-        fn()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(True), torch.cuda.Event(True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
+    """Median ms of fn by CUDA events after 5 warm-up calls (the bench's event timer)."""
+    return _time_cuda_events(fn, TimingSettings(warmup=5, reps=reps, min_reps=reps))
 
 
 def timings(quick: bool) -> None:
@@ -132,7 +123,7 @@ def timings(quick: bool) -> None:
                             with sdpa_kernel([be]):
                                 peers[name] = cuda_time(lambda: F.scaled_dot_product_attention(
                                     qt, kt, vt, enable_gqa=True))
-                        except Exception as e:  # noqa: BLE001
+                        except Exception:  # noqa: BLE001
                             peers[name] = float("nan")
                 gbs = nbytes / ms / 1e6
                 best = min((v for v in peers.values() if not math.isnan(v)), default=float("nan"))

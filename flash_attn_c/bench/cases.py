@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -248,3 +248,26 @@ def geometric_mean(values: Sequence[float]) -> float:
     if not vals:
         return float("nan")
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
+
+
+def resolve_kernel_flags(args: Any, preset: dict[str, Any], dev: str, valid_peers: Sequence[str],
+                         what: str = "") -> tuple[list[str], list[int], list[str]]:
+    """The flags the training sweep and the decode mode read alike: (dtypes, head_dims, peers),
+    each the flag or the preset's value, checked against the device; ValueError names the flag.
+    what: a word for the peer error ("decode ")."""
+    dtypes = args.dtypes or preset["dtypes"]
+    if dev == "cuda" and "fp32" in dtypes:
+        raise ValueError("--dtypes: CUDA kernels support fp16 and bf16 only")
+    head_dims = args.head_dims or preset["head_dims"]
+    if any(d > 256 for d in head_dims):
+        raise ValueError(f"--head-dims: head dims must be <= 256, got {head_dims}")
+    if args.peers is None:
+        return dtypes, head_dims, list(preset["peers"])
+    if args.peers.strip() == "none":
+        return dtypes, head_dims, []
+    peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    bad = [x for x in peers if x not in valid_peers]
+    if bad:
+        raise ValueError(f"--peers: unknown {what}peer(s) {', '.join(bad)} for {dev}; "
+                         f"choose from {', '.join(valid_peers)} or 'none'")
+    return dtypes, head_dims, peers

@@ -23,7 +23,8 @@ import torch
 
 from . import backends as backends_mod
 from . import decode as decode_mod
-from .cases import DIRECTIONS, DTYPES, BenchCase, BenchInputs, build_cases, make_inputs
+from .cases import (DIRECTIONS, DTYPES, BenchCase, BenchInputs, build_cases, make_inputs,
+                    resolve_kernel_flags)
 from .check import default_check_configs, format_check_row, run_check
 from .env import collect_header, format_header, pick_device
 from .measure import (TimingSettings, direction_fn, is_oom, memory_method, peak_memory_bytes,
@@ -274,25 +275,10 @@ def resolve_plan(args: argparse.Namespace, device: torch.device) -> Plan:
         raise ValueError(f"--preset {args.preset} is a GPU sweep (needs CUDA); on CPU use the "
                          "quick preset or explicit --seqlens/--head-dims")
     preset = PRESETS[args.preset][dev]
-    dtypes = args.dtypes or preset["dtypes"]
-    if dev == "cuda" and "fp32" in dtypes:
-        raise ValueError("--dtypes: CUDA kernels support fp16 and bf16 only")
-    head_dims = args.head_dims or preset["head_dims"]
-    if any(d > 256 for d in head_dims):
-        raise ValueError(f"--head-dims: head dims must be <= 256, got {head_dims}")
+    valid = backends_mod.CUDA_PEERS if dev == "cuda" else backends_mod.CPU_PEERS
+    dtypes, head_dims, peers = resolve_kernel_flags(args, preset, dev, valid)
     causal = args.causal or preset["causal"]
     causal_values = {"both": [False, True], "yes": [True], "no": [False]}[causal]
-    if args.peers is None:
-        peers = list(preset["peers"])
-    elif args.peers.strip() == "none":
-        peers = []
-    else:
-        peers = [x.strip() for x in args.peers.split(",") if x.strip()]
-        valid = backends_mod.CUDA_PEERS if dev == "cuda" else backends_mod.CPU_PEERS
-        bad = [x for x in peers if x not in valid]
-        if bad:
-            raise ValueError(f"--peers: unknown peer(s) {', '.join(bad)} for {dev}; "
-                             f"choose from {', '.join(valid)} or 'none'")
     eager_gib = args.eager_max_gib or preset["eager_max_gib"]
     timing = TimingSettings.from_args(args, dev)
     return Plan(device=device, dtypes=dtypes, head_dims=head_dims,

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..testing import visible_mask
-from .cases import DTYPES
+from .cases import DTYPES, resolve_kernel_flags
 from .check import ERROR_FLOORS, FWD_FACTOR
 from .env import collect_header, format_header
 from .measure import TimingSettings, is_oom, release_memory, short_reason, time_ms, timing_method
@@ -258,23 +258,8 @@ def resolve_decode_plan(args: argparse.Namespace, device: torch.device) -> Decod
     """Merge the decode preset of ``device`` with the flags; ValueError names the bad flag."""
     dev = device.type
     preset = DECODE_PRESETS[dev]
-    dtypes = args.dtypes or preset["dtypes"]
-    if dev == "cuda" and "fp32" in dtypes:
-        raise ValueError("--dtypes: CUDA kernels support fp16 and bf16 only")
-    head_dims = args.head_dims or preset["head_dims"]
-    if any(d > 256 for d in head_dims):
-        raise ValueError(f"--head-dims: head dims must be <= 256, got {head_dims}")
     valid_peers = CUDA_DECODE_PEERS if dev == "cuda" else CPU_DECODE_PEERS
-    if args.peers is None:
-        peers = list(preset["peers"])
-    elif args.peers.strip() == "none":
-        peers = []
-    else:
-        peers = [x.strip() for x in args.peers.split(",") if x.strip()]
-        bad = [x for x in peers if x not in valid_peers]
-        if bad:
-            raise ValueError(f"--peers: unknown decode peer(s) {', '.join(bad)} for {dev}; "
-                             f"choose from {', '.join(valid_peers)} or 'none'")
+    dtypes, head_dims, peers = resolve_kernel_flags(args, preset, dev, valid_peers, "decode ")
     layouts = args.decode_layouts or preset["layouts"]
     bad = [x for x in layouts if x not in PEER_LAYOUTS]
     if bad:

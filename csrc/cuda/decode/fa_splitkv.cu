@@ -24,9 +24,7 @@ int fa_splitkv_takes(const fa_params *p)
 
 int fa_splitkv_num_splits(const fa_params *p, int bucket, int sm_count)
 {
-    const int bc = bucket == 64 ? fa_tuning_find(FA_KERNEL_SPLITKV, 80, 64).bc
-                 : bucket == 128 ? fa_tuning_find(FA_KERNEL_SPLITKV, 80, 128).bc
-                                 : fa_tuning_find(FA_KERNEL_SPLITKV, 80, 256).bc;
+    const int bc = fa_tuning_find(FA_KERNEL_SPLITKV, 80, bucket).bc;  /* the launcher's row */
     const int64_t key_tiles = (p->seqlen_k + bc - 1) / bc;
     int64_t n;
     if (p->num_splits > 0) {

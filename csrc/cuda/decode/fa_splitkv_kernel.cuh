@@ -48,8 +48,7 @@ static __device__ __forceinline__ void block_load_kv_tile(uint16_t *sK /* [Bc][D
                                                           int b, int kh, int j0, int j_end, int tid)
 {
     constexpr int kChunks = D / 8;
-    static_assert(kThreads % kChunks == 0 || kChunks % kThreads == 0, "chunk walk");
-    constexpr int kRowsPerPass = kThreads >= kChunks ? kThreads / kChunks : 1;
+    static_assert((Bc * kChunks) % kThreads == 0, "every thread copies the same number of chunks");
     constexpr int kPasses = Bc * kChunks / kThreads;
     const uint16_t *gK = (const uint16_t *)a.f.k + (int64_t)kh * a.f.k_head_stride;
     const uint16_t *gV = (const uint16_t *)a.f.v + (int64_t)kh * a.f.v_head_stride;
@@ -78,7 +77,6 @@ static __device__ __forceinline__ void block_load_kv_tile(uint16_t *sK /* [Bc][D
         fa_cp_async_16(uK + dst, pred ? gK + ko + c * 8 : gK, pred);
         fa_cp_async_16(uV + dst, pred ? gV + vo + c * 8 : gV, pred);
     }
-    (void)kRowsPerPass;
 }
 
 template <bool kBf16, int D, int Bc, int kWarps, int kStages, bool kFeat>
