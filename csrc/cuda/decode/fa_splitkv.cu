@@ -42,14 +42,19 @@ int fa_splitkv_num_splits(const fa_params *p, int bucket, int sm_count)
     return n < 1 ? 1 : (int)n;
 }
 
+/* Bytes of the partials of `splits` splits: O (bucket floats) and LSE per (split, b, h, row). */
+static size_t fa_splitkv_partial_bytes(const fa_params *p, int bucket, int splits)
+{
+    if (splits <= 1) return 0;
+    const size_t rows = (size_t)splits * (size_t)p->batch * (size_t)p->heads * (size_t)p->seqlen_q;
+    return rows * (size_t)(bucket + 1) * sizeof(float);
+}
+
 size_t fa_splitkv_workspace_bytes(const fa_params *p)
 {
     const int bucket = fa_splitkv_bucket(p->head_dim);
     if (bucket == 0) return 0;
-    const int splits = fa_splitkv_num_splits(p, bucket, fa_cuda_sm_count());
-    if (splits <= 1) return 0;
-    const size_t rows = (size_t)splits * (size_t)p->batch * (size_t)p->heads * (size_t)p->seqlen_q;
-    return rows * (size_t)(bucket + 1) * sizeof(float);
+    return fa_splitkv_partial_bytes(p, bucket, fa_splitkv_num_splits(p, bucket, fa_cuda_sm_count()));
 }
 
 void fa_splitkv_fill_args(const fa_params *p, int num_splits, int bucket, fa_splitkv_args *a)
@@ -79,7 +84,7 @@ fa_status fa_splitkv_run(const fa_params *p, cudaStream_t stream)
     if (p->batch * p->heads_k > 2147483647LL) return FA_ERR_UNSUPPORTED;
     if ((p->heads / p->heads_k) * p->seqlen_q > (int64_t)FA_SPLITKV_ROWS * 65535) return FA_ERR_UNSUPPORTED;
     const int splits = fa_splitkv_num_splits(p, bucket, fa_cuda_sm_count());
-    if (splits > 1 && (p->workspace == NULL || p->workspace_bytes < fa_splitkv_workspace_bytes(p) ||
+    if (splits > 1 && (p->workspace == NULL || p->workspace_bytes < fa_splitkv_partial_bytes(p, bucket, splits) ||
                        ((uintptr_t)p->workspace & 15u) != 0))  /* float4 stores into the partials */
         return FA_ERR_WORKSPACE;
     fa_splitkv_args a;
