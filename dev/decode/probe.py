@@ -2,7 +2,7 @@
 against an fp32 reference on gathered keys, then decode timings beside torch SDPA and the
 device's copy bandwidth. Not the benchmark of record (python -m flash_attn_c.bench --decode is).
 
-    python dev/decode/probe.py [--quick]
+    python dev/decode/probe.py [--quick] [--parity] [--splits] [--split-grid out.json]
 """
 import argparse
 import math
@@ -149,11 +149,58 @@ def splits_sweep() -> None:
         del kc, vc
 
 
+SPLIT_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+def split_grid(out_json: str) -> None:
+    """Every candidate split count on a grid of decode shapes, timed like the bench (do_bench with
+    its L2 flush, median): the data the num_splits = 0 heuristic (fa_tuning.h) is fitted to."""
+    import json
+    from flash_attn_c.bench.measure import time_ms
+    settings = TimingSettings(warmup=5, reps=20, cuda_warmup_ms=5, cuda_rep_ms=30)
+    dev = torch.device("cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    shapes = [(128, 32, hk, b, s) for hk in (8, 32) for b in (1, 2, 4, 8, 16, 32, 64)
+              for s in (1024, 4096, 16384, 65536)]
+    shapes += [(d, 32, 8, b, s) for d in (64, 256) for b in (1, 4, 16) for s in (4096, 32768)]
+    rows = []
+    print(f"SMs {sms}")
+    print("| d | h/hk | b | cache | heuristic ms | best n | best ms | heur/best | n=1 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for d, h, hk, b, s in shapes:
+        if b * s * hk * d * 4 > (4 << 30):
+            continue
+        q = torch.randn(b, 1, h, d, device=dev, dtype=torch.bfloat16)
+        kc = torch.randn(b, s, hk, d, device=dev, dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        lens = torch.full((b,), s, dtype=torch.int32, device=dev)
+        tiles = (s + 63) // 64
+        cands = [0] + [n for n in SPLIT_CANDIDATES if n <= tiles]
+        times = {n: time_ms(lambda: flash_attn_with_kvcache(q, kc, vc, cache_seqlens=lens, num_splits=n),
+                            dev, settings) for n in cands}
+        best = min((n for n in cands if n), key=lambda n: times[n])
+        rows.append(dict(d=d, h=h, hk=hk, b=b, s=s, sms=sms, times={str(k): v for k, v in times.items()}))
+        print(f"| {d} | {h}/{hk} | {b} | {s} | {times[0]:.4f} | {best} | {times[best]:.4f} | "
+              f"{times[0] / times[best]:.3f} | {times[1]:.4f} |", flush=True)
+        del q, kc, vc
+    with open(out_json, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--splits", action="store_true", help="only the num_splits sweep")
+    ap.add_argument("--parity", action="store_true", help="only the parity cases (e.g. under "
+                    "compute-sanitizer --kernel-name kns=splitkv)")
+    ap.add_argument("--split-grid", metavar="JSON", help="every split count on a grid of shapes, "
+                    "timed with the bench's flush (the heuristic's data), saved to JSON")
     args = ap.parse_args()
+    if args.parity:
+        sys.exit(0 if parity() else 1)
+    if args.split_grid:
+        split_grid(args.split_grid)
+        sys.exit(0)
     if args.splits:
         splits_sweep()
         sys.exit(0)

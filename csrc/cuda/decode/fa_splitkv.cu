@@ -90,9 +90,10 @@ fa_status fa_splitkv_run(const fa_params *p, cudaStream_t stream)
     fa_splitkv_args a;
     fa_splitkv_fill_args(p, splits, bucket, &a);
     if (a.f.batch == 0 || a.f.seqlen_q == 0) return FA_OK;
+    const bool pdl = splits > 1 && fa_cuda_current_arch() >= 90;
     switch (bucket) {
-    case 64: return fa_splitkv_launch_hdim<64>(a, p->dtype, stream);
-    case 128: return fa_splitkv_launch_hdim<128>(a, p->dtype, stream);
-    default: return fa_splitkv_launch_hdim<256>(a, p->dtype, stream);
+    case 64: return fa_splitkv_launch_hdim<64>(a, p->dtype, pdl, stream);
+    case 128: return fa_splitkv_launch_hdim<128>(a, p->dtype, pdl, stream);
+    default: return fa_splitkv_launch_hdim<256>(a, p->dtype, pdl, stream);
     }
 }

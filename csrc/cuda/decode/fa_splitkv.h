@@ -114,8 +114,9 @@ void fa_splitkv_fill_args(const fa_params *p, int num_splits, int bucket, fa_spl
  * FA_KERNEL_SPLITKV section) for head-dim bucket D on a GPU with sm_count SMs. */
 int fa_splitkv_num_splits(const fa_params *p, int bucket, int sm_count);
 
-/* Launches the attention kernel of bucket D (64, 128, 256) and, with num_splits > 1, the combine. */
+/* Launches the attention kernel of bucket D (64, 128, 256) and, with num_splits > 1, the combine
+ * (as a programmatic dependent launch when pdl: compute capability 9.0 or newer). */
 template <int D>
-fa_status fa_splitkv_launch_hdim(const fa_splitkv_args &a, fa_dtype dtype, cudaStream_t stream);
+fa_status fa_splitkv_launch_hdim(const fa_splitkv_args &a, fa_dtype dtype, bool pdl, cudaStream_t stream);
 
 #endif /* FA_SPLITKV_H */

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include "fa_splitkv.h"
 #include "fa_tuning.h"
+#include "fa_grid_dep.cuh"
 #include "fa_mma.cuh"
 #include "fa_smem_tile.cuh"
 #include "fa_softmax.cuh"
@@ -38,18 +39,48 @@ static inline size_t fa_splitkv_smem_bytes(int d, int bc, int stages, int warps)
     return ring > merge ? ring : merge;
 }
 
+/* The rows of a [Bc][D] K/V tile as block_load_kv_tile's threads copy them: 16-byte chunks, D / 8
+ * per row, thread tid takes chunk idx = tid + pass * kThreads; so in each pass a warp covers
+ * fa_kv_rows_per_pass whole rows, and over the fa_kv_passes passes at most 32 rows (one a lane). */
+constexpr int fa_kv_rows_per_pass(int d) { return 32 / (d / 8); }
+constexpr int fa_kv_passes(int d, int bc, int threads) { return bc * (d / 8) / threads; }
+
+/* Warp-collective, paged caches only: lane m resolves the page of the m-th tile row this warp
+ * copies (pass m / rows-per-pass, row m % rows-per-pass of the warp in that pass) for the tile of
+ * local keys [j0, j0 + Bc): .x = block index (-1: past j_end; checked against the cache when it
+ * is used), .y = row in the page. Only loads: the caller resolves a tile one iteration before it
+ * issues its copies, so the block-table latency hides under a tile of work. */
+template <int D, int Bc, int kThreads>
+static __device__ __forceinline__ int2 warp_kv_tile_pages(const fa_splitkv_args &a, const fa_kv_seq &s, int b,
+                                                          int j0, int j_end, int warp, int lane)
+{
+    constexpr int kRows = fa_kv_rows_per_pass(D);
+    int2 pg = make_int2(-1, 0);
+    if (a.block_table == NULL || lane >= fa_kv_passes(D, Bc, kThreads) * kRows) return pg;
+    const int pass = lane / kRows, u = lane % kRows;
+    const int j = j0 + warp * kRows + u + pass * (kThreads / (D / 8));
+    if (j < j_end) {
+        const int pos = s.start + j;
+        pg.x = a.block_table[(int64_t)b * a.block_table_batch_stride + pos / a.page];
+        pg.y = pos % a.page;
+    }
+    return pg;
+}
+
 /* Block-collective: starts the cp.async copies of the K and V rows of keys [j0, j0 + Bc) of
- * sequence s (local key j = cache position s.start + j) into swizzled [Bc][D] tiles. Keys at or
- * past j_end, channels >= head_dim and rows whose block / cache row is out of range arrive as
- * zeros. The caller commits the group. */
+ * sequence s (local key j = cache position s.start + j) into swizzled [Bc][D] tiles; a paged
+ * cache takes each row's page from pg (warp_kv_tile_pages of this tile, exchanged by shuffles).
+ * Keys at or past j_end, channels >= head_dim and rows whose block / cache row is out of range
+ * arrive as zeros. The caller commits the group. */
 template <int D, int Bc, int kThreads>
 static __device__ __forceinline__ void block_load_kv_tile(uint16_t *sK /* [Bc][D] */, uint16_t *sV /* [Bc][D] */,
                                                           const fa_splitkv_args &a, const fa_kv_seq &s,
-                                                          int b, int kh, int j0, int j_end, int tid)
+                                                          int kh, int j0, int j_end, int2 pg, int tid)
 {
-    constexpr int kChunks = D / 8;
-    static_assert((Bc * kChunks) % kThreads == 0, "every thread copies the same number of chunks");
-    constexpr int kPasses = Bc * kChunks / kThreads;
+    constexpr int kChunks = D / 8, kPasses = fa_kv_passes(D, Bc, kThreads);
+    static_assert((Bc * kChunks) % kThreads == 0 && 32 % kChunks == 0, "whole rows per warp and pass");
+    static_assert(kPasses * fa_kv_rows_per_pass(D) <= 32, "one lane per row of a warp's share of the tile");
+    const int lane = tid & 31;
     const uint16_t *gK = (const uint16_t *)a.f.k + (int64_t)kh * a.f.k_head_stride;
     const uint16_t *gV = (const uint16_t *)a.f.v + (int64_t)kh * a.f.v_head_stride;
     const uint32_t uK = fa_smem_u32(sK), uV = fa_smem_u32(sV);
@@ -60,18 +91,17 @@ static __device__ __forceinline__ void block_load_kv_tile(uint16_t *sK /* [Bc][D
         const int j = j0 + row;
         bool pred = j < j_end && c * 8 < a.f.head_dim;
         int64_t ko = 0, vo = 0;
-        if (pred) {
+        if (a.block_table != NULL) {  /* uniform: every lane takes part in the shuffles */
+            const int src = it * fa_kv_rows_per_pass(D) + lane / kChunks;
+            const int blk = __shfl_sync(0xffffffffu, pg.x, src);
+            const int in_page = __shfl_sync(0xffffffffu, pg.y, src);
+            pred = pred && blk >= 0 && blk < a.kv_cache_rows;
+            ko = (int64_t)blk * a.f.k_batch_stride + (int64_t)in_page * a.f.k_row_stride;
+            vo = (int64_t)blk * a.f.v_batch_stride + (int64_t)in_page * a.f.v_row_stride;
+        } else {
             const int pos = s.start + j;
-            if (a.block_table != NULL) {
-                const int blk = a.block_table[(int64_t)b * a.block_table_batch_stride + pos / a.page];
-                const int in_page = pos % a.page;
-                pred = blk >= 0 && blk < a.kv_cache_rows;
-                ko = (int64_t)blk * a.f.k_batch_stride + (int64_t)in_page * a.f.k_row_stride;
-                vo = (int64_t)blk * a.f.v_batch_stride + (int64_t)in_page * a.f.v_row_stride;
-            } else {
-                ko = s.k_row0 + (int64_t)pos * a.f.k_row_stride;
-                vo = s.v_row0 + (int64_t)pos * a.f.v_row_stride;
-            }
+            ko = s.k_row0 + (int64_t)pos * a.f.k_row_stride;
+            vo = s.v_row0 + (int64_t)pos * a.f.v_row_stride;
         }
         const uint32_t dst = 2u * (uint32_t)fa_tile_offset<D>(row, c);
         fa_cp_async_16(uK + dst, pred ? gK + ko + c * 8 : gK, pred);
@@ -95,6 +125,10 @@ fa_splitkv_kernel(const fa_splitkv_args a)
     uint16_t *sK = sQ + kR * D;             /* [kStages][Bc][D] */
     uint16_t *sV = sK + kStages * Bc * D;   /* [kStages][Bc][D] */
 
+    /* the combine (launched as a programmatic dependent on sm_90) may be scheduled now: it waits
+     * for this whole grid in griddepcontrol.wait, so only its launch latency overlaps us */
+    fa_grid_launch_dependents();
+
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
     const int split = blockIdx.z;
@@ -113,20 +147,6 @@ fa_splitkv_kernel(const fa_splitkv_args a)
     const int n_tiles = hi > lo ? (hi - lo + Bc - 1) / Bc : 0;
     const int per_split = (n_tiles + a.num_splits - 1) / a.num_splits;
     const int t_begin = split * per_split, t_end = min(n_tiles, t_begin + per_split);
-
-    /* Q: the 16 packed rows, zero past the sequence and past head_dim */
-    for (int idx = tid; idx < kR * (D / 8); idx += kThreads) {
-        const int rr = idx / (D / 8), c = idx % (D / 8);
-        const int r = r0 + rr;
-        uint4 val = make_uint4(0u, 0u, 0u, 0u);
-        if (r < rows && c * 8 < a.f.head_dim) {
-            const int head = kh * a.f.group + r % a.f.group;
-            val = *(const uint4 *)((const uint16_t *)a.f.q +
-                                   fa_splitkv_row_offset(a, s, b, r / a.f.group, head, a.f.q_batch_stride,
-                                                         a.f.q_row_stride, a.f.q_head_stride) + c * 8);
-        }
-        *(uint4 *)(sQ + fa_tile_offset<D>(rr, c)) = val;
-    }
 
     /* this thread's two fragment rows (g, g + 8): query index, visible keys, ALiBi slope */
     int i_row[2], j_lo[2], j_hi[2];
@@ -150,14 +170,36 @@ fa_splitkv_kernel(const fa_splitkv_args a)
 #pragma unroll
         for (int e = 0; e < 4; ++e) o[0][db][e] = 0.f;
 
-    /* prologue: the first kStages - 1 tiles of this split in flight */
+    /* prologue: the first kStages - 1 tiles of this split in flight (a paged cache resolves their
+     * pages first), then the pages of the next tile requested */
+    int2 pg = make_int2(-1, 0);
 #pragma unroll
     for (int st = 0; st < kStages - 1; ++st) {
-        if (t_begin + st < t_end)
-            block_load_kv_tile<D, Bc, kThreads>(sK + st * Bc * D, sV + st * Bc * D, a, s, b, kh,
-                                                lo + (t_begin + st) * Bc, hi, tid);
+        if (t_begin + st < t_end) {
+            pg = warp_kv_tile_pages<D, Bc, kThreads>(a, s, b, lo + (t_begin + st) * Bc, hi, warp, lane);
+            block_load_kv_tile<D, Bc, kThreads>(sK + st * Bc * D, sV + st * Bc * D, a, s, kh,
+                                                lo + (t_begin + st) * Bc, hi, pg, tid);
+        }
         fa_cp_async_commit();
     }
+    if (t_begin + kStages - 1 < t_end)
+        pg = warp_kv_tile_pages<D, Bc, kThreads>(a, s, b, lo + (t_begin + kStages - 1) * Bc, hi, warp, lane);
+
+    /* Q: the 16 packed rows, zero past the sequence and past head_dim (read while the first K/V
+     * tiles are in flight) */
+    for (int idx = tid; idx < kR * (D / 8); idx += kThreads) {
+        const int rr = idx / (D / 8), c = idx % (D / 8);
+        const int r = r0 + rr;
+        uint4 val = make_uint4(0u, 0u, 0u, 0u);
+        if (r < rows && c * 8 < a.f.head_dim) {
+            const int head = kh * a.f.group + r % a.f.group;
+            val = *(const uint4 *)((const uint16_t *)a.f.q +
+                                   fa_splitkv_row_offset(a, s, b, r / a.f.group, head, a.f.q_batch_stride,
+                                                         a.f.q_row_stride, a.f.q_head_stride) + c * 8);
+        }
+        *(uint4 *)(sQ + fa_tile_offset<D>(rr, c)) = val;
+    }
+
     const uint32_t sQ_u = fa_smem_u32(sQ);
     for (int t = t_begin; t < t_end; ++t) {
         const int it = t - t_begin, stage = it % kStages;
@@ -167,10 +209,12 @@ fa_splitkv_kernel(const fa_splitkv_args a)
         __syncthreads();
         if (t + kStages - 1 < t_end) {
             const int ns = (it + kStages - 1) % kStages;
-            block_load_kv_tile<D, Bc, kThreads>(sK + ns * Bc * D, sV + ns * Bc * D, a, s, b, kh,
-                                                lo + (t + kStages - 1) * Bc, hi, tid);
+            block_load_kv_tile<D, Bc, kThreads>(sK + ns * Bc * D, sV + ns * Bc * D, a, s, kh,
+                                                lo + (t + kStages - 1) * Bc, hi, pg, tid);
         }
         fa_cp_async_commit();
+        if (t + kStages < t_end)  /* the pages of the tile after it: used one iteration later */
+            pg = warp_kv_tile_pages<D, Bc, kThreads>(a, s, b, lo + (t + kStages) * Bc, hi, warp, lane);
 
         const int kw0 = warp * kKW;                  /* this warp's first key in the tile */
         const int j0 = lo + t * Bc + kw0;            /* its local key index */
@@ -277,8 +321,11 @@ fa_splitkv_combine_kernel(const fa_splitkv_args a)
     const int i = (int)(row % a.f.seqlen_q);
     const int head = (int)((row / a.f.seqlen_q) % a.f.heads);
     const int b = (int)(row / ((int64_t)a.f.seqlen_q * a.f.heads));
-    const fa_kv_seq s = fa_kv_seq_get(a, b);
+    const fa_kv_seq s = fa_kv_seq_get(a, b);  /* inputs of the attention kernel: no wait needed */
     if (i >= s.sq) return;
+    /* why: the partials are the attention grid's output (a no-op unless launched as its
+     * programmatic dependent, where it returns once that grid has finished and flushed) */
+    fa_grid_dependency_wait();
 
     float mx = -INFINITY;
     for (int sp = lane; sp < a.num_splits; sp += 32) mx = fmaxf(mx, a.lse_part[fa_splitkv_part_index(a, sp, b, head, i)]);
@@ -318,7 +365,7 @@ fa_splitkv_combine_kernel(const fa_splitkv_args a)
 
 /* Host: the attention kernel of (dtype, bucket D) with its fa_tuning.h row, then the combine. */
 template <int kDtype, int D>
-static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, cudaStream_t stream)
+static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, bool pdl, cudaStream_t stream)
 {
     constexpr fa_tuning_row R = fa_tuning_find(FA_KERNEL_SPLITKV, 80, D);
     static_assert(R.bc > 0, "no FA_KERNEL_SPLITKV tuning row for this head dim");
@@ -337,9 +384,19 @@ static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, cudaStream_t 
     kern<<<grid, R.warps * 32, smem, stream>>>(a);
     if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     if (a.num_splits > 1) {
+        /* one warp per output row; on sm_90 a programmatic dependent launch, so the combine's
+         * launch latency overlaps the attention grid's tail instead of following it */
         const int64_t rows = (int64_t)a.f.batch * a.f.heads * a.f.seqlen_q;
-        fa_splitkv_combine_kernel<kBf16, D><<<(unsigned)((rows + 3) / 4), 128, 0, stream>>>(a);
-        if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
+        cudaLaunchAttribute attr;
+        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)((rows + 3) / 4));
+        cfg.blockDim = dim3(128);
+        cfg.stream = stream;
+        cfg.attrs = &attr;
+        cfg.numAttrs = pdl ? 1 : 0;
+        if (cudaLaunchKernelEx(&cfg, fa_splitkv_combine_kernel<kBf16, D>, a) != cudaSuccess) return FA_ERR_CUDA;
     }
     return FA_OK;
 }
@@ -347,10 +404,11 @@ static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, cudaStream_t 
 /* Defines fa_splitkv_launch_hdim<D> (both dtypes) in one translation unit per bucket. */
 #define FA_SPLITKV_DEFINE_HDIM(D)                                                                \
     template <>                                                                                   \
-    fa_status fa_splitkv_launch_hdim<D>(const fa_splitkv_args &a, fa_dtype dtype, cudaStream_t stream) \
+    fa_status fa_splitkv_launch_hdim<D>(const fa_splitkv_args &a, fa_dtype dtype, bool pdl,       \
+                                        cudaStream_t stream)                                      \
     {                                                                                             \
-        if (dtype == FA_F16) return fa_splitkv_launch_dtype<FA_F16, D>(a, stream);                \
-        if (dtype == FA_BF16) return fa_splitkv_launch_dtype<FA_BF16, D>(a, stream);              \
+        if (dtype == FA_F16) return fa_splitkv_launch_dtype<FA_F16, D>(a, pdl, stream);           \
+        if (dtype == FA_BF16) return fa_splitkv_launch_dtype<FA_BF16, D>(a, pdl, stream);         \
         return FA_ERR_DTYPE;                                                                      \
     }
 
