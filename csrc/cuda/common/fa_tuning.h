@@ -71,6 +71,10 @@ typedef struct fa_tuning_row {
     const char *reason;
 } fa_tuning_row;
 
+/* FA_KERNEL_SPLITKV split count (num_splits = 0): streaming warps per SM the grid aims for (the
+ * measured rule and its data: the FA_KERNEL_SPLITKV rows below). */
+#define FA_SPLITKV_WARPS_PER_SM 4
+
 /* C++ only (every CUDA source is C++): the table itself (designated initializers: nvcc accepts
  * them in C++17 when they follow the declaration order), and a compile-time lookup used as
  * template arguments. */
@@ -208,13 +212,14 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * every tile, stages = depth of the cp.async K/V ring. Decode is a stream over the cache,
      * so the rows are sized for bytes in flight: (stages - 1) x bc x d x 4 bytes per block
      * (K and V) and 2 blocks per SM (smem <= 113 KB each on H100/H200; A100 too).
-     * Split count (num_splits = 0, fa_splitkv_num_splits): enough splits that the grid fills 2
-     * blocks per SM, b * hk * row_tiles * splits >= 2 * SMs, each split at least 4 key tiles,
-     * at most FA_SPLITKV_MAX_SPLITS. Rows: first guesses by that budget. Measured (H100, run 17,
-     * benchmarks/results/2026-12-06_h100_run17_decode.md): at copy bandwidth (3.0-3.1 TB/s) from
-     * b = 64 on; the split count is the weak part: 9 splits at b = 4, hk = 8 make 288 blocks on
-     * 264 slots (a nearly empty second wave, 0.81x cuDNN), and 16 splits beat the heuristic by
-     * 4-10% at b = 1..8. Next: a wave-aware count. */
+     * Split count (num_splits = 0, fa_splitkv_num_splits): n = floor(SMs x FA_SPLITKV_WARPS_PER_SM
+     * / warps / (b x hk x row tiles)), at least 1, at most half the key tiles (a split of at least
+     * 2 tiles), at most FA_SPLITKV_MAX_SPLITS: the grid fills each SM with about 4 streaming warps
+     * (one block at d <= 128, two at d = 256) and no more. Measured (H100, run 21, every n from 1
+     * to 128 on 60 shapes, b 1..64, cache 1k..64k, d 64/128/256: benchmarks/results/
+     * 2026-12-06_h100_run20_decode-splits.md): the fastest n puts b x hk x n near 132 blocks at
+     * d <= 128 and near 264 at d = 256; a second block per SM, or a partly filled second wave,
+     * costs 3-18% (the earlier rule, 2 blocks per SM: up to 1.18x the best time, 1.07 typical). */
     {.kernel = FA_KERNEL_SPLITKV, .arch = 80, .d = 64, .br = 16, .bc = 64, .warps = 4, .stages = 4,
      .reason = "16 keys per warp (one P V k-step); 3 tiles = 48 KB of K/V in flight per block; "
                "smem 2 + 64 = 66 KB -> 3 blocks/SM on H100"},

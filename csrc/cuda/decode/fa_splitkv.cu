@@ -24,18 +24,20 @@ int fa_splitkv_takes(const fa_params *p)
 
 int fa_splitkv_num_splits(const fa_params *p, int bucket, int sm_count)
 {
-    const int bc = fa_tuning_find(FA_KERNEL_SPLITKV, 80, bucket).bc;  /* the launcher's row */
-    const int64_t key_tiles = (p->seqlen_k + bc - 1) / bc;
+    const fa_tuning_row row = fa_tuning_find(FA_KERNEL_SPLITKV, 80, bucket);  /* the launcher's row */
+    const int64_t key_tiles = (p->seqlen_k + row.bc - 1) / row.bc;
     int64_t n;
     if (p->num_splits > 0) {
         n = p->num_splits;  /* honoured; more splits than key tiles would only be empty */
     } else {
+        /* fa_tuning.h, FA_KERNEL_SPLITKV: as many splits as keep the grid within
+         * FA_SPLITKV_WARPS_PER_SM streaming warps per SM, each split at least 2 key tiles */
         const int64_t group = p->heads / p->heads_k;
         const int64_t row_tiles = (group * p->seqlen_q + FA_SPLITKV_ROWS - 1) / FA_SPLITKV_ROWS;
         const int64_t blocks = p->batch * p->heads_k * row_tiles;
-        const int64_t target = 2 * (int64_t)(sm_count > 0 ? sm_count : 108);
-        n = blocks >= target ? 1 : (target + blocks - 1) / blocks;
-        if (n > key_tiles / 4) n = key_tiles / 4;
+        const int64_t target = (int64_t)(sm_count > 0 ? sm_count : 108) * FA_SPLITKV_WARPS_PER_SM / row.warps;
+        n = target / (blocks > 0 ? blocks : 1);
+        if (n > key_tiles / 2) n = key_tiles / 2;
     }
     if (n > key_tiles) n = key_tiles;
     if (n > FA_SPLITKV_MAX_SPLITS) n = FA_SPLITKV_MAX_SPLITS;
