@@ -19,7 +19,8 @@ import torch
 
 from flash_attn_c.bench import cli, decode
 from flash_attn_c.bench.decode import (DecodeCase, fill_rates, gather_paged, make_paged_cache,
-                                       merge_layouts, row_attention)
+                                       math_peer_bytes, merge_layouts, peer_unsupported,
+                                       row_attention)
 from flash_attn_c.bench.decode_report import (DECODE_ROW_FIELDS, decode_targets,
                                               format_decode_summary, format_decode_table,
                                               format_targets, summarize_decode)
@@ -471,3 +472,17 @@ def test_plot_has_one_legend_ending_with_the_copy_line(tmp_path: Path,
     assert fig.legends[0].get_texts()[0].get_fontsize() >= 9
     assert all(any(line.get_ydata()[0] == 2500.0 for line in ax.lines) for ax in fig.axes)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1k", "4k"]
+
+
+def test_math_peer_that_would_not_fit_is_not_tried() -> None:
+    """SDPA MATH expands K/V to h heads in fp32: a config where that exceeds free memory is n.a.
+    with the numbers (its OOM slowed the next config's first timing on the GPU, runs 22-24);
+    other peers, and MATH where it fits or with no memory figure (CPU), are tried."""
+    case = DecodeCase("bf16", 128, 32, 8, 64, 32768, 1)
+    need = math_peer_bytes(case)
+    assert need == 2 * 64 * 32 * 32768 * 128 * 4 + 3 * 64 * 32 * 32768 * 4
+    reason = peer_unsupported("sdpa_math", case, free_bytes=need)
+    assert reason is not None and "SDPA MATH would need about 64.8 GiB" in reason
+    assert peer_unsupported("sdpa_math", case, free_bytes=2 * need) is None
+    assert peer_unsupported("sdpa_math", case, free_bytes=None) is None
+    assert peer_unsupported("sdpa_cudnn", case, free_bytes=1) is None
