@@ -378,12 +378,6 @@ static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, bool pdl, cud
     if (smem > 48 * 1024 &&
         cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
         return FA_ERR_CUDA;
-    /* why: the row's blocks per SM (2-3) need the whole shared-memory carveout; left to the driver,
-     * the carveout may follow the kernel before (a decode sweep saw 8 of 65 configs 1.13-1.19x
-     * slower at one block per SM, GPU run 22) */
-    if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                             cudaSharedmemCarveoutMaxShared) != cudaSuccess)
-        return FA_ERR_CUDA;
     const int row_tiles = (a.f.group * a.f.seqlen_q + FA_SPLITKV_ROWS - 1) / FA_SPLITKV_ROWS;
     if (row_tiles > 65535 || a.num_splits > 65535) return FA_ERR_UNSUPPORTED;  /* grid y / z limits */
     const dim3 grid((unsigned)(a.f.batch * a.f.heads_k), (unsigned)row_tiles, (unsigned)a.num_splits);
