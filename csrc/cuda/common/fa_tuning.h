@@ -219,7 +219,7 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * to 128 on 60 shapes, b 1..64, cache 1k..64k, d 64/128/256: benchmarks/results/
      * 2026-12-06_h100_run20_decode-splits.md): the fastest n puts b x hk x n near 132 blocks at
      * d <= 128 and near 264 at d = 256; a second block per SM, or a partly filled second wave,
-     * costs 3-18% (the earlier rule, 2 blocks per SM: up to 1.18x the best time, 1.07 typical). */
+     * costs 3-18% (the earlier rule, 2 blocks per SM: up to 1.24x the best time, 1.07 typical). */
     {.kernel = FA_KERNEL_SPLITKV, .arch = 80, .d = 64, .br = 16, .bc = 64, .warps = 4, .stages = 4,
      .reason = "16 keys per warp (one P V k-step); 3 tiles = 48 KB of K/V in flight per block; "
                "smem 2 + 64 = 66 KB -> 3 blocks/SM on H100"},
