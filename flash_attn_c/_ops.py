@@ -112,7 +112,25 @@ def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: Optiona
         softcap: float, alibi_slopes: Optional[torch.Tensor], return_probs: bool,
         rng_state: Optional[torch.Tensor], deterministic: bool
         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Differentiable forward op: returns (out, lse, probs, rng_state)."""
-    return ops.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
-                   softmax_scale, window_left, window_right, softcap, alibi_slopes, return_probs,
-                   rng_state, deterministic)
+    """Differentiable forward op: returns (out, lse, probs, rng_state).
+
+    A call with nothing to differentiate (grad mode off, or no q/k/v that requires grad) in eager
+    mode dispatches below the autograd layer: the registered Python autograd kernel would only
+    find that out and redispatch, about 6 us of host time per call (measured on the CPU with tiny
+    shapes: 15.2 -> 8.5 us for the op), which is what bounds small decode steps."""
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+            softmax_scale, window_left, window_right, softcap, alibi_slopes, return_probs,
+            rng_state, deterministic)
+    if _BELOW_AUTOGRAD is not None and not _needs_grad(q, k, v) and not torch.compiler.is_compiling():
+        with _BELOW_AUTOGRAD():
+            return ops.fwd.default(*args)
+    return ops.fwd(*args)
+
+
+# torch's guard that skips the Autograd dispatch keys (private; absent -> the plain call above).
+_BELOW_AUTOGRAD = getattr(torch._C, "_AutoDispatchBelowAutograd", None)
+
+
+def _needs_grad(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether autograd must record this call (alibi_slopes get no gradient)."""
+    return torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)

@@ -77,6 +77,9 @@ def _check_head_dim(d: int, name: str = "q") -> None:
 
 
 def _window(window_size: WindowSize, causal: bool) -> Tuple[int, int]:
+    if type(window_size) is tuple and len(window_size) == 2 and type(window_size[0]) is int \
+            and type(window_size[1]) is int and window_size[0] >= -1 and window_size[1] >= -1:
+        return window_size[0], (0 if causal else window_size[1])  # the common call, checked fast
     if isinstance(window_size, torch.Tensor):
         window_size = window_size.tolist()
     try:
@@ -92,6 +95,8 @@ def _window(window_size: WindowSize, causal: bool) -> Tuple[int, int]:
 def _real(x: object, name: str) -> float:
     """float(x) for a real number (int, float, numpy scalar, 0-d tensor), else a TypeError
     naming x."""
+    if type(x) is float or type(x) is int:  # the common call, before the slower ABC check
+        return float(x)
     if isinstance(x, numbers.Real) or isinstance(x, torch.Tensor) and x.dim() == 0:
         return float(x)
     raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
