@@ -13,8 +13,9 @@
  * behind O, compares O and LSE element by element with the reference, checks that the guard is
  * untouched, that a second run is bitwise identical, and that rng_state was written. The
  * "dispatch" checks go through fa_fwd_cuda() with FLASH_ATTN_C_SM90=1: the plain path must give
- * the sm90 kernel's bits, and calls outside its scope (probabilities, dropout, softcap, d = 32)
- * must fall back to the sm80 kernels and still be right. The pieces shared with
+ * the sm90 kernel's bits, and calls outside its scope (probabilities, dropout, d = 32, softcap
+ * without FLASH_ATTN_C_SM90_FEAT=1) must fall back to the sm80 kernels and still be right. The
+ * "feat" cases run softcap and ALiBi on the sm90 kernel's kFeat variant directly. The pieces shared with
  * dev/fwd/fwd_check.cu (random inputs, call geometry, tolerance rule, benchmark timer) are in
  * dev/common/.
  */
@@ -46,8 +47,8 @@ static void set_sm90_env(int on)
 /* ---- cases ----------------------------------------------------------------------------- */
 
 /* fwd_case.path: fa_fwd_sm90 directly / fa_fwd_cuda with the env on. fwd_make_case gives
- * PATH_SM90 and expect_sm90 = 1; softcap, dropout and probabilities appear only in the dispatch
- * checks (features the sm90 kernel does not take). */
+ * PATH_SM90 and expect_sm90 = 1; dropout and probabilities appear only in the dispatch checks
+ * (features the sm90 kernel does not take). */
 enum { PATH_SM90 = 0, PATH_DISPATCH = 1 };
 
 /* the feature suffixes of the name */
@@ -62,6 +63,7 @@ static void finish_name(fwd_case *c)
     if (c->left >= 0 || c->right >= 0) n += snprintf(c->name + n, sizeof c->name - n, " win(%d,%d)", c->left, c->right);
     if (c->packed) n += snprintf(c->name + n, sizeof c->name - n, " qkvpacked");
     if (c->softcap > 0) n += snprintf(c->name + n, sizeof c->name - n, " softcap%g", c->softcap);
+    if (c->alibi) n += snprintf(c->name + n, sizeof c->name - n, " alibi%s", c->alibi == 1 ? "(h)" : "(b,h)");
     if (c->dropout > 0) n += snprintf(c->name + n, sizeof c->name - n, " drop%g", c->dropout);
     if (c->probs) n += snprintf(c->name + n, sizeof c->name - n, " probs");
     if (c->path == PATH_DISPATCH) n += snprintf(c->name + n, sizeof c->name - n, " [dispatch]");
@@ -93,6 +95,12 @@ static void run_case(const fwd_case &c)
     check_fill_normal(&g_rng, dt, hq.data(), hq.size());
     check_fill_normal(&g_rng, dt, hkv_k.data(), hkv_k.size());
     check_fill_normal(&g_rng, dt, hkv_v.data(), hkv_v.size());
+    std::vector<float> slopes;  /* ALiBi: (h,) or (b, h) */
+    if (c.alibi) {
+        slopes.resize((size_t)(c.alibi == 2 ? c.b : 1) * c.h);
+        for (auto &sl : slopes) sl = (float)(0.05 + 0.5 * check_rng_uniform(&g_rng));
+        p.alibi_batch_stride = c.alibi == 2 ? c.h : 0;
+    }
 
     /* reference */
     std::vector<uint16_t> ro(o_elems + 1), rp(p_elems + 1);
@@ -102,6 +110,7 @@ static void run_case(const fwd_case &c)
     pr.o = ro.data();
     pr.lse = rlse.data();
     pr.p = c.probs ? rp.data() : NULL;
+    pr.alibi_slopes = c.alibi ? slopes.data() : NULL;
     if (c.varlen) {
         pr.cu_seqlens_q = g.cu_q.data();
         pr.cu_seqlens_k = g.cu_k.data();
@@ -115,7 +124,7 @@ static void run_case(const fwd_case &c)
 
     /* device */
     uint16_t *dO = NULL, *dP = NULL;
-    float *dlse = NULL;
+    float *dlse = NULL, *dslopes = NULL;
     int64_t *drng = NULL;
     fa_params pg = p;
     fwd_dev_inputs din;
@@ -128,6 +137,8 @@ static void run_case(const fwd_case &c)
     pg.lse = dlse;
     pg.p = dP;
     pg.rng_state = drng;
+    if (c.alibi) dslopes = (float *)check_to_device(slopes.data(), slopes.size(), 4);
+    pg.alibi_slopes = dslopes;
     void *dws = NULL;  /* scratch of the split-KV kernel (short query blocks) */
     pg.workspace_bytes = fa_fwd_cuda_workspace_bytes(&pg);
     if (pg.workspace_bytes > 0) CK(cudaMalloc(&dws, pg.workspace_bytes));
@@ -214,7 +225,7 @@ static void run_case(const fwd_case &c)
     check_count(&g_tally, ok);
 
     fwd_free_inputs(&din);
-    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(drng); cudaFree(dws);
+    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(dslopes); cudaFree(drng); cudaFree(dws);
     CK(cudaStreamDestroy(stream));
 }
 
@@ -305,6 +316,30 @@ static std::vector<fwd_case> build_cases(void)
                 v.push_back(c);
             }
         }
+        /* softcap and ALiBi (the kFeat variant, called directly): every bucket, causal and not,
+         * a window, GQA, varlen with empty and end-aligned sequences */
+        for (int d : {64, 128, 256})
+            for (int feat = 0; feat < 3; ++feat) {
+                const float cap = feat != 1 ? 6.f : 0.f;
+                const int alibi = feat == 0 ? 0 : feat;  /* 0: softcap; 1: ALiBi (h,); 2: both, (b,h) */
+                for (int causal = 0; causal < 2; ++causal) {
+                    fwd_case c = fwd_make_case("feat", dt, 2, 4, 2, d, 300, 517);
+                    c.softcap = cap; c.alibi = alibi;
+                    if (causal) c.right = 0;
+                    finish_name(&c);
+                    v.push_back(c);
+                }
+                fwd_case w = fwd_make_case("feat", dt, 1, 2, 2, d, 700, 900);
+                w.softcap = cap; w.alibi = alibi; w.left = 130; w.right = 20;
+                finish_name(&w);
+                v.push_back(w);
+                fwd_case vl = fwd_make_case("feat", dt, 6, 4, 2, d, 0, 0);
+                vl.varlen = 1; vl.softcap = cap; vl.alibi = alibi; vl.right = 0;
+                vl.lens_q = {17, 0, 97, 1, 150, 300};
+                vl.lens_k = {33, 5, 0, 1, 129, 517};
+                finish_name(&vl);
+                v.push_back(vl);
+            }
         /* dispatch through fa_fwd_cuda with FLASH_ATTN_C_SM90=1 */
         {
             fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);

@@ -1,7 +1,6 @@
 /* fa_warp_gemm.cuh - the warp-level mma.sync products of the sm80-generation kernels (the
- * forward and the split-KV decode kernel): S = Q K^T and O += P V for one warp's 16-row m-tiles,
- * their ldmatrix bases, and the softcap tanh. Fragment layouts: fa_mma.cuh; swizzle:
- * fa_smem_tile.cuh.
+ * forward and the split-KV decode kernel): S = Q K^T and O += P V for one warp's 16-row m-tiles
+ * and their ldmatrix bases. Fragment layouts: fa_mma.cuh; swizzle: fa_smem_tile.cuh.
  */
 #ifndef FA_WARP_GEMM_CUH
 #define FA_WARP_GEMM_CUH
@@ -11,18 +10,6 @@
 #include "fa_smem_tile.cuh"
 #include "fa_softmax.cuh"
 
-#define FA_LOG2E 1.4426950408889634f
-#define FA_LN2 0.6931471805599453f
-
-
-/* tanh(x) = 1 - 2 / (1 + e^(2x)) with the special-function unit: absolute error ~1e-7 (what
- * softcap needs: the score error is softcap * that), saturates cleanly to +-1, and is a few
- * instructions instead of libm's branchy tanhf. */
-static __device__ __forceinline__ float fa_tanh(float x)
-{
-    const float e = fa_exp2(x * (2.f * FA_LOG2E));
-    return 1.f - __fdividef(2.f, 1.f + e);
-}
 
 /* Per-lane ldmatrix bases of the three operands (fa_smem_tile.cuh, fa_ldsm_bases).
  *   Q as A (16x16 at rows 16 mt, chunks 2 kk): lanes 0-15 rows 0-15 at chunk 2kk, lanes 16-31

@@ -1,6 +1,6 @@
 /* fa_fwd_sm90_kernel.cuh - FlashAttention forward on Hopper tensor cores (wgmma, sm_90a) with
- * TMA loads and a producer/consumer split, FA3-style (simplified). Plain path only: no dropout,
- * softcap, ALiBi or probabilities (fa_fwd_sm90.cu sends those to the sm80 kernels).
+ * TMA loads and a producer/consumer split, FA3-style (simplified). No dropout or probabilities
+ * (fa_fwd_sm90.cu sends those to the sm80 kernels); softcap and ALiBi in the kFeat variant.
  *
  * One block = Br = 64 kWG query rows of one (sequence b, query head h); grid (query blocks, h, b),
  * the query-block index reversed so that the long rows of a causal mask start first.
@@ -49,7 +49,6 @@
 #include "fa_seq.cuh"      /* fa_seq_get, fa_band_keys, fa_band_tiles */
 #include "fa_softmax.cuh"  /* fa_exp2, quad_allreduce_max / _sum */
 
-#define FA_SM90_LN2 0.6931471805599453f
 /* Named barrier of the consumer warpgroups after zeroing borrowed V rows (0 is __syncthreads,
  * 1 .. kWG are the epilogue's per-warpgroup barriers). */
 #define FA_SM90_BAR_ZERO_V 4
@@ -127,6 +126,36 @@ static __device__ __forceinline__ void thread_mask_tile_sm90(float (&s)[kNB * 4]
                 if (rel < lo_rel || rel > hi_rel) s[4 * nb + 2 * half + e] = -INFINITY;
             }
     }
+}
+
+/* The scores of key tile t as the softmax takes them: kFeat turns raw q.k into log2 units first
+ * (softcap: softcap log2(e) tanh(x scale / softcap), else x scale log2(e); minus the ALiBi bias
+ * slope log2(e) |i + sk - sq - j|, fa_softmax.cuh's "x" convention with mul = 1); then the
+ * mask, where the tile straddles the band edge or the sequence end. Row i = row0 + 8 half, key
+ * j = c0 + 2 t4 + 8 nb + e, c0 the tile's first key row (fa_sm90_tile_row0). The plain variant
+ * is the mask alone, instruction for instruction the code before kFeat existed. */
+template <bool kFeat, int kNB, int Bc>
+static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], const fa_fwd_args &a, const fa_mask_t mk,
+                                                         float slope, int row0, int t4, int wg_r0, int wg_r1, int t,
+                                                         int varlen)
+{
+    const int c0 = fa_sm90_tile_row0<Bc>(t, mk.sk, varlen);
+    if (kFeat) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int rel = row0 + 8 * half + mk.sk - mk.sq - c0 - 2 * t4;  /* i + sk - sq - j, nb = e = 0 */
+#pragma unroll
+            for (int nb = 0; nb < kNB; ++nb)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float x = s[4 * nb + 2 * half + e];
+                    x = a.softcap > 0.f ? a.softcap_log2 * fa_tanh(x * a.scale_div_softcap) : x * a.scale_log2;
+                    s[4 * nb + 2 * half + e] = x - slope * fabsf((float)(rel - 8 * nb - e));
+                }
+        }
+    }
+    if (!fa_mask_tile_is_full(mk, wg_r0, wg_r1, t * Bc, t * Bc + Bc))
+        thread_mask_tile_sm90<kNB>(s, mk, row0, c0 + 2 * t4, t * Bc);
 }
 
 /* The online-softmax step of fa_softmax.cuh, split in two for the intra-warpgroup overlap: this
@@ -209,7 +238,7 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
 
 #endif /* FA_SM90_DEVICE */
 
-template <bool kBf16, int D, int Br, int Bc, int kStages>
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 {
@@ -343,7 +372,10 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     const int row0 = m0 + 64 * wg + 16 * wq + g;  /* sequence-local row of s[0], o[0] */
     const int wg_r0 = m0 + 64 * wg;
     const int wg_r1 = max(min(wg_r0 + 64, sq), wg_r0 + 1);  /* for the tile-is-full test */
-    const float mul = a.scale_log2;  /* scores stay raw q.k; exp2 folds in scale * log2(e) */
+    /* plain: scores stay raw q.k and exp2 folds in scale log2(e); kFeat: log2 units already */
+    const float mul = kFeat ? 1.f : a.scale_log2;
+    const float slope = kFeat && a.alibi_slopes != NULL
+                            ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] * FA_LOG2E : 0.f;
 
     float o[D / 2];
     float s[Bc / 2];
@@ -382,11 +414,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
         fa_wgmma_wait<0>();
         fa_reg_fence(s);
         warp_release_slot(bar_kempty, lane);
-        {
-            const int c0 = fa_sm90_tile_row0<Bc>(t, sk, varlen);
-            if (!fa_mask_tile_is_full(mk, wg_r0, wg_r1, t * Bc, t * Bc + Bc))
-                thread_mask_tile_sm90<kNB>(s, mk, row0, c0 + 2 * t4, t * Bc);
-        }
+        thread_scores_sm90<kFeat, kNB, Bc>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
         thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
         thread_pack_p<kBf16, Bc>(pa, s);
 
@@ -415,13 +443,9 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
             fa_wgmma_wait<1>();  /* S_j done; P_{j-1} V_{j-1} may still run */
             fa_reg_fence(s);
             warp_release_slot(bar_kempty + 8u * stage, lane);
-            {
-                const int c0 = fa_sm90_tile_row0<Bc>(t, sk, varlen);
-                if (!fa_mask_tile_is_full(mk, wg_r0, wg_r1, t * Bc, t * Bc + Bc))
-                    thread_mask_tile_sm90<kNB>(s, mk, row0, c0 + 2 * t4, t * Bc);
-            }
-            /* Scheduling fence: mul > 0 always holds (fa_fwd_sm90_can_run requires a positive
-             * scale), but the branch ends a basic block. ptxas places wgmma.wait_group at the
+            thread_scores_sm90<kFeat, kNB, Bc>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
+            /* Scheduling fence: mul > 0 always holds (a positive scale: fa_fwd_sm90_can_run; 1
+             * in kFeat), but the branch ends a basic block. ptxas places wgmma.wait_group at the
              * earliest point of its basic block; in the same block as the softmax the wait below
              * was hoisted above all of it (seen in the SASS), which serialized the softmax with
              * P_{j-1} V_{j-1}. In a block of its own it stays after the softmax. */
@@ -458,7 +482,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     for (int half = 0; half < 2; ++half) {
         const float sum = quad_allreduce_sum(l_i[half]);
         const float inv = sum > 0.f ? 1.f / sum : 0.f;
-        const float lse = sum > 0.f ? m_i[half] * mul * FA_SM90_LN2 + logf(sum) : -INFINITY;
+        const float lse = sum > 0.f ? m_i[half] * mul * FA_LN2 + logf(sum) : -INFINITY;
 #pragma unroll
         for (int db = 0; db < kDB; ++db) {
             o[4 * db + 2 * half] *= inv;
@@ -515,7 +539,10 @@ static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_
     typedef fa_sm90_tile<D> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
-    void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages>;
+    const bool feat = prm.a.softcap > 0.f || prm.a.alibi_slopes != NULL;
+    void (*kern)(const fa_sm90_params) =
+        feat ? fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, true>
+             : fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false>;
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -535,7 +562,8 @@ static int fa_fwd_sm90_has_image_dtype(void)
     static int cached = 0;  /* 0 unknown, 1 yes, -1 no; benign race: every writer writes the same */
     if (cached == 0) {
         cudaFuncAttributes attr;
-        void (*kern)(const fa_sm90_params) = fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages>;
+        void (*kern)(const fa_sm90_params) =
+            fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false>;  /* kFeat: same image */
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
                         attr.sharedSizeBytes >= (size_t)(1 + 4 * T::kStages) * 8u;
         cached = ok ? 1 : -1;

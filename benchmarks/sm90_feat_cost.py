@@ -1,0 +1,71 @@
+"""Cost of softcap and ALiBi in the CUDA forward (issue #14: within 10% of the plain kernel's
+TFLOP/s): on the standard sweep's forward shapes (bf16, 16k tokens, h*d = 2048, d 64/128/256,
+causal and not, seqlen 512..16k), the plain call beside softcap=30, ALiBi (h,) slopes and both,
+each on the sm90 kernel's kFeat variant (FLASH_ATTN_C_SM90_FEAT=1) and on the sm80 kernel (the
+default while that variant is opt-in). Outputs are checked against each other before timing.
+
+    python benchmarks/sm90_feat_cost.py [--seqlens 512,2048,8192,16384]
+"""
+import argparse
+import math
+import os
+
+import torch
+from triton.testing import do_bench
+
+import flash_attn_c
+
+
+def tflops(b: int, h: int, s: int, d: int, causal: bool, ms: float) -> float:
+    flops = 4.0 * b * h * s * s * d / (2 if causal else 1)
+    return flops / ms / 1e9
+
+
+def timed(fn) -> float:
+    return do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seqlens", default="512,1024,2048,4096,8192,16384")
+    args = ap.parse_args()
+    seqlens = [int(x) for x in args.seqlens.split(",")]
+    print("| d | seqlen | causal | plain TFLOP/s | softcap sm90 | ALiBi sm90 | both sm90 | softcap sm80 |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratios = {"softcap": [], "alibi": [], "both": [], "softcap_sm80": []}
+    for d in (64, 128, 256):
+        for s in seqlens:
+            b, h = max(1, 16384 // s), 2048 // d
+            q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+            slopes = torch.rand(h, device="cuda", dtype=torch.float32) * 0.5 + 0.05
+            variants = {"plain": dict(), "softcap": dict(softcap=30.0), "alibi": dict(alibi_slopes=slopes),
+                        "both": dict(softcap=30.0, alibi_slopes=slopes)}
+            for causal in (False, True):
+                row = {}
+                for name, kw in variants.items():
+                    os.environ["FLASH_ATTN_C_SM90_FEAT"] = "1"
+                    fn = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=causal, **kw)  # noqa: E731
+                    out = fn()
+                    row[name] = timed(fn)
+                    if name != "plain":
+                        os.environ.pop("FLASH_ATTN_C_SM90_FEAT")  # the sm80 kernel, as a check
+                        ref = fn()
+                        err = (out.float() - ref.float()).abs().max().item()
+                        if not err < 3e-2:
+                            raise SystemExit(f"{name} d={d} s={s} causal={causal}: sm90 vs sm80 max err {err}")
+                        if name == "softcap":
+                            row["softcap_sm80"] = timed(fn)
+                os.environ.pop("FLASH_ATTN_C_SM90_FEAT", None)
+                tf = {n: tflops(b, h, s, d, causal, ms) for n, ms in row.items()}
+                for n in ratios:
+                    ratios[n].append(tf[n] / tf["plain"])
+                print(f"| {d} | {s} | {causal} | {tf['plain']:.0f} | {tf['softcap']:.0f} | {tf['alibi']:.0f} | "
+                      f"{tf['both']:.0f} | {tf['softcap_sm80']:.0f} |", flush=True)
+            del q, k, v
+    for n, rs in ratios.items():
+        g = math.exp(sum(map(math.log, rs)) / len(rs))
+        print(f"{n:>13} / plain TFLOP/s: geomean {g:.3f}, min {min(rs):.3f} over {len(rs)} configs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Softcap and ALiBi on the Hopper forward (the sm90 kernel's kFeat variant), selected with
+FLASH_ATTN_C_SM90_FEAT=1 while it is opt-in: forward parity against the float64 oracle (error-ratio
+rule), every head-dim bucket, causal / window / GQA / varlen with empty sequences, alone and
+combined. Runs on compute capability 9.0 only (elsewhere there is no sm90 kernel to select)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import dev_cases
+from oracle import check_dense, check_varlen
+
+import flash_attn_c
+
+
+def _hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.fixture(autouse=True)
+def feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _hopper():
+        pytest.skip("needs an sm_90 GPU (H100/H200): the kFeat variant is sm_90a code")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FEAT", "1")
+
+
+FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]
+CASES = [(d, i, causal) for d in (64, 128, 256, 80) for i in range(len(FEATS)) for causal in (False, True)]
+
+
+@pytest.mark.parametrize("device,dtype,d,feat,causal", dev_cases([], CASES, marks=[pytest.mark.parity_fwd]))
+def test_feat_forward(device, dtype, d, feat, causal):
+    check_dense(device, dtype, 2, 300, 517, 4, 2, d, causal=causal, softmax_scale=0.5 if d == 64 else None,
+                **FEATS[feat])
+
+
+@pytest.mark.parametrize("device,dtype,d,feat", dev_cases([], [(d, i) for d in (64, 128, 256)
+                                                                for i in range(len(FEATS))],
+                                                          marks=[pytest.mark.parity_fwd]))
+def test_feat_window_gqa_varlen(device, dtype, d, feat):
+    check_dense(device, dtype, 1, 700, 900, 8, 2, d, window=(130, 20), **FEATS[feat])
+    check_varlen(device, dtype, [17, 0, 97, 1, 150, 300], [33, 5, 0, 1, 129, 517], 4, 2, d, causal=True,
+                 **FEATS[feat])
+
+
+@pytest.mark.parametrize("device,dtype", dev_cases([], [()]))
+def test_feat_env_off_is_the_sm80_path(device, dtype, monkeypatch):
+    """Without FLASH_ATTN_C_SM90_FEAT the same call still passes (the sm80 kernels take it), and the two
+    kernels agree to within low-precision rounding."""
+    q, k, v = (torch.randn(2, 300, 4, 128, device=device, dtype=dtype) for _ in range(3))
+    on = flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=6.0)
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT")
+    off = flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=6.0)
+    torch.testing.assert_close(on.float(), off.float(), atol=2e-2, rtol=0)
