@@ -48,12 +48,19 @@ if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
   for c in "memcheck dev/bin/fwd/fwd_check -k varlen" "memcheck dev/bin/fwd_sm90/sm90_check -k varlen" \
            "memcheck dev/bin/bwd/bwd_check --filter varlen" "memcheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
            "racecheck dev/bin/fwd_sm90/sm90_check -k varlen" "synccheck dev/bin/fwd_sm90/sm90_check -k varlen" \
-           "racecheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" "synccheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa"; do
+           "racecheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" "synccheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
+           "memcheck dev/bin/fwd_sm90/sm90_check -k feat" "racecheck dev/bin/fwd_sm90/sm90_check -k feat"; do
     set -- $c; tool=$1; shift
     [ -x "$1" ] || { echo "== $1 missing (not built)"; continue; }
     echo "== compute-sanitizer --tool $tool $*"
     timeout 90 compute-sanitizer --tool $tool "$@" 2>&1 | grep -E "passed|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|out of bounds|hazard|Barrier" | head -8
   done > "$OUT/sanitizer.log" 2>&1
+  # the split-KV decode kernels (paged, splits, lengths 0..480) through Python, the other kernels unchecked
+  for tool in memcheck racecheck synccheck; do
+    echo "== compute-sanitizer --tool $tool --kernel-name kns=splitkv dev/decode/probe.py --parity"
+    timeout 150 compute-sanitizer --tool $tool --kernel-name kns=splitkv python3 dev/decode/probe.py --parity 2>&1 |
+      grep -E "parity|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard" | head -6
+  done >> "$OUT/sanitizer.log" 2>&1
   cat "$OUT/sanitizer.log"
 fi
 if [ "$what" = all ] || [ "$what" = extras ]; then
