@@ -26,7 +26,38 @@ def feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]
+# d = 64 stays on the sm80 kernel (the kFeat variant spills there); it is checked all the same
 CASES = [(d, i, causal) for d in (64, 128, 256, 80) for i in range(len(FEATS)) for causal in (False, True)]
+
+
+def _feat_kernel_ran(fn) -> bool:
+    """Whether fn() ran the sm90 forward's kFeat instantiation (last template argument true),
+    from the CUDA kernels the profiler saw (demangled or mangled names)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    for e in prof.events():
+        name = e.name
+        if "fa_fwd_sm90_kernel" not in name:
+            continue
+        if "<" in name and ">" in name and name[name.index("<") + 1:name.index(">")].split(",")[-1].strip() == "true":
+            return True
+        if "Lb1EEv14fa_sm90_params" in name:  # mangled: ..., bool kFeat = 1
+            return True
+    return False
+
+
+@pytest.mark.parametrize("device,dtype,d,expect", dev_cases([], [(128, True), (256, True), (80, True), (64, False)]))
+def test_feat_calls_run_the_sm90_feat_kernel(device, dtype, d, expect, monkeypatch):
+    """The parity tests below would pass on the sm80 kernel too: this one checks which kernel ran
+    (and that without the opt-in it is not the sm90 one)."""
+    q, k, v = (torch.randn(2, 300, 4, d, device=device, dtype=dtype) for _ in range(3))
+    slopes = torch.rand(4, device=device) * 0.5
+    call = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=6.0, alibi_slopes=slopes)  # noqa: E731
+    assert _feat_kernel_ran(call) == expect
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT")
+    assert not _feat_kernel_ran(call)
 
 
 @pytest.mark.parametrize("device,dtype,d,feat,causal", dev_cases([], CASES, marks=[pytest.mark.parity_fwd]))

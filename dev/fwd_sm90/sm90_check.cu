@@ -38,10 +38,14 @@
 
 static check_rng g_rng = {0x2545F4914F6CDD1Dull};
 
-static void set_sm90_env(int on)
+/* FLASH_ATTN_C_SM90 for the dispatch cases; FLASH_ATTN_C_SM90_FEAT only where a case asks for it
+ * (both unset otherwise, whatever the caller's environment holds). */
+static void set_sm90_env(int on, int feat)
 {
     if (on) setenv("FLASH_ATTN_C_SM90", "1", 1);
     else unsetenv("FLASH_ATTN_C_SM90");
+    if (feat) setenv("FLASH_ATTN_C_SM90_FEAT", "1", 1);
+    else unsetenv("FLASH_ATTN_C_SM90_FEAT");
 }
 
 /* ---- cases ----------------------------------------------------------------------------- */
@@ -148,7 +152,7 @@ static void run_case(const fwd_case &c)
 
     int ok = 1;
     char why[160] = "";
-    set_sm90_env(c.path == PATH_DISPATCH);
+    set_sm90_env(c.path == PATH_DISPATCH, c.path == PATH_DISPATCH && c.expect_sm90 && (c.softcap > 0 || c.alibi));
     if (c.path == PATH_SM90 && !fa_fwd_sm90_can_run(&pg)) {
         snprintf(why, sizeof why, "fa_fwd_sm90_can_run() refused the case");
         ok = 0;
@@ -201,7 +205,7 @@ static void run_case(const fwd_case &c)
             ok = 0;
         }
     }
-    set_sm90_env(0);
+    set_sm90_env(0, 0);
 
     /* compare (only what ran) */
     fwd_errors e;
@@ -316,9 +320,10 @@ static std::vector<fwd_case> build_cases(void)
                 v.push_back(c);
             }
         }
-        /* softcap and ALiBi (the kFeat variant, called directly): every bucket, causal and not,
-         * a window, GQA, varlen with empty and end-aligned sequences */
-        for (int d : {64, 128, 256})
+        /* softcap and ALiBi (the kFeat variant, called directly): buckets 128 and 256 (d = 64
+         * stays on sm80, fa_fwd_sm90_can_run), causal and not, a window, GQA, varlen with empty
+         * and end-aligned sequences */
+        for (int d : {80, 128, 256})
             for (int feat = 0; feat < 3; ++feat) {
                 const float cap = feat != 1 ? 6.f : 0.f;
                 const int alibi = feat == 0 ? 0 : feat;  /* 0: softcap; 1: ALiBi (h,); 2: both, (b,h) */
@@ -360,6 +365,14 @@ static std::vector<fwd_case> build_cases(void)
             v.push_back(c);
         }
         {
+            /* with FLASH_ATTN_C_SM90_FEAT=1 (set by run_case for expect_sm90 feature cases) the
+             * dispatch must give the kFeat kernel's bits */
+            fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
+            c.softcap = 5.f; c.alibi = 2; c.right = 0; c.path = PATH_DISPATCH; c.expect_sm90 = 1;
+            finish_name(&c);
+            v.push_back(c);
+        }
+        {
             fwd_case c = fwd_make_case("dispatch", dt, 2, 2, 2, 32, 70, 90);
             c.path = PATH_DISPATCH; c.expect_sm90 = 0;
             finish_name(&c);
@@ -378,7 +391,7 @@ static fa_status run_sm80(const fa_params *p, void *s)
 
 static void bench(void)
 {
-    set_sm90_env(0);
+    set_sm90_env(0, 0);
     printf("%-6s %-5s %-7s %-6s %-4s %-6s %10s %12s %12s\n", "dtype", "d", "seqlen", "batch", "h", "causal",
            "sm90 ms", "sm90 TFLOP/s", "sm80 TFLOP/s");
     double lg90 = 0, lg80 = 0;

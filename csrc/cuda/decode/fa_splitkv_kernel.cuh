@@ -363,6 +363,25 @@ fa_splitkv_combine_kernel(const fa_splitkv_args a)
     if (lane == 0) a.f.lse[fa_splitkv_lse_index(a, s, b, head, i)] = l > 0.f ? mx + logf(l) : -INFINITY;
 }
 
+/* Host: whether the combine kernel of (dtype, D) loaded on the current device carries the
+ * griddepcontrol.wait (PTX of compute capability 9.0 or newer): a build whose newest image is
+ * compute_80 PTX, JIT-compiled on an H100, has none, and must not be launched as a dependent.
+ * Cached per device (benign race: every writer writes the same value). */
+template <bool kBf16, int D>
+static bool fa_splitkv_combine_waits(void)
+{
+    static int cached[64];  /* 0 unknown, 1 yes, -1 no */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (cached[dev] == 0) {
+        cudaFuncAttributes attr;
+        const bool ok = cudaFuncGetAttributes(&attr, (const void *)fa_splitkv_combine_kernel<kBf16, D>) == cudaSuccess &&
+                        attr.ptxVersion >= 90;
+        cached[dev] = ok ? 1 : -1;
+    }
+    return cached[dev] == 1;
+}
+
 /* Host: the attention kernel of (dtype, bucket D) with its fa_tuning.h row, then the combine. */
 template <int kDtype, int D>
 static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, bool pdl, cudaStream_t stream)
@@ -395,7 +414,7 @@ static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, bool pdl, cud
         cfg.blockDim = dim3(128);
         cfg.stream = stream;
         cfg.attrs = &attr;
-        cfg.numAttrs = pdl ? 1 : 0;
+        cfg.numAttrs = pdl && fa_splitkv_combine_waits<kBf16, D>() ? 1 : 0;
         if (cudaLaunchKernelEx(&cfg, fa_splitkv_combine_kernel<kBf16, D>, a) != cudaSuccess) return FA_ERR_CUDA;
     }
     return FA_OK;

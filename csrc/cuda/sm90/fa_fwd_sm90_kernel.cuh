@@ -141,6 +141,7 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
 {
     const int c0 = fa_sm90_tile_row0<Bc>(t, mk.sk, varlen);
     if (kFeat) {
+        const bool cap = a.softcap > 0.f;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int rel = row0 + 8 * half + mk.sk - mk.sq - c0 - 2 * t4;  /* i + sk - sq - j, nb = e = 0 */
@@ -149,7 +150,7 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float x = s[4 * nb + 2 * half + e];
-                    x = a.softcap > 0.f ? a.softcap_log2 * fa_tanh(x * a.scale_div_softcap) : x * a.scale_log2;
+                    x = cap ? a.softcap_log2 * fa_tanh(x * a.scale_div_softcap) : x * a.scale_log2;
                     s[4 * nb + 2 * half + e] = x - slope * fabsf((float)(rel - 8 * nb - e));
                 }
         }
@@ -444,12 +445,13 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
             fa_reg_fence(s);
             warp_release_slot(bar_kempty + 8u * stage, lane);
             thread_scores_sm90<kFeat, kNB, Bc>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
-            /* Scheduling fence: mul > 0 always holds (a positive scale: fa_fwd_sm90_can_run; 1
-             * in kFeat), but the branch ends a basic block. ptxas places wgmma.wait_group at the
+            /* Scheduling fence: the test always holds (a positive scale: fa_fwd_sm90_can_run; in
+             * kFeat mul is the constant 1, so the test reads the scale instead, or the compiler
+             * would drop the branch), but the branch ends a basic block. ptxas places wgmma.wait_group at the
              * earliest point of its basic block; in the same block as the softmax the wait below
              * was hoisted above all of it (seen in the SASS), which serialized the softmax with
              * P_{j-1} V_{j-1}. In a block of its own it stays after the softmax. */
-            if (mul > 0.f) thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
+            if (kFeat ? a.scale_log2 > 0.f : mul > 0.f) thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
 
             fa_wgmma_wait<0>();  /* P_{j-1} V_{j-1} done: pa is free */
             fa_reg_fence(o);
