@@ -228,6 +228,28 @@ static __device__ __forceinline__ void block_zero_slot_rows(uint32_t slot, int n
     }
 }
 
+/* The producer thread fills slot `stage` of the K or V ring (slots of [D/64][Bc][64] from ring,
+ * barriers 8 bytes apart from bar_empty / bar_full) with the Bc key rows from `row`
+ * (sequence-local; varlen rows are offset by k_begin in the 3-d map) of kv head kv_h: waits until
+ * every consumer warp released the slot (the first pass finds parity 1 of a fresh barrier
+ * "completed", so it does not block), announces the bytes on the full barrier, and issues one
+ * TMA load per 64-column block. */
+template <int D, int Bc>
+static __device__ __forceinline__ void thread_fill_slot(uint32_t ring, int stage, const void *tm, uint32_t bar_empty,
+                                                       uint32_t bar_full, uint32_t phase, int row, int k_begin,
+                                                       int kv_h, int b, int varlen)
+{
+    constexpr uint32_t kSlotBytes = (uint32_t)Bc * D * 2;
+    fa_mbar_wait(bar_empty + 8u * stage, phase ^ 1u);
+    fa_mbar_arrive_expect_tx(bar_full + 8u * stage, kSlotBytes);
+#pragma unroll
+    for (int cb = 0; cb < D / 64; ++cb) {
+        const uint32_t dst = ring + (uint32_t)stage * kSlotBytes + (uint32_t)cb * (Bc * 128);
+        if (varlen) fa_tma_load_3d(dst, tm, bar_full + 8u * stage, cb * 64, k_begin + row, kv_h);
+        else fa_tma_load_4d(dst, tm, bar_full + 8u * stage, cb * 64, row, kv_h, b);
+    }
+}
+
 /* A consumer warp is done reading a slot: one arrival per warp (the slot's empty barrier
  * expects 4 kWG). Why per warp: each warp's wgmma.wait_group covers that warp's view of the
  * warpgroup's operations, so the slot is free only when all of them have waited. */
@@ -339,24 +361,8 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
         uint32_t phase = 0;
         for (int it = 0; it < n_tiles; ++it) {
             const int row = fa_sm90_tile_row0<Bc>(t_hi - 1 - it, sk, varlen);
-            /* K slot: free once every consumer warp released it (first pass: parity 1 of a fresh
-             * barrier has "completed", so this does not block) */
-            fa_mbar_wait(bar_kempty + 8u * stage, phase ^ 1u);
-            fa_mbar_arrive_expect_tx(bar_kfull + 8u * stage, kKVBytes);
-#pragma unroll
-            for (int cb = 0; cb < kCols; ++cb) {
-                const uint32_t dst = sK + (uint32_t)stage * kKVBytes + (uint32_t)cb * (Bc * 128);
-                if (varlen) fa_tma_load_3d(dst, tm_k, bar_kfull + 8u * stage, cb * 64, k_begin + row, kv_h);
-                else fa_tma_load_4d(dst, tm_k, bar_kfull + 8u * stage, cb * 64, row, kv_h, b);
-            }
-            fa_mbar_wait(bar_vempty + 8u * stage, phase ^ 1u);
-            fa_mbar_arrive_expect_tx(bar_vfull + 8u * stage, kKVBytes);
-#pragma unroll
-            for (int cb = 0; cb < kCols; ++cb) {
-                const uint32_t dst = sV + (uint32_t)stage * kKVBytes + (uint32_t)cb * (Bc * 128);
-                if (varlen) fa_tma_load_3d(dst, tm_v, bar_vfull + 8u * stage, cb * 64, k_begin + row, kv_h);
-                else fa_tma_load_4d(dst, tm_v, bar_vfull + 8u * stage, cb * 64, row, kv_h, b);
-            }
+            thread_fill_slot<D, Bc>(sK, stage, tm_k, bar_kempty, bar_kfull, phase, row, k_begin, kv_h, b, varlen);
+            thread_fill_slot<D, Bc>(sV, stage, tm_v, bar_vempty, bar_vfull, phase, row, k_begin, kv_h, b, varlen);
             if (++stage == kStages) {
                 stage = 0;
                 phase ^= 1u;
