@@ -35,16 +35,34 @@ static __device__ __forceinline__ int64_t fa_bwd_row_lse(const fa_bwd_args &a, i
     return (b * a.heads + h) * a.seqlen_q + i;
 }
 
+/* This thread's place: the (row, head) pair of its group of FA_BWD_PREP_LANES lanes and its lane
+ * `sub` in the group; active = the pair exists (row and h are 0 when it does not). */
+typedef struct fa_bwd_prep_slot {
+    int64_t row;
+    int h, sub;
+    bool active;
+} fa_bwd_prep_slot;
+
+static __device__ __forceinline__ fa_bwd_prep_slot fa_bwd_prep_slot_get(const fa_bwd_args &a)
+{
+    const int64_t gid = (int64_t)blockIdx.x * FA_BWD_PREP_THREADS + threadIdx.x;
+    const int64_t pair = gid / FA_BWD_PREP_LANES;
+    fa_bwd_prep_slot t;
+    t.sub = (int)(gid % FA_BWD_PREP_LANES);
+    t.active = pair < (int64_t)a.total_q * a.heads;
+    t.row = t.active ? pair / a.heads : 0;
+    t.h = t.active ? (int)(pair % a.heads) : 0;
+    return t;
+}
+
 template <bool kBf16>
 __global__ void __launch_bounds__(FA_BWD_PREP_THREADS)
 fa_bwd_dot_do_o_kernel(const fa_bwd_args a)
 {
-    const int64_t gid = (int64_t)blockIdx.x * FA_BWD_PREP_THREADS + threadIdx.x;
-    const int64_t pair = gid / FA_BWD_PREP_LANES;
-    const int sub = (int)(gid % FA_BWD_PREP_LANES);
-    const bool active = pair < (int64_t)a.total_q * a.heads;
-    const int64_t row = active ? pair / a.heads : 0;
-    const int h = active ? (int)(pair % a.heads) : 0;
+    const fa_bwd_prep_slot t = fa_bwd_prep_slot_get(a);
+    const int64_t row = t.row;
+    const int h = t.h, sub = t.sub;
+    const bool active = t.active;
     const int chunks = a.head_dim / 8;
     float sum = 0.f;
     if (active) {
@@ -81,12 +99,10 @@ template <bool kBf16>
 __global__ void __launch_bounds__(FA_BWD_PREP_THREADS)
 fa_bwd_dq_convert_kernel(const fa_bwd_args a)
 {
-    const int64_t gid = (int64_t)blockIdx.x * FA_BWD_PREP_THREADS + threadIdx.x;
-    const int64_t pair = gid / FA_BWD_PREP_LANES;
-    const int sub = (int)(gid % FA_BWD_PREP_LANES);
-    if (pair >= (int64_t)a.total_q * a.heads) return;
-    const int64_t row = pair / a.heads;
-    const int h = (int)(pair % a.heads);
+    const fa_bwd_prep_slot t = fa_bwd_prep_slot_get(a);
+    if (!t.active) return;
+    const int64_t row = t.row;
+    const int h = t.h, sub = t.sub;
     const float4 *acc = (const float4 *)(a.dq_accum + (row * a.heads + h) * a.head_dim);
     uint16_t *dq = a.dq + fa_bwd_row_off(a, row, h, a.dq_batch_stride, a.dq_row_stride, a.dq_head_stride);
     for (int ch = sub; ch < a.head_dim / 8; ch += FA_BWD_PREP_LANES) {
