@@ -53,6 +53,28 @@ static __device__ __forceinline__ void warp_mma_m16n8k16(float d[4], const uint3
     }
 }
 
+/* D0 += A * B[:, 0:8], D1 += A * B[:, 8:16]: one A fragment against the two n8 halves of an
+ * ldmatrix.x4 B fragment b (b[0], b[1]: first half; b[2], b[3]: second). */
+template <bool kBf16>
+static __device__ __forceinline__ void warp_mma_m16n16k16(float d0[4], float d1[4], const uint32_t a[4],
+                                                         const uint32_t b[4])
+{
+    warp_mma_m16n8k16<kBf16>(d0, a, b[0], b[1]);
+    warp_mma_m16n8k16<kBf16>(d1, a, b[2], b[3]);
+}
+
+/* Zeroes a register tile of kMT x kNT C fragments (4 fp32 each). */
+template <int kMT, int kNT>
+static __device__ __forceinline__ void thread_zero_tile(float (*acc)[kNT][4])
+{
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+}
+
 /* Four 8x8 b16 matrices from shared memory; smem_addr is this lane's row address. */
 static __device__ __forceinline__ void warp_ldmatrix_x4(uint32_t r[4], uint32_t smem_addr)
 {

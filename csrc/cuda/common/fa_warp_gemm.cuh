@@ -53,10 +53,7 @@ static __device__ __forceinline__ void warp_gemm_qk(float (*s)[kNB][4],
             uint32_t bf[4];
             warp_ldmatrix_x4(bf, fa_ldsm_addr<D>(kb, 16 * nb2, kk));
 #pragma unroll
-            for (int mt = 0; mt < kMT; ++mt) {
-                warp_mma_m16n8k16<kBf16>(s[mt][2 * nb2], af[mt], bf[0], bf[1]);
-                warp_mma_m16n8k16<kBf16>(s[mt][2 * nb2 + 1], af[mt], bf[2], bf[3]);
-            }
+            for (int mt = 0; mt < kMT; ++mt) warp_mma_m16n16k16<kBf16>(s[mt][2 * nb2], s[mt][2 * nb2 + 1], af[mt], bf);
         }
     }
 }
@@ -75,10 +72,7 @@ static __device__ __forceinline__ void warp_gemm_pv(float (*o)[D / 8][4], const 
             uint32_t bf[4];
             warp_ldmatrix_x4_trans(bf, fa_ldsm_addr<D>(vb, 16 * kk, db2));
 #pragma unroll
-            for (int mt = 0; mt < kMT; ++mt) {
-                warp_mma_m16n8k16<kBf16>(o[mt][2 * db2], pa[mt][kk], bf[0], bf[1]);
-                warp_mma_m16n8k16<kBf16>(o[mt][2 * db2 + 1], pa[mt][kk], bf[2], bf[3]);
-            }
+            for (int mt = 0; mt < kMT; ++mt) warp_mma_m16n16k16<kBf16>(o[mt][2 * db2], o[mt][2 * db2 + 1], pa[mt][kk], bf);
         }
     }
 }

@@ -165,10 +165,7 @@ fa_splitkv_kernel(const fa_splitkv_args a)
 
     float o[1][kDB][4];
     float m_i[1][2] = {{-INFINITY, -INFINITY}}, l_i[1][2] = {{0.f, 0.f}};
-#pragma unroll
-    for (int db = 0; db < kDB; ++db)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[0][db][e] = 0.f;
+    thread_zero_tile<1, kDB>(o);
 
     /* prologue: the first kStages - 1 tiles of this split in flight (a paged cache resolves their
      * pages first), then the pages of the next tile requested */
@@ -219,10 +216,7 @@ fa_splitkv_kernel(const fa_splitkv_args a)
         const int kw0 = warp * kKW;                  /* this warp's first key in the tile */
         const int j0 = lo + t * Bc + kw0;            /* its local key index */
         float sc[1][kNB][4];
-#pragma unroll
-        for (int nb = 0; nb < kNB; ++nb)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) sc[0][nb][e] = 0.f;
+        thread_zero_tile<1, kNB>(sc);
         const fa_ldsm_bases<D> qb = fa_fwd_bases_a<D>(sQ_u, lane);
         const fa_ldsm_bases<D> kb = fa_fwd_bases_k<D>(fa_smem_u32(sK + (stage * Bc + kw0) * D), lane);
         warp_gemm_qk<kBf16, D, 1, kNB, false>(sc, NULL, qb, kb);

@@ -138,8 +138,7 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
                 uint32_t bf[4];
                 warp_ldmatrix_x4_trans(bf, k_addr + 2u * (uint32_t)fa_tile_offset<D>(
                                                    16 * ks + (lane & 15), 2 * np + (lane >> 4)));
-                warp_mma_m16n8k16<kBf16>(acc_dq[0][2 * np], af, bf[0], bf[1]);
-                warp_mma_m16n8k16<kBf16>(acc_dq[0][2 * np + 1], af, bf[2], bf[3]);
+                warp_mma_m16n16k16<kBf16>(acc_dq[0][2 * np], acc_dq[0][2 * np + 1], af, bf);
             }
         }
     }

@@ -152,27 +152,13 @@ static __device__ __forceinline__ void warp_gemm_smem(float (*acc)[kNT][4],
                 else warp_ldmatrix_x4(a[cur ^ 1], FA_BWD_A_ADDR(0, ks + 1));
             }
 #pragma unroll
-            for (int np = 0; np < kNT / 2; ++np) {
-                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np], a[cur], b[ks & 1][np][0], b[ks & 1][np][1]);
-                warp_mma_m16n8k16<kBf16>(acc[mt][2 * np + 1], a[cur], b[ks & 1][np][2],
-                                         b[ks & 1][np][3]);
-            }
+            for (int np = 0; np < kNT / 2; ++np)
+                warp_mma_m16n16k16<kBf16>(acc[mt][2 * np], acc[mt][2 * np + 1], a[cur], b[ks & 1][np]);
         }
         if (fence) break; /* never taken: a scheduling fence (see above) */
     }
 #undef FA_BWD_A_ADDR
 #undef FA_BWD_B_ADDR
-}
-
-template <int kMT, int kNT>
-static __device__ __forceinline__ void thread_zero_tile(float (*acc)[kNT][4])
-{
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
 }
 
 /* Per-thread: writes a register tile, times `mul`, as b16 pairs into a swizzled [R][kCols]

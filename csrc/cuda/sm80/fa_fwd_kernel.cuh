@@ -192,12 +192,7 @@ fa_fwd_kernel(const fa_fwd_args a)
             fa_cp_async_commit();
 
             float s[kMT][kNB][4];
-#pragma unroll
-            for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-                for (int nb = 0; nb < kNB; ++nb)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) s[mt][nb][e] = 0.f;
+            thread_zero_tile<kMT, kNB>(s);
             /* per-tile ldmatrix bases (recomputed from lane + zero: a few integer ops per tile
              * instead of registers live across the loop) */
             const int lane_z = lane + zero;
