@@ -94,13 +94,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
                                  a.seqlen_k, b);
     const int n0 = n_block * kBc;
     if (n0 >= seq.sk) return; /* past this sequence's keys (varlen / padding of the grid) */
-    if (tid == 0) { /* ordered before its readers by the first loop barrier */
-        sSlot->zero = 0;
-        uint64_t seed = 0, offset = 0;
-        if (a.dropout_p > 0.f) fa_bwd_philox(a, &seed, &offset);
-        sSlot->philox[0] = seed;
-        sSlot->philox[1] = offset;
-    }
+    if (tid == 0) thread_init_bwd_slot(sSlot, a); /* ordered before its readers by the first loop barrier */
 
     /* Query blocks with a row that sees some key of [n0, n_last] (fa_seq.cuh). Rows outside the
      * band get P = 0 on this block, so they are skipped. */
@@ -182,11 +176,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
             acc_s, sQc, wm_s * kTmS, sK, wn_s * kTnS, zero);
         {
             float lse[kMtS][2];
-#pragma unroll
-            for (int mt = 0; mt < kMtS; ++mt)
-#pragma unroll
-                for (int half = 0; half < 2; ++half)
-                    lse[mt][half] = sLsec[wm_s * kTmS + 16 * mt + 8 * half + g];
+            thread_load_row_values<kMtS>(lse, sLsec, wm_s * kTmS, g);
             /* + zero: the key columns are loop-invariant, and ptxas otherwise hoists the first
              * Philox rounds of every column out of the loop and spills them */
             warp_bwd_probs<kBf16, kMtS, kNtS, true, kBc>(acc_s, c, m0 + wm_s * kTmS + g,
@@ -201,11 +191,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
             warp_gemm_smem<kBf16, kMtS, kNtS, D / 16, D, D, false, false, C::kAddr>(
                 acc_dp, sdOc, wm_s * kTmS, sV, wn_s * kTnS, zero);
             float dps[kMtS][2];
-#pragma unroll
-            for (int mt = 0; mt < kMtS; ++mt)
-#pragma unroll
-                for (int half = 0; half < 2; ++half)
-                    dps[mt][half] = sDpc[wm_s * kTmS + 16 * mt + 8 * half + g];
+            thread_load_row_values<kMtS>(dps, sDpc, wm_s * kTmS, g);
             thread_bwd_dscores<kMtS, kNtS>(acc_s, acc_dp, dps, c.dropout, c.dropout_rescale);
         }
         thread_store_tile_smem<kBf16, kMtS, kNtS, kBc>(sdS, acc_s, wm_s * kTmS, wn_s * kTnS);

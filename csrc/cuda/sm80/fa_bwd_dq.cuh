@@ -41,13 +41,7 @@ fa_bwd_dq_kernel(const fa_bwd_args a)
                                  a.seqlen_k, b);
     const int m0 = m_block * kBr;
     if (m0 >= seq.sq) return;
-    if (tid == 0) { /* ordered before its readers by the first loop barrier */
-        sSlot->zero = 0;
-        uint64_t seed = 0, offset = 0;
-        if (a.dropout_p > 0.f) fa_bwd_philox(a, &seed, &offset);
-        sSlot->philox[0] = seed;
-        sSlot->philox[1] = offset;
-    }
+    if (tid == 0) thread_init_bwd_slot(sSlot, a); /* ordered before its readers by the first loop barrier */
     const int hk = qh / (a.heads / a.heads_k);
 
     /* key blocks with a key seen by some row of [m0, m_last] (fa_seq.cuh) */

@@ -235,6 +235,28 @@ typedef struct fa_bwd_slot {
     uint64_t philox[2];
 } fa_bwd_slot;
 
+/* Thread 0 of a backward block fills the slot (the caller's first loop barrier orders it before
+ * every reader). */
+static __device__ __forceinline__ void thread_init_bwd_slot(fa_bwd_slot *slot, const fa_bwd_args &a)
+{
+    slot->zero = 0;
+    uint64_t seed = 0, offset = 0;
+    if (a.dropout_p > 0.f) fa_bwd_philox(a, &seed, &offset);
+    slot->philox[0] = seed;
+    slot->philox[1] = offset;
+}
+
+/* Per-thread: the per-row values (LSE, D) of the two fragment rows g, g + 8 of each of kMT
+ * m-tiles from a shared [rows] vector, rows from r0 on. */
+template <int kMT>
+static __device__ __forceinline__ void thread_load_row_values(float (*out)[2], const float *s_rows, int r0, int g)
+{
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) out[mt][half] = s_rows[r0 + 16 * mt + 8 * half + g];
+}
+
 /* Per-thread, the common case (no softcap, ALiBi or dropout): s <- P = exp2(s * scale_log2 -
  * LSE log2(e)), and P also into the shared tile. kMask: the tile touches the mask boundary or
  * sk, so invisible entries are zeroed (a separate instantiation keeps the test out of the
