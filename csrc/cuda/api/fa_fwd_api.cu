@@ -141,7 +141,7 @@ static fa_status fa_fwd_cuda_run(const fa_params *p, void *stream_ptr)
      * does not cover (dropout, probabilities, d <= 32, softcap / ALiBi unless
      * FLASH_ATTN_C_SM90_FEAT=1, ...) or whose strides TMA
      * refuses (FA_ERR_UNSUPPORTED) continue to the sm80 kernels below. The entry points are weak
-     * (NULL when a build leaves the sm90 objects out, see fa_fwd_sm90.cuh). ---- */
+     * (NULL when a build leaves the sm90 objects out, see fa_sm90_weak.h). ---- */
     if (fa_fwd_sm90_supported != NULL && fa_fwd_sm90_supported(p)) {
         st = fa_fwd_sm90(p, stream_ptr);
         if (st != FA_ERR_UNSUPPORTED) return st;

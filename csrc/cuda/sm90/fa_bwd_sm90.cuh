@@ -13,14 +13,7 @@
 
 #include <stddef.h>
 #include "flash_attn_c.h"
-
-/* Weak so that a build without the fa_bwd_sm90*.cu objects still links: the hook tests
- * `fa_bwd_sm90_supported != NULL` before calling (like fa_fwd_sm90.cuh). */
-#if defined(__GNUC__)
-#define FA_BWD_SM90_WEAK __attribute__((weak))
-#else
-#define FA_BWD_SM90_WEAK
-#endif
+#include "fa_sm90_weak.h"  /* FA_SM90_WEAK: the hook tests `fa_bwd_sm90_supported != NULL` */
 
 /* 1 when fa_bwd_sm90 can run this call on the current device: compute capability 9.0, the
  * sm_90a kernel image is in the binary, the call is in scope (above) and passes the sm80
@@ -29,14 +22,14 @@ int fa_bwd_sm90_can_run(const fa_params *p);
 
 /* fa_bwd_sm90_can_run(p), unless the environment sets FLASH_ATTN_C_SM90_BWD=0 (read on every
  * call; on by default). */
-FA_BWD_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
+FA_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
 
 /* Workspace bytes fa_bwd_sm90 needs (D and dq_accum: the same layout as the sm80 backward,
  * fa_bwd_host.h). Given uninitialized; the first pass initializes what it uses. */
-FA_BWD_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
+FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
 
 /* Runs the sm90 backward on `stream` (a cudaStream_t); no synchronization, no allocation.
  * FA_ERR_UNSUPPORTED when !fa_bwd_sm90_can_run(p). */
-FA_BWD_SM90_WEAK fa_status fa_bwd_sm90(const fa_params *p, void *stream);
+FA_SM90_WEAK fa_status fa_bwd_sm90(const fa_params *p, void *stream);
 
 #endif /* FA_BWD_SM90_CUH */

@@ -12,15 +12,7 @@
 #define FA_FWD_SM90_CUH
 
 #include "flash_attn_c.h"
-
-/* The dispatch hook in fa_fwd_api.cu tests `fa_fwd_sm90_supported != NULL`: the two entry points
- * it calls are weak symbols, so a build that links fa_fwd_api.cu without the fa_fwd_sm90*.cu
- * objects (dev/fwd's harness) still links and simply never takes the sm90 path. */
-#if defined(__GNUC__)
-#define FA_SM90_WEAK __attribute__((weak))
-#else
-#define FA_SM90_WEAK
-#endif
+#include "fa_sm90_weak.h"  /* FA_SM90_WEAK: the hook tests `fa_fwd_sm90_supported != NULL` */
 
 /* 1 when fa_fwd_sm90 can run this call on the current device: compute capability 9.0, the
  * sm_90a kernel image is in the binary, and the call is in the kernel's scope (above). */
