@@ -38,10 +38,13 @@ Differences from flash-attn (documented, none changes a result flash-attn accept
   * on CUDA the device values (cache_seqlens, cache_leftpad, block_table, cache_batch_idx) are
     not validated (that would need a host sync): lengths are clamped to the cache, a block index
     outside the cache reads as zero keys, a cache_batch_idx outside it gives that row no keys
-    (out 0, lse -inf), appends to either are skipped, rotary positions past seqlen_ro are left
-    unrotated; the CPU path validates them and raises.
-Like flash-attn, rotary_cos/sin are ignored when k/v are not given, and without cache_seqlens
-the whole cache (s_cache, or max_blocks_per_seq * page_block_size) is attended to.
+    (out 0, lse -inf), appends to either are skipped; the CPU path validates them and raises.
+    The rotary table is checked from sizes alone there: it must cover every position the cache
+    capacity allows (as flash-attn requires), or with an int cache_seqlens the positions used;
+  * block_table entries that no sequence reads or appends to are never looked at (flash-attn's
+    -1 padding is fine on both paths).
+Like flash-attn, rotary_cos/sin need k/v (an error naming rotary_cos otherwise), and without
+cache_seqlens the whole cache (s_cache, or max_blocks_per_seq * page_block_size) is attended to.
 Rows that see no key give out = 0 and lse = -inf.
 """
 import operator
@@ -118,6 +121,32 @@ def _lengths(cache_seqlens: Union[int, torch.Tensor, None], b: int, capacity: in
     return seq_t, ([n] * b if seq_t is None else [int(x) for x in seq_t.tolist()])
 
 
+def _check_rotary(rotary_cos: torch.Tensor, rotary_sin: torch.Tensor, d: int, device: torch.device,
+                  need: int) -> None:
+    """rotary_cos/sin (seqlen_ro, rotary_dim / 2): 2-D floating tensors of one shape on q's
+    device, 1 <= rotary_dim / 2 <= headdim / 2, and at least `need` positions (the largest
+    position a key or query rotates by, plus one)."""
+    for name, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)):
+        _check_tensor(t, name)
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D (seqlen_ro, rotary_dim / 2), got shape "
+                             f"{tuple(t.shape)}")
+        if t.device != device:
+            raise ValueError(f"{name} must be on {device} like q, got {t.device}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {t.dtype}")
+    if rotary_sin.shape != rotary_cos.shape:
+        raise ValueError(f"rotary_sin shape {tuple(rotary_sin.shape)} must equal rotary_cos "
+                         f"shape {tuple(rotary_cos.shape)}")
+    seqlen_ro, half = rotary_cos.shape
+    if half == 0 or 2 * half > d:
+        raise ValueError(f"rotary_cos.shape[1] = rotary_dim / 2 must be in [1, headdim / 2 = "
+                         f"{d // 2}], got {half}")
+    if seqlen_ro < need:
+        raise ValueError(f"rotary_cos/rotary_sin have {seqlen_ro} positions but positions up "
+                         f"to {need - 1} are needed (cache_seqlens + new tokens / queries)")
+
+
 def _cache_window(window_size: WindowSize, causal: bool, capacity: int) -> Tuple[int, int]:
     """(left, right) of the mask; as flash-attn, a side at least as long as the cache is
     unbounded (-1)."""
@@ -178,6 +207,14 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             raise ValueError(f"alibi_slopes must be float32 of shape ({h},) or ({b}, {h}), got "
                              f"{alibi_slopes.dtype} {tuple(alibi_slopes.shape)}")
 
+    if (rotary_cos is None) != (rotary_sin is None):
+        raise ValueError("rotary_cos and rotary_sin must be given together")
+    if rotary_cos is not None and k is None:
+        raise ValueError("rotary_cos/rotary_sin need new keys and values (k, v) to append, as in "
+                         "flash-attn: the rotation is applied to q and the new k at cache_seqlens")
+    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
+        raise ValueError(f"num_splits must be an int >= 0 (0 = heuristic), got {num_splits!r}")
+
     # ---- the cache layout: capacity per sequence and the (row, position) -> storage map ----
     if paged:
         block_table = _check_tensor(block_table, "block_table")
@@ -189,12 +226,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             raise ValueError("cache_batch_idx cannot be used with a paged cache (block_table "
                              "already maps each batch row to its blocks)")
         page = rows_len
+        if page < 1:
+            raise ValueError(f"k_cache.shape[1] (page_block_size) must be >= 1, got {page}")
         capacity = block_table.shape[1] * page
-        if block_table.numel() and not _fast_cuda(q, k_cache, v_cache, k, v):
-            lo, hi = (int(x) for x in torch.aminmax(block_table))
-            if lo < 0 or hi >= n_rows:
-                raise ValueError(f"block_table entries must be in [0, {n_rows}) (the num_blocks "
-                                 f"of k_cache), got values in [{lo}, {hi}]")
     else:
         capacity = rows_len
         _check_index(cache_batch_idx, "cache_batch_idx", (b,), dev)
@@ -224,7 +258,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                              "the new tokens go)")
         s_new = k.shape[1]
 
-    if _fast_cuda(q, k_cache, v_cache, k, v):
+    if _fast_cuda(q, k_cache, v_cache, k, v, capacity):
         return _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
                              cache_batch_idx, cache_leftpad, block_table, softmax_scale, causal,
                              window_size, softcap, rotary_interleaved, alibi_slopes, num_splits,
@@ -244,6 +278,17 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         if not 0 <= leftpad[i] <= seqlens[i]:
             raise ValueError(f"cache_leftpad[{i}] = {leftpad[i]} must be in [0, cache_seqlens[{i}] "
                              f"= {seqlens[i]}]")
+    if paged and block_table.numel():
+        # only the entries a sequence reads or appends to (flash-attn pads tables with -1)
+        cols = torch.arange(block_table.shape[1], device=dev)
+        first = torch.tensor([lp // page for lp in leftpad], device=dev)
+        end = torch.tensor([-(-(n + s_new) // page) for n in seqlens], device=dev)
+        used = (cols[None, :] >= first[:, None]) & (cols[None, :] < end[:, None])
+        bad = (used & ((block_table < 0) | (block_table >= n_rows))).nonzero()
+        if bad.numel():
+            i, j = (int(x) for x in bad[0])
+            raise ValueError(f"block_table[{i}, {j}] = {int(block_table[i, j])} is used by batch "
+                             f"row {i} but is not a block of k_cache (must be in [0, {n_rows}))")
     if cache_batch_idx is not None:
         rows = [int(x) for x in cache_batch_idx.tolist()]
         bad = [r for r in rows if not 0 <= r < n_rows]
@@ -257,32 +302,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     left, right = _cache_window(window_size, causal, capacity)
     positional_q = left >= 0 or right >= 0  # causal or local: q token i sits at seqlen + i
 
-    # ---- rotary ----
-    if (rotary_cos is None) != (rotary_sin is None):
-        raise ValueError("rotary_cos and rotary_sin must be given together")
-    use_rotary = rotary_cos is not None and k is not None
+    # ---- rotary (given only together with k/v, checked above) ----
+    use_rotary = rotary_cos is not None
     if use_rotary:
-        rotary_cos = _check_tensor(rotary_cos, "rotary_cos")
-        rotary_sin = _check_tensor(rotary_sin, "rotary_sin")
-        for name, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)):
-            if t.dim() != 2:
-                raise ValueError(f"{name} must be 2-D (seqlen_ro, rotary_dim / 2), got shape "
-                                 f"{tuple(t.shape)}")
-            if t.device != dev:
-                raise ValueError(f"{name} must be on {dev} like q, got {t.device}")
-            if not t.is_floating_point():
-                raise TypeError(f"{name} must be floating point, got {t.dtype}")
-        if rotary_sin.shape != rotary_cos.shape:
-            raise ValueError(f"rotary_sin shape {tuple(rotary_sin.shape)} must equal rotary_cos "
-                             f"shape {tuple(rotary_cos.shape)}")
-        seqlen_ro, half = rotary_cos.shape
-        if half == 0 or 2 * half > d:
-            raise ValueError(f"rotary_cos.shape[1] = rotary_dim / 2 must be in [1, headdim / 2 = "
-                             f"{d // 2}], got {half}")
-        need = max([s + max(s_new, sq if positional_q else 1) for s in seqlens] + [0])
-        if seqlen_ro < need:
-            raise ValueError(f"rotary_cos/rotary_sin have {seqlen_ro} positions but positions up "
-                             f"to {need - 1} are needed (cache_seqlens + new tokens / queries)")
+        _check_rotary(rotary_cos, rotary_sin, d, dev,
+                      max([s + max(s_new, sq if positional_q else 1) for s in seqlens] + [0]))
 
     softmax_scale = _softmax_scale(softmax_scale, d)
     seq_t = torch.tensor(seqlens, dtype=torch.int64, device=dev) if seqlens_t is None \
@@ -335,16 +359,17 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         out = out[..., :d]
     out = out.reshape(b, sq, h, d)
     if return_softmax_lse:
-        return out, lse.reshape(h, b, sq).permute(1, 0, 2)  # (h, b * sq) -> (b, h, sq)
+        return out, lse.reshape(h, b, sq).permute(1, 0, 2).contiguous()  # (h, b * sq) -> (b, h, sq)
     return out
 
 
 def _fast_cuda(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-               k: Optional[torch.Tensor], v: Optional[torch.Tensor]) -> bool:
+               k: Optional[torch.Tensor], v: Optional[torch.Tensor], capacity: int) -> bool:
     """Whether a call takes the fused CUDA path (split-KV kernel, on-device append and rotary,
     no host sync): CUDA tensors, head_dim a multiple of 8 and caches laid out for 16-byte
-    access (they are never padded or copied), sizes within the kernel's grid (batch <= 65535,
-    capacity < 2^30, group * seqlen_q <= 16 * 65535: checked here, before anything is appended),
+    access (they are never padded or copied), sizes within the kernel's grid (batch and heads
+    <= 65535, capacity (positions per sequence, paged or not) < 2^30, group * seqlen_q <= 16 *
+    65535: checked here, before anything is appended),
     and no gradient to track (the path is inference only; a call that needs gradients takes the
     differentiable gather path)."""
     if not q.is_cuda or q.shape[-1] % 8 != 0 or q.dim() != 4 or k_cache.dim() != 4:
@@ -353,7 +378,7 @@ def _fast_cuda(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         return False
     b, sq, h = q.shape[0], q.shape[1], q.shape[2]
     hk = max(1, k_cache.shape[2])
-    if b > 65535 or k_cache.shape[1] >= (1 << 30) or (h // hk) * sq > 16 * 65535:
+    if b > 65535 or h > 65535 or capacity >= (1 << 30) or (h // hk) * sq > 16 * 65535:
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (q, k_cache, v_cache, k, v)):
@@ -382,12 +407,18 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
     _check_index(cache_leftpad, "cache_leftpad", (b,), dev)
     left, right = _cache_window(window_size, causal, capacity)
     softmax_scale = _softmax_scale(softmax_scale, d)
-    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
-        raise ValueError(f"num_splits must be an int >= 0 (0 = heuristic), got {num_splits!r}")
+    # index tensors as the op reads them (flash-attn makes them contiguous too; no sync)
+    cache_batch_idx, block_table, cache_leftpad = (
+        None if t is None else t.contiguous() for t in (cache_batch_idx, block_table, cache_leftpad))
+    if seq_t is not None:
+        seq_t = seq_t.contiguous()
 
-    if (rotary_cos is None) != (rotary_sin is None):
-        raise ValueError("rotary_cos and rotary_sin must be given together")
-    if rotary_cos is not None and k is not None:
+    if rotary_cos is not None:  # k/v are given (checked by the caller)
+        # the largest position rotated, from sizes only (no device value is read): a key at
+        # cache_seqlens + t <= capacity - 1, a query at most max(s_new, sq) - 1 further on
+        last = seq_int if seq_t is None else capacity - s_new
+        sq_pos = sq if (left >= 0 or right >= 0 or sq == 1) else 1
+        _check_rotary(rotary_cos, rotary_sin, d, dev, last + max(s_new, sq_pos))
         cos, sin = rotary_cos, rotary_sin
         inter = bool(rotary_interleaved)
         k = ops.rotary(_op_input(k, "k"), cos, sin, seq_t, 0 if seq_t is not None else seq_int,

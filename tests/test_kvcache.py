@@ -391,14 +391,52 @@ def test_num_splits_ignored(device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", dev_cases([()], [()]))
-def test_rotary_ignored_without_new_kv(device, dtype):
-    """As in flash-attn, rotary only applies when k/v are appended."""
+def test_rotary_without_new_kv_is_an_error(device, dtype):
+    """As in flash-attn ("If rotary cos/sin are provided, new key / value ... must also be
+    provided"): rotary tables without k/v raise, naming rotary_cos, instead of leaving q
+    silently unrotated; nothing is written."""
     q, kc, vc, _, _ = _small(device, dtype)
     cos, sin = make_rotary(32, 32, dtype, device)
-    a = flash_attn_with_kvcache(q, kc, vc, cache_seqlens=9, causal=True)
-    b_ = flash_attn_with_kvcache(q, kc, vc, rotary_cos=cos, rotary_sin=sin, cache_seqlens=9,
-                                 causal=True)
-    assert torch.equal(a, b_)
+    before = kc.clone()
+    with pytest.raises(ValueError, match="rotary_cos"):
+        flash_attn_with_kvcache(q, kc, vc, rotary_cos=cos, rotary_sin=sin, cache_seqlens=9, causal=True)
+    assert torch.equal(kc, before)
+
+
+@pytest.mark.parametrize("device,dtype", dev_cases([()], [()]))
+def test_rotary_table_must_cover_the_positions(device, dtype):
+    """A table shorter than the positions a call rotates by is an error on every path (CUDA
+    checks it from sizes: the cache capacity), never a silently unrotated key."""
+    q, kc, vc, kn, vn = _small(device, dtype)
+    cos, sin = make_rotary(8, 32, dtype, device)  # 8 positions; the new keys sit at 9, 10
+    with pytest.raises(ValueError, match="rotary_cos/rotary_sin have 8 positions"):
+        flash_attn_with_kvcache(q, kc, vc, kn, vn, rotary_cos=cos, rotary_sin=sin,
+                                cache_seqlens=9, causal=True)
+    lens = torch.full((q.shape[0],), 9, dtype=torch.int32, device=device)
+    with pytest.raises(ValueError, match="rotary_cos/rotary_sin have 8 positions"):
+        flash_attn_with_kvcache(q, kc, vc, kn, vn, rotary_cos=cos, rotary_sin=sin,
+                                cache_seqlens=lens, causal=True)
+
+
+@pytest.mark.parametrize("device,dtype", dev_cases([()], [()]))
+def test_block_table_padding_is_never_read(device, dtype):
+    """Entries past what a sequence reads or appends to (flash-attn pads with -1) are ignored:
+    the padded table gives the unpadded table's answer, on every path."""
+    b, page, hk, d = 2, 4, 2, 32
+    q = torch.randn(b, 1, 4, d, device=device, dtype=dtype)
+    kc = torch.randn(6, page, hk, d, device=device, dtype=dtype)
+    vc = torch.randn_like(kc)
+    kn, vn = (torch.randn(b, 1, hk, d, device=device, dtype=dtype) for _ in range(2))
+    lens = torch.tensor([5, 2], dtype=torch.int32, device=device)  # + 1 new: 2 and 1 blocks used
+    tight = torch.tensor([[0, 3], [5, 1]], dtype=torch.int32, device=device)
+    padded = torch.tensor([[0, 3, -1, -1], [5, -1, 7, -1]], dtype=torch.int32, device=device)
+    outs = []
+    for bt in (tight, padded):
+        k2, v2 = kc.clone(), vc.clone()
+        outs.append(flash_attn_with_kvcache(q, k2, v2, kn, vn, cache_seqlens=lens, block_table=bt,
+                                            causal=True, return_softmax_lse=True))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert outs[1][1].is_contiguous()  # lse (b, h, sq), contiguous as flash-attn's
 
 
 @pytest.mark.parametrize("device,dtype", dev_cases([()], [()]))
@@ -497,6 +535,13 @@ BAD = [
                               rotary_sin=torch.ones(5, 8, dtype=torch.float16)), r"rotary_cos"),
     ("rotary_shape_mismatch", dict(rotary_cos=torch.ones(32, 8, dtype=torch.float16),
                                    rotary_sin=torch.ones(32, 4, dtype=torch.float16)), r"rotary_sin"),
+    ("rotary_without_kv", dict(k=None, v=None, rotary_cos=torch.ones(32, 8, dtype=torch.float16),
+                               rotary_sin=torch.ones(32, 8, dtype=torch.float16)), r"rotary_cos"),
+    ("num_splits_negative", dict(num_splits=-1), r"num_splits"),
+    ("num_splits_str", dict(num_splits="a"), r"num_splits"),
+    ("paged_page_zero", dict(k_cache=torch.randn(2, 0, 2, 32, dtype=torch.float16),
+                             v_cache=torch.randn(2, 0, 2, 32, dtype=torch.float16),
+                             block_table=torch.tensor([[0], [1]], dtype=I32)), r"page_block_size"),
     ("window_bad", dict(window_size=(-2, 0)), r"window_size"),
     ("softcap_negative", dict(softcap=-1.0), r"softcap"),
     ("q_float64", dict(q=torch.randn(2, 1, 4, 32, dtype=torch.float64)), r"\bq\b"),
