@@ -148,13 +148,15 @@ def paged_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         _check_values_on_host(cu_k, bt, num_blocks, page, max_seqlen_k)
     capacity = max_blocks * page
     dropout_p, softcap = _check_scalars(dropout_p, softcap)
+    # CUDA, eager: lengths within max_seqlen_k and the block table (only differences matter), on
+    # both routes: the gather below would otherwise clamp a too long sequence's block column and
+    # read another position's keys
+    _check_cu_seqlens_on_device(cu_k, 1 << 62, min(max_seqlen_k, capacity), "cu_seqlens_k",
+                                "min(max_seqlen_k, max_blocks_per_seq * page_block_size)")
     if _native(q, k, v, max_seqlen_q, dropout_p, return_attn_probs):
         left, right = _window(window_size, causal)
         _check_cu_seqlens_on_device(cu_seqlens_q, q.shape[0], max_seqlen_q, "cu_seqlens_q",
                                     "max_seqlen_q")
-        # lengths within max_seqlen_k and the block table (eager; only differences matter)
-        _check_cu_seqlens_on_device(cu_k, 1 << 62, min(max_seqlen_k, capacity), "cu_seqlens_k",
-                                    "min(max_seqlen_k, max_blocks_per_seq * page_block_size)")
         out, lse = _ops.ops.fwd_kvcache(q, k, v, None, None, None, bt, cu_seqlens_q, cu_k,
                                         max_seqlen_q, max_seqlen_k,
                                         _softmax_scale(softmax_scale, q.shape[-1]), left, right,

@@ -397,6 +397,20 @@ def test_bad_input(over, pattern):
         flash_attn_c.flash_attn_varlen_func(**_args(**over))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("max_seqlen_q", [2, 20])  # 2: pages read in place; 20: the gather route
+def test_cuda_sequence_past_the_block_table_is_an_error(max_seqlen_q):
+    """On CUDA (eager) too, a sequence longer than its block table covers is an error naming
+    cu_seqlens_k, on both routes: the gather route used to clamp the block column and read
+    another position's keys."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    a = _args(block_table=torch.tensor([[3, 0], [7, 1]], dtype=I32), max_seqlen_q=max_seqlen_q)
+    a = {n: (t.cuda() if isinstance(t, torch.Tensor) else t) for n, t in a.items()}
+    with pytest.raises(ValueError, match="cu_seqlens_k"):
+        flash_attn_c.flash_attn_varlen_func(**a)
+
+
 def test_flash_attn_func_has_no_block_table():
     """flash-attn 2.8's flash_attn_func takes no block_table; neither does ours."""
     q = torch.randn(1, 2, 2, 32)
