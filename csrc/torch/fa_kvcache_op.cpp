@@ -61,8 +61,9 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
 {
     c10::cuda::CUDAGuard guard(q_in.device());
     check_arch(q_in);
-    const at::Tensor q = q_in.stride(-1) == 1 && reinterpret_cast<uintptr_t>(q_in.data_ptr()) % 16 == 0
-                             ? q_in : q_in.contiguous();
+    // q is small: any layout is copied once into the kernels' 16-byte vector layout (flash-attn
+    // takes any q whose last dim is contiguous); only the caches must arrive in it
+    const at::Tensor q = vector_layout_ok(q_in) ? q_in : q_in.clone(at::MemoryFormat::Contiguous);
     fa_params p;
     std::memset(&p, 0, sizeof(p));
     TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
@@ -87,7 +88,6 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     TORCH_CHECK(k_cache.size(-1) == d, "flash_attn_c: k_cache head_dim must equal q's ", d);
     TORCH_CHECK(hk >= 1 && h % hk == 0, "flash_attn_c: q's heads (", h, ") must be a multiple of k_cache's (",
                 hk, ")");
-    check_vector_layout(q, "q");
     check_vector_layout(k_cache, "k_cache");
     check_vector_layout(v_cache, "v_cache");
     fill_qkv(p, q, k_cache, v_cache);
@@ -189,9 +189,9 @@ void kvcache_append_cuda(const at::Tensor &k_cache, const at::Tensor &v_cache, c
                 "flash_attn_c: the KV cache must be float16 or bfloat16 on CUDA");
     check_vector_layout(k_cache, "k_cache");
     check_vector_layout(v_cache, "v_cache");
-    const at::Tensor kn = k.stride(-1) == 1 ? k : k.contiguous(), vn = v.stride(-1) == 1 ? v : v.contiguous();
-    check_vector_layout(kn, "k");
-    check_vector_layout(vn, "v");
+    // the new tokens are small: copied into the 16-byte vector layout when they are not in it
+    const at::Tensor kn = vector_layout_ok(k) ? k : k.clone(at::MemoryFormat::Contiguous);
+    const at::Tensor vn = vector_layout_ok(v) ? v : v.clone(at::MemoryFormat::Contiguous);
     fa_kvcache_append_params p;
     std::memset(&p, 0, sizeof(p));
     p.dtype = k_cache.scalar_type() == at::kHalf ? FA_F16 : FA_BF16;
