@@ -69,6 +69,16 @@ def test_decode_paged(device, dtype, case):
     run_case(device, dtype, case)
 
 
+@pytest.mark.parametrize("device,dtype,case",
+                         dev_cases([], [c for c in GPU_PAGED if c.d >= 128],
+                                   marks=[pytest.mark.parity_fwd]))
+def test_decode_small_shared_memory_variant(device, dtype, case, monkeypatch):
+    """The 2-slot ring that GPUs with 99 KB of shared memory per block run at d >= 128
+    (sm_86 / 89 / 120), forced on this GPU: the same oracle checks as the default variant."""
+    monkeypatch.setenv("FLASH_ATTN_C_SPLITKV_SMALL_SMEM", "1")
+    run_case(device, dtype, case)
+
+
 # --------------------------------------------------------------------------------------------
 # num_splits: every value is exact to output rounding against num_splits=0 and to the oracle
 # --------------------------------------------------------------------------------------------

@@ -126,15 +126,7 @@ static fa_status fa_fwd_cuda_run(const fa_params *p, void *stream_ptr)
     /* ---- split-KV: every KV-cache call (paged, used lengths, left padding, cache_batch_idx)
      * and short query blocks (decode): the K/V stream is split over blocks so one query token
      * still fills the GPU (decode/fa_splitkv.cu). ---- */
-    if (fa_splitkv_takes(p)) {
-        if (p->rng_state != NULL) {  /* what the other kernels write for a replayed backward */
-            fa_fwd_args a;
-            st = fa_fwd_fill_args(p, &a);
-            if (st == FA_OK) st = fa_fwd_rng_state_launch(a, (cudaStream_t)stream_ptr);
-            if (st != FA_OK) return st;
-        }
-        return fa_splitkv_run(p, (cudaStream_t)stream_ptr);
-    }
+    if (fa_splitkv_takes(p)) return fa_splitkv_run(p, (cudaStream_t)stream_ptr);  /* writes rng_state */
 
     /* ---- sm90 hook: the Hopper wgmma/TMA forward (fa_fwd_sm90*.cu), taken only on compute
      * capability 9.0 unless FLASH_ATTN_C_SM90=0 (on by default since GPU run 3); calls it

@@ -211,7 +211,9 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * m-tile of (query, head-of-the-group) pairs), each of the warps takes bc / warps keys of
      * every tile, stages = depth of the cp.async K/V ring. Decode is a stream over the cache,
      * so the rows are sized for bytes in flight: (stages - 1) x bc x d x 4 bytes per block
-     * (K and V) and 2 blocks per SM (smem <= 113 KB each on H100/H200; A100 too).
+     * (K and V) and 2 blocks per SM (smem <= 113 KB each on H100/H200; A100 too). Where a row's
+     * shared memory exceeds the device's per-block limit (99 KB on sm_86 / 89 / 120: the d = 128
+     * and 256 rows) the launcher runs it with stages = 2 (not measured: no such GPU is lent).
      * Split count (num_splits = 0, fa_splitkv_num_splits): n = floor(SMs x FA_SPLITKV_WARPS_PER_SM
      * / warps / (b x hk x row tiles)), at least 1, at most half the key tiles (a split of at least
      * 2 tiles), at most FA_SPLITKV_MAX_SPLITS: the grid fills each SM with about 4 streaming warps

@@ -18,8 +18,11 @@ static int fa_splitkv_bucket(int64_t d)
 int fa_splitkv_takes(const fa_params *p)
 {
     if (fa_params_uses_kv_cache(p)) return 1;
-    /* short query blocks: decode (1 token) and speculative decoding (up to 16) */
-    return p->seqlen_q <= 16 && p->dropout_p == 0.f && p->p == NULL;
+    /* short query blocks: decode (1 token) and speculative decoding (up to 16), within the
+     * kernel's grid (b * hk blocks in x, a combine block per 4 output rows); larger calls (they
+     * need over 100 GB of tensors) stay on the other kernels */
+    return p->seqlen_q <= 16 && p->dropout_p == 0.f && p->p == NULL &&
+           p->batch * p->heads_k <= 2147483647LL && p->batch * p->heads * p->seqlen_q / 4 < 2147483647LL;
 }
 
 int fa_splitkv_num_splits(const fa_params *p, int bucket, int sm_count)
@@ -85,13 +88,17 @@ fa_status fa_splitkv_run(const fa_params *p, cudaStream_t stream)
     /* grid x = b * hk, y = row tiles (<= 65535), z = splits; int32 row arithmetic in the kernel */
     if (p->batch * p->heads_k > 2147483647LL) return FA_ERR_UNSUPPORTED;
     if ((p->heads / p->heads_k) * p->seqlen_q > (int64_t)FA_SPLITKV_ROWS * 65535) return FA_ERR_UNSUPPORTED;
+    if (p->batch == 0 || p->seqlen_q == 0) {  /* nothing to compute, no workspace needed */
+        fa_fwd_args f;
+        const fa_status st = fa_fwd_fill_args(p, &f);
+        return st != FA_OK ? st : fa_fwd_rng_state_launch(f, stream);
+    }
     const int splits = fa_splitkv_num_splits(p, bucket, fa_cuda_sm_count());
     if (splits > 1 && (p->workspace == NULL || p->workspace_bytes < fa_splitkv_partial_bytes(p, bucket, splits) ||
                        ((uintptr_t)p->workspace & 15u) != 0))  /* float4 stores into the partials */
         return FA_ERR_WORKSPACE;
     fa_splitkv_args a;
     fa_splitkv_fill_args(p, splits, bucket, &a);
-    if (a.f.batch == 0 || a.f.seqlen_q == 0) return FA_OK;
     const bool pdl = splits > 1 && fa_cuda_current_arch() >= 90;
     switch (bucket) {
     case 64: return fa_splitkv_launch_hdim<64>(a, p->dtype, pdl, stream);

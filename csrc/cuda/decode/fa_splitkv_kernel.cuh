@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include "fa_splitkv.h"
 #include "fa_tuning.h"
+#include "fa_cuda_device.h"
 #include "fa_grid_dep.cuh"
 #include "fa_mma.cuh"
 #include "fa_smem_tile.cuh"
@@ -128,6 +129,12 @@ fa_splitkv_kernel(const fa_splitkv_args a)
     /* the combine (launched as a programmatic dependent on sm_90) may be scheduled now: it waits
      * for this whole grid in griddepcontrol.wait, so only its launch latency overlaps us */
     fa_grid_launch_dependents();
+    if (a.f.rng_state != NULL && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) {
+        uint64_t seed, offset;  /* what every forward writes for a replayed backward (no dropout here) */
+        fa_fwd_philox_seed(a.f, &seed, &offset);
+        a.f.rng_state[0] = (int64_t)seed;
+        a.f.rng_state[1] = (int64_t)offset;
+    }
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
@@ -383,14 +390,24 @@ static fa_status fa_splitkv_launch_dtype(const fa_splitkv_args &a, bool pdl, cud
     constexpr fa_tuning_row R = fa_tuning_find(FA_KERNEL_SPLITKV, 80, D);
     static_assert(R.bc > 0, "no FA_KERNEL_SPLITKV tuning row for this head dim");
     constexpr bool kBf16 = kDtype == FA_BF16;
-    const size_t smem = fa_splitkv_smem_bytes(D, R.bc, R.stages, R.warps);
+    /* GPUs with at most 99 KB of shared memory per block (sm_86 / 89 / 120: RTX, A10, L4, L40S)
+     * cannot take the row's ring at d >= 128 (100-104 KB): the same row with a 2-slot ring
+     * (one tile in flight) runs there instead (FLASH_ATTN_C_SPLITKV_SMALL_SMEM=1 forces it,
+     * to check it on a larger GPU). */
+    size_t smem = fa_splitkv_smem_bytes(D, R.bc, R.stages, R.warps);
+    const bool small = smem > fa_cuda_max_smem_per_block() || fa_env_flag("FLASH_ATTN_C_SPLITKV_SMALL_SMEM");
+    if (small) smem = fa_splitkv_smem_bytes(D, R.bc, 2, R.warps);
     const bool feat = a.f.softcap > 0.f || a.f.alibi_slopes != NULL || !(a.f.scale > 0.f);
     void (*kern)(const fa_splitkv_args) =
-        feat ? fa_splitkv_kernel<kBf16, D, R.bc, R.warps, R.stages, true>
-             : fa_splitkv_kernel<kBf16, D, R.bc, R.warps, R.stages, false>;
+        small ? (feat ? fa_splitkv_kernel<kBf16, D, R.bc, R.warps, 2, true>
+                      : fa_splitkv_kernel<kBf16, D, R.bc, R.warps, 2, false>)
+              : (feat ? fa_splitkv_kernel<kBf16, D, R.bc, R.warps, R.stages, true>
+                      : fa_splitkv_kernel<kBf16, D, R.bc, R.warps, R.stages, false>);
     if (smem > 48 * 1024 &&
-        cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
+        cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
+        (void)cudaGetLastError();  /* not left for an unrelated later check to report */
         return FA_ERR_CUDA;
+    }
     const int row_tiles = (a.f.group * a.f.seqlen_q + FA_SPLITKV_ROWS - 1) / FA_SPLITKV_ROWS;
     if (row_tiles > 65535 || a.num_splits > 65535) return FA_ERR_UNSUPPORTED;  /* grid y / z limits */
     const dim3 grid((unsigned)(a.f.batch * a.f.heads_k), (unsigned)row_tiles, (unsigned)a.num_splits);
