@@ -39,8 +39,8 @@ Differences from flash-attn (documented, none changes a result flash-attn accept
     not validated (that would need a host sync): lengths are clamped to the cache, a block index
     outside the cache reads as zero keys, a cache_batch_idx outside it gives that row no keys
     (out 0, lse -inf), appends to either are skipped; the CPU path validates them and raises.
-    The rotary table is checked from sizes alone there: it must cover every position the cache
-    capacity allows (as flash-attn requires), or with an int cache_seqlens the positions used;
+    The rotary table is checked from sizes alone there: it must cover the cache capacity (as
+    flash-attn requires), or with an int cache_seqlens the positions used;
   * block_table entries that no sequence reads or appends to are never looked at (flash-attn's
     -1 padding is fine on both paths).
 Like flash-attn, rotary_cos/sin need k/v (an error naming rotary_cos otherwise), and without
@@ -414,11 +414,13 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
         seq_t = seq_t.contiguous()
 
     if rotary_cos is not None:  # k/v are given (checked by the caller)
-        # the largest position rotated, from sizes only (no device value is read): a key at
-        # cache_seqlens + t <= capacity - 1, a query at most max(s_new, sq) - 1 further on
-        last = seq_int if seq_t is None else capacity - s_new
+        # from sizes only (no device value is read): with an int cache_seqlens the positions
+        # rotated, as on the CPU path; with a tensor, flash-attn's rule: the table covers the
+        # cache capacity (every key position; queries past it, possible only with more queries
+        # than new tokens, stay unrotated there)
         sq_pos = sq if (left >= 0 or right >= 0 or sq == 1) else 1
-        _check_rotary(rotary_cos, rotary_sin, d, dev, last + max(s_new, sq_pos))
+        _check_rotary(rotary_cos, rotary_sin, d, dev,
+                      seq_int + max(s_new, sq_pos) if seq_t is None else capacity)
         cos, sin = rotary_cos, rotary_sin
         inter = bool(rotary_interleaved)
         k = ops.rotary(_op_input(k, "k"), cos, sin, seq_t, 0 if seq_t is not None else seq_int,
