@@ -590,3 +590,42 @@ def test_packing_static_formulation_equals_exact():
     assert exact[0].tolist() == [0, 4, 7, 8, 13] and exact[1] == 5
     assert static[0].tolist() == [0, 4, 7, 8] + [13] * 10 and static[1] == 13
     assert fa_tf._segments_from_position_ids(torch.arange(13)[None] + 5, 1, 13, static=False) is None
+
+
+@pytest.mark.parametrize("model", ["llama", "gemma2"])
+def test_static_cache_without_mask_ignores_unfilled_slots(model):
+    """A StaticCache hands every layer its whole buffer (max_cache_len key slots) and no padding
+    mask when none is given: the slots no token has filled must not be attended to (they were,
+    silently: logits off by up to 12). Prefill, a 4-token chunk and a decode step vs eager."""
+    from transformers import StaticCache
+    cfg = _config(model)
+    torch.manual_seed(0)
+    ref = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    ours = copy.deepcopy(ref)
+    ours.set_attn_implementation(NAME)
+    ids = torch.randint(3, cfg.vocab_size, (2, 9))
+    with torch.no_grad():
+        caches = [StaticCache(config=m.config, max_cache_len=32) for m in (ref, ours)]
+        for lo, hi in ((0, 4), (4, 8), (8, 9)):
+            got, want = (m(input_ids=ids[:, lo:hi], past_key_values=c,
+                           cache_position=torch.arange(lo, hi)).logits for m, c in ((ours, caches[1]), (ref, caches[0])))
+            assert _max_err(got, want) < 1e-4, f"tokens {lo}:{hi}"
+
+
+def test_windowed_bidirectional_padding_keeps_the_window_in_place():
+    """Non-causal windowed self-attention (ModernBERT) with right padding: the window must stay
+    where transformers puts it (query i sees keys within the window of i); keeping the padded
+    queries shifted it by the amount of padding."""
+    class Encoder(torch.nn.Module):
+        is_causal = False
+
+    torch.manual_seed(0)
+    q, k, v = _qkv(2, 2, 2, 10, 10, 16)
+    pad = torch.ones(2, 10, dtype=torch.bool)
+    pad[0, 7:] = False  # right padding
+    pad[1, :2] = False  # left padding
+    out, _ = fa_tf.attention_forward(Encoder(), q, k, v, pad, sliding_window=3)
+    m = _hf_mask(masking_utils.sliding_window_bidirectional_mask_function(2), 2, 10, 10, padding=pad)
+    ref = _sdpa_ref(q, k, v, m)
+    real = pad[:, :, None, None].expand_as(out)
+    assert _max_err(out[real], ref[real]) < 1e-5

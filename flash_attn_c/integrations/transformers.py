@@ -212,7 +212,7 @@ def attention_mask(
             **kwargs,
         )
     if attention_mask is None:
-        return None
+        return _static_cache_mask(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, **kwargs)
     # The 2-D mask covers past + current tokens; the keys are its last kv_length columns.
     attention_mask = attention_mask[:, -kv_length:]
     # No padding at all: let the kernels' causal flag do the work (this check syncs with the
@@ -224,6 +224,28 @@ def attention_mask(
     ):
         return None
     return attention_mask
+
+
+def _static_cache_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any, kv_offset: int,
+                       mask_function: Callable, **kwargs: Any) -> torch.Tensor | None:
+    """No padding mask: None, unless a static cache hands over key slots no token has filled yet
+    (kv_length covers the whole buffer while q_offset + q_length tokens are seen). Those slots
+    must not be attended to: in eager mode an all-ones (b, seen) mask does it through the padded
+    path (which drops the unused slots; reading the tensor q_offset of a static layer is one host
+    sync); while compiling, transformers' 4-D sdpa mask does it (the fallback path, no sync)."""
+    if isinstance(q_offset, int) and q_offset + q_length >= kv_offset + kv_length:
+        return None  # dynamic caches and no cache: every key slot holds a token
+    if not torch.compiler.is_compiling():
+        seen = int(q_offset) + q_length
+        if seen >= kv_offset + kv_length:
+            return None
+        return torch.ones(batch_size, seen, dtype=torch.bool, device=kwargs.get("device", "cpu"))
+    kwargs.pop("allow_is_causal_skip", None)
+    kwargs.pop("allow_is_bidirectional_skip", None)
+    return masking_utils.sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length,
+                                   q_offset=q_offset, kv_offset=kv_offset, mask_function=mask_function,
+                                   attention_mask=None, allow_is_causal_skip=False,
+                                   allow_is_bidirectional_skip=False, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,7 +339,11 @@ def _padded_attention(
     elif mask.shape[1] > k.shape[1]:
         mask = mask[:, -k.shape[1] :]
     sk, hk = k.shape[1], k.shape[2]
-    if fa_kwargs["causal"]:
+    # Windowed non-causal self-attention (ModernBERT-style bidirectional windows) unpads its
+    # queries with the key mask too: with sq real queries over sk = sq real keys the bottom-right
+    # window stays where transformers puts it; with every query kept, right padding shifted it.
+    windowed_self = not fa_kwargs["causal"] and tuple(fa_kwargs["window_size"]) != (-1, -1) and sq == sk
+    if fa_kwargs["causal"] or windowed_self:
         mask_q = mask[:, -sq:]
     else:
         mask_q = torch.ones(b, sq, dtype=torch.bool, device=mask.device)
@@ -326,7 +352,7 @@ def _padded_attention(
 
     k_unpad, indices_k, cu_k, max_k, _ = unpad_input(k, mask)
     v_unpad = index_first_axis(v.reshape(b * sk, hk, v.shape[-1]), indices_k)
-    if sq == sk and fa_kwargs["causal"]:
+    if sq == sk and (fa_kwargs["causal"] or windowed_self):
         q_unpad = index_first_axis(q.reshape(b * sq, h, d), indices_k)
         indices_q, cu_q, max_q = indices_k, cu_k, max_k
     else:
