@@ -7,37 +7,48 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#define FA_CUDA_MAX_DEVICES 64
+
+/* Attribute `attr` of the current device, read from the runtime once per device and translation
+ * unit (device attributes never change; a decode step asks for several on every call), or -1
+ * when the runtime cannot say. cache: [FA_CUDA_MAX_DEVICES] of value + 1, 0 = not read yet
+ * (benign race: every writer stores the same value). No synchronization. */
+static inline int fa_cuda_attr_cached(enum cudaDeviceAttr attr, int *cache)
+{
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return -1;
+    const int slot = dev >= 0 && dev < FA_CUDA_MAX_DEVICES;
+    if (slot && cache[dev] != 0) return cache[dev] - 1;
+    if (cudaDeviceGetAttribute(&n, attr, dev) != cudaSuccess) return -1;
+    if (slot) cache[dev] = n + 1;
+    return n;
+}
+
 /* Compute capability of the current device as 10 x major + minor (80 = A100, 90 = H100/H200),
- * or 0 when the runtime cannot say. Attribute queries only: no synchronization. */
+ * or 0 when the runtime cannot say. */
 static inline int fa_cuda_current_arch(void)
 {
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-        return 0;
-    return 10 * major + minor;
+    static int major_cache[FA_CUDA_MAX_DEVICES], minor_cache[FA_CUDA_MAX_DEVICES];
+    const int major = fa_cuda_attr_cached(cudaDevAttrComputeCapabilityMajor, major_cache);
+    const int minor = fa_cuda_attr_cached(cudaDevAttrComputeCapabilityMinor, minor_cache);
+    return major < 0 || minor < 0 ? 0 : 10 * major + minor;
 }
 
 /* Streaming multiprocessors of the current device, or 0 when the runtime cannot say. */
 static inline int fa_cuda_sm_count(void)
 {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        return 0;
-    return n;
+    static int cache[FA_CUDA_MAX_DEVICES];
+    const int n = fa_cuda_attr_cached(cudaDevAttrMultiProcessorCount, cache);
+    return n > 0 ? n : 0;
 }
 
 /* Shared memory one block may opt in to on the current device (bytes; 227 KB on H100, 163 KB on
  * A100, 99 KB on sm_86 / 89 / 120), or 48 KB when the runtime cannot say. */
 static inline size_t fa_cuda_max_smem_per_block(void)
 {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || n <= 0)
-        return 48u * 1024u;
-    return (size_t)n;
+    static int cache[FA_CUDA_MAX_DEVICES];
+    const int n = fa_cuda_attr_cached(cudaDevAttrMaxSharedMemoryPerBlockOptin, cache);
+    return n > 0 ? (size_t)n : 48u * 1024u;
 }
 
 /* 1 when the environment variable `name` is set to "1" (read on every call). */

@@ -371,9 +371,9 @@ fa_splitkv_combine_kernel(const fa_splitkv_args a)
 template <bool kBf16, int D>
 static bool fa_splitkv_combine_waits(void)
 {
-    static int cached[64];  /* 0 unknown, 1 yes, -1 no */
+    static int cached[FA_CUDA_MAX_DEVICES];  /* 0 unknown, 1 yes, -1 no */
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= FA_CUDA_MAX_DEVICES) return false;
     if (cached[dev] == 0) {
         cudaFuncAttributes attr;
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)fa_splitkv_combine_kernel<kBf16, D>) == cudaSuccess &&

@@ -118,10 +118,7 @@ int fa_fwd_sm90_supported(const fa_params *p)
     /* Softcap / ALiBi on the sm90 kernel (its kFeat variant) are opt-in with
        FLASH_ATTN_C_SM90_FEAT=1 until a GPU run has checked and timed them; by default they stay
        on the sm80 kernels. */
-    if (p->softcap != 0.f || p->alibi_slopes != NULL) {
-        const char *feat = getenv("FLASH_ATTN_C_SM90_FEAT");
-        if (feat == NULL || strcmp(feat, "1") != 0) return 0;
-    }
+    if ((p->softcap != 0.f || p->alibi_slopes != NULL) && !fa_env_flag("FLASH_ATTN_C_SM90_FEAT")) return 0;
     return fa_fwd_sm90_can_run(p);
 }
 
