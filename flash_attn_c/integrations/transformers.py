@@ -196,7 +196,15 @@ def attention_mask(
           pattern cannot be expressed by our kernels; :func:`attention_forward` then falls back to
           SDPA/math for that layer.
     """
-    if not _mask_is_expressible(mask_function, kwargs.get("config"), bool(kwargs.get("use_vmap", False))):
+    expressible = _mask_is_expressible(mask_function, kwargs.get("config"), bool(kwargs.get("use_vmap", False)))
+    if expressible and attention_mask is None:
+        seen = _static_cache_seen(q_length, kv_length, q_offset, kv_offset)
+        if seen is None:
+            return None  # every key slot holds a token: the kernels' causal flag does the rest
+        if seen > 0:  # the padding path drops the slots past `seen`
+            return torch.ones(batch_size, seen, dtype=torch.bool, device=kwargs.get("device", "cpu"))
+        # compiling over a static cache: transformers' 4-D mask, below
+    if not expressible or attention_mask is None:
         kwargs.pop("allow_is_causal_skip", None)
         kwargs.pop("allow_is_bidirectional_skip", None)
         return masking_utils.sdpa_mask(
@@ -211,8 +219,6 @@ def attention_mask(
             allow_is_bidirectional_skip=False,
             **kwargs,
         )
-    if attention_mask is None:
-        return _static_cache_mask(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, **kwargs)
     # The 2-D mask covers past + current tokens; the keys are its last kv_length columns.
     attention_mask = attention_mask[:, -kv_length:]
     # No padding at all: let the kernels' causal flag do the work (this check syncs with the
@@ -226,26 +232,19 @@ def attention_mask(
     return attention_mask
 
 
-def _static_cache_mask(batch_size: int, q_length: int, kv_length: int, q_offset: Any, kv_offset: int,
-                       mask_function: Callable, **kwargs: Any) -> torch.Tensor | None:
-    """No padding mask: None, unless a static cache hands over key slots no token has filled yet
-    (kv_length covers the whole buffer while q_offset + q_length tokens are seen). Those slots
-    must not be attended to: in eager mode an all-ones (b, seen) mask does it through the padded
-    path (which drops the unused slots; reading the tensor q_offset of a static layer is one host
-    sync); while compiling, transformers' 4-D sdpa mask does it (the fallback path, no sync)."""
-    if isinstance(q_offset, int) and q_offset + q_length >= kv_offset + kv_length:
-        return None  # dynamic caches and no cache: every key slot holds a token
-    if not torch.compiler.is_compiling():
+def _static_cache_seen(q_length: int, kv_length: int, q_offset: Any, kv_offset: int) -> int | None:
+    """Without a padding mask: None when every key slot holds a token (no cache, dynamic caches,
+    a full static cache), else the tokens seen so far: a static cache hands over its whole
+    buffer (kv_length slots) while only q_offset + q_length are filled, and the rest must not be
+    attended to. Reading a static layer's tensor q_offset is one host sync; while compiling it
+    is not read and 0 is returned (the caller then uses transformers' 4-D mask)."""
+    if isinstance(q_offset, int):
+        seen = q_offset + q_length
+    elif torch.compiler.is_compiling():
+        return 0
+    else:
         seen = int(q_offset) + q_length
-        if seen >= kv_offset + kv_length:
-            return None
-        return torch.ones(batch_size, seen, dtype=torch.bool, device=kwargs.get("device", "cpu"))
-    kwargs.pop("allow_is_causal_skip", None)
-    kwargs.pop("allow_is_bidirectional_skip", None)
-    return masking_utils.sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length,
-                                   q_offset=q_offset, kv_offset=kv_offset, mask_function=mask_function,
-                                   attention_mask=None, allow_is_causal_skip=False,
-                                   allow_is_bidirectional_skip=False, **kwargs)
+    return None if seen >= kv_offset + kv_length else seen
 
 
 # ----------------------------------------------------------------------------------------------
