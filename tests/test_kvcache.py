@@ -140,7 +140,9 @@ def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False, full
     rd = c.rotary_dim or d
     cos = sin = None
     if c.rotary:
-        cos, sin = make_rotary(max(seqlens) + max(c.s_new, c.sq) + 3, rd, dtype, device)
+        # flash-attn's rule with a cache_seqlens tensor: the table covers the cache capacity
+        cos, sin = make_rotary(max(c.capacity, max(seqlens) + max(c.s_new, c.sq) + 3), rd, dtype,
+                               device)
     slopes = make_alibi(c.alibi, b, c.h, device)
 
     if c.poison:  # slots outside [leftpad, seqlen) of each used row; unused rows entirely
