@@ -1,0 +1,48 @@
+"""Times flash_attn_func (forward, and forward+backward with --fwdbwd) on a few standard-sweep
+shapes and prints one JSON line {label: median ms}: run it from two trees in turn to compare a
+commit with its baseline on one GPU without the bench's peers (whose own drift moves the ratios).
+
+    PYTHONPATH=<tree> python dev/ab_forward.py --label after [--shapes 64:512:0,64:512:1] [--fwdbwd]
+
+A shape is d:seqlen:causal on the sweep's grid (bf16, 16k tokens, h*d = 2048). Timing: triton's
+do_bench (L2 flushed between calls), median of --rep ms after warm-up; inputs are random normal.
+"""
+import argparse
+import json
+
+import torch
+from triton.testing import do_bench
+
+import flash_attn_c
+
+DEFAULT = "64:512:0,64:512:1,64:2048:0,64:8192:0,128:512:0,128:2048:0,256:512:0"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--shapes", default=DEFAULT)
+    ap.add_argument("--fwdbwd", action="store_true")
+    ap.add_argument("--rep", type=int, default=300)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    res = {"label": args.label, "tree": flash_attn_c.__file__}
+    for spec in args.shapes.split(","):
+        d, s, causal = (int(x) for x in spec.split(":"))
+        b, h = max(1, 16384 // s), 2048 // d
+        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16,
+                               requires_grad=args.fwdbwd) for _ in range(3))
+        if args.fwdbwd:
+            g = torch.randn_like(q)
+
+            def fn():
+                flash_attn_c.flash_attn_func(q, k, v, causal=bool(causal)).backward(g)
+        else:
+            def fn():
+                flash_attn_c.flash_attn_func(q, k, v, causal=bool(causal))
+        res[spec] = round(do_bench(fn, warmup=50, rep=args.rep, return_mode="median"), 5)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
