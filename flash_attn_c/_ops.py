@@ -55,8 +55,9 @@ def _fwd_kvcache_fake(q, k_cache, v_cache, seqused_k, leftpad_k, cache_batch_idx
 
 @torch.library.register_fake("flash_attn_c::kvcache_append_")
 def _kvcache_append_fake(k_cache, v_cache, k, v, cache_seqlens, cache_seqlen, cache_batch_idx,
-                         block_table):
-    return None
+                         block_table, q, rotary_cos, rotary_sin, rotary_interleaved, q_positional):
+    q_rot = k.new_empty((0,)) if q is None else q.new_empty(q.shape)
+    return q_rot, k.new_empty((k.shape[0],), dtype=torch.int32)
 
 
 def _fwd_setup_context(ctx, inputs, output) -> None:

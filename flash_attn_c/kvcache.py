@@ -10,8 +10,9 @@ What one call does, per batch row b (q row b, cache row r = cache_batch_idx[b] o
      of that cache row (paged: through block_table[b]), with causal / window / ALiBi aligned to
      the bottom-right corner of that (sq, seqlen_k) matrix, seqlen_k = cache_seqlens[b] + s_new -
      cache_leftpad[b].
-Implementation. CUDA (head_dim a multiple of 8, no gradients needed): rotary by the rotary op with
-the device cache_seqlens as offsets, the append by ops.kvcache_append_, the attention by the
+Implementation. CUDA (head_dim a multiple of 8, no gradients needed): one kernel appends the new
+keys (rotated by their positions, read from the device cache_seqlens) and values and rotates q
+(ops.kvcache_append_), then the attention runs on the
 split-KV kernel (ops.fwd_kvcache: key splits merged by LSE, GQA-packed rows, paged caches of any
 page size read in place): nothing is read on the host, so a decode step can be captured in a
 CUDA graph or compiled with torch.compile(fullgraph=True). Otherwise (CPU, the oracle; a call
@@ -390,8 +391,8 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
                   cache_batch_idx, cache_leftpad, block_table, softmax_scale, causal, window_size,
                   softcap, rotary_interleaved, alibi_slopes, num_splits, return_softmax_lse,
                   capacity: int):
-    """The CUDA path of flash_attn_with_kvcache: rotary (the rotary op, positions from the
-    device cache_seqlens), the append (ops.kvcache_append_) and the attention
+    """The CUDA path of flash_attn_with_kvcache: the append with rotary on the new keys and q
+    (ops.kvcache_append_, one kernel, positions from the device cache_seqlens) and the attention
     (ops.fwd_kvcache: split-KV, paged or not) are all launched on the current stream; nothing
     reads a device value on the host, so a decode step can be captured in a CUDA graph or
     compiled with fullgraph=True. Shapes were checked by the caller; device values are not
@@ -413,35 +414,29 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
     if seq_t is not None:
         seq_t = seq_t.contiguous()
 
+    positional = left >= 0 or right >= 0 or sq == 1  # query i sits at cache_seqlens + i
     if rotary_cos is not None:  # k/v are given (checked by the caller)
         # from sizes only (no device value is read): with an int cache_seqlens the positions
         # rotated, as on the CPU path; with a tensor, flash-attn's rule: the table covers the
         # cache capacity (every key position; queries past it, possible only with more queries
         # than new tokens, stay unrotated there)
-        sq_pos = sq if (left >= 0 or right >= 0 or sq == 1) else 1
         _check_rotary(rotary_cos, rotary_sin, d, dev,
-                      seq_int + max(s_new, sq_pos) if seq_t is None else capacity)
-        cos, sin = rotary_cos, rotary_sin
-        inter = bool(rotary_interleaved)
-        k = ops.rotary(_op_input(k, "k"), cos, sin, seq_t, 0 if seq_t is not None else seq_int,
-                       None, inter, False)
-        if left >= 0 or right >= 0 or sq == 1:  # query i sits at cache_seqlens + i
-            q = ops.rotary(_op_input(q, "q"), cos, sin, seq_t, 0 if seq_t is not None else seq_int,
-                           None, inter, False)
-        else:  # every query at cache_seqlens (flash-attn's non-causal convention)
-            offs = None if seq_t is None else seq_t.repeat_interleave(sq)
-            q = ops.rotary(_op_input(q, "q").reshape(b * sq, 1, h, d), cos, sin, offs,
-                           0 if offs is not None else seq_int, None, inter,
-                           False).reshape(b, sq, h, d)
-    if k is not None and s_new > 0:
-        ops.kvcache_append_(k_cache, v_cache, k, v, seq_t, 0 if seq_t is not None else seq_int,
-                            cache_batch_idx, block_table)
-    if seq_t is not None:
-        used = seq_t + s_new if s_new else seq_t
-    elif cache_seqlens is not None:
-        used = torch.full((b,), seq_int + s_new, dtype=torch.int32, device=dev)
-    else:
-        used = None  # the whole cache
+                      seq_int + max(s_new, sq if positional else 1) if seq_t is None else capacity)
+    used = seq_t  # the lengths the attention sees (None: the whole cache)
+    if (k is not None and s_new > 0) or rotary_cos is not None:
+        # one launch: the append (each new key rotated by its position), q rotated (otherwise
+        # every query at cache_seqlens: flash-attn's non-causal convention) and the new lengths
+        rotary = rotary_cos is not None
+        q_rot, seqused = ops.kvcache_append_(k_cache, v_cache, k, v, seq_t,
+                                             0 if seq_t is not None else seq_int, cache_batch_idx,
+                                             block_table, q if rotary else None, rotary_cos,
+                                             rotary_sin, bool(rotary_interleaved), positional)
+        if rotary:
+            q = q_rot
+        if cache_seqlens is not None:
+            used = seqused
+    elif seq_t is None and cache_seqlens is not None:
+        used = torch.full((b,), seq_int, dtype=torch.int32, device=dev)
     out, lse = ops.fwd_kvcache(q, k_cache, v_cache, used, cache_leftpad, cache_batch_idx,
                                block_table, None, None, sq, 0, softmax_scale, left, right,
                                float(softcap), alibi_slopes, num_splits)

@@ -285,6 +285,71 @@ def test_decode_without_lse(device, dtype, page):
 
 
 # --------------------------------------------------------------------------------------------
+# the fused step: append + rotary + lengths in one kernel, bit for bit the composed ops
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("table_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d,rd,interleaved,page", [(64, 64, False, 0), (80, 40, False, 16),
+                                                    (80, 40, True, 0), (128, 64, True, 16)])
+@pytest.mark.parametrize("sq,causal", [(1, True), (3, True), (3, False)])
+def test_decode_fused_rotary_append(table_dtype, d, rd, interleaved, page, sq, causal):
+    """The CUDA path rotates the new keys on their way into the cache and q in the same kernel
+    as the append: the cache and the output equal, bit for bit, apply_rotary_emb (the rotary op)
+    followed by an append-free call on a cache holding the rotated keys; rd / 2 = 20 puts pair
+    partners in different 16-byte chunks; fp32 and bf16 tables. The step launches no kernel but
+    the append, the attention and the combine (no table conversion, no copy, no length update)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from flash_attn_c import apply_rotary_emb, flash_attn_with_kvcache
+    torch.manual_seed(0)
+    b, h, hk, cap, dt = 3, 8, 2, 96, torch.bfloat16
+    dev = "cuda"
+    seqlens = torch.tensor([0, 37, cap - sq], dtype=torch.int32, device=dev)
+    q = torch.randn(b, sq, h, d, device=dev, dtype=dt)
+    k_new, v_new = (torch.randn(b, sq, hk, d, device=dev, dtype=dt) for _ in range(2))
+    ang = torch.rand(cap + 4, rd // 2, dtype=torch.float64) * 6.0
+    cos, sin = (f(ang).to(table_dtype).to(dev) for f in (torch.cos, torch.sin))
+    if page:
+        kc = torch.randn(b * cap // page, page, hk, d, device=dev, dtype=dt)
+        table = torch.randperm(b * cap // page, device=dev).to(torch.int32).reshape(b, cap // page)
+    else:
+        kc, table = torch.randn(b, cap, hk, d, device=dev, dtype=dt), None
+    vc = torch.randn_like(kc)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    kw = dict(block_table=table, causal=causal, return_softmax_lse=True)
+
+    def step():
+        return flash_attn_with_kvcache(q, kc, vc, k_new, v_new, rotary_cos=cos, rotary_sin=sin,
+                                       cache_seqlens=seqlens, rotary_interleaved=interleaved, **kw)
+
+    out, lse = step()
+    # the composition: rotary op on k and q, the rotated keys written by hand, attention only
+    k_rot = apply_rotary_emb(k_new, cos, sin, interleaved, seqlen_offsets=seqlens)
+    if causal or sq == 1:  # query i at cache_seqlens + i
+        q_rot = apply_rotary_emb(q, cos, sin, interleaved, seqlen_offsets=seqlens)
+    else:  # every query at cache_seqlens
+        q_rot = apply_rotary_emb(q.reshape(b * sq, 1, h, d), cos, sin, interleaved,
+                                 seqlen_offsets=seqlens.repeat_interleave(sq)).reshape(b, sq, h, d)
+    for i in range(b):
+        for t in range(sq):
+            pos = int(seqlens[i]) + t
+            blk, row = (int(table[i, pos // page]), pos % page) if page else (i, pos)
+            kc_ref[blk, row] = k_rot[i, t]
+            vc_ref[blk, row] = v_new[i, t]
+    assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref), "cache differs from rotary op + append"
+    out_ref, lse_ref = flash_attn_with_kvcache(q_rot, kc_ref, vc_ref, cache_seqlens=seqlens + sq, **kw)
+    assert torch.equal(out, out_ref) and torch.equal(lse, lse_ref)
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
+    assert all("fa_" in n for n in names) and len(names) <= 3, names
+
+
+# --------------------------------------------------------------------------------------------
 # end to end: greedy generate() of a tiny Llama through flash_attn_c equals sdpa's
 # --------------------------------------------------------------------------------------------
 

@@ -242,11 +242,16 @@ fa_status fa_fwd_cuda(const fa_params *p, void *stream);
  * p->workspace / workspace_bytes to at least this much before fa_fwd_cuda. Depends on the
  * shape, num_splits and the current device's SM count only. */
 size_t fa_fwd_cuda_workspace_bytes(const fa_params *p);
-/* Appends new keys and values to a KV cache in place: k_new[i][t] goes to position
- * cache_seqlens[i] + t of sequence i (fa_params' KV-cache addressing: paged, cache_batch_idx or
- * row i); positions outside [0, capacity) and blocks / rows outside [0, cache_rows) are skipped
- * (device values are not validated: no host sync). block_table and cache_batch_idx exclude each
- * other (FA_ERR_UNSUPPORTED). */
+/* What a KV-cache decode step does before its attention, in one launch. Appends new keys and
+ * values to a KV cache in place: k_new[i][t] goes to position cache_seqlens[i] + t of sequence i
+ * (fa_params' KV-cache addressing: paged, cache_batch_idx or row i); positions outside
+ * [0, capacity) and blocks / rows outside [0, cache_rows) are skipped (device values are not
+ * validated: no host sync). block_table and cache_batch_idx exclude each other
+ * (FA_ERR_UNSUPPORTED). With rotary tables, each new key is rotated by its cache position on its
+ * way in and q is rotated into q_out (query i at cache_seqlens + i when q_positional, else every
+ * query at cache_seqlens), with the arithmetic of fa_rotary_cuda (bit-identical results);
+ * positions outside [0, seqlen_ro) stay unrotated. seqused_out receives cache_seqlens + seqlen_new,
+ * the lengths the attention then sees. */
 typedef struct fa_kvcache_append_params {
     fa_dtype dtype;            /* FA_F16 / FA_BF16 */
     int64_t batch, seqlen_new, heads_k, head_dim;   /* head_dim % 8 == 0 */
@@ -266,6 +271,16 @@ typedef struct fa_kvcache_append_params {
     const int32_t *block_table;      /* (b, max_blocks) or NULL */
     int64_t block_table_batch_stride;
     int64_t page_block_size;
+    /* optional rotary: rotary_cos == NULL for none */
+    const void *rotary_cos;    /* (seqlen_ro, rotary_dim / 2) contiguous, FA_F32 / FA_F16 / FA_BF16 */
+    const void *rotary_sin;    /* like rotary_cos */
+    fa_dtype rotary_dtype;
+    int64_t seqlen_ro, rotary_dim;   /* rotary_dim even, <= head_dim */
+    int rotary_interleaved, q_positional;
+    const void *q;             /* (b, seqlen_q, heads, d), or NULL: q is not rotated */
+    int64_t q_batch_stride, q_row_stride, q_head_stride, seqlen_q, heads;
+    void *q_out;               /* (b, seqlen_q, heads, d) contiguous, when q != NULL */
+    int32_t *seqused_out;      /* (b,) or NULL */
 } fa_kvcache_append_params;
 fa_status fa_kvcache_append_cuda(const fa_kvcache_append_params *p, void *stream);
 size_t fa_bwd_cuda_workspace_bytes(const fa_params *p);

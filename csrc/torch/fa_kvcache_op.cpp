@@ -2,7 +2,10 @@
 //
 //   fwd_kvcache(q, k_cache, v_cache, ...) -> (out, lse)   attention over a (paged) KV cache on the
 //       split-KV kernel: fa_params' KV-cache fields (flash_attn_c.h); no host sync.
-//   kvcache_append_(k_cache!, v_cache!, k, v, ...) -> ()   in-place append of new keys / values.
+//   kvcache_append_(k_cache!, v_cache!, k, v, ..., q?, rotary_cos?, ...) -> (q_rot, seqused)
+//       what a decode step does before its attention, in one launch: the in-place append of new
+//       keys (rotated when tables are given) and values, q rotated into q_rot (empty when q is not
+//       given), seqused = cache_seqlens + seqlen_new.
 // The CPU has no implementation: flash_attn_c/kvcache.py gathers the visible keys there (the CPU
 // path is the oracle). Fake kernels: flash_attn_c/_ops.py.
 #include <torch/library.h>
@@ -167,10 +170,12 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     return {out, lse};
 }
 
-void kvcache_append_cuda(const at::Tensor &k_cache, const at::Tensor &v_cache, const at::Tensor &k,
-                         const at::Tensor &v, const std::optional<at::Tensor> &cache_seqlens,
-                         int64_t cache_seqlen, const std::optional<at::Tensor> &cache_batch_idx,
-                         const std::optional<at::Tensor> &block_table)
+std::tuple<at::Tensor, at::Tensor> kvcache_append_cuda(
+    const at::Tensor &k_cache, const at::Tensor &v_cache, const at::Tensor &k, const at::Tensor &v,
+    const std::optional<at::Tensor> &cache_seqlens, int64_t cache_seqlen,
+    const std::optional<at::Tensor> &cache_batch_idx, const std::optional<at::Tensor> &block_table,
+    const std::optional<at::Tensor> &q_in, const std::optional<at::Tensor> &rotary_cos,
+    const std::optional<at::Tensor> &rotary_sin, bool rotary_interleaved, bool q_positional)
 {
     c10::cuda::CUDAGuard guard(k_cache.device());
     check_arch(k_cache);
@@ -187,9 +192,12 @@ void kvcache_append_cuda(const at::Tensor &k_cache, const at::Tensor &v_cache, c
                     "flash_attn_c: k, v and the caches must share dtype and device");
     TORCH_CHECK(k_cache.scalar_type() == at::kHalf || k_cache.scalar_type() == at::kBFloat16,
                 "flash_attn_c: the KV cache must be float16 or bfloat16 on CUDA");
+    TORCH_CHECK(rotary_cos.has_value() == rotary_sin.has_value(),
+                "flash_attn_c: rotary_cos and rotary_sin must be given together");
+    TORCH_CHECK(!q_in.has_value() || rotary_cos.has_value(), "flash_attn_c: q is only rotated (rotary_cos)");
     check_vector_layout(k_cache, "k_cache");
     check_vector_layout(v_cache, "v_cache");
-    // the new tokens are small: copied into the 16-byte vector layout when they are not in it
+    // the new tokens and q are small: copied into the 16-byte vector layout when they are not in it
     const at::Tensor kn = vector_layout_ok(k) ? k : k.clone(at::MemoryFormat::Contiguous);
     const at::Tensor vn = vector_layout_ok(v) ? v : v.clone(at::MemoryFormat::Contiguous);
     fa_kvcache_append_params p;
@@ -218,7 +226,45 @@ void kvcache_append_cuda(const at::Tensor &k_cache, const at::Tensor &v_cache, c
         p.page_block_size = k_cache.size(1);
         p.capacity = block_table->size(1) * k_cache.size(1);
     }
+    at::Tensor cos, sin, q, q_out = at::empty({0}, k.options());
+    if (rotary_cos.has_value()) {
+        cos = rotary_cos->contiguous();
+        sin = rotary_sin->contiguous();
+        for (const auto &[t, name] : {std::pair{&cos, "rotary_cos"}, std::pair{&sin, "rotary_sin"}}) {
+            const at::ScalarType st = t->scalar_type();
+            TORCH_CHECK(t->dim() == 2 && t->device() == k.device() &&
+                            (st == at::kFloat || st == at::kHalf || st == at::kBFloat16),
+                        "flash_attn_c: ", name, " must be a 2-D float32 / float16 / bfloat16 tensor on ", k.device(),
+                        ", got ", st, " ", t->sizes());
+        }
+        TORCH_CHECK(sin.sizes() == cos.sizes() && sin.scalar_type() == cos.scalar_type(),
+                    "flash_attn_c: rotary_sin must have rotary_cos's shape and dtype");
+        TORCH_CHECK(2 * cos.size(1) <= p.head_dim, "flash_attn_c: rotary_dim = 2 * rotary_cos.shape[1] = ",
+                    2 * cos.size(1), " exceeds headdim ", p.head_dim);
+        p.rotary_cos = cos.data_ptr();
+        p.rotary_sin = sin.data_ptr();
+        p.rotary_dtype = cos.scalar_type() == at::kFloat ? FA_F32 : cos.scalar_type() == at::kHalf ? FA_F16 : FA_BF16;
+        p.seqlen_ro = cos.size(0);
+        p.rotary_dim = 2 * cos.size(1);
+        p.rotary_interleaved = rotary_interleaved ? 1 : 0;
+        p.q_positional = q_positional ? 1 : 0;
+    }
+    if (q_in.has_value()) {
+        TORCH_CHECK(q_in->dim() == 4 && q_in->size(0) == p.batch && q_in->size(3) == p.head_dim &&
+                        q_in->scalar_type() == k.scalar_type() && q_in->device() == k.device(),
+                    "flash_attn_c: q must be (batch, seqlen_q, nheads, headdim) like k, got ", q_in->sizes());
+        q = vector_layout_ok(*q_in) ? *q_in : q_in->clone(at::MemoryFormat::Contiguous);
+        q_out = at::empty(q.sizes(), q.options());
+        p.q = q.data_ptr();
+        p.q_out = q_out.data_ptr();
+        strides3(q, &p.q_batch_stride, &p.q_row_stride, &p.q_head_stride);
+        p.seqlen_q = q.size(1);
+        p.heads = q.size(2);
+    }
+    at::Tensor seqused = at::empty({p.batch}, k.options().dtype(at::kInt));
+    p.seqused_out = seqused.data_ptr<int32_t>();
     throw_on_error(fa_kvcache_append_cuda(&p, at::cuda::getCurrentCUDAStream().stream()), "KV-cache append");
+    return {q_out, seqused};
 }
 
 }  // namespace fa
@@ -231,7 +277,8 @@ TORCH_LIBRARY_FRAGMENT(flash_attn_c, m)
           "SymInt max_seqlen_q, SymInt max_seqlen_k, float softmax_scale, int window_left, int window_right, "
           "float softcap, Tensor? alibi_slopes, int num_splits) -> (Tensor out, Tensor lse)");
     m.def("kvcache_append_(Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor k, Tensor v, Tensor? cache_seqlens, "
-          "int cache_seqlen, Tensor? cache_batch_idx, Tensor? block_table) -> ()");
+          "int cache_seqlen, Tensor? cache_batch_idx, Tensor? block_table, Tensor? q, Tensor? rotary_cos, "
+          "Tensor? rotary_sin, bool rotary_interleaved, bool q_positional) -> (Tensor q_rot, Tensor seqused)");
 }
 
 #ifdef FA_WITH_CUDA
