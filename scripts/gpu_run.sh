@@ -61,6 +61,10 @@ if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
     timeout 150 compute-sanitizer --tool $tool --kernel-name kns=splitkv python3 dev/decode/probe.py --parity 2>&1 |
       grep -E "parity|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard" | head -6
   done >> "$OUT/sanitizer.log" 2>&1
+  # the decode step's append + rotary kernel, through the rotary decode tests (paged and not)
+  echo "== compute-sanitizer --tool memcheck --kernel-name kns=kvcache_append pytest test_decode_rotary (cuda)" >> "$OUT/sanitizer.log"
+  timeout 200 compute-sanitizer --tool memcheck --kernel-name kns=kvcache_append python3 -m pytest tests/test_decode.py \
+    -k "test_decode_rotary and cuda" -q -p no:cacheprovider 2>&1 | grep -E "passed|failed|ERROR SUMMARY|Invalid" | head -6 >> "$OUT/sanitizer.log"
   cat "$OUT/sanitizer.log"
 fi
 if [ "$what" = all ] || [ "$what" = extras ]; then
