@@ -16,18 +16,20 @@ from triton.testing import do_bench
 import flash_attn_c
 
 DEFAULT = "64:512:0,64:512:1,64:2048:0,64:8192:0,128:512:0,128:2048:0,256:512:0"
+# the standard sweep's forward grid: d 64/128/256 x seqlen 512..16k x causal and not
+SWEEP = ",".join(f"{d}:{s}:{c}" for d in (64, 128, 256) for s in (512, 2048, 8192, 16384) for c in (0, 1))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", required=True)
-    ap.add_argument("--shapes", default=DEFAULT)
+    ap.add_argument("--shapes", default=DEFAULT, help="d:seqlen:causal,... or 'sweep'")
     ap.add_argument("--fwdbwd", action="store_true")
     ap.add_argument("--rep", type=int, default=300)
     args = ap.parse_args()
     torch.manual_seed(0)
     res = {"label": args.label, "tree": flash_attn_c.__file__}
-    for spec in args.shapes.split(","):
+    for spec in (SWEEP if args.shapes == "sweep" else args.shapes).split(","):
         d, s, causal = (int(x) for x in spec.split(":"))
         b, h = max(1, 16384 // s), 2048 // d
         q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16,
