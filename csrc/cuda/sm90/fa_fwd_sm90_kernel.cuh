@@ -261,7 +261,11 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
 
 #endif /* FA_SM90_DEVICE */
 
-template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat>
+/* kVarlen: the sequences come from cu_seqlens (3-d tensor maps, end-aligned last tiles, borrowed V
+ * rows zeroed); a compile-time flag so that the dense instances carry none of that code (as a
+ * runtime test it cost the dense d = 64 kernel ~190 instructions of prologue and a different
+ * schedule of its uniform datapath). The host picks the instance from prm.varlen. */
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 {
@@ -277,7 +281,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     static_assert(kStages >= 2, "the ring needs 2 slots for the overlap");
 
     const fa_fwd_args &a = prm.a;
-    const int varlen = prm.varlen;
+    const int varlen = kVarlen;  /* the helpers take it as an argument; constant-folded */
 
     extern __shared__ unsigned char fa_sm90_smem[];
     /* [0] Q full; then per slot: K full, V full, K empty, V empty */
@@ -547,10 +551,13 @@ static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_
     typedef fa_sm90_tile<D> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
+    constexpr bool kBf16 = kDtype == FA_BF16;
     const bool feat = prm.a.softcap > 0.f || prm.a.alibi_slopes != NULL;
     void (*kern)(const fa_sm90_params) =
-        feat ? fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, true>
-             : fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false>;
+        feat ? (prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, true, true>
+                           : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, true, false>)
+             : (prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, false, true>
+                           : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, false, false>);
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -571,7 +578,7 @@ static int fa_fwd_sm90_has_image_dtype(void)
     if (cached == 0) {
         cudaFuncAttributes attr;
         void (*kern)(const fa_sm90_params) =
-            fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false>;  /* kFeat: same image */
+            fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false, false>;  /* others: same image */
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
                         attr.sharedSizeBytes >= (size_t)(1 + 4 * T::kStages) * 8u;
         cached = ok ? 1 : -1;
