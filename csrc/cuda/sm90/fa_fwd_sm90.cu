@@ -79,7 +79,8 @@ int fa_fwd_sm90_can_run(const fa_params *p)
     const int bucket = fa_sm90_bucket(p->head_dim);
     if (bucket == 0) return 0;
     /* the kFeat variant at d = 64 spills 120 bytes in its loop (3 consumer warpgroups at 160
-     * registers, nvcc 13.0 -Xptxas -v): softcap / ALiBi stay on the sm80 kernel there */
+     * registers, nvcc 13.0 -Xptxas -v): softcap / ALiBi stay on the sm80 kernel there, and bucket
+     * 64 compiles no kFeat instance (fa_fwd_sm90_launch_dtype) */
     if (bucket == 64 && (p->softcap != 0.f || p->alibi_slopes != NULL)) return 0;
     if (p->q == NULL || p->k == NULL || p->v == NULL || p->o == NULL || p->lse == NULL) return 0;
     if (!fa_sm90_aligned16(p->q) || !fa_sm90_aligned16(p->k) || !fa_sm90_aligned16(p->v) ||

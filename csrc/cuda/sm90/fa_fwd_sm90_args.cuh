@@ -22,7 +22,7 @@ typedef struct fa_sm90_params {
     CUtensorMap tm_k;
     CUtensorMap tm_v;
     fa_fwd_args a;   /* sizes, strides (for O), LSE, windows, scale, cu_seqlens, rng_state */
-    int varlen;      /* cu_seqlens given: 3-d maps, sequence offsets from cu_seqlens */
+    int varlen;      /* cu_seqlens given: 3-d maps; the launcher picks the kernel's kVarlen instance */
 } fa_sm90_params;
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */

@@ -261,7 +261,11 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
 
 #endif /* FA_SM90_DEVICE */
 
-template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat>
+/* kVarlen: the sequences come from cu_seqlens (3-d tensor maps, end-aligned last tiles, borrowed V
+ * rows zeroed); a compile-time flag so that the dense instances carry none of that code (as a
+ * runtime test it cost the dense d = 64 kernel ~190 instructions of prologue and a different
+ * schedule of its uniform datapath). The host picks the instance from prm.varlen. */
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 {
@@ -277,7 +281,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     static_assert(kStages >= 2, "the ring needs 2 slots for the overlap");
 
     const fa_fwd_args &a = prm.a;
-    const int varlen = prm.varlen;
+    const int varlen = kVarlen;  /* the helpers take it as an argument; constant-folded */
 
     extern __shared__ unsigned char fa_sm90_smem[];
     /* [0] Q full; then per slot: K full, V full, K empty, V empty */
@@ -540,17 +544,30 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 #endif
 }
 
-/* Host: the kernel of (dtype, bucket D) with its fa_tuning.h row. */
+typedef void (*fa_fwd_sm90_kernel_fn)(const fa_sm90_params);
+
+/* Host: the dense or varlen instance of (dtype, bucket D, kFeat) with its fa_tuning.h row. */
+template <bool kBf16, int D, bool kFeat>
+static fa_fwd_sm90_kernel_fn fa_fwd_sm90_pick(int varlen)
+{
+    typedef fa_sm90_tile<D> T;
+    return varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true>
+                  : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false>;
+}
+
+/* Host: the kernel of (dtype, bucket D). Bucket 64 compiles no kFeat variant: it spills there, so
+ * fa_fwd_sm90_can_run sends d = 64 softcap / ALiBi to the sm80 kernel before this is reached. */
 template <int kDtype, int D>
 static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_t stream)
 {
     typedef fa_sm90_tile<D> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
+    constexpr bool kBf16 = kDtype == FA_BF16, kHasFeat = D != 64;
     const bool feat = prm.a.softcap > 0.f || prm.a.alibi_slopes != NULL;
-    void (*kern)(const fa_sm90_params) =
-        feat ? fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, true>
-             : fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false>;
+    if (feat && !kHasFeat) return FA_ERR_UNSUPPORTED;
+    const fa_fwd_sm90_kernel_fn kern = feat ? fa_fwd_sm90_pick<kBf16, D, kHasFeat>(prm.varlen)
+                                            : fa_fwd_sm90_pick<kBf16, D, false>(prm.varlen);
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -570,8 +587,8 @@ static int fa_fwd_sm90_has_image_dtype(void)
     static int cached = 0;  /* 0 unknown, 1 yes, -1 no; benign race: every writer writes the same */
     if (cached == 0) {
         cudaFuncAttributes attr;
-        void (*kern)(const fa_sm90_params) =
-            fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false>;  /* kFeat: same image */
+        const fa_fwd_sm90_kernel_fn kern =
+            fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false, false>;  /* others: same image */
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
                         attr.sharedSizeBytes >= (size_t)(1 + 4 * T::kStages) * 8u;
         cached = ok ? 1 : -1;
