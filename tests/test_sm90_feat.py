@@ -1,8 +1,10 @@
-"""Softcap and ALiBi on the Hopper forward (the sm90 kernel's kFeat variant), selected with
-FLASH_ATTN_C_SM90_FEAT=1 while it is opt-in: forward parity against the float64 oracle (error-ratio
+"""Softcap and ALiBi on the Hopper forward (the sm90 kernel's kFeat variant; the default,
+FLASH_ATTN_C_SM90_FEAT=0 sends those calls to the sm80 kernels): forward parity against the float64 oracle (error-ratio
 rule), every head-dim bucket, causal / window / GQA / varlen with empty sequences, alone and
 combined. Runs on compute capability 9.0 only (elsewhere there is no sm90 kernel to select)."""
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -22,7 +24,7 @@ def feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
     if not _hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the kFeat variant is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_FEAT", "1")
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT", raising=False)  # the default
 
 
 FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]
@@ -30,9 +32,14 @@ FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]
 CASES = [(d, i, causal) for d in (64, 128, 256, 80) for i in range(len(FEATS)) for causal in (False, True)]
 
 
+# fa_fwd_sm90_kernel<kBf16, D, Br, Bc, kStages, kFeat, kVarlen>: kFeat is template argument 5
+_FEAT_ARG = 5
+_MANGLED_FEAT = re.compile(r"fa_fwd_sm90_kernelILb[01]E(?:Li\d+E){4}Lb1E")
+
+
 def _feat_kernel_ran(fn) -> bool:
-    """Whether fn() ran the sm90 forward's kFeat instantiation (last template argument true),
-    from the CUDA kernels the profiler saw (demangled or mangled names)."""
+    """Whether fn() ran the sm90 forward's kFeat instantiation (kFeat = true), from the CUDA
+    kernels the profiler saw (demangled or mangled names)."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
@@ -41,9 +48,11 @@ def _feat_kernel_ran(fn) -> bool:
         name = e.name
         if "fa_fwd_sm90_kernel" not in name:
             continue
-        if "<" in name and ">" in name and name[name.index("<") + 1:name.index(">")].split(",")[-1].strip() == "true":
-            return True
-        if "Lb1EEv14fa_sm90_params" in name:  # mangled: ..., bool kFeat = 1
+        if "<" in name and ">" in name:
+            args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
+            if len(args) > _FEAT_ARG and args[_FEAT_ARG] == "true":
+                return True
+        if _MANGLED_FEAT.search(name):
             return True
     return False
 
@@ -51,12 +60,12 @@ def _feat_kernel_ran(fn) -> bool:
 @pytest.mark.parametrize("device,dtype,d,expect", dev_cases([], [(128, True), (256, True), (80, True), (64, False)]))
 def test_feat_calls_run_the_sm90_feat_kernel(device, dtype, d, expect, monkeypatch):
     """The parity tests below would pass on the sm80 kernel too: this one checks which kernel ran
-    (and that without the opt-in it is not the sm90 one)."""
+    by default (and that with FLASH_ATTN_C_SM90_FEAT=0 it is not the sm90 one)."""
     q, k, v = (torch.randn(2, 300, 4, d, device=device, dtype=dtype) for _ in range(3))
     slopes = torch.rand(4, device=device) * 0.5
     call = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=6.0, alibi_slopes=slopes)  # noqa: E731
     assert _feat_kernel_ran(call) == expect
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FEAT", "0")
     assert not _feat_kernel_ran(call)
 
 
@@ -77,10 +86,10 @@ def test_feat_window_gqa_varlen(device, dtype, d, feat):
 
 @pytest.mark.parametrize("device,dtype", dev_cases([], [()]))
 def test_feat_env_off_is_the_sm80_path(device, dtype, monkeypatch):
-    """Without FLASH_ATTN_C_SM90_FEAT the same call still passes (the sm80 kernels take it), and the two
-    kernels agree to within low-precision rounding."""
+    """With FLASH_ATTN_C_SM90_FEAT=0 the same call still passes (the sm80 kernels take it), and the
+    two kernels agree to within low-precision rounding."""
     q, k, v = (torch.randn(2, 300, 4, 128, device=device, dtype=dtype) for _ in range(3))
     on = flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=6.0)
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FEAT", "0")
     off = flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=6.0)
     torch.testing.assert_close(on.float(), off.float(), atol=2e-2, rtol=0)

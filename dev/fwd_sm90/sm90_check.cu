@@ -14,7 +14,7 @@
  * untouched, that a second run is bitwise identical, and that rng_state was written. The
  * "dispatch" checks go through fa_fwd_cuda() with FLASH_ATTN_C_SM90=1: the plain path must give
  * the sm90 kernel's bits, and calls outside its scope (probabilities, dropout, d = 32, softcap
- * without FLASH_ATTN_C_SM90_FEAT=1) must fall back to the sm80 kernels and still be right. The
+ * with FLASH_ATTN_C_SM90_FEAT=0) must fall back to the sm80 kernels and still be right. The
  * "feat" cases run softcap and ALiBi on the sm90 kernel's kFeat variant directly. The pieces shared with
  * dev/fwd/fwd_check.cu (random inputs, call geometry, tolerance rule, benchmark timer) are in
  * dev/common/.
@@ -38,14 +38,15 @@
 
 static check_rng g_rng = {0x2545F4914F6CDD1Dull};
 
-/* FLASH_ATTN_C_SM90 for the dispatch cases; FLASH_ATTN_C_SM90_FEAT only where a case asks for it
- * (both unset otherwise, whatever the caller's environment holds). */
+/* FLASH_ATTN_C_SM90 for the dispatch cases; FLASH_ATTN_C_SM90_FEAT unset (the default: softcap /
+ * ALiBi on the sm90 kernel) where a case expects that kernel, else 0 (the sm80 kernels), whatever
+ * the caller's environment holds. */
 static void set_sm90_env(int on, int feat)
 {
     if (on) setenv("FLASH_ATTN_C_SM90", "1", 1);
     else unsetenv("FLASH_ATTN_C_SM90");
-    if (feat) setenv("FLASH_ATTN_C_SM90_FEAT", "1", 1);
-    else unsetenv("FLASH_ATTN_C_SM90_FEAT");
+    if (feat) unsetenv("FLASH_ATTN_C_SM90_FEAT");
+    else setenv("FLASH_ATTN_C_SM90_FEAT", "0", 1);
 }
 
 /* ---- cases ----------------------------------------------------------------------------- */
@@ -365,8 +366,8 @@ static std::vector<fwd_case> build_cases(void)
             v.push_back(c);
         }
         {
-            /* with FLASH_ATTN_C_SM90_FEAT=1 (set by run_case for expect_sm90 feature cases) the
-             * dispatch must give the kFeat kernel's bits */
+            /* by default (FLASH_ATTN_C_SM90_FEAT unset by run_case for expect_sm90 feature
+             * cases) the dispatch must give the kFeat kernel's bits */
             fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
             c.softcap = 5.f; c.alibi = 2; c.right = 0; c.path = PATH_DISPATCH; c.expect_sm90 = 1;
             finish_name(&c);

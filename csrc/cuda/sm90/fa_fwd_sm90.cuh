@@ -6,7 +6,7 @@
  * sliding-window masks (bottom-right), GQA/MQA, varlen, LSE, rows that see no key (O = 0,
  * LSE = -inf), and softcap / ALiBi in its kFeat variant. Dropout, return_attn_probs and
  * non-positive scales stay on the sm80 (mma.sync) kernels: fa_fwd_sm90_can_run() returns 0 for
- * them. The dispatch takes the kFeat variant only with FLASH_ATTN_C_SM90_FEAT=1 (below).
+ * them. The dispatch takes the kFeat variant unless FLASH_ATTN_C_SM90_FEAT=0 (below).
  */
 #ifndef FA_FWD_SM90_CUH
 #define FA_FWD_SM90_CUH
@@ -20,7 +20,7 @@ int fa_fwd_sm90_can_run(const fa_params *p);
 
 /* 1 when the dispatch should take the sm90 path: fa_fwd_sm90_can_run(p), unless the environment
  * sets FLASH_ATTN_C_SM90=0 (read on every call; on by default); a call with softcap or ALiBi
- * only with FLASH_ATTN_C_SM90_FEAT=1 (off by default: not yet run on a GPU). */
+ * unless FLASH_ATTN_C_SM90_FEAT=0. */
 FA_SM90_WEAK int fa_fwd_sm90_supported(const fa_params *p);
 
 /* Runs the sm90 forward on `stream` (a cudaStream_t); no synchronization, no allocation.
