@@ -349,6 +349,40 @@ def test_decode_fused_rotary_append(table_dtype, d, rd, interleaved, page, sq, c
     assert all("fa_" in n for n in names) and len(names) <= 3, names
 
 
+@pytest.mark.gpu
+def test_decode_fused_rotary_odd_tables_and_aliased_k():
+    """Review helper-19: float64 tables, and cos / sin of different dtypes, are read as fp32
+    (as the rotary op did), so they equal fp32 tables bit for bit instead of raising; a k that
+    is a view of the very cache slots it is appended to (rotary partners sit in other 16-byte
+    chunks, rd / 2 = 20) is copied before the kernel overwrites it, so the result equals the
+    call with a separate k."""
+    from flash_attn_c import flash_attn_with_kvcache
+    torch.manual_seed(1)
+    b, h, hk, d, rd, cap, pos, dt = 2, 4, 2, 80, 40, 64, 20, torch.bfloat16
+    q = torch.randn(b, 1, h, d, device="cuda", dtype=dt)
+    kc, vc = (torch.randn(b, cap, hk, d, device="cuda", dtype=dt) for _ in range(2))
+    ang = torch.rand(cap, rd // 2, dtype=torch.float64, device="cuda") * 6.0
+    kw = dict(cache_seqlens=pos, causal=True, rotary_interleaved=False)
+
+    def call(cos, sin, k_of):  # a fresh copy of the caches per call; k_of picks k from them
+        kc1, vc1 = kc.clone(), vc.clone()
+        k, v = k_of(kc1), vc1[:, pos:pos + 1].clone()
+        out = flash_attn_with_kvcache(q, kc1, vc1, k, v, rotary_cos=cos, rotary_sin=sin, **kw)
+        return out, kc1
+
+    separate = lambda c: c[:, pos:pos + 1].clone()  # noqa: E731
+    ref_out, ref_cache = call(torch.cos(ang).float(), torch.sin(ang).float(), separate)
+    for cos, sin in ((torch.cos(ang), torch.sin(ang)), (torch.cos(ang).float(), torch.sin(ang).to(dt))):
+        out, cache = call(cos, sin, separate)
+        if sin.dtype == dt:  # a bf16 sin is not the fp32 one: compare with that table instead
+            ref_out, ref_cache = call(cos, sin.float(), separate)
+        assert torch.equal(out, ref_out) and torch.equal(cache, ref_cache), (cos.dtype, sin.dtype)
+    cos, sin = torch.cos(ang).float(), torch.sin(ang).float()
+    ref_out, ref_cache = call(cos, sin, separate)
+    out, cache = call(cos, sin, lambda c: c[:, pos:pos + 1])  # k aliases the slots written
+    assert torch.equal(out, ref_out) and torch.equal(cache, ref_cache)
+
+
 # --------------------------------------------------------------------------------------------
 # end to end: greedy generate() of a tiny Llama through flash_attn_c equals sdpa's
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 
 #ifdef FA_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/MemoryOverlap.h>
 #include <c10/cuda/CUDAGuard.h>
 
 namespace fa {
@@ -198,7 +199,12 @@ std::tuple<at::Tensor, at::Tensor> kvcache_append_cuda(
     check_vector_layout(k_cache, "k_cache");
     check_vector_layout(v_cache, "v_cache");
     // the new tokens and q are small: copied into the 16-byte vector layout when they are not in it
-    const at::Tensor kn = vector_layout_ok(k) ? k : k.clone(at::MemoryFormat::Contiguous);
+    // k may not share memory with the caches: the kernel reads a key's rotary partner from
+    // another 16-byte chunk than the one it writes (non-interleaved), so a k that is a view of
+    // the slots being written would race; such a k is copied first
+    const bool k_aliases = at::get_overlap_status(k, k_cache) != at::MemOverlapStatus::No ||
+                           at::get_overlap_status(k, v_cache) != at::MemOverlapStatus::No;
+    const at::Tensor kn = vector_layout_ok(k) && !k_aliases ? k : k.clone(at::MemoryFormat::Contiguous);
     const at::Tensor vn = vector_layout_ok(v) ? v : v.clone(at::MemoryFormat::Contiguous);
     fa_kvcache_append_params p;
     std::memset(&p, 0, sizeof(p));
@@ -230,6 +236,16 @@ std::tuple<at::Tensor, at::Tensor> kvcache_append_cuda(
     if (rotary_cos.has_value()) {
         cos = rotary_cos->contiguous();
         sin = rotary_sin->contiguous();
+        // the rotary op (and the path this kernel replaced) took any floating tables and read
+        // them as fp32: float64 or mixed-dtype tables are converted here, as it did (same bits)
+        const auto native = [](at::ScalarType st) {
+            return st == at::kFloat || st == at::kHalf || st == at::kBFloat16;
+        };
+        if (at::isFloatingType(cos.scalar_type()) && at::isFloatingType(sin.scalar_type()) &&
+            (!native(cos.scalar_type()) || cos.scalar_type() != sin.scalar_type())) {
+            cos = cos.to(at::kFloat);
+            sin = sin.to(at::kFloat);
+        }
         for (const auto &[t, name] : {std::pair{&cos, "rotary_cos"}, std::pair{&sin, "rotary_sin"}}) {
             const at::ScalarType st = t->scalar_type();
             TORCH_CHECK(t->dim() == 2 && t->device() == k.device() &&
