@@ -90,8 +90,7 @@ int fa_fwd_sm90_can_run(const fa_params *p)
     if (varlen != (p->cu_seqlens_k != NULL)) return 0;
     /* KV-cache addressing is the split-KV kernel's (fa_fwd_cuda routes it there first); refused
      * here too, so a direct call cannot read a cache as if it were packed */
-    if (p->seqused_k != NULL || p->leftpad_k != NULL || p->block_table != NULL || p->cache_batch_idx != NULL)
-        return 0;
+    if (fa_params_uses_kv_cache(p)) return 0;
     if (p->batch < 1 || p->batch > 65535 || p->heads < 1 || p->heads > 65535 || p->heads_k < 1 ||
         p->heads % p->heads_k != 0)
         return 0;
