@@ -15,6 +15,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 #include "flash_attn_c.h"
+#include "fa_rotary.h"  /* fa_rotary_pair: which two elements a rotation slot pairs */
 
 #define FA_APPEND_THREADS 256
 
@@ -41,7 +42,7 @@ static __device__ __forceinline__ float fa_table_at(const void *t, fa_dtype dtyp
 /* Thread: elements [8c, 8c + 8) of one head row x, rotated at position pos when rotary tables
  * are given and pos is in [0, seqlen_ro), else as they are. Each element is computed from itself
  * and its pair partner (the next / previous element when interleaved, else rotary_dim / 2 away,
- * read from x) exactly as fa_rotary_kernel computes it: o0 = x0 c - x1 s, o1 = x0 s + x1 c. */
+ * read from x; fa_rotary_pair defines the pairs) exactly as fa_rotary_kernel computes it: o0 = x0 c - x1 s, o1 = x0 s + x1 c. */
 template <bool kBf16>
 static __device__ __forceinline__ uint4 thread_rotated_chunk(const fa_kvcache_append_params &p,
                                                              const uint16_t *x /* (head_dim,) */, int64_t c,
@@ -56,11 +57,14 @@ static __device__ __forceinline__ uint4 thread_rotated_chunk(const fa_kvcache_ap
     for (int e = 0; e < 8; ++e) {
         const int64_t i = 8 * c + e;
         if (i >= p.rotary_dim) break;
-        const bool second = p.rotary_interleaved ? (e & 1) != 0 : i >= half;
-        const int64_t slot = p.rotary_interleaved ? i / 2 : (second ? i - half : i);
+        const int64_t slot = p.rotary_interleaved ? i / 2 : (i < half ? i : i - half);
+        int64_t i0, i1;  /* the pair of slot: i is one of them */
+        fa_rotary_pair(slot, p.rotary_dim, p.rotary_interleaved, &i0, &i1);
+        const bool second = i == i1;
         const uint16_t own = (uint16_t)(in[e >> 1] >> (16 * (e & 1)));
+        /* interleaved pairs are neighbours inside this chunk (8c is even) */
         const uint16_t mate = p.rotary_interleaved ? (uint16_t)(in[e >> 1] >> (16 * (1 - (e & 1))))
-                                                   : x[second ? i - half : i + half];
+                                                   : x[second ? i0 : i1];
         const float xi = fa_elem_to_f32<kBf16>(own), xp = fa_elem_to_f32<kBf16>(mate);
         const float cs = fa_table_at(p.rotary_cos, p.rotary_dtype, pos * half + slot);
         const float sn = fa_table_at(p.rotary_sin, p.rotary_dtype, pos * half + slot);
