@@ -25,7 +25,7 @@ def test_driver_cpu_worlds_1_2(tmp_path: Path) -> None:
     res = json.loads((out / "results.json").read_text())
     worlds = res["worlds"]
     assert sorted(worlds) == ["1", "2"]
-    for w, n_series in (("1", 2), ("2", 8)):  # world 1: one layout (the ring is flash_attn_func)
+    for w, n_series in (("1", 4), ("2", 8)):  # world 1: one layout (the ring is flash_attn_func)
         rows = worlds[w]["rows"]
         assert len(rows) == 2 * n_series, rows  # every series at both lengths
         for r in rows:
