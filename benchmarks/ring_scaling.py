@@ -51,7 +51,6 @@ import contextlib
 import gc
 import glob
 import json
-import math
 import os
 import statistics
 import subprocess
