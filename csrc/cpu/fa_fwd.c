@@ -78,6 +78,7 @@ static int fwd_use_bf16(const fa_params *p) { return fa_gemm_use_bf16(p->dtype =
 typedef struct fwd_item {
     fa_head_ctx c;
     int64_t i0, nrows;
+    int64_t lanes;        /* query lanes computed: nrows rounded up to FA_GEMM_NB, <= BR */
     int64_t k_off, v_off; /* element offsets of (b, hk) row 0 in k / v */
     int bf16;             /* fwd_use_bf16 */
 } fwd_item;
@@ -91,14 +92,14 @@ static void fwd_scores(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t n
 #if defined(FA_GEMM_DPBF16)
     if (it->bf16) {
         const uint16_t *krows = (const uint16_t *)p->k + it->k_off + j0 * p->k_row_stride;
-        fa_gemm_bf16(nj, BR, p->head_dim / 2, krows, p->k_row_stride, 2, w->qt2, BR, w->st, BR, NULL,
+        fa_gemm_bf16(nj, it->lanes, p->head_dim / 2, krows, p->k_row_stride, 2, w->qt2, BR, w->st, BR, NULL,
                      FA_GEMM_SET);
-        fa_scores_qlanes_finish(&it->c, it->i0, j0, nj, cls, w->st, NULL, it->c.qscale);
+        fa_scores_qlanes_finish(&it->c, it->i0, it->lanes, j0, nj, cls, w->st, NULL, it->c.qscale);
         return;
     }
 #endif
     kblk = fa_rows_f32(p, p->k, it->k_off, p->k_row_stride, j0, nj, w->kb, &k_ms);
-    fa_scores_qlanes(&it->c, kblk, k_ms, w->qt, it->i0, j0, nj, cls, w->st, NULL);
+    fa_scores_qlanes(&it->c, kblk, k_ms, w->qt, it->i0, it->lanes, j0, nj, cls, w->st, NULL);
 }
 
 /* O^T = O^T diag(alpha) + V_blk^T P^T for key block [j0, j0 + nj), P^T in w->st. */
@@ -116,17 +117,17 @@ static void fwd_pv(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj)
             int has1 = j + 1 < nj; /* odd nj: the last pair's second key is zero in V and P */
             fa_pack_pairs_bf16(vrows + j * p->v_row_stride, has1 ? vrows + (j + 1) * p->v_row_stride : NULL,
                                d, w->vp + jj2 * d, d);
-            fa_pack_pairs_f32(w->st + j * BR, has1 ? w->st + (j + 1) * BR : NULL, BR, w->pt2 + jj2 * BR);
+            fa_pack_pairs_f32(w->st + j * BR, has1 ? w->st + (j + 1) * BR : NULL, it->lanes, w->pt2 + jj2 * BR);
         }
         /* A(dd, jj2) = the pair (V[j0 + 2 jj2][dd], V[j0 + 2 jj2 + 1][dd]) at vp[jj2 * d + dd] */
-        fa_gemm_bf16(d, BR, np, (const uint16_t *)(const void *)w->vp, 2, 2 * d, w->pt2, BR, w->ot, BR,
+        fa_gemm_bf16(d, it->lanes, np, (const uint16_t *)(const void *)w->vp, 2, 2 * d, w->pt2, BR, w->ot, BR,
                      w->alpha, FA_GEMM_SCALE_ADD);
         return;
     }
 #endif
     /* A(dd, jj) = V[j0 + jj][dd] read in place */
     vblk = fa_rows_f32(p, p->v, it->v_off, p->v_row_stride, j0, nj, w->vb, &v_ks);
-    fa_gemm(d, BR, nj, vblk, 1, v_ks, w->st, BR, w->ot, BR, w->alpha, FA_GEMM_SCALE_ADD);
+    fa_gemm(d, it->lanes, nj, vblk, 1, v_ks, w->st, BR, w->ot, BR, w->alpha, FA_GEMM_SCALE_ADD);
 }
 
 /* The probabilities output: rows [i0, i0 + rows_out) of (b, h) in p->p, every column;
@@ -137,7 +138,7 @@ static void fwd_write_probs(const fwd_item *it, fwd_scratch *w, int64_t rows_out
     int64_t ii, jj, v, j0;
     int64_t base = ((it->c.b * p->heads + it->c.h) * p->seqlen_q + it->i0) * p->seqlen_k;
     /* lse in log2 units; +inf for empty rows so that every P of the row becomes 0 */
-    for (ii = 0; ii < BR; ++ii)
+    for (ii = 0; ii < it->lanes; ++ii)
         w->muse[ii] = w->l[ii] > 0.0f ? w->m[ii] + log2f(w->l[ii]) : INFINITY;
     for (j0 = 0; j0 < p->seqlen_k; j0 += BC) {
         int64_t ncols = p->seqlen_k - j0 < BC ? p->seqlen_k - j0 : BC;
@@ -150,7 +151,7 @@ static void fwd_write_probs(const fwd_item *it, fwd_scratch *w, int64_t rows_out
             if (p->dropout_p > 0.0f)
                 fa_dropout_tile(p, it->c.b, it->c.h, it->i0, it->nrows, j0, nj, w->z, BR, 1);
             for (jj = 0; jj < nj; ++jj)
-                for (v = 0; v < BR; v += FA_VL) {
+                for (v = 0; v < it->lanes; v += FA_VL) {
                     float *x = w->st + jj * BR + v;
                     fa_vstore(x, fa_vexp2(fa_vsub(fa_vload(x), fa_vload(w->muse + v))));
                 }
@@ -173,7 +174,7 @@ static void fwd_softmax_step(const fwd_item *it, fwd_scratch *w, int64_t j0, int
 {
     const fa_params *p = it->c.p;
     int64_t jj, v;
-    for (v = 0; v < BR; v += FA_VL) {
+    for (v = 0; v < it->lanes; v += FA_VL) {
         fa_vf mold = fa_vload(w->m + v), mnew = mold, muse, rs = fa_vzero(), alpha;
         for (jj = 0; jj < nj; ++jj) mnew = fa_vmax(mnew, fa_vload(w->st + jj * BR + v));
         muse = fa_vneginf_to_zero(mnew); /* rows with no key yet: exp2(-inf - 0) = 0 */
@@ -192,7 +193,7 @@ static void fwd_softmax_step(const fwd_item *it, fwd_scratch *w, int64_t j0, int
         /* l keeps the pre-dropout sum; only the P^T that multiplies V is dropped and rescaled */
         fa_dropout_tile(p, it->c.b, it->c.h, it->i0, it->nrows, j0, nj, w->z, BR, 1);
         for (jj = 0; jj < nj; ++jj)
-            for (v = 0; v < BR; v += FA_VL) {
+            for (v = 0; v < it->lanes; v += FA_VL) {
                 float *x = w->st + jj * BR + v;
                 fa_vstore(x, fa_vmul(fa_vload(x), fa_vload(w->z + jj * BR + v)));
             }
@@ -209,6 +210,9 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
     it.nrows = it.c.s.sq - it.i0;
     if (it.nrows > BR) it.nrows = BR;
     if (it.nrows < 0) it.nrows = 0;
+    /* only the lanes the rows fill are computed (a decode step: one register tile's width) */
+    it.lanes = (it.nrows + FA_GEMM_NB - 1) / FA_GEMM_NB * FA_GEMM_NB;
+    if (it.lanes < FA_GEMM_NB) it.lanes = FA_GEMM_NB;
     it.k_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->k_batch_stride, p->k_row_stride, p->k_head_stride);
     it.v_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->v_batch_stride, p->v_row_stride, p->v_head_stride);
     rows_out = p->seqlen_q - it.i0 < BR ? p->seqlen_q - it.i0 : BR;
@@ -223,7 +227,7 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
             for (c = 0; c < d2; ++c) memcpy(w->qt2 + c * BR + ii, qrow + 2 * c, sizeof(uint32_t));
         }
         for (c = 0; c < d2; ++c)
-            for (ii = it.nrows; ii < BR; ++ii) w->qt2[c * BR + ii] = 0u;
+            for (ii = it.nrows; ii < it.lanes; ++ii) w->qt2[c * BR + ii] = 0u;
     } else
     /* Q^T scaled by qscale; padding columns zero */
     {
@@ -234,10 +238,10 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
             for (c = 0; c < d; ++c) w->qt[c * BR + ii] = w->row[c];
         }
         for (c = 0; c < d; ++c)
-            for (ii = it.nrows; ii < BR; ++ii) w->qt[c * BR + ii] = 0.0f;
+            for (ii = it.nrows; ii < it.lanes; ++ii) w->qt[c * BR + ii] = 0.0f;
     }
-    memset(w->ot, 0, (size_t)d * BR * sizeof(float));
-    for (ii = 0; ii < BR; ++ii) {
+    for (c = 0; c < d; ++c) memset(w->ot + c * BR, 0, (size_t)it.lanes * sizeof(float));
+    for (ii = 0; ii < it.lanes; ++ii) {
         w->m[ii] = -INFINITY;
         w->l[ii] = 0.0f;
     }

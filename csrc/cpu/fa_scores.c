@@ -46,14 +46,14 @@ static inline int32_t clamp32(int64_t x)
 }
 
 void fa_scores_qlanes(const fa_head_ctx *c, const float *kblk, int64_t k_ms, const float *qt,
-                      int64_t i0, int64_t j0, int64_t nj, int cls, float *st, float *tt)
+                      int64_t i0, int64_t lanes, int64_t j0, int64_t nj, int cls, float *st, float *tt)
 {
-    fa_gemm(nj, BR, c->p->head_dim, kblk, k_ms, 1, qt, BR, st, BR, NULL, FA_GEMM_SET);
-    fa_scores_qlanes_finish(c, i0, j0, nj, cls, st, tt, 1.0f);
+    fa_gemm(nj, lanes, c->p->head_dim, kblk, k_ms, 1, qt, BR, st, BR, NULL, FA_GEMM_SET);
+    fa_scores_qlanes_finish(c, i0, lanes, j0, nj, cls, st, tt, 1.0f);
 }
 
-void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t j0, int64_t nj, int cls,
-                             float *st, float *tt, float scale)
+void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t lanes, int64_t j0, int64_t nj,
+                             int cls, float *st, float *tt, float scale)
 {
     const fa_params *p = c->p;
     int64_t jj, v;
@@ -67,7 +67,7 @@ void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t j0, int64
         /* the rows that see key j: j - off - right <= i <= j - off + left */
         int32_t ilo = p->window_right < 0 ? INT32_MIN : clamp32(j - c->off - p->window_right);
         int32_t ihi = p->window_left < 0 ? INT32_MAX : clamp32(j - c->off + p->window_left);
-        for (v = 0; v < BR; v += FA_VL) {
+        for (v = 0; v < lanes; v += FA_VL) {
             fa_vf x = fa_vload(srow + v);
             int64_t i = i0 + v;
             if (scaled) x = fa_vmul(x, vscale);

@@ -29,18 +29,20 @@ void fa_head_ctx_init(fa_head_ctx *c, const fa_params *p, int64_t b, int64_t h);
  * [i0, i0 + nrows); empty when *kb0 > *kb1. */
 void fa_key_blocks(const fa_head_ctx *c, int64_t i0, int64_t nrows, int64_t *kb0, int64_t *kb1);
 
-/* S^T (nj, FA_CPU_BR) of keys [j0, j0 + nj) and query lanes [i0, i0 + FA_CPU_BR):
- * st = K_blk . Q^T, K_blk(jj, c) = kblk[jj * k_ms + c], qt (d, FA_CPU_BR) pre-scaled; then the
- * softcap (tanh values saved in tt (nj, FA_CPU_BR) when tt != NULL), ALiBi, and the band mask
- * (-inf) when cls == FA_TILE_PARTIAL. */
+/* S^T (nj, FA_CPU_BR) of keys [j0, j0 + nj) and query lanes [i0, i0 + lanes), lanes a multiple
+ * of FA_GEMM_NB <= FA_CPU_BR (the lanes a block of queries fills: a decode step computes one
+ * register tile's width, not FA_CPU_BR): st = K_blk . Q^T, K_blk(jj, c) = kblk[jj * k_ms + c],
+ * qt (d, FA_CPU_BR) pre-scaled; then the softcap (tanh values saved in tt (nj, FA_CPU_BR) when
+ * tt != NULL), ALiBi, and the band mask (-inf) when cls == FA_TILE_PARTIAL. Lanes past `lanes`
+ * are not touched. */
 void fa_scores_qlanes(const fa_head_ctx *c, const float *kblk, int64_t k_ms, const float *qt,
-                      int64_t i0, int64_t j0, int64_t nj, int cls, float *st, float *tt);
+                      int64_t i0, int64_t lanes, int64_t j0, int64_t nj, int cls, float *st, float *tt);
 
 /* The elementwise part of fa_scores_qlanes on st (nj, FA_CPU_BR) already holding the q.k
- * products: times scale (skipped when 1), then softcap, ALiBi, mask. For the bf16 GEMM, which
- * multiplies the unscaled inputs (scale = fa_head_ctx.qscale there). */
-void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t j0, int64_t nj, int cls,
-                             float *st, float *tt, float scale);
+ * products of `lanes` lanes: times scale (skipped when 1), then softcap, ALiBi, mask. For the bf16
+ * GEMM, which multiplies the unscaled inputs (scale = fa_head_ctx.qscale there). */
+void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t lanes, int64_t j0, int64_t nj,
+                             int cls, float *st, float *tt, float scale);
 
 /* S (nr, FA_CPU_BC) of query rows [i0, i0 + nr) and key lanes [j0, j0 + FA_CPU_BC):
  * s = Q_rows . K^T, Q_rows(ii, c) = q[ii * q_ms + c], kt (d, FA_CPU_BC) pre-scaled (padding key
