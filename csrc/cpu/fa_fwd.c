@@ -78,7 +78,7 @@ static int fwd_use_bf16(const fa_params *p) { return fa_gemm_use_bf16(p->dtype =
 typedef struct fwd_item {
     fa_head_ctx c;
     int64_t i0, nrows;
-    int64_t lanes;        /* query lanes computed: nrows rounded up to FA_GEMM_NB, <= BR */
+    int64_t lanes;        /* query lanes computed: nrows rounded up to FA_VL, <= BR */
     int64_t k_off, v_off; /* element offsets of (b, hk) row 0 in k / v */
     int bf16;             /* fwd_use_bf16 */
 } fwd_item;
@@ -210,9 +210,9 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
     it.nrows = it.c.s.sq - it.i0;
     if (it.nrows > BR) it.nrows = BR;
     if (it.nrows < 0) it.nrows = 0;
-    /* only the lanes the rows fill are computed (a decode step: one register tile's width) */
-    it.lanes = (it.nrows + FA_GEMM_NB - 1) / FA_GEMM_NB * FA_GEMM_NB;
-    if (it.lanes < FA_GEMM_NB) it.lanes = FA_GEMM_NB;
+    /* only the lanes the rows fill are computed (a decode step: one vector's width) */
+    it.lanes = (it.nrows + FA_VL - 1) / FA_VL * FA_VL;
+    if (it.lanes < FA_VL) it.lanes = FA_VL;
     it.k_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->k_batch_stride, p->k_row_stride, p->k_head_stride);
     it.v_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->v_batch_stride, p->v_row_stride, p->v_head_stride);
     rows_out = p->seqlen_q - it.i0 < BR ? p->seqlen_q - it.i0 : BR;

@@ -5,7 +5,8 @@
  *   C        += A B                                      mode FA_GEMM_ADD
  *   C         = C diag(colscale) + A B                   mode FA_GEMM_SCALE_ADD
  *
- * B and C are row-major fp32 with row strides ldb / ldc; N must be a multiple of FA_GEMM_NB.
+ * B and C are row-major fp32 with row strides ldb / ldc; N must be a multiple of FA_VL (the
+ * last column panel may be narrower than FA_GEMM_NB: it runs a tile of fewer vectors).
  * A is read element by element, A(m, k) = a[m * a_ms + k * a_ks], so the same kernel takes
  * A as stored (row-major K or Q rows straight from the caller's tensor) or transposed
  * (A(dd, j) = V[j][dd]) without a copy. Vectors run along N; A elements are broadcast.
@@ -57,7 +58,7 @@ void fa_gemm(int64_t M, int64_t N, int64_t K,
  * A as bf16 pairs: A(m, 2 k2) and A(m, 2 k2 + 1) are the two bf16 at a + m a_ms + k2 a_ks
  * (a_ms, a_ks counted in bf16 elements; the pair contiguous, loaded as one 32-bit word).
  * B pair-packed: b[k2 * ldb + n] holds B(2 k2, n) in its low 16 bits and B(2 k2 + 1, n) in its
- * high 16 bits; N a multiple of FA_GEMM_NB. */
+ * high 16 bits; N a multiple of 16 (FA_VL). */
 void fa_gemm_bf16(int64_t M, int64_t N, int64_t K2,
                   const uint16_t *a, int64_t a_ms, int64_t a_ks, /* bf16 pairs, see above */
                   const uint32_t *b, int64_t ldb,                /* (K2, N) pair-packed */

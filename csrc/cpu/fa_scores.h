@@ -30,8 +30,8 @@ void fa_head_ctx_init(fa_head_ctx *c, const fa_params *p, int64_t b, int64_t h);
 void fa_key_blocks(const fa_head_ctx *c, int64_t i0, int64_t nrows, int64_t *kb0, int64_t *kb1);
 
 /* S^T (nj, FA_CPU_BR) of keys [j0, j0 + nj) and query lanes [i0, i0 + lanes), lanes a multiple
- * of FA_GEMM_NB <= FA_CPU_BR (the lanes a block of queries fills: a decode step computes one
- * register tile's width, not FA_CPU_BR): st = K_blk . Q^T, K_blk(jj, c) = kblk[jj * k_ms + c],
+ * of FA_VL <= FA_CPU_BR (the lanes a block of queries fills: a decode step computes one vector's
+ * width, not FA_CPU_BR): st = K_blk . Q^T, K_blk(jj, c) = kblk[jj * k_ms + c],
  * qt (d, FA_CPU_BR) pre-scaled; then the softcap (tanh values saved in tt (nj, FA_CPU_BR) when
  * tt != NULL), ALiBi, and the band mask (-inf) when cls == FA_TILE_PARTIAL. Lanes past `lanes`
  * are not touched. */
