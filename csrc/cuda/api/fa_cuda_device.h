@@ -51,11 +51,19 @@ static inline size_t fa_cuda_max_smem_per_block(void)
     return n > 0 ? (size_t)n : 48u * 1024u;
 }
 
-/* 1 when the environment variable `name` is set to "1" (read on every call). */
+/* 1 when the environment variable `name` is set to "1" (read on every call): opt-in switches. */
 static inline int fa_env_flag(const char *name)
 {
     const char *v = getenv(name);
     return v != NULL && v[0] == '1' && v[1] == '\0';
+}
+
+/* 1 when the environment variable `name` is set to "0" (read on every call): the opt-out
+ * switches of paths that are on by default (FLASH_ATTN_C_SM90, _SM90_BWD, _SM90_FEAT). */
+static inline int fa_env_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v != NULL && v[0] == '0' && v[1] == '\0';
 }
 
 #endif /* FA_CUDA_DEVICE_H */

@@ -78,8 +78,7 @@ int fa_bwd_sm90_can_run(const fa_params *p)
 
 int fa_bwd_sm90_supported(const fa_params *p)
 {
-    const char *env = getenv("FLASH_ATTN_C_SM90_BWD");
-    if (env != NULL && strcmp(env, "0") == 0) return 0;
+    if (fa_env_off("FLASH_ATTN_C_SM90_BWD")) return 0;
     return fa_bwd_sm90_can_run(p);
 }
 

@@ -117,15 +117,13 @@ int fa_fwd_sm90_supported(const fa_params *p)
 {
     /* On by default since GPU run 3 (H200: harness 246/0, full GPU suite); FLASH_ATTN_C_SM90=0
        selects the sm80 kernels, e.g. to compare the two. */
-    const char *env = getenv("FLASH_ATTN_C_SM90");
-    if (env != NULL && strcmp(env, "0") == 0) return 0;
+    if (fa_env_off("FLASH_ATTN_C_SM90")) return 0;
     /* Softcap / ALiBi on the sm90 kernel (its kFeat variant): on by default since GPU runs
        28-32 (H100: tests/test_sm90_feat.py 76/76, the harness's feat cases under memcheck and
        racecheck; benchmarks/sm90_feat_cost.py: softcap 1.21-1.57x the sm80 kernel's TFLOP/s at
        d = 128, 1.58-1.91x at d = 256); FLASH_ATTN_C_SM90_FEAT=0 sends those calls to the sm80
        kernels. */
-    const char *feat = getenv("FLASH_ATTN_C_SM90_FEAT");
-    if ((p->softcap != 0.f || p->alibi_slopes != NULL) && feat != NULL && strcmp(feat, "0") == 0) return 0;
+    if ((p->softcap != 0.f || p->alibi_slopes != NULL) && fa_env_off("FLASH_ATTN_C_SM90_FEAT")) return 0;
     return fa_fwd_sm90_can_run(p);
 }
 
