@@ -27,12 +27,14 @@ itself never does that. Only torch is needed: nothing here calls the compiled ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
-__all__ = ["RefResult", "alibi_distance", "attention_ref", "cu_from_lens", "ref_forward_backward",
-           "visible_mask"]
+__all__ = ["RefResult", "alibi_distance", "attention_ref", "capture_cuda_graph", "cu_from_lens",
+           "ref_forward_backward", "visible_mask"]
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,3 +209,29 @@ def ref_forward_backward(inputs: Sequence[torch.Tensor], dout: Optional[torch.Te
         res.grads = torch.autograd.grad(res.out, leaves, dout.to(ct))
     res.out = res.out.detach()
     return res
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA graphs
+# --------------------------------------------------------------------------------------------
+
+
+def capture_cuda_graph(fn: Callable[[], T], warmup: int = 2,
+                       reset: Optional[Callable[[], None]] = None) -> Tuple[torch.cuda.CUDAGraph, T]:
+    """Captures fn() in a CUDA graph, the standard recipe: fn runs `warmup` times on a side
+    stream first (lazy initialisation, allocator pools and cuBLAS / library handles must not be
+    created inside the capture), then reset() (when given: undo what the warm-up changed), then
+    the capture. Returns the graph and what fn returned during the capture: the static tensors
+    each graph.replay() overwrites. fn must do no host synchronisation."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    if reset is not None:
+        reset()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static = fn()
+    return graph, static

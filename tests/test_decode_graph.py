@@ -28,6 +28,7 @@ from oracle import FWD_FACTOR, assert_ratio, attention_ref, one_thread
 from test_kvcache import make_rotary, rotary_ref, same_bits
 
 from flash_attn_c.kvcache import flash_attn_with_kvcache
+from flash_attn_c.testing import capture_cuda_graph
 
 STEPS = 16
 PREFIX = (0, 5, 37, 100)
@@ -269,16 +270,8 @@ def test_cuda_graph_decode_loop(dtype, page):
     rec_e = run_eager(toy, st_e, cos, sin)
 
     st = clone_state(init)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capture stream (lazy init, allocator pools)
-        for _ in range(2):
-            decode_step(toy, st, cos, sin)
-    torch.cuda.current_stream().wait_stream(side)
-    restore(st, init)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static = decode_step(toy, st, cos, sin)
+    graph, static = capture_cuda_graph(lambda: decode_step(toy, st, cos, sin), warmup=2,
+                                       reset=lambda: restore(st, init))
     restore(st, init)  # capture runs nothing; start the replays from the initial state anyway
     rec_g = []
     for _ in range(STEPS):

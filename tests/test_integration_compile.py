@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
 
 import flash_attn_c  # noqa: E402
 from flash_attn_c.integrations import transformers as fa_tf  # noqa: E402
+from flash_attn_c.testing import capture_cuda_graph  # noqa: E402
 
 NAME = fa_tf.register()
 HAS_CUDA = torch.cuda.is_available()
@@ -240,17 +241,7 @@ def test_cuda_graph_dropout_forward_backward_replays_like_eager():
         dq, dk, dv = torch.autograd.grad(out, (q, k, v), dout)
         return out, dq, dk, dv
 
-    # warm-up on a side stream (lazy initialisation must not happen during capture)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            step()
-    torch.cuda.current_stream().wait_stream(s)
-
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static = step()
+    graph, static = capture_cuda_graph(step, warmup=2)
 
     def replay():
         graph.replay()

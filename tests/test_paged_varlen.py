@@ -22,6 +22,7 @@ from oracle import (FWD_FACTOR, assert_grads, assert_lse, assert_ratio, cu_from_
                     ref_forward_backward)
 
 import flash_attn_c
+from flash_attn_c.testing import capture_cuda_graph
 
 ERRORS = (ValueError, RuntimeError, TypeError)
 I32 = torch.int32
@@ -318,14 +319,7 @@ def test_paged_varlen_cuda_graph_reads_tables_on_device():
                                                    block_table=bt)
 
     load(0)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        f()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = f()
+    graph, static_out = capture_cuda_graph(f, warmup=1)
     for i, lens_k in enumerate(scenarios):
         load(i)
         graph.replay()

@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path.cwd()))
 from flash_attn_c import flash_attn_with_kvcache  # noqa: E402
 from flash_attn_c.bench.measure import TimingSettings, time_ms  # noqa: E402
+from flash_attn_c.testing import capture_cuda_graph  # noqa: E402
 
 CONFIGS = [(1, 1024), (1, 16384), (8, 4096), (64, 4096)]  # (batch, cache length)
 
@@ -30,17 +31,8 @@ def kernels_of(fn) -> list[str]:
 
 
 def graphed(fn):
-    """fn captured in a CUDA graph (after a warm-up on a side stream), as a replay function."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return g.replay
+    """fn captured in a CUDA graph (flash_attn_c.testing's recipe, 3 warm-ups), as a replay function."""
+    return capture_cuda_graph(fn, warmup=3)[0].replay
 
 
 def main() -> None:
