@@ -284,6 +284,22 @@ void throw_on_error(fa_status st, const char *what)
     TORCH_CHECK(st == FA_OK, "flash_attn_c: ", what, " failed: ", fa_status_string(st));
 }
 
+void check_rotary_tables(const at::Tensor &cos, const at::Tensor &sin, const at::Device &device,
+                         int64_t head_dim, const char *cos_name, const char *sin_name)
+{
+    for (const auto &[t, name] : {std::pair{&cos, cos_name}, std::pair{&sin, sin_name}})
+        TORCH_CHECK(t->device() == device, "flash_attn_c: ", name, " must be on ", device, ", got ", t->device());
+    TORCH_CHECK(cos.dim() == 2, "flash_attn_c: ", cos_name, " must be 2-D (seqlen_ro, rotary_dim / 2), got shape ",
+                cos.sizes());
+    TORCH_CHECK(sin.sizes() == cos.sizes(), "flash_attn_c: ", sin_name, " must have the shape of ", cos_name, " ",
+                cos.sizes(), ", got ", sin.sizes());
+    TORCH_CHECK(at::isFloatingType(cos.scalar_type()) && at::isFloatingType(sin.scalar_type()), "flash_attn_c: ",
+                cos_name, " and ", sin_name, " must be floating point, got ", cos.scalar_type(), " and ",
+                sin.scalar_type());
+    TORCH_CHECK(2 * cos.size(1) <= head_dim, "flash_attn_c: rotary_dim = 2 * ", cos_name, ".shape[1] = ",
+                2 * cos.size(1), " exceeds headdim ", head_dim);
+}
+
 void read_rng_state_cpu(const at::Tensor &rng_state, uint64_t *seed, uint64_t *offset)
 {
     TORCH_CHECK(rng_state.scalar_type() == at::kLong && rng_state.numel() == 2,

@@ -69,6 +69,12 @@ void finish_empty_fwd(FwdOutputs &o);
 // Throws a readable error for a non-OK status from the C backends.
 void throw_on_error(fa_status st, const char *what);
 
+// Rotary tables cos, sin (seqlen_ro, rotary_dim / 2): floating point, 2-D, one shape, on
+// `device`, rotary_dim <= head_dim; the errors name them cos_name / sin_name. The rotary op and
+// the KV-cache append share it (fa_glue.cpp).
+void check_rotary_tables(const at::Tensor &cos, const at::Tensor &sin, const at::Device &device,
+                         int64_t head_dim, const char *cos_name, const char *sin_name);
+
 // The (seed, offset) of an explicit rng_state tensor (2,) int64 on the CPU.
 void read_rng_state_cpu(const at::Tensor &rng_state, uint64_t *seed, uint64_t *offset);
 

@@ -234,29 +234,13 @@ std::tuple<at::Tensor, at::Tensor> kvcache_append_cuda(
     }
     at::Tensor cos, sin, q, q_out = at::empty({0}, k.options());
     if (rotary_cos.has_value()) {
-        cos = rotary_cos->contiguous();
-        sin = rotary_sin->contiguous();
-        // the rotary op (and the path this kernel replaced) took any floating tables and read
-        // them as fp32: float64 or mixed-dtype tables are converted here, as it did (same bits)
-        const auto native = [](at::ScalarType st) {
-            return st == at::kFloat || st == at::kHalf || st == at::kBFloat16;
-        };
-        if (at::isFloatingType(cos.scalar_type()) && at::isFloatingType(sin.scalar_type()) &&
-            (!native(cos.scalar_type()) || cos.scalar_type() != sin.scalar_type())) {
-            cos = cos.to(at::kFloat);
-            sin = sin.to(at::kFloat);
-        }
-        for (const auto &[t, name] : {std::pair{&cos, "rotary_cos"}, std::pair{&sin, "rotary_sin"}}) {
-            const at::ScalarType st = t->scalar_type();
-            TORCH_CHECK(t->dim() == 2 && t->device() == k.device() &&
-                            (st == at::kFloat || st == at::kHalf || st == at::kBFloat16),
-                        "flash_attn_c: ", name, " must be a 2-D float32 / float16 / bfloat16 tensor on ", k.device(),
-                        ", got ", st, " ", t->sizes());
-        }
-        TORCH_CHECK(sin.sizes() == cos.sizes() && sin.scalar_type() == cos.scalar_type(),
-                    "flash_attn_c: rotary_sin must have rotary_cos's shape and dtype");
-        TORCH_CHECK(2 * cos.size(1) <= p.head_dim, "flash_attn_c: rotary_dim = 2 * rotary_cos.shape[1] = ",
-                    2 * cos.size(1), " exceeds headdim ", p.head_dim);
+        check_rotary_tables(*rotary_cos, *rotary_sin, k.device(), p.head_dim, "rotary_cos", "rotary_sin");
+        // read in their own dtype when both share one of fp32 / fp16 / bf16; anything else (float64,
+        // mixed) as fp32, which is how the rotary op reads every table (the same values)
+        const at::ScalarType st = rotary_cos->scalar_type();
+        const bool native = st == rotary_sin->scalar_type() && (st == at::kFloat || st == at::kHalf || st == at::kBFloat16);
+        cos = (native ? *rotary_cos : rotary_cos->to(at::kFloat)).contiguous();
+        sin = (native ? *rotary_sin : rotary_sin->to(at::kFloat)).contiguous();
         p.rotary_cos = cos.data_ptr();
         p.rotary_sin = sin.data_ptr();
         p.rotary_dtype = cos.scalar_type() == at::kFloat ? FA_F32 : cos.scalar_type() == at::kHalf ? FA_F16 : FA_BF16;

@@ -68,17 +68,7 @@ RotaryCall make_call(const at::Tensor &x, const at::Tensor &out, const at::Tenso
     TORCH_CHECK(x.size(-1) <= 1 || x.stride(-1) == 1,
                 "flash_attn_c: rotary: x must have a contiguous last dimension, got stride ",
                 x.stride(-1));
-    check_side(cos, x, "cos");
-    check_side(sin, x, "sin");
-    TORCH_CHECK(cos.dim() == 2, "flash_attn_c: rotary: cos must be 2-D (seqlen_ro, rotary_dim / 2), "
-                "got shape ", cos.sizes());
-    TORCH_CHECK(sin.sizes() == cos.sizes(), "flash_attn_c: rotary: sin must have the shape of cos ",
-                cos.sizes(), ", got ", sin.sizes());
-    TORCH_CHECK(at::isFloatingType(cos.scalar_type()) && at::isFloatingType(sin.scalar_type()),
-                "flash_attn_c: rotary: cos and sin must be floating point, got ", cos.scalar_type(),
-                " and ", sin.scalar_type());
-    TORCH_CHECK(2 * cos.size(1) <= x.size(-1), "flash_attn_c: rotary: rotary_dim = 2 * cos.shape[1] = ",
-                2 * cos.size(1), " exceeds headdim = x.shape[-1] = ", x.size(-1));
+    check_rotary_tables(cos, sin, x.device(), x.size(-1), "cos", "sin");
     p.heads = x.size(-2);
     p.head_dim = x.size(-1);
     p.rotary_dim = 2 * cos.size(1);
