@@ -414,14 +414,14 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
     if seq_t is not None:
         seq_t = seq_t.contiguous()
 
-    positional = left >= 0 or right >= 0 or sq == 1  # query i sits at cache_seqlens + i
+    positional_q = left >= 0 or right >= 0  # causal or local: q token i sits at seqlen + i
     if rotary_cos is not None:  # k/v are given (checked by the caller)
         # from sizes only (no device value is read): with an int cache_seqlens the positions
         # rotated, as on the CPU path; with a tensor, flash-attn's rule: the table covers the
         # cache capacity (every key position; queries past it, possible only with more queries
         # than new tokens, stay unrotated there)
         _check_rotary(rotary_cos, rotary_sin, d, dev,
-                      seq_int + max(s_new, sq if positional else 1) if seq_t is None else capacity)
+                      seq_int + max(s_new, sq if positional_q else 1) if seq_t is None else capacity)
     used = seq_t  # the lengths the attention sees (None: the whole cache)
     if (k is not None and s_new > 0) or rotary_cos is not None:
         # one launch: the append (each new key rotated by its position), q rotated (otherwise
@@ -430,7 +430,7 @@ def _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqle
         q_rot, seqused = ops.kvcache_append_(k_cache, v_cache, k, v, seq_t,
                                              0 if seq_t is not None else seq_int, cache_batch_idx,
                                              block_table, q if rotary else None, rotary_cos,
-                                             rotary_sin, bool(rotary_interleaved), positional)
+                                             rotary_sin, bool(rotary_interleaved), positional_q)
         if rotary:
             q = q_rot
         if cache_seqlens is not None:
