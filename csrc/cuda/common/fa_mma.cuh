@@ -141,6 +141,22 @@ static __device__ __forceinline__ void fa_cp_async_wait(void)
     asm volatile("cp.async.wait_group %0;\n" :: "n"(kPending));
 }
 
+/* One fp16 / bf16 element (its raw bits) -> fp32, exact. */
+template <bool kBf16>
+static __device__ __forceinline__ float fa_b16_to_f32(uint16_t raw)
+{
+    if (kBf16) return __uint_as_float((uint32_t)raw << 16);
+    return __half2float(__ushort_as_half(raw));
+}
+
+/* fp32 -> the raw bits of one fp16 / bf16 element (round to nearest even). */
+template <bool kBf16>
+static __device__ __forceinline__ uint16_t fa_f32_to_b16(float x)
+{
+    if (kBf16) return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+    return __half_as_ushort(__float2half_rn(x));
+}
+
 /* Two fp32 -> one u32 holding (lo, hi) as fp16x2 or bf16x2 (round to nearest even). */
 template <bool kBf16>
 static __device__ __forceinline__ uint32_t fa_pack_f32x2(float lo, float hi)

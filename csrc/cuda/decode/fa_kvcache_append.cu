@@ -15,21 +15,10 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 #include "flash_attn_c.h"
+#include "fa_mma.cuh"    /* fa_b16_to_f32, fa_f32_to_b16 */
 #include "fa_rotary.h"  /* fa_rotary_pair: which two elements a rotation slot pairs */
 
 #define FA_APPEND_THREADS 256
-
-template <bool kBf16>
-static __device__ __forceinline__ float fa_elem_to_f32(uint16_t u)
-{
-    return kBf16 ? __bfloat162float(__ushort_as_bfloat16(u)) : __half2float(__ushort_as_half(u));
-}
-
-template <bool kBf16>
-static __device__ __forceinline__ uint16_t fa_f32_to_elem(float x)
-{
-    return kBf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(x)) : __half_as_ushort(__float2half_rn(x));
-}
 
 /* Entry i of a cos / sin table in fp32 (the conversion is exact for fp16 / bf16 tables). */
 static __device__ __forceinline__ float fa_table_at(const void *t, fa_dtype dtype, int64_t i)
@@ -65,13 +54,13 @@ static __device__ __forceinline__ uint4 thread_rotated_chunk(const fa_kvcache_ap
         /* interleaved pairs are neighbours inside this chunk (8c is even) */
         const uint16_t mate = p.rotary_interleaved ? (uint16_t)(in[e >> 1] >> (16 * (1 - (e & 1))))
                                                    : x[second ? i0 : i1];
-        const float xi = fa_elem_to_f32<kBf16>(own), xp = fa_elem_to_f32<kBf16>(mate);
+        const float xi = fa_b16_to_f32<kBf16>(own), xp = fa_b16_to_f32<kBf16>(mate);
         const float cs = fa_table_at(p.rotary_cos, p.rotary_dtype, pos * half + slot);
         const float sn = fa_table_at(p.rotary_sin, p.rotary_dtype, pos * half + slot);
         /* plain multiply-adds, not fmaf: the rounding of fa_rotary_kernel and the C backend */
         const float o = second ? __fadd_rn(__fmul_rn(xp, sn), __fmul_rn(xi, cs))
                                : __fsub_rn(__fmul_rn(xi, cs), __fmul_rn(xp, sn));
-        const uint32_t v = fa_f32_to_elem<kBf16>(o);
+        const uint32_t v = fa_f32_to_b16<kBf16>(o);
         w[e >> 1] = (e & 1) ? ((w[e >> 1] & 0x0000ffffu) | (v << 16)) : ((w[e >> 1] & 0xffff0000u) | v);
     }
     return make_uint4(w[0], w[1], w[2], w[3]);

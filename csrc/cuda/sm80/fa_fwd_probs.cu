@@ -14,23 +14,9 @@
 #include "fa_fwd.h"
 #include "fa_common.h"
 #include "fa_seq.cuh"
+#include "fa_mma.cuh"  /* fa_b16_to_f32, fa_f32_to_b16 */
 
 #define FA_PROBS_THREADS 256
-
-template <bool kBf16>
-static __device__ __forceinline__ float fa_load_b16(const uint16_t *ptr)
-{
-    const uint16_t raw = *ptr;
-    if (kBf16) return __uint_as_float((uint32_t)raw << 16);
-    return __half2float(__ushort_as_half(raw));
-}
-
-template <bool kBf16>
-static __device__ __forceinline__ uint16_t fa_store_b16(float x)
-{
-    if (kBf16) return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-    return __half_as_ushort(__float2half_rn(x));
-}
 
 /* grid (b * h, min(seqlen_q, 65535)); rows strided by gridDim.y. */
 template <bool kBf16>
@@ -71,7 +57,7 @@ __global__ void __launch_bounds__(FA_PROBS_THREADS) fa_fwd_probs_kernel(const fa
         }
         __syncthreads();  /* why: the previous row's readers of q_row are done */
         for (int c = threadIdx.x; c < a.head_dim; c += blockDim.x)
-            q_row[c] = fa_load_b16<kBf16>(gQ + (int64_t)i * a.q_row_stride + c);
+            q_row[c] = fa_b16_to_f32<kBf16>(*(gQ + (int64_t)i * a.q_row_stride + c));
         __syncthreads();  /* why: q_row is read by every thread below */
         int64_t j_lo, j_hi;
         fa_mask_bounds(i, sq, sk, a.window_left, a.window_right, &j_lo, &j_hi);
@@ -81,14 +67,14 @@ __global__ void __launch_bounds__(FA_PROBS_THREADS) fa_fwd_probs_kernel(const fa
             if (j < sk && j >= j_lo && j <= j_hi) {
                 const uint16_t *k_row = gK + (int64_t)j * a.k_row_stride;
                 float dot = 0.f;
-                for (int c = 0; c < a.head_dim; ++c) dot = fmaf(q_row[c], fa_load_b16<kBf16>(k_row + c), dot);
+                for (int c = 0; c < a.head_dim; ++c) dot = fmaf(q_row[c], fa_b16_to_f32<kBf16>(*(k_row + c)), dot);
                 float s = dot * a.scale;
                 if (a.softcap > 0.f) s = a.softcap * tanhf(s / a.softcap);
                 if (a.alibi_slopes != NULL) s += fa_alibi_bias(slope, i, j, sq, sk);
                 out = expf(s - lse);
                 if (a.has_dropout && !fa_dropout_keep(seed, offset, b, h, i, j, a.dropout_threshold)) out = -out;
             }
-            p_row[j] = fa_store_b16<kBf16>(out);
+            p_row[j] = fa_f32_to_b16<kBf16>(out);
         }
     }
 }
