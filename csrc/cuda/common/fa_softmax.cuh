@@ -27,13 +27,17 @@ static __device__ __forceinline__ float fa_exp2(float x)
 #define FA_LOG2E 1.4426950408889634f
 #define FA_LN2 0.6931471805599453f
 
-/* tanh(x) = 1 - 2 / (1 + e^(2x)) with the special-function unit, for softcap: absolute error
- * ~1e-7 (the score error is softcap * that), saturates cleanly to +-1, and is a few
- * instructions instead of libm's branchy tanhf. */
+/* tanh(x) for softcap: one special-function-unit operation (tanh.approx.f32, sm_75+; PTX ISA:
+ * maximum relative error about 2^-11, saturates to +-1), the instruction the backward's tanhf
+ * already compiles to under --use_fast_math (MUFU.TANH), so forward and backward score the same.
+ * Why not 1 - 2 / (1 + e^(2x)): two MUFU operations (ex2, rcp) per score beside the softmax's own
+ * exp2; on the sm90 forward softcap went from 0.42x to 0.67x of the plain kernel's TFLOP/s (GPU
+ * run 34, benchmarks/results/2026-12-06_h100_run33_suite-feat-bwdpipe.md). */
 static __device__ __forceinline__ float fa_tanh(float x)
 {
-    const float e = fa_exp2(x * (2.f * FA_LOG2E));
-    return 1.f - __fdividef(2.f, 1.f + e);
+    float y;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 static __device__ __forceinline__ float quad_allreduce_max(float x)
