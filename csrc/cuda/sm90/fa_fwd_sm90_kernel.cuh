@@ -128,9 +128,10 @@ static __device__ __forceinline__ void thread_mask_tile_sm90(float (&s)[kNB * 4]
     }
 }
 
-/* The scores of key tile t as the softmax takes them: kFeat turns raw q.k into log2 units first
- * (softcap: softcap log2(e) tanh(x scale / softcap), else x scale log2(e); minus the ALiBi bias
- * slope log2(e) |i + sk - sq - j|, fa_softmax.cuh's "x" convention with mul = 1); then the
+/* The scores of key tile t as the softmax takes them: kFeat with softcap turns raw q.k into log2
+ * units first (softcap log2(e) tanh(x scale / softcap), fa_softmax.cuh's "x" convention with
+ * mul = 1), without softcap they stay q.k units (mul = scale log2(e)); minus the ALiBi bias
+ * slope |i + sk - sq - j| in those units (the kernel passes slope log2(e) or slope / scale); then the
  * mask, where the tile straddles the band edge or the sequence end. Row i = row0 + 8 half, key
  * j = c0 + 2 t4 + 8 nb + e, c0 the tile's first key row (fa_sm90_tile_row0). The plain variant
  * is the mask alone, instruction for instruction the code before kFeat existed. */
@@ -144,14 +145,17 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
         const bool cap = a.softcap > 0.f;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int rel = row0 + 8 * half + mk.sk - mk.sq - c0 - 2 * t4;  /* i + sk - sq - j, nb = e = 0 */
+            /* i + sk - sq - j at nb = e = 0, converted once: the other columns subtract the
+             * immediate 8 nb + e in fp32 (exact below 2^24) instead of an integer subtract and
+             * an int-to-float conversion per score */
+            const float rel = (float)(row0 + 8 * half + mk.sk - mk.sq - c0 - 2 * t4);
 #pragma unroll
             for (int nb = 0; nb < kNB; ++nb)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float x = s[4 * nb + 2 * half + e];
-                    x = cap ? a.softcap_log2 * fa_tanh(x * a.scale_div_softcap) : x * a.scale_log2;
-                    s[4 * nb + 2 * half + e] = x - slope * fabsf((float)(rel - 8 * nb - e));
+                    if (cap) x = a.softcap_log2 * fa_tanh(x * a.scale_div_softcap);
+                    s[4 * nb + 2 * half + e] = fmaf(-slope, fabsf(rel - (float)(8 * nb + e)), x);
                 }
         }
     }
@@ -383,10 +387,13 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     const int row0 = m0 + 64 * wg + 16 * wq + g;  /* sequence-local row of s[0], o[0] */
     const int wg_r0 = m0 + 64 * wg;
     const int wg_r1 = max(min(wg_r0 + 64, sq), wg_r0 + 1);  /* for the tile-is-full test */
-    /* plain: scores stay raw q.k and exp2 folds in scale log2(e); kFeat: log2 units already */
-    const float mul = kFeat ? 1.f : a.scale_log2;
+    /* plain and ALiBi alone: scores stay in q.k units (the ALiBi slope divided by the scale)
+     * and exp2 folds in scale log2(e); softcap: log2 units already (tanh needs the scale first) */
+    const bool cap = kFeat && a.softcap > 0.f;
+    const float mul = cap ? 1.f : a.scale_log2;
     const float slope = kFeat && a.alibi_slopes != NULL
-                            ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] * FA_LOG2E : 0.f;
+                            ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] * (cap ? FA_LOG2E : 1.f / a.scale)
+                            : 0.f;
 
     float o[D / 2];
     float s[Bc / 2];
@@ -455,9 +462,9 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
             fa_reg_fence(s);
             warp_release_slot(bar_kempty + 8u * stage, lane);
             thread_scores_sm90<kFeat, kNB, Bc>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
-            /* Scheduling fence: the test always holds (a positive scale: fa_fwd_sm90_can_run; in
-             * kFeat mul is the constant 1, so the test reads the scale instead, or the compiler
-             * would drop the branch), but the branch ends a basic block. ptxas places wgmma.wait_group at the
+            /* Scheduling fence: the test always holds (a positive scale: fa_fwd_sm90_can_run; it
+             * reads the scale, never a value the compiler can prove positive, or it would drop the
+             * branch), but the branch ends a basic block. ptxas places wgmma.wait_group at the
              * earliest point of its basic block; in the same block as the softmax the wait below
              * was hoisted above all of it (seen in the SASS), which serialized the softmax with
              * P_{j-1} V_{j-1}. In a block of its own it stays after the softmax. */
