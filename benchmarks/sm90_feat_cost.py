@@ -2,7 +2,7 @@
 TFLOP/s): on the standard sweep's forward shapes (bf16, 16k tokens, h*d = 2048, d 64/128/256,
 causal and not, seqlen 512..16k), the plain call beside softcap=30, ALiBi (h,) slopes and both,
 each on the sm90 kernel's kFeat variant (the default) and on the sm80 kernel
-(FLASH_ATTN_C_SM90_FEAT=0; at d = 64 the "sm90" columns run sm80 too, the variant spills there). Outputs are checked against each other before timing.
+(FLASH_ATTN_C_SM90_FEAT=0; at d = 64 the variant runs a tile of its own, 128 rows). Outputs are checked against each other before timing.
 
     python benchmarks/sm90_feat_cost.py [--seqlens 512,2048,8192,16384]
 """

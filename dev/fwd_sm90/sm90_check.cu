@@ -321,10 +321,10 @@ static std::vector<fwd_case> build_cases(void)
                 v.push_back(c);
             }
         }
-        /* softcap and ALiBi (the kFeat variant, called directly): buckets 128 and 256 (d = 64
-         * stays on sm80, fa_fwd_sm90_can_run), causal and not, a window, GQA, varlen with empty
-         * and end-aligned sequences */
-        for (int d : {80, 128, 256})
+        /* softcap and ALiBi (the kFeat variant, called directly): every bucket (d = 64 runs the
+         * variant's own 128-row tile, fa_tuning.h feat_br), causal and not, a window, GQA, varlen
+         * with empty and end-aligned sequences */
+        for (int d : {64, 80, 128, 256})
             for (int feat = 0; feat < 3; ++feat) {
                 const float cap = feat != 1 ? 6.f : 0.f;
                 const int alibi = feat == 0 ? 0 : feat;  /* 0: softcap; 1: ALiBi (h,); 2: both, (b,h) */

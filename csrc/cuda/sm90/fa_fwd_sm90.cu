@@ -78,10 +78,6 @@ int fa_fwd_sm90_can_run(const fa_params *p)
     if (!(p->softmax_scale > 0.f) || !isfinite(p->softmax_scale)) return 0;
     const int bucket = fa_sm90_bucket(p->head_dim);
     if (bucket == 0) return 0;
-    /* the kFeat variant at d = 64 spills 120 bytes in its loop (3 consumer warpgroups at 160
-     * registers, nvcc 13.0 -Xptxas -v): softcap / ALiBi stay on the sm80 kernel there, and bucket
-     * 64 compiles no kFeat instance (fa_fwd_sm90_launch_dtype) */
-    if (bucket == 64 && (p->softcap != 0.f || p->alibi_slopes != NULL)) return 0;
     if (p->q == NULL || p->k == NULL || p->v == NULL || p->o == NULL || p->lse == NULL) return 0;
     if (!fa_sm90_aligned16(p->q) || !fa_sm90_aligned16(p->k) || !fa_sm90_aligned16(p->v) ||
         !fa_sm90_aligned16(p->o))
@@ -160,6 +156,9 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
 {
     typedef fa_sm90_tile<D> T;
     const int varlen = p->cu_seqlens_q != NULL;
+    /* the Q box is the launched variant's Br (fa_fwd_sm90_launch_dtype picks kFeat the same way) */
+    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL;
+    const int br = feat ? fa_sm90_tile<D, true>::kBr : T::kBr;
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));
     const fa_status filled = fa_fwd_fill_args(p, &prm.a);
@@ -174,7 +173,7 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
         const int64_t kd[3] = {d, FA_SM90_VARLEN_ROWS, hk};
         const int64_t ks[2] = {p->k_row_stride, fa_sm90_stride_or(p->k_head_stride, p->k_row_stride)};
         const int64_t vs[2] = {p->v_row_stride, fa_sm90_stride_or(p->v_head_stride, p->v_row_stride)};
-        ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 3, qd, qs, T::kBr) &&
+        ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 3, qd, qs, br) &&
              fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 3, kd, ks, T::kBc) &&
              fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 3, kd, vs, T::kBc);
     } else {
@@ -187,7 +186,7 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
         const int64_t qs[3] = {p->q_row_stride, q_hs, fa_sm90_stride_or(p->q_batch_stride, q_hs * h)};
         const int64_t ks[3] = {p->k_row_stride, k_hs, fa_sm90_stride_or(p->k_batch_stride, k_hs * hk)};
         const int64_t vs[3] = {p->v_row_stride, v_hs, fa_sm90_stride_or(p->v_batch_stride, v_hs * hk)};
-        ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 4, qd, qs, T::kBr) &&
+        ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 4, qd, qs, br) &&
              fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 4, kd, ks, T::kBc) &&
              fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 4, kd, vs, T::kBc);
     }

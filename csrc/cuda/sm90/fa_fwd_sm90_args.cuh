@@ -27,15 +27,16 @@ typedef struct fa_sm90_params {
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
 
-/* The fa_tuning.h row of head-dim bucket D for the sm90 kernel. */
-template <int D>
+/* The tile of head-dim bucket D for the sm90 kernel, plain or its softcap / ALiBi (kFeat) variant:
+ * the fa_tuning.h row, whose feat_br / feat_warps override Br and warps for kFeat where set. */
+template <int D, bool kFeat = false>
 struct fa_sm90_tile {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);
     static_assert(kRow.br > 0, "no FA_KERNEL_FWD_SM90 row in fa_tuning.h for this head dim");
-    static constexpr int kBr = kRow.br;
+    static constexpr int kBr = kFeat && kRow.feat_br > 0 ? kRow.feat_br : kRow.br;
     static constexpr int kBc = kRow.bc;
     static constexpr int kStages = kRow.stages;
-    static constexpr int kThreads = kRow.warps * 32;
+    static constexpr int kThreads = (kFeat && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
 };
 
 /* Defined in fa_fwd_sm90_hdim<D>.cu (D = 64, 128, 256). */

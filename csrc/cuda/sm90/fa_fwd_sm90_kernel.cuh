@@ -553,28 +553,15 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 
 typedef void (*fa_fwd_sm90_kernel_fn)(const fa_sm90_params);
 
-/* Host: the dense or varlen instance of (dtype, bucket D, kFeat) with its fa_tuning.h row. */
+/* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile. */
 template <bool kBf16, int D, bool kFeat>
-static fa_fwd_sm90_kernel_fn fa_fwd_sm90_pick(int varlen)
+static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStream_t stream)
 {
-    typedef fa_sm90_tile<D> T;
-    return varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true>
-                  : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false>;
-}
-
-/* Host: the kernel of (dtype, bucket D). Bucket 64 compiles no kFeat variant: it spills there, so
- * fa_fwd_sm90_can_run sends d = 64 softcap / ALiBi to the sm80 kernel before this is reached. */
-template <int kDtype, int D>
-static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_t stream)
-{
-    typedef fa_sm90_tile<D> T;
+    typedef fa_sm90_tile<D, kFeat> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
-    constexpr bool kBf16 = kDtype == FA_BF16, kHasFeat = D != 64;
-    const bool feat = prm.a.softcap > 0.f || prm.a.alibi_slopes != NULL;
-    if (feat && !kHasFeat) return FA_ERR_UNSUPPORTED;
-    const fa_fwd_sm90_kernel_fn kern = feat ? fa_fwd_sm90_pick<kBf16, D, kHasFeat>(prm.varlen)
-                                            : fa_fwd_sm90_pick<kBf16, D, false>(prm.varlen);
+    const fa_fwd_sm90_kernel_fn kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true>
+                                                  : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false>;
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -582,6 +569,17 @@ static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_
                     (unsigned)prm.a.batch);
     kern<<<grid, T::kThreads, smem, stream>>>(prm);
     return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
+}
+
+/* Host: the kernel of (dtype, bucket D): softcap / ALiBi take the kFeat variant (whose Q tensor
+ * map the caller encoded with that variant's Br: fa_sm90_tile<D, true>). */
+template <int kDtype, int D>
+static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_t stream)
+{
+    constexpr bool kBf16 = kDtype == FA_BF16;
+    const bool feat = prm.a.softcap > 0.f || prm.a.alibi_slopes != NULL;
+    return feat ? fa_fwd_sm90_launch_variant<kBf16, D, true>(prm, stream)
+                : fa_fwd_sm90_launch_variant<kBf16, D, false>(prm, stream);
 }
 
 /* The real kernel declares the mbarriers as static shared memory; the stub compiled for other
