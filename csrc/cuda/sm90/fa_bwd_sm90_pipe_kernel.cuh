@@ -43,6 +43,11 @@
  * registers per thread slot (65536 / 128). The producer warp needs few (a loop and addresses). */
 #define FA_BWD_SM90_PIPE_REGS_PRODUCER 24
 #define FA_BWD_SM90_PIPE_REGS_CONSUMER 240
+/* setmaxnreg.inc waits until the pool holds the registers: the producer's release must cover the
+ * consumers' growth from the launch allocation (65536 / 384 threads, in steps of 8), or they hang */
+static_assert(128 * ((65536 / FA_BWD_SM90_PIPE_THREADS) / 8 * 8 - FA_BWD_SM90_PIPE_REGS_PRODUCER) >=
+                  256 * (FA_BWD_SM90_PIPE_REGS_CONSUMER - (65536 / FA_BWD_SM90_PIPE_THREADS) / 8 * 8),
+              "setmaxnreg: the producer warpgroup frees fewer registers than the consumers take");
 /* named barrier of the 256 consumer threads: dS^T of both warpgroups written (0 = __syncthreads) */
 #define FA_BWD_SM90_PIPE_BAR_DS 1
 
@@ -206,6 +211,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     }
     /* why: dO_i and D_i of this slot have landed (separate barrier: S^T starts before dO is in) */
     fa_mbar_wait(sm.do_full + 8u * stage, phase);
+    fa_wgmma_fence();  /* dp is an accumulator of the group below (ptxas injected it otherwise: C7519) */
     {
         const uint64_t dOk = fa_wgmma_desc_sw128(do_st, 16u, 1024u);
 #pragma unroll
