@@ -96,11 +96,15 @@ static const bwd_target g_target = {fa_bwd_sm90, fa_bwd_sm90_workspace_bytes, fa
 /* ---- under test: the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1, fa_bwd_sm90_pipe_kernel.cuh),
  * every case again: dense cases run it (d <= 64 only with deterministic = 1: the d = 64 atomic-dQ
  * instance is not compiled), varlen and TMA-unfit strides fall back to fa_bwd_sm90_kernel. */
+static int g_pipe_calls = 0, g_pipe_fallbacks = 0;  /* "pipe" runs, and those on the old kernel */
 static fa_status fa_bwd_sm90_pipe_entry(const fa_params *p, void *stream)
 {
     setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "1", 1);
+    const int takes = fa_bwd_sm90_pipe_takes(p);
     const fa_status st = fa_bwd_sm90(p, stream);
     unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    ++g_pipe_calls;
+    g_pipe_fallbacks += !takes;
     return st;
 }
 static const bwd_mode g_pipe_modes[] = {
@@ -167,5 +171,10 @@ int main(int argc, char **argv)
         bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
         if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_target, &g_rng, &tally);
     }
+    /* the "pipe" lines of cases outside the pipelined kernel's scope ran the old kernel */
+    if (g_pipe_calls > 0)
+        printf("pipe modes: %d of %d backward calls ran the pipelined kernel (the others: varlen, d <= 64 "
+               "with atomic dQ or TMA-unfit strides, on the cp.async kernel)\n",
+               g_pipe_calls - g_pipe_fallbacks, g_pipe_calls);
     return check_summary(&tally);
 }

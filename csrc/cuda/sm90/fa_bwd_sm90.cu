@@ -239,6 +239,12 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     return FA_OK;
 }
 
+int fa_bwd_sm90_pipe_takes(const fa_params *p)
+{
+    fa_bwd_sm90_params prm;
+    return fa_bwd_sm90_can_run(p) && fa_bwd_sm90_pipe_prepare(p, &prm);
+}
+
 fa_status fa_bwd_sm90(const fa_params *p, void *stream)
 {
     if (!fa_bwd_sm90_can_run(p)) return FA_ERR_UNSUPPORTED;
