@@ -3,7 +3,8 @@
  * same poisoning); only the call under test, the case list (the sm90 scope: fp16/bf16, d <= 128,
  * no dropout/softcap/ALiBi, atomic dQ) and the benchmark differ.
  *
- *   bwd_sm90_check                 every case through fa_bwd_sm90; last line "N passed, N failed"
+ *   bwd_sm90_check                 every case through fa_bwd_sm90, then again with
+ *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe*"); last line "N passed, N failed"
  *                                  (exit status 1 if any failed). A case that
  *                                  fa_bwd_sm90_supported() rejects FAILS (they are all in scope).
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
@@ -92,6 +93,28 @@ static const bwd_mode g_modes[] = {
 };
 static const bwd_target g_target = {fa_bwd_sm90, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_supported, g_modes, 2};
 
+/* ---- under test: the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1, fa_bwd_sm90_pipe_kernel.cuh),
+ * every case again: dense cases run it (d <= 64 only with deterministic = 1: the d = 64 atomic-dQ
+ * instance is not compiled), varlen and TMA-unfit strides fall back to fa_bwd_sm90_kernel. */
+static int g_pipe_calls = 0, g_pipe_fallbacks = 0;  /* "pipe" runs, and those on the old kernel */
+static fa_status fa_bwd_sm90_pipe_entry(const fa_params *p, void *stream)
+{
+    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "1", 1);
+    const int takes = fa_bwd_sm90_pipe_takes(p);
+    const fa_status st = fa_bwd_sm90(p, stream);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    ++g_pipe_calls;
+    g_pipe_fallbacks += !takes;
+    return st;
+}
+static const bwd_mode g_pipe_modes[] = {
+    {"pipe", 0, 0},
+    {"pipe#2", 0, 0},
+    {"pipe det", 1, 1},
+};
+static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_supported,
+                                         g_pipe_modes, 3};
+
 /* ---- timing ------------------------------------------------------------------------------- */
 static void bench(void)
 {
@@ -146,6 +169,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {
         if (!check_selected(&cli, g_cases[i].name)) continue;
         bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
+        if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_target, &g_rng, &tally);
     }
+    /* the "pipe" lines of cases outside the pipelined kernel's scope ran the old kernel */
+    if (g_pipe_calls > 0)
+        printf("pipe modes: %d of %d backward calls ran the pipelined kernel (the others: varlen, d <= 64 "
+               "with atomic dQ or TMA-unfit strides, on the cp.async kernel)\n",
+               g_pipe_calls - g_pipe_fallbacks, g_pipe_calls);
     return check_summary(&tally);
 }

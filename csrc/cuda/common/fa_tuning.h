@@ -43,7 +43,9 @@ enum {
     FA_KERNEL_BWD_SM80 = 2,    /* sm80/fa_bwd_dkdv.cuh: dK, dV (and atomic dQ) of a key block */
     FA_KERNEL_BWD_DQ_SM80 = 3, /* sm80/fa_bwd_dq.cuh: the ordered (deterministic) dQ pass */
     FA_KERNEL_BWD_SM90 = 4,    /* sm90/fa_bwd_sm90_kernel.cuh: wgmma backward, sm_90a only */
-    FA_KERNEL_SPLITKV = 5      /* decode/fa_splitkv_kernel.cuh: split-KV forward (decode, KV cache) */
+    FA_KERNEL_SPLITKV = 5,     /* decode/fa_splitkv_kernel.cuh: split-KV forward (decode, KV cache) */
+    FA_KERNEL_BWD_SM90_PIPE = 6 /* sm90/fa_bwd_sm90_pipe_kernel.cuh: the sm90 backward with a TMA
+                                   producer warpgroup (FLASH_ATTN_C_SM90_BWD_PIPE=1) */
 };
 
 /* FA_KERNEL_BWD_SM80 addr: which ldmatrix operands use precomputed per-lane addresses
@@ -193,6 +195,23 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
     {.kernel = FA_KERNEL_BWD_SM90, .arch = 90, .d = 128, .br = 64, .bc = 128, .warps = 8, .stages = 2,
      .reason = "dK + dV 128 regs, so Br = 64 (S^T + dP^T 64 regs; Br = 128 would need 256); dQ splits by "
                "dims; 255 regs, no spills; smem 64 K,V + 64 Q,dO + 16 dS = 145 KB"},
+
+    /* ============================== FA_KERNEL_BWD_SM90_PIPE ==============================
+     * The same math as FA_KERNEL_BWD_SM90 (same Br, Bc = 128, dK/dV/S^T/dP^T registers), plus a
+     * producer warpgroup (12 warps = 1 producer + 2 consumer warpgroups; setmaxnreg 24 / 240, so
+     * the consumers must fit 240 registers instead of 255) that streams Q + LSE and dO + D into a
+     * `stages`-deep mbarrier ring by TMA. dS^T is double buffered (2 Bc Br 2 B) so that no
+     * barrier guards its reuse. Shared memory: 2 Bc d 2 B (K, V) + 2 stages Br d 2 B (Q, dO)
+     * + 2 Bc Br 2 B (dS^T x 2) + 1 KB. */
+    {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 64, .br = 128, .bc = 128, .warps = 12, .stages = 2,
+     .reason = "deterministic dQ only (the atomic-dQ instance spills at 240 regs), speed not yet measured; "
+               "Br and the 2 stages copied from the FA_KERNEL_BWD_SM90 row (FA3 uses 2 "
+               "Q/dO stages too); smem 32 K,V + 64 Q,dO + 2 x 32 dS^T = 161 KB, so 3 stages (193 KB) would "
+               "fit: a candidate for the A/B"},
+    {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 128, .br = 64, .bc = 128, .warps = 12, .stages = 2,
+     .reason = "Br and the 2 stages of the FA_KERNEL_BWD_SM90 row: 1.02-1.10x that kernel (H100 run 37, "
+               "bf16 16k tokens; 3 stages not yet tried); smem 64 K,V + 64 Q,dO + 2 x 16 dS^T = 161 KB "
+               "(3 stages: 193 KB, fits)"},
 
     /* =============================== FA_KERNEL_BWD_DQ_SM80 ===============================
      * The deterministic dQ kernel (fa_bwd_dq.cuh), used instead of float atomics when

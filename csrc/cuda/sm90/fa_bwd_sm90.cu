@@ -8,7 +8,11 @@
  *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd_api.cu),
  *      which recomputes S and dP per query block and sums over the keys in a fixed order.
  * Workspace layout: exactly the sm80 backward's (fa_bwd_host.h).
+ * FLASH_ATTN_C_SM90_BWD_PIPE=1 (off by default; d = 128 1.02-1.10x, H100 run 37) runs pass 2 as
+ * fa_bwd_sm90_pipe_kernel (TMA producer warpgroup + mbarrier ring, fa_bwd_sm90_pipe_kernel.cuh) for
+ * dense tensors whose strides TMA accepts; everything else keeps fa_bwd_sm90_kernel.
  */
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -23,6 +27,7 @@
 #include "fa_bwd_prep.cuh"
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
+#include "fa_bwd_sm90_pipe_kernel.cuh"
 
 /* Head-dim bucket of the sm90 kernel (0: not covered). */
 static int fa_bwd_sm90_bucket(int64_t d)
@@ -105,8 +110,109 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
     return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
 }
 
+/* ---- the pipelined kernel: TMA tensor maps and its launch ---------------------------------- */
+
+typedef CUresult (*fa_bwd_encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                           const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                           const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                           CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/* cuTensorMapEncodeTiled through the runtime's driver entry point (nothing links libcuda), once. */
+static fa_bwd_encode_tiled_fn fa_bwd_load_encode_tiled(void)
+{
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) !=
+            cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+        return NULL;
+    return (fa_bwd_encode_tiled_fn)fn;
+}
+
+static fa_bwd_encode_tiled_fn fa_bwd_encode_tiled(void)
+{
+    static const fa_bwd_encode_tiled_fn fn = fa_bwd_load_encode_tiled(); /* thread-safe static init */
+    return fn;
+}
+
+/* A TMA global stride in elements (2-byte): positive, 16-byte multiple, below 2^40 bytes. A
+ * dimension of extent 1 is never stepped over, so a stride the caller left arbitrary there is
+ * replaced by `fallback` (the next-outer natural value). */
+static int64_t fa_bwd_tma_stride(int64_t stride, int64_t extent, int64_t fallback)
+{
+    const bool ok = stride > 0 && stride % 8 == 0 && stride < ((int64_t)1 << 39);
+    return ok ? stride : extent == 1 ? fallback : -1;
+}
+
+/* Dense 4-d map (d, rows, heads, batch) of b16 elements, box 64 x box_rows, 128-byte swizzle,
+ * out-of-bounds elements read as zeros. 0 when TMA cannot describe the tensor. */
+static int fa_bwd_encode_4d(CUtensorMap *map, fa_dtype dtype, const void *base, int64_t d, int64_t rows,
+                            int64_t heads, int64_t batch, int64_t rs, int64_t hs, int64_t bs, int box_rows)
+{
+    if (((uintptr_t)base & 15u) != 0) return 0;
+    rs = fa_bwd_tma_stride(rs, rows, 8 * ((d + 7) / 8));
+    if (rs < 0) return 0;
+    hs = fa_bwd_tma_stride(hs, heads, rs * rows);
+    if (hs < 0) return 0;
+    bs = fa_bwd_tma_stride(bs, batch, hs * heads);
+    if (bs < 0) return 0;
+    const cuuint64_t gdim[4] = {(cuuint64_t)d, (cuuint64_t)rows, (cuuint64_t)heads, (cuuint64_t)batch};
+    const cuuint64_t gstride[3] = {(cuuint64_t)rs * 2u, (cuuint64_t)hs * 2u, (cuuint64_t)bs * 2u};
+    const cuuint32_t box[4] = {64u, (cuuint32_t)box_rows, 1u, 1u};
+    const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
+    const CUtensorMapDataType ty =
+        dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    return fa_bwd_encode_tiled()(map, ty, 4u, (void *)base, gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* 1 when the environment asks for the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1) and it can
+ * take this call: dense tensors, the encoder found, all four maps encodable (then in *prm). */
+static int fa_bwd_sm90_pipe_prepare(const fa_params *p, fa_bwd_sm90_params *prm)
+{
+    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    if (env == NULL || strcmp(env, "1") != 0) return 0;
+    if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_bwd_encode_tiled() == NULL) return 0;
+    /* d = 64 with atomic dQ spills 36 bytes at the consumers' 240 registers (nvcc 13.0): that
+     * instance is not compiled, the cp.async kernel runs it */
+    if (p->head_dim <= 64 && !p->deterministic) return 0;
+    memset(prm, 0, sizeof(*prm));
+    const int br = p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
+    const int64_t d = p->head_dim, sq = p->seqlen_q, sk = p->seqlen_k, h = p->heads, hk = p->heads_k, b = p->batch;
+    return fa_bwd_encode_4d(&prm->tm_q, p->dtype, p->q, d, sq, h, b, p->q_row_stride, p->q_head_stride,
+                            p->q_batch_stride, br) &&
+           fa_bwd_encode_4d(&prm->tm_do, p->dtype, p->dout, d, sq, h, b, p->do_row_stride, p->do_head_stride,
+                            p->do_batch_stride, br) &&
+           fa_bwd_encode_4d(&prm->tm_k, p->dtype, p->k, d, sk, hk, b, p->k_row_stride, p->k_head_stride,
+                            p->k_batch_stride, FA_BWD_SM90_BC) &&
+           fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
+                            p->v_batch_stride, FA_BWD_SM90_BC);
+}
+
+template <bool kBf16, int D>
+static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, cudaStream_t stream)
+{
+    const fa_bwd_args &a = prm.a;
+    const size_t smem = fa_bwd_sm90_pipe_cfg<D>::kSmemBytes;
+    void (*kern)(const fa_bwd_sm90_params) =
+        a.atomic_dq ? fa_bwd_sm90_pipe_kernel<kBf16, D, D != 64> : fa_bwd_sm90_pipe_kernel<kBf16, D, false>;
+    if (a.atomic_dq && D == 64) return FA_ERR_UNSUPPORTED; /* not compiled (fa_bwd_sm90_pipe_prepare) */
+    /* > 48 KB of dynamic shared memory needs the opt-in (idempotent, host-only) */
+    if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+        cudaSuccess)
+        return FA_ERR_CUDA;
+    const dim3 grid((unsigned)((a.seqlen_k + FA_BWD_SM90_BC - 1) / FA_BWD_SM90_BC), (unsigned)a.heads_k,
+                    (unsigned)a.batch);
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0) return FA_OK;
+    kern<<<grid, FA_BWD_SM90_PIPE_THREADS, smem, stream>>>(prm);
+    return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
+}
+
+/* pipe: the pipelined kernel's parameters (its .a is ignored: a is used), or NULL for the
+ * cp.async kernel. */
 template <bool kBf16>
-static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, cudaStream_t stream)
+static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params *pipe, cudaStream_t stream)
 {
     const int64_t pairs = a.total_q * a.heads;
     const int64_t pair_blocks = (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
@@ -114,8 +220,15 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, cudaStream_t stream)
         fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
-    const fa_status st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream)
-                                          : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
+    fa_status st;
+    if (pipe != NULL) {
+        fa_bwd_sm90_params prm = *pipe;
+        prm.a = a;
+        st = a.head_dim <= 64 ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, stream)
+                              : fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, stream);
+    } else {
+        st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream) : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
+    }
     if (st != FA_OK) return st;
     if (!a.atomic_dq) return fa_bwd_run_dq_pass(a, kBf16, stream);
     if (pair_blocks > 0) {
@@ -125,11 +238,19 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, cudaStream_t stream)
     return FA_OK;
 }
 
+int fa_bwd_sm90_pipe_takes(const fa_params *p)
+{
+    fa_bwd_sm90_params prm;
+    return fa_bwd_sm90_can_run(p) && fa_bwd_sm90_pipe_prepare(p, &prm);
+}
+
 fa_status fa_bwd_sm90(const fa_params *p, void *stream)
 {
     if (!fa_bwd_sm90_can_run(p)) return FA_ERR_UNSUPPORTED;
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);
     cudaStream_t s = (cudaStream_t)stream;
-    return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, s) : fa_bwd_sm90_run<false>(a, s);
+    fa_bwd_sm90_params prm; /* ~600 bytes: on the host stack, copied into the launch */
+    const fa_bwd_sm90_params *pipe = fa_bwd_sm90_pipe_prepare(p, &prm) ? &prm : NULL;
+    return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, pipe, s) : fa_bwd_sm90_run<false>(a, pipe, s);
 }

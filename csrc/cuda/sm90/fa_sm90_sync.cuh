@@ -38,6 +38,13 @@ static __device__ __forceinline__ void fa_mbar_arrive_expect_tx(uint32_t bar, ui
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 
+/* `bytes` more transaction bytes expected in the current phase, without an arrival (for a
+ * barrier whose arrivals come from several threads, each after its own shared-memory stores). */
+static __device__ __forceinline__ void fa_mbar_expect_tx(uint32_t bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
 static __device__ __forceinline__ void fa_mbar_arrive(uint32_t bar)
 {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");

@@ -1,0 +1,439 @@
+/* fa_bwd_sm90_pipe_kernel.cuh - the Hopper backward with a producer warpgroup (step 1 of
+ * notes/sm90_bwd_plan.md): the math of fa_bwd_sm90_kernel.cuh (S^T, dP^T recomputed per query
+ * block, dV/dK accumulated in registers, dQ by fp32 red.add from the consumers), but the loads
+ * come from a TMA producer through an mbarrier ring instead of every thread's cp.async.
+ * Selected on the host by FLASH_ATTN_C_SM90_BWD_PIPE=1 (fa_bwd_sm90.cu), dense tensors only
+ * (varlen would need the borrowed-row zeroing of the forward: plan step 7). Measured against
+ * fa_bwd_sm90_kernel (H100 run 37, bf16, 16k tokens): d = 128 1.02-1.10x its TFLOP/s (364 vs 330
+ * at 16k non-causal); the native harness passes every case with it, under memcheck, racecheck and
+ * synccheck. Off by default until the Python GPU suite has run with it.
+ *
+ * Grid (key block n, kv head hk, batch b) as the old kernel; 384 threads = 3 warpgroups:
+ *   warpgroup 0, the producer: setmaxnreg down to 24; warps 1-3 exit; warp 0 loads K_j, V_j
+ *     once (lane 0, TMA, own mbarrier), then walks the (head of the group, query block) sequence:
+ *     Q_i + LSE_i into the Q ring, dO_i + D_i into the dO ring (kStages slots each, one "empty"
+ *     mbarrier per slot shared by both). Tiles by TMA (lane 0); LSE*log2e and D by plain loads
+ *     of all 32 lanes into static shared memory (each lane arrives on the slot's full barrier
+ *     after its stores, so the consumers' wait covers them).
+ *   warpgroups 1, 2, the consumers: setmaxnreg up to 240; warpgroup wg = 0, 1 owns keys
+ *     [j0 + 64 wg, + 64) exactly as in fa_bwd_sm90_kernel.cuh (same products, same dQ split).
+ * Ring protocol per slot s (parity = pass over the ring & 1):
+ *   q_full[s]  (32 arrivals + TMA bytes): producer lanes arrive after their LSE stores, lane 0
+ *              announced the Q bytes with expect_tx before issuing; consumers wait, then S^T.
+ *   do_full[s] (32 arrivals + TMA bytes): the same for dO and D; consumers wait before dP^T.
+ *   empty[s]   (256 arrivals): each consumer thread arrives once its wgmmas reading Q/dO of the
+ *              slot completed and its LSE/D reads are done; the producer waits before refilling.
+ *   kv_full    (1 arrival + K, V bytes): consumers wait once before the first tile.
+ * dS^T (for dQ) is double buffered by iteration parity, so its reuse needs no barrier: writing
+ * buffer it & 1 happens after the dS barrier of iteration it - 1, which both warpgroups reach only
+ * after their dQ product of iteration it - 2 (the last reader of that buffer) completed.
+ *
+ * Shared memory (dynamic, 1024-aligned, 128-byte swizzle, [D/64][rows][64] column blocks as
+ * TMA writes them): K [Bc][D], V [Bc][D], Q [kStages][Br][D], dO [kStages][Br][D],
+ * dS^T [2][Bc][Br]. Static: LSE*log2e and D per slot, the mbarriers (also the image marker).
+ * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
+ * there, so P = 0.
+ */
+#ifndef FA_BWD_SM90_PIPE_KERNEL_CUH
+#define FA_BWD_SM90_PIPE_KERNEL_CUH
+
+#include <cuda.h> /* CUtensorMap (type only; the host fetches the encoder at run time) */
+#include "fa_bwd_sm90_kernel.cuh"  /* fa_sw128_off, fa_red_add_f32x2, warpgroup_gemm_dq, FA_BWD_SM90_BC */
+
+#define FA_BWD_SM90_PIPE_THREADS 384
+/* setmaxnreg budget of 3 warpgroups (the forward's, fa_sm90_regs<2>): 24 + 2 x 240 = 504 <= 512
+ * registers per thread slot (65536 / 128). The producer warp needs few (a loop and addresses). */
+#define FA_BWD_SM90_PIPE_REGS_PRODUCER 24
+#define FA_BWD_SM90_PIPE_REGS_CONSUMER 240
+/* setmaxnreg.inc waits until the pool holds the registers: the producer's release must cover the
+ * consumers' growth from the launch allocation (65536 / 384 threads, in steps of 8), or they hang */
+static_assert(128 * ((65536 / FA_BWD_SM90_PIPE_THREADS) / 8 * 8 - FA_BWD_SM90_PIPE_REGS_PRODUCER) >=
+                  256 * (FA_BWD_SM90_PIPE_REGS_CONSUMER - (65536 / FA_BWD_SM90_PIPE_THREADS) / 8 * 8),
+              "setmaxnreg: the producer warpgroup frees fewer registers than the consumers take");
+/* named barrier of the 256 consumer threads: dS^T of both warpgroups written (0 = __syncthreads) */
+#define FA_BWD_SM90_PIPE_BAR_DS 1
+
+/* The kernel's single parameter (passed __grid_constant__: TMA reads the maps from parameter
+ * space). Dense 4-d maps of b16 elements, 128-byte swizzle, box 64 x rows:
+ *   tm_q, tm_do: (d, sq, h, b), box 64 x Br;   tm_k, tm_v: (d, sk, hk, b), box 64 x Bc. */
+typedef struct fa_bwd_sm90_params {
+    CUtensorMap tm_q;
+    CUtensorMap tm_do;
+    CUtensorMap tm_k;
+    CUtensorMap tm_v;
+    fa_bwd_args a;
+} fa_bwd_sm90_params;
+
+/* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90_PIPE rows). */
+template <int D>
+struct fa_bwd_sm90_pipe_cfg {
+    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM90_PIPE, 90, D);
+    static constexpr int Br = kRow.br;
+    static constexpr int kStages = kRow.stages;
+    static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_PIPE_THREADS,
+                  "the pipelined sm90 backward has Bc = 128 and 12 warps");
+    static_assert(Br == fa_bwd_sm90_cfg<D>::Br, "consumer math of fa_bwd_sm90_kernel: same Br");
+    static_assert(kStages >= 2, "the ring needs 2 slots to load during a tile");
+    /* K, V, kStages slots of Q and dO, 2 dS^T buffers; + 1024 for aligning the base */
+    static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 2 * (size_t)kStages * Br * D * 2 +
+                                         2 * (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
+};
+
+#if FA_SM90_DEVICE
+
+/* Where the kernel's shared memory is (shared-window addresses). */
+typedef struct fa_bwd_pipe_smem {
+    uint32_t k, v, q, dout, ds;        /* tiles: K, V, Q[kStages], dO[kStages], dS^T[2] */
+    uint32_t kv_full, q_full, do_full, empty;  /* mbarriers; slot s at + 8 s */
+} fa_bwd_pipe_smem;
+
+/* A consumer thread is done with a slot: its wgmmas reading the slot's Q/dO completed and its
+ * LSE/D reads are done; the empty barrier expects all 256 consumer threads. Why every thread and
+ * not one lane per warp after __syncwarp: that form is ordered too (bar.warp.sync, then lane 0's
+ * release), but compute-sanitizer racecheck does not follow it and reported each LSE/D read
+ * against the producer's next store into the slot; with every thread arriving: 0 hazards at the
+ * same speed (H100 run 37). */
+static __device__ __forceinline__ void thread_release_bwd_slot(uint32_t bar)
+{
+    fa_mbar_arrive(bar);
+}
+
+/* The layout above from the tile base (1024-aligned) and the barrier base. Rebuilt where it is
+ * used rather than carried through the consumer loop: as ten live registers it made the d = 64
+ * consumer spill at 240 registers (nvcc 13.0). */
+template <int D, int Br, int kStages>
+static __device__ __forceinline__ fa_bwd_pipe_smem fa_bwd_pipe_smem_at(uint32_t base, uint32_t bars)
+{
+    constexpr uint32_t kKVBytes = FA_BWD_SM90_BC * D * 2, kQBytes = Br * D * 2;
+    fa_bwd_pipe_smem sm;
+    sm.k = base;
+    sm.v = base + kKVBytes;
+    sm.q = base + 2 * kKVBytes;
+    sm.dout = sm.q + kStages * kQBytes;
+    sm.ds = sm.dout + kStages * kQBytes;
+    sm.kv_full = bars;
+    sm.q_full = bars + 8u;
+    sm.do_full = sm.q_full + 8u * kStages;
+    sm.empty = sm.do_full + 8u * kStages;
+    return sm;
+}
+
+/* Producer warp: issues every load of the CTA. n_iter > 0 (the caller returns before otherwise,
+ * so no TMA is in flight when the CTA could exit). lse_s, dsum_s: [kStages][Br] static shared. */
+template <int D, int Br, int kStages>
+static __device__ __forceinline__ void warp_produce(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
+                                                    const fa_seq &seq, int b, int hk, int j0, int mb_lo,
+                                                    int n_mb, int n_iter, float (*lse_s)[Br], float (*dsum_s)[Br])
+{
+    constexpr uint32_t kKVBytes = FA_BWD_SM90_BC * D * 2, kQBytes = Br * D * 2;
+    const fa_bwd_args &a = prm.a;
+    const int lane = threadIdx.x % 32, group = a.heads / a.heads_k;
+    if (lane == 0) {
+        fa_tma_prefetch_desc(&prm.tm_q);
+        fa_tma_prefetch_desc(&prm.tm_do);
+        fa_mbar_arrive_expect_tx(sm.kv_full, 2 * kKVBytes);
+#pragma unroll
+        for (int cb = 0; cb < D / 64; ++cb) {
+            const uint32_t off = (uint32_t)cb * (FA_BWD_SM90_BC * 128);
+            fa_tma_load_4d(sm.k + off, &prm.tm_k, sm.kv_full, cb * 64, j0, hk, b);
+            fa_tma_load_4d(sm.v + off, &prm.tm_v, sm.kv_full, cb * 64, j0, hk, b);
+        }
+    }
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int it = 0; it < n_iter; ++it) {
+        const int h = hk * group + it / n_mb;
+        const int i0 = (mb_lo + it % n_mb) * Br;
+        /* why: all 256 consumer threads released this slot (their wgmmas on its Q/dO completed, their
+         * LSE/D reads done); a fresh barrier passes parity 1 at once (first pass over the ring) */
+        fa_mbar_wait(sm.empty + 8u * stage, phase ^ 1u);
+        if (lane == 0) {
+            /* bytes before the loads, and before this lane's own arrival below, so the phase
+             * cannot complete without them */
+            fa_mbar_expect_tx(sm.q_full + 8u * stage, kQBytes);
+            fa_mbar_expect_tx(sm.do_full + 8u * stage, kQBytes);
+#pragma unroll
+            for (int cb = 0; cb < D / 64; ++cb) {
+                const uint32_t off = (uint32_t)stage * kQBytes + (uint32_t)cb * (Br * 128);
+                fa_tma_load_4d(sm.q + off, &prm.tm_q, sm.q_full + 8u * stage, cb * 64, i0, h, b);
+                fa_tma_load_4d(sm.dout + off, &prm.tm_do, sm.do_full + 8u * stage, cb * 64, i0, h, b);
+            }
+        }
+        const int64_t li = fa_bwd_lse_base(a, seq, b, h) + i0;
+#pragma unroll
+        for (int r = lane; r < Br; r += 32) {
+            const float lse = i0 + r < seq.sq ? a.lse[li + r] : -INFINITY;
+            /* -inf (row sees no key, or padding): +inf makes P = exp2(s - inf) = 0 */
+            lse_s[stage][r] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
+        }
+        /* why: this lane's LSE stores are released to the consumers that wait on q_full */
+        fa_mbar_arrive(sm.q_full + 8u * stage);
+#pragma unroll
+        for (int r = lane; r < Br; r += 32) dsum_s[stage][r] = i0 + r < seq.sq ? a.dpsum[li + r] : 0.f;
+        /* why: the same for D and do_full */
+        fa_mbar_arrive(sm.do_full + 8u * stage);
+        if (++stage == kStages) {
+            stage = 0;
+            phase ^= 1u;
+        }
+    }
+}
+
+/* One consumer tile: S^T, dP^T, P^T, dS^T, dV += P^T dO, dK += dS^T Q, and with kDq dQ += dS K
+ * by red.add. The math and the fragment maps of fa_bwd_sm90_kernel's loop body; only the waits
+ * differ (mbarriers of the slot instead of cp.async groups + __syncthreads). sds: this
+ * iteration's dS^T buffer. lse_s, dsum_s: the slot's [Br] rows. */
+template <bool kBf16, int D, int Br, bool kDq>
+static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, const fa_seq &seq,
+                                                          const fa_bwd_pipe_smem &sm, float (&dk)[D / 2],
+                                                          float (&dv)[D / 2], int stage, uint32_t phase, uint32_t sds,
+                                                          int h, int i0, int j0, const float *lse_s,
+                                                          const float *dsum_s)
+{
+    constexpr int Bc = FA_BWD_SM90_BC;
+    constexpr uint32_t kQBytes = Br * D * 2;
+    const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int sq = seq.sq, sk = seq.sk, off = sk - sq;
+    const int key_base = j0 + 64 * wg + 16 * wq + g;
+    const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
+    const uint64_t dK_kmaj = fa_wgmma_desc_sw128(sm.k + (uint32_t)wg * (64 * 128), 16u, 1024u);
+    const uint64_t dV_kmaj = fa_wgmma_desc_sw128(sm.v + (uint32_t)wg * (64 * 128), 16u, 1024u);
+
+    float s[Br / 2], dp[Br / 2];
+    /* why: Q_i (TMA bytes) and LSE_i (the producer lanes' stores) of this slot have landed */
+    fa_mbar_wait(sm.q_full + 8u * stage, phase);
+    fa_wgmma_fence();
+    {
+        const uint64_t dQk = fa_wgmma_desc_sw128(q_st, 16u, 1024u);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
+            fa_wgmma_ss<Br, kBf16>(s, fa_wgmma_desc_add(dK_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
+                                   fa_wgmma_desc_add(dQk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
+        }
+        fa_wgmma_commit();
+    }
+    /* why: dO_i and D_i of this slot have landed (separate barrier: S^T starts before dO is in) */
+    fa_mbar_wait(sm.do_full + 8u * stage, phase);
+    fa_wgmma_fence();  /* dp is an accumulator of the group below (ptxas injected it otherwise: C7519) */
+    {
+        const uint64_t dOk = fa_wgmma_desc_sw128(do_st, 16u, 1024u);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
+            fa_wgmma_ss<Br, kBf16>(dp, fa_wgmma_desc_add(dV_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
+                                   fa_wgmma_desc_add(dOk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
+        }
+        fa_wgmma_commit();
+    }
+
+    /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
+    const bool need_mask = j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
+                           (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
+    fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
+    fa_reg_fence(s);
+#pragma unroll
+    for (int jn = 0; jn < Br / 8; ++jn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = 8 * jn + 2 * t + (e & 1); /* query within the block */
+            float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -lse_s[c]));
+            if (need_mask) {
+                const int j = key_base + 8 * (e >> 1), i = i0 + c;
+                const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
+                                 (a.window_left < 0 || j >= i + off - a.window_left);
+                x = vis ? x : 0.f;
+            }
+            s[4 * jn + e] = x;
+        }
+    fa_wgmma_wait<0>();
+    fa_reg_fence(dp);
+#pragma unroll
+    for (int jn = 0; jn < Br / 8; ++jn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = 8 * jn + 2 * t + (e & 1);
+            dp[4 * jn + e] = s[4 * jn + e] * (dp[4 * jn + e] - dsum_s[c]);
+        }
+
+    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk) {
+        fa_pack_c_to_a<kBf16>(pa[kk], &s[8 * kk], &s[8 * kk + 4]);
+        fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
+    }
+    if (kDq) {
+        /* dS^T rows = keys 64 wg + 16 wq + g + 8 (q & 1), query pair 2t of n-block 2 kk + (q >> 1) */
+#pragma unroll
+        for (int kk = 0; kk < Br / 16; ++kk)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const int r = 64 * wg + 16 * wq + g + 8 * (q & 1);
+                const int c = 8 * (2 * kk + (q >> 1)) + 2 * t;
+                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + fa_sw128_off<Bc>(r, c)), "r"(dsa[kk][q]) : "memory");
+            }
+    }
+    fa_wgmma_fence();
+    {
+        const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
+        const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+        for (int kk = 0; kk < Br / 16; ++kk)
+            fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
+#pragma unroll
+        for (int kk = 0; kk < Br / 16; ++kk)
+            fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
+        fa_wgmma_commit();
+    }
+    if (!kDq) {
+        fa_wgmma_wait<0>();
+        fa_reg_fence(dk);
+        fa_reg_fence(dv);
+        /* why: this thread's reads of the slot (dK/dV wgmmas, LSE, D) are complete: 1 of 256 arrivals */
+        thread_release_bwd_slot(sm.empty + 8u * stage);
+        return;
+    }
+
+    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
+    /* why: the dQ product reads the dS^T rows of both warpgroups */
+    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
+    const int dq_cb = D == 128 ? wg : 0; /* D = 128: this warpgroup's 64 dims of K */
+    const int dq_rb = D == 64 ? wg : 0;  /* D = 64: this warpgroup's 64 queries of dS^T */
+    float dqa[32];
+    fa_wgmma_fence();
+    warpgroup_gemm_dq<kBf16, Bc / 16>(dqa, sds + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
+                                      sm.k + (uint32_t)dq_cb * (uint32_t)(Bc * 128), 0);
+    fa_wgmma_commit();
+    fa_wgmma_wait<0>();
+    fa_reg_fence(dqa);
+    fa_reg_fence(dk);
+    fa_reg_fence(dv);
+    /* why: dK/dV/dQ wgmmas of this thread completed, LSE/D read: the slot may be refilled */
+    thread_release_bwd_slot(sm.empty + 8u * stage);
+
+    /* dq_accum (total_q, h, d) += dS K (unscaled; the convert kernel applies the scale) */
+    float *acc = a.dq_accum + ((seq.q_row0 + i0) * a.heads + h) * (int64_t)a.head_dim;
+    /* 32-bit offsets within the tile (fewer 64-bit address registers at the 240 cap): at most
+     * Br x heads x d < 128 x 65536 x 128 = 2^30 */
+    const int row_step = a.heads * a.head_dim;
+#pragma unroll
+    for (int jn = 0; jn < 8; ++jn)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int m = 64 * dq_rb + 16 * wq + g + 8 * half;
+            const int col = 64 * dq_cb + 8 * jn + 2 * t;
+            if (i0 + m < sq && col < a.head_dim)
+                fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
+        }
+}
+
+/* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread: rows key_base + 8 half, dims
+ * 8 jn + 2 t (dK, dV: (b, sk, hk, d) | (total_k, hk, d), rows past sk / dims past d not written). */
+template <bool kBf16, int D>
+static __device__ __forceinline__ void warpgroup_store_dkdv(const fa_bwd_args &a, const fa_seq &seq, int b, int hk,
+                                                            int j0, const float (&dk)[D / 2], const float (&dv)[D / 2])
+{
+    const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int key_base = j0 + 64 * wg + 16 * wq + g;
+    uint16_t *dkb = a.dk + fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride);
+    uint16_t *dvb = a.dv + fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride);
+#pragma unroll
+    for (int jn = 0; jn < D / 8; ++jn)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int j = key_base + 8 * half, col = 8 * jn + 2 * t;
+            if (j < seq.sk && col < a.head_dim) {
+                *(uint32_t *)(dkb + (int64_t)j * a.dk_row_stride + col) =
+                    fa_pack_f32x2<kBf16>(dk[4 * jn + 2 * half] * a.scale, dk[4 * jn + 2 * half + 1] * a.scale);
+                *(uint32_t *)(dvb + (int64_t)j * a.dv_row_stride + col) =
+                    fa_pack_f32x2<kBf16>(dv[4 * jn + 2 * half], dv[4 * jn + 2 * half + 1]);
+            }
+        }
+}
+
+#endif /* FA_SM90_DEVICE */
+
+template <bool kBf16, int D, bool kDq>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    constexpr int Br = fa_bwd_sm90_pipe_cfg<D>::Br, kStages = fa_bwd_sm90_pipe_cfg<D>::kStages;
+    constexpr int Bc = FA_BWD_SM90_BC;
+    const fa_bwd_args &a = prm.a;
+    extern __shared__ unsigned char fa_bwd_sm90_smem[];
+    /* LSE*log2e (+inf where P must be 0) and D = rowsum(dO o O) of each slot */
+    __shared__ float s_lse[kStages][Br], s_dsum[kStages][Br];
+    /* kv_full; q_full[kStages]; do_full[kStages]; empty[kStages] */
+    __shared__ __align__(8) uint64_t s_bars[1 + 3 * kStages];
+
+    const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+    const fa_seq seq = fa_seq_get(0, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q, a.seqlen_k, b); /* dense only */
+    const int j0 = n_block * Bc;
+    if (j0 >= seq.sk) return; /* uniform over the CTA, before any barrier exists */
+
+    const uint32_t tiles = (fa_smem_u32(fa_bwd_sm90_smem) + 1023u) & ~1023u; /* swizzle atoms: 1024-aligned */
+    const fa_bwd_pipe_smem sm = fa_bwd_pipe_smem_at<D, Br, kStages>(tiles, fa_smem_u32(&s_bars[0]));
+
+    /* query blocks with a row that can see some key of [j0, j1] (fa_seq.cuh), for each query
+     * head of the group */
+    int64_t m_lo, m_hi;
+    fa_band_queries(j0, min(j0 + Bc, seq.sk) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &m_lo, &m_hi);
+    const fa_band m_band = fa_band_tiles(m_lo, m_hi, Br);
+    const int mb_lo = m_band.first, n_mb = m_band.count;
+    const int group = a.heads / a.heads_k;
+    const int n_iter = n_mb * group;
+
+    if (threadIdx.x == 0) {
+        fa_mbar_init(sm.kv_full, 1); /* the producer's arrive.expect_tx */
+#pragma unroll
+        for (int st = 0; st < kStages; ++st) {
+            fa_mbar_init(sm.q_full + 8u * st, 32);  /* every producer lane, after its LSE stores */
+            fa_mbar_init(sm.do_full + 8u * st, 32); /* every producer lane, after its D stores */
+            fa_mbar_init(sm.empty + 8u * st, 256);  /* every consumer thread */
+        }
+        fa_mbar_init_fence();
+    }
+    /* why: the barriers must be initialized before any thread waits on them or TMA signals them */
+    __syncthreads();
+
+    if (threadIdx.x < 128) {
+        /* ======================= producer warpgroup ======================= */
+        fa_setmaxnreg_dec<FA_BWD_SM90_PIPE_REGS_PRODUCER>();
+        if (threadIdx.x >= 32 || n_iter == 0) return;
+        warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
+        return;
+    }
+
+    /* ======================= consumer warpgroups ======================= */
+    fa_setmaxnreg_inc<FA_BWD_SM90_PIPE_REGS_CONSUMER>();
+    float dk[D / 2], dv[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
+    if (n_iter > 0) {
+        /* why: K_j and V_j (TMA) have landed; read by every tile */
+        fa_mbar_wait(sm.kv_full, 0);
+        int stage = 0;
+        uint32_t phase = 0;
+        for (int it = 0; it < n_iter; ++it) {
+            const int h = hk * group + it / n_mb;
+            const int i0 = (mb_lo + it % n_mb) * Br;
+            const uint32_t sds = sm.ds + (uint32_t)(it & 1) * (uint32_t)(Bc * Br * 2);
+            warpgroup_bwd_tile<kBf16, D, Br, kDq>(a, seq, sm, dk, dv, stage, phase, sds, h, i0, j0, s_lse[stage],
+                                                  s_dsum[stage]);
+            if (++stage == kStages) {
+                stage = 0;
+                phase ^= 1u;
+            }
+        }
+    }
+    warpgroup_store_dkdv<kBf16, D>(a, seq, b, hk, j0, dk, dv);
+#else
+    /* other gencodes: never launched (fa_bwd_sm90_supported checks for the sm_90a image) */
+    __trap();
+#endif
+}
+
+#endif /* FA_BWD_SM90_PIPE_KERNEL_CUH */
