@@ -28,6 +28,7 @@
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
+#include "fa_sm90_tma_host.h" /* fa_sm90_encode_tiled, fa_sm90_tma_stride_ok */
 
 /* Head-dim bucket of the sm90 kernel (0: not covered). */
 static int fa_bwd_sm90_bucket(int64_t d)
@@ -92,12 +93,12 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
     return fa_bwd_workspace_need(p);
 }
 
-template <bool kBf16, int D>
-static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
+/* Launches a backward kernel (either form: its parameter type P) on the grid of key blocks x kv
+ * heads x batch, with `smem` bytes of dynamic shared memory. */
+template <typename P>
+static fa_status fa_bwd_sm90_launch_grid(void (*kern)(const P), const P &prm, const fa_bwd_args &a, int threads,
+                                         size_t smem, cudaStream_t stream)
 {
-    const size_t smem = fa_bwd_sm90_cfg<D>::kSmemBytes;
-    void (*kern)(const fa_bwd_args) =
-        a.atomic_dq ? fa_bwd_sm90_kernel<kBf16, D, true> : fa_bwd_sm90_kernel<kBf16, D, false>;
     /* > 48 KB of dynamic shared memory needs the opt-in (idempotent, host-only) */
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
@@ -106,42 +107,26 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
                     (unsigned)a.batch);
     /* no key anywhere (or no sequence): no dK/dV rows; dq = 0 comes from the zeroed dq_accum */
     if (grid.x == 0 || grid.y == 0 || grid.z == 0) return FA_OK;
-    kern<<<grid, FA_BWD_SM90_THREADS, smem, stream>>>(a);
+    kern<<<grid, threads, smem, stream>>>(prm);
     return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
 }
 
+template <bool kBf16, int D>
+static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
+{
+    void (*kern)(const fa_bwd_args) =
+        a.atomic_dq ? fa_bwd_sm90_kernel<kBf16, D, true> : fa_bwd_sm90_kernel<kBf16, D, false>;
+    return fa_bwd_sm90_launch_grid(kern, a, a, FA_BWD_SM90_THREADS, fa_bwd_sm90_cfg<D>::kSmemBytes, stream);
+}
+
 /* ---- the pipelined kernel: TMA tensor maps and its launch ---------------------------------- */
-
-typedef CUresult (*fa_bwd_encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
-                                           const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
-                                           const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
-                                           CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
-/* cuTensorMapEncodeTiled through the runtime's driver entry point (nothing links libcuda), once. */
-static fa_bwd_encode_tiled_fn fa_bwd_load_encode_tiled(void)
-{
-    void *fn = NULL;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) !=
-            cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-        return NULL;
-    return (fa_bwd_encode_tiled_fn)fn;
-}
-
-static fa_bwd_encode_tiled_fn fa_bwd_encode_tiled(void)
-{
-    static const fa_bwd_encode_tiled_fn fn = fa_bwd_load_encode_tiled(); /* thread-safe static init */
-    return fn;
-}
 
 /* A TMA global stride in elements (2-byte): positive, 16-byte multiple, below 2^40 bytes. A
  * dimension of extent 1 is never stepped over, so a stride the caller left arbitrary there is
  * replaced by `fallback` (the next-outer natural value). */
 static int64_t fa_bwd_tma_stride(int64_t stride, int64_t extent, int64_t fallback)
 {
-    const bool ok = stride > 0 && stride % 8 == 0 && stride < ((int64_t)1 << 39);
-    return ok ? stride : extent == 1 ? fallback : -1;
+    return fa_sm90_tma_stride_ok(stride) ? stride : extent == 1 ? fallback : -1;
 }
 
 /* Dense 4-d map (d, rows, heads, batch) of b16 elements, box 64 x box_rows, 128-byte swizzle,
@@ -162,7 +147,7 @@ static int fa_bwd_encode_4d(CUtensorMap *map, fa_dtype dtype, const void *base, 
     const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
     const CUtensorMapDataType ty =
         dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-    return fa_bwd_encode_tiled()(map, ty, 4u, (void *)base, gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+    return fa_sm90_encode_tiled()(map, ty, 4u, (void *)base, gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
@@ -173,7 +158,7 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, fa_bwd_sm90_params *prm)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
     if (env == NULL || strcmp(env, "1") != 0) return 0;
-    if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_bwd_encode_tiled() == NULL) return 0;
+    if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     /* d = 64 with atomic dQ spills 36 bytes at the consumers' 240 registers (nvcc 13.0): that
      * instance is not compiled, the cp.async kernel runs it */
     if (p->head_dim <= 64 && !p->deterministic) return 0;
@@ -194,19 +179,11 @@ template <bool kBf16, int D>
 static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, cudaStream_t stream)
 {
     const fa_bwd_args &a = prm.a;
-    const size_t smem = fa_bwd_sm90_pipe_cfg<D>::kSmemBytes;
     void (*kern)(const fa_bwd_sm90_params) =
         a.atomic_dq ? fa_bwd_sm90_pipe_kernel<kBf16, D, D != 64> : fa_bwd_sm90_pipe_kernel<kBf16, D, false>;
     if (a.atomic_dq && D == 64) return FA_ERR_UNSUPPORTED; /* not compiled (fa_bwd_sm90_pipe_prepare) */
-    /* > 48 KB of dynamic shared memory needs the opt-in (idempotent, host-only) */
-    if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
-        cudaSuccess)
-        return FA_ERR_CUDA;
-    const dim3 grid((unsigned)((a.seqlen_k + FA_BWD_SM90_BC - 1) / FA_BWD_SM90_BC), (unsigned)a.heads_k,
-                    (unsigned)a.batch);
-    if (grid.x == 0 || grid.y == 0 || grid.z == 0) return FA_OK;
-    kern<<<grid, FA_BWD_SM90_PIPE_THREADS, smem, stream>>>(prm);
-    return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
+    return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::kSmemBytes,
+                                   stream);
 }
 
 /* pipe: the pipelined kernel's parameters (its .a is ignored: a is used), or NULL for the

@@ -1,8 +1,6 @@
 /* fa_fwd_sm90.cu - host side of the Hopper forward: when it applies (fa_fwd_sm90_can_run), the
  * TMA tensor maps of Q, K, V, and the dispatch on the head-dim bucket (fa_fwd_sm90_hdim<D>.cu).
- *
- * The tensor-map encoder (cuTensorMapEncodeTiled) is a driver API function; it is fetched once
- * through the runtime's cudaGetDriverEntryPointByVersion, so nothing links libcuda directly.
+ * The tensor-map encoder: fa_sm90_tma_host.h.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -14,28 +12,7 @@
 #include "fa_cuda_device.h"
 #include "fa_fwd_sm90.cuh"
 #include "fa_fwd_sm90_args.cuh"
-
-typedef CUresult (*fa_encode_tiled_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
-                                       const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
-                                       const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
-                                       CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-
-static fa_encode_tiled_fn fa_load_encode_tiled(void)
-{
-    void *fn = NULL;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) !=
-            cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-        return NULL;
-    return (fa_encode_tiled_fn)fn;
-}
-
-static fa_encode_tiled_fn fa_encode_tiled(void)
-{
-    static const fa_encode_tiled_fn fn = fa_load_encode_tiled();  /* thread-safe static init */
-    return fn;
-}
+#include "fa_sm90_tma_host.h"  /* fa_sm90_encode_tiled, fa_sm90_tma_stride_ok */
 
 /* Buckets compiled for sm90: the kernel's head dim D; smaller d (multiple of 8) is zero-filled by
  * the TMA boxes. d <= 32 stays on the sm80 kernels (their d = 32 bucket wastes no work). */
@@ -63,12 +40,6 @@ static int fa_sm90_aligned16(const void *ptr)
     return ((uintptr_t)ptr & 15u) == 0;
 }
 
-/* A TMA global stride (bytes): a positive multiple of 16 below 2^40. */
-static int fa_sm90_stride_ok(int64_t elems)
-{
-    return elems > 0 && elems % 8 == 0 && elems < ((int64_t)1 << 39);
-}
-
 int fa_fwd_sm90_can_run(const fa_params *p)
 {
     if (p == NULL) return 0;
@@ -93,19 +64,19 @@ int fa_fwd_sm90_can_run(const fa_params *p)
     if (p->seqlen_q < 1 || p->seqlen_q >= (1 << 30) || p->seqlen_k < 1 || p->seqlen_k >= (1 << 30)) return 0;
     if (varlen && (p->total_q < 1 || p->total_q >= ((int64_t)1 << 31))) return 0;
     /* row and head strides are TMA strides; O's need 16-byte alignment for the stores */
-    if (!fa_sm90_stride_ok(p->q_row_stride) || !fa_sm90_stride_ok(p->k_row_stride) ||
-        !fa_sm90_stride_ok(p->v_row_stride) || p->o_row_stride % 8 != 0 || p->o_head_stride % 8 != 0)
+    if (!fa_sm90_tma_stride_ok(p->q_row_stride) || !fa_sm90_tma_stride_ok(p->k_row_stride) ||
+        !fa_sm90_tma_stride_ok(p->v_row_stride) || p->o_row_stride % 8 != 0 || p->o_head_stride % 8 != 0)
         return 0;
-    if ((p->heads > 1 && !fa_sm90_stride_ok(p->q_head_stride)) ||
-        (p->heads_k > 1 && (!fa_sm90_stride_ok(p->k_head_stride) || !fa_sm90_stride_ok(p->v_head_stride))))
+    if ((p->heads > 1 && !fa_sm90_tma_stride_ok(p->q_head_stride)) ||
+        (p->heads_k > 1 && (!fa_sm90_tma_stride_ok(p->k_head_stride) || !fa_sm90_tma_stride_ok(p->v_head_stride))))
         return 0;
     if (!varlen && (p->o_batch_stride % 8 != 0 ||
-                    (p->batch > 1 && (!fa_sm90_stride_ok(p->q_batch_stride) || !fa_sm90_stride_ok(p->k_batch_stride) ||
-                                      !fa_sm90_stride_ok(p->v_batch_stride)))))
+                    (p->batch > 1 && (!fa_sm90_tma_stride_ok(p->q_batch_stride) || !fa_sm90_tma_stride_ok(p->k_batch_stride) ||
+                                      !fa_sm90_tma_stride_ok(p->v_batch_stride)))))
         return 0;
     /* the device: Hopper (9.0) exactly, and the binary holds the sm_90a kernels */
     if (fa_cuda_current_arch() != 90) return 0;
-    if (fa_encode_tiled() == NULL) return 0;
+    if (fa_sm90_encode_tiled() == NULL) return 0;
     return fa_sm90_has_image(bucket, p->dtype);
 }
 
@@ -127,7 +98,7 @@ int fa_fwd_sm90_supported(const fa_params *p)
  * never stepped over): keep it when valid, else the next-outer natural value. */
 static int64_t fa_sm90_stride_or(int64_t stride, int64_t fallback)
 {
-    return fa_sm90_stride_ok(stride) ? stride : fallback;
+    return fa_sm90_tma_stride_ok(stride) ? stride : fallback;
 }
 
 /* Encodes a tensor map of b16 elements: dims[0] = d (contiguous), strides in elements for
@@ -145,7 +116,7 @@ static int fa_sm90_encode(CUtensorMap *map, fa_dtype dtype, const void *base, in
     for (int i = 0; i < rank - 1; ++i) gstride[i] = (cuuint64_t)strides[i] * 2u;
     const CUtensorMapDataType ty =
         dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-    const CUresult r = fa_encode_tiled()(map, ty, (cuuint32_t)rank, (void *)base, gdim, gstride, box, estride,
+    const CUresult r = fa_sm90_encode_tiled()(map, ty, (cuuint32_t)rank, (void *)base, gdim, gstride, box, estride,
                                          CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                          CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     return r == CUDA_SUCCESS;
