@@ -1,5 +1,5 @@
 """CPU forward on short query blocks (decode and speculative decoding): the op's time per call
-for 1 / 4 query rows over 256..4096 keys (b=1, h=4, d=64, causal, one torch thread), and a
+for 1..4 query rows over 256..4096 keys (b=1, h=4, d=64, causal, one torch thread), and a
 128-row block for reference. Prints a markdown table; run it in two trees to compare.
 
     PYTHONPATH=<tree> python benchmarks/cpu_decode_step.py
@@ -10,8 +10,9 @@ import torch
 
 import flash_attn_c
 
-SHAPES = [(1, 256, torch.float32), (1, 4096, torch.float32), (1, 4096, torch.bfloat16),
-          (4, 1024, torch.float32), (128, 1024, torch.float32)]
+SHAPES = [(1, 256, torch.float32), (1, 4096, torch.float32), (1, 4096, torch.float16), (1, 4096, torch.bfloat16),
+          (2, 1024, torch.float32), (3, 1024, torch.float32), (4, 1024, torch.float32),
+          (128, 1024, torch.float32)]
 
 
 def per_call_us(fn, seconds: float = 1.0) -> float:

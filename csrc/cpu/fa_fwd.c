@@ -16,9 +16,13 @@
  * vdpbf16ps: S^T from the K rows in place and Q^T packed into bf16 pairs (unscaled: the products
  * are exact, qscale multiplies S^T afterwards); O^T from V and P^T packed into pairs along the
  * key index per block (P^T rounded to bf16 for the multiply only; m, l and O^T stay fp32).
+ * Items of at most FWD_ROWS_DIRECT query rows (decode) outside the vdpbf16ps path run the row
+ * path instead: S^T's lanes as dot products of each query row with the key rows (along d) and O
+ * by rows, P V as one vector FMA per (key, row, FA_VL dims); masks, softcap, ALiBi, the online
+ * softmax and dropout are the same code on the same S^T.
  * Scratch: one allocation per fa_fwd_cpu call, independent of sq and sk (2 d Br + 2 Bc Br +
- * 2 Bc d floats: 96 KiB at d = 64, 320 KiB at d = 256), so the extra memory stays a few hundred
- * KiB per calling thread at any sequence length (nothing grows with sq * sk).
+ * 2 Bc d + 6 d floats: about 98 KiB at d = 64, 328 KiB at d = 256), so the extra memory stays a
+ * few hundred KiB per calling thread at any sequence length (nothing grows with sq * sk).
  */
 #include <math.h>
 #include <string.h>
@@ -29,6 +33,12 @@
 
 #define BR FA_CPU_BR
 #define BC FA_CPU_BC
+/* Items of at most this many query rows (a decode step, a few speculative tokens) run the row
+ * path when the vdpbf16ps path does not apply: q.k as dot products along d and O by rows, so no
+ * vector lane computes a query row that does not exist (the transposed GEMMs compute FA_VL lanes
+ * however few rows there are: 16x the work for one row on AVX-512). 3: measured faster than the
+ * block path for 1-3 rows, not at 4 (benchmarks/results/cpu_decode_2core_2026-12-06.md). */
+#define FWD_ROWS_DIRECT 3
 
 typedef struct fwd_scratch {
     float *qt;    /* (d, BR)   Q^T of the item, pre-scaled */
@@ -45,6 +55,8 @@ typedef struct fwd_scratch {
     uint32_t *qt2; /* (d/2, BR)  bf16 path: Q^T as bf16 pairs along d, unscaled */
     uint32_t *pt2; /* (BC/2, BR) bf16 path: P^T as bf16 pairs along the keys */
     uint32_t *vp;  /* (BC/2, d)  bf16 path: V block as bf16 pairs along the keys */
+    float *qr;    /* (FWD_ROWS_DIRECT, d) row path: the query rows, pre-scaled */
+    float *orow;  /* (FWD_ROWS_DIRECT, d) row path: the O accumulator, by rows */
     void *mem;
 } fwd_scratch;
 
@@ -68,6 +80,8 @@ static void fwd_scratch_layout(void *scratch, fa_cpu_arena *a, int64_t d)
     w->qt2 = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)(d + 1) / 2 * BR);
     w->pt2 = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BC / 2 * BR);
     w->vp = (uint32_t *)(void *)fa_cpu_arena_take(a, (size_t)BC / 2 * (size_t)d);
+    w->qr = fa_cpu_arena_take(a, (size_t)FWD_ROWS_DIRECT * (size_t)d);
+    w->orow = fa_cpu_arena_take(a, (size_t)FWD_ROWS_DIRECT * (size_t)d);
 }
 
 /* Whether this call runs the vdpbf16ps path (see the top of the file). */
@@ -81,7 +95,51 @@ typedef struct fwd_item {
     int64_t lanes;        /* query lanes computed: nrows rounded up to FA_VL, <= BR */
     int64_t k_off, v_off; /* element offsets of (b, hk) row 0 in k / v */
     int bf16;             /* fwd_use_bf16 */
+    int rows;             /* the row path (FWD_ROWS_DIRECT): w->qr and w->orow instead of Q^T, O^T */
 } fwd_item;
+
+/* Row path, S^T of key block [j0, j0 + nj) in w->st: lanes [0, nrows) are the dot products of
+ * the query rows with each key row, the other lanes of the vector 0. */
+static void fwd_scores_rows(const fwd_item *it, fwd_scratch *w, const float *kblk, int64_t k_ms, int64_t nj)
+{
+    const int64_t d = it->c.p->head_dim, dv = d / FA_VL * FA_VL, nr = it->nrows;
+    int64_t jj, ii, c;
+    for (jj = 0; jj < nj; ++jj) {
+        const float *krow = kblk + jj * k_ms;
+        fa_vf acc[FWD_ROWS_DIRECT];
+        float *srow = w->st + jj * BR;
+        for (ii = 0; ii < nr; ++ii) acc[ii] = fa_vzero();
+        for (c = 0; c < dv; c += FA_VL) {
+            const fa_vf kv = fa_vload(krow + c);
+            for (ii = 0; ii < nr; ++ii) acc[ii] = fa_vfma(fa_vload(w->qr + ii * d + c), kv, acc[ii]);
+        }
+        for (ii = 0; ii < nr; ++ii) {
+            float sum = fa_vhsum(acc[ii]);
+            for (c = dv; c < d; ++c) sum += w->qr[ii * d + c] * krow[c];
+            srow[ii] = sum;
+        }
+        for (ii = nr; ii < it->lanes; ++ii) srow[ii] = 0.0f;
+    }
+}
+
+/* Row path, O = O diag(alpha) + P V for key block [j0, j0 + nj), P^T in w->st. */
+static void fwd_pv_rows(const fwd_item *it, fwd_scratch *w, const float *vblk, int64_t v_ks, int64_t nj)
+{
+    const int64_t d = it->c.p->head_dim, dv = d / FA_VL * FA_VL, nr = it->nrows;
+    int64_t jj, ii, c;
+    for (ii = 0; ii < nr; ++ii)
+        for (c = 0; c < d; ++c) w->orow[ii * d + c] *= w->alpha[ii];
+    for (jj = 0; jj < nj; ++jj) {
+        const float *vrow = vblk + jj * v_ks;
+        for (ii = 0; ii < nr; ++ii) {
+            const float pj = w->st[jj * BR + ii];
+            const fa_vf pv = fa_vset1(pj);
+            float *o = w->orow + ii * d;
+            for (c = 0; c < dv; c += FA_VL) fa_vstore(o + c, fa_vfma(pv, fa_vload(vrow + c), fa_vload(o + c)));
+            for (c = dv; c < d; ++c) o[c] += pj * vrow[c];
+        }
+    }
+}
 
 /* Scores of key block [j0, j0 + nj) into w->st. */
 static void fwd_scores(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj, int cls)
@@ -99,6 +157,11 @@ static void fwd_scores(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t n
     }
 #endif
     kblk = fa_rows_f32(p, p->k, it->k_off, p->k_row_stride, j0, nj, w->kb, &k_ms);
+    if (it->rows) {
+        fwd_scores_rows(it, w, kblk, k_ms, nj);
+        fa_scores_qlanes_finish(&it->c, it->i0, it->lanes, j0, nj, cls, w->st, NULL, 1.0f);
+        return;
+    }
     fa_scores_qlanes(&it->c, kblk, k_ms, w->qt, it->i0, it->lanes, j0, nj, cls, w->st, NULL);
 }
 
@@ -127,6 +190,10 @@ static void fwd_pv(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj)
 #endif
     /* A(dd, jj) = V[j0 + jj][dd] read in place */
     vblk = fa_rows_f32(p, p->v, it->v_off, p->v_row_stride, j0, nj, w->vb, &v_ks);
+    if (it->rows) {
+        fwd_pv_rows(it, w, vblk, v_ks, nj);
+        return;
+    }
     fa_gemm(d, it->lanes, nj, vblk, 1, v_ks, w->st, BR, w->ot, BR, w->alpha, FA_GEMM_SCALE_ADD);
 }
 
@@ -217,6 +284,7 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
     it.v_off = fa_base_off(p, b, it.c.s.k_row0, it.c.hk, p->v_batch_stride, p->v_row_stride, p->v_head_stride);
     rows_out = p->seqlen_q - it.i0 < BR ? p->seqlen_q - it.i0 : BR;
     it.bf16 = fwd_use_bf16(p);
+    it.rows = !it.bf16 && it.nrows <= FWD_ROWS_DIRECT;
 
     if (it.bf16) {
         /* Q^T as bf16 pairs, unscaled; padding lanes zero */
@@ -233,13 +301,17 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
     {
         int64_t q_off = fa_base_off(p, b, it.c.s.q_row0, h, p->q_batch_stride, p->q_row_stride, p->q_head_stride);
         for (ii = 0; ii < it.nrows; ++ii) {
-            fa_row_to_f32(p->dtype, fa_cptr(p, p->q, q_off + (it.i0 + ii) * p->q_row_stride), w->row, d,
+            float *qrow = it.rows ? w->qr + ii * d : w->row;
+            fa_row_to_f32(p->dtype, fa_cptr(p, p->q, q_off + (it.i0 + ii) * p->q_row_stride), qrow, d,
                           it.c.qscale);
-            for (c = 0; c < d; ++c) w->qt[c * BR + ii] = w->row[c];
+            if (!it.rows)
+                for (c = 0; c < d; ++c) w->qt[c * BR + ii] = w->row[c];
         }
-        for (c = 0; c < d; ++c)
-            for (ii = it.nrows; ii < it.lanes; ++ii) w->qt[c * BR + ii] = 0.0f;
+        if (!it.rows)
+            for (c = 0; c < d; ++c)
+                for (ii = it.nrows; ii < it.lanes; ++ii) w->qt[c * BR + ii] = 0.0f;
     }
+    if (it.rows) memset(w->orow, 0, (size_t)(it.nrows * d) * sizeof(float));
     for (c = 0; c < d; ++c) memset(w->ot + c * BR, 0, (size_t)it.lanes * sizeof(float));
     for (ii = 0; ii < it.lanes; ++ii) {
         w->m[ii] = -INFINITY;
@@ -256,6 +328,10 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
         fwd_pv(&it, w, j0, nj);
     }
 
+    /* the row path's O into O^T, for the common epilogue */
+    if (it.rows)
+        for (ii = 0; ii < it.nrows; ++ii)
+            for (c = 0; c < d; ++c) w->ot[c * BR + ii] = w->orow[ii * d + c];
     /* O = O^T diag(1/l) transposed back; LSE = ln2 (m + log2 l); empty rows: 0 and -inf */
     {
         int64_t o_off = fa_base_off(p, b, it.c.s.q_row0, h, p->o_batch_stride, p->o_row_stride, p->o_head_stride);
