@@ -1,9 +1,9 @@
-"""The CPU forward's row path (csrc/cpu/fa_fwd.c, FWD_ROWS_DIRECT): work items of at most 3 query
-rows (a decode step, a few speculative tokens) compute q.k as dot products along d and O by rows
-instead of the transposed GEMMs. Parity against the float64 oracle (error-ratio rule) on those
+"""The CPU forward's row path (csrc/cpu/fa_fwd.c, FWD_ROWS_DIRECT): work items of at most 4 query
+rows (a decode step, a few speculative tokens) compute q.k as dot products along d, the softmax
+with the keys along the vector lanes and O by rows, instead of the transposed GEMMs. Parity against the float64 oracle (error-ratio rule) on those
 shapes, across the features the path shares with the block path (masks, windows, softcap, ALiBi,
 GQA, empty rows, the probabilities output), head dims that are not a multiple of the vector width,
-and 4 rows (just past the threshold: the block path) for contrast."""
+and 5 rows (just past the threshold: the block path) for contrast."""
 from __future__ import annotations
 
 import pytest
@@ -18,11 +18,11 @@ CASES = [
     (1, 300, 4, 2, 40, dict(causal=True)),           # d = 40: a tail past the vector width
     (2, 257, 4, 1, 72, dict(causal=True)),
     (3, 130, 2, 2, 64, dict(window=(17, 0))),
-    (3, 513, 4, 2, 128, dict(softcap=5.0, causal=True)),
+    (4, 513, 4, 2, 128, dict(softcap=5.0, causal=True)),
     (3, 200, 4, 4, 24, dict(alibi="bh")),
     (1, 1, 2, 2, 64, dict()),
-    (3, 2, 2, 2, 32, dict(causal=True)),             # sq > sk: rows that see no key (lse -inf)
-    (4, 300, 2, 2, 64, dict(causal=True, softcap=3.0)),  # past the threshold
+    (4, 3, 2, 2, 32, dict(causal=True)),             # sq > sk: rows that see no key (lse -inf)
+    (5, 300, 2, 2, 64, dict(causal=True, softcap=3.0)),  # past the threshold
     (2, 1030, 2, 2, 256, dict(window=(100, 100), alibi="h")),
 ]
 

@@ -17,11 +17,11 @@
  * are exact, qscale multiplies S^T afterwards); O^T from V and P^T packed into pairs along the
  * key index per block (P^T rounded to bf16 for the multiply only; m, l and O^T stay fp32).
  * Items of at most FWD_ROWS_DIRECT query rows (decode) outside the vdpbf16ps path run the row
- * path instead: S^T's lanes as dot products of each query row with the key rows (along d) and O
- * by rows, P V as one vector FMA per (key, row, FA_VL dims); masks, softcap, ALiBi, the online
- * softmax and dropout are the same code on the same S^T.
+ * path instead (fwd_step_rows): S by rows with the keys along the lanes, each score a dot product
+ * of a query row with a key row (along d); the score epilogue, exponentials and sums one vector
+ * per FA_VL keys; O by rows, P V one vector FMA per (key, row, FA_VL dims).
  * Scratch: one allocation per fa_fwd_cpu call, independent of sq and sk (2 d Br + 2 Bc Br +
- * 2 Bc d + 6 d floats: about 98 KiB at d = 64, 328 KiB at d = 256), so the extra memory stays a
+ * 2 Bc d + 8 d floats: about 98 KiB at d = 64, 328 KiB at d = 256), so the extra memory stays a
  * few hundred KiB per calling thread at any sequence length (nothing grows with sq * sk).
  */
 #include <math.h>
@@ -36,9 +36,10 @@
 /* Items of at most this many query rows (a decode step, a few speculative tokens) run the row
  * path when the vdpbf16ps path does not apply: q.k as dot products along d and O by rows, so no
  * vector lane computes a query row that does not exist (the transposed GEMMs compute FA_VL lanes
- * however few rows there are: 16x the work for one row on AVX-512). 3: measured faster than the
- * block path for 1-3 rows, not at 4 (benchmarks/results/cpu_decode_2core_2026-12-06.md). */
-#define FWD_ROWS_DIRECT 3
+ * however few rows there are: 16x the work for one row on AVX-512). 4: faster than the block path
+ * for 1-4 rows (4 rows: equal at d = 64, 1.1-1.2x at d = 128; benchmarks/results/
+ * cpu_decode_2core_2026-12-06.md). */
+#define FWD_ROWS_DIRECT 4
 
 typedef struct fwd_scratch {
     float *qt;    /* (d, BR)   Q^T of the item, pre-scaled */
@@ -98,16 +99,16 @@ typedef struct fwd_item {
     int rows;             /* the row path (FWD_ROWS_DIRECT): w->qr and w->orow instead of Q^T, O^T */
 } fwd_item;
 
-/* Row path, S^T of key block [j0, j0 + nj) in w->st: lanes [0, nrows) are the dot products of
- * the query rows with each key row, the other lanes of the vector 0. */
-static void fwd_scores_rows(const fwd_item *it, fwd_scratch *w, const float *kblk, int64_t k_ms, int64_t nj)
+/* Row path: the dot products of the query rows (w->qr) with key rows [0, nj) of kblk, into
+ * s[jj * sj + ii * si] (the transposed layout S^T: sj = BR, si = 1; by rows: sj = 1, si = BC). */
+static void fwd_dots_rows(const fwd_item *it, const fwd_scratch *w, const float *kblk, int64_t k_ms, int64_t nj,
+                          float *s, int64_t sj, int64_t si)
 {
     const int64_t d = it->c.p->head_dim, dv = d / FA_VL * FA_VL, nr = it->nrows;
     int64_t jj, ii, c;
     for (jj = 0; jj < nj; ++jj) {
         const float *krow = kblk + jj * k_ms;
         fa_vf acc[FWD_ROWS_DIRECT];
-        float *srow = w->st + jj * BR;
         for (ii = 0; ii < nr; ++ii) acc[ii] = fa_vzero();
         for (c = 0; c < dv; c += FA_VL) {
             const fa_vf kv = fa_vload(krow + c);
@@ -116,14 +117,15 @@ static void fwd_scores_rows(const fwd_item *it, fwd_scratch *w, const float *kbl
         for (ii = 0; ii < nr; ++ii) {
             float sum = fa_vhsum(acc[ii]);
             for (c = dv; c < d; ++c) sum += w->qr[ii * d + c] * krow[c];
-            srow[ii] = sum;
+            s[jj * sj + ii * si] = sum;
         }
-        for (ii = nr; ii < it->lanes; ++ii) srow[ii] = 0.0f;
     }
 }
 
-/* Row path, O = O diag(alpha) + P V for key block [j0, j0 + nj), P^T in w->st. */
-static void fwd_pv_rows(const fwd_item *it, fwd_scratch *w, const float *vblk, int64_t v_ks, int64_t nj)
+/* Row path, O = O diag(alpha) + P V for key block [j0, j0 + nj), P(ii, jj) at
+ * pm[jj * pj + ii * pi] (strides as fwd_dots_rows). */
+static void fwd_pv_rows(const fwd_item *it, fwd_scratch *w, const float *vblk, int64_t v_ks, int64_t nj,
+                        const float *pm, int64_t pj, int64_t pi)
 {
     const int64_t d = it->c.p->head_dim, dv = d / FA_VL * FA_VL, nr = it->nrows;
     int64_t jj, ii, c;
@@ -132,13 +134,55 @@ static void fwd_pv_rows(const fwd_item *it, fwd_scratch *w, const float *vblk, i
     for (jj = 0; jj < nj; ++jj) {
         const float *vrow = vblk + jj * v_ks;
         for (ii = 0; ii < nr; ++ii) {
-            const float pj = w->st[jj * BR + ii];
-            const fa_vf pv = fa_vset1(pj);
+            const float pv1 = pm[jj * pj + ii * pi];
+            const fa_vf pv = fa_vset1(pv1);
             float *o = w->orow + ii * d;
             for (c = 0; c < dv; c += FA_VL) fa_vstore(o + c, fa_vfma(pv, fa_vload(vrow + c), fa_vload(o + c)));
-            for (c = dv; c < d; ++c) o[c] += pj * vrow[c];
+            for (c = dv; c < d; ++c) o[c] += pv1 * vrow[c];
         }
     }
+}
+
+/* Row path, one key block [j0, j0 + nj): S by rows (nr, BC) in w->st with the keys along the
+ * vector lanes, so the score epilogue (fa_scores_klanes_finish), the exponentials and the sums
+ * run one vector per FA_VL keys; then the online-softmax update of m, l, alpha per row,
+ * dropout, and O += P V by rows. The probabilities output re-scores through fwd_scores. */
+static void fwd_step_rows(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj, int cls)
+{
+    const fa_params *p = it->c.p;
+    const int64_t nr = it->nrows;
+    int64_t ii, jj, v, k_ms, v_ks;
+    float *s = w->st;
+    const float *kblk = fa_rows_f32(p, p->k, it->k_off, p->k_row_stride, j0, nj, w->kb, &k_ms);
+    const float *vblk;
+    fwd_dots_rows(it, w, kblk, k_ms, nj, s, 1, BC);
+    for (ii = 0; ii < nr; ++ii)
+        for (jj = nj; jj < BC; ++jj) s[ii * BC + jj] = 0.0f; /* masked below: keys past the block */
+    fa_scores_klanes_finish(&it->c, nr, it->i0, j0, cls == FA_TILE_PARTIAL || nj < BC, s, NULL, 1.0f);
+    for (ii = 0; ii < nr; ++ii) {
+        float *row = s + ii * BC, mold = w->m[ii], mnew = mold, muse, alpha;
+        fa_vf rs = fa_vzero(), vm;
+        for (jj = 0; jj < nj; ++jj) mnew = row[jj] > mnew ? row[jj] : mnew;
+        muse = mnew == -INFINITY ? 0.0f : mnew; /* no key yet: exp2(-inf - 0) = 0 */
+        vm = fa_vset1(muse);
+        for (v = 0; v < BC; v += FA_VL) {
+            const fa_vf e = fa_vexp2(fa_vsub(fa_vload(row + v), vm));
+            rs = fa_vadd(rs, e);
+            fa_vstore(row + v, e);
+        }
+        alpha = fa_scalar_exp2(mold - muse);
+        w->alpha[ii] = alpha;
+        w->l[ii] = w->l[ii] * alpha + fa_vhsum(rs);
+        w->m[ii] = mnew;
+    }
+    if (p->dropout_p > 0.0f) {
+        /* l keeps the pre-dropout sum; only the P that multiplies V is dropped and rescaled */
+        fa_dropout_tile(p, it->c.b, it->c.h, it->i0, nr, j0, nj, w->z, BC, 0);
+        for (ii = 0; ii < nr; ++ii)
+            for (jj = 0; jj < nj; ++jj) s[ii * BC + jj] *= w->z[ii * BC + jj];
+    }
+    vblk = fa_rows_f32(p, p->v, it->v_off, p->v_row_stride, j0, nj, w->vb, &v_ks);
+    fwd_pv_rows(it, w, vblk, v_ks, nj, s, 1, BC);
 }
 
 /* Scores of key block [j0, j0 + nj) into w->st. */
@@ -158,7 +202,11 @@ static void fwd_scores(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t n
 #endif
     kblk = fa_rows_f32(p, p->k, it->k_off, p->k_row_stride, j0, nj, w->kb, &k_ms);
     if (it->rows) {
-        fwd_scores_rows(it, w, kblk, k_ms, nj);
+        /* the probabilities output's re-scoring (fwd_write_probs): S^T, padding lanes zero */
+        int64_t jj, ii;
+        fwd_dots_rows(it, w, kblk, k_ms, nj, w->st, BR, 1);
+        for (jj = 0; jj < nj; ++jj)
+            for (ii = it->nrows; ii < it->lanes; ++ii) w->st[jj * BR + ii] = 0.0f;
         fa_scores_qlanes_finish(&it->c, it->i0, it->lanes, j0, nj, cls, w->st, NULL, 1.0f);
         return;
     }
@@ -190,10 +238,6 @@ static void fwd_pv(const fwd_item *it, fwd_scratch *w, int64_t j0, int64_t nj)
 #endif
     /* A(dd, jj) = V[j0 + jj][dd] read in place */
     vblk = fa_rows_f32(p, p->v, it->v_off, p->v_row_stride, j0, nj, w->vb, &v_ks);
-    if (it->rows) {
-        fwd_pv_rows(it, w, vblk, v_ks, nj);
-        return;
-    }
     fa_gemm(d, it->lanes, nj, vblk, 1, v_ks, w->st, BR, w->ot, BR, w->alpha, FA_GEMM_SCALE_ADD);
 }
 
@@ -323,6 +367,10 @@ static void fwd_item_run(const fa_params *p, fwd_scratch *w, int64_t b, int64_t 
         int64_t j0 = kb * BC, nj = it.c.s.sk - j0 < BC ? it.c.s.sk - j0 : BC;
         int cls = fa_tile_class(p, &it.c.s, it.i0, it.i0 + it.nrows, j0, j0 + nj);
         if (cls == FA_TILE_EMPTY) continue;
+        if (it.rows) {
+            fwd_step_rows(&it, w, j0, nj, cls);
+            continue;
+        }
         fwd_scores(&it, w, j0, nj, cls);
         fwd_softmax_step(&it, w, j0, nj);
         fwd_pv(&it, w, j0, nj);
