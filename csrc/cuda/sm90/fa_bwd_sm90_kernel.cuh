@@ -161,6 +161,77 @@ static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[32], uint32
     }
 }
 
+/* ---- one query block's products, shared by fa_bwd_sm90_kernel and fa_bwd_sm90_pipe_kernel ---- */
+
+/* acc (S^T or dP^T, keys x Br queries of this warpgroup) = A B^T over D/16 k-steps: A the K or V
+ * rows of the warpgroup (K-major descriptor da), B the Q or dO slot (K-major, [D/64][Br][64]). */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void warpgroup_gemm_kq_t(float (&acc)[Br / 2], uint64_t da, uint32_t b_st)
+{
+    const uint64_t db = fa_wgmma_desc_sw128(b_st, 16u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
+        fa_wgmma_ss<Br, kBf16>(acc, fa_wgmma_desc_add(da, (uint32_t)(kk / 4) * (FA_BWD_SM90_BC * 128) + in_block),
+                               fa_wgmma_desc_add(db, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
+    }
+}
+
+/* S^T -> P^T in place: exp2(s scale log2e - LSE2 of the query), 0 where the key is not visible to
+ * the query (need_mask: the tile crosses the band edge or sk). lse2: the block's [Br] LSE log2e;
+ * key_base: this thread's first key row; c = query within the block. */
+template <int Br>
+static __device__ __forceinline__ void thread_probs_t(float (&s)[Br / 2], const fa_bwd_args &a, const float *lse2,
+                                                      bool need_mask, int key_base, int i0, int sk, int off, int t)
+{
+#pragma unroll
+    for (int jn = 0; jn < Br / 8; ++jn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = 8 * jn + 2 * t + (e & 1); /* query within the block */
+            float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -lse2[c]));
+            if (need_mask) {
+                const int j = key_base + 8 * (e >> 1), i = i0 + c;
+                const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
+                                 (a.window_left < 0 || j >= i + off - a.window_left);
+                x = vis ? x : 0.f;
+            }
+            s[4 * jn + e] = x;
+        }
+}
+
+/* dP^T -> dS^T in place: P (dP - D) with D = rowsum(dO o O) of the query (dsum: the block's [Br]). */
+template <int Br>
+static __device__ __forceinline__ void thread_ds_t(float (&dp)[Br / 2], const float (&p)[Br / 2], const float *dsum,
+                                                   int t)
+{
+#pragma unroll
+    for (int jn = 0; jn < Br / 8; ++jn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = 8 * jn + 2 * t + (e & 1);
+            dp[4 * jn + e] = p[4 * jn + e] * (dp[4 * jn + e] - dsum[c]);
+        }
+}
+
+/* dV += P^T dO and dK += dS^T Q (RS: P^T, dS^T as A fragments of 16 queries per k-step; Q and dO
+ * of the slot MN-major), issued as one group (the caller commits). */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void warpgroup_gemm_dv_dk(float (&dv)[D / 2], float (&dk)[D / 2],
+                                                           const uint32_t (&pa)[Br / 16][4],
+                                                           const uint32_t (&dsa)[Br / 16][4], uint32_t q_st,
+                                                           uint32_t do_st)
+{
+    const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
+    const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk)
+        fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk)
+        fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
+}
+
 #endif /* FA_SM90_DEVICE */
 
 template <bool kBf16, int D, bool kDq>
@@ -248,24 +319,10 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         const uint32_t q_st = sQ + (uint32_t)stage * kQBytes, do_st = sdO + (uint32_t)stage * kQBytes;
         float s[Br / 2], dp[Br / 2];
         fa_wgmma_fence();
-        {
-            const uint64_t dQk = fa_wgmma_desc_sw128(q_st, 16u, 1024u);
-            const uint64_t dOk = fa_wgmma_desc_sw128(do_st, 16u, 1024u);
-#pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-                fa_wgmma_ss<Br, kBf16>(s, fa_wgmma_desc_add(dK_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
-                                       fa_wgmma_desc_add(dQk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
-            }
-            fa_wgmma_commit();
-#pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-                fa_wgmma_ss<Br, kBf16>(dp, fa_wgmma_desc_add(dV_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
-                                       fa_wgmma_desc_add(dOk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
-            }
-            fa_wgmma_commit();
-        }
+        warpgroup_gemm_kq_t<kBf16, D, Br>(s, dK_kmaj, q_st);
+        fa_wgmma_commit();
+        warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st);
+        fa_wgmma_commit();
 
         /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
         const bool need_mask = j0 + Bc > sk ||
@@ -274,6 +331,9 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
         fa_wgmma_wait<1>();  /* S^T ready, dP^T may still run */
         fa_reg_fence(s);
+        /* thread_probs_t written out: called here, the same code compiled to 270-520 more
+         * instructions per instance (the need_mask test became branches), in the kernel that runs
+         * by default; kept as the GPU-measured SASS until an A/B says otherwise */
 #pragma unroll
         for (int jn = 0; jn < Br / 8; ++jn) {
 #pragma unroll
@@ -291,13 +351,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         }
         fa_wgmma_wait<0>();
         fa_reg_fence(dp);
-#pragma unroll
-        for (int jn = 0; jn < Br / 8; ++jn)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int c = 8 * jn + 2 * t + (e & 1);
-                dp[4 * jn + e] = s[4 * jn + e] * (dp[4 * jn + e] - s_dsum[stage][c]);
-            }
+        thread_ds_t<Br>(dp, s, s_dsum[stage], t);
 
         /* P^T, dS^T as A fragments (k = 16 queries per step) */
         uint32_t pa[Br / 16][4], dsa[Br / 16][4];
@@ -322,17 +376,8 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         }
 
         fa_wgmma_fence();
-        {
-            const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
-            const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
-#pragma unroll
-            for (int kk = 0; kk < Br / 16; ++kk)
-                fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
-#pragma unroll
-            for (int kk = 0; kk < Br / 16; ++kk)
-                fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
-            fa_wgmma_commit();
-        }
+        warpgroup_gemm_dv_dk<kBf16, D, Br>(dv, dk, pa, dsa, q_st, do_st);
+        fa_wgmma_commit();
         if (!kDq) {
             /* the dK/dV products read this stage's Q and dO: complete before the barrier (A)
              * after which the next loads may overwrite the stage */

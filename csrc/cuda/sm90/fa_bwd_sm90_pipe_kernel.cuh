@@ -204,58 +204,23 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     /* why: Q_i (TMA bytes) and LSE_i (the producer lanes' stores) of this slot have landed */
     fa_mbar_wait(sm.q_full + 8u * stage, phase);
     fa_wgmma_fence();
-    {
-        const uint64_t dQk = fa_wgmma_desc_sw128(q_st, 16u, 1024u);
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-            const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-            fa_wgmma_ss<Br, kBf16>(s, fa_wgmma_desc_add(dK_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
-                                   fa_wgmma_desc_add(dQk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
-        }
-        fa_wgmma_commit();
-    }
+    warpgroup_gemm_kq_t<kBf16, D, Br>(s, dK_kmaj, q_st);
+    fa_wgmma_commit();
     /* why: dO_i and D_i of this slot have landed (separate barrier: S^T starts before dO is in) */
     fa_mbar_wait(sm.do_full + 8u * stage, phase);
     fa_wgmma_fence();  /* dp is an accumulator of the group below (ptxas injected it otherwise: C7519) */
-    {
-        const uint64_t dOk = fa_wgmma_desc_sw128(do_st, 16u, 1024u);
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-            const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-            fa_wgmma_ss<Br, kBf16>(dp, fa_wgmma_desc_add(dV_kmaj, (uint32_t)(kk / 4) * (Bc * 128) + in_block),
-                                   fa_wgmma_desc_add(dOk, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
-        }
-        fa_wgmma_commit();
-    }
+    warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st);
+    fa_wgmma_commit();
 
     /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
     const bool need_mask = j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
                            (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
     fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
     fa_reg_fence(s);
-#pragma unroll
-    for (int jn = 0; jn < Br / 8; ++jn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int c = 8 * jn + 2 * t + (e & 1); /* query within the block */
-            float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -lse_s[c]));
-            if (need_mask) {
-                const int j = key_base + 8 * (e >> 1), i = i0 + c;
-                const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
-                                 (a.window_left < 0 || j >= i + off - a.window_left);
-                x = vis ? x : 0.f;
-            }
-            s[4 * jn + e] = x;
-        }
+    thread_probs_t<Br>(s, a, lse_s, need_mask, key_base, i0, sk, off, t);
     fa_wgmma_wait<0>();
     fa_reg_fence(dp);
-#pragma unroll
-    for (int jn = 0; jn < Br / 8; ++jn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int c = 8 * jn + 2 * t + (e & 1);
-            dp[4 * jn + e] = s[4 * jn + e] * (dp[4 * jn + e] - dsum_s[c]);
-        }
+    thread_ds_t<Br>(dp, s, dsum_s, t);
 
     uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
 #pragma unroll
@@ -275,17 +240,8 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
             }
     }
     fa_wgmma_fence();
-    {
-        const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
-        const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
-#pragma unroll
-        for (int kk = 0; kk < Br / 16; ++kk)
-            fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
-#pragma unroll
-        for (int kk = 0; kk < Br / 16; ++kk)
-            fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
-        fa_wgmma_commit();
-    }
+    warpgroup_gemm_dv_dk<kBf16, D, Br>(dv, dk, pa, dsa, q_st, do_st);
+    fa_wgmma_commit();
     if (!kDq) {
         fa_wgmma_wait<0>();
         fa_reg_fence(dk);
