@@ -1,6 +1,7 @@
 /* fa_sm90_sync.cuh - Hopper synchronization and copy primitives of the sm90 forward:
  * mbarriers, TMA tile loads (cp.async.bulk.tensor), named barriers, register reallocation
- * (setmaxnreg) and the generic <-> async proxy fence. sm_90a device pass only (FA_SM90_DEVICE).
+ * (setmaxnreg), the generic <-> async proxy fence, and the TMA tensor reduce-add with its bulk
+ * async-group commit / waits (the backward's dQ). sm_90a device pass only (FA_SM90_DEVICE).
  *
  * mbarrier in one paragraph: a 64-bit object in shared memory with a phase bit, an arrival
  * count and a transaction (byte) count. A phase completes when the expected number of arrivals
@@ -102,6 +103,52 @@ template <int kThreads>
 static __device__ __forceinline__ void fa_named_barrier_sync(int id)
 {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
+}
+
+/* Arrival on hardware barrier `id` without waiting (the producer side of a producer/consumer
+ * pair: the consumers' fa_named_barrier_sync with the same kThreads completes once every
+ * participant arrived). Release: this thread's prior memory accesses are ordered before the
+ * waiters' later ones. Warp-aligned like bar.sync: the whole warp executes it. */
+template <int kThreads>
+static __device__ __forceinline__ void fa_named_barrier_arrive(int id)
+{
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "n"(kThreads) : "memory");
+}
+
+/* TMA reduce: adds the box at element coordinates (c0 innermost, ...) of shared memory src into
+ * the tensor described by *tmap (elementwise, in the map's element type: fp32 add for a FLOAT32
+ * map), out-of-bounds elements skipped. Asynchronous, tracked by this thread's bulk async-groups
+ * (fa_bulk_commit, fa_bulk_wait_read / fa_bulk_wait). src must hold the box as TMA lays it out
+ * (swizzle of the map; 1024-aligned for the 128-byte swizzle). */
+static __device__ __forceinline__ void fa_tma_reduce_add_4d(const void *tmap, uint32_t src, int c0, int c1, int c2,
+                                                           int c3)
+{
+    asm volatile(
+        "cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group"
+        " [%0, {%1, %2, %3, %4}], [%5];\n"
+        ::"l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
+        : "memory");
+}
+
+/* Closes this thread's bulk async-group (the TMA stores / reduces issued since the last commit). */
+static __device__ __forceinline__ void fa_bulk_commit(void)
+{
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+
+/* Waits until at most kPending of this thread's bulk groups still READ their shared-memory
+ * source (the writes to global may still be in flight): the source may then be overwritten. */
+template <int kPending>
+static __device__ __forceinline__ void fa_bulk_wait_read(void)
+{
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(kPending) : "memory");
+}
+
+/* Waits until at most kPending of this thread's bulk groups are pending at all (writes done). */
+template <int kPending>
+static __device__ __forceinline__ void fa_bulk_wait(void)
+{
+    asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 /* Register reallocation between warpgroups: every warp of a warpgroup executes the same one. */
