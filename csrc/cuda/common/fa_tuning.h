@@ -202,16 +202,19 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * the consumers must fit 240 registers instead of 255) that streams Q + LSE and dO + D into a
      * `stages`-deep mbarrier ring by TMA. dS^T is double buffered (2 Bc Br 2 B) so that no
      * barrier guards its reuse. Shared memory: 2 Bc d 2 B (K, V) + 2 stages Br d 2 B (Q, dO)
-     * + 2 Bc Br 2 B (dS^T x 2) + 1 KB. */
+     * + 2 Bc Br 2 B (dS^T x 2) + 1 KB; the TMA-dQ instance (FLASH_ATTN_C_SM90_BWD_PIPE=2, d = 128
+     * only) adds a 64 x 64 fp32 dQ staging buffer per consumer warpgroup, 2 x 16 KB. */
     {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 64, .br = 128, .bc = 128, .warps = 12, .stages = 2,
-     .reason = "deterministic dQ only (the atomic-dQ instance spills at 240 regs), speed not yet measured; "
+     .reason = "deterministic dQ only (the atomic-dQ instances spill at 240 regs: red.add 36 B, TMA dQ 92 B), "
+               "speed not yet measured; "
                "Br and the 2 stages copied from the FA_KERNEL_BWD_SM90 row (FA3 uses 2 "
                "Q/dO stages too); smem 32 K,V + 64 Q,dO + 2 x 32 dS^T = 161 KB, so 3 stages (193 KB) would "
                "fit: a candidate for the A/B"},
     {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 128, .br = 64, .bc = 128, .warps = 12, .stages = 2,
      .reason = "Br and the 2 stages of the FA_KERNEL_BWD_SM90 row: 1.02-1.10x that kernel (H100 run 37, "
                "bf16 16k tokens; 3 stages not yet tried); smem 64 K,V + 64 Q,dO + 2 x 16 dS^T = 161 KB "
-               "(3 stages: 193 KB, fits)"},
+               "(3 stages: 193 KB, fits); TMA dQ (=2, not yet run on a GPU): + 2 x 16 dQ staging = 193 KB "
+               "(3 stages then 225 KB + 1.6 KB static: fits the 227 KB by 0.4 KB)"},
 
     /* =============================== FA_KERNEL_BWD_DQ_SM80 ===============================
      * The deterministic dQ kernel (fa_bwd_dq.cuh), used instead of float atomics when

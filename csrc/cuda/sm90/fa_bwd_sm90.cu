@@ -10,7 +10,10 @@
  * Workspace layout: exactly the sm80 backward's (fa_bwd_host.h).
  * FLASH_ATTN_C_SM90_BWD_PIPE=1 (off by default; d = 128 1.02-1.10x, H100 run 37) runs pass 2 as
  * fa_bwd_sm90_pipe_kernel (TMA producer warpgroup + mbarrier ring, fa_bwd_sm90_pipe_kernel.cuh) for
- * dense tensors whose strides TMA accepts; everything else keeps fa_bwd_sm90_kernel.
+ * dense tensors whose strides TMA accepts; everything else keeps fa_bwd_sm90_kernel. With atomic
+ * dQ, =1 adds dQ by red.add from the consumers, =2 by TMA tensor reduces of smem-staged tiles
+ * from a dQ-writer warp (the same row-major dq_accum and convert pass; not yet run on a GPU).
+ * A/B: the same call with FLASH_ATTN_C_SM90_BWD_PIPE=1 and =2.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -152,44 +155,81 @@ static int fa_bwd_encode_4d(CUtensorMap *map, fa_dtype dtype, const void *base, 
                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-/* 1 when the environment asks for the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1) and it can
- * take this call: dense tensors, the encoder found, all four maps encodable (then in *prm). */
-static int fa_bwd_sm90_pipe_prepare(const fa_params *p, fa_bwd_sm90_params *prm)
+/* dq_accum (b * sq, h, d) fp32 row-major as the dense 4-d map (d, sq, h, b) the TMA-dQ kernel
+ * reduce-adds into (fa_bwd_sm90_pipe_kernel.cuh, warp_write_dq): box 32 x 64 (32 fp32 = the
+ * 128-byte swizzle span) x 1 x 1, 128-byte swizzle. The row extent sq makes TMA drop the rows of a
+ * query block past the sequence end (they would be the next batch's rows in the flat buffer), the
+ * dim extent d the dims past d. 0 when TMA cannot describe it. */
+static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t d, int64_t sq, int64_t h,
+                               int64_t b)
+{
+    if (dq_accum == NULL || ((uintptr_t)dq_accum & 15u) != 0 || d % 4 != 0) return 0;
+    /* the dq_accum allocation's size (so no overflow); the batch stride sq h d 4 is below it */
+    const int64_t bytes = b * sq * h * d * 4;
+    if (d <= 0 || sq <= 0 || h <= 0 || b <= 0 || bytes >= ((int64_t)1 << 40)) return 0;
+    const cuuint64_t gdim[4] = {(cuuint64_t)d, (cuuint64_t)sq, (cuuint64_t)h, (cuuint64_t)b};
+    const cuuint64_t gstride[3] = {(cuuint64_t)(h * d * 4), (cuuint64_t)(d * 4), (cuuint64_t)(sq * h * d * 4)};
+    const cuuint32_t box[4] = {32u, 64u, 1u, 1u};
+    const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
+    return fa_sm90_encode_tiled()(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4u, (void *)dq_accum, gdim, gstride, box,
+                                 estride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* Which pipelined instance the environment asks for and this call can take (0: none, the
+ * cp.async kernel runs it): FLASH_ATTN_C_SM90_BWD_PIPE=1 -> 1, =2 -> 2 (the same kernel with dQ
+ * by TMA reduce when dQ is atomic; deterministic calls run the dK/dV-only instance either way);
+ * dense tensors, the encoder found, all maps encodable (then in *prm). a: fa_bwd_fill_args(p). */
+static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
-    if (env == NULL || strcmp(env, "1") != 0) return 0;
+    const int mode = env == NULL ? 0 : strcmp(env, "1") == 0 ? 1 : strcmp(env, "2") == 0 ? 2 : 0;
+    if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
-    /* d = 64 with atomic dQ spills 36 bytes at the consumers' 240 registers (nvcc 13.0): that
-     * instance is not compiled, the cp.async kernel runs it */
+    /* d = 64 with atomic dQ spills at the consumers' 240 registers (nvcc 13.0): 36 bytes with
+     * red.add dQ, 92 with TMA dQ (the dS^T stores at Br = 128; 16 with XOR-formed addresses, more
+     * with stmatrix). Neither instance is compiled: the cp.async kernel runs these calls. */
     if (p->head_dim <= 64 && !p->deterministic) return 0;
     memset(prm, 0, sizeof(*prm));
     const int br = p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
     const int64_t d = p->head_dim, sq = p->seqlen_q, sk = p->seqlen_k, h = p->heads, hk = p->heads_k, b = p->batch;
-    return fa_bwd_encode_4d(&prm->tm_q, p->dtype, p->q, d, sq, h, b, p->q_row_stride, p->q_head_stride,
-                            p->q_batch_stride, br) &&
-           fa_bwd_encode_4d(&prm->tm_do, p->dtype, p->dout, d, sq, h, b, p->do_row_stride, p->do_head_stride,
-                            p->do_batch_stride, br) &&
-           fa_bwd_encode_4d(&prm->tm_k, p->dtype, p->k, d, sk, hk, b, p->k_row_stride, p->k_head_stride,
-                            p->k_batch_stride, FA_BWD_SM90_BC) &&
-           fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
-                            p->v_batch_stride, FA_BWD_SM90_BC);
+    const int ok = fa_bwd_encode_4d(&prm->tm_q, p->dtype, p->q, d, sq, h, b, p->q_row_stride, p->q_head_stride,
+                                    p->q_batch_stride, br) &&
+                   fa_bwd_encode_4d(&prm->tm_do, p->dtype, p->dout, d, sq, h, b, p->do_row_stride,
+                                    p->do_head_stride, p->do_batch_stride, br) &&
+                   fa_bwd_encode_4d(&prm->tm_k, p->dtype, p->k, d, sk, hk, b, p->k_row_stride, p->k_head_stride,
+                                    p->k_batch_stride, FA_BWD_SM90_BC) &&
+                   fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
+                                    p->v_batch_stride, FA_BWD_SM90_BC);
+    if (!ok) return 0;
+    if (mode == 2 && a->atomic_dq && !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b)) return 0;
+    return mode;
 }
 
+/* dq_mode: fa_bwd_sm90_pipe_prepare's 1 (red.add dQ) or 2 (TMA dQ); deterministic calls
+ * (a.atomic_dq = 0) run the dK/dV-only instance either way. */
 template <bool kBf16, int D>
-static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, cudaStream_t stream)
+static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, int dq_mode, cudaStream_t stream)
 {
     const fa_bwd_args &a = prm.a;
-    void (*kern)(const fa_bwd_sm90_params) =
-        a.atomic_dq ? fa_bwd_sm90_pipe_kernel<kBf16, D, D != 64> : fa_bwd_sm90_pipe_kernel<kBf16, D, false>;
-    if (a.atomic_dq && D == 64) return FA_ERR_UNSUPPORTED; /* not compiled (fa_bwd_sm90_pipe_prepare) */
-    return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::kSmemBytes,
+    const int kdq = !a.atomic_dq ? FA_BWD_SM90_DQ_NONE : dq_mode == 2 ? FA_BWD_SM90_DQ_TMA : FA_BWD_SM90_DQ_RED;
+    void (*kern)(const fa_bwd_sm90_params) = NULL;
+    /* d = 64 with atomic dQ: neither instance is compiled (fa_bwd_sm90_pipe_prepare) */
+    if constexpr (D != 64) {
+        if (kdq == FA_BWD_SM90_DQ_TMA) kern = fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>;
+        if (kdq == FA_BWD_SM90_DQ_RED) kern = fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>;
+    }
+    if (kdq == FA_BWD_SM90_DQ_NONE) kern = fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
+    if (kern == NULL) return FA_ERR_UNSUPPORTED;
+    return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq),
                                    stream);
 }
 
 /* pipe: the pipelined kernel's parameters (its .a is ignored: a is used), or NULL for the
- * cp.async kernel. */
+ * cp.async kernel; pipe_mode: fa_bwd_sm90_pipe_prepare's result. */
 template <bool kBf16>
-static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params *pipe, cudaStream_t stream)
+static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params *pipe, int pipe_mode,
+                                 cudaStream_t stream)
 {
     const int64_t pairs = a.total_q * a.heads;
     const int64_t pair_blocks = (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
@@ -201,8 +241,8 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     if (pipe != NULL) {
         fa_bwd_sm90_params prm = *pipe;
         prm.a = a;
-        st = a.head_dim <= 64 ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, stream)
-                              : fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, stream);
+        st = a.head_dim <= 64 ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
+                              : fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream);
     } else {
         st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream) : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
     }
@@ -217,8 +257,12 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
 
 int fa_bwd_sm90_pipe_takes(const fa_params *p)
 {
+    if (!fa_bwd_sm90_can_run(p)) return 0;
+    fa_bwd_args a;
+    fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
-    return fa_bwd_sm90_can_run(p) && fa_bwd_sm90_pipe_prepare(p, &prm);
+    const int mode = fa_bwd_sm90_pipe_prepare(p, &a, &prm);
+    return mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }
 
 fa_status fa_bwd_sm90(const fa_params *p, void *stream)
@@ -227,7 +271,9 @@ fa_status fa_bwd_sm90(const fa_params *p, void *stream)
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);
     cudaStream_t s = (cudaStream_t)stream;
-    fa_bwd_sm90_params prm; /* ~600 bytes: on the host stack, copied into the launch */
-    const fa_bwd_sm90_params *pipe = fa_bwd_sm90_pipe_prepare(p, &prm) ? &prm : NULL;
-    return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, pipe, s) : fa_bwd_sm90_run<false>(a, pipe, s);
+    fa_bwd_sm90_params prm; /* 5 tensor maps + args, < 1 KB: on the host stack, copied into the launch */
+    const int pipe_mode = fa_bwd_sm90_pipe_prepare(p, &a, &prm);
+    const fa_bwd_sm90_params *pipe = pipe_mode != 0 ? &prm : NULL;
+    return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, pipe, pipe_mode, s)
+                               : fa_bwd_sm90_run<false>(a, pipe, pipe_mode, s);
 }

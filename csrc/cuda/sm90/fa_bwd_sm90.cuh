@@ -28,9 +28,10 @@ FA_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
  * fa_bwd_host.h). Given uninitialized; the first pass initializes what it uses. */
 FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
 
-/* 1 when fa_bwd_sm90 would run this call on the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1
- * set, dense tensors whose maps encode, not d <= 64 with atomic dQ); host only, reads the
- * environment like fa_bwd_sm90. For the harness: which "pipe" cases fell back. */
+/* Non-zero when fa_bwd_sm90 would run this call on the pipelined kernel
+ * (FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 set, dense tensors whose maps encode, not d <= 64 with
+ * atomic dQ): 2 when that is the TMA-dQ instance (=2 with atomic dQ), else 1. Host only, reads
+ * the environment like fa_bwd_sm90. For the harness: which "pipe" cases fell back. */
 FA_SM90_WEAK int fa_bwd_sm90_pipe_takes(const fa_params *p);
 
 /* Runs the sm90 backward on `stream` (a cudaStream_t); no synchronization, no allocation.

@@ -1,22 +1,31 @@
-/* fa_bwd_sm90_pipe_kernel.cuh - the Hopper backward with a producer warpgroup (step 1 of
- * notes/sm90_bwd_plan.md): the math of fa_bwd_sm90_kernel.cuh (S^T, dP^T recomputed per query
- * block, dV/dK accumulated in registers, dQ by fp32 red.add from the consumers), but the loads
- * come from a TMA producer through an mbarrier ring instead of every thread's cp.async.
- * Selected on the host by FLASH_ATTN_C_SM90_BWD_PIPE=1 (fa_bwd_sm90.cu), dense tensors only
- * (varlen would need the borrowed-row zeroing of the forward: plan step 7). Measured against
- * fa_bwd_sm90_kernel (H100 run 37, bf16, 16k tokens): d = 128 1.02-1.10x its TFLOP/s (364 vs 330
- * at 16k non-causal); the native harness passes every case with it, under memcheck, racecheck and
- * synccheck. Off by default until the Python GPU suite has run with it.
+/* fa_bwd_sm90_pipe_kernel.cuh - the Hopper backward with a producer warpgroup (steps 1 and 2 of
+ * the staged sm90 backward plan of issue #13): the math of fa_bwd_sm90_kernel.cuh (S^T, dP^T
+ * recomputed per query block, dV/dK accumulated in registers), but the loads come from a TMA
+ * producer through an mbarrier ring instead of every thread's cp.async; dQ (kDq) either
+ * by fp32 red.add from the consumers (FA_BWD_SM90_DQ_RED) or (step 2, FA_BWD_SM90_DQ_TMA) staged
+ * in shared memory and added into dq_accum by TMA tensor reduces that a dQ-writer warp issues.
+ * Selected on the host by FLASH_ATTN_C_SM90_BWD_PIPE=1 (red.add dQ) or =2 (TMA dQ)
+ * (fa_bwd_sm90.cu), dense tensors only (varlen would need the borrowed-row zeroing of the
+ * forward: plan step 7). Measured against fa_bwd_sm90_kernel (H100 run 37, bf16, 16k tokens),
+ * red.add dQ: d = 128 1.02-1.10x its TFLOP/s (364 vs 330 at 16k non-causal); the native harness
+ * passes every case with it, under memcheck, racecheck and synccheck. The TMA-dQ instances are
+ * compile-checked only (not yet run on a GPU). Atomic dQ at d = 64 (Br = 128) has no instance:
+ * red.add spills 36 bytes at the 240-register cap, TMA dQ 92 (nvcc 13.0); those calls stay on
+ * fa_bwd_sm90_kernel. Off by default until the Python GPU suite has run.
  *
  * Grid (key block n, kv head hk, batch b) as the old kernel; 384 threads = 3 warpgroups:
- *   warpgroup 0, the producer: setmaxnreg down to 24; warps 1-3 exit; warp 0 loads K_j, V_j
- *     once (lane 0, TMA, own mbarrier), then walks the (head of the group, query block) sequence:
- *     Q_i + LSE_i into the Q ring, dO_i + D_i into the dO ring (kStages slots each, one "empty"
- *     mbarrier per slot shared by both). Tiles by TMA (lane 0); LSE*log2e and D by plain loads
- *     of all 32 lanes into static shared memory (each lane arrives on the slot's full barrier
- *     after its stores, so the consumers' wait covers them).
+ *   warpgroup 0, the producer: setmaxnreg down to 24; warps 2-3 exit (and warp 1 unless kDq = TMA);
+ *     warp 0 loads K_j, V_j once (lane 0, TMA, own mbarrier), then walks the (head of the group,
+ *     query block) sequence: Q_i + LSE_i into the Q ring, dO_i + D_i into the dO ring (kStages
+ *     slots each, one "empty" mbarrier per slot shared by both). Tiles by TMA (lane 0); LSE*log2e
+ *     and D by plain loads of all 32 lanes into static shared memory (each lane arrives on the
+ *     slot's full barrier after its stores, so the consumers' wait covers them).
+ *     Warp 1 (kDq = TMA only), the dQ writer: walks the same sequence and reduce-adds each consumer
+ *     warpgroup's staged dQ tile into dq_accum (warp_write_dq).
  *   warpgroups 1, 2, the consumers: setmaxnreg up to 240; warpgroup wg = 0, 1 owns keys
- *     [j0 + 64 wg, + 64) exactly as in fa_bwd_sm90_kernel.cuh (same products, same dQ split).
+ *     [j0 + 64 wg, + 64) exactly as in fa_bwd_sm90_kernel.cuh (same products, same dQ split: a
+ *     64 x 64 dQ tile per warpgroup, d = 128 its 64 dims of all Br = 64 queries, d = 64 its 64
+ *     queries of Br = 128 with all dims).
  * Ring protocol per slot s (parity = pass over the ring & 1):
  *   q_full[s]  (32 arrivals + TMA bytes): producer lanes arrive after their LSE stores, lane 0
  *              announced the Q bytes with expect_tx before issuing; consumers wait, then S^T.
@@ -27,12 +36,32 @@
  * dS^T (for dQ) is double buffered by iteration parity, so its reuse needs no barrier: writing
  * buffer it & 1 happens after the dS barrier of iteration it - 1, which both warpgroups reach only
  * after their dQ product of iteration it - 2 (the last reader of that buffer) completed.
+ * Named barriers (hardware ids; 0 is __syncthreads, used once before the role split):
+ *   1 FA_BWD_SM90_PIPE_BAR_DS (256: both consumer warpgroups, bar.sync): dS^T of both written.
+ *   kDq = TMA, per consumer warpgroup w = 0, 1, 160 threads (its 128 + the writer warp's 32):
+ *   2 + w FA_BWD_SM90_PIPE_BAR_DQ_FULL: the 128 consumers bar.arrive after their fragment stores
+ *         into staging buffer w + fence.proxy.async; the writer bar.syncs, then issues the reduce.
+ *   4 + w FA_BWD_SM90_PIPE_BAR_DQ_EMPTY: the writer bar.arrives once the TMA has read buffer w
+ *         (cp.async.bulk.wait_group.read 0); the consumers bar.sync before storing the next tile.
+ *         Tile 0 skips that sync (the buffer starts free) and the writer skips the arrival after
+ *         the last tile, so both sides count n_iter - 1 generations. Generations cannot overlap:
+ *         the writer's arrival for tile it needs the consumers' FULL arrival of tile it, which
+ *         follows their EMPTY sync of tile it (and symmetrically for FULL). Before exiting, the
+ *         writer waits for all its reduces to complete (cp.async.bulk.wait_group 0).
+ *   (The consumers name ids 2 + wg, 4 + wg from a register, so ptxas reports all 16 barriers in
+ *   use; with one CTA per SM that costs nothing.)
+ * Consumer order per tile, kDq = TMA (FA3's, overlapping dQ with dK): S^T, dP^T, P^T, dS^T ->
+ * smem; issue dV; DS barrier; issue dQ; wait <= 1 (dV done); issue dK; wait <= 1 (dQ done); dQ
+ * fragments -> staging (after the EMPTY sync), arrive FULL; wait 0 (dK done); release the slot.
+ * kDq = RED / NONE keep step 1's order (dV and dK issued together, then dQ, waited at once).
  *
  * Shared memory (dynamic, 1024-aligned, 128-byte swizzle, [D/64][rows][64] column blocks as
  * TMA writes them): K [Bc][D], V [Bc][D], Q [kStages][Br][D], dO [kStages][Br][D],
- * dS^T [2][Bc][Br]. Static: LSE*log2e and D per slot, the mbarriers (also the image marker).
+ * dS^T [2][Bc][Br]; kDq = TMA adds the dQ staging buffers [2 warpgroups][2][64 rows][32 fp32]
+ * (16 KB each, warpgroup_stage_dq). Static: LSE*log2e and D per slot, the mbarriers (also the
+ * image marker).
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
- * there, so P = 0.
+ * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
  */
 #ifndef FA_BWD_SM90_PIPE_KERNEL_CUH
 #define FA_BWD_SM90_PIPE_KERNEL_CUH
@@ -52,15 +81,33 @@ static_assert(128 * ((65536 / FA_BWD_SM90_PIPE_THREADS) / 8 * 8 - FA_BWD_SM90_PI
               "setmaxnreg: the producer warpgroup frees fewer registers than the consumers take");
 /* named barrier of the 256 consumer threads: dS^T of both warpgroups written (0 = __syncthreads) */
 #define FA_BWD_SM90_PIPE_BAR_DS 1
+/* kDq = FA_BWD_SM90_DQ_TMA: per consumer warpgroup w (ids + w), 160 threads = its 128 + the
+ * writer warp's 32 (protocol in the header comment): staged dQ tile ready / staging buffer free */
+#define FA_BWD_SM90_PIPE_BAR_DQ_FULL 2  /* ids 2, 3 */
+#define FA_BWD_SM90_PIPE_BAR_DQ_EMPTY 4 /* ids 4, 5 */
+#define FA_BWD_SM90_PIPE_DQ_BAR_THREADS 160
+
+/* How an instance adds dQ = dS K into dq_accum (template argument kDq). */
+enum fa_bwd_sm90_dq_mode {
+    FA_BWD_SM90_DQ_NONE = 0, /* deterministic: dK, dV only (the ordered dQ pass follows) */
+    FA_BWD_SM90_DQ_RED = 1,  /* every consumer thread: red.global.add.v2.f32 of its fragments */
+    FA_BWD_SM90_DQ_TMA = 2   /* staged in smem, TMA tensor reduce-add by the dQ-writer warp */
+};
+/* one consumer warpgroup's 64 x 64 fp32 dQ tile, staged as two TMA boxes of 32 dims x 64 rows */
+#define FA_BWD_SM90_DQ_STAGE_BYTES (64 * 64 * 4)
+#define FA_BWD_SM90_DQ_BOX_BYTES (32 * 64 * 4)
 
 /* The kernel's single parameter (passed __grid_constant__: TMA reads the maps from parameter
  * space). Dense 4-d maps of b16 elements, 128-byte swizzle, box 64 x rows:
- *   tm_q, tm_do: (d, sq, h, b), box 64 x Br;   tm_k, tm_v: (d, sk, hk, b), box 64 x Bc. */
+ *   tm_q, tm_do: (d, sq, h, b), box 64 x Br;   tm_k, tm_v: (d, sk, hk, b), box 64 x Bc;
+ * and for kDq = TMA only, tm_dqacc: dq_accum (b * sq, h, d) fp32 row-major viewed as the 4-d
+ * (d, sq, h, b), box 32 x 64 (32 fp32 = the 128-byte swizzle span), 128-byte swizzle. */
 typedef struct fa_bwd_sm90_params {
     CUtensorMap tm_q;
     CUtensorMap tm_do;
     CUtensorMap tm_k;
     CUtensorMap tm_v;
+    CUtensorMap tm_dqacc;
     fa_bwd_args a;
 } fa_bwd_sm90_params;
 
@@ -77,13 +124,21 @@ struct fa_bwd_sm90_pipe_cfg {
     /* K, V, kStages slots of Q and dO, 2 dS^T buffers; + 1024 for aligning the base */
     static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 2 * (size_t)kStages * Br * D * 2 +
                                          2 * (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
+    /* kDq = TMA: + one dQ staging buffer per consumer warpgroup (right after dS^T: 1024-aligned) */
+    static constexpr size_t kSmemBytesTma = kSmemBytes + 2 * (size_t)FA_BWD_SM90_DQ_STAGE_BYTES;
+    static_assert(2 * 64 * 64 == Br * D, "two consumer warpgroups of one 64 x 64 dQ tile each");
+    /* the kernel's static shared memory: LSE, D per slot, 1 + 3 kStages mbarriers */
+    static constexpr size_t kStaticBytes = 2 * (size_t)kStages * Br * 4 + (1 + 3 * (size_t)kStages) * 8;
+    /* sm_90: at most 227 KB of shared memory per block, dynamic + static */
+    static_assert(kSmemBytesTma + kStaticBytes <= 227 * 1024, "the TMA-dQ instance does not fit in shared memory");
+    static constexpr size_t smem_bytes(int dq) { return dq == FA_BWD_SM90_DQ_TMA ? kSmemBytesTma : kSmemBytes; }
 };
 
 #if FA_SM90_DEVICE
 
 /* Where the kernel's shared memory is (shared-window addresses). */
 typedef struct fa_bwd_pipe_smem {
-    uint32_t k, v, q, dout, ds;        /* tiles: K, V, Q[kStages], dO[kStages], dS^T[2] */
+    uint32_t k, v, q, dout, ds, dq;    /* tiles: K, V, Q[kStages], dO[kStages], dS^T[2], dQ staging[2] */
     uint32_t kv_full, q_full, do_full, empty;  /* mbarriers; slot s at + 8 s */
 } fa_bwd_pipe_smem;
 
@@ -111,6 +166,7 @@ static __device__ __forceinline__ fa_bwd_pipe_smem fa_bwd_pipe_smem_at(uint32_t 
     sm.q = base + 2 * kKVBytes;
     sm.dout = sm.q + kStages * kQBytes;
     sm.ds = sm.dout + kStages * kQBytes;
+    sm.dq = sm.ds + 2u * (FA_BWD_SM90_BC * Br * 2); /* only allocated (and used) when kDq = TMA */
     sm.kv_full = bars;
     sm.q_full = bars + 8u;
     sm.do_full = sm.q_full + 8u * kStages;
@@ -179,16 +235,66 @@ static __device__ __forceinline__ void warp_produce(const fa_bwd_sm90_params &pr
     }
 }
 
-/* One consumer tile: S^T, dP^T, P^T, dS^T, dV += P^T dO, dK += dS^T Q, and with kDq dQ += dS K
- * by red.add. The math and the fragment maps of fa_bwd_sm90_kernel's loop body; only the waits
- * differ (mbarriers of the slot instead of cp.async groups + __syncthreads). sds: this
- * iteration's dS^T buffer. lse_s, dsum_s: the slot's [Br] rows. */
-template <bool kBf16, int D, int Br, bool kDq>
-static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, const fa_seq &seq,
-                                                          const fa_bwd_pipe_smem &sm, float (&dk)[D / 2],
-                                                          float (&dv)[D / 2], int stage, uint32_t phase, uint32_t sds,
-                                                          int h, int i0, int j0, const float *lse_s,
-                                                          const float *dsum_s)
+/* dQ-writer warp (warp 1 of the producer warpgroup, kDq = TMA): walks the consumers' (head,
+ * query block) sequence; per tile and consumer warpgroup w, waits for w's staged 64 x 64 dQ tile,
+ * lane 0 adds it into dq_accum with one TMA tensor reduce per 32-dim half (box 32 x 64 of
+ * tm_dqacc) and, once the TMA has read the buffer, hands it back to w. Rows past sq and dims past
+ * d are outside the map, so TMA drops them: nothing is added outside this (b, h)'s rows, and a
+ * half that lies wholly outside is not issued. n_iter > 0. sq: seqlen_q (dense). */
+template <int D, int Br>
+static __device__ __forceinline__ void warp_write_dq(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
+                                                     int sq, int b, int hk, int mb_lo, int n_mb, int n_iter)
+{
+    const fa_bwd_args &a = prm.a;
+    const int lane = threadIdx.x % 32, group = a.heads / a.heads_k;
+    if (lane == 0) fa_tma_prefetch_desc(&prm.tm_dqacc);
+    for (int it = 0; it < n_iter; ++it) {
+        const int h = hk * group + it / n_mb;
+        const int i0 = (mb_lo + it % n_mb) * Br;
+        const bool last = it + 1 == n_iter;
+#pragma unroll
+        for (int w = 0; w < 2; ++w) {
+            /* warpgroup w's tile: d = 128 its 64 dims of the Br = 64 queries; d = 64 its 64 queries */
+            const int row0 = i0 + (D == 64 ? 64 * w : 0), dim0 = D == 128 ? 64 * w : 0;
+            /* why: warpgroup w's 128 threads stored this tile's dQ fragments into staging buffer w
+             * and fenced them for the async proxy (TMA) before arriving */
+            fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + w);
+            if (lane == 0) {
+                const uint32_t stg = sm.dq + (uint32_t)(w * FA_BWD_SM90_DQ_STAGE_BYTES);
+#pragma unroll
+                for (int hc = 0; hc < 2; ++hc)
+                    if (dim0 + 32 * hc < a.head_dim && row0 < sq)
+                        fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)(hc * FA_BWD_SM90_DQ_BOX_BYTES), dim0 + 32 * hc,
+                                             row0, h, b);
+                fa_bulk_commit();
+                /* the buffer is free once read (the adds may still be on their way to L2) */
+                if (!last) fa_bulk_wait_read<0>();
+            }
+            if (!last) {
+                __syncwarp(); /* lane 0's wait before the warp's arrival */
+                /* why: the TMA has read staging buffer w: warpgroup w may store its next tile
+                 * there (it bar.syncs on this before its stores). Not after the last tile, where
+                 * the consumers do not wait: both sides count n_iter - 1 generations. */
+                fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + w);
+            }
+        }
+    }
+    /* every reduce has read its source and landed in dq_accum before the CTA (and its shared
+     * memory) goes away; the convert kernel reads dq_accum after this kernel */
+    if (lane == 0) fa_bulk_wait<0>();
+}
+
+/* First half of a consumer tile: S^T, dP^T, P^T, dS^T, packed as the A fragments pa (P^T) and
+ * dsa (dS^T) of the dV / dK products, and with kStoreDs dS^T into sds ([Bc][Br] swizzled, this
+ * iteration's buffer) for dQ. The math and the fragment maps of fa_bwd_sm90_kernel's loop body;
+ * only the waits differ (mbarriers of the slot instead of cp.async groups + __syncthreads).
+ * lse_s, dsum_s: the slot's [Br] rows. Leaves the slot's Q / dO in use (dV, dK read them). */
+template <bool kBf16, int D, int Br, bool kStoreDs>
+static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, const fa_seq &seq,
+                                                          const fa_bwd_pipe_smem &sm, int stage, uint32_t phase,
+                                                          uint32_t sds, int i0, int j0, const float *lse_s,
+                                                          const float *dsum_s, uint32_t (&pa)[Br / 16][4],
+                                                          uint32_t (&dsa)[Br / 16][4])
 {
     constexpr int Bc = FA_BWD_SM90_BC;
     constexpr uint32_t kQBytes = Br * D * 2;
@@ -220,15 +326,16 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     thread_probs_t<Br>(s, a, lse_s, need_mask, key_base, i0, sk, off, t);
     fa_wgmma_wait<0>();
     fa_reg_fence(dp);
+    /* queries past sq: Q, dO rows zero-filled by TMA, LSE = +inf, D = 0, so P = exp2(-inf) = 0 and
+     * dS = 0 * (0 - 0) = 0 exactly: their dQ rows are true zeros (the TMA reduce clips them anyway) */
     thread_ds_t<Br>(dp, s, dsum_s, t);
 
-    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
 #pragma unroll
     for (int kk = 0; kk < Br / 16; ++kk) {
         fa_pack_c_to_a<kBf16>(pa[kk], &s[8 * kk], &s[8 * kk + 4]);
         fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
     }
-    if (kDq) {
+    if (kStoreDs) {
         /* dS^T rows = keys 64 wg + 16 wq + g + 8 (q & 1), query pair 2t of n-block 2 kk + (q >> 1) */
 #pragma unroll
         for (int kk = 0; kk < Br / 16; ++kk)
@@ -239,10 +346,31 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
                 asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + fa_sw128_off<Bc>(r, c)), "r"(dsa[kk][q]) : "memory");
             }
     }
+}
+
+/* One consumer tile, kDq = NONE or RED (step 1's order): dV += P^T dO, dK += dS^T Q, and with RED
+ * dQ = dS K added by red.add once everything completed. sds: this iteration's dS^T buffer. */
+template <bool kBf16, int D, int Br, int kDq>
+static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, const fa_seq &seq,
+                                                          const fa_bwd_pipe_smem &sm, float (&dk)[D / 2],
+                                                          float (&dv)[D / 2], int stage, uint32_t phase, uint32_t sds,
+                                                          int h, int i0, int j0, const float *lse_s,
+                                                          const float *dsum_s)
+{
+    constexpr int Bc = FA_BWD_SM90_BC;
+    constexpr uint32_t kQBytes = Br * D * 2;
+    const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int sq = seq.sq;
+    const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
+
+    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
+    warpgroup_tile_pds<kBf16, D, Br, kDq == FA_BWD_SM90_DQ_RED>(a, seq, sm, stage, phase, sds, i0, j0, lse_s, dsum_s,
+                                                                pa, dsa);
     fa_wgmma_fence();
     warpgroup_gemm_dv_dk<kBf16, D, Br>(dv, dk, pa, dsa, q_st, do_st);
     fa_wgmma_commit();
-    if (!kDq) {
+    if (kDq == FA_BWD_SM90_DQ_NONE) {
         fa_wgmma_wait<0>();
         fa_reg_fence(dk);
         fa_reg_fence(dv);
@@ -284,6 +412,98 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
         }
 }
 
+/* This thread's dQ accumulators into its warpgroup's staging buffer stg (kDq = TMA).
+ * dqa in the wgmma D layout (fa_wgmma.cuh): dqa[4 jn + 2 half + e] = dQ[m][n] of the warpgroup's
+ * 64 x 64 tile, m = 16 wq + g + 8 half (query), n = 8 jn + 2 t + e (dim). stg holds the two TMA
+ * boxes {32 dims, 64 rows} of tm_dqacc as the 128-byte swizzle lays them out: dims [32 hc, + 32)
+ * at stg + 8192 hc (hc = jn / 4), row m at + 128 m, 16-byte chunk k = (n % 32) / 4 =
+ * 2 (jn % 4) + t / 2 of the row at physical chunk k ^ (m % 8) = k ^ g, the pair (e = 0, 1) at byte
+ * 8 (t % 2) of the chunk: one st.shared.v2.f32 per (jn, half), 16 per thread.
+ * Banks, per store instruction (a warp writes 32 x 8 = 256 bytes: 2 wavefronts at best): rows are
+ * 128 bytes apart, so physical chunk p covers banks 4p..4p+3 in every row; it is hit by the lanes
+ * with (2 (jn % 4) + t / 2) ^ g = p, i.e. 2 values of g times 2 of t % 2 = 4 lanes, 2 per bank:
+ * every bank twice, 2 wavefronts, conflict-free. (Unswizzled 128-byte rows would put the 8 g of a
+ * column on the same banks: 8-way.) */
+static __device__ __forceinline__ void warpgroup_stage_dq(const float (&dqa)[32], uint32_t stg)
+{
+    const int lane = threadIdx.x % 32, wq = (threadIdx.x / 32) % 4;
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int jn = 0; jn < 8; ++jn)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int m = 16 * wq + g + 8 * half;
+            const uint32_t chunk = (uint32_t)((2 * (jn % 4) + t / 2) ^ g);
+            const uint32_t addr = stg + (uint32_t)(jn / 4) * FA_BWD_SM90_DQ_BOX_BYTES + (uint32_t)m * 128u +
+                                  (chunk << 4) + (uint32_t)(t % 2) * 8u;
+            asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(dqa[4 * jn + 2 * half]),
+                         "f"(dqa[4 * jn + 2 * half + 1])
+                         : "memory");
+        }
+}
+
+/* One consumer tile, kDq = TMA, FA3's order: dQ = dS K overlaps the dK product, its fragments go
+ * to the warpgroup's staging buffer for the writer warp (protocol: header comment). first: tile 0
+ * of the CTA (the staging buffer has never been used: no EMPTY sync). sds: this iteration's dS^T
+ * buffer. */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args &a, const fa_seq &seq,
+                                                              const fa_bwd_pipe_smem &sm, float (&dk)[D / 2],
+                                                              float (&dv)[D / 2], int stage, uint32_t phase,
+                                                              uint32_t sds, bool first, int i0, int j0,
+                                                              const float *lse_s, const float *dsum_s)
+{
+    constexpr int Bc = FA_BWD_SM90_BC;
+    constexpr uint32_t kQBytes = Br * D * 2;
+    const int wg = (threadIdx.x - 128) / 128;
+    const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
+
+    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
+    warpgroup_tile_pds<kBf16, D, Br, true>(a, seq, sm, stage, phase, sds, i0, j0, lse_s, dsum_s, pa, dsa);
+    fa_wgmma_fence();
+    {
+        const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+        for (int kk = 0; kk < Br / 16; ++kk)
+            fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
+        fa_wgmma_commit(); /* group: dV */
+    }
+    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
+    /* why: the dQ product reads the dS^T rows of both warpgroups */
+    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
+    const int dq_cb = D == 128 ? wg : 0; /* D = 128: this warpgroup's 64 dims of K */
+    const int dq_rb = D == 64 ? wg : 0;  /* D = 64: this warpgroup's 64 queries of dS^T */
+    float dqa[32];
+    fa_wgmma_fence();
+    warpgroup_gemm_dq<kBf16, Bc / 16>(dqa, sds + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
+                                      sm.k + (uint32_t)dq_cb * (uint32_t)(Bc * 128), 0);
+    fa_wgmma_commit(); /* group: dQ */
+    fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
+    fa_reg_fence(dv);
+    fa_wgmma_fence();
+    {
+        const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+        for (int kk = 0; kk < Br / 16; ++kk)
+            fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
+        fa_wgmma_commit(); /* group: dK */
+    }
+    fa_wgmma_wait<1>(); /* dQ done, dK may still run */
+    fa_reg_fence(dqa);
+    const uint32_t stg = sm.dq + (uint32_t)wg * FA_BWD_SM90_DQ_STAGE_BYTES;
+    /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer (tile
+     * 0: never used) */
+    if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
+    warpgroup_stage_dq(dqa, stg);
+    fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
+    /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
+    fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
+    fa_wgmma_wait<0>(); /* dK done */
+    fa_reg_fence(dk);
+    /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
+    thread_release_bwd_slot(sm.empty + 8u * stage);
+}
+
 /* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread: rows key_base + 8 half, dims
  * 8 jn + 2 t (dK, dV: (b, sk, hk, d) | (total_k, hk, d), rows past sk / dims past d not written). */
 template <bool kBf16, int D>
@@ -311,7 +531,8 @@ static __device__ __forceinline__ void warpgroup_store_dkdv(const fa_bwd_args &a
 
 #endif /* FA_SM90_DEVICE */
 
-template <bool kBf16, int D, bool kDq>
+/* kDq: fa_bwd_sm90_dq_mode. The dynamic shared memory is fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kDq). */
+template <bool kBf16, int D, int kDq>
 __global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
 fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 {
@@ -358,8 +579,11 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
     if (threadIdx.x < 128) {
         /* ======================= producer warpgroup ======================= */
         fa_setmaxnreg_dec<FA_BWD_SM90_PIPE_REGS_PRODUCER>();
-        if (threadIdx.x >= 32 || n_iter == 0) return;
-        warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
+        if (n_iter == 0) return;
+        if (threadIdx.x < 32)
+            warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
+        else if (kDq == FA_BWD_SM90_DQ_TMA && threadIdx.x < 64)
+            warp_write_dq<D, Br>(prm, sm, seq.sq, b, hk, mb_lo, n_mb, n_iter);
         return;
     }
 
@@ -377,8 +601,12 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
             const int h = hk * group + it / n_mb;
             const int i0 = (mb_lo + it % n_mb) * Br;
             const uint32_t sds = sm.ds + (uint32_t)(it & 1) * (uint32_t)(Bc * Br * 2);
-            warpgroup_bwd_tile<kBf16, D, Br, kDq>(a, seq, sm, dk, dv, stage, phase, sds, h, i0, j0, s_lse[stage],
-                                                  s_dsum[stage]);
+            if (kDq == FA_BWD_SM90_DQ_TMA)
+                warpgroup_bwd_tile_tma<kBf16, D, Br>(a, seq, sm, dk, dv, stage, phase, sds, it == 0, i0, j0,
+                                                     s_lse[stage], s_dsum[stage]);
+            else
+                warpgroup_bwd_tile<kBf16, D, Br, kDq>(a, seq, sm, dk, dv, stage, phase, sds, h, i0, j0, s_lse[stage],
+                                                      s_dsum[stage]);
             if (++stage == kStages) {
                 stage = 0;
                 phase ^= 1u;
