@@ -4,16 +4,21 @@
  * no dropout/softcap/ALiBi, atomic dQ) and the benchmark differ.
  *
  *   bwd_sm90_check                 every case through fa_bwd_sm90, then again with
- *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe*"); last line "N passed, N failed"
- *                                  (exit status 1 if any failed). A case that
- *                                  fa_bwd_sm90_supported() rejects FAILS (they are all in scope).
+ *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe", "pipe#2", "pipe det")
+ *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce);
+ *                                  last line "N passed, N failed" (exit status 1 if any failed).
+ *                                  A case that fa_bwd_sm90_supported() rejects FAILS (they are all
+ *                                  in scope).
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
  *   bwd_sm90_check --no-gpu        CPU side only: oracle vs low-precision baseline
  *   bwd_sm90_check --bench         bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
  *                                  512..16k, causal and not: sm90 next to the sm80 fa_bwd_cuda
  *                                  (run with FLASH_ATTN_C_SM90_BWD=0 so it cannot take the sm90
  *                                  hook); median of 10 CUDA-event timings after 3 warm-ups;
- *                                  TFLOP/s with backward = 2.5 x forward FLOPs
+ *                                  TFLOP/s with backward = 2.5 x forward FLOPs. The sm90 column
+ *                                  follows FLASH_ATTN_C_SM90_BWD_PIPE as fa_bwd_sm90 reads it:
+ *                                  A/B of the dQ path = two runs on one machine,
+ *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (red.add) vs =2 (TMA reduce)
  *
  * Per case: random inputs (normal, rounded to the dtype), the fp32 CPU reference forward gives O
  * (rounded) and LSE; the oracle is fa_bwd_cpu_reference. Bar: max error at most 3x the error of a
@@ -95,7 +100,7 @@ static const bwd_target g_target = {fa_bwd_sm90, fa_bwd_sm90_workspace_bytes, fa
 
 /* ---- under test: the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1, fa_bwd_sm90_pipe_kernel.cuh),
  * every case again: dense cases run it (d <= 64 only with deterministic = 1: the d = 64 atomic-dQ
- * instance is not compiled), varlen and TMA-unfit strides fall back to fa_bwd_sm90_kernel. */
+ * instances are not compiled), varlen and TMA-unfit strides fall back to fa_bwd_sm90_kernel. */
 static int g_pipe_calls = 0, g_pipe_fallbacks = 0;  /* "pipe" runs, and those on the old kernel */
 static fa_status fa_bwd_sm90_pipe_entry(const fa_params *p, void *stream)
 {
@@ -115,6 +120,27 @@ static const bwd_mode g_pipe_modes[] = {
 static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_supported,
                                          g_pipe_modes, 3};
 
+/* ---- under test: the same with FLASH_ATTN_C_SM90_BWD_PIPE=2, dQ by TMA tensor reduce from the
+ * dQ-writer warp (atomic dQ only: deterministic calls run the same instance as =1, so no "det"
+ * mode here); fa_bwd_sm90_pipe_takes() == 2 says the TMA-dQ instance ran. */
+static int g_tma_calls = 0, g_tma_taken = 0;  /* "pipe tma" runs, and those on the TMA-dQ instance */
+static fa_status fa_bwd_sm90_pipe_tma_entry(const fa_params *p, void *stream)
+{
+    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "2", 1);
+    const int takes = fa_bwd_sm90_pipe_takes(p);
+    const fa_status st = fa_bwd_sm90(p, stream);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    ++g_tma_calls;
+    g_tma_taken += takes == 2;
+    return st;
+}
+static const bwd_mode g_pipe_tma_modes[] = {
+    {"pipe tma", 0, 0},
+    {"pipe tma#2", 0, 0},
+};
+static const bwd_target g_pipe_tma_target = {fa_bwd_sm90_pipe_tma_entry, fa_bwd_sm90_workspace_bytes,
+                                             fa_bwd_sm90_supported, g_pipe_tma_modes, 2};
+
 /* ---- timing ------------------------------------------------------------------------------- */
 static void bench(void)
 {
@@ -122,8 +148,10 @@ static void bench(void)
     CK(cudaGetDeviceProperties(&prop, 0));
     /* the sm80 column must not take the sm90 hook once the lead wires it into fa_bwd_cuda */
     setenv("FLASH_ATTN_C_SM90_BWD", "0", 1);
-    printf("bench: %s, bf16, backward only (atomic dQ), 16k tokens, h*d = 2048; TFLOP/s = 2.5 x fwd\n",
-           prop.name);
+    const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    printf("bench: %s, bf16, backward only (atomic dQ), 16k tokens, h*d = 2048; TFLOP/s = 2.5 x fwd; "
+           "sm90 column: FLASH_ATTN_C_SM90_BWD_PIPE=%s\n",
+           prop.name, pipe != NULL ? pipe : "(unset)");
     printf("%4s %6s %4s %4s %6s %10s %9s %10s %9s %7s\n", "d", "seqlen", "b", "h", "causal", "sm90 ms",
            "TFLOP/s", "sm80 ms", "TFLOP/s", "speedup");
     const int dims[3] = {64, 128, 256};
@@ -138,7 +166,8 @@ static void bench(void)
                 CK(cudaMalloc(&p.workspace, std::max<size_t>(p.workspace_bytes, 16)));
                 const double flops = 2.5 * 4.0 * b * h * (double)s * s * d * (causal ? 0.5 : 1.0);
                 fa_status st;
-                /* fa_bwd_sm90 ignores the env; median ms, or -1 on an error */
+                /* fa_bwd_sm90 ignores FLASH_ATTN_C_SM90_BWD but follows FLASH_ATTN_C_SM90_BWD_PIPE
+                 * (1: pipelined, red.add dQ; 2: pipelined, TMA dQ); median ms, or -1 on an error */
                 const double t90 = fa_bwd_sm90_can_run(&p) ? bwd_bench_median_ms(fa_bwd_sm90, &p, &st) : -1.0;
                 const double t80 = bwd_bench_median_ms(fa_bwd_cuda, &p, &st);
                 printf("%4d %6d %4d %4d %6d ", d, s, b, h, causal);
@@ -170,11 +199,16 @@ int main(int argc, char **argv)
         if (!check_selected(&cli, g_cases[i].name)) continue;
         bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
         if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_target, &g_rng, &tally);
+        if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_tma_target, &g_rng, &tally);
     }
     /* the "pipe" lines of cases outside the pipelined kernel's scope ran the old kernel */
     if (g_pipe_calls > 0)
         printf("pipe modes: %d of %d backward calls ran the pipelined kernel (the others: varlen, d <= 64 "
                "with atomic dQ or TMA-unfit strides, on the cp.async kernel)\n",
                g_pipe_calls - g_pipe_fallbacks, g_pipe_calls);
+    if (g_tma_calls > 0)
+        printf("pipe tma modes: %d of %d backward calls ran the TMA-dQ instance (the others: varlen, d <= 64 "
+               "or TMA-unfit strides, on the cp.async kernel)\n",
+               g_tma_taken, g_tma_calls);
     return check_summary(&tally);
 }
