@@ -1,9 +1,14 @@
-"""The pipelined Hopper backward (FLASH_ATTN_C_SM90_BWD_PIPE=1: fa_bwd_sm90_pipe_kernel, a TMA
-producer warpgroup feeding an mbarrier ring): gradient parity against the float64 oracle
-(error-ratio rule, 3x for gradients) on dense shapes, causal / window / GQA, both dtypes,
-atomic and deterministic dQ; and a profiler check that the pipelined kernel is what ran.
+"""The pipelined Hopper backward (fa_bwd_sm90_pipe_kernel, a TMA producer warpgroup feeding an
+mbarrier ring), both dQ paths: FLASH_ATTN_C_SM90_BWD_PIPE=1 (dQ by red.add from the consumers) and
+=2 (dQ staged in shared memory, added by TMA tensor reduces from a dQ-writer warp). Gradient parity
+against the float64 oracle (error-ratio rule, 3x for gradients) on dense shapes, causal / window /
+GQA, both dtypes, atomic and deterministic dQ; and a profiler check that the expected instance
+(template argument kDq: 0 no dQ, 1 red.add, 2 TMA reduce) is what ran.
 Runs on compute capability 9.0 only (elsewhere there is no sm90 kernel to select)."""
 from __future__ import annotations
+
+import re
+from typing import Callable, List
 
 import pytest
 import torch
@@ -17,22 +22,36 @@ def _hopper() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
 
-@pytest.fixture(autouse=True)
-def pipe_on(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, params=["1", "2"], ids=["pipe_red", "pipe_tma"])
+def pipe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """FLASH_ATTN_C_SM90_BWD_PIPE for the test: every test runs with both dQ paths."""
     if not _hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "1")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", request.param)
+    return request.param
 
 
-def _pipe_kernel_ran(fn) -> bool:
-    """Whether fn() launched fa_bwd_sm90_pipe_kernel (CUDA kernels seen by the profiler)."""
+_PIPE_NAME = re.compile(r"fa_bwd_sm90_pipe_kernel<\s*(?:true|false|1|0)\s*,\s*\d+\s*,\s*(\d)\s*>")
+
+
+def _pipe_instances(fn: Callable[[], object]) -> List[int]:
+    """The kDq template arguments of the fa_bwd_sm90_pipe_kernel instances fn() launched (CUDA
+    kernels seen by the profiler, demangled as fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>)."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return any("fa_bwd_sm90_pipe_kernel" in e.name for e in prof.events())
+    names = [e.name for e in prof.events() if "fa_bwd_sm90_pipe_kernel" in e.name]
+    modes = [int(m.group(1)) for m in (_PIPE_NAME.search(n) for n in names) if m]
+    assert len(modes) == len(names), f"unexpected pipe kernel names: {sorted(set(names))}"
+    return modes
+
+
+def _expected_dq(pipe: str, deterministic: bool) -> int:
+    """kDq of the instance that must run: 0 (dK/dV only) when deterministic, else the env value."""
+    return 0 if deterministic else int(pipe)
 
 
 # (b, sq, sk, h, hk, d, causal, window): sizes off the tiles (Br 64/128, Bc 128), sq != sk both
@@ -53,14 +72,15 @@ CASES = [
 @pytest.mark.parity_grad
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window", CASES)
-def test_pipe_backward_atomic_dq(dtype, b, sq, sk, h, hk, d, causal, window):
+def test_pipe_backward_atomic_dq(pipe, dtype, b, sq, sk, h, hk, d, causal, window):
     # the parity would hold on the fallback kernel too: the profiler says which one ran
-    assert _pipe_kernel_ran(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
-                                                grad=True, check_lse=False))
+    ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
+                                              grad=True, check_lse=False))
+    assert ran and set(ran) == {_expected_dq(pipe, False)}
 
 
-# d <= 64 runs the pipelined kernel only with deterministic = 1 (its atomic-dQ instance is not
-# compiled: it spills at 240 registers); d = 128 both ways.
+# d <= 64 runs the pipelined kernel only with deterministic = 1 (its atomic-dQ instances are not
+# compiled: they spill at 240 registers); d = 128 both ways.
 @pytest.mark.parity_grad
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window", [
@@ -69,16 +89,24 @@ def test_pipe_backward_atomic_dq(dtype, b, sq, sk, h, hk, d, causal, window):
     (2, 97, 255, 2, 2, 40, False, (20, 20)),
     (1, 1025, 1025, 2, 2, 128, True, (-1, -1)),
 ])
-def test_pipe_backward_deterministic(dtype, b, sq, sk, h, hk, d, causal, window):
-    assert _pipe_kernel_ran(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
-                                                grad=True, check_lse=False, deterministic=True))
+def test_pipe_backward_deterministic(pipe, dtype, b, sq, sk, h, hk, d, causal, window):
+    ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
+                                              grad=True, check_lse=False, deterministic=True))
+    assert ran and set(ran) == {_expected_dq(pipe, True)}
 
 
 @pytest.mark.parametrize("d,deterministic", [(128, False), (128, True), (64, True)])
-def test_pipe_kernel_is_selected(d: int, deterministic: bool):
+def test_pipe_kernel_is_selected(pipe: str, d: int, deterministic: bool):
     import flash_attn_c
     q, k, v = (torch.randn(2, 300, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
     out = flash_attn_c.flash_attn_func(q, k, v, causal=True, deterministic=deterministic)
     dout = torch.randn_like(out)
-    assert _pipe_kernel_ran(lambda: torch.autograd.grad(out, (q, k, v), dout))
+    assert _pipe_instances(lambda: torch.autograd.grad(out, (q, k, v), dout)) == [_expected_dq(pipe, deterministic)]
+
+
+def test_pipe_d64_atomic_stays_on_cp_async_kernel(pipe: str):
+    """d = 64 with atomic dQ has no pipelined instance (both spill at 240 registers): the call must
+    still be exact, on fa_bwd_sm90_kernel."""
+    assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 4, 2, 64, causal=True,
+                                               grad=True, check_lse=False)) == []
