@@ -1,6 +1,8 @@
 """The pipelined Hopper backward (fa_bwd_sm90_pipe_kernel, a TMA producer warpgroup feeding an
 mbarrier ring), both dQ paths: FLASH_ATTN_C_SM90_BWD_PIPE=1 (dQ by red.add from the consumers) and
-=2 (dQ staged in shared memory, added by TMA tensor reduces from a dQ-writer warp). Gradient parity
+=2 (dQ staged in shared memory, added by TMA tensor reduces from a dQ-writer warp), and the
+default with the variable unset (=2 for atomic dQ at d > 64; =0, the cp.async kernel, turns the
+pipelined kernel off). Gradient parity
 against the float64 oracle (error-ratio rule, 3x for gradients) on dense shapes, causal / window /
 GQA, both dtypes, atomic and deterministic dQ; and a profiler check that the expected instance
 (template argument kDq: 0 no dQ, 1 red.add, 2 TMA reduce) is what ran.
@@ -22,14 +24,18 @@ def _hopper() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
 
-@pytest.fixture(autouse=True, params=["1", "2"], ids=["pipe_red", "pipe_tma"])
+@pytest.fixture(autouse=True, params=["1", "2", "unset"], ids=["pipe_red", "pipe_tma", "pipe_default"])
 def pipe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """FLASH_ATTN_C_SM90_BWD_PIPE for the test: every test runs with both dQ paths."""
+    """FLASH_ATTN_C_SM90_BWD_PIPE for the test: every test runs with both dQ paths and with the
+    variable unset (the default: TMA dQ for atomic dQ at d > 64, the cp.async kernel otherwise)."""
     if not _hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", request.param)
+    if request.param == "unset":
+        monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_PIPE", raising=False)
+    else:
+        monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", request.param)
     return request.param
 
 
@@ -49,9 +55,13 @@ def _pipe_instances(fn: Callable[[], object]) -> List[int]:
     return modes
 
 
-def _expected_dq(pipe: str, deterministic: bool) -> int:
-    """kDq of the instance that must run: 0 (dK/dV only) when deterministic, else the env value."""
-    return 0 if deterministic else int(pipe)
+def _expected(pipe: str, deterministic: bool) -> List[int]:
+    """kDq of the pipelined instance one backward must launch: 0 (dK/dV only) when deterministic,
+    else the env value; unset: 2 with atomic dQ, none (the cp.async kernel) when deterministic.
+    For d > 64 (d <= 64 with atomic dQ has no pipelined instance)."""
+    if pipe == "unset":
+        return [] if deterministic else [2]
+    return [0 if deterministic else int(pipe)]
 
 
 # (b, sq, sk, h, hk, d, causal, window): sizes off the tiles (Br 64/128, Bc 128), sq != sk both
@@ -76,7 +86,7 @@ def test_pipe_backward_atomic_dq(pipe, dtype, b, sq, sk, h, hk, d, causal, windo
     # the parity would hold on the fallback kernel too: the profiler says which one ran
     ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
                                               grad=True, check_lse=False))
-    assert ran and set(ran) == {_expected_dq(pipe, False)}
+    assert sorted(set(ran)) == _expected(pipe, False)
 
 
 # d <= 64 runs the pipelined kernel only with deterministic = 1 (its atomic-dQ instances are not
@@ -92,7 +102,7 @@ def test_pipe_backward_atomic_dq(pipe, dtype, b, sq, sk, h, hk, d, causal, windo
 def test_pipe_backward_deterministic(pipe, dtype, b, sq, sk, h, hk, d, causal, window):
     ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
                                               grad=True, check_lse=False, deterministic=True))
-    assert ran and set(ran) == {_expected_dq(pipe, True)}
+    assert sorted(set(ran)) == _expected(pipe, True)
 
 
 @pytest.mark.parametrize("d,deterministic", [(128, False), (128, True), (64, True)])
@@ -102,7 +112,7 @@ def test_pipe_kernel_is_selected(pipe: str, d: int, deterministic: bool):
                for _ in range(3))
     out = flash_attn_c.flash_attn_func(q, k, v, causal=True, deterministic=deterministic)
     dout = torch.randn_like(out)
-    assert _pipe_instances(lambda: torch.autograd.grad(out, (q, k, v), dout)) == [_expected_dq(pipe, deterministic)]
+    assert _pipe_instances(lambda: torch.autograd.grad(out, (q, k, v), dout)) == _expected(pipe, deterministic)
 
 
 def test_pipe_d64_atomic_stays_on_cp_async_kernel(pipe: str):
@@ -110,3 +120,11 @@ def test_pipe_d64_atomic_stays_on_cp_async_kernel(pipe: str):
     still be exact, on fa_bwd_sm90_kernel."""
     assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 4, 2, 64, causal=True,
                                                grad=True, check_lse=False)) == []
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_pipe_off_runs_cp_async_kernel(pipe: str, monkeypatch: pytest.MonkeyPatch, deterministic: bool):
+    """FLASH_ATTN_C_SM90_BWD_PIPE=0 keeps every call on fa_bwd_sm90_kernel, still exact."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0")
+    assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 128, causal=True,
+                                               grad=True, check_lse=False, deterministic=deterministic)) == []

@@ -3,7 +3,8 @@
  * same poisoning); only the call under test, the case list (the sm90 scope: fp16/bf16, d <= 128,
  * no dropout/softcap/ALiBi, atomic dQ) and the benchmark differ.
  *
- *   bwd_sm90_check                 every case through fa_bwd_sm90, then again with
+ *   bwd_sm90_check                 every case through fa_bwd_sm90 with FLASH_ATTN_C_SM90_BWD_PIPE=0
+ *                                  (the cp.async kernel: modes "sm90", "sm90#2"), then again with
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe", "pipe#2", "pipe det")
  *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce);
  *                                  last line "N passed, N failed" (exit status 1 if any failed).
@@ -18,7 +19,8 @@
  *                                  TFLOP/s with backward = 2.5 x forward FLOPs. The sm90 column
  *                                  follows FLASH_ATTN_C_SM90_BWD_PIPE as fa_bwd_sm90 reads it:
  *                                  A/B of the dQ path = two runs on one machine,
- *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (red.add) vs =2 (TMA reduce)
+ *                                  FLASH_ATTN_C_SM90_BWD_PIPE=0 (cp.async kernel), =1 (red.add)
+ *                                  and =2 (TMA reduce; also what unset runs at d > 64)
  *
  * Per case: random inputs (normal, rounded to the dtype), the fp32 CPU reference forward gives O
  * (rounded) and LSE; the oracle is fa_bwd_cpu_reference. Bar: max error at most 3x the error of a
@@ -91,12 +93,21 @@ static const bwd_case g_cases[] = {
     {"strided varlen window d96 fp16",   HF, 6,   0,    0,  4, 2,  96, 40,  3, 0.f, 0, 0.f, 0, 1, VL1,  1.5f},
 };
 
-/* ---- under test: fa_bwd_sm90 (atomic dQ), twice per case ------------------------------------ */
+/* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64
+ * with atomic dQ would run the pipelined kernel), twice per case ----------------------------- */
+static fa_status fa_bwd_sm90_cp_async_entry(const fa_params *p, void *stream)
+{
+    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0", 1);
+    const fa_status st = fa_bwd_sm90(p, stream);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    return st;
+}
 static const bwd_mode g_modes[] = {
     {"sm90", 0, 0},
     {"sm90#2", 0, 0},
 };
-static const bwd_target g_target = {fa_bwd_sm90, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_supported, g_modes, 2};
+static const bwd_target g_target = {fa_bwd_sm90_cp_async_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_supported,
+                                    g_modes, 2};
 
 /* ---- under test: the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1, fa_bwd_sm90_pipe_kernel.cuh),
  * every case again: dense cases run it (d <= 64 only with deterministic = 1: the d = 64 atomic-dQ

@@ -8,12 +8,12 @@
  *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd_api.cu),
  *      which recomputes S and dP per query block and sums over the keys in a fixed order.
  * Workspace layout: exactly the sm80 backward's (fa_bwd_host.h).
- * FLASH_ATTN_C_SM90_BWD_PIPE=1 (off by default; d = 128 1.02-1.10x, H100 run 37) runs pass 2 as
- * fa_bwd_sm90_pipe_kernel (TMA producer warpgroup + mbarrier ring, fa_bwd_sm90_pipe_kernel.cuh) for
- * dense tensors whose strides TMA accepts; everything else keeps fa_bwd_sm90_kernel. With atomic
- * dQ, =1 adds dQ by red.add from the consumers, =2 by TMA tensor reduces of smem-staged tiles
- * from a dQ-writer warp (the same row-major dq_accum and convert pass; not yet run on a GPU).
- * A/B: the same call with FLASH_ATTN_C_SM90_BWD_PIPE=1 and =2.
+ * Pass 2 runs as fa_bwd_sm90_pipe_kernel (TMA producer warpgroup + mbarrier ring,
+ * fa_bwd_sm90_pipe_kernel.cuh) for dense tensors whose strides TMA accepts, by default with dQ
+ * by TMA tensor reduces of smem-staged tiles from a dQ-writer warp; everything else keeps
+ * fa_bwd_sm90_kernel. FLASH_ATTN_C_SM90_BWD_PIPE picks (fa_bwd_sm90_pipe_mode): 0 = always
+ * fa_bwd_sm90_kernel, 1 = the pipelined kernel with dQ by red.add from the consumers, 2 = with
+ * TMA-reduce dQ; unset = 2 for atomic dQ at d > 64, fa_bwd_sm90_kernel otherwise.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -176,14 +176,28 @@ static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t 
                                  CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-/* Which pipelined instance the environment asks for and this call can take (0: none, the
- * cp.async kernel runs it): FLASH_ATTN_C_SM90_BWD_PIPE=1 -> 1, =2 -> 2 (the same kernel with dQ
- * by TMA reduce when dQ is atomic; deterministic calls run the dK/dV-only instance either way);
- * dense tensors, the encoder found, all maps encodable (then in *prm). a: fa_bwd_fill_args(p). */
-static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
+/* The pipelined mode FLASH_ATTN_C_SM90_BWD_PIPE asks for (read on every call, like the other
+ * switches): "0" -> 0 (fa_bwd_sm90_kernel), "1" -> 1 (red.add dQ), "2" -> 2 (TMA-reduce dQ).
+ * Unset (or any other value): the measured default, 2 for atomic dQ at d > 64 (H100 run 41: the
+ * TMA-dQ instance 1.13-1.32x the red.add one at d = 128, 154-475 TFLOP/s in the same run, which
+ * ran 1.02-1.10x fa_bwd_sm90_kernel in run 37), else 0: deterministic calls (the dK/dV-only
+ * instance) have not been timed against fa_bwd_sm90_kernel, so they keep it unless asked. */
+static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
-    const int mode = env == NULL ? 0 : strcmp(env, "1") == 0 ? 1 : strcmp(env, "2") == 0 ? 2 : 0;
+    if (env != NULL && strcmp(env, "0") == 0) return 0;
+    if (env != NULL && strcmp(env, "1") == 0) return 1;
+    if (env != NULL && strcmp(env, "2") == 0) return 2;
+    return a->atomic_dq && p->head_dim > 64 ? 2 : 0;
+}
+
+/* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
+ * fa_bwd_sm90_pipe_mode (=2 is the same kernel with dQ by TMA reduce when dQ is atomic;
+ * deterministic calls run the dK/dV-only instance either way) when the tensors are dense, the
+ * encoder found and all maps encodable (then in *prm). a: fa_bwd_fill_args(p). */
+static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
+{
+    const int mode = fa_bwd_sm90_pipe_mode(p, a);
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     /* d = 64 with atomic dQ spills at the consumers' 240 registers (nvcc 13.0): 36 bytes with
