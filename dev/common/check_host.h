@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "flash_attn_c.h"
 #include "half_host.h"
@@ -106,6 +107,9 @@ typedef struct check_cli {
 static inline int check_parse_cli(int argc, char **argv, unsigned accept, const char *usage_tail, check_cli *cli)
 {
     memset(cli, 0, sizeof *cli);
+    /* line-buffered even into a pipe: a harness killed by a timeout (a hang, or a run that is
+     * only slow) still shows every line it printed, so the two can be told apart */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
         if ((((accept & CHECK_OPT_K) && !strcmp(a, "-k")) || ((accept & CHECK_OPT_FILTER) && !strcmp(a, "--filter"))) &&
@@ -128,7 +132,18 @@ static inline int check_parse_cli(int argc, char **argv, unsigned accept, const 
 /* 1 when the case runs under the filter (its name contains the filter string) */
 static inline int check_selected(const check_cli *cli, const char *name)
 {
-    return cli->filter == NULL || strstr(name, cli->filter) != NULL;
+    const int on = cli->filter == NULL || strstr(name, cli->filter) != NULL;
+    /* FA_CHECK_VERBOSE=1: one line per case as it starts, with the seconds since the first, so
+     * that a harness stopped by a timeout names the case it was in and how long the others took */
+    static double t0 = -1.0;
+    if (on && getenv("FA_CHECK_VERBOSE") != NULL) {
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        const double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+        if (t0 < 0) t0 = now;
+        printf("case %s (%.1f s)\n", name, now - t0);
+    }
+    return on;
 }
 
 #endif /* DEV_CHECK_HOST_H */
