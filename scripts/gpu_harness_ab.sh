@@ -5,7 +5,10 @@
 # in), then the trees' --bench runs alternate for ROUNDS rounds and dev/harness_bench_compare.py
 # prints per shape the median TFLOP/s of each tree and its ratio to the first one.
 # Trees: `git archive <branch> | tar -x -C .exp/<label>` here, carried with the call (carry .exp).
-#   usage: [ROUNDS=2] [CHECK_S=300] [CHECK_K=<-k filter>] bash scripts/gpu_harness_ab.sh fwd_sm90|bwd_sm90 label=dir...
+#   usage: [ROUNDS=2] [CHECK_S=300] [CHECK_K=<-k filter>] [CHECK_TREES="label ..."] \
+#            bash scripts/gpu_harness_ab.sh fwd_sm90|bwd_sm90 label=dir...
+#   (CHECK_TREES: the trees whose cases are checked, default all; the float64 reference makes a full
+#   fwd_sm90 check take minutes, so a known-good baseline can skip it)
 #   e.g.   bash scripts/gpu_harness_ab.sh fwd_sm90 main=. pingpong=.exp/pp bc176=.exp/bc176
 # Environment for the bench (e.g. FLASH_ATTN_C_SM90_BWD_PIPE) passes through to every tree alike.
 set -uo pipefail
@@ -24,6 +27,7 @@ done
 wait
 for i in "${!dirs[@]}"; do
   bin=${dirs[$i]}/dev/bin/$H
+  case " ${CHECK_TREES:-${labels[*]}} " in *" ${labels[$i]} "*) ;; *) continue ;; esac
   log "check ${labels[$i]}"
   [ -x "$bin/unit_check" ] && { timeout 120 "$bin/unit_check" 2>&1 | tail -1; }
   FA_CHECK_VERBOSE=1 timeout "${CHECK_S:-300}" "$bin/$exe" ${CHECK_K:+-k "$CHECK_K"} > "$OUT/check_${labels[$i]}.log" 2>&1
