@@ -61,3 +61,20 @@ def test_native_harness_passes(name: str) -> None:
     assert results, f"no 'N passed, N failed' line:\n{out[-3000:]}"
     assert all(f == 0 and p > 0 for p, f in results), out[-4000:]
     print(f"{name}: " + "; ".join(f"{p} passed, {f} failed" for p, f in results))
+
+
+@pytest.mark.timeout(900)
+def test_bwd_simulator_passes() -> None:
+    """The sm80 backward kernels (dK/dV and the ordered dQ kernel, fa_bwd_dkdv.cuh / fa_bwd_dq.cuh)
+    compiled as plain C++ against dev/bwd/sim (a warp-level simulator of mma.sync, ldmatrix and
+    cp.async) and run on every case of the backward harness, for both the sm_80 and the sm_90 tile
+    rows: the one check of the CUDA backward's tile logic that needs no GPU, so CI keeps it
+    building (it broke once, unnoticed, when fa_mma.cuh gained helpers the simulator lacked)."""
+    if shutil.which("make") is None or shutil.which("g++") is None:
+        pytest.skip("make and g++ are needed to build the backward simulator")
+    where = str(ROOT / "dev" / "bwd")
+    run = subprocess.run(["make", "-C", where, "-j", "2", "simrun"], capture_output=True, text=True, timeout=900)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    results = [(int(p), int(f)) for p, f in RESULT.findall(out)]
+    assert len(results) == 2 and all(p > 0 and f == 0 for p, f in results), out[-4000:]

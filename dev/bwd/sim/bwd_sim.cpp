@@ -365,6 +365,22 @@ static inline void warp_mma_m16n8k16(float d[4], const uint32_t a[4], uint32_t b
     }
 }
 
+/* fa_mma.cuh's pair of m16n8k16 products against the two n8 halves of an x4 B fragment, and
+ * its accumulator zeroing: the same definitions on top of the simulated warp_mma_m16n8k16 */
+template <bool kBf16>
+static inline void warp_mma_m16n16k16(float d0[4], float d1[4], const uint32_t a[4], const uint32_t b[4])
+{
+    warp_mma_m16n8k16<kBf16>(d0, a, b[0], b[1]);
+    warp_mma_m16n8k16<kBf16>(d1, a, b[2], b[3]);
+}
+template <int kMT, int kNT>
+static inline void thread_zero_tile(float (*acc)[kNT][4])
+{
+    for (int mt = 0; mt < kMT; ++mt)
+        for (int nt = 0; nt < kNT; ++nt)
+            for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+}
+
 static inline uint16_t sim_smem_h(uint32_t addr)
 {
     uint16_t h;
