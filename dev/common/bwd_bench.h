@@ -16,33 +16,7 @@
 
 #include "flash_attn_c.h"
 #include "check_cuda.h"
-
-/* x = hash-based uniform values in [-0.5, 0.5), rounded to bf16 (bf16 != 0) or fp16 */
-static __global__ void bwd_bench_fill_random_kernel(uint16_t *x /* (n,) */, int64_t n, uint32_t seed, int bf16)
-{
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        const float u = (float)(h & 0xFFFFFF) * (1.f / 16777216.f) - 0.5f; /* [-0.5, 0.5) */
-        if (bf16) {
-            __nv_bfloat16 b = __float2bfloat16_rn(u);
-            x[i] = *(uint16_t *)&b;
-        } else {
-            __half b = __float2half_rn(u);
-            x[i] = *(uint16_t *)&b;
-        }
-    }
-}
-
-static __global__ void bwd_bench_fill_const_kernel(float *x /* (n,) */, int64_t n, float v)
-{
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        x[i] = v;
-}
+#include "bench_fill.h"
 
 /* Allocates and fills q, k, v, o, dout (b, s, h, d) bf16, dq, dk, dv (uninitialized) and lse
  * (b, h, s), and sets p for them: softmax scale d^-0.5, causal or no mask. Deterministic mode and
@@ -56,13 +30,13 @@ static inline void bwd_bench_setup(int b, int s, int h, int d, int causal, fa_pa
     CK(cudaMalloc(&o, n * 2)); CK(cudaMalloc(&dout, n * 2));
     CK(cudaMalloc(&dq, n * 2)); CK(cudaMalloc(&dk, n * 2)); CK(cudaMalloc(&dv, n * 2));
     CK(cudaMalloc(&lse, (size_t)b * h * s * 4));
-    bwd_bench_fill_random_kernel<<<1024, 256>>>(q, n, 1, 1);
-    bwd_bench_fill_random_kernel<<<1024, 256>>>(k, n, 2, 1);
-    bwd_bench_fill_random_kernel<<<1024, 256>>>(v, n, 3, 1);
-    bwd_bench_fill_random_kernel<<<1024, 256>>>(o, n, 4, 1);
-    bwd_bench_fill_random_kernel<<<1024, 256>>>(dout, n, 5, 1);
+    bench_fill_uniform_kernel<<<1024, 256>>>(q, n, 1, 1);
+    bench_fill_uniform_kernel<<<1024, 256>>>(k, n, 2, 1);
+    bench_fill_uniform_kernel<<<1024, 256>>>(v, n, 3, 1);
+    bench_fill_uniform_kernel<<<1024, 256>>>(o, n, 4, 1);
+    bench_fill_uniform_kernel<<<1024, 256>>>(dout, n, 5, 1);
     /* scores are tiny for these inputs, so P ~ 1 / (visible keys) ~ exp(-log s) */
-    bwd_bench_fill_const_kernel<<<1024, 256>>>(lse, (int64_t)b * h * s, logf((float)s));
+    bench_fill_const_kernel<<<1024, 256>>>(lse, (int64_t)b * h * s, logf((float)s));
     CK(cudaGetLastError());
     memset(p, 0, sizeof *p);
     p->dtype = FA_BF16;

@@ -14,11 +14,13 @@
 
 #include "check_cuda.h"
 #include "check_host.h"
+#include "bench_fill.h"
 
 typedef fa_status (*fwd_entry_fn)(const fa_params *p, void *stream);
 
-/* Allocates and fills q, k, v (b, s, h, d) bf16 (normal random, drawn q then k then v), o and
- * lse (b, h, s), and sets p for them: softmax scale d^-0.5, causal or no mask. */
+/* Allocates and fills q, k, v (b, s, h, d) bf16 (standard normal, generated on the device:
+ * bench_fill.h), o and lse (b, h, s), and sets p for them: softmax scale d^-0.5, causal or no
+ * mask. rng: one draw seeds the fill, so consecutive problems differ. */
 static inline void fwd_bench_setup(check_rng *rng, int b, int s, int h, int d, int causal, fa_params *p)
 {
     const size_t n = (size_t)b * s * h * d;
@@ -29,15 +31,11 @@ static inline void fwd_bench_setup(check_rng *rng, int b, int s, int h, int d, i
     CK(cudaMalloc(&v, n * 2));
     CK(cudaMalloc(&o, n * 2));
     CK(cudaMalloc(&lse, (size_t)b * h * s * 4));
-    {
-        std::vector<uint16_t> hbuf(n);
-        check_fill_normal(rng, FA_BF16, hbuf.data(), n);
-        CK(cudaMemcpy(q, hbuf.data(), n * 2, cudaMemcpyHostToDevice));
-        check_fill_normal(rng, FA_BF16, hbuf.data(), n);
-        CK(cudaMemcpy(k, hbuf.data(), n * 2, cudaMemcpyHostToDevice));
-        check_fill_normal(rng, FA_BF16, hbuf.data(), n);
-        CK(cudaMemcpy(v, hbuf.data(), n * 2, cudaMemcpyHostToDevice));
-    }
+    const uint32_t seed = (uint32_t)(check_rng_uniform(rng) * 4294967296.0);
+    bench_fill_normal_kernel<<<1024, 256>>>(q, (int64_t)n, seed ^ 1u, 1);
+    bench_fill_normal_kernel<<<1024, 256>>>(k, (int64_t)n, seed ^ 2u, 1);
+    bench_fill_normal_kernel<<<1024, 256>>>(v, (int64_t)n, seed ^ 3u, 1);
+    CK(cudaGetLastError());
     memset(p, 0, sizeof *p);
     p->dtype = FA_BF16;
     p->batch = b; p->seqlen_q = s; p->seqlen_k = s; p->heads = h; p->heads_k = h; p->head_dim = d;
