@@ -12,7 +12,7 @@
  *                                  in scope).
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
  *   bwd_sm90_check --no-gpu        CPU side only: oracle vs low-precision baseline
- *   bwd_sm90_check --bench         bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
+ *   bwd_sm90_check --bench [--det] bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
  *                                  512..16k, causal and not: sm90 next to the sm80 fa_bwd_cuda
  *                                  (run with FLASH_ATTN_C_SM90_BWD=0 so it cannot take the sm90
  *                                  hook); median of 10 CUDA-event timings after 3 warm-ups;
@@ -20,7 +20,9 @@
  *                                  follows FLASH_ATTN_C_SM90_BWD_PIPE as fa_bwd_sm90 reads it:
  *                                  A/B of the dQ path = two runs on one machine,
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=0 (cp.async kernel), =1 (red.add)
- *                                  and =2 (TMA reduce; also what unset runs at d > 64)
+ *                                  and =2 (TMA reduce; also what unset runs at d > 64). --det:
+ *                                  deterministic = 1 (dK/dV kernel + the ordered dQ pass) in
+ *                                  both columns, for the deterministic cost and its A/B
  *
  * Per case: random inputs (normal, rounded to the dtype), the fp32 CPU reference forward gives O
  * (rounded) and LSE; the oracle is fa_bwd_cpu_reference. Bar: max error at most 3x the error of a
@@ -153,16 +155,16 @@ static const bwd_target g_pipe_tma_target = {fa_bwd_sm90_pipe_tma_entry, fa_bwd_
                                              fa_bwd_sm90_supported, g_pipe_tma_modes, 2};
 
 /* ---- timing ------------------------------------------------------------------------------- */
-static void bench(void)
+static void bench(int det)
 {
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     /* the sm80 column must not take the sm90 hook once the lead wires it into fa_bwd_cuda */
     setenv("FLASH_ATTN_C_SM90_BWD", "0", 1);
     const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
-    printf("bench: %s, bf16, backward only (atomic dQ), 16k tokens, h*d = 2048; TFLOP/s = 2.5 x fwd; "
+    printf("bench: %s, bf16, backward only (%s), 16k tokens, h*d = 2048; TFLOP/s = 2.5 x fwd; "
            "sm90 column: FLASH_ATTN_C_SM90_BWD_PIPE=%s\n",
-           prop.name, pipe != NULL ? pipe : "(unset)");
+           prop.name, det ? "deterministic dQ" : "atomic dQ", pipe != NULL ? pipe : "(unset)");
     printf("%4s %6s %4s %4s %6s %10s %9s %10s %9s %7s\n", "d", "seqlen", "b", "h", "causal", "sm90 ms",
            "TFLOP/s", "sm80 ms", "TFLOP/s", "speedup");
     const int dims[3] = {64, 128, 256};
@@ -173,6 +175,7 @@ static void bench(void)
                 const int d = dims[di], s = lens[li], b = 16384 / s, h = 2048 / d;
                 fa_params p;
                 bwd_bench_setup(b, s, h, d, causal, &p);
+                p.deterministic = det;  /* before the workspace size: the ordered dQ pass needs more */
                 p.workspace_bytes = std::max(fa_bwd_cuda_workspace_bytes(&p), fa_bwd_sm90_workspace_bytes(&p));
                 CK(cudaMalloc(&p.workspace, std::max<size_t>(p.workspace_bytes, 16)));
                 const double flops = 2.5 * 4.0 * b * h * (double)s * s * d * (causal ? 0.5 : 1.0);
@@ -197,11 +200,12 @@ static void bench(void)
 int main(int argc, char **argv)
 {
     check_cli cli;
-    if (!check_parse_cli(argc, argv, CHECK_OPT_FILTER | CHECK_OPT_NO_GPU | CHECK_OPT_BENCH | CHECK_OPT_STRICT,
-                         "[--filter STR] [--no-gpu] [--bench]", &cli))
+    if (!check_parse_cli(argc, argv, CHECK_OPT_FILTER | CHECK_OPT_NO_GPU | CHECK_OPT_BENCH | CHECK_OPT_DET |
+                                             CHECK_OPT_STRICT,
+                         "[--filter STR] [--no-gpu] [--bench [--det]]", &cli))
         return 2;
     if (cli.bench) {
-        bench();
+        bench(cli.det);
         return 0;
     }
     if (!cli.no_gpu) check_print_device();
