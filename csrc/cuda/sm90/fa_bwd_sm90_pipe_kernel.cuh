@@ -348,6 +348,30 @@ static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, 
     }
 }
 
+/* The 64 x 64 dQ tile of consumer warpgroup wg: D = 128 its 64 dims of K (column block dq_cb),
+ * D = 64 its 64 queries of dS^T (row block dq_rb); the other index is 0. */
+template <int D>
+static __device__ __forceinline__ int fa_bwd_pipe_dq_cb(int wg) { return D == 128 ? wg : 0; }
+template <int D>
+static __device__ __forceinline__ int fa_bwd_pipe_dq_rb(int wg) { return D == 64 ? wg : 0; }
+
+/* Issues (does not commit) dQ = dS K of this consumer warpgroup's 64 x 64 tile over all Bc keys,
+ * once both warpgroups' dS^T rows are in sds: D = 128 its 64 dims of K, D = 64 its 64 queries of
+ * dS^T. Shared by the red.add and the TMA-dQ consumer tiles. sds: dS^T [Bc][Br] swizzled (smem);
+ * sK: K [D/64][Bc][64] swizzled (smem); dqa: the 64 x 64 fp32 accumulator (out, async). */
+template <bool kBf16, int D>
+static __device__ __forceinline__ void warpgroup_issue_dq(float (&dqa)[32], uint32_t sds, uint32_t sK, int wg)
+{
+    constexpr int Bc = FA_BWD_SM90_BC;
+    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
+    /* why: the dQ product reads the dS^T rows of both warpgroups */
+    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
+    const int dq_cb = fa_bwd_pipe_dq_cb<D>(wg), dq_rb = fa_bwd_pipe_dq_rb<D>(wg);
+    fa_wgmma_fence();
+    warpgroup_gemm_dq<kBf16, Bc / 16>(dqa, sds + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
+                                      sK + (uint32_t)dq_cb * (uint32_t)(Bc * 128), 0);
+}
+
 /* One consumer tile, kDq = NONE or RED (step 1's order): dV += P^T dO, dK += dS^T Q, and with RED
  * dQ = dS K added by red.add once everything completed. sds: this iteration's dS^T buffer. */
 template <bool kBf16, int D, int Br, int kDq>
@@ -357,7 +381,6 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
                                                           int h, int i0, int j0, const float *lse_s,
                                                           const float *dsum_s)
 {
-    constexpr int Bc = FA_BWD_SM90_BC;
     constexpr uint32_t kQBytes = Br * D * 2;
     const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
@@ -379,15 +402,8 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
         return;
     }
 
-    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
-    /* why: the dQ product reads the dS^T rows of both warpgroups */
-    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
-    const int dq_cb = D == 128 ? wg : 0; /* D = 128: this warpgroup's 64 dims of K */
-    const int dq_rb = D == 64 ? wg : 0;  /* D = 64: this warpgroup's 64 queries of dS^T */
     float dqa[32];
-    fa_wgmma_fence();
-    warpgroup_gemm_dq<kBf16, Bc / 16>(dqa, sds + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
-                                      sm.k + (uint32_t)dq_cb * (uint32_t)(Bc * 128), 0);
+    warpgroup_issue_dq<kBf16, D>(dqa, sds, sm.k, wg);
     fa_wgmma_commit();
     fa_wgmma_wait<0>();
     fa_reg_fence(dqa);
@@ -405,8 +421,8 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     for (int jn = 0; jn < 8; ++jn)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int m = 64 * dq_rb + 16 * wq + g + 8 * half;
-            const int col = 64 * dq_cb + 8 * jn + 2 * t;
+            const int m = 64 * fa_bwd_pipe_dq_rb<D>(wg) + 16 * wq + g + 8 * half;
+            const int col = 64 * fa_bwd_pipe_dq_cb<D>(wg) + 8 * jn + 2 * t;
             if (i0 + m < sq && col < a.head_dim)
                 fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
         }
@@ -453,7 +469,6 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
                                                               uint32_t sds, bool first, int i0, int j0,
                                                               const float *lse_s, const float *dsum_s)
 {
-    constexpr int Bc = FA_BWD_SM90_BC;
     constexpr uint32_t kQBytes = Br * D * 2;
     const int wg = (threadIdx.x - 128) / 128;
     const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
@@ -468,15 +483,8 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
             fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
         fa_wgmma_commit(); /* group: dV */
     }
-    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
-    /* why: the dQ product reads the dS^T rows of both warpgroups */
-    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
-    const int dq_cb = D == 128 ? wg : 0; /* D = 128: this warpgroup's 64 dims of K */
-    const int dq_rb = D == 64 ? wg : 0;  /* D = 64: this warpgroup's 64 queries of dS^T */
     float dqa[32];
-    fa_wgmma_fence();
-    warpgroup_gemm_dq<kBf16, Bc / 16>(dqa, sds + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
-                                      sm.k + (uint32_t)dq_cb * (uint32_t)(Bc * 128), 0);
+    warpgroup_issue_dq<kBf16, D>(dqa, sds, sm.k, wg);
     fa_wgmma_commit(); /* group: dQ */
     fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
     fa_reg_fence(dv);
