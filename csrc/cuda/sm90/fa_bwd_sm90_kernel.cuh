@@ -362,7 +362,9 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         }
         /* dS^T to shared memory for dQ: row = key (64 wg + 16 wq + g + 8 half), query pair 2t of
          * n-block jn; exactly the u32 of dsa: dsa[kk][0..3] = (g, jn=2kk), (g+8, 2kk), (g, 2kk+1),
-         * (g+8, 2kk+1). Not when deterministic: the ordered dQ pass computes dQ. */
+         * (g+8, 2kk+1). Not when deterministic: the ordered dQ pass computes dQ. Written out rather
+         * than shared with the pipelined kernel's st.shared loop (warpgroup_tile_pds): as one helper
+         * the d = 64 atomic-dQ instances spilled 24 bytes (nvcc 13.0). */
         if (kDq) {
             unsigned char *base = fa_bwd_sm90_smem + (sdS - fa_smem_u32(fa_bwd_sm90_smem));
 #pragma unroll
