@@ -97,12 +97,19 @@ static const bwd_case g_cases[] = {
 
 /* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64
  * with atomic dQ would run the pipelined kernel), twice per case ----------------------------- */
-static fa_status fa_bwd_sm90_cp_async_entry(const fa_params *p, void *stream)
+/* fa_bwd_sm90 under FLASH_ATTN_C_SM90_BWD_PIPE=mode (the variable is unset again after: every mode
+ * below names its own); *takes = fa_bwd_sm90_pipe_takes() under that mode when takes != NULL. */
+static fa_status run_with_pipe_env(const char *mode, const fa_params *p, void *stream, int *takes)
 {
-    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0", 1);
+    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", mode, 1);
+    if (takes != NULL) *takes = fa_bwd_sm90_pipe_takes(p);
     const fa_status st = fa_bwd_sm90(p, stream);
     unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
     return st;
+}
+static fa_status fa_bwd_sm90_cp_async_entry(const fa_params *p, void *stream)
+{
+    return run_with_pipe_env("0", p, stream, NULL);
 }
 static const bwd_mode g_modes[] = {
     {"sm90", 0, 0},
@@ -117,10 +124,8 @@ static const bwd_target g_target = {fa_bwd_sm90_cp_async_entry, fa_bwd_sm90_work
 static int g_pipe_calls = 0, g_pipe_fallbacks = 0;  /* "pipe" runs, and those on the old kernel */
 static fa_status fa_bwd_sm90_pipe_entry(const fa_params *p, void *stream)
 {
-    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "1", 1);
-    const int takes = fa_bwd_sm90_pipe_takes(p);
-    const fa_status st = fa_bwd_sm90(p, stream);
-    unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    int takes;
+    const fa_status st = run_with_pipe_env("1", p, stream, &takes);
     ++g_pipe_calls;
     g_pipe_fallbacks += !takes;
     return st;
@@ -139,10 +144,8 @@ static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_wor
 static int g_tma_calls = 0, g_tma_taken = 0;  /* "pipe tma" runs, and those on the TMA-dQ instance */
 static fa_status fa_bwd_sm90_pipe_tma_entry(const fa_params *p, void *stream)
 {
-    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "2", 1);
-    const int takes = fa_bwd_sm90_pipe_takes(p);
-    const fa_status st = fa_bwd_sm90(p, stream);
-    unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    int takes;
+    const fa_status st = run_with_pipe_env("2", p, stream, &takes);
     ++g_tma_calls;
     g_tma_taken += takes == 2;
     return st;
