@@ -57,11 +57,14 @@
  * a tile only after warpgroup w - 1 (cyclically) issued its own, so that while one warpgroup's
  * GEMMs run on the tensor cores the others do their softmax on the CUDA cores. One hardware
  * barrier per warpgroup, FA_SM90_BAR_SCHED + w, of 256 threads: the 128 of warpgroup w that wait
- * there and the 128 of the warpgroup before it that pass the turn. Warpgroup 0 opens with an
- * arrival on its own barrier and closes by waiting there once more, which takes the last pass of
- * warpgroup kWG - 1: every barrier ends with as many arrivals as waits. A warpgroup passes at
- * most once before the next one waits (its next turn needs that wait done), so no barrier phase
- * ever completes from one side's arrivals alone. */
+ * there and the 128 of the warpgroup before it that pass the turn. Warpgroup 0 takes the first
+ * turn (tile 0) without waiting and closes by waiting on its barrier once more, which takes the
+ * last pass of warpgroup kWG - 1: every phase of every barrier is one pass (128 bar.arrive) plus
+ * one wait (128 bar.sync) of two different warpgroups, and every barrier ends with as many passes
+ * as waits. A warpgroup passes at most once before the next one waits (its next turn needs that
+ * wait done), so no phase ever completes from one side's arrivals alone. No warp arrives and
+ * then syncs on the same barrier within one phase (the PTX ISA warns against a warp's extra
+ * barrier instruction after bar.arrive before the barrier resets: it counts once more). */
 #define FA_SM90_BAR_SCHED 5 /* .. 4 + kWG */
 
 /* Registers per thread after setmaxnreg: the producer warpgroup keeps the minimum (one thread
@@ -430,7 +433,6 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 
     if (n_tiles > 0) {
         constexpr bool kPP = fa_sm90_tile<D, kFeat>::kPingPong;
-        if (kPP && wg == 0) fa_named_barrier_arrive<256>(FA_SM90_BAR_SCHED);  /* opens the first turn */
         /* K-major A (Q) and B (K): SBO = 1024 (8 rows of 128 B), LBO unused; MN-major B (V):
          * SBO = 1024 (8 keys), LBO = Bc * 128 (from dims 0..63 to 64..127) */
         const uint64_t dq = fa_wgmma_desc_sw128(sQ + (uint32_t)wg * (64 * 128), 16u, 1024u);
@@ -452,7 +454,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
             /* why: every consumer warpgroup's P V reads rows that the others zeroed */
             fa_named_barrier_sync<kWG * 128>(FA_SM90_BAR_ZERO_V);
         }
-        warpgroup_sched_wait<kPP>(wg);
+        if (wg != 0) warpgroup_sched_wait<kPP>(wg);  /* warpgroup 0 has the first turn */
         fa_wgmma_fence();  /* s was written by ordinary code (zeroed) */
         warpgroup_gemm_qk<kBf16, D, Br, Bc>(s, dq, dk0);
         fa_wgmma_commit();
