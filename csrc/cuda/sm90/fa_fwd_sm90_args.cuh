@@ -37,6 +37,7 @@ struct fa_sm90_tile {
     static constexpr int kBc = kRow.bc;
     static constexpr int kStages = kRow.stages;
     static constexpr int kThreads = (kFeat && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
+    static constexpr bool kPingPong = kRow.pingpong != 0;
 };
 
 /* Defined in fa_fwd_sm90_hdim<D>.cu (D = 64, 128, 256). */

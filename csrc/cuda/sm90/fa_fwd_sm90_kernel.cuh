@@ -50,8 +50,22 @@
 #include "fa_softmax.cuh"  /* fa_exp2, quad_allreduce_max / _sum */
 
 /* Named barrier of the consumer warpgroups after zeroing borrowed V rows (0 is __syncthreads,
- * 1 .. kWG are the epilogue's per-warpgroup barriers). */
+ * 1 .. kWG are the epilogue's per-warpgroup barriers, 5 .. 4 + kWG the ping-pong turns). */
 #define FA_SM90_BAR_ZERO_V 4
+
+/* Ping-pong of the consumer warpgroups (fa_tuning.h pingpong): warpgroup w issues its GEMMs of
+ * a tile only after warpgroup w - 1 (cyclically) issued its own, so that while one warpgroup's
+ * GEMMs run on the tensor cores the others do their softmax on the CUDA cores. One hardware
+ * barrier per warpgroup, FA_SM90_BAR_SCHED + w, of 256 threads: the 128 of warpgroup w that wait
+ * there and the 128 of the warpgroup before it that pass the turn. Warpgroup 0 takes the first
+ * turn (tile 0) without waiting and closes by waiting on its barrier once more, which takes the
+ * last pass of warpgroup kWG - 1: every phase of every barrier is one pass (128 bar.arrive) plus
+ * one wait (128 bar.sync) of two different warpgroups, and every barrier ends with as many passes
+ * as waits. A warpgroup passes at most once before the next one waits (its next turn needs that
+ * wait done), so no phase ever completes from one side's arrivals alone. No warp arrives and
+ * then syncs on the same barrier within one phase (the PTX ISA warns against a warp's extra
+ * barrier instruction after bar.arrive before the barrier resets: it counts once more). */
+#define FA_SM90_BAR_SCHED 5 /* .. 4 + kWG */
 
 /* Registers per thread after setmaxnreg: the producer warpgroup keeps the minimum (one thread
  * issues TMA, the rest exit), the consumers take the rest of the 64K register file:
@@ -70,6 +84,19 @@ static inline size_t fa_fwd_sm90_smem_bytes(int d, int br, int bc, int stages)
 }
 
 #if FA_SM90_DEVICE
+
+template <bool kOn>
+static __device__ __forceinline__ void warpgroup_sched_wait(int wg)
+{
+    /* why: the previous warpgroup has issued this round's GEMMs (see above) */
+    if (kOn) fa_named_barrier_sync<256>(FA_SM90_BAR_SCHED + wg);
+}
+
+template <bool kOn, int kWG>
+static __device__ __forceinline__ void warpgroup_sched_pass(int wg)
+{
+    if (kOn) fa_named_barrier_arrive<256>(FA_SM90_BAR_SCHED + (wg + 1) % kWG);
+}
 
 /* First key (sequence-local) held in shared-memory row 0 of key tile t: t * Bc, except the
  * end-aligned last tile of a varlen sequence (see the header comment). */
@@ -405,6 +432,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     for (int i = 0; i < Bc / 2; ++i) s[i] = 0.f;
 
     if (n_tiles > 0) {
+        constexpr bool kPP = fa_sm90_tile<D, kFeat>::kPingPong;
         /* K-major A (Q) and B (K): SBO = 1024 (8 rows of 128 B), LBO unused; MN-major B (V):
          * SBO = 1024 (8 keys), LBO = Bc * 128 (from dims 0..63 to 64..127) */
         const uint64_t dq = fa_wgmma_desc_sw128(sQ + (uint32_t)wg * (64 * 128), 16u, 1024u);
@@ -426,9 +454,11 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
             /* why: every consumer warpgroup's P V reads rows that the others zeroed */
             fa_named_barrier_sync<kWG * 128>(FA_SM90_BAR_ZERO_V);
         }
+        if (wg != 0) warpgroup_sched_wait<kPP>(wg);  /* warpgroup 0 has the first turn */
         fa_wgmma_fence();  /* s was written by ordinary code (zeroed) */
         warpgroup_gemm_qk<kBf16, D, Br, Bc>(s, dq, dk0);
         fa_wgmma_commit();
+        warpgroup_sched_pass<kPP, kWG>(wg);
         fa_wgmma_wait<0>();
         fa_reg_fence(s);
         warp_release_slot(bar_kempty, lane);
@@ -449,6 +479,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
             }
             --t;
             fa_mbar_wait(bar_kfull + 8u * stage, phase);
+            warpgroup_sched_wait<kPP>(wg);
             fa_wgmma_fence();  /* why: s was read and written by ordinary instructions */
             warpgroup_gemm_qk<kBf16, D, Br, Bc>(s, dq, fa_wgmma_desc_add(dk0, (uint32_t)stage * kKVBytes));
             fa_wgmma_commit();
@@ -457,6 +488,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
             fa_wgmma_fence();  /* why: o and pa were written by ordinary instructions */
             warpgroup_gemm_pv<kBf16, D, Bc>(o, pa, fa_wgmma_desc_add(dv0, (uint32_t)pstage * kKVBytes));
             fa_wgmma_commit();
+            warpgroup_sched_pass<kPP, kWG>(wg);
 
             fa_wgmma_wait<1>();  /* S_j done; P_{j-1} V_{j-1} may still run */
             fa_reg_fence(s);
@@ -485,6 +517,8 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
         fa_wgmma_wait<0>();
         fa_reg_fence(o);
         warp_release_slot(bar_vempty + 8u * stage, lane);
+        /* why: takes the last pass of warpgroup kWG - 1, so the barrier ends balanced */
+        if (kPP && wg == 0) fa_named_barrier_sync<256>(FA_SM90_BAR_SCHED);
     }
 
     /* ---- epilogue: O /= l, LSE, O through this warpgroup's Q rows of shared memory ---- */

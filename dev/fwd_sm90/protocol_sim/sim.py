@@ -1,0 +1,418 @@
+"""Replay of the synchronization of the ping-pong sm90 forward
+(csrc/cuda/sm90/fa_fwd_sm90_kernel.cuh, branch sm90-fwd-pingpong, head 7896d32), in code order.
+
+Agents: producer warp 0 (its thread 0 issues every TMA), producer warps 1..3 (they exit after
+__syncthreads + setmaxnreg), and every consumer WARP (warps of one warpgroup drift apart freely).
+Asynchronous events chosen at random among the runnable ones: a TMA load lands; a wgmma group
+of a warpgroup completes (only after all W warps of the warpgroup issued it: .sync.aligned, the
+tensor core starts a warpgroup's wgmma once every warp issued it; groups of a warpgroup complete
+in order).
+
+Hardware named barriers (PTX ISA, barrier{.cta}): per barrier an arrival count in threads; a
+warp's bar.arrive / bar.sync adds 32 (one warp); all arrivals of a phase must name the same thread
+count; when the count reaches it the barrier completes, releases its bar.sync waiters and resets.
+A warp that executes a second barrier instruction on the same barrier in one phase (arrive then
+arrive/sync: the ISA's "care must be taken" rule) is flagged as UB; so is a count above the
+expected one. mbarriers: pending arrivals + transaction bytes, phase parity, try_wait.parity.
+
+Checks: deadlock (no agent or event can move, with the blocked set), PTX UB on named barriers,
+named barriers not reset at exit (dangling arrivals), mbarrier parity waits that pass on a phase
+other than the intended one, TMA into a slot that a wgmma group (issued, not complete) or the
+varlen zeroing uses, wgmma reading the wrong tile, the ping-pong order (warpgroup w issues round
+r only after every warp of the previous turn passed), TMA / wgmma in flight at exit.
+
+W (warps per warpgroup) is 4 in the real kernel; the exhaustive mode uses W = 1 or 2 with the
+barrier thread counts scaled (W warps stand for 128 threads).
+"""
+import random
+import sys
+
+MUT = set()  # deliberate protocol breaks (see MUTATIONS)
+
+
+class Err(Exception):
+    pass
+
+
+class Deadlock(Err):
+    pass
+
+
+# ------------------------------------------------------------------ programs (kernel code order)
+def producer_prog(n, S):
+    p = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', -1)]
+    if n == 0:
+        return p + [('exit',)]
+    p += [('marrive_tx', 'qf'), ('tma', 'Q', 'Q', 'qf')]
+    stage, phase = 0, 0
+    for it in range(n):
+        for kind in ('k', 'v'):
+            # thread_fill_slot: wait empty (parity phase ^ 1), arrive.expect_tx full, TMA
+            p.append(('mwait', (kind + 'e', stage), phase ^ 1, it // S - 1))
+            p.append(('marrive_tx', (kind + 'f', stage)))
+            p.append(('tma', (kind.upper(), stage), it, (kind + 'f', stage)))
+        stage += 1
+        if stage == S:
+            stage, phase = 0, phase ^ 1
+    return p + [('exit',)]
+
+
+def consumer_prog(n, S, kwg, wg, varlen_tail, pp=True):
+    SCHED = 5
+    CNT = 128 if 'count128' in MUT else 256  # thread count of the turn barriers
+    mine = SCHED + wg
+    nxt = SCHED + (wg + 1) % kwg
+    p = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', wg)]
+    if n > 0:
+        stage, phase = 0, 0
+        p.append(('mwait', 'qf', 0, 0))
+        p.append(('mwait', ('kf', 0), 0, 0))
+        if varlen_tail:
+            p.append(('mwait', ('vf', 0), 0, 0))
+            p.append(('zero', ('V', 0), 0))
+            p.append(('nbar', 'sync', 4, kwg * 128))
+        if pp and (wg != 0 or 'wg0_waits_first' in MUT):
+            p.append(('nbar', 'sync', mine, CNT))
+        if pp and wg == 0 and 'old_open' in MUT:  # 656a224: arrival opens, then the wait
+            p.append(('nbar', 'arrive', mine, CNT))
+            p.append(('nbar', 'sync', mine, CNT))
+        p.append(('issue', 'QK', 0, (('K', 0), 0)))
+        if pp and 'no_pass0' not in MUT:
+            p.append(('nbar', 'arrive', nxt, CNT, 0))
+        p.append(('wwait', 0))
+        p.append(('marrive', ('ke', 0)))
+        for it in range(1, n):
+            pstage, pphase = stage, phase
+            stage += 1
+            if stage == S:
+                stage, phase = 0, phase ^ 1
+            p.append(('mwait', ('kf', stage), phase, it // S))
+            if pp:
+                p.append(('nbar', 'sync', mine, CNT))
+            p.append(('issue', 'QK', it, (('K', stage), it)))
+            p.append(('mwait', ('vf', pstage), pphase, (it - 1) // S))
+            p.append(('issue', 'PV', it, (('V', pstage), it - 1)))
+            if pp and 'pass_after_wait' not in MUT:
+                p.append(('nbar', 'arrive', nxt, CNT, it))
+            p.append(('wwait', 1))
+            p.append(('marrive', ('ke', stage)))
+            p.append(('wwait', 0))
+            if pp and 'pass_after_wait' in MUT:
+                p.append(('nbar', 'arrive', nxt, CNT, it))
+            p.append(('marrive', ('ve', pstage)))
+        p.append(('mwait', ('vf', stage), phase, (n - 1) // S))
+        p.append(('issue', 'PV', n, (('V', stage), n - 1)))
+        p.append(('wwait', 0))
+        p.append(('marrive', ('ve', stage)))
+        if pp and (wg == 0 or 'close_all' in MUT) and 'no_close' not in MUT:
+            p.append(('nbar', 'sync', mine, CNT))
+    # epilogue: O staged in the warpgroup's Q rows, bar.sync(1 + wg, 128)
+    p.append(('nbar', 'sync', 1 + wg, 128))
+    if 'issue_rendezvous' in MUT:  # stricter model, not a break: each wgmma issue waits for all warps of the wg
+        q = []
+        for op in p:
+            if op[0] == 'issue':
+                q.append(('rdv', ('issue', op[1], op[2]), wg))
+            q.append(op)
+        p = q
+    return p + [('exit',)]
+
+
+# ------------------------------------------------------------------ machine
+class MBar:
+    __slots__ = ('name', 'count', 'pending', 'tx', 'completed')
+
+    def __init__(self, name, count):
+        self.name, self.count, self.pending, self.tx, self.completed = name, count, count, 0, 0
+
+    def _check(self):
+        if self.pending < 0:
+            raise Err(f'{self.name}: more arrivals than expected in a phase')
+        if self.pending == 0 and self.tx == 0:
+            self.completed += 1
+            self.pending = self.count
+
+    def key(self):
+        return (self.pending, self.tx, self.completed)
+
+
+class NBar:
+    """PTX hardware barrier: arrival count in threads, expected count of the phase, who arrived."""
+    __slots__ = ('id', 'count', 'expect', 'arrived', 'gen')
+
+    def __init__(self, i):
+        self.id, self.count, self.expect, self.arrived, self.gen = i, 0, None, (), 0
+
+
+def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace=False):
+    rng = random.Random(seed)
+    nprod = W  # producer warpgroup: W warps (warp 0 carries the TMA thread)
+    total_threads = (kwg + 1) * 128
+    thr_per_warp = 128 // W  # W warps stand for a warpgroup's 128 threads
+    agents = {}
+    agents[('P', 0)] = producer_prog(n, S)
+    for q in range(1, nprod):
+        agents[('P', q)] = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', -1), ('exit',)]
+    for wg in range(kwg):
+        for q in range(W):
+            agents[(wg, q)] = consumer_prog(n, S, kwg, wg, varlen_tail, pp)
+    names = list(agents)
+    pc = {a: 0 for a in names}
+    mb = {'qf': MBar('Q-full', 1)}
+    for s in range(S):
+        mb[('kf', s)] = MBar(f'K-full{s}', 1)
+        mb[('vf', s)] = MBar(f'V-full{s}', 1)
+        mb[('ke', s)] = MBar(f'K-empty{s}', W * kwg)
+        mb[('ve', s)] = MBar(f'V-empty{s}', W * kwg)
+    nb = {i: NBar(i) for i in range(16)}
+    nb['rdv'] = NBar('rdv')  # never completes: rendezvous waiters are released explicitly
+    blocked_nbar = {}   # agent -> (barrier id, generation it waits past)
+    rdv = {}            # rendezvous tag -> set of agents arrived
+    content, inflight = {}, {}   # smem buffer -> tile tag
+    tma_q = []          # (buf, tag, bar)
+    groups = {wg: [] for wg in range(kwg)}  # per wg: list of dicts {id, bufs, issued:set, done}
+    wg_issued = {a: 0 for a in names}      # groups issued by this warp
+    wg_done = {wg: 0 for wg in range(kwg)}  # groups completed (in order) per wg
+    passed = {}         # turn index -> warps that passed it
+    log = []
+    sp = speeds or {}
+    speed = {a: sp.get(a, 1.0) for a in names}
+
+    def turn(wg, r):
+        return r * kwg + wg
+
+    def op_of(a):
+        return agents[a][pc[a]]
+
+    def runnable(a):
+        op = op_of(a)
+        k = op[0]
+        if k == 'exit':
+            return False
+        if a in blocked_nbar:
+            i, g = blocked_nbar[a]
+            return nb[i].gen > g
+        if k == 'mwait':
+            b = mb[op[1]]
+            return (b.completed & 1) != op[2]
+        if k == 'wwait':
+            wg = a[0]
+            return wg_done[wg] >= wg_issued[a] - op[1]
+        if k == 'rdv':
+            return True
+        return True
+
+    def do_nbar(a, op):
+        _, kind, i, cnt = op[:4]
+        if len(op) > 4:  # the pass of turn (round op[4], this warpgroup)
+            passed.setdefault(turn(a[0], op[4]), set()).add(a[1])
+        if cnt == 'ALL':
+            cnt = total_threads
+        b = nb[i]
+        if b.expect is not None and b.expect != cnt:
+            raise Err(f'PTX UB: barrier {i} phase expects {b.expect} threads, {a} {kind}s with {cnt}')
+        if any(x == a for x, _ in b.arrived):
+            raise Err(f'PTX UB: {a} executes bar.{kind} on barrier {i} after its bar.arrive, before the reset '
+                      f'(phase {b.gen}, arrived {b.arrived})')
+        b.expect = cnt
+        b.arrived = b.arrived + ((a, kind),)
+        b.count += thr_per_warp
+        if b.count > cnt:
+            raise Err(f'PTX: barrier {i} count {b.count} > {cnt}')
+        if b.count == cnt:
+            if trace:
+                log.append(f'  nbar {i} phase {b.gen} completes: {b.arrived}')
+            b.gen += 1
+            b.count, b.expect, b.arrived = 0, None, ()
+            return False  # the completing warp does not wait
+        if kind == 'sync':
+            blocked_nbar[a] = (i, b.gen)
+            return True   # stays on this op until released
+        return False
+
+    steps = 0
+    while True:
+        steps += 1
+        if steps > 5_000_000:
+            raise Err('step limit')
+        cand = [a for a in names if runnable(a)]
+        ev = [('a', a) for a in cand]
+        ev += [('t', j) for j in range(len(tma_q))]
+        for wg in range(kwg):
+            g = groups[wg]
+            if g and len(g[0]['issued']) == W:
+                ev.append(('g', wg))
+        if not ev:
+            if all(op_of(a)[0] == 'exit' for a in names):
+                break
+            blk = {}
+            for a in names:
+                op = op_of(a)
+                if op[0] != 'exit':
+                    blk.setdefault(str(op), []).append(a)
+            nbs = {i: (b.count, b.arrived) for i, b in nb.items() if b.count}
+            raise Deadlock(f'DEADLOCK after {steps} steps: blocked {blk}; named barriers {nbs}; '
+                           f'mbar completed {dict((b.name, b.completed) for b in mb.values())}')
+        w = [speed[x[1]] if x[0] == 'a' else 1.0 for x in ev]
+        kind, x = rng.choices(ev, w)[0]
+        if kind == 't':
+            buf, tag, bar = tma_q.pop(x)
+            content[buf] = tag
+            del inflight[buf]
+            b = mb[bar]
+            b.tx -= 1
+            b._check()
+            continue
+        if kind == 'g':
+            g = groups[x].pop(0)
+            wg_done[x] += 1
+            if trace:
+                log.append(f'  wg{x} group {g["id"]} {g["what"]} completes')
+            continue
+        a = x
+        op = op_of(a)
+        k = op[0]
+        if trace:
+            log.append(f'{a}: {op}')
+        if a in blocked_nbar:   # released from a bar.sync
+            del blocked_nbar[a]
+            pc[a] += 1
+            continue
+        if k == 'nbar':
+            if do_nbar(a, op):
+                continue
+        elif k == 'rdv':
+            key = op[2]
+            members = [b for b in names if (b[0] == 'P' if key == -1 else b[0] == key)]
+            st = rdv.setdefault((key, op[1]), set())
+            if a in st:
+                continue
+            st.add(a)
+            if len(st) < len(members):
+                # wait at the rendezvous: model as staying until all arrive
+                blocked_nbar[a] = ('rdv', 0)
+                continue
+            else:
+                for b in st:
+                    if b in blocked_nbar and blocked_nbar[b][0] == 'rdv':
+                        del blocked_nbar[b]
+                        pc[b] += 1
+                del rdv[(key, op[1])]
+        elif k == 'mwait':
+            b = mb[op[1]]
+            intended = op[3]
+            if intended < 0:
+                if b.completed != 0:
+                    raise Err(f'{a}: {b.name} fresh-pass wait at completed={b.completed}')
+            elif b.completed != intended + 1:
+                raise Err(f'{a}: wait on {b.name} passed at completed={b.completed}, wants phase {intended}')
+        elif k == 'marrive':
+            b = mb[op[1]]
+            b.pending -= 1
+            b._check()
+        elif k == 'marrive_tx':
+            b = mb[op[1]]
+            b.tx += 1
+            b.pending -= 1
+            b._check()
+        elif k == 'tma':
+            _, buf, tag, bar = op
+            for wg in range(kwg):
+                for g in groups[wg]:
+                    if buf in g['bufs']:
+                        raise Err(f'RACE: TMA {buf} tile {tag} while wgmma {g["what"]} of wg{wg} uses it')
+            if buf in inflight:
+                raise Err(f'RACE: two TMA into {buf}')
+            inflight[buf] = tag
+            tma_q.append((buf, tag, bar))
+        elif k == 'zero':
+            _, buf, tag = op
+            if buf in inflight or content.get(buf) != tag:
+                raise Err(f'RACE: {a} zeroes {buf} holding {content.get(buf)} (in flight {inflight.get(buf)})')
+        elif k == 'issue':
+            _, what, r, (buf, tag) = op
+            wg = a[0]
+            if pp and what == 'QK':
+                T = turn(wg, r)
+                if T > 0 and len(passed.get(T - 1, ())) != W:
+                    raise Err(f'ORDER: {a} issues QK of round {r} (turn {T}) before turn {T - 1} passed '
+                              f'({passed.get(T - 1)})')
+            if buf in inflight or content.get(buf) != tag:
+                raise Err(f'WRONG DATA: {a} {what} reads {buf}={content.get(buf)}, wants tile {tag}')
+            gid = wg_issued[a]
+            glist = groups[wg]
+            idx = gid - wg_done[wg]
+            if idx == len(glist):
+                glist.append({'id': gid, 'what': (what, r), 'bufs': {buf}, 'issued': set()})
+            g = glist[idx]
+            if g['what'] != (what, r):
+                raise Err(f'wgmma mismatch in wg{wg}: {a} issues {what}{r}, group {gid} is {g["what"]}')
+            g['issued'].add(a[1])
+            wg_issued[a] += 1
+        elif k == 'wwait':
+            pass
+        pc[a] += 1
+    # exit checks
+    for i, b in nb.items():
+        if b.count:
+            raise Err(f'UNBALANCED: named barrier {i} left with {b.count} arrived threads {b.arrived} at exit')
+    if tma_q or inflight:
+        raise Err(f'TMA in flight at exit {inflight}')
+    for wg in range(kwg):
+        if groups[wg]:
+            raise Err(f'wgmma of wg{wg} in flight at exit')
+    return steps, log
+
+
+MUTATIONS = ['wg0_waits_first', 'no_close', 'close_all', 'count128', 'no_pass0', 'old_open']
+# pass_after_wait (the pass after wgmma.wait<0>) is a slower but valid order: not a mutation
+
+
+def random_speeds(rng, kwg, W):
+    sp = {}
+    for wg in list(range(kwg)) + ['P']:
+        for q in range(W):
+            sp[(wg, q)] = rng.choice([0.02, 0.2, 1.0, 1.0, 5.0, 50.0])
+    return sp
+
+
+def campaign(nseeds, ns, kwgs=(2, 3), stages=(2, 3), W=4, quiet=False):
+    tot = fails = 0
+    worst = {}
+    for kwg in kwgs:
+        for S in stages:
+            for n in ns:
+                for vt in (False, True):
+                    for sd in range(nseeds):
+                        rng = random.Random(sd * 7919 + n)
+                        sp = random_speeds(rng, kwg, W) if sd % 3 else None
+                        tot += 1
+                        try:
+                            sim(n, kwg, S, W, vt, seed=sd, speeds=sp)
+                        except Err as e:
+                            fails += 1
+                            key = type(e).__name__ + ':' + str(e).split(':')[0]
+                            if key not in worst:
+                                worst[key] = (kwg, S, n, vt, sd, str(e)[:400])
+    return tot, fails, worst
+
+
+if __name__ == '__main__':
+    nseeds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    ns = list(range(0, 41))
+    tot, fails, worst = campaign(nseeds, ns)
+    print(f'branch protocol, W=4 warps/wg, kWG 2,3, kStages 2,3, n_tiles 0..40, varlen tail on/off: '
+          f'{tot - fails}/{tot} runs complete with every check passing')
+    for k, v in worst.items():
+        print('  FAIL', k, v)
+    MUT.add('issue_rendezvous')
+    tot, fails, worst = campaign(max(3, nseeds // 5), ns, stages=(2,))
+    print(f'stricter model (each wgmma issue a rendezvous of the warpgroup): {tot - fails}/{tot} complete')
+    for m in MUTATIONS:
+        MUT.clear()
+        MUT.add(m)
+        tot, fails, worst = campaign(max(3, nseeds // 10), [1, 2, 3, 7, 40], stages=(2,))
+        print(f'mutation {m}: {fails}/{tot} runs flagged')
+        for k, v in list(worst.items())[:2]:
+            print('   e.g.', k, v)
+    MUT.clear()
