@@ -12,7 +12,8 @@
  * 1.13-1.32x red.add at d = 128, the default there for atomic dQ. Br comes from this kernel's own
  * tuning row (fa_bwd_sm90_pipe_cfg), not fa_bwd_sm90_kernel's: d = 64 runs Br = 64 (with Br = 128
  * both atomic-dQ instances spilled at the 240-register cap: red.add 48 bytes, TMA dQ 92, nvcc
- * 13.0); d = 64 runs here only when asked (FLASH_ATTN_C_SM90_BWD_PIPE=1/2) until it is timed.
+ * 13.0); d = 64 runs here only when asked (FLASH_ATTN_C_SM90_BWD_PIPE=1/2) until it is timed
+ * (its atomic-dQ instances: compile-checked, 0 spills, not yet run on a GPU).
  *
  * Grid (key block n, kv head hk, batch b) as the old kernel; 384 threads = 3 warpgroups:
  *   warpgroup 0, the producer: setmaxnreg down to 24; warps 2-3 exit (and warp 1 unless kDq = TMA);
@@ -62,7 +63,7 @@
  * TMA writes them): K [Bc][D], V [Bc][D], Q [kStages][Br][D], dO [kStages][Br][D],
  * dS^T [2][Bc][Br]; kDq = TMA adds the dQ staging buffers [2 warpgroups][N / 32][64 rows][32 fp32]
  * (N = 64: 16 KB each; N = 32: 8 KB; warpgroup_stage_dq). Static: LSE*log2e and D per slot, the
- * mbarriers.
+ * mbarriers (also the image marker).
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
  */
