@@ -1,7 +1,8 @@
 """The pipelined Hopper backward (fa_bwd_sm90_pipe_kernel, a TMA producer warpgroup feeding an
 mbarrier ring), both dQ paths: FLASH_ATTN_C_SM90_BWD_PIPE=1 (dQ by red.add from the consumers) and
-=2 (dQ staged in shared memory, added by TMA tensor reduces from a dQ-writer warp), and the
-default with the variable unset (=2 for atomic dQ at d > 64; =0, the cp.async kernel, turns the
+=2 (dQ staged in shared memory, added by TMA tensor reduces from a dQ-writer warp), at d = 128
+(Br = 64) and d <= 64 (Br = 64, dQ split by dims), and the default with the variable unset (=2 for
+atomic dQ at d > 64, the cp.async kernel at d <= 64; =0, the cp.async kernel, turns the
 pipelined kernel off). Gradient parity
 against the float64 oracle (error-ratio rule, 3x for gradients) on dense shapes, causal / window /
 GQA, both dtypes, atomic and deterministic dQ; and a profiler check that the expected instance
@@ -55,17 +56,20 @@ def _pipe_instances(fn: Callable[[], object]) -> List[int]:
     return modes
 
 
-def _expected(pipe: str, deterministic: bool) -> List[int]:
-    """kDq of the pipelined instance one backward must launch: 0 (dK/dV only) when deterministic,
-    else the env value; unset: 2 with atomic dQ, none (the cp.async kernel) when deterministic.
-    For d > 64 (d <= 64 with atomic dQ has no pipelined instance)."""
+def _expected(pipe: str, deterministic: bool, d: int) -> List[int]:
+    """kDq of the pipelined instance one backward (head dim d) must launch: with the variable set,
+    0 (dK/dV only) when deterministic, else its value (1 red.add, 2 TMA reduce), at every d;
+    unset: 2 with atomic dQ at d > 64, none (the cp.async kernel) when deterministic or d <= 64
+    (the Br = 64 instances there are opt-in until timed)."""
     if pipe == "unset":
-        return [] if deterministic else [2]
+        return [] if deterministic or d <= 64 else [2]
     return [0 if deterministic else int(pipe)]
 
 
-# (b, sq, sk, h, hk, d, causal, window): sizes off the tiles (Br 64/128, Bc 128), sq != sk both
-# ways, a multi-stage ring (many query blocks per key block), GQA (the ring crosses heads).
+# (b, sq, sk, h, hk, d, causal, window): sizes off the tiles (Br 64, Bc 128), sq != sk both
+# ways, a multi-stage ring (many query blocks per key block), GQA (the ring crosses heads); d = 128
+# and d <= 64 (dQ tiles of 32 dims per consumer warpgroup: d 48 leaves the second one half past d,
+# d 32 wholly).
 CASES = [
     (2, 97, 97, 4, 4, 128, False, (-1, -1)),
     (2, 200, 200, 2, 2, 80, False, (-1, -1)),
@@ -76,6 +80,12 @@ CASES = [
     (1, 255, 255, 2, 2, 128, False, (32, 8)),
     (1, 1, 1, 2, 2, 128, False, (-1, -1)),
     (1, 2048, 2048, 8, 2, 128, True, (-1, -1)),
+    (2, 97, 97, 4, 4, 64, False, (-1, -1)),
+    (1, 1025, 1025, 4, 2, 64, True, (-1, -1)),
+    (2, 17, 1025, 2, 2, 64, False, (-1, -1)),
+    (1, 1025, 17, 4, 2, 48, False, (-1, -1)),
+    (2, 130, 200, 4, 2, 32, True, (-1, -1)),
+    (1, 255, 255, 2, 2, 64, False, (32, 8)),
 ]
 
 
@@ -86,11 +96,10 @@ def test_pipe_backward_atomic_dq(pipe, dtype, b, sq, sk, h, hk, d, causal, windo
     # the parity would hold on the fallback kernel too: the profiler says which one ran
     ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
                                               grad=True, check_lse=False))
-    assert sorted(set(ran)) == _expected(pipe, False)
+    assert sorted(set(ran)) == _expected(pipe, False, d)
 
 
-# d <= 64 runs the pipelined kernel only with deterministic = 1 (its atomic-dQ instances are not
-# compiled: they spill at 240 registers); d = 128 both ways.
+# The dK/dV-only instance (the ordered dQ pass follows), d <= 64 and d = 128.
 @pytest.mark.parity_grad
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window", [
@@ -102,24 +111,26 @@ def test_pipe_backward_atomic_dq(pipe, dtype, b, sq, sk, h, hk, d, causal, windo
 def test_pipe_backward_deterministic(pipe, dtype, b, sq, sk, h, hk, d, causal, window):
     ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
                                               grad=True, check_lse=False, deterministic=True))
-    assert sorted(set(ran)) == _expected(pipe, True)
+    assert sorted(set(ran)) == _expected(pipe, True, d)
 
 
-@pytest.mark.parametrize("d,deterministic", [(128, False), (128, True), (64, True)])
+@pytest.mark.parametrize("d,deterministic", [(128, False), (128, True), (64, False), (64, True)])
 def test_pipe_kernel_is_selected(pipe: str, d: int, deterministic: bool):
     import flash_attn_c
     q, k, v = (torch.randn(2, 300, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
     out = flash_attn_c.flash_attn_func(q, k, v, causal=True, deterministic=deterministic)
     dout = torch.randn_like(out)
-    assert _pipe_instances(lambda: torch.autograd.grad(out, (q, k, v), dout)) == _expected(pipe, deterministic)
+    assert _pipe_instances(lambda: torch.autograd.grad(out, (q, k, v), dout)) == _expected(pipe, deterministic, d)
 
 
-def test_pipe_d64_atomic_stays_on_cp_async_kernel(pipe: str):
-    """d = 64 with atomic dQ has no pipelined instance (both spill at 240 registers): the call must
-    still be exact, on fa_bwd_sm90_kernel."""
+def test_pipe_d64_atomic_runs_pipelined_when_asked(pipe: str):
+    """d = 64 with atomic dQ: FLASH_ATTN_C_SM90_BWD_PIPE=1 / =2 run the pipelined kernel's red.add /
+    TMA-dQ instance (Br = 64); unset keeps fa_bwd_sm90_kernel (not yet timed). Exact either way."""
+    want = {"1": [1], "2": [2], "unset": []}[pipe]
+    assert _expected(pipe, False, 64) == want
     assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 4, 2, 64, causal=True,
-                                               grad=True, check_lse=False)) == []
+                                               grad=True, check_lse=False)) == want
 
 
 @pytest.mark.parametrize("deterministic", [False, True])

@@ -6,7 +6,10 @@
  *   bwd_sm90_check                 every case through fa_bwd_sm90 with FLASH_ATTN_C_SM90_BWD_PIPE=0
  *                                  (the cp.async kernel: modes "sm90", "sm90#2"), then again with
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe", "pipe#2", "pipe det")
- *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce);
+ *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce); then
+ *                                  how many calls of each pipelined mode ran the pipelined kernel,
+ *                                  and of the dense ones with atomic dQ at d <= 64 (Br = 64
+ *                                  instances: each must, else one more check fails);
  *                                  last line "N passed, N failed" (exit status 1 if any failed).
  *                                  A case that fa_bwd_sm90_supported() rejects FAILS (they are all
  *                                  in scope).
@@ -93,6 +96,15 @@ static const bwd_case g_cases[] = {
     {"strided causal gqa d128",          BF, 2,  97,   97,  4, 2, 128, -1,  0, 0.f, 0, 0.f, 0, 1, NULL, 1.f},
     {"strided varlen d64",               BF, 5,   0,    0,  2, 1,  64, -1, -1, 0.f, 0, 0.f, 0, 1, VL2,  1.f},
     {"strided varlen window d96 fp16",   HF, 6,   0,    0,  4, 2,  96, 40,  3, 0.f, 0, 0.f, 0, 1, VL1,  1.5f},
+    /* d <= 64, dense: the pipelined kernel's Br = 64 instances (dQ split by dims, N = 32); the
+     * d64 cases above run them too. d 32: warpgroup 1's dims all past d (no TMA box, no red.add);
+     * d 48: its box half past d; sq > sk with 17 query blocks x 2 heads of the group on the ring.
+     * Every name has "d64", so --filter d64 (the sanitizer runs) selects them all. */
+    {"sq1025 sk17 d64 gqa",              BF, 1, 1025,  17,  4, 2,  64, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"sq17 sk1025 d64 fp16",             HF, 2,  17, 1025,  2, 2,  64, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"causal d32 gqa fp16 sq<sk (d64 tile)", HF, 2, 130,  200,  4, 2,  32, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"window 20,20 d48 sq>sk (d64 tile)", BF, 1, 255,  130,  2, 2,  48, 20, 20, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"strided causal gqa d64",           BF, 2,  97,   97,  4, 2,  64, -1,  0, 0.f, 0, 0.f, 0, 1, NULL, 1.f},
 };
 
 /* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64
@@ -118,16 +130,32 @@ static const bwd_mode g_modes[] = {
 static const bwd_target g_target = {fa_bwd_sm90_cp_async_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_supported,
                                     g_modes, 2};
 
+/* Dense calls with atomic dQ at d <= 64 (the pipelined kernel's Br = 64 instances, opt-in),
+ * counted per pipelined mode: how many there were and how many the pipelined kernel ran. Every
+ * one must (the harness strides are TMA-fit): main counts a failed check otherwise, so a silent
+ * fallback to the cp.async kernel, which passes the parity check too, cannot pass the run. */
+typedef struct d64_count {
+    int calls, taken;
+} d64_count;
+static void d64_tally(d64_count *c, const fa_params *p, int taken)
+{
+    if (p->head_dim > 64 || p->deterministic || p->cu_seqlens_q != NULL) return;
+    ++c->calls;
+    c->taken += taken;
+}
+
 /* ---- under test: the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1, fa_bwd_sm90_pipe_kernel.cuh),
- * every case again: dense cases run it (d <= 64 only with deterministic = 1: the d = 64 atomic-dQ
- * instances are not compiled), varlen and TMA-unfit strides fall back to fa_bwd_sm90_kernel. */
+ * every case again: dense cases run it (every d, atomic or deterministic dQ), varlen and
+ * TMA-unfit strides fall back to fa_bwd_sm90_kernel. */
 static int g_pipe_calls = 0, g_pipe_fallbacks = 0;  /* "pipe" runs, and those on the old kernel */
+static d64_count g_pipe_d64 = {0, 0};
 static fa_status fa_bwd_sm90_pipe_entry(const fa_params *p, void *stream)
 {
     int takes;
     const fa_status st = run_with_pipe_env("1", p, stream, &takes);
     ++g_pipe_calls;
     g_pipe_fallbacks += !takes;
+    d64_tally(&g_pipe_d64, p, takes == 1);
     return st;
 }
 static const bwd_mode g_pipe_modes[] = {
@@ -142,12 +170,14 @@ static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_wor
  * dQ-writer warp (atomic dQ only: deterministic calls run the same instance as =1, so no "det"
  * mode here); fa_bwd_sm90_pipe_takes() == 2 says the TMA-dQ instance ran. */
 static int g_tma_calls = 0, g_tma_taken = 0;  /* "pipe tma" runs, and those on the TMA-dQ instance */
+static d64_count g_tma_d64 = {0, 0};
 static fa_status fa_bwd_sm90_pipe_tma_entry(const fa_params *p, void *stream)
 {
     int takes;
     const fa_status st = run_with_pipe_env("2", p, stream, &takes);
     ++g_tma_calls;
     g_tma_taken += takes == 2;
+    d64_tally(&g_tma_d64, p, takes == 2);
     return st;
 }
 static const bwd_mode g_pipe_tma_modes[] = {
@@ -221,12 +251,16 @@ int main(int argc, char **argv)
     }
     /* the "pipe" lines of cases outside the pipelined kernel's scope ran the old kernel */
     if (g_pipe_calls > 0)
-        printf("pipe modes: %d of %d backward calls ran the pipelined kernel (the others: varlen, d <= 64 "
-               "with atomic dQ or TMA-unfit strides, on the cp.async kernel)\n",
-               g_pipe_calls - g_pipe_fallbacks, g_pipe_calls);
+        printf("pipe modes: %d of %d backward calls ran the pipelined kernel (the others: varlen or "
+               "TMA-unfit strides, on the cp.async kernel); dense d <= 64 with atomic dQ: %d of %d ran its "
+               "red.add instance\n",
+               g_pipe_calls - g_pipe_fallbacks, g_pipe_calls, g_pipe_d64.taken, g_pipe_d64.calls);
     if (g_tma_calls > 0)
-        printf("pipe tma modes: %d of %d backward calls ran the TMA-dQ instance (the others: varlen, d <= 64 "
-               "or TMA-unfit strides, on the cp.async kernel)\n",
-               g_tma_taken, g_tma_calls);
+        printf("pipe tma modes: %d of %d backward calls ran the TMA-dQ instance (the others: varlen or "
+               "TMA-unfit strides, on the cp.async kernel); dense d <= 64: %d of %d\n",
+               g_tma_taken, g_tma_calls, g_tma_d64.taken, g_tma_d64.calls);
+    /* the d <= 64 lines are checks, not just counts (d64_tally) */
+    if (g_pipe_d64.calls > 0) check_count(&tally, g_pipe_d64.taken == g_pipe_d64.calls);
+    if (g_tma_d64.calls > 0) check_count(&tally, g_tma_d64.taken == g_tma_d64.calls);
     return check_summary(&tally);
 }

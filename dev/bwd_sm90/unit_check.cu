@@ -1,12 +1,15 @@
 /* unit_check.cu - unit check of the one wgmma form the sm90 backward adds to the proven forward
  * primitives (needs an sm_90 GPU): dQ = dS K through warpgroup_gemm_dq (fa_bwd_sm90_kernel.cuh),
  * i.e. wgmma SS with BOTH operands MN-major (imm-trans-a = imm-trans-b = 1, fa_wgmma_bwd.cuh),
- * dS^T and K written to shared memory with the kernel's own fa_sw128_off swizzle. Two variants:
- *   n-split  dims 64..127 of K (column block 1), all 128 keys (8 k-steps): the D = 128 kernel
+ * dS^T and K written to shared memory with the kernel's own fa_sw128_off swizzle. Variants:
+ *   n-split  dims 64..127 of K (column block 1), all 128 keys (8 k-steps): the D = 128 kernels
  *   k-split  dims 0..63, keys 64..127 only (k-steps 4..7): the primitive's k-step offset, which
- *            the kernels no longer use (the D = 64 kernel splits queries, Br = 128: same
+ *            the kernels no longer use (the D = 64 cp.async kernel splits queries, Br = 128: same
  *            descriptors with A moved to dS^T column block 1, covered end to end by
  *            bwd_sm90_check)
+ *   n32      wgmma N = 32 (the pipelined kernel at D = 64, Br = 64: warpgroup wg takes dims
+ *            32 wg..), all 128 keys, at dims 0..31, 32..63 (B's start 64 bytes into the swizzled
+ *            128-byte rows) and 96..127 (column block 1 + 64 bytes)
  * Inputs are small integers, so fp32 results are exact and must match the host bit for bit.
  *
  *   ./unit_check        last line "N passed, N failed"
@@ -27,8 +30,16 @@
 #define UC_Q 64
 #define UC_D 128
 
-/* One warpgroup. dst: (2 variants, 64 queries, 64 dims) fp32; dsT: (128 keys, 64 queries) bf16;
- * k: (128 keys, 128 dims) bf16, both row-major. */
+#define UC_VARIANTS 5
+/* first dim of K that variant v reads (N = 64 for variants 0, 1; N = 32 for 2..4) */
+static __host__ __device__ constexpr int uc_dim0(int v)
+{
+    return v == 0 ? 64 : v == 3 ? 32 : v == 4 ? 96 : 0;
+}
+
+/* One warpgroup. dst: (UC_VARIANTS, 64 queries, 64 dims) fp32, an N = 32 variant fills dims
+ * 0..31 of its slice; dsT: (128 keys, 64 queries) bf16; k: (128 keys, 128 dims) bf16, both
+ * row-major. */
 __global__ void __launch_bounds__(128, 1)
 unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
 {
@@ -49,6 +60,22 @@ unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
     fa_fence_proxy_async_smem();
     __syncthreads();
     const int wq = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+    for (int variant = 2; variant < UC_VARIANTS; ++variant) {
+        /* dims dim0.. of K: column block dim0 / 64, + 2 (dim0 % 64) bytes into its rows */
+        const int dim0 = uc_dim0(variant);
+        float acc[16];
+        fa_wgmma_fence();
+        warpgroup_gemm_dq<true, 8, 32>(acc, base + sdS,
+                                       base + sK + (uint32_t)(dim0 / 64) * UC_KEYS * 128u + (uint32_t)(dim0 % 64) * 2u, 0);
+        fa_wgmma_commit();
+        fa_wgmma_wait<0>();
+        fa_reg_fence(acc);
+        for (int jn = 0; jn < 4; ++jn)
+            for (int e = 0; e < 4; ++e) {
+                const int m = 16 * wq + g + 8 * (e >> 1), n = 8 * jn + 2 * t + (e & 1);
+                dst[(variant * UC_Q + m) * 64 + n] = acc[4 * jn + e];
+            }
+    }
     for (int variant = 0; variant < 2; ++variant) {
         float acc[32];
         fa_wgmma_fence();
@@ -96,23 +123,26 @@ int main(void)
     float *d_out;
     CK(cudaMalloc(&d_ds, dsb.size() * 2));
     CK(cudaMalloc(&d_k, kb.size() * 2));
-    CK(cudaMalloc(&d_out, 2 * UC_Q * 64 * 4));
+    CK(cudaMalloc(&d_out, UC_VARIANTS * UC_Q * 64 * 4));
     CK(cudaMemcpy(d_ds, dsb.data(), dsb.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_k, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemset(d_out, 0xFF, 2 * UC_Q * 64 * 4));
+    CK(cudaMemset(d_out, 0xFF, UC_VARIANTS * UC_Q * 64 * 4));
     const int smem = UC_KEYS * (UC_Q + UC_D) * 2 + 1024;
     CK(cudaFuncSetAttribute((const void *)unit_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     unit_dq_kernel<<<1, 128, smem>>>(d_ds, d_k, d_out);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-    std::vector<float> out(2 * UC_Q * 64);
+    std::vector<float> out(UC_VARIANTS * UC_Q * 64);
     CK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
-    const char *names[2] = {"dq n-split (dims 64..127, keys 0..127)", "dq k-split (dims 0..63, keys 64..127)"};
-    for (int variant = 0; variant < 2; ++variant) {
-        const int key0 = variant == 0 ? 0 : 64, key1 = 128, dim0 = variant == 0 ? 64 : 0;
+    const char *names[UC_VARIANTS] = {"dq n-split (dims 64..127, keys 0..127)", "dq k-split (dims 0..63, keys 64..127)",
+                                      "dq n32 (dims 0..31, keys 0..127)", "dq n32 (dims 32..63, keys 0..127)",
+                                      "dq n32 (dims 96..127, keys 0..127)"};
+    for (int variant = 0; variant < UC_VARIANTS; ++variant) {
+        const int key0 = variant == 1 ? 64 : 0, key1 = 128, dim0 = uc_dim0(variant);
+        const int n_dims = variant < 2 ? 64 : 32;
         int bad = 0;
         for (int m = 0; m < UC_Q; ++m)
-            for (int n = 0; n < 64; ++n) {
+            for (int n = 0; n < n_dims; ++n) {
                 float ref = 0.f;
                 for (int j = key0; j < key1; ++j) ref += ds[(size_t)j * UC_Q + m] * kf[(size_t)j * UC_D + dim0 + n];
                 const float got = out[(variant * UC_Q + m) * 64 + n];

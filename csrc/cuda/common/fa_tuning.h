@@ -203,19 +203,28 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "dims; 255 regs, no spills; smem 64 K,V + 64 Q,dO + 16 dS = 145 KB"},
 
     /* ============================== FA_KERNEL_BWD_SM90_PIPE ==============================
-     * The same math as FA_KERNEL_BWD_SM90 (same Br, Bc = 128, dK/dV/S^T/dP^T registers), plus a
-     * producer warpgroup (12 warps = 1 producer + 2 consumer warpgroups; setmaxnreg 24 / 240, so
-     * the consumers must fit 240 registers instead of 255) that streams Q + LSE and dO + D into a
-     * `stages`-deep mbarrier ring by TMA. dS^T is double buffered (2 Bc Br 2 B) so that no
-     * barrier guards its reuse. Shared memory: 2 Bc d 2 B (K, V) + 2 stages Br d 2 B (Q, dO)
-     * + 2 Bc Br 2 B (dS^T x 2) + 1 KB; the TMA-dQ instance (the default for atomic dQ; d = 128
-     * only) adds a 64 x 64 fp32 dQ staging buffer per consumer warpgroup, 2 x 16 KB. */
-    {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 64, .br = 128, .bc = 128, .warps = 12, .stages = 2,
-     .reason = "deterministic dQ only (the atomic-dQ instances spill at 240 regs: red.add 36 B, TMA dQ 92 B), "
-               "speed not yet measured; "
-               "Br and the 2 stages copied from the FA_KERNEL_BWD_SM90 row (FA3 uses 2 "
-               "Q/dO stages too); smem 32 K,V + 64 Q,dO + 2 x 32 dS^T = 161 KB, so 3 stages (193 KB) would "
-               "fit: a candidate for the A/B"},
+     * The math of FA_KERNEL_BWD_SM90 (Bc = 128, its helpers, S^T/dP^T Br/2 + Br/2 and dK/dV d/2
+     * + d/2 registers) with its own Br, plus a producer warpgroup (12 warps = 1 producer + 2
+     * consumer warpgroups; setmaxnreg 24 / 240, so the consumers must fit 240 registers instead
+     * of 255) that streams Q + LSE and dO + D into a `stages`-deep mbarrier ring by TMA. dS^T is
+     * double buffered (2 Bc Br 2 B) so that no barrier guards its reuse. dQ: one 64-query x N tile
+     * per consumer warpgroup (N = Br d / 128: Br = 64 splits the dims, Br = 128 the queries;
+     * N / 2 registers). Shared memory: 2 Bc d 2 B (K, V) + 2 stages Br d 2 B (Q, dO) + 2 Bc Br 2 B
+     * (dS^T x 2) + 1 KB; the TMA-dQ instance (the default for atomic dQ at d = 128) adds a
+     * 64 x N fp32 dQ staging buffer per consumer warpgroup (2 x 16 KB at N = 64, 2 x 8 KB at
+     * N = 32); static: 2 stages Br 4 B (LSE, D) + the mbarriers. */
+    {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 64, .br = 64, .bc = 128, .warps = 12, .stages = 2,
+     .reason = "Br = 64, not FA_KERNEL_BWD_SM90's 128: with Br = 128 both atomic-dQ instances spilled at "
+               "the consumers' 240 regs (red.add 48 B, TMA dQ 92 B; nvcc 13.0); with Br = 64 S^T + dP^T "
+               "are 64 regs, dQ splits the dims (wgmma N = 32, 16 regs; TMA dQ: one 32 x 64 box per "
+               "warpgroup) and every instance (kDq 0/1/2, bf16/fp16; the dK/dV-only one ran Br = 128 "
+               "before) compiles with 0 spills, highest register in the SASS R176 (red.add) / R182 (TMA "
+               "dQ) / R155 (dK/dV only) of the 240. H100 run 50 (bf16 16k tokens, h*d 2048): TMA dQ "
+               "(=2) 1.09-1.21x the cp.async kernel (Br 128; 327 vs 277 TFLOP/s at 16k non-causal), "
+               "harness 135 of 135 d <= 64 cases; still opt-in (=1/=2) until compute-sanitizer has "
+               "run on these instances. smem 32 K,V + 32 Q,dO + 2 x 16 dS^T "
+               "= 97 KB, TMA dQ + 2 x 8 dQ staging = 113 KB (+ 1.1 KB static), so 3-4 stages "
+               "(129 / 145 KB with TMA dQ) fit: candidates for the A/B"},
     {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 128, .br = 64, .bc = 128, .warps = 12, .stages = 2,
      .reason = "Br and the 2 stages of the FA_KERNEL_BWD_SM90 row (3 stages not yet tried). bf16 16k tokens "
                "on H100: red.add dQ (=1) 1.02-1.10x that kernel (run 37); TMA dQ (=2, the default) "

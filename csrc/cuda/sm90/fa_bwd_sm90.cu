@@ -13,7 +13,10 @@
  * by TMA tensor reduces of smem-staged tiles from a dQ-writer warp; everything else keeps
  * fa_bwd_sm90_kernel. FLASH_ATTN_C_SM90_BWD_PIPE picks (fa_bwd_sm90_pipe_mode): 0 = always
  * fa_bwd_sm90_kernel, 1 = the pipelined kernel with dQ by red.add from the consumers, 2 = with
- * TMA-reduce dQ; unset = 2 for atomic dQ at d > 64, fa_bwd_sm90_kernel otherwise.
+ * TMA-reduce dQ (both at d = 64 and 128, atomic or deterministic dQ); unset = 2 for atomic dQ at
+ * d > 64, fa_bwd_sm90_kernel otherwise (deterministic calls: the pipelined kernel is not yet timed
+ * there; d <= 64: 1.09-1.21x the cp.async kernel with =2, H100 run 50, opt-in until the sanitizers
+ * have run on it).
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -177,11 +180,12 @@ static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t 
 }
 
 /* The pipelined mode FLASH_ATTN_C_SM90_BWD_PIPE asks for (read on every call, like the other
- * switches): "0" -> 0 (fa_bwd_sm90_kernel), "1" -> 1 (red.add dQ), "2" -> 2 (TMA-reduce dQ).
- * Unset (or any other value): the measured default, 2 for atomic dQ at d > 64 (H100 run 41: the
- * TMA-dQ instance 1.13-1.32x the red.add one at d = 128, 154-475 TFLOP/s in the same run, which
- * ran 1.02-1.10x fa_bwd_sm90_kernel in run 37), else 0: deterministic calls (the dK/dV-only
- * instance) have not been timed against fa_bwd_sm90_kernel, so they keep it unless asked. */
+ * switches): "0" -> 0 (fa_bwd_sm90_kernel), "1" -> 1 (red.add dQ), "2" -> 2 (TMA-reduce dQ), at
+ * any d. Unset (or any other value): the measured default, 2 for atomic dQ at d > 64 (H100 run
+ * 41: the TMA-dQ instance 1.13-1.32x the red.add one at d = 128, 154-475 TFLOP/s in the same run,
+ * which ran 1.02-1.10x fa_bwd_sm90_kernel in run 37), else 0: atomic dQ at d <= 64 (the Br = 64
+ * instances, 0 spills) and deterministic calls (the dK/dV-only instance) have not been timed
+ * against fa_bwd_sm90_kernel, so they keep it unless asked. */
 static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
@@ -194,16 +198,14 @@ static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 /* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
  * fa_bwd_sm90_pipe_mode (=2 is the same kernel with dQ by TMA reduce when dQ is atomic;
  * deterministic calls run the dK/dV-only instance either way) when the tensors are dense, the
- * encoder found and all maps encodable (then in *prm). a: fa_bwd_fill_args(p). */
+ * encoder found and all maps encodable (then in *prm); every head-dim bucket (64, 128) has all
+ * three instances. The Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64
+ * at both buckets, not the cp.async kernel's 128 at d = 64). a: fa_bwd_fill_args(p). */
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const int mode = fa_bwd_sm90_pipe_mode(p, a);
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
-    /* d = 64 with atomic dQ spills at the consumers' 240 registers (nvcc 13.0): 36 bytes with
-     * red.add dQ, 92 with TMA dQ (the dS^T stores at Br = 128; 16 with XOR-formed addresses, more
-     * with stmatrix). Neither instance is compiled: the cp.async kernel runs these calls. */
-    if (p->head_dim <= 64 && !p->deterministic) return 0;
     memset(prm, 0, sizeof(*prm));
     const int br = p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
     const int64_t d = p->head_dim, sq = p->seqlen_q, sk = p->seqlen_k, h = p->heads, hk = p->heads_k, b = p->batch;
@@ -227,14 +229,10 @@ static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, int dq_m
 {
     const fa_bwd_args &a = prm.a;
     const int kdq = !a.atomic_dq ? FA_BWD_SM90_DQ_NONE : dq_mode == 2 ? FA_BWD_SM90_DQ_TMA : FA_BWD_SM90_DQ_RED;
-    void (*kern)(const fa_bwd_sm90_params) = NULL;
-    /* d = 64 with atomic dQ: neither instance is compiled (fa_bwd_sm90_pipe_prepare) */
-    if constexpr (D != 64) {
-        if (kdq == FA_BWD_SM90_DQ_TMA) kern = fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>;
-        if (kdq == FA_BWD_SM90_DQ_RED) kern = fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>;
-    }
-    if (kdq == FA_BWD_SM90_DQ_NONE) kern = fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
-    if (kern == NULL) return FA_ERR_UNSUPPORTED;
+    void (*kern)(const fa_bwd_sm90_params) =
+        kdq == FA_BWD_SM90_DQ_TMA   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>
+        : kdq == FA_BWD_SM90_DQ_RED ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
+                                    : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
     return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq),
                                    stream);
 }

@@ -29,10 +29,9 @@ FA_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
 FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
 
 /* Non-zero when fa_bwd_sm90 would run this call on the pipelined kernel
- * (FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2, or unset with atomic dQ at d > 64; dense tensors whose
- * maps encode, not d <= 64 with atomic dQ): 2 when that is the TMA-dQ instance (mode 2 with
- * atomic dQ), else 1. Host only, reads the environment like fa_bwd_sm90. For the harness: which
- * "pipe" cases fell back. */
+ * (FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 at any d, or unset with atomic dQ at d > 64; dense tensors
+ * whose maps encode): 2 when that is the TMA-dQ instance (mode 2 with atomic dQ), else 1. Host
+ * only, reads the environment like fa_bwd_sm90. For the harness: which "pipe" cases fell back. */
 FA_SM90_WEAK int fa_bwd_sm90_pipe_takes(const fa_params *p);
 
 /* Runs the sm90 backward on `stream` (a cudaStream_t); no synchronization, no allocation.

@@ -143,25 +143,28 @@ static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, c
     }
 }
 
-/* dQ_part[64 queries x 64 dims] = dS[:, keys] K[keys, dims] over kSteps k-steps of 16 keys starting
+/* dQ_part[64 queries x kN dims] = dS[:, keys] K[keys, dims] over kSteps k-steps of 16 keys starting
  * at key 16 kk0 (issued, not committed). Both operands MN-major in shared memory:
  *   sdS: a 64-query column block [Bc keys][64 queries] of dS^T (A with imm-trans-a: M = queries
  *        contiguous, 8-key groups SBO = 1024 apart, 16 keys = 2048 bytes per k-step);
- *   sKcb: the 64-dim column block [Bc keys][64 dims] of K (B with imm-trans-b, same strides).
- * LBO (distance of the next 64-wide MN block) is never used with M = N = 64; set to the tile's. */
-template <bool kBf16, int kSteps>
-static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[32], uint32_t sdS, uint32_t sKcb, int kk0)
+ *   sKcb: the first of kN dims of K in a 64-dim column block [Bc keys][64 dims] (B with
+ *        imm-trans-b, same strides): the block's start, or with kN = 32 also its dims 32..63 at
+ *        + 64 bytes (fa_wgmma_bwd.cuh).
+ * LBO (distance of the next 64-wide MN block) is never used with M = 64, kN <= 64; set to the tile's. */
+template <bool kBf16, int kSteps, int kN = 64>
+static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[kN / 2], uint32_t sdS, uint32_t sKcb, int kk0)
 {
     const uint64_t da = fa_wgmma_desc_sw128(sdS, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
     const uint64_t db = fa_wgmma_desc_sw128(sKcb, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
 #pragma unroll
     for (int kk = 0; kk < kSteps; ++kk) {
         const uint32_t koff = (uint32_t)(kk0 + kk) * 2048u; /* 16 key rows of 128 bytes */
-        fa_wgmma_ss_tatb<64, kBf16>(dq, fa_wgmma_desc_add(da, koff), fa_wgmma_desc_add(db, koff), kk > 0);
+        fa_wgmma_ss_tatb<kN, kBf16>(dq, fa_wgmma_desc_add(da, koff), fa_wgmma_desc_add(db, koff), kk > 0);
     }
 }
 
-/* ---- one query block's products, shared by fa_bwd_sm90_kernel and fa_bwd_sm90_pipe_kernel ---- */
+/* ---- one query block's products, shared by fa_bwd_sm90_kernel and fa_bwd_sm90_pipe_kernel (which
+ * instantiates them with its own Br: fa_bwd_sm90_pipe_cfg) ---- */
 
 /* acc (S^T or dP^T, keys x Br queries of this warpgroup) = A B^T over D/16 k-steps: A the K or V
  * rows of the warpgroup (K-major descriptor da), B the Q or dO slot (K-major, [D/64][Br][64]). */

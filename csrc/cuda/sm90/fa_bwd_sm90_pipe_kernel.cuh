@@ -8,10 +8,13 @@
  * (fa_bwd_sm90.cu), dense tensors only (varlen would need the borrowed-row zeroing of the
  * forward: plan step 7). Measured against fa_bwd_sm90_kernel (H100 run 37, bf16, 16k tokens),
  * red.add dQ: d = 128 1.02-1.10x its TFLOP/s (364 vs 330 at 16k non-causal); the native harness
- * passes every case with it, under memcheck, racecheck and synccheck. The TMA-dQ instances are
- * compile-checked only (not yet run on a GPU). Atomic dQ at d = 64 (Br = 128) has no instance:
- * red.add spills 36 bytes at the 240-register cap, TMA dQ 92 (nvcc 13.0); those calls stay on
- * fa_bwd_sm90_kernel. Off by default until the Python GPU suite has run.
+ * passes every case with it, under memcheck, racecheck and synccheck. TMA dQ (H100 run 41):
+ * 1.13-1.32x red.add at d = 128, the default there for atomic dQ. Br comes from this kernel's own
+ * tuning row (fa_bwd_sm90_pipe_cfg), not fa_bwd_sm90_kernel's: d = 64 runs Br = 64 (with Br = 128
+ * both atomic-dQ instances spilled at the 240-register cap: red.add 48 bytes, TMA dQ 92, nvcc
+ * 13.0); d = 64 runs here only when asked (FLASH_ATTN_C_SM90_BWD_PIPE=1/2): its TMA-dQ instance ran
+ * 1.09-1.21x fa_bwd_sm90_kernel and passed the harness's d <= 64 cases (H100 run 50), but no
+ * compute-sanitizer run has covered it yet.
  *
  * Grid (key block n, kv head hk, batch b) as the old kernel; 384 threads = 3 warpgroups:
  *   warpgroup 0, the producer: setmaxnreg down to 24; warps 2-3 exit (and warp 1 unless kDq = TMA);
@@ -23,9 +26,11 @@
  *     Warp 1 (kDq = TMA only), the dQ writer: walks the same sequence and reduce-adds each consumer
  *     warpgroup's staged dQ tile into dq_accum (warp_write_dq).
  *   warpgroups 1, 2, the consumers: setmaxnreg up to 240; warpgroup wg = 0, 1 owns keys
- *     [j0 + 64 wg, + 64) exactly as in fa_bwd_sm90_kernel.cuh (same products, same dQ split: a
- *     64 x 64 dQ tile per warpgroup, d = 128 its 64 dims of all Br = 64 queries, d = 64 its 64
- *     queries of Br = 128 with all dims).
+ *     [j0 + 64 wg, + 64) exactly as in fa_bwd_sm90_kernel.cuh (same products, through its
+ *     helpers, at this kernel's Br). dQ = dS K of the Br x d block is one 64-query x N-dim tile
+ *     per warpgroup over all Bc keys (fa_bwd_pipe_dq_split): Br = 64 splits the dims, N = d / 2
+ *     (d = 128: dims 64 wg.., N = 64; d = 64: dims 32 wg.., N = 32); Br = 128 splits the
+ *     queries (queries 64 wg.., N = d = 64: the split of fa_bwd_sm90_kernel at d = 64).
  * Ring protocol per slot s (parity = pass over the ring & 1):
  *   q_full[s]  (32 arrivals + TMA bytes): producer lanes arrive after their LSE stores, lane 0
  *              announced the Q bytes with expect_tx before issuing; consumers wait, then S^T.
@@ -57,9 +62,9 @@
  *
  * Shared memory (dynamic, 1024-aligned, 128-byte swizzle, [D/64][rows][64] column blocks as
  * TMA writes them): K [Bc][D], V [Bc][D], Q [kStages][Br][D], dO [kStages][Br][D],
- * dS^T [2][Bc][Br]; kDq = TMA adds the dQ staging buffers [2 warpgroups][2][64 rows][32 fp32]
- * (16 KB each, warpgroup_stage_dq). Static: LSE*log2e and D per slot, the mbarriers (also the
- * image marker).
+ * dS^T [2][Bc][Br]; kDq = TMA adds the dQ staging buffers [2 warpgroups][N / 32][64 rows][32 fp32]
+ * (N = 64: 16 KB each; N = 32: 8 KB; warpgroup_stage_dq). Static: LSE*log2e and D per slot, the
+ * mbarriers (also the image marker).
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
  */
@@ -93,9 +98,24 @@ enum fa_bwd_sm90_dq_mode {
     FA_BWD_SM90_DQ_RED = 1,  /* every consumer thread: red.global.add.v2.f32 of its fragments */
     FA_BWD_SM90_DQ_TMA = 2   /* staged in smem, TMA tensor reduce-add by the dQ-writer warp */
 };
-/* one consumer warpgroup's 64 x 64 fp32 dQ tile, staged as two TMA boxes of 32 dims x 64 rows */
-#define FA_BWD_SM90_DQ_STAGE_BYTES (64 * 64 * 4)
+/* one TMA box of the staged dQ tile (kDq = TMA): 32 dims (the 128-byte swizzle span) x 64 rows, fp32 */
 #define FA_BWD_SM90_DQ_BOX_BYTES (32 * 64 * 4)
+
+/* How dQ = dS K of a Br x D query block splits over the two consumer warpgroups: one tile of 64
+ * queries (the wgmma M) x kN dims each, over all Bc keys. Br = 128 splits the queries (warpgroup
+ * wg: queries 64 wg.., all kN = D dims), Br = 64 the dims (dims kN wg.., kN = D / 2). kN / 2 fp32
+ * accumulators per thread; kDq = TMA stages the tile as kN / 32 boxes. */
+template <int D, int Br>
+struct fa_bwd_pipe_dq_split {
+    static constexpr int kN = Br * D / 128;
+    static_assert((Br == 64 || Br == 128) && (kN == 32 || kN == 64),
+                  "dQ tiles: 64 queries x 32 or 64 dims (fa_wgmma_bwd.cuh shapes, whole TMA boxes)");
+    static constexpr int kBoxes = kN / 32;
+    static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * FA_BWD_SM90_DQ_BOX_BYTES;
+    /* first query / dim of warpgroup wg's tile within the block */
+    static constexpr int row0(int wg) { return Br == 128 ? 64 * wg : 0; }
+    static constexpr int col0(int wg) { return Br == 128 ? 0 : kN * wg; }
+};
 
 /* The kernel's single parameter (passed __grid_constant__: TMA reads the maps from parameter
  * space). Dense 4-d maps of b16 elements, 128-byte swizzle, box 64 x rows:
@@ -119,14 +139,16 @@ struct fa_bwd_sm90_pipe_cfg {
     static constexpr int kStages = kRow.stages;
     static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_PIPE_THREADS,
                   "the pipelined sm90 backward has Bc = 128 and 12 warps");
-    static_assert(Br == fa_bwd_sm90_cfg<D>::Br, "consumer math of fa_bwd_sm90_kernel: same Br");
+    /* Br is this row's own (the helpers of fa_bwd_sm90_kernel.cuh take it as a template argument):
+     * S^T, dP^T are wgmma N = Br, Br / 2 accumulators each per thread */
+    static_assert(Br == 64 || Br == 128, "S^T / dP^T tiles of 64 keys x 64 or 128 queries per warpgroup");
     static_assert(kStages >= 2, "the ring needs 2 slots to load during a tile");
     /* K, V, kStages slots of Q and dO, 2 dS^T buffers; + 1024 for aligning the base */
     static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 2 * (size_t)kStages * Br * D * 2 +
                                          2 * (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
-    /* kDq = TMA: + one dQ staging buffer per consumer warpgroup (right after dS^T: 1024-aligned) */
-    static constexpr size_t kSmemBytesTma = kSmemBytes + 2 * (size_t)FA_BWD_SM90_DQ_STAGE_BYTES;
-    static_assert(2 * 64 * 64 == Br * D, "two consumer warpgroups of one 64 x 64 dQ tile each");
+    /* kDq = TMA: + one dQ staging buffer per consumer warpgroup (right after dS^T: 1024-aligned,
+     * and so is the second: whole 8 KB boxes) */
+    static constexpr size_t kSmemBytesTma = kSmemBytes + 2 * (size_t)fa_bwd_pipe_dq_split<D, Br>::kStageBytes;
     /* the kernel's static shared memory: LSE, D per slot, 1 + 3 kStages mbarriers */
     static constexpr size_t kStaticBytes = 2 * (size_t)kStages * Br * 4 + (1 + 3 * (size_t)kStages) * 8;
     /* sm_90: at most 227 KB of shared memory per block, dynamic + static */
@@ -236,15 +258,17 @@ static __device__ __forceinline__ void warp_produce(const fa_bwd_sm90_params &pr
 }
 
 /* dQ-writer warp (warp 1 of the producer warpgroup, kDq = TMA): walks the consumers' (head,
- * query block) sequence; per tile and consumer warpgroup w, waits for w's staged 64 x 64 dQ tile,
- * lane 0 adds it into dq_accum with one TMA tensor reduce per 32-dim half (box 32 x 64 of
- * tm_dqacc) and, once the TMA has read the buffer, hands it back to w. Rows past sq and dims past
- * d are outside the map, so TMA drops them: nothing is added outside this (b, h)'s rows, and a
- * half that lies wholly outside is not issued. n_iter > 0. sq: seqlen_q (dense). */
+ * query block) sequence; per tile and consumer warpgroup w, waits for w's staged 64 x N dQ tile
+ * (fa_bwd_pipe_dq_split), lane 0 adds it into dq_accum with one TMA tensor reduce per 32-dim box
+ * (box 32 x 64 of tm_dqacc; N / 32 of them) and, once the TMA has read the buffer, hands it back
+ * to w. Rows past sq and dims past d are outside the map, so TMA drops them: nothing is added
+ * outside this (b, h)'s rows, and a box that lies wholly outside is not issued. n_iter > 0.
+ * sq: seqlen_q (dense). */
 template <int D, int Br>
 static __device__ __forceinline__ void warp_write_dq(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
                                                      int sq, int b, int hk, int mb_lo, int n_mb, int n_iter)
 {
+    using Dq = fa_bwd_pipe_dq_split<D, Br>;
     const fa_bwd_args &a = prm.a;
     const int lane = threadIdx.x % 32, group = a.heads / a.heads_k;
     if (lane == 0) fa_tma_prefetch_desc(&prm.tm_dqacc);
@@ -254,15 +278,15 @@ static __device__ __forceinline__ void warp_write_dq(const fa_bwd_sm90_params &p
         const bool last = it + 1 == n_iter;
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
-            /* warpgroup w's tile: d = 128 its 64 dims of the Br = 64 queries; d = 64 its 64 queries */
-            const int row0 = i0 + (D == 64 ? 64 * w : 0), dim0 = D == 128 ? 64 * w : 0;
+            /* warpgroup w's tile: its N dims of the Br = 64 queries, or its 64 of Br = 128 queries */
+            const int row0 = i0 + Dq::row0(w), dim0 = Dq::col0(w);
             /* why: warpgroup w's 128 threads stored this tile's dQ fragments into staging buffer w
              * and fenced them for the async proxy (TMA) before arriving */
             fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + w);
             if (lane == 0) {
-                const uint32_t stg = sm.dq + (uint32_t)(w * FA_BWD_SM90_DQ_STAGE_BYTES);
+                const uint32_t stg = sm.dq + (uint32_t)w * Dq::kStageBytes;
 #pragma unroll
-                for (int hc = 0; hc < 2; ++hc)
+                for (int hc = 0; hc < Dq::kBoxes; ++hc)
                     if (dim0 + 32 * hc < a.head_dim && row0 < sq)
                         fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)(hc * FA_BWD_SM90_DQ_BOX_BYTES), dim0 + 32 * hc,
                                              row0, h, b);
@@ -348,28 +372,21 @@ static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, 
     }
 }
 
-/* The 64 x 64 dQ tile of consumer warpgroup wg: D = 128 its 64 dims of K (column block dq_cb),
- * D = 64 its 64 queries of dS^T (row block dq_rb); the other index is 0. */
-template <int D>
-static __device__ __forceinline__ int fa_bwd_pipe_dq_cb(int wg) { return D == 128 ? wg : 0; }
-template <int D>
-static __device__ __forceinline__ int fa_bwd_pipe_dq_rb(int wg) { return D == 64 ? wg : 0; }
-
-/* Issues (does not commit) dQ = dS K of this consumer warpgroup's 64 x 64 tile over all Bc keys,
- * once both warpgroups' dS^T rows are in sds: D = 128 its 64 dims of K, D = 64 its 64 queries of
- * dS^T. Shared by the red.add and the TMA-dQ consumer tiles. sds: dS^T [Bc][Br] swizzled (smem);
- * sK: K [D/64][Bc][64] swizzled (smem); dqa: the 64 x 64 fp32 accumulator (out, async). */
-template <bool kBf16, int D>
-static __device__ __forceinline__ void warpgroup_issue_dq(float (&dqa)[32], uint32_t sds, uint32_t sK, int wg)
+/* dQ = dS K of this consumer warpgroup's 64-query x N-dim tile (fa_bwd_pipe_dq_split) over all Bc
+ * keys, issued and committed: A = the 64-query column block of dS^T (sds) that holds its queries,
+ * B = K from its first dim (N = 32 at dims 32..63: 64 bytes into the column block). */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void warpgroup_issue_dq(float (&dqa)[fa_bwd_pipe_dq_split<D, Br>::kN / 2],
+                                                          uint32_t sds, uint32_t sk, int wg)
 {
+    using Dq = fa_bwd_pipe_dq_split<D, Br>;
     constexpr int Bc = FA_BWD_SM90_BC;
-    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
-    /* why: the dQ product reads the dS^T rows of both warpgroups */
-    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
-    const int dq_cb = fa_bwd_pipe_dq_cb<D>(wg), dq_rb = fa_bwd_pipe_dq_rb<D>(wg);
+    const int row0 = Dq::row0(wg), col0 = Dq::col0(wg);
+    const uint32_t a = sds + (uint32_t)(row0 / 64) * (uint32_t)(Bc * 128);
+    const uint32_t b = sk + (uint32_t)(col0 / 64) * (uint32_t)(Bc * 128) + (uint32_t)(col0 % 64) * 2u;
     fa_wgmma_fence();
-    warpgroup_gemm_dq<kBf16, Bc / 16>(dqa, sds + (uint32_t)dq_rb * (uint32_t)(Bc * 128),
-                                      sK + (uint32_t)dq_cb * (uint32_t)(Bc * 128), 0);
+    warpgroup_gemm_dq<kBf16, Bc / 16, Dq::kN>(dqa, a, b, 0);
+    fa_wgmma_commit();
 }
 
 /* One consumer tile, kDq = NONE or RED (step 1's order): dV += P^T dO, dK += dS^T Q, and with RED
@@ -381,6 +398,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
                                                           int h, int i0, int j0, const float *lse_s,
                                                           const float *dsum_s)
 {
+    using Dq = fa_bwd_pipe_dq_split<D, Br>;
     constexpr uint32_t kQBytes = Br * D * 2;
     const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
@@ -402,9 +420,11 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
         return;
     }
 
-    float dqa[32];
-    warpgroup_issue_dq<kBf16, D>(dqa, sds, sm.k, wg);
-    fa_wgmma_commit();
+    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
+    /* why: the dQ product reads the dS^T rows of both warpgroups */
+    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
+    float dqa[Dq::kN / 2];
+    warpgroup_issue_dq<kBf16, D, Br>(dqa, sds, sm.k, wg);
     fa_wgmma_wait<0>();
     fa_reg_fence(dqa);
     fa_reg_fence(dk);
@@ -418,11 +438,11 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
      * Br x heads x d < 128 x 65536 x 128 = 2^30 */
     const int row_step = a.heads * a.head_dim;
 #pragma unroll
-    for (int jn = 0; jn < 8; ++jn)
+    for (int jn = 0; jn < Dq::kN / 8; ++jn)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int m = 64 * fa_bwd_pipe_dq_rb<D>(wg) + 16 * wq + g + 8 * half;
-            const int col = 64 * fa_bwd_pipe_dq_cb<D>(wg) + 8 * jn + 2 * t;
+            const int m = Dq::row0(wg) + 16 * wq + g + 8 * half;
+            const int col = Dq::col0(wg) + 8 * jn + 2 * t;
             if (i0 + m < sq && col < a.head_dim)
                 fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
         }
@@ -430,22 +450,23 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
 
 /* This thread's dQ accumulators into its warpgroup's staging buffer stg (kDq = TMA).
  * dqa in the wgmma D layout (fa_wgmma.cuh): dqa[4 jn + 2 half + e] = dQ[m][n] of the warpgroup's
- * 64 x 64 tile, m = 16 wq + g + 8 half (query), n = 8 jn + 2 t + e (dim). stg holds the two TMA
- * boxes {32 dims, 64 rows} of tm_dqacc as the 128-byte swizzle lays them out: dims [32 hc, + 32)
- * at stg + 8192 hc (hc = jn / 4), row m at + 128 m, 16-byte chunk k = (n % 32) / 4 =
- * 2 (jn % 4) + t / 2 of the row at physical chunk k ^ (m % 8) = k ^ g, the pair (e = 0, 1) at byte
- * 8 (t % 2) of the chunk: one st.shared.v2.f32 per (jn, half), 16 per thread.
+ * 64 x kN tile, m = 16 wq + g + 8 half (query), n = 8 jn + 2 t + e (dim). stg holds the kN / 32
+ * TMA boxes {32 dims, 64 rows} of tm_dqacc as the 128-byte swizzle lays them out: dims
+ * [32 hc, + 32) at stg + 8192 hc (hc = jn / 4), row m at + 128 m, 16-byte chunk k = (n % 32) / 4
+ * = 2 (jn % 4) + t / 2 of the row at physical chunk k ^ (m % 8) = k ^ g, the pair (e = 0, 1) at
+ * byte 8 (t % 2) of the chunk: one st.shared.v2.f32 per (jn, half), kN / 4 per thread.
  * Banks, per store instruction (a warp writes 32 x 8 = 256 bytes: 2 wavefronts at best): rows are
  * 128 bytes apart, so physical chunk p covers banks 4p..4p+3 in every row; it is hit by the lanes
  * with (2 (jn % 4) + t / 2) ^ g = p, i.e. 2 values of g times 2 of t % 2 = 4 lanes, 2 per bank:
  * every bank twice, 2 wavefronts, conflict-free. (Unswizzled 128-byte rows would put the 8 g of a
  * column on the same banks: 8-way.) */
-static __device__ __forceinline__ void warpgroup_stage_dq(const float (&dqa)[32], uint32_t stg)
+template <int kN>
+static __device__ __forceinline__ void warpgroup_stage_dq(const float (&dqa)[kN / 2], uint32_t stg)
 {
     const int lane = threadIdx.x % 32, wq = (threadIdx.x / 32) % 4;
     const int g = lane / 4, t = lane % 4;
 #pragma unroll
-    for (int jn = 0; jn < 8; ++jn)
+    for (int jn = 0; jn < kN / 8; ++jn)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int m = 16 * wq + g + 8 * half;
@@ -469,6 +490,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
                                                               uint32_t sds, bool first, int i0, int j0,
                                                               const float *lse_s, const float *dsum_s)
 {
+    using Dq = fa_bwd_pipe_dq_split<D, Br>;
     constexpr uint32_t kQBytes = Br * D * 2;
     const int wg = (threadIdx.x - 128) / 128;
     const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
@@ -483,9 +505,11 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
             fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
         fa_wgmma_commit(); /* group: dV */
     }
-    float dqa[32];
-    warpgroup_issue_dq<kBf16, D>(dqa, sds, sm.k, wg);
-    fa_wgmma_commit(); /* group: dQ */
+    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
+    /* why: the dQ product reads the dS^T rows of both warpgroups */
+    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
+    float dqa[Dq::kN / 2];
+    warpgroup_issue_dq<kBf16, D, Br>(dqa, sds, sm.k, wg); /* group: dQ */
     fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
     fa_reg_fence(dv);
     fa_wgmma_fence();
@@ -498,11 +522,11 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
     }
     fa_wgmma_wait<1>(); /* dQ done, dK may still run */
     fa_reg_fence(dqa);
-    const uint32_t stg = sm.dq + (uint32_t)wg * FA_BWD_SM90_DQ_STAGE_BYTES;
+    const uint32_t stg = sm.dq + (uint32_t)wg * Dq::kStageBytes;
     /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer (tile
      * 0: never used) */
     if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
-    warpgroup_stage_dq(dqa, stg);
+    warpgroup_stage_dq<Dq::kN>(dqa, stg);
     fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
     /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
     fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);

@@ -3,7 +3,10 @@
  * fa_wgmma_ss_m64n<N>k16_<t>_tatb: D[64 x N] = (scale_d ? D : 0) + A[64 x 16] B[16 x N], A and B
  * from shared memory through 128-byte-swizzle descriptors (fa_wgmma.cuh), both MN-major
  * (imm-trans-a = imm-trans-b = 1): A stored as [k][m] with m contiguous, B as [k][n] with n
- * contiguous. Shapes: N in [64].
+ * contiguous. Shapes: N in [32, 64]. N = 32 reads half of a 64-wide swizzled
+ * column block of B: the descriptor's start address moves 64 bytes into the 128-byte row (as the
+ * K-major k-step offsets of fa_wgmma.cuh move 32 bytes), and the hardware applies the swizzle to
+ * the address it forms (dev/bwd_sm90/unit_check.cu checks both halves exactly).
  */
 #ifndef FA_WGMMA_BWD_CUH
 #define FA_WGMMA_BWD_CUH
@@ -11,6 +14,22 @@
 #include "fa_wgmma.cuh"
 
 #if FA_SM90_DEVICE
+
+static __device__ __forceinline__ void fa_wgmma_ss_m64n32k16_bf16_tatb(float (&d)[16], uint64_t desc_a,
+                                                                      uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, "
+        "%16, %17, p, 1, 1, 1, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
 
 static __device__ __forceinline__ void fa_wgmma_ss_m64n64k16_bf16_tatb(float (&d)[32], uint64_t desc_a,
                                                                       uint64_t desc_b, int scale_d)
@@ -28,6 +47,22 @@ static __device__ __forceinline__ void fa_wgmma_ss_m64n64k16_bf16_tatb(float (&d
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
           "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
           "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+static __device__ __forceinline__ void fa_wgmma_ss_m64n32k16_f16_tatb(float (&d)[16], uint64_t desc_a,
+                                                                      uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, "
+        "%16, %17, p, 1, 1, 1, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
@@ -55,12 +90,15 @@ struct fa_wgmma_bwd_shape_missing {
     static constexpr bool value = false;
 };
 
-/* Dtype dispatch of the wrappers above. */
+/* Shape and dtype dispatch of the wrappers above. */
 template <int N, bool kBf16>
 static __device__ __forceinline__ void fa_wgmma_ss_tatb(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
                                                         int scale_d)
 {
-    if constexpr (N == 64) {
+    if constexpr (N == 32) {
+        if constexpr (kBf16) fa_wgmma_ss_m64n32k16_bf16_tatb(d, desc_a, desc_b, scale_d);
+        else fa_wgmma_ss_m64n32k16_f16_tatb(d, desc_a, desc_b, scale_d);
+    } else if constexpr (N == 64) {
         if constexpr (kBf16) fa_wgmma_ss_m64n64k16_bf16_tatb(d, desc_a, desc_b, scale_d);
         else fa_wgmma_ss_m64n64k16_f16_tatb(d, desc_a, desc_b, scale_d);
     } else {

@@ -23,8 +23,24 @@ from wgmma_gen import ss_wrapper, write_or_check  # noqa: E402  (csrc/cuda/sm90/
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 HEADER = ROOT / "csrc" / "cuda" / "sm90" / "fa_wgmma_bwd.cuh"
 
-# N of dQ = dS K per warpgroup: always one 64-dim column block (fa_bwd_sm90_kernel.cuh).
-SS_TT_N = [64]
+# N of dQ = dS K per warpgroup: 64 (one 64-dim column block: fa_bwd_sm90_kernel.cuh, and the
+# pipelined kernel at d = 128) and 32 (half of one: the pipelined kernel at d = 64 with Br = 64,
+# fa_bwd_sm90_pipe_kernel.cuh).
+SS_TT_N = [32, 64]
+
+
+def dispatch() -> str:
+    """The body of fa_wgmma_ss_tatb: an if-constexpr chain over SS_TT_N, a static_assert for any other N."""
+    lines = []
+    for i, n in enumerate(SS_TT_N):
+        lines.append(f"    {'if' if i == 0 else '} else if'} constexpr (N == {n}) {{")
+        lines.append(f"        if constexpr (kBf16) fa_wgmma_ss_m64n{n}k16_bf16_tatb(d, desc_a, desc_b, scale_d);")
+        lines.append(f"        else fa_wgmma_ss_m64n{n}k16_f16_tatb(d, desc_a, desc_b, scale_d);")
+    lines.append("    } else {")
+    lines.append('        static_assert(fa_wgmma_bwd_shape_missing<N>::value, '
+                 '"add N to SS_TT_N in csrc/cuda/sm90/gen_wgmma_bwd.py");')
+    lines.append("    }")
+    return "\n".join(lines)
 
 
 def generated() -> str:
@@ -33,7 +49,10 @@ def generated() -> str:
  * fa_wgmma_ss_m64n<N>k16_<t>_tatb: D[64 x N] = (scale_d ? D : 0) + A[64 x 16] B[16 x N], A and B
  * from shared memory through 128-byte-swizzle descriptors (fa_wgmma.cuh), both MN-major
  * (imm-trans-a = imm-trans-b = 1): A stored as [k][m] with m contiguous, B as [k][n] with n
- * contiguous. Shapes: N in """ + str(SS_TT_N) + """.
+ * contiguous. Shapes: N in """ + str(SS_TT_N) + """. N = 32 reads half of a 64-wide swizzled
+ * column block of B: the descriptor's start address moves 64 bytes into the 128-byte row (as the
+ * K-major k-step offsets of fa_wgmma.cuh move 32 bytes), and the hardware applies the swizzle to
+ * the address it forms (dev/bwd_sm90/unit_check.cu checks both halves exactly).
  */
 #ifndef FA_WGMMA_BWD_CUH
 #define FA_WGMMA_BWD_CUH
@@ -50,17 +69,12 @@ struct fa_wgmma_bwd_shape_missing {
     static constexpr bool value = false;
 };
 
-/* Dtype dispatch of the wrappers above. */
+/* Shape and dtype dispatch of the wrappers above. */
 template <int N, bool kBf16>
 static __device__ __forceinline__ void fa_wgmma_ss_tatb(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
                                                         int scale_d)
 {
-    if constexpr (N == 64) {
-        if constexpr (kBf16) fa_wgmma_ss_m64n64k16_bf16_tatb(d, desc_a, desc_b, scale_d);
-        else fa_wgmma_ss_m64n64k16_f16_tatb(d, desc_a, desc_b, scale_d);
-    } else {
-        static_assert(fa_wgmma_bwd_shape_missing<N>::value, "add N to SS_TT_N in csrc/cuda/sm90/gen_wgmma_bwd.py");
-    }
+""" + dispatch() + """
 }
 
 #endif /* FA_SM90_DEVICE */
