@@ -37,6 +37,17 @@ static __host__ __device__ constexpr int uc_dim0(int v)
     return v == 0 ? 64 : v == 3 ? 32 : v == 4 ? 96 : 0;
 }
 
+/* One thread's m64nN fp32 wgmma accumulator (NJ = N / 8 column groups of 4 floats) into
+ * dst: (64 queries, 64 dims) row-major; warp w holds rows 16 w + g (+ 8), columns 8 jn + 2 t (+ 1). */
+template <int NJ>
+static __device__ void thread_store_acc(const float (&acc)[4 * NJ], float *dst)
+{
+    const int wq = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+    for (int jn = 0; jn < NJ; ++jn)
+        for (int e = 0; e < 4; ++e)
+            dst[(16 * wq + g + 8 * (e >> 1)) * 64 + 8 * jn + 2 * t + (e & 1)] = acc[4 * jn + e];
+}
+
 /* One warpgroup. dst: (UC_VARIANTS, 64 queries, 64 dims) fp32, an N = 32 variant fills dims
  * 0..31 of its slice; dsT: (128 keys, 64 queries) bf16; k: (128 keys, 128 dims) bf16, both
  * row-major. */
@@ -59,7 +70,6 @@ unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
     /* generic-proxy stores -> wgmma (async proxy) reads */
     fa_fence_proxy_async_smem();
     __syncthreads();
-    const int wq = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
     for (int variant = 2; variant < UC_VARIANTS; ++variant) {
         /* dims dim0.. of K: column block dim0 / 64, + 2 (dim0 % 64) bytes into its rows */
         const int dim0 = uc_dim0(variant);
@@ -70,11 +80,7 @@ unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
         fa_wgmma_commit();
         fa_wgmma_wait<0>();
         fa_reg_fence(acc);
-        for (int jn = 0; jn < 4; ++jn)
-            for (int e = 0; e < 4; ++e) {
-                const int m = 16 * wq + g + 8 * (e >> 1), n = 8 * jn + 2 * t + (e & 1);
-                dst[(variant * UC_Q + m) * 64 + n] = acc[4 * jn + e];
-            }
+        thread_store_acc<4>(acc, dst + variant * UC_Q * 64);
     }
     for (int variant = 0; variant < 2; ++variant) {
         float acc[32];
@@ -86,11 +92,7 @@ unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
         fa_wgmma_commit();
         fa_wgmma_wait<0>();
         fa_reg_fence(acc);
-        for (int jn = 0; jn < 8; ++jn)
-            for (int e = 0; e < 4; ++e) {
-                const int m = 16 * wq + g + 8 * (e >> 1), n = 8 * jn + 2 * t + (e & 1);
-                dst[(variant * UC_Q + m) * 64 + n] = acc[4 * jn + e];
-            }
+        thread_store_acc<8>(acc, dst + variant * UC_Q * 64);
     }
 #else
     __trap();
