@@ -184,8 +184,9 @@ static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t 
  * any d. Unset (or any other value): the measured default, 2 for atomic dQ at d > 64 (H100 run
  * 41: the TMA-dQ instance 1.13-1.32x the red.add one at d = 128, 154-475 TFLOP/s in the same run,
  * which ran 1.02-1.10x fa_bwd_sm90_kernel in run 37), else 0: atomic dQ at d <= 64 (the Br = 64
- * instances, 0 spills) and deterministic calls (the dK/dV-only instance) have not been timed
- * against fa_bwd_sm90_kernel, so they keep it unless asked. */
+ * instances: 1.09-1.21x fa_bwd_sm90_kernel with =2, H100 run 50, but not yet under
+ * compute-sanitizer) and deterministic calls (the dK/dV-only instance, never timed against
+ * fa_bwd_sm90_kernel) keep it unless asked. */
 static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
