@@ -1,5 +1,5 @@
 /* unit_check.cu - unit check of the one wgmma form the sm90 backward adds to the proven forward
- * primitives (needs an sm_90 GPU): dQ = dS K through warpgroup_gemm_dq (fa_bwd_sm90_kernel.cuh),
+ * primitives (needs an sm_90 GPU): dQ = dS K through warpgroup_gemm_dq (fa_bwd_sm90_tile.cuh),
  * i.e. wgmma SS with BOTH operands MN-major (imm-trans-a = imm-trans-b = 1, fa_wgmma_bwd.cuh),
  * dS^T and K written to shared memory with the kernel's own fa_sw128_off swizzle. Variants:
  *   n-split  dims 64..127 of K (column block 1), all 128 keys (8 k-steps): the D = 128 kernels
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <vector>
 
-#include "fa_bwd_sm90_kernel.cuh"
+#include "fa_bwd_sm90_tile.cuh"
 #include "../common/check_host.h"
 #include "../common/check_cuda.h"
 

@@ -1,5 +1,6 @@
 /* fa_bwd_sm90_kernel.cuh - the Hopper (sm_90a, wgmma) backward main kernel: dK, dV of one key
- * block and its dS K contribution to dq_accum (fp32 atomics).
+ * block and its dS K contribution to dq_accum (fp32 atomics). Its loads: fa_bwd_sm90_loads.cuh;
+ * the per-tile products (shared with the pipelined kernel): fa_bwd_sm90_tile.cuh.
  *
  * kDq = false (deterministic = 1, a.atomic_dq = 0): dK, dV only; dQ comes from the sm80 path's
  * ordered dQ kernel (fa_bwd_sm90.cu). A template flag, not a runtime branch: the branch alone
@@ -36,21 +37,8 @@
 #ifndef FA_BWD_SM90_KERNEL_CUH
 #define FA_BWD_SM90_KERNEL_CUH
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <math.h>
-#include <stdint.h>
-
-#include "fa_bwd_args.cuh"
-#include "fa_sm90_sync.cuh"
-#include "fa_mma.cuh"
-#include "fa_tuning.h"
-#include "fa_wgmma.cuh"
-#include "fa_wgmma_bwd.cuh"
-
-#define FA_BWD_SM90_BC 128     /* keys per CTA: 64 per consumer warpgroup */
-#define FA_BWD_SM90_THREADS 256
+#include "fa_bwd_sm90_loads.cuh" /* block_load_tile, block_issue_loads, FA_BWD_SM90_THREADS */
+#include "fa_bwd_sm90_tile.cuh"  /* the per-tile products, fa_sw128_off, fa_red_add_f32x2, FA_BWD_SM90_BC */
 
 /* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90 rows). Br = the N of S^T = K Q^T and
  * the k extent of dV += P^T dO, dK += dS^T Q; Bc and the warp count are fixed by the kernel's
@@ -67,175 +55,6 @@ struct fa_bwd_sm90_cfg {
     static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 4 * (size_t)Br * D * 2 +
                                          (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
 };
-
-#if FA_SM90_DEVICE
-
-/* Byte offset of element (r, c) (16-bit elements) in a swizzled tile of R rows stored as column
- * blocks of [R][64]: 16-byte chunk (c % 64) / 8 of row r sits at chunk position ^ (r % 8). */
-template <int R>
-static __device__ __forceinline__ uint32_t fa_sw128_off(int r, int c)
-{
-    return (uint32_t)(c >> 6) * (uint32_t)(R * 128) + (uint32_t)r * 128u +
-           ((uint32_t)(((c >> 3) & 7) ^ (r & 7)) << 4) + (uint32_t)(c & 7) * 2u;
-}
-
-/* All 256 threads copy a [R][D] tile (rows [0, rows_valid) of a strided global matrix, dims
- * [0, d)) into the swizzled shared tile at dst; the rest is zero-filled. Asynchronous: the caller
- * commits and waits. base: element (row 0, dim 0); row_stride in elements. */
-template <int R, int D>
-static __device__ __forceinline__ void block_load_tile(uint32_t dst, const uint16_t *base, int64_t row_stride,
-                                                       int rows_valid, int d)
-{
-    constexpr int kChunks = R * D / 8;
-    static_assert(kChunks % FA_BWD_SM90_THREADS == 0, "tile must split evenly over the threads");
-#pragma unroll
-    for (int k = 0; k < kChunks / FA_BWD_SM90_THREADS; ++k) {
-        const int id = (int)threadIdx.x + k * FA_BWD_SM90_THREADS;
-        const int r = id / (D / 8), c = (id % (D / 8)) * 8;
-        const bool ok = r < rows_valid && c < d;
-        const uint16_t *src = ok ? base + (int64_t)r * row_stride + c : base;
-        fa_cp_async_16(dst + fa_sw128_off<R>(r, c), src, ok);
-    }
-}
-
-/* dq_accum[i][j..j+1] += (x, y): one 8-byte vector reduction (sm_90), no return value.
- * Measured alternative (GPU A/B of commit 8949813, H200): staging the warpgroup's dQ tile in
- * shared memory and issuing one cp.reduce.async.bulk add per query row was 10% slower at d = 128
- * (303 vs 336 TFLOP/s, s = 16k) and equal at d = 64: the extra warpgroup barrier and the shared
- * round trip cost more than the atomics they replace. */
-static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, float y)
-{
-    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(addr), "f"(x), "f"(y) : "memory");
-}
-
-/* All 256 threads issue the loads of iteration `it` (query head h0 + it / n_mb, query block
- * mb_lo + it % n_mb) into one stage: Q and dO tiles by cp.async (the caller commits); LSE*log2e
- * and D by plain loads into shared memory (threads 0..127; visible after the caller's barrier).
- * sQ, sdO: [Br][D] swizzled tiles of the stage; lse, dsum: [Br] of the stage.
- * Measured alternative (GPU A/B of commit a75a1c6, H200): LSE and D by 4-byte cp.async as well,
- * so no thread waits on these loads: no difference beyond noise (bwd geomean 1.011 vs 1.019 x
- * SDPA flash over d 64/128, s 2k/16k), so the simpler plain loads stay. */
-template <int D, int Br>
-static __device__ __forceinline__ void block_issue_loads(const fa_bwd_args &a, const fa_seq &seq, int b, int h0,
-                                                         int mb_lo, int n_mb, int it, uint32_t sQ, uint32_t sdO,
-                                                         float *lse_s, float *dsum_s)
-{
-    const int h = h0 + it / n_mb;
-    const int i0 = (mb_lo + it % n_mb) * Br;
-    const int sq = seq.sq, tid = threadIdx.x;
-    const uint16_t *qb = a.q + fa_bwd_base(seq, b, seq.q_row0, h, a.q_batch_stride, a.q_row_stride, a.q_head_stride) +
-                         (int64_t)i0 * a.q_row_stride;
-    const uint16_t *ob = a.dout +
-                         fa_bwd_base(seq, b, seq.q_row0, h, a.do_batch_stride, a.do_row_stride, a.do_head_stride) +
-                         (int64_t)i0 * a.do_row_stride;
-    block_load_tile<Br, D>(sQ, qb, a.q_row_stride, sq - i0, a.head_dim);
-    block_load_tile<Br, D>(sdO, ob, a.do_row_stride, sq - i0, a.head_dim);
-    if (tid < 2 * Br) {
-        const int r = tid % Br;
-        const int64_t li = fa_bwd_lse_base(a, seq, b, h) + i0 + r;
-        if (tid < Br) {
-            const float lse = i0 + r < sq ? a.lse[li] : -INFINITY;
-            /* -inf (row sees no key, or padding): +inf makes P = exp2(s - inf) = 0 */
-            lse_s[r] = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-        } else {
-            dsum_s[r] = i0 + r < sq ? a.dpsum[li] : 0.f;
-        }
-    }
-}
-
-/* dQ_part[64 queries x kN dims] = dS[:, keys] K[keys, dims] over kSteps k-steps of 16 keys starting
- * at key 16 kk0 (issued, not committed). Both operands MN-major in shared memory:
- *   sdS: a 64-query column block [Bc keys][64 queries] of dS^T (A with imm-trans-a: M = queries
- *        contiguous, 8-key groups SBO = 1024 apart, 16 keys = 2048 bytes per k-step);
- *   sKcb: the first of kN dims of K in a 64-dim column block [Bc keys][64 dims] (B with
- *        imm-trans-b, same strides): the block's start, or with kN = 32 also its dims 32..63 at
- *        + 64 bytes (fa_wgmma_bwd.cuh).
- * LBO (distance of the next 64-wide MN block) is never used with M = 64, kN <= 64; set to the tile's. */
-template <bool kBf16, int kSteps, int kN = 64>
-static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[kN / 2], uint32_t sdS, uint32_t sKcb, int kk0)
-{
-    const uint64_t da = fa_wgmma_desc_sw128(sdS, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
-    const uint64_t db = fa_wgmma_desc_sw128(sKcb, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
-#pragma unroll
-    for (int kk = 0; kk < kSteps; ++kk) {
-        const uint32_t koff = (uint32_t)(kk0 + kk) * 2048u; /* 16 key rows of 128 bytes */
-        fa_wgmma_ss_tatb<kN, kBf16>(dq, fa_wgmma_desc_add(da, koff), fa_wgmma_desc_add(db, koff), kk > 0);
-    }
-}
-
-/* ---- one query block's products, shared by fa_bwd_sm90_kernel and fa_bwd_sm90_pipe_kernel (which
- * instantiates them with its own Br: fa_bwd_sm90_pipe_cfg) ---- */
-
-/* acc (S^T or dP^T, keys x Br queries of this warpgroup) = A B^T over D/16 k-steps: A the K or V
- * rows of the warpgroup (K-major descriptor da), B the Q or dO slot (K-major, [D/64][Br][64]). */
-template <bool kBf16, int D, int Br>
-static __device__ __forceinline__ void warpgroup_gemm_kq_t(float (&acc)[Br / 2], uint64_t da, uint32_t b_st)
-{
-    const uint64_t db = fa_wgmma_desc_sw128(b_st, 16u, 1024u);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-        fa_wgmma_ss<Br, kBf16>(acc, fa_wgmma_desc_add(da, (uint32_t)(kk / 4) * (FA_BWD_SM90_BC * 128) + in_block),
-                               fa_wgmma_desc_add(db, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
-    }
-}
-
-/* S^T -> P^T in place: exp2(s scale log2e - LSE2 of the query), 0 where the key is not visible to
- * the query (need_mask: the tile crosses the band edge or sk). lse2: the block's [Br] LSE log2e;
- * key_base: this thread's first key row; c = query within the block. */
-template <int Br>
-static __device__ __forceinline__ void thread_probs_t(float (&s)[Br / 2], const fa_bwd_args &a, const float *lse2,
-                                                      bool need_mask, int key_base, int i0, int sk, int off, int t)
-{
-#pragma unroll
-    for (int jn = 0; jn < Br / 8; ++jn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int c = 8 * jn + 2 * t + (e & 1); /* query within the block */
-            float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -lse2[c]));
-            if (need_mask) {
-                const int j = key_base + 8 * (e >> 1), i = i0 + c;
-                const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
-                                 (a.window_left < 0 || j >= i + off - a.window_left);
-                x = vis ? x : 0.f;
-            }
-            s[4 * jn + e] = x;
-        }
-}
-
-/* dP^T -> dS^T in place: P (dP - D) with D = rowsum(dO o O) of the query (dsum: the block's [Br]). */
-template <int Br>
-static __device__ __forceinline__ void thread_ds_t(float (&dp)[Br / 2], const float (&p)[Br / 2], const float *dsum,
-                                                   int t)
-{
-#pragma unroll
-    for (int jn = 0; jn < Br / 8; ++jn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int c = 8 * jn + 2 * t + (e & 1);
-            dp[4 * jn + e] = p[4 * jn + e] * (dp[4 * jn + e] - dsum[c]);
-        }
-}
-
-/* dV += P^T dO and dK += dS^T Q (RS: P^T, dS^T as A fragments of 16 queries per k-step; Q and dO
- * of the slot MN-major), issued as one group (the caller commits). */
-template <bool kBf16, int D, int Br>
-static __device__ __forceinline__ void warpgroup_gemm_dv_dk(float (&dv)[D / 2], float (&dk)[D / 2],
-                                                           const uint32_t (&pa)[Br / 16][4],
-                                                           const uint32_t (&dsa)[Br / 16][4], uint32_t q_st,
-                                                           uint32_t do_st)
-{
-    const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
-    const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk)
-        fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk)
-        fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
-}
-
-#endif /* FA_SM90_DEVICE */
 
 template <bool kBf16, int D, bool kDq>
 __global__ void __launch_bounds__(FA_BWD_SM90_THREADS, 1)

@@ -1,0 +1,145 @@
+/* fa_bwd_sm90_tile.cuh - the per-tile products of the Hopper (sm_90a, wgmma) backward, shared by
+ * fa_bwd_sm90_kernel.cuh (the cp.async kernel) and fa_bwd_sm90_pipe_*.cuh (the pipelined kernel,
+ * which instantiates them with its own Br: fa_bwd_sm90_pipe_cfg).
+ *
+ * A warpgroup of 64 keys works in the transposed orientation, so that P^T and dS^T come out of
+ * the accumulators already in the A-fragment layout of the next products:
+ *   S^T  = K_wg Q_i^T        wgmma SS  (warpgroup_gemm_kq_t; A = K rows, B = Q rows, K-major)
+ *   dP^T = V_wg dO_i^T       wgmma SS  (the same helper on V, dO)
+ *   P^T  = exp2(S^T scale log2e - LSE_i log2e)   (thread_probs_t)
+ *   dS^T = P^T o (dP^T - D_i)                     (thread_ds_t)
+ *   dV_wg += P^T dO_i, dK_wg += dS^T Q_i          (warpgroup_gemm_dv_dk: wgmma RS, B MN-major)
+ *   dQ_i  += dS K_j          wgmma SS, both operands MN-major (warpgroup_gemm_dq, fa_wgmma_bwd.cuh)
+ * Tiles in shared memory: 128-byte swizzle of fa_wgmma.cuh, column blocks of [rows][64] (fa_sw128_off).
+ */
+#ifndef FA_BWD_SM90_TILE_CUH
+#define FA_BWD_SM90_TILE_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "fa_bwd_args.cuh"
+#include "fa_sm90_sync.cuh"
+#include "fa_mma.cuh"
+#include "fa_tuning.h"
+#include "fa_wgmma.cuh"
+#include "fa_wgmma_bwd.cuh"
+
+#define FA_BWD_SM90_BC 128     /* keys per CTA: 64 per consumer warpgroup */
+
+#if FA_SM90_DEVICE
+
+/* Byte offset of element (r, c) (16-bit elements) in a swizzled tile of R rows stored as column
+ * blocks of [R][64]: 16-byte chunk (c % 64) / 8 of row r sits at chunk position ^ (r % 8). */
+template <int R>
+static __device__ __forceinline__ uint32_t fa_sw128_off(int r, int c)
+{
+    return (uint32_t)(c >> 6) * (uint32_t)(R * 128) + (uint32_t)r * 128u +
+           ((uint32_t)(((c >> 3) & 7) ^ (r & 7)) << 4) + (uint32_t)(c & 7) * 2u;
+}
+
+/* dq_accum[i][j..j+1] += (x, y): one 8-byte vector reduction (sm_90), no return value.
+ * Measured alternative (GPU A/B of commit 8949813, H200): staging the warpgroup's dQ tile in
+ * shared memory and issuing one cp.reduce.async.bulk add per query row was 10% slower at d = 128
+ * (303 vs 336 TFLOP/s, s = 16k) and equal at d = 64: the extra warpgroup barrier and the shared
+ * round trip cost more than the atomics they replace. */
+static __device__ __forceinline__ void fa_red_add_f32x2(float *addr, float x, float y)
+{
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(addr), "f"(x), "f"(y) : "memory");
+}
+
+/* dQ_part[64 queries x kN dims] = dS[:, keys] K[keys, dims] over kSteps k-steps of 16 keys starting
+ * at key 16 kk0 (issued, not committed). Both operands MN-major in shared memory:
+ *   sdS: a 64-query column block [Bc keys][64 queries] of dS^T (A with imm-trans-a: M = queries
+ *        contiguous, 8-key groups SBO = 1024 apart, 16 keys = 2048 bytes per k-step);
+ *   sKcb: the first of kN dims of K in a 64-dim column block [Bc keys][64 dims] (B with
+ *        imm-trans-b, same strides): the block's start, or with kN = 32 also its dims 32..63 at
+ *        + 64 bytes (fa_wgmma_bwd.cuh).
+ * LBO (distance of the next 64-wide MN block) is never used with M = 64, kN <= 64; set to the tile's. */
+template <bool kBf16, int kSteps, int kN = 64>
+static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[kN / 2], uint32_t sdS, uint32_t sKcb, int kk0)
+{
+    const uint64_t da = fa_wgmma_desc_sw128(sdS, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
+    const uint64_t db = fa_wgmma_desc_sw128(sKcb, (uint32_t)FA_BWD_SM90_BC * 128u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < kSteps; ++kk) {
+        const uint32_t koff = (uint32_t)(kk0 + kk) * 2048u; /* 16 key rows of 128 bytes */
+        fa_wgmma_ss_tatb<kN, kBf16>(dq, fa_wgmma_desc_add(da, koff), fa_wgmma_desc_add(db, koff), kk > 0);
+    }
+}
+
+/* acc (S^T or dP^T, keys x Br queries of this warpgroup) = A B^T over D/16 k-steps: A the K or V
+ * rows of the warpgroup (K-major descriptor da), B the Q or dO slot (K-major, [D/64][Br][64]). */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void warpgroup_gemm_kq_t(float (&acc)[Br / 2], uint64_t da, uint32_t b_st)
+{
+    const uint64_t db = fa_wgmma_desc_sw128(b_st, 16u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
+        fa_wgmma_ss<Br, kBf16>(acc, fa_wgmma_desc_add(da, (uint32_t)(kk / 4) * (FA_BWD_SM90_BC * 128) + in_block),
+                               fa_wgmma_desc_add(db, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
+    }
+}
+
+/* S^T -> P^T in place: exp2(s scale log2e - LSE2 of the query), 0 where the key is not visible to
+ * the query (need_mask: the tile crosses the band edge or sk). lse2: the block's [Br] LSE log2e;
+ * key_base: this thread's first key row; c = query within the block. */
+template <int Br>
+static __device__ __forceinline__ void thread_probs_t(float (&s)[Br / 2], const fa_bwd_args &a, const float *lse2,
+                                                      bool need_mask, int key_base, int i0, int sk, int off, int t)
+{
+#pragma unroll
+    for (int jn = 0; jn < Br / 8; ++jn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = 8 * jn + 2 * t + (e & 1); /* query within the block */
+            float x = exp2f(fmaf(s[4 * jn + e], a.scale_log2, -lse2[c]));
+            if (need_mask) {
+                const int j = key_base + 8 * (e >> 1), i = i0 + c;
+                const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
+                                 (a.window_left < 0 || j >= i + off - a.window_left);
+                x = vis ? x : 0.f;
+            }
+            s[4 * jn + e] = x;
+        }
+}
+
+/* dP^T -> dS^T in place: P (dP - D) with D = rowsum(dO o O) of the query (dsum: the block's [Br]). */
+template <int Br>
+static __device__ __forceinline__ void thread_ds_t(float (&dp)[Br / 2], const float (&p)[Br / 2], const float *dsum,
+                                                   int t)
+{
+#pragma unroll
+    for (int jn = 0; jn < Br / 8; ++jn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = 8 * jn + 2 * t + (e & 1);
+            dp[4 * jn + e] = p[4 * jn + e] * (dp[4 * jn + e] - dsum[c]);
+        }
+}
+
+/* dV += P^T dO and dK += dS^T Q (RS: P^T, dS^T as A fragments of 16 queries per k-step; Q and dO
+ * of the slot MN-major), issued as one group (the caller commits). */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void warpgroup_gemm_dv_dk(float (&dv)[D / 2], float (&dk)[D / 2],
+                                                           const uint32_t (&pa)[Br / 16][4],
+                                                           const uint32_t (&dsa)[Br / 16][4], uint32_t q_st,
+                                                           uint32_t do_st)
+{
+    const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
+    const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk)
+        fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk)
+        fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
+}
+
+#endif /* FA_SM90_DEVICE */
+
+#endif /* FA_BWD_SM90_TILE_CUH */
