@@ -1,6 +1,7 @@
 /* fa_fwd_sm90.cuh - entry points of the Hopper (sm_90a, wgmma + TMA) forward, for the dispatch in
  * fa_fwd_api.cu and for dev/fwd_sm90's harness. Host functions only; the kernel lives in
- * fa_fwd_sm90_kernel.cuh, the host side in fa_fwd_sm90.cu.
+ * fa_fwd_sm90_kernel.cuh (its parts: fa_fwd_sm90_block.cuh, fa_fwd_sm90_math.cuh,
+ * fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh), the host side in fa_fwd_sm90.cu.
  *
  * The sm90 kernel covers fp16/bf16, head dims 40..256 in buckets 64 / 128 / 256, causal and
  * sliding-window masks (bottom-right), GQA/MQA, varlen, LSE, rows that see no key (O = 0,

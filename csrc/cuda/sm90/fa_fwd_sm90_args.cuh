@@ -14,7 +14,7 @@
  *   dense:  tm_q over (d, sq, h, b), tm_k / tm_v over (d, sk, hk, b), element strides from fa_params
  *   varlen: tm_q over (d, total_q, h), tm_k / tm_v over (d, FA_SM90_VARLEN_ROWS, hk): the number
  *           of key rows is not in fa_params, so the K/V maps are unbounded in rows and the kernel
- *           never reads past the end of a sequence (see fa_fwd_sm90_kernel.cuh, "end-aligned").
+ *           never reads past the end of a sequence (see fa_fwd_sm90_block.cuh, "end-aligned").
  * Every box is 64 elements wide (128 bytes, CU_TENSOR_MAP_SWIZZLE_128B) and Br (Q) or Bc (K, V)
  * rows tall; elements outside the tensor (d < bucket, rows past sq / sk) arrive as zeros. */
 typedef struct fa_sm90_params {

@@ -1,5 +1,6 @@
 """Replay of the synchronization of the ping-pong sm90 forward
-(csrc/cuda/sm90/fa_fwd_sm90_kernel.cuh, branch sm90-fwd-pingpong, head 7896d32), in code order.
+(csrc/cuda/sm90/fa_fwd_sm90_kernel.cuh, branch sm90-fwd-pingpong, head 7896d32; since split into
+fa_fwd_sm90_producer.cuh and fa_fwd_sm90_consumer.cuh), in code order.
 
 Agents: producer warp 0 (its thread 0 issues every TMA), producer warps 1..3 (they exit after
 __syncthreads + setmaxnreg), and every consumer WARP (warps of one warpgroup drift apart freely).
