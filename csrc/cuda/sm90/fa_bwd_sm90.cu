@@ -17,6 +17,10 @@
  * d > 64, fa_bwd_sm90_kernel otherwise (deterministic calls: the pipelined kernel is not yet timed
  * there; d <= 64: 1.09-1.21x the cp.async kernel with =2, H100 run 50, opt-in until the sanitizers
  * have run on it).
+ * d in (128, 256] (bucket 256) has only the pipelined kernel's dim-split instance
+ * (fa_bwd_sm90_pipe_dsplit.cuh, dQ by red.add under =1 and =2): taken only when
+ * FLASH_ATTN_C_SM90_BWD_PIPE is 1 or 2 and the call is dense and TMA-fit (fa_bwd_sm90_can_run
+ * says no otherwise, so the sm80 backward runs it); opt-in until it has run on a GPU.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -36,12 +40,14 @@
 #include "fa_bwd_sm90_pipe_kernel.cuh"
 #include "fa_sm90_tma_host.h" /* fa_sm90_encode_tiled, fa_sm90_tma_stride_ok */
 
-/* Head-dim bucket of the sm90 kernel (0: not covered). */
+/* Head-dim bucket of the sm90 kernels (0: not covered). 256: the pipelined kernel only (its
+ * dim-split instance, fa_bwd_sm90_pipe_dsplit.cuh), so only where that one takes the call. */
 static int fa_bwd_sm90_bucket(int64_t d)
 {
     if (d < 8 || d % 8 != 0) return 0;
     if (d <= 64) return 64;
     if (d <= 128) return 128;
+    if (d <= 256) return 256;
     return 0;
 }
 
@@ -62,13 +68,32 @@ static int fa_bwd_sm90_has_image_dtype(void)
     return cached == 1;
 }
 
+/* The same test on the pipelined kernel's d = 256 instance (bucket 256 has no cp.async kernel):
+ * its real kernel declares 2 kStages Br floats of LSE / D, the stub none. */
+template <bool kBf16>
+static int fa_bwd_sm90_has_image_d256(void)
+{
+    static int cached = 0; /* as above */
+    if (cached == 0) {
+        cudaFuncAttributes attr;
+        void (*kern)(const fa_bwd_sm90_params) = fa_bwd_sm90_pipe_kernel<kBf16, 256, FA_BWD_SM90_DQ_RED>;
+        const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
+                        attr.sharedSizeBytes >= 4u * fa_bwd_sm90_pipe_cfg<256>::Br * sizeof(float);
+        cached = ok ? 1 : -1;
+    }
+    return cached == 1;
+}
+
 static int fa_bwd_sm90_has_image(int bucket, fa_dtype dtype)
 {
     const bool bf = dtype == FA_BF16;
     if (bucket == 64) return bf ? fa_bwd_sm90_has_image_dtype<true, 64>() : fa_bwd_sm90_has_image_dtype<false, 64>();
     if (bucket == 128) return bf ? fa_bwd_sm90_has_image_dtype<true, 128>() : fa_bwd_sm90_has_image_dtype<false, 128>();
+    if (bucket == 256) return bf ? fa_bwd_sm90_has_image_d256<true>() : fa_bwd_sm90_has_image_d256<false>();
     return 0;
 }
+
+static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
 int fa_bwd_sm90_can_run(const fa_params *p)
 {
@@ -85,7 +110,16 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     if (p->seqlen_k >= (1 << 30) || p->seqlen_q >= (1 << 30)) return 0;
     if (p->heads_k > 65535) return 0;
     if (fa_cuda_current_arch() != 90) return 0;
-    return fa_bwd_sm90_has_image(bucket, p->dtype);
+    if (!fa_bwd_sm90_has_image(bucket, p->dtype)) return 0;
+    if (bucket == 256) {
+        /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
+         * TMA-fit, FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 set: opt-in, fa_bwd_sm90_pipe_mode) */
+        fa_bwd_args a;
+        fa_bwd_fill_args(p, &a);
+        fa_bwd_sm90_params prm;
+        return fa_bwd_sm90_pipe_prepare(p, &a, &prm) != 0;
+    }
+    return 1;
 }
 
 int fa_bwd_sm90_supported(const fa_params *p)
@@ -103,13 +137,13 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
  * heads x batch, with `smem` bytes of dynamic shared memory. */
 template <typename P>
 static fa_status fa_bwd_sm90_launch_grid(void (*kern)(const P), const P &prm, const fa_bwd_args &a, int threads,
-                                         size_t smem, cudaStream_t stream)
+                                         int bc, size_t smem, cudaStream_t stream)
 {
     /* > 48 KB of dynamic shared memory needs the opt-in (idempotent, host-only) */
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
-    const dim3 grid((unsigned)((a.seqlen_k + FA_BWD_SM90_BC - 1) / FA_BWD_SM90_BC), (unsigned)a.heads_k,
+    const dim3 grid((unsigned)((a.seqlen_k + bc - 1) / bc), (unsigned)a.heads_k,
                     (unsigned)a.batch);
     /* no key anywhere (or no sequence): no dK/dV rows; dq = 0 comes from the zeroed dq_accum */
     if (grid.x == 0 || grid.y == 0 || grid.z == 0) return FA_OK;
@@ -122,7 +156,8 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
 {
     void (*kern)(const fa_bwd_args) =
         a.atomic_dq ? fa_bwd_sm90_kernel<kBf16, D, true> : fa_bwd_sm90_kernel<kBf16, D, false>;
-    return fa_bwd_sm90_launch_grid(kern, a, a, FA_BWD_SM90_THREADS, fa_bwd_sm90_cfg<D>::kSmemBytes, stream);
+    return fa_bwd_sm90_launch_grid(kern, a, a, FA_BWD_SM90_THREADS, FA_BWD_SM90_BC, fa_bwd_sm90_cfg<D>::kSmemBytes,
+                                   stream);
 }
 
 /* ---- the pipelined kernel: TMA tensor maps and its launch ---------------------------------- */
@@ -193,7 +228,7 @@ static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
     if (env != NULL && strcmp(env, "0") == 0) return 0;
     if (env != NULL && strcmp(env, "1") == 0) return 1;
     if (env != NULL && strcmp(env, "2") == 0) return 2;
-    return a->atomic_dq && p->head_dim > 64 ? 2 : 0;
+    return a->atomic_dq && p->head_dim > 64 && p->head_dim <= 128 ? 2 : 0;
 }
 
 /* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
@@ -208,17 +243,22 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
-    const int br = p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
+    const int br = p->head_dim <= 64    ? fa_bwd_sm90_pipe_cfg<64>::Br
+                   : p->head_dim <= 128 ? fa_bwd_sm90_pipe_cfg<128>::Br
+                                        : fa_bwd_sm90_pipe_cfg<256>::Br;
+    const int bc = p->head_dim <= 128 ? FA_BWD_SM90_BC : fa_bwd_sm90_pipe_cfg<256>::Bc; /* the K / V boxes */
     const int64_t d = p->head_dim, sq = p->seqlen_q, sk = p->seqlen_k, h = p->heads, hk = p->heads_k, b = p->batch;
     const int ok = fa_bwd_encode_4d(&prm->tm_q, p->dtype, p->q, d, sq, h, b, p->q_row_stride, p->q_head_stride,
                                     p->q_batch_stride, br) &&
                    fa_bwd_encode_4d(&prm->tm_do, p->dtype, p->dout, d, sq, h, b, p->do_row_stride,
                                     p->do_head_stride, p->do_batch_stride, br) &&
                    fa_bwd_encode_4d(&prm->tm_k, p->dtype, p->k, d, sk, hk, b, p->k_row_stride, p->k_head_stride,
-                                    p->k_batch_stride, FA_BWD_SM90_BC) &&
+                                    p->k_batch_stride, bc) &&
                    fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
-                                    p->v_batch_stride, FA_BWD_SM90_BC);
+                                    p->v_batch_stride, bc);
     if (!ok) return 0;
+    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map) */
+    if (d > 128) return 1;
     if (mode == 2 && a->atomic_dq && !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b)) return 0;
     return mode;
 }
@@ -230,12 +270,16 @@ static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, int dq_m
 {
     const fa_bwd_args &a = prm.a;
     const int kdq = !a.atomic_dq ? FA_BWD_SM90_DQ_NONE : dq_mode == 2 ? FA_BWD_SM90_DQ_TMA : FA_BWD_SM90_DQ_RED;
-    void (*kern)(const fa_bwd_sm90_params) =
-        kdq == FA_BWD_SM90_DQ_TMA   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>
-        : kdq == FA_BWD_SM90_DQ_RED ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
-                                    : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
-    return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq),
-                                   stream);
+    void (*kern)(const fa_bwd_sm90_params);
+    if constexpr (fa_bwd_sm90_pipe_cfg<D>::kDimSplit) /* no TMA-dQ instance (prepare never asks for one) */
+        kern = kdq != FA_BWD_SM90_DQ_NONE ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
+                                          : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
+    else
+        kern = kdq == FA_BWD_SM90_DQ_TMA   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>
+               : kdq == FA_BWD_SM90_DQ_RED ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
+                                           : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
+    return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::Bc,
+                                   fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq), stream);
 }
 
 /* pipe: the pipelined kernel's parameters (its .a is ignored: a is used), or NULL for the
@@ -254,10 +298,13 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     if (pipe != NULL) {
         fa_bwd_sm90_params prm = *pipe;
         prm.a = a;
-        st = a.head_dim <= 64 ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
-                              : fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream);
-    } else {
+        st = a.head_dim <= 64    ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
+             : a.head_dim <= 128 ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
+                                 : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);
+    } else if (a.head_dim <= 128) {
         st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream) : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
+    } else {
+        return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90_can_run checked it takes it) */
     }
     if (st != FA_OK) return st;
     if (!a.atomic_dq) return fa_bwd_run_dq_pass(a, kBf16, stream);
