@@ -38,7 +38,8 @@
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
-#include "fa_sm90_tma_host.h" /* fa_sm90_encode_tiled, fa_sm90_tma_stride_ok */
+#include "fa_bwd_sm90_tma_maps.h" /* fa_bwd_encode_4d, fa_bwd_encode_dqacc */
+#include "fa_sm90_tma_host.h"     /* fa_sm90_encode_tiled */
 
 /* Head-dim bucket of the sm90 kernels (0: not covered). 256: the pipelined kernel only (its
  * dim-split instance, fa_bwd_sm90_pipe_dsplit.cuh), so only where that one takes the call. */
@@ -160,68 +161,17 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
                                    stream);
 }
 
-/* ---- the pipelined kernel: TMA tensor maps and its launch ---------------------------------- */
-
-/* A TMA global stride in elements (2-byte): positive, 16-byte multiple, below 2^40 bytes. A
- * dimension of extent 1 is never stepped over, so a stride the caller left arbitrary there is
- * replaced by `fallback` (the next-outer natural value). */
-static int64_t fa_bwd_tma_stride(int64_t stride, int64_t extent, int64_t fallback)
-{
-    return fa_sm90_tma_stride_ok(stride) ? stride : extent == 1 ? fallback : -1;
-}
-
-/* Dense 4-d map (d, rows, heads, batch) of b16 elements, box 64 x box_rows, 128-byte swizzle,
- * out-of-bounds elements read as zeros. 0 when TMA cannot describe the tensor. */
-static int fa_bwd_encode_4d(CUtensorMap *map, fa_dtype dtype, const void *base, int64_t d, int64_t rows,
-                            int64_t heads, int64_t batch, int64_t rs, int64_t hs, int64_t bs, int box_rows)
-{
-    if (((uintptr_t)base & 15u) != 0) return 0;
-    rs = fa_bwd_tma_stride(rs, rows, 8 * ((d + 7) / 8));
-    if (rs < 0) return 0;
-    hs = fa_bwd_tma_stride(hs, heads, rs * rows);
-    if (hs < 0) return 0;
-    bs = fa_bwd_tma_stride(bs, batch, hs * heads);
-    if (bs < 0) return 0;
-    const cuuint64_t gdim[4] = {(cuuint64_t)d, (cuuint64_t)rows, (cuuint64_t)heads, (cuuint64_t)batch};
-    const cuuint64_t gstride[3] = {(cuuint64_t)rs * 2u, (cuuint64_t)hs * 2u, (cuuint64_t)bs * 2u};
-    const cuuint32_t box[4] = {64u, (cuuint32_t)box_rows, 1u, 1u};
-    const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
-    const CUtensorMapDataType ty =
-        dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-    return fa_sm90_encode_tiled()(map, ty, 4u, (void *)base, gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
-/* dq_accum (b * sq, h, d) fp32 row-major as the dense 4-d map (d, sq, h, b) the TMA-dQ kernel
- * reduce-adds into (fa_bwd_sm90_pipe_kernel.cuh, warp_write_dq): box 32 x 64 (32 fp32 = the
- * 128-byte swizzle span) x 1 x 1, 128-byte swizzle. The row extent sq makes TMA drop the rows of a
- * query block past the sequence end (they would be the next batch's rows in the flat buffer), the
- * dim extent d the dims past d. 0 when TMA cannot describe it. */
-static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t d, int64_t sq, int64_t h,
-                               int64_t b)
-{
-    if (dq_accum == NULL || ((uintptr_t)dq_accum & 15u) != 0 || d % 4 != 0) return 0;
-    /* the dq_accum allocation's size (so no overflow); the batch stride sq h d 4 is below it */
-    const int64_t bytes = b * sq * h * d * 4;
-    if (d <= 0 || sq <= 0 || h <= 0 || b <= 0 || bytes >= ((int64_t)1 << 40)) return 0;
-    const cuuint64_t gdim[4] = {(cuuint64_t)d, (cuuint64_t)sq, (cuuint64_t)h, (cuuint64_t)b};
-    const cuuint64_t gstride[3] = {(cuuint64_t)(h * d * 4), (cuuint64_t)(d * 4), (cuuint64_t)(sq * h * d * 4)};
-    const cuuint32_t box[4] = {32u, 64u, 1u, 1u};
-    const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
-    return fa_sm90_encode_tiled()(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4u, (void *)dq_accum, gdim, gstride, box,
-                                 estride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                 CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
+/* ---- the pipelined kernel: its mode, tensor maps (fa_bwd_sm90_tma_maps.h) and launch -------- */
 
 /* The pipelined mode FLASH_ATTN_C_SM90_BWD_PIPE asks for (read on every call, like the other
  * switches): "0" -> 0 (fa_bwd_sm90_kernel), "1" -> 1 (red.add dQ), "2" -> 2 (TMA-reduce dQ), at
- * any d. Unset (or any other value): the measured default, 2 for atomic dQ at d > 64 (H100 run
+ * any d. Unset (or any other value): the measured default, 2 for atomic dQ at 64 < d <= 128 (H100 run
  * 41: the TMA-dQ instance 1.13-1.32x the red.add one at d = 128, 154-475 TFLOP/s in the same run,
  * which ran 1.02-1.10x fa_bwd_sm90_kernel in run 37), else 0: atomic dQ at d <= 64 (the Br = 64
  * instances: 1.09-1.21x fa_bwd_sm90_kernel with =2, H100 run 50, but not yet under
  * compute-sanitizer) and deterministic calls (the dK/dV-only instance, never timed against
- * fa_bwd_sm90_kernel) keep it unless asked. */
+ * fa_bwd_sm90_kernel) keep it unless asked; d > 128 (the dim-split instance, not yet run on a GPU)
+ * gets 0 too, which there means the sm80 backward (fa_bwd_sm90_can_run). */
 static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
@@ -234,9 +184,11 @@ static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 /* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
  * fa_bwd_sm90_pipe_mode (=2 is the same kernel with dQ by TMA reduce when dQ is atomic;
  * deterministic calls run the dK/dV-only instance either way) when the tensors are dense, the
- * encoder found and all maps encodable (then in *prm); every head-dim bucket (64, 128) has all
- * three instances. The Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64
- * at both buckets, not the cp.async kernel's 128 at d = 64). a: fa_bwd_fill_args(p). */
+ * encoder found and all maps encodable (then in *prm); buckets 64 and 128 have all three
+ * instances, bucket 256 no TMA-dQ one (1 is returned for =2 there: its red.add instance). The
+ * Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not
+ * the cp.async kernel's 128 at d = 64), the K / V boxes its Bc (128; 64 at bucket 256).
+ * a: fa_bwd_fill_args(p). */
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const int mode = fa_bwd_sm90_pipe_mode(p, a);
