@@ -1,9 +1,10 @@
 """The pipelined Hopper backward (fa_bwd_sm90_pipe_kernel, a TMA producer warpgroup feeding an
 mbarrier ring), both dQ paths: FLASH_ATTN_C_SM90_BWD_PIPE=1 (dQ by red.add from the consumers) and
 =2 (dQ staged in shared memory, added by TMA tensor reduces from a dQ-writer warp), at d = 128
-(Br = 64) and d <= 64 (Br = 64, dQ split by dims), and the default with the variable unset (=2 for
-atomic dQ at d > 64, the cp.async kernel at d <= 64; =0, the cp.async kernel, turns the
-pipelined kernel off). Gradient parity
+(Br = 64) and d <= 64 (Br = 64, dQ split by dims), d in (128, 256] (the dim-split instance,
+Bc = Br = 64, red.add dQ under both =1 and =2; opt-in: unset or =0 leave it to the sm80 backward),
+and the default with the variable unset (=2 for atomic dQ at 64 < d <= 128, the cp.async kernel at
+d <= 64; =0, the cp.async kernel, turns the pipelined kernel off). Gradient parity
 against the float64 oracle (error-ratio rule, 3x for gradients) on dense shapes, causal / window /
 GQA, both dtypes, atomic and deterministic dQ; and a profiler check that the expected instance
 (template argument kDq: 0 no dQ, 1 red.add, 2 TMA reduce) is what ran.
@@ -58,12 +59,15 @@ def _pipe_instances(fn: Callable[[], object]) -> List[int]:
 
 def _expected(pipe: str, deterministic: bool, d: int) -> List[int]:
     """kDq of the pipelined instance one backward (head dim d) must launch: with the variable set,
-    0 (dK/dV only) when deterministic, else its value (1 red.add, 2 TMA reduce), at every d;
-    unset: 2 with atomic dQ at d > 64, none (the cp.async kernel) when deterministic or d <= 64
-    (the Br = 64 instances there are opt-in until timed)."""
+    0 (dK/dV only) when deterministic, else its value (1 red.add, 2 TMA reduce), at every d, except
+    that d > 128 has no TMA-dQ instance (=2 runs red.add there); unset: 2 with atomic dQ at
+    64 < d <= 128, none when deterministic, at d <= 64 (the cp.async kernel: the Br = 64 instances
+    are opt-in) or at d > 128 (the sm80 backward: the d = 256 instance is opt-in until timed)."""
     if pipe == "unset":
-        return [] if deterministic or d <= 64 else [2]
-    return [0 if deterministic else int(pipe)]
+        return [] if deterministic or d <= 64 or d > 128 else [2]
+    if deterministic:
+        return [0]
+    return [1] if d > 128 else [int(pipe)]
 
 
 # (b, sq, sk, h, hk, d, causal, window): sizes off the tiles (Br 64, Bc 128), sq != sk both
@@ -86,6 +90,15 @@ CASES = [
     (1, 1025, 17, 4, 2, 48, False, (-1, -1)),
     (2, 130, 200, 4, 2, 32, True, (-1, -1)),
     (1, 255, 255, 2, 2, 64, False, (32, 8)),
+    # d in (128, 256]: the dim-split instance (Bc = Br = 64; d 160 / 192: K, Q column block 3
+    # wholly or half past d, zero-filled by TMA)
+    (2, 97, 97, 2, 2, 256, False, (-1, -1)),
+    (1, 1025, 17, 4, 2, 256, False, (-1, -1)),
+    (2, 17, 1025, 2, 2, 256, True, (-1, -1)),
+    (1, 300, 300, 4, 1, 256, True, (-1, -1)),
+    (1, 255, 130, 2, 2, 256, False, (20, 20)),
+    (2, 97, 130, 4, 2, 192, True, (-1, -1)),
+    (1, 130, 97, 2, 2, 160, False, (-1, -1)),
 ]
 
 
@@ -99,7 +112,7 @@ def test_pipe_backward_atomic_dq(pipe, dtype, b, sq, sk, h, hk, d, causal, windo
     assert sorted(set(ran)) == _expected(pipe, False, d)
 
 
-# The dK/dV-only instance (the ordered dQ pass follows), d <= 64 and d = 128.
+# The dK/dV-only instance (the ordered dQ pass follows), d <= 64, d = 128 and d in (128, 256].
 @pytest.mark.parity_grad
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window", [
@@ -107,6 +120,8 @@ def test_pipe_backward_atomic_dq(pipe, dtype, b, sq, sk, h, hk, d, causal, windo
     (1, 1025, 1025, 4, 2, 64, True, (-1, -1)),
     (2, 97, 255, 2, 2, 40, False, (20, 20)),
     (1, 1025, 1025, 2, 2, 128, True, (-1, -1)),
+    (1, 1025, 1025, 2, 2, 256, True, (-1, -1)),
+    (2, 97, 130, 4, 2, 192, False, (-1, -1)),
 ])
 def test_pipe_backward_deterministic(pipe, dtype, b, sq, sk, h, hk, d, causal, window):
     ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
@@ -114,7 +129,8 @@ def test_pipe_backward_deterministic(pipe, dtype, b, sq, sk, h, hk, d, causal, w
     assert sorted(set(ran)) == _expected(pipe, True, d)
 
 
-@pytest.mark.parametrize("d,deterministic", [(128, False), (128, True), (64, False), (64, True)])
+@pytest.mark.parametrize("d,deterministic", [(128, False), (128, True), (64, False), (64, True), (256, False),
+                                             (256, True)])
 def test_pipe_kernel_is_selected(pipe: str, d: int, deterministic: bool):
     import flash_attn_c
     q, k, v = (torch.randn(2, 300, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -138,4 +154,13 @@ def test_pipe_off_runs_cp_async_kernel(pipe: str, monkeypatch: pytest.MonkeyPatc
     """FLASH_ATTN_C_SM90_BWD_PIPE=0 keeps every call on fa_bwd_sm90_kernel, still exact."""
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0")
     assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 128, causal=True,
+                                               grad=True, check_lse=False, deterministic=deterministic)) == []
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_pipe_off_d256_runs_sm80(pipe: str, monkeypatch: pytest.MonkeyPatch, deterministic: bool):
+    """FLASH_ATTN_C_SM90_BWD_PIPE=0 at d = 256: no sm90 kernel covers it (no cp.async instance), so
+    the sm80 backward runs it, exact."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0")
+    assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True,
                                                grad=True, check_lse=False, deterministic=deterministic)) == []

@@ -1,7 +1,8 @@
 /* bwd_sm90_check.cu - self-checking harness of the Hopper backward (fa_bwd_sm90), no torch.
  * Shares everything with dev/bwd/bwd_check.cu through dev/common/bwd_*.h (same oracle, same bar,
  * same poisoning); only the call under test, the case list (the sm90 scope: fp16/bf16, d <= 128,
- * no dropout/softcap/ALiBi, atomic dQ) and the benchmark differ.
+ * and d in (128, 256] on the pipelined kernel alone, no dropout/softcap/ALiBi, atomic dQ) and the
+ * benchmark differ.
  *
  *   bwd_sm90_check                 every case through fa_bwd_sm90 with FLASH_ATTN_C_SM90_BWD_PIPE=0
  *                                  (the cp.async kernel: modes "sm90", "sm90#2"), then again with
@@ -12,7 +13,9 @@
  *                                  instances: each must, else one more check fails);
  *                                  last line "N passed, N failed" (exit status 1 if any failed).
  *                                  A case that fa_bwd_sm90_supported() rejects FAILS (they are all
- *                                  in scope).
+ *                                  in scope). Cases with d > 128 run in the pipe modes only (their
+ *                                  one instance, opt-in by the =1 / =2 those modes set).
+ *   bwd_sm90_check --filter d256   the d in (128, 256] cases (the dim-split instance)
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
  *   bwd_sm90_check --no-gpu        CPU side only: oracle vs low-precision baseline
  *   bwd_sm90_check --bench [--det] bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
@@ -105,6 +108,27 @@ static const bwd_case g_cases[] = {
     {"causal d32 gqa fp16 sq<sk (d64 tile)", HF, 2, 130,  200,  4, 2,  32, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
     {"window 20,20 d48 sq>sk (d64 tile)", BF, 1, 255,  130,  2, 2,  48, 20, 20, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
     {"strided causal gqa d64",           BF, 2,  97,   97,  4, 2,  64, -1,  0, 0.f, 0, 0.f, 0, 1, NULL, 1.f},
+    /* d in (128, 256]: the pipelined kernel's dim-split instance only (Bc = Br = 64,
+     * fa_bwd_sm90_pipe_dsplit.cuh), opt-in: these cases run in the pipe modes alone (no cp.async
+     * kernel at d > 128), =2 on its red.add instance. d 160: K/V/Q/dO column block 3 wholly past
+     * d (TMA zero-fills the box), warpgroup 1's dQ half 192.. not added; d 136: block 2 mostly
+     * past d. Every name has "d256", so --filter d256 selects them all. */
+    {"dense d256",                       BF, 2,  97,   97,  2, 2, 256, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"dense d256 fp16",                  HF, 2, 130,  130,  2, 2, 256, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"causal d256 sq>sk gqa",            BF, 2, 200,  130,  4, 2, 256, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"causal d256 sq<sk fp16",           HF, 2,  17,   97,  2, 2, 256, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"sq1025 sk17 d256 gqa",             BF, 1, 1025,  17,  4, 2, 256, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"sq17 sk1025 causal d256 fp16",     HF, 2,  17, 1025,  2, 2, 256, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"sq1025 causal d256",               BF, 1, 1025, 1025, 2, 2, 256, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"window 20,20 d256 sq<sk",          BF, 1, 130,  255,  2, 2, 256, 20, 20, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"window -1,5 d256 sq>sk",           BF, 1, 255,  130,  2, 2, 256, -1,  5, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"mqa 4/1 causal d256 fp16",         HF, 1, 300,  300,  4, 1, 256, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"seqlen 1 d256",                    BF, 3,   1,    1,  2, 2, 256, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"scale 4 d256",                     BF, 2,  97,   97,  2, 2, 256, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 4.f},
+    {"strided causal gqa d256",          BF, 2,  97,   97,  4, 2, 256, -1,  0, 0.f, 0, 0.f, 0, 1, NULL, 1.f},
+    {"dense d160 sq<sk (d256 tile)",     BF, 2,  97,  130,  2, 2, 160, -1, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"causal d192 gqa fp16 (d256 tile)", HF, 2, 130,   97,  4, 2, 192, -1,  0, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"window 7,-1 d136 (d256 tile)",     BF, 1,  97,  200,  2, 2, 136,  7, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
 };
 
 /* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64
@@ -158,13 +182,30 @@ static fa_status fa_bwd_sm90_pipe_entry(const fa_params *p, void *stream)
     d64_tally(&g_pipe_d64, p, takes == 1);
     return st;
 }
+/* fa_bwd_sm90_supported under FLASH_ATTN_C_SM90_BWD_PIPE=mode: d > 128 is in scope only there
+ * (opt-in); at d <= 128 the variable does not change the answer */
+static int supported_with_pipe_env(const char *mode, const fa_params *p)
+{
+    setenv("FLASH_ATTN_C_SM90_BWD_PIPE", mode, 1);
+    const int ok = fa_bwd_sm90_supported(p);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    return ok;
+}
+static int fa_bwd_sm90_pipe_supported(const fa_params *p)
+{
+    return supported_with_pipe_env("1", p);
+}
+static int fa_bwd_sm90_pipe_tma_supported(const fa_params *p)
+{
+    return supported_with_pipe_env("2", p);
+}
 static const bwd_mode g_pipe_modes[] = {
     {"pipe", 0, 0},
     {"pipe#2", 0, 0},
     {"pipe det", 1, 1},
 };
-static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_supported,
-                                         g_pipe_modes, 3};
+static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_workspace_bytes,
+                                         fa_bwd_sm90_pipe_supported, g_pipe_modes, 3};
 
 /* ---- under test: the same with FLASH_ATTN_C_SM90_BWD_PIPE=2, dQ by TMA tensor reduce from the
  * dQ-writer warp (atomic dQ only: deterministic calls run the same instance as =1, so no "det"
@@ -185,7 +226,7 @@ static const bwd_mode g_pipe_tma_modes[] = {
     {"pipe tma#2", 0, 0},
 };
 static const bwd_target g_pipe_tma_target = {fa_bwd_sm90_pipe_tma_entry, fa_bwd_sm90_workspace_bytes,
-                                             fa_bwd_sm90_supported, g_pipe_tma_modes, 2};
+                                             fa_bwd_sm90_pipe_tma_supported, g_pipe_tma_modes, 2};
 
 /* ---- timing ------------------------------------------------------------------------------- */
 static void bench(int det)
@@ -245,7 +286,8 @@ int main(int argc, char **argv)
     check_tally tally = {0, 0};
     for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {
         if (!check_selected(&cli, g_cases[i].name)) continue;
-        bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
+        /* d > 128: no cp.async kernel; the oracle's CPU side (--no-gpu) still runs */
+        if (cli.no_gpu || g_cases[i].d <= 128) bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
         if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_target, &g_rng, &tally);
         if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_tma_target, &g_rng, &tally);
     }
@@ -257,7 +299,8 @@ int main(int argc, char **argv)
                g_pipe_calls - g_pipe_fallbacks, g_pipe_calls, g_pipe_d64.taken, g_pipe_d64.calls);
     if (g_tma_calls > 0)
         printf("pipe tma modes: %d of %d backward calls ran the TMA-dQ instance (the others: varlen or "
-               "TMA-unfit strides, on the cp.async kernel); dense d <= 64: %d of %d\n",
+               "TMA-unfit strides, on the cp.async kernel; d > 128: the dim-split red.add instance); dense "
+               "d <= 64: %d of %d\n",
                g_tma_taken, g_tma_calls, g_tma_d64.taken, g_tma_d64.calls);
     /* the d <= 64 lines are checks, not just counts (d64_tally) */
     if (g_pipe_d64.calls > 0) check_count(&tally, g_pipe_d64.taken == g_pipe_d64.calls);

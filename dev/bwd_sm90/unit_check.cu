@@ -10,6 +10,11 @@
  *   n32      wgmma N = 32 (the pipelined kernel at D = 64, Br = 64: warpgroup wg takes dims
  *            32 wg..), all 128 keys, at dims 0..31, 32..63 (B's start 64 bytes into the swizzled
  *            128-byte rows) and 96..127 (column block 1 + 64 bytes)
+ * and the d = 256 tile of the pipelined kernel (fa_bwd_sm90_pipe_dsplit.cuh, Bc = Br = 64):
+ *   st half  S^T = K Q[32 h.., :]^T through warpgroup_gemm_kq_t with wgmma SS N = 32 (K-major,
+ *            the shape d = 256 adds) over 256 dims, h = 0, 1 (B starts 32 rows = 4 KB into Q)
+ *   dq d256  dQ = dS K over 64 keys at dims 128..191, 192..255 (K column blocks 2, 3 of a
+ *            64-row tile: the two N = 64 halves of warpgroup 1)
  * Inputs are small integers, so fp32 results are exact and must match the host bit for bit.
  *
  *   ./unit_check        last line "N passed, N failed"
@@ -30,7 +35,9 @@
 #define UC_Q 64
 #define UC_D 128
 
-#define UC_VARIANTS 5
+#define UC_VARIANTS 5 /* the dQ variants of unit_dq_kernel */
+#define UC_D256_VARIANTS 4 /* unit_d256_kernel: S^T half 0, 1; dQ dims 128.., 192.. */
+#define UC_D256 256
 /* first dim of K that variant v reads (N = 64 for variants 0, 1; N = 32 for 2..4) */
 static __host__ __device__ constexpr int uc_dim0(int v)
 {
@@ -99,6 +106,51 @@ unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
 #endif
 }
 
+/* One warpgroup, the d = 256 products. dst: (UC_D256_VARIANTS, 64, 64) fp32: variant h = 0, 1
+ * S^T half h (64 keys x 32 queries in columns 0..31), 2 + h dQ dims 128 + 64 h.. (64 queries x
+ * 64 dims). dsT: (>= 64 keys, 64 queries), its first 64 keys; k, q: (64, 256), all bf16 row-major. */
+__global__ void __launch_bounds__(128, 1)
+unit_d256_kernel(const uint16_t *dsT, const uint16_t *k, const uint16_t *q, float *dst)
+{
+#if FA_SM90_DEVICE
+    extern __shared__ unsigned char smem[];
+    const uint32_t base = (fa_smem_u32(smem) + 1023u) & ~1023u;
+    unsigned char *gbase = smem + (base - fa_smem_u32(smem));
+    const uint32_t sK = 0, sQ = 64 * UC_D256 * 2, sdS = 2 * 64 * UC_D256 * 2; /* [4][64][64], [4][64][64], [64][64] */
+    for (int i = threadIdx.x; i < 64 * UC_D256; i += 128) {
+        const int r = i / UC_D256, c = i % UC_D256;
+        *(uint16_t *)(gbase + sK + fa_sw128_off<64>(r, c)) = k[i];
+        *(uint16_t *)(gbase + sQ + fa_sw128_off<64>(r, c)) = q[i];
+    }
+    for (int i = threadIdx.x; i < 64 * UC_Q; i += 128)
+        *(uint16_t *)(gbase + sdS + fa_sw128_off<64>(i / UC_Q, i % UC_Q)) = dsT[i];
+    /* generic-proxy stores -> wgmma (async proxy) reads */
+    fa_fence_proxy_async_smem();
+    __syncthreads();
+    for (int h = 0; h < 2; ++h) {
+        float acc[16];
+        fa_wgmma_fence();
+        warpgroup_gemm_kq_t<true, UC_D256, 64, 32, 64>(acc, fa_wgmma_desc_sw128(base + sK, 16u, 1024u),
+                                                      base + sQ + (uint32_t)(32 * h) * 128u);
+        fa_wgmma_commit();
+        fa_wgmma_wait<0>();
+        fa_reg_fence(acc);
+        thread_store_acc<4>(acc, dst + h * 64 * 64);
+    }
+    for (int h = 0; h < 2; ++h) {
+        float acc[32];
+        fa_wgmma_fence();
+        warpgroup_gemm_dq<true, 4>(acc, base + sdS, base + sK + (uint32_t)(2 + h) * (64u * 128u), 0);
+        fa_wgmma_commit();
+        fa_wgmma_wait<0>();
+        fa_reg_fence(acc);
+        thread_store_acc<8>(acc, dst + (2 + h) * 64 * 64);
+    }
+#else
+    __trap();
+#endif
+}
+
 static uint16_t bf_bits(float x)
 {
     __nv_bfloat16 b = __float2bfloat16_rn(x);
@@ -154,6 +206,56 @@ int main(void)
                 }
             }
         printf("%-4s %s (%d mismatches)\n", bad ? "FAIL" : "ok", names[variant], bad);
+        check_count(&tally, !bad);
+    }
+
+    /* the d = 256 products: K, Q (64 x 256) small integers, dS^T the first 64 keys of ds */
+    std::vector<float> k2((size_t)64 * UC_D256), q2((size_t)64 * UC_D256);
+    std::vector<uint16_t> k2b(k2.size()), q2b(q2.size());
+    for (size_t i = 0; i < k2.size(); ++i) {
+        h = h * 1664525u + 1013904223u;
+        k2[i] = (float)((int)(h >> 29) - 4); /* -4..3: |S| <= 16 x 256, exact in fp32 */
+        k2b[i] = bf_bits(k2[i]);
+        h = h * 1664525u + 1013904223u;
+        q2[i] = (float)((int)(h >> 29) - 4);
+        q2b[i] = bf_bits(q2[i]);
+    }
+    uint16_t *d_k2, *d_q2;
+    CK(cudaMalloc(&d_k2, k2b.size() * 2));
+    CK(cudaMalloc(&d_q2, q2b.size() * 2));
+    CK(cudaMemcpy(d_k2, k2b.data(), k2b.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d_q2, q2b.data(), q2b.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemset(d_out, 0xFF, UC_D256_VARIANTS * 64 * 64 * 4));
+    const int smem2 = (2 * 64 * UC_D256 + 64 * UC_Q) * 2 + 1024;
+    CK(cudaFuncSetAttribute((const void *)unit_d256_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2));
+    unit_d256_kernel<<<1, 128, smem2>>>(d_ds, d_k2, d_q2, d_out);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(out.data(), d_out, UC_D256_VARIANTS * 64 * 64 * 4, cudaMemcpyDeviceToHost));
+    const char *names2[UC_D256_VARIANTS] = {"d256 st half 0 (queries 0..31, wgmma N = 32)",
+                                            "d256 st half 1 (queries 32..63, wgmma N = 32)",
+                                            "d256 dq (dims 128..191, keys 0..63)",
+                                            "d256 dq (dims 192..255, keys 0..63)"};
+    for (int variant = 0; variant < UC_D256_VARIANTS; ++variant) {
+        const bool st = variant < 2;
+        const int hh = variant % 2;
+        int bad = 0;
+        for (int m = 0; m < 64; ++m)
+            for (int n = 0; n < (st ? 32 : 64); ++n) {
+                float ref = 0.f;
+                if (st) /* row m = key, column n = query 32 hh + n */
+                    for (int c = 0; c < UC_D256; ++c)
+                        ref += k2[(size_t)m * UC_D256 + c] * q2[(size_t)(32 * hh + n) * UC_D256 + c];
+                else /* row m = query, column n = dim 128 + 64 hh + n */
+                    for (int j = 0; j < 64; ++j)
+                        ref += ds[(size_t)j * UC_Q + m] * k2[(size_t)j * UC_D256 + 128 + 64 * hh + n];
+                const float got = out[(variant * 64 + m) * 64 + n];
+                if (got != ref) {
+                    if (bad < 4) printf("   [%d][%d] got %g want %g\n", m, n, got, ref);
+                    ++bad;
+                }
+            }
+        printf("%-4s %s (%d mismatches)\n", bad ? "FAIL" : "ok", names2[variant], bad);
         check_count(&tally, !bad);
     }
     return check_summary(&tally);

@@ -78,7 +78,7 @@ static fa_status fa_bwd_cuda_run(const fa_params *p, void *stream)
 {
     const fa_status chk = fa_bwd_validate(p);
     if (chk != FA_OK) return chk;
-    /* ---- sm90 hook: the Hopper wgmma backward for the cases it covers (cc 9.0, d <= 128, no
+    /* ---- sm90 hook: the Hopper wgmma backward for the cases it covers (cc 9.0, d <= 128 or opt-in d <= 256, no
      * dropout/softcap/ALiBi; deterministic runs its dK/dV and the dQ pass below);
      * FLASH_ATTN_C_SM90_BWD=0 opts out. ---- */
     if (fa_bwd_sm90_supported != NULL && fa_bwd_sm90_supported(p)) return fa_bwd_sm90(p, stream);

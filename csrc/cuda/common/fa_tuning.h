@@ -231,6 +231,17 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "1.13-1.32x red.add, 154-475 TFLOP/s (run 41: 459 at 16k non-causal, 361 with red.add). "
                "smem 64 K,V + 64 Q,dO + 2 x 16 dS^T = 161 KB (3 stages: 193 KB, fits); TMA dQ + 2 x 16 dQ "
                "staging = 193 KB (3 stages then 225 KB + 1.6 KB static: fits the 227 KB by 0.4 KB)"},
+    /* d = 256 (d in (128, 256]): the dim split (fa_bwd_sm90_pipe_dsplit.cuh): Bc = Br = 64, both consumer
+     * warpgroups on the same 64 keys, each owning 128 of the 256 dims of dK, dV (64 + 64 regs);
+     * opt-in (FLASH_ATTN_C_SM90_BWD_PIPE=1/2) until it has run on a GPU. */
+    {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 256, .br = 64, .bc = 64, .warps = 12, .stages = 2,
+     .reason = "Bc = Br = 64, head dims split over the consumer warpgroups (128 each: dK + dV 64 + 64 regs; "
+               "a key split as at d = 128 would need 128 + 128); S^T / dP^T computed once, a 32-query half "
+               "per warpgroup (wgmma N = 32, 16 + 16 regs), P^T / dS^T exchanged through shared memory; dQ as "
+               "two N = 64 halves by red.add (no TMA dQ: 2 x 32 KB of staging does not fit). Compile-checked, "
+               "nvcc 13.0, not yet timed: 0 spills, highest register in the SASS R236 (red.add) / R201 (dK/dV "
+               "only) of the 240; smem 64 K,V + 128 Q,dO + 2 x 8 dS^T + 2 x 8 P^T + 1 = 225 KB + 1.1 KB "
+               "static of the 227 KB, so no third stage"},
 
     /* =============================== FA_KERNEL_BWD_DQ_SM80 ===============================
      * The deterministic dQ kernel (fa_bwd_dq.cuh), used instead of float atomics when

@@ -17,6 +17,10 @@
  * d > 64, fa_bwd_sm90_kernel otherwise (deterministic calls: the pipelined kernel is not yet timed
  * there; d <= 64: 1.09-1.21x the cp.async kernel with =2, H100 run 50, opt-in until the sanitizers
  * have run on it).
+ * d in (128, 256] (bucket 256) has only the pipelined kernel's dim-split instance
+ * (fa_bwd_sm90_pipe_dsplit.cuh, dQ by red.add under =1 and =2): taken only when
+ * FLASH_ATTN_C_SM90_BWD_PIPE is 1 or 2 and the call is dense and TMA-fit (fa_bwd_sm90_can_run
+ * says no otherwise, so the sm80 backward runs it); opt-in until it has run on a GPU.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -34,14 +38,17 @@
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
-#include "fa_sm90_tma_host.h" /* fa_sm90_encode_tiled, fa_sm90_tma_stride_ok */
+#include "fa_bwd_sm90_tma_maps.h" /* fa_bwd_encode_4d, fa_bwd_encode_dqacc */
+#include "fa_sm90_tma_host.h"     /* fa_sm90_encode_tiled */
 
-/* Head-dim bucket of the sm90 kernel (0: not covered). */
+/* Head-dim bucket of the sm90 kernels (0: not covered). 256: the pipelined kernel only (its
+ * dim-split instance, fa_bwd_sm90_pipe_dsplit.cuh), so only where that one takes the call. */
 static int fa_bwd_sm90_bucket(int64_t d)
 {
     if (d < 8 || d % 8 != 0) return 0;
     if (d <= 64) return 64;
     if (d <= 128) return 128;
+    if (d <= 256) return 256;
     return 0;
 }
 
@@ -62,13 +69,32 @@ static int fa_bwd_sm90_has_image_dtype(void)
     return cached == 1;
 }
 
+/* The same test on the pipelined kernel's d = 256 instance (bucket 256 has no cp.async kernel):
+ * its real kernel declares 2 kStages Br floats of LSE / D, the stub none. */
+template <bool kBf16>
+static int fa_bwd_sm90_has_image_d256(void)
+{
+    static int cached = 0; /* as above */
+    if (cached == 0) {
+        cudaFuncAttributes attr;
+        void (*kern)(const fa_bwd_sm90_params) = fa_bwd_sm90_pipe_kernel<kBf16, 256, FA_BWD_SM90_DQ_RED>;
+        const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
+                        attr.sharedSizeBytes >= 4u * fa_bwd_sm90_pipe_cfg<256>::Br * sizeof(float);
+        cached = ok ? 1 : -1;
+    }
+    return cached == 1;
+}
+
 static int fa_bwd_sm90_has_image(int bucket, fa_dtype dtype)
 {
     const bool bf = dtype == FA_BF16;
     if (bucket == 64) return bf ? fa_bwd_sm90_has_image_dtype<true, 64>() : fa_bwd_sm90_has_image_dtype<false, 64>();
     if (bucket == 128) return bf ? fa_bwd_sm90_has_image_dtype<true, 128>() : fa_bwd_sm90_has_image_dtype<false, 128>();
+    if (bucket == 256) return bf ? fa_bwd_sm90_has_image_d256<true>() : fa_bwd_sm90_has_image_d256<false>();
     return 0;
 }
+
+static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
 int fa_bwd_sm90_can_run(const fa_params *p)
 {
@@ -85,7 +111,16 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     if (p->seqlen_k >= (1 << 30) || p->seqlen_q >= (1 << 30)) return 0;
     if (p->heads_k > 65535) return 0;
     if (fa_cuda_current_arch() != 90) return 0;
-    return fa_bwd_sm90_has_image(bucket, p->dtype);
+    if (!fa_bwd_sm90_has_image(bucket, p->dtype)) return 0;
+    if (bucket == 256) {
+        /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
+         * TMA-fit, FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 set: opt-in, fa_bwd_sm90_pipe_mode) */
+        fa_bwd_args a;
+        fa_bwd_fill_args(p, &a);
+        fa_bwd_sm90_params prm;
+        return fa_bwd_sm90_pipe_prepare(p, &a, &prm) != 0;
+    }
+    return 1;
 }
 
 int fa_bwd_sm90_supported(const fa_params *p)
@@ -103,13 +138,13 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
  * heads x batch, with `smem` bytes of dynamic shared memory. */
 template <typename P>
 static fa_status fa_bwd_sm90_launch_grid(void (*kern)(const P), const P &prm, const fa_bwd_args &a, int threads,
-                                         size_t smem, cudaStream_t stream)
+                                         int bc, size_t smem, cudaStream_t stream)
 {
     /* > 48 KB of dynamic shared memory needs the opt-in (idempotent, host-only) */
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
-    const dim3 grid((unsigned)((a.seqlen_k + FA_BWD_SM90_BC - 1) / FA_BWD_SM90_BC), (unsigned)a.heads_k,
+    const dim3 grid((unsigned)((a.seqlen_k + bc - 1) / bc), (unsigned)a.heads_k,
                     (unsigned)a.batch);
     /* no key anywhere (or no sequence): no dK/dV rows; dq = 0 comes from the zeroed dq_accum */
     if (grid.x == 0 || grid.y == 0 || grid.z == 0) return FA_OK;
@@ -122,103 +157,60 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
 {
     void (*kern)(const fa_bwd_args) =
         a.atomic_dq ? fa_bwd_sm90_kernel<kBf16, D, true> : fa_bwd_sm90_kernel<kBf16, D, false>;
-    return fa_bwd_sm90_launch_grid(kern, a, a, FA_BWD_SM90_THREADS, fa_bwd_sm90_cfg<D>::kSmemBytes, stream);
+    return fa_bwd_sm90_launch_grid(kern, a, a, FA_BWD_SM90_THREADS, FA_BWD_SM90_BC, fa_bwd_sm90_cfg<D>::kSmemBytes,
+                                   stream);
 }
 
-/* ---- the pipelined kernel: TMA tensor maps and its launch ---------------------------------- */
-
-/* A TMA global stride in elements (2-byte): positive, 16-byte multiple, below 2^40 bytes. A
- * dimension of extent 1 is never stepped over, so a stride the caller left arbitrary there is
- * replaced by `fallback` (the next-outer natural value). */
-static int64_t fa_bwd_tma_stride(int64_t stride, int64_t extent, int64_t fallback)
-{
-    return fa_sm90_tma_stride_ok(stride) ? stride : extent == 1 ? fallback : -1;
-}
-
-/* Dense 4-d map (d, rows, heads, batch) of b16 elements, box 64 x box_rows, 128-byte swizzle,
- * out-of-bounds elements read as zeros. 0 when TMA cannot describe the tensor. */
-static int fa_bwd_encode_4d(CUtensorMap *map, fa_dtype dtype, const void *base, int64_t d, int64_t rows,
-                            int64_t heads, int64_t batch, int64_t rs, int64_t hs, int64_t bs, int box_rows)
-{
-    if (((uintptr_t)base & 15u) != 0) return 0;
-    rs = fa_bwd_tma_stride(rs, rows, 8 * ((d + 7) / 8));
-    if (rs < 0) return 0;
-    hs = fa_bwd_tma_stride(hs, heads, rs * rows);
-    if (hs < 0) return 0;
-    bs = fa_bwd_tma_stride(bs, batch, hs * heads);
-    if (bs < 0) return 0;
-    const cuuint64_t gdim[4] = {(cuuint64_t)d, (cuuint64_t)rows, (cuuint64_t)heads, (cuuint64_t)batch};
-    const cuuint64_t gstride[3] = {(cuuint64_t)rs * 2u, (cuuint64_t)hs * 2u, (cuuint64_t)bs * 2u};
-    const cuuint32_t box[4] = {64u, (cuuint32_t)box_rows, 1u, 1u};
-    const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
-    const CUtensorMapDataType ty =
-        dtype == FA_BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-    return fa_sm90_encode_tiled()(map, ty, 4u, (void *)base, gdim, gstride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
-/* dq_accum (b * sq, h, d) fp32 row-major as the dense 4-d map (d, sq, h, b) the TMA-dQ kernel
- * reduce-adds into (fa_bwd_sm90_pipe_kernel.cuh, warp_write_dq): box 32 x 64 (32 fp32 = the
- * 128-byte swizzle span) x 1 x 1, 128-byte swizzle. The row extent sq makes TMA drop the rows of a
- * query block past the sequence end (they would be the next batch's rows in the flat buffer), the
- * dim extent d the dims past d. 0 when TMA cannot describe it. */
-static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t d, int64_t sq, int64_t h,
-                               int64_t b)
-{
-    if (dq_accum == NULL || ((uintptr_t)dq_accum & 15u) != 0 || d % 4 != 0) return 0;
-    /* the dq_accum allocation's size (so no overflow); the batch stride sq h d 4 is below it */
-    const int64_t bytes = b * sq * h * d * 4;
-    if (d <= 0 || sq <= 0 || h <= 0 || b <= 0 || bytes >= ((int64_t)1 << 40)) return 0;
-    const cuuint64_t gdim[4] = {(cuuint64_t)d, (cuuint64_t)sq, (cuuint64_t)h, (cuuint64_t)b};
-    const cuuint64_t gstride[3] = {(cuuint64_t)(h * d * 4), (cuuint64_t)(d * 4), (cuuint64_t)(sq * h * d * 4)};
-    const cuuint32_t box[4] = {32u, 64u, 1u, 1u};
-    const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
-    return fa_sm90_encode_tiled()(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4u, (void *)dq_accum, gdim, gstride, box,
-                                 estride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                 CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
+/* ---- the pipelined kernel: its mode, tensor maps (fa_bwd_sm90_tma_maps.h) and launch -------- */
 
 /* The pipelined mode FLASH_ATTN_C_SM90_BWD_PIPE asks for (read on every call, like the other
  * switches): "0" -> 0 (fa_bwd_sm90_kernel), "1" -> 1 (red.add dQ), "2" -> 2 (TMA-reduce dQ), at
- * any d. Unset (or any other value): the measured default, 2 for atomic dQ at d > 64 (H100 run
+ * any d. Unset (or any other value): the measured default, 2 for atomic dQ at 64 < d <= 128 (H100 run
  * 41: the TMA-dQ instance 1.13-1.32x the red.add one at d = 128, 154-475 TFLOP/s in the same run,
  * which ran 1.02-1.10x fa_bwd_sm90_kernel in run 37), else 0: atomic dQ at d <= 64 (the Br = 64
  * instances: 1.09-1.21x fa_bwd_sm90_kernel with =2, H100 run 50, but not yet under
  * compute-sanitizer) and deterministic calls (the dK/dV-only instance, never timed against
- * fa_bwd_sm90_kernel) keep it unless asked. */
+ * fa_bwd_sm90_kernel) keep it unless asked; d > 128 (the dim-split instance, not yet run on a GPU)
+ * gets 0 too, which there means the sm80 backward (fa_bwd_sm90_can_run). */
 static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
     if (env != NULL && strcmp(env, "0") == 0) return 0;
     if (env != NULL && strcmp(env, "1") == 0) return 1;
     if (env != NULL && strcmp(env, "2") == 0) return 2;
-    return a->atomic_dq && p->head_dim > 64 ? 2 : 0;
+    return a->atomic_dq && p->head_dim > 64 && p->head_dim <= 128 ? 2 : 0;
 }
 
 /* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
  * fa_bwd_sm90_pipe_mode (=2 is the same kernel with dQ by TMA reduce when dQ is atomic;
  * deterministic calls run the dK/dV-only instance either way) when the tensors are dense, the
- * encoder found and all maps encodable (then in *prm); every head-dim bucket (64, 128) has all
- * three instances. The Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64
- * at both buckets, not the cp.async kernel's 128 at d = 64). a: fa_bwd_fill_args(p). */
+ * encoder found and all maps encodable (then in *prm); buckets 64 and 128 have all three
+ * instances, bucket 256 no TMA-dQ one (1 is returned for =2 there: its red.add instance). The
+ * Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not
+ * the cp.async kernel's 128 at d = 64), the K / V boxes its Bc (128; 64 at bucket 256).
+ * a: fa_bwd_fill_args(p). */
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const int mode = fa_bwd_sm90_pipe_mode(p, a);
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
-    const int br = p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
+    const int br = p->head_dim <= 64    ? fa_bwd_sm90_pipe_cfg<64>::Br
+                   : p->head_dim <= 128 ? fa_bwd_sm90_pipe_cfg<128>::Br
+                                        : fa_bwd_sm90_pipe_cfg<256>::Br;
+    const int bc = p->head_dim <= 128 ? FA_BWD_SM90_BC : fa_bwd_sm90_pipe_cfg<256>::Bc; /* the K / V boxes */
     const int64_t d = p->head_dim, sq = p->seqlen_q, sk = p->seqlen_k, h = p->heads, hk = p->heads_k, b = p->batch;
     const int ok = fa_bwd_encode_4d(&prm->tm_q, p->dtype, p->q, d, sq, h, b, p->q_row_stride, p->q_head_stride,
                                     p->q_batch_stride, br) &&
                    fa_bwd_encode_4d(&prm->tm_do, p->dtype, p->dout, d, sq, h, b, p->do_row_stride,
                                     p->do_head_stride, p->do_batch_stride, br) &&
                    fa_bwd_encode_4d(&prm->tm_k, p->dtype, p->k, d, sk, hk, b, p->k_row_stride, p->k_head_stride,
-                                    p->k_batch_stride, FA_BWD_SM90_BC) &&
+                                    p->k_batch_stride, bc) &&
                    fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
-                                    p->v_batch_stride, FA_BWD_SM90_BC);
+                                    p->v_batch_stride, bc);
     if (!ok) return 0;
+    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map) */
+    if (d > 128) return 1;
     if (mode == 2 && a->atomic_dq && !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b)) return 0;
     return mode;
 }
@@ -230,12 +222,16 @@ static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, int dq_m
 {
     const fa_bwd_args &a = prm.a;
     const int kdq = !a.atomic_dq ? FA_BWD_SM90_DQ_NONE : dq_mode == 2 ? FA_BWD_SM90_DQ_TMA : FA_BWD_SM90_DQ_RED;
-    void (*kern)(const fa_bwd_sm90_params) =
-        kdq == FA_BWD_SM90_DQ_TMA   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>
-        : kdq == FA_BWD_SM90_DQ_RED ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
-                                    : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
-    return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq),
-                                   stream);
+    void (*kern)(const fa_bwd_sm90_params);
+    if constexpr (fa_bwd_sm90_pipe_cfg<D>::kDimSplit) /* no TMA-dQ instance (prepare never asks for one) */
+        kern = kdq != FA_BWD_SM90_DQ_NONE ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
+                                          : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
+    else
+        kern = kdq == FA_BWD_SM90_DQ_TMA   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>
+               : kdq == FA_BWD_SM90_DQ_RED ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
+                                           : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
+    return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::Bc,
+                                   fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq), stream);
 }
 
 /* pipe: the pipelined kernel's parameters (its .a is ignored: a is used), or NULL for the
@@ -254,10 +250,13 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     if (pipe != NULL) {
         fa_bwd_sm90_params prm = *pipe;
         prm.a = a;
-        st = a.head_dim <= 64 ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
-                              : fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream);
-    } else {
+        st = a.head_dim <= 64    ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
+             : a.head_dim <= 128 ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
+                                 : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);
+    } else if (a.head_dim <= 128) {
         st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream) : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
+    } else {
+        return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90_can_run checked it takes it) */
     }
     if (st != FA_OK) return st;
     if (!a.atomic_dq) return fa_bwd_run_dq_pass(a, kBf16, stream);

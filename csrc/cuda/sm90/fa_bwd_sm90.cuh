@@ -5,7 +5,8 @@
  * Scope: fp16/bf16, head dim d % 8 == 0, d <= 128 (buckets 64 / 128, smaller d zero-padded),
  * dense and varlen, causal / sliding-window masks (bottom-right), GQA/MQA, rows that see no key
  * (zero gradients); dQ by fp32 atomics, or with deterministic = 1 by the sm80 path's ordered dQ
- * kernel after the sm90 dK/dV kernel. Dropout, softcap, ALiBi and d > 128 stay on the sm80
+ * kernel after the sm90 dK/dV kernel; d in (128, 256] only dense, TMA-fit and with
+ * FLASH_ATTN_C_SM90_BWD_PIPE=1/2 (opt-in). Dropout, softcap, ALiBi and other d > 128 stay on the sm80
  * kernels: fa_bwd_sm90_supported() returns 0.
  */
 #ifndef FA_BWD_SM90_CUH

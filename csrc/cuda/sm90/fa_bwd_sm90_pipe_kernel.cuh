@@ -31,6 +31,11 @@
  *     per warpgroup over all Bc keys (fa_bwd_pipe_dq_split): Br = 64 splits the dims, N = d / 2
  *     (d = 128: dims 64 wg.., N = 64; d = 64: dims 32 wg.., N = 32); Br = 128 splits the
  *     queries (queries 64 wg.., N = d = 64: the split of fa_bwd_sm90_kernel at d = 64).
+ *   d = 256 (every d in (128, 256]; fa_bwd_sm90_pipe_cfg<256>::kDimSplit, opt-in): Bc = 64, both
+ *     consumer warpgroups on the same 64 keys, warpgroup wg owning dims [128 wg, + 128) of dK, dV
+ *     and of dQ; S^T / dP^T split by queries (32 each), P^T / dS^T exchanged through shared memory
+ *     under the DS barrier; dQ by red.add only (fa_bwd_sm90_pipe_dsplit.cuh). The producer, the
+ *     ring and the barriers below are the same.
  * Ring protocol per slot s (parity = pass over the ring & 1):
  *   q_full[s]  (32 arrivals + TMA bytes): producer lanes arrive after their LSE stores, lane 0
  *              announced the Q bytes with expect_tx before issuing; consumers wait, then S^T.
@@ -42,7 +47,8 @@
  * buffer it & 1 happens after the dS barrier of iteration it - 1, which both warpgroups reach only
  * after their dQ product of iteration it - 2 (the last reader of that buffer) completed.
  * Named barriers (hardware ids; 0 is __syncthreads, used once before the role split):
- *   1 FA_BWD_SM90_PIPE_BAR_DS (256: both consumer warpgroups, bar.sync): dS^T of both written.
+ *   1 FA_BWD_SM90_PIPE_BAR_DS (256: both consumer warpgroups, bar.sync): dS^T of both written
+ *     (d = 256: both warpgroups' halves of P^T and dS^T).
  *   kDq = TMA, per consumer warpgroup w = 0, 1, 160 threads (its 128 + the writer warp's 32):
  *   2 + w FA_BWD_SM90_PIPE_BAR_DQ_FULL: the 128 consumers bar.arrive after their fragment stores
  *         into staging buffer w + fence.proxy.async; the writer bar.syncs, then issues the reduce.
@@ -61,7 +67,8 @@
  * kDq = RED / NONE keep step 1's order (dV and dK issued together, then dQ, waited at once).
  *
  * Files: fa_bwd_sm90_pipe_layout.cuh (shapes, shared memory layout), _producer.cuh (warp 0),
- * _dq_writer.cuh (warp 1 and the dQ staging), _consumer.cuh (the consumer tile); the products
+ * _dq_writer.cuh (warp 1 and the dQ staging), _consumer.cuh (the consumer tile), _dsplit.cuh (the
+ * consumer tile at d = 256); the products
  * of fa_bwd_sm90_tile.cuh.
  *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
@@ -72,6 +79,7 @@
 
 #include "fa_bwd_sm90_pipe_consumer.cuh"
 #include "fa_bwd_sm90_pipe_dq_writer.cuh"
+#include "fa_bwd_sm90_pipe_dsplit.cuh"
 #include "fa_bwd_sm90_pipe_layout.cuh"
 #include "fa_bwd_sm90_pipe_producer.cuh"
 
@@ -81,8 +89,11 @@ __global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
 fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 {
 #if FA_SM90_DEVICE
-    constexpr int Br = fa_bwd_sm90_pipe_cfg<D>::Br, kStages = fa_bwd_sm90_pipe_cfg<D>::kStages;
-    constexpr int Bc = FA_BWD_SM90_BC;
+    using Cfg = fa_bwd_sm90_pipe_cfg<D>;
+    constexpr int Br = Cfg::Br, kStages = Cfg::kStages, Bc = Cfg::Bc;
+    /* dK, dV accumulators per thread: 64 keys x D dims per warpgroup, or at d = 256 (kDimSplit)
+     * 64 keys x D / 2 dims */
+    constexpr int kAcc = Cfg::kDimSplit ? D / 4 : D / 2;
     const fa_bwd_args &a = prm.a;
     extern __shared__ unsigned char fa_bwd_sm90_smem[];
     /* LSE*log2e (+inf where P must be 0) and D = rowsum(dO o O) of each slot */
@@ -124,18 +135,22 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
         /* ======================= producer warpgroup ======================= */
         fa_setmaxnreg_dec<FA_BWD_SM90_PIPE_REGS_PRODUCER>();
         if (n_iter == 0) return;
-        if (threadIdx.x < 32)
+        if constexpr (kDq == FA_BWD_SM90_DQ_TMA) { /* (not instantiated at d = 256: no TMA-dQ instance) */
+            if (threadIdx.x < 32)
+                warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
+            else if (threadIdx.x < 64)
+                warp_write_dq<D, Br>(prm, sm, seq.sq, b, hk, mb_lo, n_mb, n_iter);
+        } else if (threadIdx.x < 32) {
             warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
-        else if (kDq == FA_BWD_SM90_DQ_TMA && threadIdx.x < 64)
-            warp_write_dq<D, Br>(prm, sm, seq.sq, b, hk, mb_lo, n_mb, n_iter);
+        }
         return;
     }
 
     /* ======================= consumer warpgroups ======================= */
     fa_setmaxnreg_inc<FA_BWD_SM90_PIPE_REGS_CONSUMER>();
-    float dk[D / 2], dv[D / 2];
+    float dk[kAcc], dv[kAcc];
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
+    for (int i = 0; i < kAcc; ++i) dk[i] = dv[i] = 0.f;
     if (n_iter > 0) {
         /* why: K_j and V_j (TMA) have landed; read by every tile */
         fa_mbar_wait(sm.kv_full, 0);
@@ -144,20 +159,29 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
         for (int it = 0; it < n_iter; ++it) {
             const int h = hk * group + it / n_mb;
             const int i0 = (mb_lo + it % n_mb) * Br;
-            const uint32_t sds = sm.ds + (uint32_t)(it & 1) * (uint32_t)(Bc * Br * 2);
-            if (kDq == FA_BWD_SM90_DQ_TMA)
-                warpgroup_bwd_tile_tma<kBf16, D, Br>(a, seq, sm, dk, dv, stage, phase, sds, it == 0, i0, j0,
-                                                     s_lse[stage], s_dsum[stage]);
-            else
-                warpgroup_bwd_tile<kBf16, D, Br, kDq>(a, seq, sm, dk, dv, stage, phase, sds, h, i0, j0, s_lse[stage],
-                                                      s_dsum[stage]);
+            const uint32_t buf = (uint32_t)(it & 1) * (uint32_t)(Bc * Br * 2); /* dS^T (P^T) buffer it & 1 */
+            if constexpr (Cfg::kDimSplit) {
+                warpgroup_bwd_tile_dsplit<kBf16, D, kDq>(a, seq, sm, dk, dv, stage, phase, buf, h, i0, j0,
+                                                         s_lse[stage], s_dsum[stage]);
+            } else {
+                const uint32_t sds = sm.ds + buf;
+                if (kDq == FA_BWD_SM90_DQ_TMA)
+                    warpgroup_bwd_tile_tma<kBf16, D, Br>(a, seq, sm, dk, dv, stage, phase, sds, it == 0, i0, j0,
+                                                         s_lse[stage], s_dsum[stage]);
+                else
+                    warpgroup_bwd_tile<kBf16, D, Br, kDq>(a, seq, sm, dk, dv, stage, phase, sds, h, i0, j0,
+                                                          s_lse[stage], s_dsum[stage]);
+            }
             if (++stage == kStages) {
                 stage = 0;
                 phase ^= 1u;
             }
         }
     }
-    warpgroup_store_dkdv<kBf16, D>(a, seq, b, hk, j0, dk, dv);
+    if constexpr (Cfg::kDimSplit)
+        warpgroup_store_dkdv_dsplit<kBf16, D>(a, seq, b, hk, j0, dk, dv);
+    else
+        warpgroup_store_dkdv<kBf16, D>(a, seq, b, hk, j0, dk, dv);
 #else
     /* other gencodes: never launched (fa_bwd_sm90_supported checks for the sm_90a image) */
     __trap();

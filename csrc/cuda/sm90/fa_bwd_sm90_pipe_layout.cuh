@@ -6,9 +6,9 @@
  *
  * Shared memory (dynamic, 1024-aligned, 128-byte swizzle, [D/64][rows][64] column blocks as
  * TMA writes them): K [Bc][D], V [Bc][D], Q [kStages][Br][D], dO [kStages][Br][D],
- * dS^T [2][Bc][Br]; kDq = TMA adds the dQ staging buffers [2 warpgroups][N / 32][64 rows][32 fp32]
- * (N = 64: 16 KB each; N = 32: 8 KB; warpgroup_stage_dq). Static: LSE*log2e and D per slot, the
- * mbarriers (also the image marker).
+ * dS^T [2][Bc][Br] (d = 256: then P^T [2][Bc][Br]); kDq = TMA adds the dQ staging buffers
+ * [2 warpgroups][N / 32][64 rows][32 fp32] (N = 64: 16 KB each; N = 32: 8 KB; warpgroup_stage_dq).
+ * Static: LSE*log2e and D per slot, the mbarriers (also the image marker).
  */
 #ifndef FA_BWD_SM90_PIPE_LAYOUT_CUH
 #define FA_BWD_SM90_PIPE_LAYOUT_CUH
@@ -78,19 +78,31 @@ template <int D>
 struct fa_bwd_sm90_pipe_cfg {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM90_PIPE, 90, D);
     static constexpr int Br = kRow.br;
+    static constexpr int Bc = kRow.bc;
     static constexpr int kStages = kRow.stages;
-    static_assert(kRow.bc == FA_BWD_SM90_BC && kRow.warps * 32 == FA_BWD_SM90_PIPE_THREADS,
-                  "the pipelined sm90 backward has Bc = 128 and 12 warps");
+    /* d = 256 splits the head dims over the consumer warpgroups instead of the keys
+     * (fa_bwd_sm90_pipe_dsplit.cuh): both see the same Bc = 64 keys, each owns 128 dims of dK, dV */
+    static constexpr bool kDimSplit = D == 256;
+    static_assert(kRow.warps * 32 == FA_BWD_SM90_PIPE_THREADS, "the pipelined sm90 backward has 12 warps");
+    static_assert(kDimSplit ? Bc == 64 && Br == 64 : Bc == FA_BWD_SM90_BC,
+                  "Bc = 128 (a warpgroup per 64 keys), or at d = 256 Bc = Br = 64 (a warpgroup per 128 dims)");
     /* Br is this row's own (the helpers of fa_bwd_sm90_tile.cuh take it as a template argument):
-     * S^T, dP^T are wgmma N = Br, Br / 2 accumulators each per thread */
+     * S^T, dP^T are wgmma N = Br, Br / 2 accumulators each per thread (d = 256: N = Br / 2 each) */
     static_assert(Br == 64 || Br == 128, "S^T / dP^T tiles of 64 keys x 64 or 128 queries per warpgroup");
     static_assert(kStages >= 2, "the ring needs 2 slots to load during a tile");
-    /* K, V, kStages slots of Q and dO, 2 dS^T buffers; + 1024 for aligning the base */
-    static constexpr size_t kSmemBytes = 2 * (size_t)FA_BWD_SM90_BC * D * 2 + 2 * (size_t)kStages * Br * D * 2 +
-                                         2 * (size_t)FA_BWD_SM90_BC * Br * 2 + 1024;
+    /* K, V, kStages slots of Q and dO, 2 dS^T buffers (d = 256: and 2 P^T buffers); + 1024 for
+     * aligning the base */
+    static constexpr size_t kSmemBytes = 2 * (size_t)Bc * D * 2 + 2 * (size_t)kStages * Br * D * 2 +
+                                         (kDimSplit ? 2 : 1) * 2 * (size_t)Bc * Br * 2 + 1024;
     /* kDq = TMA: + one dQ staging buffer per consumer warpgroup (right after dS^T: 1024-aligned,
-     * and so is the second: whole 8 KB boxes) */
-    static constexpr size_t kSmemBytesTma = kSmemBytes + 2 * (size_t)fa_bwd_pipe_dq_split<D, Br>::kStageBytes;
+     * and so is the second: whole 8 KB boxes); d = 256 has no TMA-dQ instance (2 x 32 KB more
+     * would not fit: its kDq = TMA calls run red.add, fa_bwd_sm90_pipe_launch) */
+    static constexpr size_t dq_stage_bytes()
+    {
+        if constexpr (kDimSplit) return 0;
+        else return 2 * (size_t)fa_bwd_pipe_dq_split<D, Br>::kStageBytes;
+    }
+    static constexpr size_t kSmemBytesTma = kSmemBytes + dq_stage_bytes();
     /* the kernel's static shared memory: LSE, D per slot, 1 + 3 kStages mbarriers */
     static constexpr size_t kStaticBytes = 2 * (size_t)kStages * Br * 4 + (1 + 3 * (size_t)kStages) * 8;
     /* sm_90: at most 227 KB of shared memory per block, dynamic + static */
@@ -103,6 +115,7 @@ struct fa_bwd_sm90_pipe_cfg {
 /* Where the kernel's shared memory is (shared-window addresses). */
 typedef struct fa_bwd_pipe_smem {
     uint32_t k, v, q, dout, ds, dq;    /* tiles: K, V, Q[kStages], dO[kStages], dS^T[2], dQ staging[2] */
+    uint32_t p; /* d = 256: P^T[2] [Bc][Br], where the staging would be (that bucket has none) */
     uint32_t kv_full, q_full, do_full, empty;  /* mbarriers; slot s at + 8 s */
 } fa_bwd_pipe_smem;
 
@@ -112,14 +125,16 @@ typedef struct fa_bwd_pipe_smem {
 template <int D, int Br, int kStages>
 static __device__ __forceinline__ fa_bwd_pipe_smem fa_bwd_pipe_smem_at(uint32_t base, uint32_t bars)
 {
-    constexpr uint32_t kKVBytes = FA_BWD_SM90_BC * D * 2, kQBytes = Br * D * 2;
+    constexpr int Bc = fa_bwd_sm90_pipe_cfg<D>::Bc;
+    constexpr uint32_t kKVBytes = Bc * D * 2, kQBytes = Br * D * 2;
     fa_bwd_pipe_smem sm;
     sm.k = base;
     sm.v = base + kKVBytes;
     sm.q = base + 2 * kKVBytes;
     sm.dout = sm.q + kStages * kQBytes;
     sm.ds = sm.dout + kStages * kQBytes;
-    sm.dq = sm.ds + 2u * (FA_BWD_SM90_BC * Br * 2); /* only allocated (and used) when kDq = TMA */
+    sm.dq = sm.ds + 2u * (Bc * Br * 2); /* only allocated (and used) when kDq = TMA */
+    sm.p = sm.dq;                       /* only allocated (and used) at d = 256 */
     sm.kv_full = bars;
     sm.q_full = bars + 8u;
     sm.do_full = sm.q_full + 8u * kStages;

@@ -19,7 +19,8 @@ static __device__ __forceinline__ void warp_produce(const fa_bwd_sm90_params &pr
                                                     const fa_seq &seq, int b, int hk, int j0, int mb_lo,
                                                     int n_mb, int n_iter, float (*lse_s)[Br], float (*dsum_s)[Br])
 {
-    constexpr uint32_t kKVBytes = FA_BWD_SM90_BC * D * 2, kQBytes = Br * D * 2;
+    constexpr int Bc = fa_bwd_sm90_pipe_cfg<D>::Bc; /* 128, or 64 at d = 256 */
+    constexpr uint32_t kKVBytes = Bc * D * 2, kQBytes = Br * D * 2;
     const fa_bwd_args &a = prm.a;
     const int lane = threadIdx.x % 32, group = a.heads / a.heads_k;
     if (lane == 0) {
@@ -28,7 +29,7 @@ static __device__ __forceinline__ void warp_produce(const fa_bwd_sm90_params &pr
         fa_mbar_arrive_expect_tx(sm.kv_full, 2 * kKVBytes);
 #pragma unroll
         for (int cb = 0; cb < D / 64; ++cb) {
-            const uint32_t off = (uint32_t)cb * (FA_BWD_SM90_BC * 128);
+            const uint32_t off = (uint32_t)cb * (Bc * 128);
             fa_tma_load_4d(sm.k + off, &prm.tm_k, sm.kv_full, cb * 64, j0, hk, b);
             fa_tma_load_4d(sm.v + off, &prm.tm_v, sm.kv_full, cb * 64, j0, hk, b);
         }

@@ -118,7 +118,23 @@ static __device__ __forceinline__ void fa_reg_fence_u32(uint32_t (&r)[kN][4])
  * fa_wgmma_rs_m64n<N>k16_<t>_tb: D[64 x N] = (scale_d ? D : 0) + A[64 x 16] B[16 x N], A from
  * registers (the fragment layout of fa_mma.cuh's mma.sync A), B from shared memory MN-major
  * (imm-trans-b = 1).
- * Shapes generated: SS N in [64, 80, 128], RS N in [64, 128, 256]. */
+ * Shapes generated: SS N in [32, 64, 80, 128], RS N in [64, 128, 256]. */
+
+static __device__ __forceinline__ void fa_wgmma_ss_m64n32k16_bf16(float (&d)[16], uint64_t desc_a,
+                                                                  uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, "
+        "%16, %17, p, 1, 1, 0, 0;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
 
 static __device__ __forceinline__ void fa_wgmma_ss_m64n64k16_bf16(float (&d)[32], uint64_t desc_a,
                                                                   uint64_t desc_b, int scale_d)
@@ -264,6 +280,22 @@ static __device__ __forceinline__ void fa_wgmma_rs_m64n256k16_bf16_tb(float (&d)
           "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
           "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+static __device__ __forceinline__ void fa_wgmma_ss_m64n32k16_f16(float (&d)[16], uint64_t desc_a,
+                                                                  uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+        "}, "
+        "%16, %17, p, 1, 1, 0, 0;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
 static __device__ __forceinline__ void fa_wgmma_ss_m64n64k16_f16(float (&d)[32], uint64_t desc_a,
@@ -425,7 +457,10 @@ template <int N, bool kBf16>
 static __device__ __forceinline__ void fa_wgmma_ss(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
                                                   int scale_d)
 {
-    if constexpr (N == 64) {
+    if constexpr (N == 32) {
+        if constexpr (kBf16) fa_wgmma_ss_m64n32k16_bf16(d, desc_a, desc_b, scale_d);
+        else fa_wgmma_ss_m64n32k16_f16(d, desc_a, desc_b, scale_d);
+    } else if constexpr (N == 64) {
         if constexpr (kBf16) fa_wgmma_ss_m64n64k16_bf16(d, desc_a, desc_b, scale_d);
         else fa_wgmma_ss_m64n64k16_f16(d, desc_a, desc_b, scale_d);
     } else if constexpr (N == 80) {

@@ -1,0 +1,191 @@
+/* fa_bwd_sm90_pipe_dsplit.cuh - the consumer tile of the pipelined Hopper backward at d = 256
+ * (every d in (128, 256]; fa_bwd_sm90_pipe_cfg<256>::kDimSplit). Bc = Br = 64, and the two
+ * consumer warpgroups split the head dims instead of the keys: both see the same 64 keys, each
+ * owns 128 of the 256 dims of dK and dV, so a thread holds 64 + 64 accumulators (a split by keys,
+ * as at d <= 128, would need 128 + 128 of the 240 registers).
+ *
+ * Per query block, consumer warpgroup wg = 0, 1 (thread rows: key j0 + 16 wq + g + 8 half):
+ *   S^T_wg  = K Q_i[32 wg.., :]^T     wgmma SS N = 32 over all 256 dims: its 32-query half
+ *   dP^T_wg = V dO_i[32 wg.., :]^T    the same on V, dO (so S^T, dP^T are computed once per CTA)
+ *   P^T, dS^T of the half (thread_probs_t / thread_ds_t at 32 queries, LSE / D from row 32 wg),
+ *   packed to 16 bits and stored into this iteration's P^T and dS^T buffers ([Bc keys][Br
+ *   queries], swizzled: the dS^T layout of d <= 128);
+ *   DS barrier (bar.sync, both warpgroups): both halves stored;
+ *   pa, dsa: all 64 queries of P^T, dS^T as A fragments, read back with ld.shared (thread
+ *   (wq, g, t) of either warpgroup stored exactly these fragments: the layout is the packing's);
+ *   dV_wg += P^T dO_i[:, 128 wg..]    wgmma RS N = 128 (warpgroup_gemm_dv_dk on column blocks
+ *   dK_wg += dS^T Q_i[:, 128 wg..]    2 wg, 2 wg + 1 of the slot: LBO = one column block)
+ *   dQ_i[:, 128 wg + 64 hh..] += dS K_j[:, 128 wg + 64 hh..] for hh = 0, 1: two wgmma SS N = 64,
+ *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add (kDq =
+ *   RED); none when deterministic (kDq = NONE: the ordered dQ pass).
+ * Order (RED): issue dV + dK; issue dQ lo; wait <= 1 (dV, dK done: pa, dsa dead, slot released);
+ * issue dQ hi; wait <= 1, red.add of dQ lo; wait 0, red.add of dQ hi. Live accumulators at most
+ * dK + dV 128 + pa, dsa 32 + one dQ half 32.
+ * P^T and dS^T are double buffered by iteration parity, like dS^T at d <= 128: buffer it & 1 is
+ * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after its
+ * reads of iteration it - 2 (the ld.shared of pa, dsa; the dQ wgmmas, waited) completed.
+ * No TMA dQ: 2 x 32 KB of staging do not fit beside K, V (64 KB), the ring (128 KB) and P^T,
+ * dS^T (32 KB); kDq = TMA calls run this red.add instance (fa_bwd_sm90_pipe_launch).
+ */
+#ifndef FA_BWD_SM90_PIPE_DSPLIT_CUH
+#define FA_BWD_SM90_PIPE_DSPLIT_CUH
+
+#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot */
+#include "fa_bwd_sm90_pipe_layout.cuh"
+
+#if FA_SM90_DEVICE
+
+/* dq_accum (total_q, h, d) rows i0 + 16 wq + g + 8 half, dims col0 + 8 jn + 2 t += this thread's
+ * fragments of a 64-query x 64-dim dQ tile (unscaled; the convert kernel applies the scale). Rows
+ * past sq and dims past d are not added. */
+static __device__ __forceinline__ void thread_red_add_dq64(const fa_bwd_args &a, const fa_seq &seq,
+                                                           const float (&dqa)[32], int h, int i0, int col0)
+{
+    const int lane = threadIdx.x % 32, wq = (threadIdx.x / 32) % 4, g = lane / 4, t = lane % 4;
+    float *acc = a.dq_accum + ((seq.q_row0 + i0) * a.heads + h) * (int64_t)a.head_dim;
+    /* 32-bit offsets within the tile: at most 64 x heads x d < 64 x 65536 x 256 = 2^30 */
+    const int row_step = a.heads * a.head_dim;
+#pragma unroll
+    for (int jn = 0; jn < 8; ++jn)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int m = 16 * wq + g + 8 * half, col = col0 + 8 * jn + 2 * t;
+            if (i0 + m < seq.sq && col < a.head_dim)
+                fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
+        }
+}
+
+/* One consumer tile at d = 256 (header). dk, dv: this warpgroup's 128 dims; buf: byte offset of
+ * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows. */
+template <bool kBf16, int D, int kDq>
+static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_args &a, const fa_seq &seq,
+                                                                 const fa_bwd_pipe_smem &sm, float (&dk)[D / 4],
+                                                                 float (&dv)[D / 4], int stage, uint32_t phase,
+                                                                 uint32_t buf, int h, int i0, int j0,
+                                                                 const float *lse_s, const float *dsum_s)
+{
+    using Cfg = fa_bwd_sm90_pipe_cfg<D>;
+    constexpr int Bc = Cfg::Bc, Br = Cfg::Br, Bh = Br / 2; /* Bh: queries of a warpgroup's S^T half */
+    constexpr uint32_t kQBytes = Br * D * 2;
+    static_assert(Cfg::kDimSplit && kDq != FA_BWD_SM90_DQ_TMA, "the d = 256 tile: dQ by red.add or none");
+    const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int sq = seq.sq, sk = seq.sk, off = sk - sq;
+    const int key_base = j0 + 16 * wq + g, q0 = Bh * wg; /* q0: first query of the half */
+    const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
+    const uint32_t sp = sm.p + buf, sds = sm.ds + buf;
+
+    float s[Bh / 2], dp[Bh / 2];
+    /* why: Q_i (TMA bytes) and LSE_i (the producer lanes' stores) of this slot have landed */
+    fa_mbar_wait(sm.q_full + 8u * stage, phase);
+    fa_wgmma_fence();
+    warpgroup_gemm_kq_t<kBf16, D, Br, Bh, Bc>(s, fa_wgmma_desc_sw128(sm.k, 16u, 1024u), q_st + (uint32_t)q0 * 128u);
+    fa_wgmma_commit();
+    /* why: dO_i and D_i of this slot have landed */
+    fa_mbar_wait(sm.do_full + 8u * stage, phase);
+    fa_wgmma_fence(); /* dp is an accumulator of the group below */
+    warpgroup_gemm_kq_t<kBf16, D, Br, Bh, Bc>(dp, fa_wgmma_desc_sw128(sm.v, 16u, 1024u), do_st + (uint32_t)q0 * 128u);
+    fa_wgmma_commit();
+
+    /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
+    const bool need_mask = j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
+                           (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
+    fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
+    fa_reg_fence(s);
+    thread_probs_t<Bh>(s, a, lse_s + q0, need_mask, key_base, i0 + q0, sk, off, t);
+    fa_wgmma_wait<0>();
+    fa_reg_fence(dp);
+    thread_ds_t<Bh>(dp, s, dsum_s + q0, t);
+
+    /* the half into the buffers: fragment q of k-step kk = key 16 wq + g + 8 (q & 1), query pair
+     * q0 + 16 kk + 8 (q >> 1) + 2 t (fa_pack_c_to_a's order) */
+#pragma unroll
+    for (int kk = 0; kk < Bh / 16; ++kk) {
+        uint32_t ph[4], dh[4];
+        fa_pack_c_to_a<kBf16>(ph, &s[8 * kk], &s[8 * kk + 4]);
+        fa_pack_c_to_a<kBf16>(dh, &dp[8 * kk], &dp[8 * kk + 4]);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const uint32_t o = fa_sw128_off<Bc>(16 * wq + g + 8 * (q & 1), q0 + 8 * (2 * kk + (q >> 1)) + 2 * t);
+            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sp + o), "r"(ph[q]) : "memory");
+            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + o), "r"(dh[q]) : "memory");
+        }
+    }
+    /* the dS^T stores before the dQ wgmma (async proxy) reads them */
+    if (kDq != FA_BWD_SM90_DQ_NONE) fa_fence_proxy_async_smem();
+    /* why: pa, dsa below read the other warpgroup's half, and its dQ product reads all of dS^T */
+    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
+
+    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* all 64 queries, 16 per k-step */
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const uint32_t o = fa_sw128_off<Bc>(16 * wq + g + 8 * (q & 1), 8 * (2 * kk + (q >> 1)) + 2 * t);
+            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(pa[kk][q]) : "r"(sp + o) : "memory");
+            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(dsa[kk][q]) : "r"(sds + o) : "memory");
+        }
+    /* dV, dK of this warpgroup's 128 dims: column blocks 2 wg, 2 wg + 1 of the slot's dO, Q */
+    const uint32_t cb_off = (uint32_t)wg * (2u * Br * 128u);
+    fa_wgmma_fence();
+    warpgroup_gemm_dv_dk<kBf16, D / 2, Br>(dv, dk, pa, dsa, q_st + cb_off, do_st + cb_off);
+    fa_wgmma_commit();
+    if (kDq == FA_BWD_SM90_DQ_NONE) {
+        fa_wgmma_wait<0>();
+        fa_reg_fence(dk);
+        fa_reg_fence(dv);
+        /* why: this thread's reads of the slot (dK/dV wgmmas, LSE, D) are complete: 1 of 256 arrivals */
+        thread_release_bwd_slot(sm.empty + 8u * stage);
+        return;
+    }
+
+    /* dQ of the warpgroup's 128 dims = K column blocks 2 wg + hh, two N = 64 halves */
+    const uint32_t k_cb = sm.k + (uint32_t)(2 * wg) * (uint32_t)(Bc * 128);
+    float dq0[32], dq1[32];
+    fa_wgmma_fence();
+    warpgroup_gemm_dq<kBf16, Bc / 16>(dq0, sds, k_cb, 0);
+    fa_wgmma_commit();
+    fa_wgmma_wait<1>(); /* dV, dK done (pa, dsa free); dQ lo may still run */
+    fa_reg_fence(dk);
+    fa_reg_fence(dv);
+    /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
+    thread_release_bwd_slot(sm.empty + 8u * stage);
+    fa_wgmma_fence();
+    warpgroup_gemm_dq<kBf16, Bc / 16>(dq1, sds, k_cb + (uint32_t)(Bc * 128), 0);
+    fa_wgmma_commit();
+    fa_wgmma_wait<1>(); /* dQ lo done */
+    fa_reg_fence(dq0);
+    thread_red_add_dq64(a, seq, dq0, h, i0, (D / 2) * wg);
+    fa_wgmma_wait<0>();
+    fa_reg_fence(dq1);
+    thread_red_add_dq64(a, seq, dq1, h, i0, (D / 2) * wg + 64);
+}
+
+/* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread at d = 256: rows j0 + 16 wq + g
+ * + 8 half, dims 128 wg + 8 jn + 2 t (dK, dV: (b, sk, hk, d), rows past sk / dims past d not written). */
+template <bool kBf16, int D>
+static __device__ __forceinline__ void warpgroup_store_dkdv_dsplit(const fa_bwd_args &a, const fa_seq &seq, int b,
+                                                                   int hk, int j0, const float (&dk)[D / 4],
+                                                                   const float (&dv)[D / 4])
+{
+    const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
+    const int g = lane / 4, t = lane % 4;
+    uint16_t *dkb = a.dk + fa_bwd_base(seq, b, seq.k_row0, hk, a.dk_batch_stride, a.dk_row_stride, a.dk_head_stride);
+    uint16_t *dvb = a.dv + fa_bwd_base(seq, b, seq.k_row0, hk, a.dv_batch_stride, a.dv_row_stride, a.dv_head_stride);
+#pragma unroll
+    for (int jn = 0; jn < D / 16; ++jn)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int j = j0 + 16 * wq + g + 8 * half, col = (D / 2) * wg + 8 * jn + 2 * t;
+            if (j < seq.sk && col < a.head_dim) {
+                *(uint32_t *)(dkb + (int64_t)j * a.dk_row_stride + col) =
+                    fa_pack_f32x2<kBf16>(dk[4 * jn + 2 * half] * a.scale, dk[4 * jn + 2 * half + 1] * a.scale);
+                *(uint32_t *)(dvb + (int64_t)j * a.dv_row_stride + col) =
+                    fa_pack_f32x2<kBf16>(dv[4 * jn + 2 * half], dv[4 * jn + 2 * half + 1]);
+            }
+        }
+}
+
+#endif /* FA_SM90_DEVICE */
+
+#endif /* FA_BWD_SM90_PIPE_DSPLIT_CUH */
