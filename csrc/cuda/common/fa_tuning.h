@@ -136,7 +136,10 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "160 KB, 2 stages so K_j+1 and V_j+1 land during tile j"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 256, .br = 128, .bc = 80, .warps = 12, .stages = 2,
      .pingpong = 1,
-     .reason = "pingpong: 1.030x geomean (1.01-1.09, 1.09 at 16k non-causal) over 12 shapes (H100 run 48); L2-flushed sweep run 39: +6.9% / +9.2% at 8k / 16k non-causal. O 128 regs, so Bc=64 (S 32 + P 16; 205 of 240 used); smem 64 + 2x2x32 = 192 KB"},
+     .reason = "Bc = 80, not 64: 1.02-1.07x the Bc = 64 kernel at seqlen 1k..16k, 0.97-0.99x at 512 (H100 "
+               "run 52, harness bench, 2 rounds; run 48: 1.038x geomean); O 128 regs + S 40 + P 20, 0 spills; "
+               "smem 64 + 2x2x40 = 224 KB of the 227. pingpong: 1.030x geomean (1.01-1.09) over 12 shapes "
+               "(H100 run 48, at Bc = 64); L2-flushed sweep run 39: +6.9% / +9.2% at 8k / 16k non-causal"},
 
     /* ================================ FA_KERNEL_BWD_SM80 =================================
      * The dK/dV kernel (fa_bwd_dkdv.cuh): one block owns Bc keys of one kv head, keeps dK, dV in
@@ -221,8 +224,8 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "before) compiles with 0 spills, highest register in the SASS R176 (red.add) / R182 (TMA "
                "dQ) / R155 (dK/dV only) of the 240. H100 run 50 (bf16 16k tokens, h*d 2048): TMA dQ "
                "(=2) 1.09-1.21x the cp.async kernel (Br 128; 327 vs 277 TFLOP/s at 16k non-causal), "
-               "harness 135 of 135 d <= 64 cases; still opt-in (=1/=2) until compute-sanitizer has "
-               "run on these instances. smem 32 K,V + 32 Q,dO + 2 x 16 dS^T "
+               "harness 135 of 135 d <= 64 cases, compute-sanitizer memcheck / racecheck / synccheck "
+               "clean on them (run 51): the default for atomic dQ. smem 32 K,V + 32 Q,dO + 2 x 16 dS^T "
                "= 97 KB, TMA dQ + 2 x 8 dQ staging = 113 KB (+ 1.1 KB static), so 3-4 stages "
                "(129 / 145 KB with TMA dQ) fit: candidates for the A/B"},
     {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 128, .br = 64, .bc = 128, .warps = 12, .stages = 2,
@@ -238,8 +241,9 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      .reason = "Bc = Br = 64, head dims split over the consumer warpgroups (128 each: dK + dV 64 + 64 regs; "
                "a key split as at d = 128 would need 128 + 128); S^T / dP^T computed once, a 32-query half "
                "per warpgroup (wgmma N = 32, 16 + 16 regs), P^T / dS^T exchanged through shared memory; dQ as "
-               "two N = 64 halves by red.add (no TMA dQ: 2 x 32 KB of staging does not fit). Compile-checked, "
-               "nvcc 13.0, not yet timed: 0 spills, highest register in the SASS R236 (red.add) / R201 (dK/dV "
+               "two N = 64 halves by red.add (no TMA dQ: 2 x 32 KB of staging does not fit). H100 run 52 (bf16, "
+               "16k tokens): 1.10-1.26x the sm80 kernel (269 vs 214 TFLOP/s at 16k non-causal), so the "
+               "default for atomic dQ at d in (128, 256]; harness 80/80, sanitizers clean (run 51). 0 spills, highest register in the SASS R236 (red.add) / R201 (dK/dV "
                "only) of the 240; smem 64 K,V + 128 Q,dO + 2 x 8 dS^T + 2 x 8 P^T + 1 = 225 KB + 1.1 KB "
                "static of the 227 KB, so no third stage"},
 

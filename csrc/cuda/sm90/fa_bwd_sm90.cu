@@ -114,7 +114,8 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     if (!fa_bwd_sm90_has_image(bucket, p->dtype)) return 0;
     if (bucket == 256) {
         /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
-         * TMA-fit, FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 set: opt-in, fa_bwd_sm90_pipe_mode) */
+         * TMA-fit, atomic dQ unless FLASH_ATTN_C_SM90_BWD_PIPE=1 / 2 asks for it, not =0:
+         * fa_bwd_sm90_pipe_mode) */
         fa_bwd_args a;
         fa_bwd_fill_args(p, &a);
         fa_bwd_sm90_params prm;
@@ -165,20 +166,22 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
 
 /* The pipelined mode FLASH_ATTN_C_SM90_BWD_PIPE asks for (read on every call, like the other
  * switches): "0" -> 0 (fa_bwd_sm90_kernel), "1" -> 1 (red.add dQ), "2" -> 2 (TMA-reduce dQ), at
- * any d. Unset (or any other value): the measured default, 2 for atomic dQ at 64 < d <= 128 (H100 run
- * 41: the TMA-dQ instance 1.13-1.32x the red.add one at d = 128, 154-475 TFLOP/s in the same run,
- * which ran 1.02-1.10x fa_bwd_sm90_kernel in run 37), else 0: atomic dQ at d <= 64 (the Br = 64
- * instances: 1.09-1.21x fa_bwd_sm90_kernel with =2, H100 run 50, but not yet under
- * compute-sanitizer) and deterministic calls (the dK/dV-only instance, never timed against
- * fa_bwd_sm90_kernel) keep it unless asked; d > 128 (the dim-split instance, not yet run on a GPU)
- * gets 0 too, which there means the sm80 backward (fa_bwd_sm90_can_run). */
+ * any d. Unset (or any other value): the measured default, 2 for atomic dQ at every d (at d > 128
+ * that is the dim-split instance's red.add dQ: it has no TMA-dQ one). Measured: d = 128, H100 run
+ * 41: the TMA-dQ instance 1.13-1.32x the red.add one, which ran 1.02-1.10x fa_bwd_sm90_kernel in
+ * run 37; d = 64 (Br = 64 instances): 1.09-1.21x fa_bwd_sm90_kernel (run 50), compute-sanitizer
+ * memcheck / racecheck / synccheck clean on the harness's 135 d <= 64 cases (run 51); d = 256
+ * (dim split): 1.10-1.26x the sm80 kernel (run 52), harness 80 of 80 and the three sanitizers
+ * clean (run 51). Deterministic calls (the dK/dV-only instance, never timed against
+ * fa_bwd_sm90_kernel) get 0: the cp.async kernel at d <= 128, the sm80 backward above
+ * (fa_bwd_sm90_can_run). */
 static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
     if (env != NULL && strcmp(env, "0") == 0) return 0;
     if (env != NULL && strcmp(env, "1") == 0) return 1;
     if (env != NULL && strcmp(env, "2") == 0) return 2;
-    return a->atomic_dq && p->head_dim > 64 && p->head_dim <= 128 ? 2 : 0;
+    return a->atomic_dq ? 2 : 0;
 }
 
 /* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
