@@ -14,13 +14,12 @@
  * fa_bwd_sm90_kernel. FLASH_ATTN_C_SM90_BWD_PIPE picks (fa_bwd_sm90_pipe_mode): 0 = always
  * fa_bwd_sm90_kernel, 1 = the pipelined kernel with dQ by red.add from the consumers, 2 = with
  * TMA-reduce dQ (both at d = 64 and 128, atomic or deterministic dQ); unset = 2 for atomic dQ at
- * d > 64, fa_bwd_sm90_kernel otherwise (deterministic calls: the pipelined kernel is not yet timed
- * there; d <= 64: 1.09-1.21x the cp.async kernel with =2, H100 run 50, opt-in until the sanitizers
- * have run on it).
- * d in (128, 256] (bucket 256) has only the pipelined kernel's dim-split instance
- * (fa_bwd_sm90_pipe_dsplit.cuh, dQ by red.add under =1 and =2): taken only when
- * FLASH_ATTN_C_SM90_BWD_PIPE is 1 or 2 and the call is dense and TMA-fit (fa_bwd_sm90_can_run
- * says no otherwise, so the sm80 backward runs it); opt-in until it has run on a GPU.
+ * every d, fa_bwd_sm90_kernel for deterministic calls (the pipelined kernel is not yet timed
+ * there). d in (128, 256] (bucket 256) has only the pipelined kernel's dim-split instance
+ * (fa_bwd_sm90_pipe_dsplit.cuh, dQ by red.add under =1 and =2): taken when dQ is atomic (or
+ * FLASH_ATTN_C_SM90_BWD_PIPE is 1 or 2) and the call is dense and TMA-fit (fa_bwd_sm90_can_run
+ * says no otherwise, so the sm80 backward runs it). The measurements behind these defaults:
+ * fa_bwd_sm90_pipe_mode.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>

@@ -5,8 +5,8 @@
  * Scope: fp16/bf16, head dim d % 8 == 0, d <= 128 (buckets 64 / 128, smaller d zero-padded),
  * dense and varlen, causal / sliding-window masks (bottom-right), GQA/MQA, rows that see no key
  * (zero gradients); dQ by fp32 atomics, or with deterministic = 1 by the sm80 path's ordered dQ
- * kernel after the sm90 dK/dV kernel; d in (128, 256] only dense, TMA-fit and with
- * FLASH_ATTN_C_SM90_BWD_PIPE=1/2 (opt-in). Dropout, softcap, ALiBi and other d > 128 stay on the sm80
+ * kernel after the sm90 dK/dV kernel; d in (128, 256] only dense, TMA-fit and with atomic dQ (or
+ * FLASH_ATTN_C_SM90_BWD_PIPE=1/2 asking). Dropout, softcap, ALiBi and other d > 128 stay on the sm80
  * kernels: fa_bwd_sm90_supported() returns 0.
  */
 #ifndef FA_BWD_SM90_CUH
@@ -30,7 +30,7 @@ FA_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
 FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
 
 /* Non-zero when fa_bwd_sm90 would run this call on the pipelined kernel
- * (FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 at any d, or unset with atomic dQ at d > 64; dense tensors
+ * (FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 at any d, or unset with atomic dQ at any d; dense tensors
  * whose maps encode): 2 when that is the TMA-dQ instance (mode 2 with atomic dQ), else 1. Host
  * only, reads the environment like fa_bwd_sm90. For the harness: which "pipe" cases fell back. */
 FA_SM90_WEAK int fa_bwd_sm90_pipe_takes(const fa_params *p);

@@ -12,9 +12,9 @@
  * 1.13-1.32x red.add at d = 128, the default there for atomic dQ. Br comes from this kernel's own
  * tuning row (fa_bwd_sm90_pipe_cfg), not fa_bwd_sm90_kernel's: d = 64 runs Br = 64 (with Br = 128
  * both atomic-dQ instances spilled at the 240-register cap: red.add 48 bytes, TMA dQ 92, nvcc
- * 13.0); d = 64 runs here only when asked (FLASH_ATTN_C_SM90_BWD_PIPE=1/2): its TMA-dQ instance ran
- * 1.09-1.21x fa_bwd_sm90_kernel and passed the harness's d <= 64 cases (H100 run 50), but no
- * compute-sanitizer run has covered it yet.
+ * 13.0); its TMA-dQ instance ran 1.09-1.21x fa_bwd_sm90_kernel and passed the harness's d <= 64
+ * cases (H100 run 50), clean under compute-sanitizer memcheck / racecheck / synccheck (run 51):
+ * the default for atomic dQ at d <= 64 too.
  *
  * Grid (key block n, kv head hk, batch b) as the old kernel; 384 threads = 3 warpgroups:
  *   warpgroup 0, the producer: setmaxnreg down to 24; warps 2-3 exit (and warp 1 unless kDq = TMA);
@@ -31,7 +31,8 @@
  *     per warpgroup over all Bc keys (fa_bwd_pipe_dq_split): Br = 64 splits the dims, N = d / 2
  *     (d = 128: dims 64 wg.., N = 64; d = 64: dims 32 wg.., N = 32); Br = 128 splits the
  *     queries (queries 64 wg.., N = d = 64: the split of fa_bwd_sm90_kernel at d = 64).
- *   d = 256 (every d in (128, 256]; fa_bwd_sm90_pipe_cfg<256>::kDimSplit, opt-in): Bc = 64, both
+ *   d = 256 (every d in (128, 256]; fa_bwd_sm90_pipe_cfg<256>::kDimSplit; the default
+ *     for atomic dQ since H100 runs 51-52): Bc = 64, both
  *     consumer warpgroups on the same 64 keys, warpgroup wg owning dims [128 wg, + 128) of dK, dV
  *     and of dQ; S^T / dP^T split by queries (32 each), P^T / dS^T exchanged through shared memory
  *     under the DS barrier; dQ by red.add only (fa_bwd_sm90_pipe_dsplit.cuh). The producer, the
