@@ -143,7 +143,8 @@ static int fa_sm90_persist_ctas_for(const fa_params *p)
     if (!on) return 0;
     const int64_t items = (p->seqlen_q + T::kBr - 1) / T::kBr * p->heads * p->batch;
     const int sms = fa_cuda_sm_count();
-    if (items < 1 || items > INT32_MAX || sms <= 0) return 0;
+    /* the kernel steps t += gridDim.x in int up to t < items: items + CTAs must fit too */
+    if (items < 1 || sms <= 0 || items > (int64_t)INT32_MAX - sms) return 0;
     return (int)(items < sms ? items : sms);
 }
 
