@@ -32,7 +32,9 @@
  *     round (warpgroup 0's closing bar.sync takes the last pass of warpgroup kWG - 1, which comes
  *     after every other warpgroup's last wait), so the next item's first pass finds each barrier
  *     at a fresh phase; items without key tiles use none (n_tiles is uniform over the CTA).
- *   named 1 + wg (epilogue, 128 threads of warpgroup wg): complete within one item.
+ *   named 1 + wg (epilogue, 128 threads of warpgroup wg): complete within one item; an item
+ *     without key tiles syncs it once more before its O staging (WAR on the previous item's
+ *     epilogue reads, which no ping-pong bar.sync separates there).
  */
 #ifndef FA_FWD_SM90_PERSIST_CUH
 #define FA_FWD_SM90_PERSIST_CUH
@@ -148,8 +150,15 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         if (it.n_tiles > 0)
             warpgroup_attend_item<kBf16, D, Br, Bc, kStages, false, false>(o, m_i, l_i, a, sm, it, rw, mul, 0.f, tid,
                                                                            k_par, stage, phase);
-        else
+        else {
             fa_mbar_wait(sm.bar_q, k_par);  /* keeps the producer within one item (header) */
+            /* why: the staging below overwrites rows that other warps of this warpgroup read in
+             * the previous item's epilogue. The q_empty -> producer -> bar_q chain orders that
+             * already, but only through a third thread; an item with key tiles also has the
+             * warpgroup's ping-pong bar.sync in between, this path had no barrier of its own
+             * (racecheck flagged exactly these items). Same barrier as the epilogue's, 128. */
+            fa_named_barrier_sync<128>(1 + rw.wg);
+        }
         warpgroup_store_item<kBf16, D, Br, false>(o, m_i, l_i, a, sm.q, b, h, 0, it.m0, it.m_end, mul, tid);
         fa_fence_proxy_async_smem();  /* this thread's generic O writes / reads before the next Q's TMA */
         /* why: the producer's next Q load overwrites the O this warp staged and read (header) */
