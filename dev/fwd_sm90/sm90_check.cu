@@ -162,6 +162,18 @@ static void run_case(const fwd_case &c)
         snprintf(why, sizeof why, "fa_fwd_sm90_supported() = %d, want %d", !c.expect_sm90, c.expect_sm90);
         ok = 0;
     }
+    /* "persist" cases: the persistent grid (FLASH_ATTN_C_SM90_FWD_PERSIST=1 for this case only;
+     * other cases run with the caller's setting) must be what fa_fwd_sm90 launches */
+    char persist_env[16] = "";
+    const int persist_was_set = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST") != NULL;
+    if (persist_was_set) snprintf(persist_env, sizeof persist_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_PERSIST"));
+    if (c.persist) {
+        setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "1", 1);
+        if (ok && fa_fwd_sm90_persist_ctas(&pg) <= 0) {
+            snprintf(why, sizeof why, "fa_fwd_sm90_persist_ctas() = 0: the persistent grid was not selected");
+            ok = 0;
+        }
+    }
 
     std::vector<uint16_t> go(o_elems + kGuard), go2(o_elems + kGuard), gp(p_elems + 1);
     std::vector<float> glse(lse_elems + 1);
@@ -206,6 +218,19 @@ static void run_case(const fwd_case &c)
             ok = 0;
         }
     }
+    /* persist: the same math per item as the one-block kernel, so the same bits are expected (a
+     * difference is reported, not failed: the two are compiled separately) */
+    if (ok && c.persist) {
+        setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "0", 1);
+        check_poison(dO, (o_elems + kGuard) * 2);
+        st = fa_fwd_sm90(&pg, stream);
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaMemcpy(go2.data(), dO, o_elems * 2, cudaMemcpyDeviceToHost));
+        if (st != FA_OK || memcmp(go.data(), go2.data(), o_elems * 2) != 0)
+            printf("     note: O differs bitwise from the one-block kernel's\n");
+    }
+    if (persist_was_set) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", persist_env, 1);
+    else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST");
     set_sm90_env(0, 0);
 
     /* compare (only what ran) */
@@ -346,6 +371,30 @@ static std::vector<fwd_case> build_cases(void)
                 finish_name(&vl);
                 v.push_back(vl);
             }
+        /* the persistent grid (d = 64: Br 192, d = 128: Br 128; H100 / H200: 132 SMs): work items
+         * b h ceil(sq / Br) = 1, 131, 133 (one CTA with two items), 265 (two waves + 1), 1000+;
+         * causal bottom-right with sq != sk both ways, rows / whole items without keys (sq > sk
+         * causal: n_tiles = 0 items among the others), a window that skips key tiles, GQA / MQA */
+        {
+            struct { int b, h, hk, d, sq, sk, left, right; } ps[] = {
+                {1, 1, 1, 64, 100, 300, -1, -1},     /*    1 item  */
+                {1, 131, 1, 128, 128, 200, -1, 0},   /*  131 items, MQA, causal */
+                {7, 19, 19, 64, 150, 150, -1, 0},    /*  133 items, causal */
+                {5, 53, 53, 128, 1, 1, -1, -1},      /*  265 items, 1 row each */
+                {64, 8, 2, 128, 130, 64, -1, -1},    /* 1024 items, GQA */
+                {60, 9, 3, 64, 200, 200, -1, 0},     /* 1080 items, GQA, causal */
+                {6, 8, 4, 128, 300, 1000, -1, 0},    /*  144 items, causal, sq < sk */
+                {30, 5, 5, 128, 300, 37, -1, 0},     /*  450 items, causal, sq > sk: empty items */
+                {2, 40, 40, 64, 700, 900, 130, 20},  /*  320 items, window */
+            };
+            const int n_ps = dt == FA_BF16 ? (int)(sizeof ps / sizeof ps[0]) : 4;
+            for (int i = 0; i < n_ps; ++i) {
+                fwd_case c = fwd_make_case("persist", dt, ps[i].b, ps[i].h, ps[i].hk, ps[i].d, ps[i].sq, ps[i].sk);
+                c.left = ps[i].left; c.right = ps[i].right; c.persist = 1;
+                finish_name(&c);
+                v.push_back(c);
+            }
+        }
         /* dispatch through fa_fwd_cuda with FLASH_ATTN_C_SM90=1 */
         {
             fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
@@ -409,6 +458,8 @@ static void bench(void)
                     printf("sm90 kernel refused d=%d s=%d (not an sm_90a build / device?)\n", d, s);
                     exit(1);
                 }
+                if (fa_fwd_sm90_persist_ctas(&p) > 0)  /* FLASH_ATTN_C_SM90_FWD_PERSIST=1 */
+                    printf("(persistent grid, %d CTAs)\n", fa_fwd_sm90_persist_ctas(&p));
                 const double ms90 = fwd_bench_median_ms(fa_fwd_sm90, &p);
                 const double ms80 = fwd_bench_median_ms(run_sm80, &p);
                 const double tf90 = flops / (ms90 * 1e-3) / 1e12, tf80 = flops / (ms80 * 1e-3) / 1e12;

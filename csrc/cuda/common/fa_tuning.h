@@ -18,6 +18,9 @@
  *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the softcap / ALiBi variant's tile
  *   pingpong                       FA_KERNEL_FWD_SM90 only: the consumer warpgroups issue their
  *            GEMMs in turn, so one's softmax runs while another's GEMMs use the tensor cores
+ *   persist                        FA_KERNEL_FWD_SM90 only: the bucket has the persistent-grid
+ *            instance (fa_fwd_sm90_persist.cuh) for dense calls without softcap / ALiBi; whether
+ *            a call takes it: FLASH_ATTN_C_SM90_FWD_PERSIST (fa_fwd_sm90.cu)
  *   wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes, addr   FA_KERNEL_BWD_SM80 only, see the
  *            backward section
  *
@@ -71,6 +74,7 @@ typedef struct fa_tuning_row {
     int feat_br;     /* FWD_SM90: Br of the softcap/ALiBi (kFeat) variant where it differs (0: br) */
     int feat_warps;  /* FWD_SM90: warps of the kFeat variant where they differ (0: warps) */
     int pingpong;    /* FWD_SM90: consumer warpgroups take turns issuing their GEMMs (1) */
+    int persist;     /* FWD_SM90: a persistent-grid instance of the dense plain kernel exists (1) */
     int wm_sdp;      /* BWD_SM80: warps along Br in S = Q K^T and dP = dO V^T */
     int wn_dkv;      /* BWD_SM80: warps along Bc in dV += P^T dO and dK += dS^T Q */
     int wm_dq;       /* BWD_SM80: warps along Br in dQ += dS K */
@@ -124,19 +128,24 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * consumer registers (240 after setmaxnreg with 2 consumer warpgroups) = O d/2 + S Bc/2 +
      * P Bc/4 + ~30; shared memory (Br + 2 stages Bc) d 2 B + 1 KB <= 227 KB. */
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 64, .br = 192, .bc = 128, .warps = 16, .stages = 2,
-     .feat_br = 128, .feat_warps = 12, .pingpong = 1,
-     .reason = "pingpong: neutral here, 1.011x geomean (0.97-1.05) over 12 shapes (H100 run 48, harness bench), kept for the kFeat variant's softmax-side work. 3 consumer warpgroups (FA3's 192x128): at d=64 the MMA per tile is smallest, so a third "
+     .feat_br = 128, .feat_warps = 12, .pingpong = 1, .persist = 1,
+     .reason = "persist (opt-in, FLASH_ATTN_C_SM90_FWD_PERSIST=1): 0.88-1.00x the one-block grid here, "
+               "0.60-0.95x at d = 128 (H100 run 52; correct: harness 357/357 with it, run 51), likely L2 "
+               "reuse lost to its head-fastest item order; an earlier persistent kernel without ping-pong "
+               "ran 1.06x (run 48). 0 spills (nvcc 13.0). "
+               "pingpong: neutral here, 1.011x geomean (0.97-1.05) over 12 shapes (H100 run 48, harness bench), kept for the kFeat variant's softmax-side work. 3 consumer warpgroups (FA3's 192x128): at d=64 the MMA per tile is smallest, so a third "
                "warpgroup hides more softmax; O 32 + S 64 + P 32 regs fit the 160 of 3 warpgroups (152 "
                "used, no spills; Br=128 / 12 warps also compiles clean); smem 24 + 2x2x16 = 88 KB. "
                "kFeat (softcap / ALiBi): 2 consumer warpgroups at 240 regs, the 3-warpgroup variant "
                "spilled 120 B at 160"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 128, .br = 128, .bc = 128, .warps = 12, .stages = 2,
-     .pingpong = 1,
-     .reason = "pingpong: neutral here, 1.005x geomean (0.99-1.02) over 12 shapes (H100 run 48). O 64 + S 64 + P 32 regs (FA3's 128x128; 184 of 240 used, no spills); smem 32 + 2x2x32 = "
+     .pingpong = 1, .persist = 1,
+     .reason = "persist (opt-in): as the d = 64 row (0.60-0.70x at 512..2048, 0.89-0.95x at 4k..16k, run 52). "
+               "pingpong: neutral here, 1.005x geomean (0.99-1.02) over 12 shapes (H100 run 48). O 64 + S 64 + P 32 regs (FA3's 128x128; 184 of 240 used, no spills); smem 32 + 2x2x32 = "
                "160 KB, 2 stages so K_j+1 and V_j+1 land during tile j"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 256, .br = 128, .bc = 80, .warps = 12, .stages = 2,
      .pingpong = 1,
-     .reason = "Bc = 80, not 64: 1.02-1.07x the Bc = 64 kernel at seqlen 1k..16k, 0.97-0.99x at 512 (H100 "
+     .reason = "no persist (d = 64 / 128 only). Bc = 80, not 64: 1.02-1.07x the Bc = 64 kernel at seqlen 1k..16k, 0.97-0.99x at 512 (H100 "
                "run 52, harness bench, 2 rounds; run 48: 1.038x geomean); O 128 regs + S 40 + P 20, 0 spills; "
                "smem 64 + 2x2x40 = 224 KB of the 227. pingpong: 1.030x geomean (1.01-1.09) over 12 shapes "
                "(H100 run 48, at Bc = 64); L2-flushed sweep run 39: +6.9% / +9.2% at 8k / 16k non-causal"},

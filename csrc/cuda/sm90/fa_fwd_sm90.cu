@@ -122,6 +122,44 @@ static int fa_sm90_encode(CUtensorMap *map, fa_dtype dtype, const void *base, in
     return r == CUDA_SUCCESS;
 }
 
+/* FLASH_ATTN_C_SM90_FWD_PERSIST (read on every call): 1 runs the dense calls without softcap /
+ * ALiBi of the buckets whose tuning row sets `persist` (d = 64, 128) on the persistent grid
+ * (fa_fwd_sm90_persist.cuh), 0 on the one-block grid; unset: FA_SM90_FWD_PERSIST_DEFAULT. Off by
+ * default: H100 run 51 passed the harness with it (357 / 357) but run 52 timed it at 0.88-1.00x the
+ * one-block grid at d = 64 and 0.60-0.95x at d = 128 (tuning rows). */
+#define FA_SM90_FWD_PERSIST_DEFAULT 0
+
+/* CTAs of the persistent grid for call p on bucket D (0: the one-block kernel): one per SM, at
+ * most one per work item (query block, head, batch); 0 where the item count or the SM count
+ * does not fit the kernel's int arithmetic / is unknown. */
+template <int D>
+static int fa_sm90_persist_ctas_for(const fa_params *p)
+{
+    typedef fa_sm90_tile<D> T;
+    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL;
+    if (!T::kPersist || feat || p->cu_seqlens_q != NULL) return 0;
+    const int on = fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST")  ? 1
+                   : fa_env_off("FLASH_ATTN_C_SM90_FWD_PERSIST") ? 0
+                                                                 : FA_SM90_FWD_PERSIST_DEFAULT;
+    if (!on) return 0;
+    const int64_t items = (p->seqlen_q + T::kBr - 1) / T::kBr * p->heads * p->batch;
+    const int sms = fa_cuda_sm_count();
+    /* the kernel steps t += gridDim.x in int up to t < items: items + CTAs must fit too */
+    if (items < 1 || sms <= 0 || items > (int64_t)INT32_MAX - sms) return 0;
+    return (int)(items < sms ? items : sms);
+}
+
+int fa_fwd_sm90_persist_ctas(const fa_params *p)
+{
+    if (!fa_fwd_sm90_can_run(p)) return 0;
+    switch (fa_sm90_bucket(p->head_dim)) {
+    case 64: return fa_sm90_persist_ctas_for<64>(p);
+    case 128: return fa_sm90_persist_ctas_for<128>(p);
+    case 256: return fa_sm90_persist_ctas_for<256>(p);
+    default: return 0;
+    }
+}
+
 template <int D>
 static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t stream)
 {
@@ -135,6 +173,7 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
     const fa_status filled = fa_fwd_fill_args(p, &prm.a);
     if (filled != FA_OK) return filled;
     prm.varlen = varlen;
+    prm.persist_ctas = fa_sm90_persist_ctas_for<D>(p);
 
     const int64_t d = p->head_dim, h = p->heads, hk = p->heads_k;
     int ok;

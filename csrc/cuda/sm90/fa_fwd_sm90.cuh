@@ -29,4 +29,9 @@ FA_SM90_WEAK int fa_fwd_sm90_supported(const fa_params *p);
  * these strides (the caller then falls back to the sm80 kernels). */
 FA_SM90_WEAK fa_status fa_fwd_sm90(const fa_params *p, void *stream);
 
+/* The CTAs of the persistent grid fa_fwd_sm90 would launch for p now (FLASH_ATTN_C_SM90_FWD_PERSIST,
+ * fa_fwd_sm90.cu), 0 when it would take the one-block grid or cannot run p (dev/fwd_sm90 checks
+ * with it that its "persist" cases ran the persistent kernel). */
+int fa_fwd_sm90_persist_ctas(const fa_params *p);
+
 #endif /* FA_FWD_SM90_CUH */

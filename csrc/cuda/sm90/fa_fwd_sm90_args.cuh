@@ -23,6 +23,8 @@ typedef struct fa_sm90_params {
     CUtensorMap tm_v;
     fa_fwd_args a;   /* sizes, strides (for O), LSE, windows, scale, cu_seqlens, rng_state */
     int varlen;      /* cu_seqlens given: 3-d maps; the launcher picks the kernel's kVarlen instance */
+    int persist_ctas; /* > 0: the persistent kernel on that many CTAs (fa_fwd_sm90_persist.cuh); 0: one
+                         block per query block. Set by fa_fwd_sm90.cu, never for varlen / kFeat */
 } fa_sm90_params;
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
@@ -38,6 +40,7 @@ struct fa_sm90_tile {
     static constexpr int kStages = kRow.stages;
     static constexpr int kThreads = (kFeat && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
     static constexpr bool kPingPong = kRow.pingpong != 0;
+    static constexpr bool kPersist = kRow.persist != 0;
 };
 
 /* Defined in fa_fwd_sm90_hdim<D>.cu (D = 64, 128, 256). */

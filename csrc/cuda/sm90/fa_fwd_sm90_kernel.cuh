@@ -1,11 +1,12 @@
 /* fa_fwd_sm90_kernel.cuh - FlashAttention forward on Hopper tensor cores (wgmma, sm_90a) with
  * TMA loads and a producer/consumer split, FA3-style (simplified). No dropout or probabilities
  * (fa_fwd_sm90.cu sends those to the sm80 kernels); softcap and ALiBi in the kFeat variant.
- * This file: the __global__ kernel and its host launchers; the pieces:
+ * This file: the one-block __global__ kernel and the host launchers; the pieces:
  *   fa_fwd_sm90_block.cuh     shared-memory layout, named barriers, ping-pong turns, work item
  *   fa_fwd_sm90_math.cuh      the per-tile GEMMs, scores / mask, online softmax
  *   fa_fwd_sm90_producer.cuh  the TMA producer (Q, the K/V ring)
  *   fa_fwd_sm90_consumer.cuh  the consumer loop over key tiles and the epilogue
+ *   fa_fwd_sm90_persist.cuh   the persistent-grid kernel (one CTA per SM walks many blocks' work)
  *
  * One block = Br = 64 kWG query rows of one (sequence b, query head h); grid (query blocks, h, b),
  * the query-block index reversed so that the long rows of a causal mask start first.
@@ -38,6 +39,7 @@
 
 #include "fa_fwd_sm90_producer.cuh"
 #include "fa_fwd_sm90_consumer.cuh"
+#include "fa_fwd_sm90_persist.cuh"  /* the persistent-grid variant (dense, plain) */
 
 /* kVarlen: the sequences come from cu_seqlens (3-d tensor maps, end-aligned last tiles, borrowed V
  * rows zeroed); a compile-time flag so that the dense instances carry none of that code (as a
@@ -145,13 +147,16 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 
 typedef void (*fa_fwd_sm90_kernel_fn)(const fa_sm90_params);
 
-/* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile. */
+/* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
+ * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only). */
 template <bool kBf16, int D, bool kFeat>
 static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStream_t stream)
 {
     typedef fa_sm90_tile<D, kFeat> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
+    if constexpr (!kFeat && T::kPersist)
+        if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
     const fa_fwd_sm90_kernel_fn kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true>
                                                   : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false>;
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=

@@ -39,17 +39,14 @@ static __device__ __forceinline__ void thread_fill_slot(uint32_t ring, int stage
     }
 }
 
-/* The producer thread's loads of one item: Q into sm.q (bar_q), then the K/V ring from (stage,
- * phase) on, which it leaves at the slot after the item's last tile. */
-template <int D, int Br, int Bc, int kStages, bool kVarlen>
-static __device__ __forceinline__ void thread_produce_item(const fa_sm90_params &prm, const fa_sm90_layout &sm,
-                                                          const fa_sm90_item &it, int &stage, uint32_t &phase)
+/* The producer thread's Q load of one item into sm.q, announced on sm.bar_q. */
+template <int D, int Br, bool kVarlen>
+static __device__ __forceinline__ void thread_load_q(const fa_sm90_params &prm, const fa_sm90_layout &sm,
+                                                    const fa_sm90_item &it)
 {
     constexpr uint32_t kQBytes = (uint32_t)Br * D * 2;
     const int varlen = kVarlen;
-    const void *tm_q = &prm.tm_q, *tm_k = &prm.tm_k, *tm_v = &prm.tm_v;
-    const int kv_h = it.h / prm.a.group;
-
+    const void *tm_q = &prm.tm_q;
     fa_mbar_arrive_expect_tx(sm.bar_q, kQBytes);
 #pragma unroll
     for (int cb = 0; cb < D / 64; ++cb) {
@@ -57,8 +54,19 @@ static __device__ __forceinline__ void thread_produce_item(const fa_sm90_params 
         if (varlen) fa_tma_load_3d(dst, tm_q, sm.bar_q, cb * 64, it.q_begin + it.m0, it.h);
         else fa_tma_load_4d(dst, tm_q, sm.bar_q, cb * 64, it.m0, it.h, it.b);
     }
+}
 
-    for (int j = 0; j < it.n_tiles; ++j) {
+/* K_j and V_j of the item's key tiles j0 .. j1 - 1 (tile j is t_hi - 1 - j: right to left; kv_h
+ * the item's K/V head) into the ring from (stage, phase) on, which it leaves at the slot after the
+ * last one. */
+template <int D, int Bc, int kStages, bool kVarlen>
+static __device__ __forceinline__ void thread_fill_item_tiles(const fa_sm90_params &prm, const fa_sm90_layout &sm,
+                                                             const fa_sm90_item &it, int kv_h, int j0, int j1,
+                                                             int &stage, uint32_t &phase)
+{
+    const int varlen = kVarlen;
+    const void *tm_k = &prm.tm_k, *tm_v = &prm.tm_v;
+    for (int j = j0; j < j1; ++j) {
         const int row = fa_sm90_tile_row0<Bc>(it.t_hi - 1 - j, it.mk.sk, varlen);
         thread_fill_slot<D, Bc>(sm.k, stage, tm_k, sm.bar_kempty, sm.bar_kfull, phase, row, it.k_begin, kv_h, it.b,
                                 varlen);
@@ -69,6 +77,16 @@ static __device__ __forceinline__ void thread_produce_item(const fa_sm90_params 
             phase ^= 1u;
         }
     }
+}
+
+/* The producer thread's loads of one item: Q, then every key tile's K and V. */
+template <int D, int Br, int Bc, int kStages, bool kVarlen>
+static __device__ __forceinline__ void thread_produce_item(const fa_sm90_params &prm, const fa_sm90_layout &sm,
+                                                          const fa_sm90_item &it, int &stage, uint32_t &phase)
+{
+    const int kv_h = it.h / prm.a.group;
+    thread_load_q<D, Br, kVarlen>(prm, sm, it);
+    thread_fill_item_tiles<D, Bc, kStages, kVarlen>(prm, sm, it, kv_h, 0, it.n_tiles, stage, phase);
 }
 
 #endif /* FA_SM90_DEVICE */

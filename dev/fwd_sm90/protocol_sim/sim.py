@@ -119,6 +119,95 @@ def consumer_prog(n, S, kwg, wg, varlen_tail, pp=True):
     return p + [('exit',)]
 
 
+# ------------------------------------------------------------------ persistent grid (fa_fwd_sm90_persist.cuh)
+def producer_prog_persist(items, S):
+    """The persistent kernel's producer thread: items = key tiles per work item of this CTA."""
+    p = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', -1)]
+    g = 0  # fills so far: the ring position carries over the items
+
+    def fill(k, j):
+        nonlocal g
+        stage, phase = g % S, (g // S) & 1
+        for kind in ('k', 'v'):
+            p.append(('mwait', (kind + 'e', stage), phase ^ 1, g // S - 1))
+            p.append(('marrive_tx', (kind + 'f', stage)))
+            p.append(('tma', (kind.upper(), stage), (k, j), (kind + 'f', stage)))
+        g += 1
+
+    early = S + 1 if 'early_too_many' in MUT else S
+    for k, n in enumerate(items):
+        n_early = min(n, early)  # before the Q-empty wait: slots released by earlier items
+        for j in range(n_early):
+            fill(k, j)
+        if 'no_qempty' not in MUT:  # the consumers read the previous item's O out of the Q buffer
+            p.append(('mwait', 'qe', (k & 1) ^ 1, k - 1))
+        if n == 0:
+            if 'zero_silent' not in MUT:
+                p.append(('marrive', 'qf'))  # the item's Q-full phase without a load
+            continue
+        p += [('marrive_tx', 'qf'), ('tma', 'Q', ('Q', k), 'qf')]
+        for j in range(n_early, n):
+            fill(k, j)
+    return p + [('exit',)]
+
+
+def consumer_prog_persist(items, S, kwg, wg, pp=True):
+    """A consumer warp of the persistent kernel: per item the one-block kernel's key-tile loop
+    (ring position and ping-pong rounds continued), then the epilogue through the Q buffer and
+    the q_empty arrival."""
+    SCHED, CNT = 5, 256
+    mine, nxt = SCHED + wg, SCHED + (wg + 1) % kwg
+    p = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', wg)]
+    g = 0   # ring position (tiles consumed so far)
+    r0 = 0  # ping-pong rounds so far
+    step = 'no_ring_step' not in MUT
+    for k, n in enumerate(items):
+        if n == 0:
+            if 'zero_silent' not in MUT:
+                p.append(('mwait', 'qf', k & 1, k))
+        else:
+            q = (('Q', ('Q', k)),)
+            p.append(('mwait', 'qf', k & 1, k))
+            p.append(('mwait', ('kf', g % S), (g // S) & 1, g // S))
+            if pp and wg != 0:
+                p.append(('nbar', 'sync', mine, CNT))
+            p.append(('issue', 'QK', r0, (('K', g % S), (k, 0)), q))
+            if pp:
+                p.append(('nbar', 'arrive', nxt, CNT, r0))
+            p.append(('wwait', 0))
+            p.append(('marrive', ('ke', g % S)))
+            for j in range(1, n):
+                pg_ = g
+                g += 1
+                p.append(('mwait', ('kf', g % S), (g // S) & 1, g // S))
+                if pp:
+                    p.append(('nbar', 'sync', mine, CNT))
+                p.append(('issue', 'QK', r0 + j, (('K', g % S), (k, j)), q))
+                p.append(('mwait', ('vf', pg_ % S), (pg_ // S) & 1, pg_ // S))
+                p.append(('issue', 'PV', r0 + j, (('V', pg_ % S), (k, j - 1))))
+                if pp:
+                    p.append(('nbar', 'arrive', nxt, CNT, r0 + j))
+                p.append(('wwait', 1))
+                p.append(('marrive', ('ke', g % S)))
+                p.append(('wwait', 0))
+                p.append(('marrive', ('ve', pg_ % S)))
+            p.append(('mwait', ('vf', g % S), (g // S) & 1, g // S))
+            p.append(('issue', 'PV', r0 + n, (('V', g % S), (k, n - 1))))
+            p.append(('wwait', 0))
+            p.append(('marrive', ('ve', g % S)))
+            if pp and wg == 0:
+                p.append(('nbar', 'sync', mine, CNT))
+            if step:
+                g += 1
+            r0 += n
+        # epilogue: O written into this warpgroup's Q rows, bar.sync(1 + wg), read back, released
+        p.append(('ouse', k))
+        p.append(('nbar', 'sync', 1 + wg, 128))
+        p.append(('ofree', k))
+        p.append(('marrive', 'qe'))
+    return p + [('exit',)]
+
+
 # ------------------------------------------------------------------ machine
 class MBar:
     __slots__ = ('name', 'count', 'pending', 'tx', 'completed')
@@ -145,21 +234,25 @@ class NBar:
         self.id, self.count, self.expect, self.arrived, self.gen = i, 0, None, (), 0
 
 
-def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace=False):
+def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace=False, items=None):
+    """items: None for the one-block kernel (n key tiles), else the persistent kernel with one CTA
+    walking work items of items[k] key tiles each."""
     rng = random.Random(seed)
     nprod = W  # producer warpgroup: W warps (warp 0 carries the TMA thread)
     total_threads = (kwg + 1) * 128
     thr_per_warp = 128 // W  # W warps stand for a warpgroup's 128 threads
     agents = {}
-    agents[('P', 0)] = producer_prog(n, S)
+    agents[('P', 0)] = producer_prog(n, S) if items is None else producer_prog_persist(items, S)
     for q in range(1, nprod):
         agents[('P', q)] = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', -1), ('exit',)]
     for wg in range(kwg):
         for q in range(W):
-            agents[(wg, q)] = consumer_prog(n, S, kwg, wg, varlen_tail, pp)
+            agents[(wg, q)] = (consumer_prog(n, S, kwg, wg, varlen_tail, pp) if items is None
+                               else consumer_prog_persist(items, S, kwg, wg, pp))
     names = list(agents)
     pc = {a: 0 for a in names}
-    mb = {'qf': MBar('Q-full', 1)}
+    mb = {'qf': MBar('Q-full', 1), 'qe': MBar('Q-empty', W * kwg)}
+    q_users = set()     # warps between writing O into the Q buffer and their last read of it
     for s in range(S):
         mb[('kf', s)] = MBar(f'K-full{s}', 1)
         mb[('vf', s)] = MBar(f'V-full{s}', 1)
@@ -324,6 +417,8 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
                         raise Err(f'RACE: TMA {buf} tile {tag} while wgmma {g["what"]} of wg{wg} uses it')
             if buf in inflight:
                 raise Err(f'RACE: two TMA into {buf}')
+            if buf == 'Q' and q_users:
+                raise Err(f'RACE: TMA Q {tag} while {sorted(q_users)} stage O in the Q buffer')
             inflight[buf] = tag
             tma_q.append((buf, tag, bar))
         elif k == 'zero':
@@ -331,7 +426,11 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
             if buf in inflight or content.get(buf) != tag:
                 raise Err(f'RACE: {a} zeroes {buf} holding {content.get(buf)} (in flight {inflight.get(buf)})')
         elif k == 'issue':
-            _, what, r, (buf, tag) = op
+            _, what, r, (buf, tag) = op[:4]
+            extra = op[4] if len(op) > 4 else ()  # further operands read, (buffer, tag)
+            for xb, xt in extra:
+                if xb in inflight or content.get(xb) != xt:
+                    raise Err(f'WRONG DATA: {a} {what} reads {xb}={content.get(xb)}, wants {xt}')
             wg = a[0]
             if pp and what == 'QK':
                 T = turn(wg, r)
@@ -344,12 +443,19 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
             glist = groups[wg]
             idx = gid - wg_done[wg]
             if idx == len(glist):
-                glist.append({'id': gid, 'what': (what, r), 'bufs': {buf}, 'issued': set()})
+                glist.append({'id': gid, 'what': (what, r), 'bufs': {buf} | {xb for xb, _ in extra},
+                              'issued': set()})
             g = glist[idx]
             if g['what'] != (what, r):
                 raise Err(f'wgmma mismatch in wg{wg}: {a} issues {what}{r}, group {gid} is {g["what"]}')
             g['issued'].add(a[1])
             wg_issued[a] += 1
+        elif k == 'ouse':
+            if 'Q' in inflight:
+                raise Err(f'RACE: {a} stages O of item {op[1]} while TMA {inflight["Q"]} writes the Q buffer')
+            q_users.add(a)
+        elif k == 'ofree':
+            q_users.discard(a)
         elif k == 'wwait':
             pass
         pc[a] += 1
@@ -398,7 +504,51 @@ def campaign(nseeds, ns, kwgs=(2, 3), stages=(2, 3), W=4, quiet=False):
     return tot, fails, worst
 
 
+PERSIST_MUTATIONS = ['no_qempty', 'zero_silent', 'no_ring_step', 'early_too_many']
+
+
+def random_items(rng):
+    """Key tiles per work item of one CTA: 1..6 items, some without key tiles."""
+    return [rng.choice([0, 0, 1, 2, 3, 5]) for _ in range(rng.randint(1, 6))]
+
+
+def campaign_persist(nseeds, kwgs=(2, 3), stages=(2, 3), W=4):
+    tot = fails = 0
+    worst = {}
+    for kwg in kwgs:
+        for S in stages:
+            for sd in range(nseeds):
+                rng = random.Random(sd * 104729 + 31 * kwg + S)
+                items = random_items(rng)
+                sp = random_speeds(rng, kwg, W) if sd % 3 else None
+                tot += 1
+                try:
+                    sim(0, kwg, S, W, seed=sd, speeds=sp, items=items)
+                except Err as e:
+                    fails += 1
+                    key = type(e).__name__ + ':' + str(e).split(':')[0]
+                    if key not in worst:
+                        worst[key] = (kwg, S, items, sd, str(e)[:400])
+    return tot, fails, worst
+
+
 if __name__ == '__main__':
+    if len(sys.argv) > 1 and sys.argv[1] == 'persist':
+        nseeds = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+        tot, fails, worst = campaign_persist(nseeds)
+        print(f'persistent grid, W=4, kWG 2,3, kStages 2,3, 1..6 items of 0..5 tiles: '
+              f'{tot - fails}/{tot} runs complete with every check passing')
+        for k, v in worst.items():
+            print('  FAIL', k, v)
+        for m in PERSIST_MUTATIONS:
+            MUT.clear()
+            MUT.add(m)
+            tot, fails, worst = campaign_persist(max(10, nseeds // 5))
+            print(f'mutation {m}: {fails}/{tot} runs flagged')
+            for k, v in list(worst.items())[:2]:
+                print('   e.g.', k, v)
+        sys.exit(0)
+
     nseeds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     ns = list(range(0, 41))
     tot, fails, worst = campaign(nseeds, ns)
