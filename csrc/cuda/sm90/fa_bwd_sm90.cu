@@ -181,7 +181,9 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
  * instances: 1.09-1.21x fa_bwd_sm90_kernel with =2, H100 run 50, but not yet under
  * compute-sanitizer) and deterministic calls (the dK/dV-only instance, never timed against
  * fa_bwd_sm90_kernel) keep it unless asked; d > 128 (the dim-split instance, not yet run on a GPU)
- * gets 0 too, which there means the sm80 backward (fa_bwd_sm90_can_run). */
+ * gets 0 too, which there means the sm80 backward (fa_bwd_sm90_can_run). 3 (ORDERED) whatever the
+ * variable says when a carries the ordered dQ's counters (fa_bwd_sm90_ordered_args: deterministic,
+ * FLASH_ATTN_C_SM90_BWD_DET=ordered, dense, d <= 128, workspace large enough). */
 static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
     /* 3: the ORDERED instance (fa_bwd_sm90_ordered_args set the counters), whatever the variable */
@@ -195,9 +197,9 @@ static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 
 /* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
  * fa_bwd_sm90_pipe_mode (=2 is the same kernel with dQ by TMA reduce when dQ is atomic;
- * deterministic calls run the dK/dV-only instance either way) when the tensors are dense, the
- * encoder found and all maps encodable (then in *prm); buckets 64 and 128 have all three
- * instances, bucket 256 no TMA-dQ one (1 is returned for =2 there: its red.add instance). The
+ * deterministic calls run the dK/dV-only instance either way, unless mode 3: the ORDERED one, which
+ * needs the dq_accum map too) when the tensors are dense, the encoder found and all maps
+ * encodable (then in *prm); buckets 64 and 128 have all four instances, bucket 256 no TMA-dQ one (1 is returned for =2 there: its red.add instance). The
  * Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not
  * the cp.async kernel's 128 at d = 64), the K / V boxes its Bc (128; 64 at bucket 256).
  * a: fa_bwd_fill_args(p). */
