@@ -21,7 +21,8 @@ Mutations (the checks must fail): "forward_map" (blockIdx.x -> n = x with decrea
 waits go to later-launched CTAs, deadlock once the grid exceeds the resident CTAs);
 "increasing" (increasing key-block order with n = x: deadlock free, slower under causal masks).
 
-python3 sim.py [seeds]      random + fixed cases, prints a summary (about 20 s for 20 seeds).
+python3 sim.py [seeds] [--cost]   random + fixed cases, prints a summary (about 3 s for 20 seeds);
+                                  --cost: the ordering's modelled cost at 16k tokens (30 s more).
 """
 import heapq
 import random
@@ -106,9 +107,10 @@ def check_turns(sq, sk, left, right):
 
 
 # ------------------------------------------------------------------ scheduling
-def simulate(sq, sk, h, hk, left, right, batch=1, resident=132, rng=None, mut=(), speed=None):
+def simulate(sq, sk, h, hk, left, right, batch=1, resident=132, rng=None, mut=(), speed=None, add=0.2):
     """Part 2. Returns (makespan, adds). rng: random.Random (None: unit times). speed: per-CTA
-    speed factors drawn by rng (1.0 each when None)."""
+    speed factors drawn by rng (1.0 each when None). add: the time of one tile's adds + hand-over,
+    in tile compute times. mut "free": no ordering at all (the atomic dQ's schedule, for the cost)."""
     def dur(base):
         return base * (rng.uniform(0.5, 1.5) if rng is not None else 1.0)
 
@@ -180,10 +182,10 @@ def simulate(sq, sk, h, hk, left, right, batch=1, resident=132, rng=None, mut=()
         # writer: the staged tile, when its turn has come
         if not c["adding"] and c["k"] < c["staged"]:
             key = c["seq"][c["k"]]
-            if sem[key] == turn(c, key):
+            if "free" in mut or sem[key] == turn(c, key):
                 c["adding"] = True
                 order[key].append(c["n"])
-                push(now + dur(0.2), "added", ci)
+                push(now + dur(add), "added", ci)
             else:
                 waiting.setdefault(key, set()).add(ci)
         return None
@@ -222,7 +224,7 @@ def simulate(sq, sk, h, hk, left, right, batch=1, resident=132, rng=None, mut=()
     for key, got in order.items():
         assert len(got) == touch_cnt[key] == sem[key], f"tile {key}: adds {got}, want {touch_cnt[key]}"
         want = sorted(got) if increasing else sorted(got, reverse=True)
-        assert got == want and len(set(got)) == len(got), f"tile {key}: add order {got}"
+        assert "free" in mut or got == want and len(set(got)) == len(got), f"tile {key}: add order {got}"
     busy = sum(c["t1"] - c["t0"] for c in ctas)
     return t, busy, order
 
@@ -286,8 +288,19 @@ def critical_path(sq=4096, h=16, hk=16, left=-1, right=0, resident=132):
     return dec, inc
 
 
+def ordering_cost(sq, right, add, h=16, batch=1, resident=132):
+    """Makespan of the ordered schedule over the unordered one with the same (reversed) grid and
+    with the forward grid (the atomic-dQ kernel's), unit tile time."""
+    kw = dict(batch=batch, resident=resident, rng=None, add=add)
+    ordered = simulate(sq, sq, h, h, -1, right, **kw)[0]
+    free = simulate(sq, sq, h, h, -1, right, mut=("free",), **kw)[0]
+    free_fwd = simulate(sq, sq, h, h, -1, right, mut=("free", "forward_map"), **kw)[0]
+    return ordered / free, ordered / free_fwd
+
+
 if __name__ == "__main__":
-    seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    args = [x for x in sys.argv[1:] if x != "--cost"]
+    seeds = int(args[0]) if args else 20
     run(seeds)
     print("mutation forward_map deadlocks:", mutation_deadlocks())
     for right, name in ((0, "causal"), (-1, "no mask")):
@@ -295,3 +308,9 @@ if __name__ == "__main__":
             dec, inc = critical_path(right=right, resident=resident)
             print(f"{name} sq = sk = 4096, h 16, resident {resident}: makespan / CTA time decreasing "
                   f"{dec[0]:.1f} / {dec[1]:.0f}, increasing {inc[0]:.1f} / {inc[1]:.0f} (tile units)")
+    for right, name in ((0, "causal"), (-1, "no mask")) if "--cost" in sys.argv else ():
+        for sq in (1024, 4096, 16384):
+            costs = ", ".join("add {}: {:.3f} / {:.3f}".format(a, *ordering_cost(sq, right, a, h=16, batch=16384 // sq))
+                              for a in (0.25, 0.5, 1.0))
+            print(f"{name} sq = sk = {sq}, batch {16384 // sq}, 16 heads: ordered / unordered makespan "
+                  f"(same grid / forward grid) {costs}")
