@@ -200,8 +200,9 @@ static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
  * deterministic calls run the dK/dV-only instance either way, unless mode 3: the ORDERED one, which
  * needs the dq_accum map too) when the tensors are dense, the encoder found and all maps
  * encodable (then in *prm); buckets 64 and 128 have all four instances, bucket 256 no TMA-dQ one
- * (1 is returned for =2 there: its red.add instance). The Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not
- * the cp.async kernel's 128 at d = 64), the K / V boxes its Bc (128; 64 at bucket 256).
+ * (1 is returned for =2 there: its red.add instance). The Q / dO boxes are the pipelined kernel's
+ * own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not the cp.async kernel's 128 at d = 64), the
+ * K / V boxes its Bc (128; 64 at bucket 256).
  * a: fa_bwd_fill_args(p). */
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
