@@ -68,6 +68,17 @@ def test_deterministic_backward_cuda_50_repeats(dtype, kind, causal, h, hk):
     _repeat_check("cuda", dtype, kind, causal, h, hk, repeats=50, big=True)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind,causal,h,hk", CASES)
+def test_deterministic_backward_cuda_ordered_sm90(monkeypatch, dtype, kind, causal, h, hk):
+    """FLASH_ATTN_C_SM90_BWD_DET=ordered: on H100/H200 the dense cases add dQ inside the pipelined
+    sm90 kernel in a fixed key-block order (kDq = ORDERED); elsewhere the variable changes nothing.
+    Bitwise identical over 50 repeats either way."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
+    _repeat_check("cuda", dtype, kind, causal, h, hk, repeats=50, big=True)
+
+
 # Gradient parity of deterministic=True (on CUDA its own dQ path: the ordered dQ kernel after the
 # sm80 or, on H100/H200 for d <= 128 without dropout/softcap/ALiBi, the sm90 dK/dV kernel).
 # (d, causal, window, h, hk, sq, sk)

@@ -7,7 +7,9 @@ default with the variable unset (=2 for atomic dQ at every d; =0, the cp.async k
 pipelined kernel off). Gradient parity
 against the float64 oracle (error-ratio rule, 3x for gradients) on dense shapes, causal / window /
 GQA, both dtypes, atomic and deterministic dQ; and a profiler check that the expected instance
-(template argument kDq: 0 no dQ, 1 red.add, 2 TMA reduce) is what ran.
+(template argument kDq: 0 no dQ, 1 red.add, 2 TMA reduce, 3 ordered) is what ran. With
+FLASH_ATTN_C_SM90_BWD_DET=ordered, deterministic calls at d <= 128 run kDq = 3 (dQ added in a
+fixed key-block order inside the pipelined kernel): parity, 20 bitwise-identical repeats, scope.
 Runs on compute capability 9.0 only (elsewhere there is no sm90 kernel to select)."""
 from __future__ import annotations
 
@@ -166,3 +168,68 @@ def test_pipe_off_d256_runs_sm80(pipe: str, monkeypatch: pytest.MonkeyPatch, det
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0")
     assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True,
                                                grad=True, check_lse=False, deterministic=deterministic)) == []
+
+
+# ---- deterministic dQ inside the pipelined kernel (FLASH_ATTN_C_SM90_BWD_DET=ordered, kDq = 3):
+# each query tile's dQ added in decreasing key-block order behind turn counters; d <= 128 dense,
+# whatever FLASH_ATTN_C_SM90_BWD_PIPE says. Shapes: sq != sk both ways, causal / window bands (tiles
+# skipped by some key blocks: their turns must not count them), GQA / MQA (one counter per query
+# head), more key blocks than a causal chain needs, d 32 / 48 (dims past d).
+ORDERED_CASES = [
+    (2, 97, 97, 4, 4, 128, False, (-1, -1)),
+    (1, 1025, 1025, 2, 2, 128, True, (-1, -1)),
+    (2, 17, 1025, 2, 2, 128, True, (-1, -1)),
+    (1, 1025, 17, 4, 2, 128, False, (-1, -1)),
+    (2, 97, 130, 4, 2, 112, True, (-1, -1)),
+    (1, 255, 255, 2, 2, 128, False, (32, 8)),
+    (1, 200, 255, 2, 2, 128, False, (0, 0)),
+    (1, 255, 130, 2, 2, 64, False, (-1, 5)),
+    (1, 1025, 1025, 2, 2, 64, False, (100, 0)),
+    (1, 2048, 2048, 8, 2, 128, True, (-1, -1)),
+    (1, 300, 300, 4, 1, 64, True, (-1, -1)),
+    (2, 130, 200, 4, 2, 32, True, (-1, -1)),
+    (1, 255, 130, 2, 2, 48, False, (20, 20)),
+    (1, 1, 1, 2, 2, 128, False, (-1, -1)),
+]
+
+
+@pytest.mark.parity_grad
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window", ORDERED_CASES)
+def test_pipe_backward_det_ordered(pipe, monkeypatch, dtype, b, sq, sk, h, hk, d, causal, window):
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
+    ran = _pipe_instances(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window,
+                                              grad=True, check_lse=False, deterministic=True))
+    assert ran == [3]
+
+
+@pytest.mark.parametrize("d,causal,h,hk", [(128, True, 8, 2), (128, False, 4, 4), (64, True, 4, 1)])
+def test_pipe_det_ordered_bitwise_repeats(pipe, monkeypatch, d, causal, h, hk):
+    """20 backwards of one call: dq, dk, dv identical bit for bit (atomic dQ would differ)."""
+    import flash_attn_c
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
+    q = torch.randn(2, 1500, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(2, 1700, hk, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    out = flash_attn_c.flash_attn_func(q, k, v, causal=causal, deterministic=True)
+    dout = torch.randn_like(out)
+    ref = None
+    for r in range(20):
+        g = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+        if ref is None:
+            ref = g
+            assert _pipe_instances(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)) == [3]
+        for name, a, b in zip(("dq", "dk", "dv"), g, ref):
+            assert torch.equal(a, b), f"{name} differs at repeat {r}"
+
+
+def test_pipe_det_ordered_scope(pipe, monkeypatch):
+    """FLASH_ATTN_C_SM90_BWD_DET=ordered leaves calls outside its scope as they were: atomic dQ
+    (the variable is for deterministic calls), d > 128 (no staged-dQ instance) and varlen."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
+    assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 128, causal=True,
+                                               grad=True, check_lse=False)) == _expected(pipe, False, 128)
+    assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True, grad=True,
+                                               check_lse=False, deterministic=True)) == _expected(pipe, True, 256)
+    from oracle import check_varlen
+    assert _pipe_instances(lambda: check_varlen("cuda", torch.bfloat16, [300, 0, 70], [200, 9, 70], 4, 2, 128,
+                                                causal=True, grad=True, deterministic=True)) == []

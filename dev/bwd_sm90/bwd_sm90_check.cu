@@ -7,7 +7,10 @@
  *   bwd_sm90_check                 every case through fa_bwd_sm90 with FLASH_ATTN_C_SM90_BWD_PIPE=0
  *                                  (the cp.async kernel: modes "sm90", "sm90#2"), then again with
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe", "pipe#2", "pipe det")
- *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce); then
+ *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce), and at
+ *                                  d <= 128 with FLASH_ATTN_C_SM90_BWD_DET=ordered (mode "det
+ *                                  ordered": deterministic dQ in the pipelined kernel, run twice,
+ *                                  bitwise identical; every dense call must take it); then
  *                                  how many calls of each pipelined mode ran the pipelined kernel,
  *                                  and of the dense ones with atomic dQ at d <= 64 (Br = 64
  *                                  instances: each must, else one more check fails);
@@ -16,6 +19,7 @@
  *                                  in scope). Cases with d > 128 run in the pipe modes only (their
  *                                  one instance, opt-in by the =1 / =2 those modes set).
  *   bwd_sm90_check --filter d256   the d in (128, 256] cases (the dim-split instance)
+ *   bwd_sm90_check --det [--filter STR]  only the "det ordered" runs (of the selected cases)
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
  *   bwd_sm90_check --no-gpu        CPU side only: oracle vs low-precision baseline
  *   bwd_sm90_check --bench [--det] bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
@@ -28,7 +32,9 @@
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=0 (cp.async kernel), =1 (red.add)
  *                                  and =2 (TMA reduce; also what unset runs at d > 64). --det:
  *                                  deterministic = 1 (dK/dV kernel + the ordered dQ pass) in
- *                                  both columns, for the deterministic cost and its A/B
+ *                                  both columns, for the deterministic cost and its A/B;
+ *                                  FLASH_ATTN_C_SM90_BWD_DET=ordered: the sm90 column runs
+ *                                  the ORDERED instance (dQ in the pipelined kernel) instead
  *
  * Per case: random inputs (normal, rounded to the dtype), the fp32 CPU reference forward gives O
  * (rounded) and LSE; the oracle is fa_bwd_cpu_reference. Bar: max error at most 3x the error of a
@@ -228,6 +234,38 @@ static const bwd_mode g_pipe_tma_modes[] = {
 static const bwd_target g_pipe_tma_target = {fa_bwd_sm90_pipe_tma_entry, fa_bwd_sm90_workspace_bytes,
                                              fa_bwd_sm90_pipe_tma_supported, g_pipe_tma_modes, 2};
 
+/* ---- under test: deterministic dQ inside the pipelined kernel (FLASH_ATTN_C_SM90_BWD_DET=ordered,
+ * kDq = ORDERED), d <= 128: every dense case must run it (fa_bwd_sm90_pipe_takes() == 3), varlen
+ * keeps the dK/dV + ordered dQ pass path. The workspace is sized under the same variable (the
+ * ORDERED instance needs dq_accum and the turn counters; poisoned like the rest). */
+static int g_det_calls = 0, g_det_dense = 0, g_det_taken = 0;
+static void set_det_env(void) { setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered", 1); }
+static fa_status fa_bwd_sm90_det_entry(const fa_params *p, void *stream)
+{
+    set_det_env();
+    const int takes = fa_bwd_sm90_pipe_takes(p);
+    const fa_status st = fa_bwd_sm90(p, stream);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
+    ++g_det_calls;
+    if (p->cu_seqlens_q == NULL) {
+        ++g_det_dense;
+        g_det_taken += takes == 3;
+    }
+    return st;
+}
+static size_t fa_bwd_sm90_det_workspace(const fa_params *p)
+{
+    set_det_env();
+    const size_t bytes = fa_bwd_sm90_workspace_bytes(p);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
+    return bytes;
+}
+static const bwd_mode g_det_modes[] = {
+    {"det ordered", 1, 1}, /* run twice: dq, dk, dv identical bit for bit */
+};
+static const bwd_target g_det_target = {fa_bwd_sm90_det_entry, fa_bwd_sm90_det_workspace, fa_bwd_sm90_supported,
+                                        g_det_modes, 1};
+
 /* ---- timing ------------------------------------------------------------------------------- */
 static void bench(int det)
 {
@@ -235,10 +273,11 @@ static void bench(int det)
     CK(cudaGetDeviceProperties(&prop, 0));
     /* the sm80 column must not take the sm90 hook once the lead wires it into fa_bwd_cuda */
     setenv("FLASH_ATTN_C_SM90_BWD", "0", 1);
-    const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE"), *det_env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
     printf("bench: %s, bf16, backward only (%s), 16k tokens, h*d = 2048; TFLOP/s = 2.5 x fwd; "
-           "sm90 column: FLASH_ATTN_C_SM90_BWD_PIPE=%s\n",
-           prop.name, det ? "deterministic dQ" : "atomic dQ", pipe != NULL ? pipe : "(unset)");
+           "sm90 column: FLASH_ATTN_C_SM90_BWD_PIPE=%s FLASH_ATTN_C_SM90_BWD_DET=%s\n",
+           prop.name, det ? "deterministic dQ" : "atomic dQ", pipe != NULL ? pipe : "(unset)",
+           det_env != NULL ? det_env : "(unset)");
     printf("%4s %6s %4s %4s %6s %10s %9s %10s %9s %7s\n", "d", "seqlen", "b", "h", "causal", "sm90 ms",
            "TFLOP/s", "sm80 ms", "TFLOP/s", "speedup");
     const int dims[3] = {64, 128, 256};
@@ -276,7 +315,7 @@ int main(int argc, char **argv)
     check_cli cli;
     if (!check_parse_cli(argc, argv, CHECK_OPT_FILTER | CHECK_OPT_NO_GPU | CHECK_OPT_BENCH | CHECK_OPT_DET |
                                              CHECK_OPT_STRICT,
-                         "[--filter STR] [--no-gpu] [--bench [--det]]", &cli))
+                         "[--filter STR] [--no-gpu] [--det] [--bench [--det]]", &cli))
         return 2;
     if (cli.bench) {
         bench(cli.det);
@@ -286,10 +325,14 @@ int main(int argc, char **argv)
     check_tally tally = {0, 0};
     for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {
         if (!check_selected(&cli, g_cases[i].name)) continue;
-        /* d > 128: no cp.async kernel; the oracle's CPU side (--no-gpu) still runs */
-        if (cli.no_gpu || g_cases[i].d <= 128) bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
-        if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_target, &g_rng, &tally);
-        if (!cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_tma_target, &g_rng, &tally);
+        /* --det without --bench: the "det ordered" runs alone (the sanitizer runs of the ORDERED
+         * instance); d > 128: no cp.async kernel; the oracle's CPU side (--no-gpu) still runs */
+        const int all = !cli.det;
+        if (all && (cli.no_gpu || g_cases[i].d <= 128))
+            bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
+        if (all && !cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_target, &g_rng, &tally);
+        if (all && !cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_tma_target, &g_rng, &tally);
+        if (!cli.no_gpu && g_cases[i].d <= 128) bwd_run_case(&g_cases[i], 0, &g_det_target, &g_rng, &tally);
     }
     /* the "pipe" lines of cases outside the pipelined kernel's scope ran the old kernel */
     if (g_pipe_calls > 0)
@@ -302,6 +345,12 @@ int main(int argc, char **argv)
                "TMA-unfit strides, on the cp.async kernel; d > 128: the dim-split red.add instance); dense "
                "d <= 64: %d of %d\n",
                g_tma_taken, g_tma_calls, g_tma_d64.taken, g_tma_d64.calls);
+    if (g_det_calls > 0)
+        printf("det ordered mode: %d of %d dense deterministic calls ran the ORDERED instance (%d calls, "
+               "varlen ones on the dK/dV + ordered dQ pass path)\n",
+               g_det_taken, g_det_dense, g_det_calls);
+    /* every dense "det ordered" call must have run the ORDERED instance (a check, like d64_tally) */
+    if (g_det_dense > 0) check_count(&tally, g_det_taken == g_det_dense);
     /* the d <= 64 lines are checks, not just counts (d64_tally) */
     if (g_pipe_d64.calls > 0) check_count(&tally, g_pipe_d64.taken == g_pipe_d64.calls);
     if (g_tma_d64.calls > 0) check_count(&tally, g_tma_d64.taken == g_tma_d64.calls);

@@ -8,6 +8,10 @@
  *   [A, A + B)  dq_accum fp32 (total_q, heads, head_dim), only when deterministic == 0
  * with A = align256(4 heads total_q), B = 4 total_q heads head_dim. Nothing in it needs to be
  * initialized by the caller: the first pass writes dpsum and zeroes dq_accum.
+ * The sm90 ordered dQ (deterministic == 1, fa_bwd_sm90.cu, FLASH_ATTN_C_SM90_BWD_DET=ordered)
+ * asks for more (fa_bwd_ordered_dq_need): dq_accum at [A, A + B) also when deterministic, then
+ *   [A + align256(B), + C)  dq_sem int32 (batch, heads, ceil(seqlen_q / rows)) turn counters,
+ * C = 4 batch heads ceil(seqlen_q / rows) (dense only), zeroed by the first pass too.
  */
 #ifndef FA_BWD_HOST_H
 #define FA_BWD_HOST_H
@@ -40,6 +44,29 @@ static inline size_t fa_bwd_workspace_need(const fa_params *p)
     if (bytes && !p->deterministic)
         bytes += (size_t)fa_bwd_rows_q(p) * (size_t)p->heads * (size_t)p->head_dim * sizeof(float);
     return bytes;
+}
+
+/* Workspace bytes of the sm90 ordered dQ (layout above; dense calls): dpsum, dq_accum and one
+ * turn counter per (batch, head, query tile of `rows` rows). 0 when there is nothing to run. */
+static inline size_t fa_bwd_ordered_dq_need(const fa_params *p, int rows)
+{
+    if (p == NULL || rows <= 0) return 0;
+    const size_t dpsum = fa_bwd_dpsum_bytes(p);
+    if (!dpsum) return 0;
+    const size_t acc = (size_t)fa_bwd_rows_q(p) * (size_t)p->heads * (size_t)p->head_dim * sizeof(float);
+    const size_t tiles = (size_t)((p->seqlen_q + rows - 1) / rows);
+    return dpsum + fa_bwd_align256(acc) + (size_t)p->batch * (size_t)p->heads * tiles * sizeof(int);
+}
+
+/* dq_accum and dq_sem of the sm90 ordered dQ in p's workspace (fa_bwd_ordered_dq_need(p, rows)
+ * bytes: the caller checked), into a (filled by fa_bwd_fill_args). */
+static inline void fa_bwd_ordered_dq_args(const fa_params *p, int rows, fa_bwd_args *a)
+{
+    const size_t dpsum = fa_bwd_dpsum_bytes(p);
+    const size_t acc = (size_t)fa_bwd_rows_q(p) * (size_t)p->heads * (size_t)p->head_dim * sizeof(float);
+    a->dq_accum = (float *)((char *)p->workspace + dpsum);
+    a->dq_sem = (int *)((char *)p->workspace + dpsum + fa_bwd_align256(acc));
+    a->dq_sem_rows = rows;
 }
 
 static inline int fa_bwd_aligned16(const void *ptr) { return ((uintptr_t)ptr & 15u) == 0; }
@@ -94,6 +121,8 @@ static inline void fa_bwd_fill_args(const fa_params *p, fa_bwd_args *a)
     a->dq_accum = (p->deterministic || !dpsum_bytes)
                       ? NULL
                       : (float *)((char *)p->workspace + dpsum_bytes);
+    a->dq_sem = NULL; /* the sm90 ordered dQ sets both (fa_bwd_ordered_dq_args) */
+    a->dq_sem_rows = 0;
     a->q_batch_stride = p->q_batch_stride; a->q_row_stride = p->q_row_stride; a->q_head_stride = p->q_head_stride;
     a->k_batch_stride = p->k_batch_stride; a->k_row_stride = p->k_row_stride; a->k_head_stride = p->k_head_stride;
     a->v_batch_stride = p->v_batch_stride; a->v_row_stride = p->v_row_stride; a->v_head_stride = p->v_head_stride;

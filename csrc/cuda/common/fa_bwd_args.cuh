@@ -26,7 +26,10 @@ typedef struct fa_bwd_args {
     uint16_t *dv;           /* like v */
     /* workspace */
     float *dpsum;           /* D = rowsum(dO o O), indexed exactly like lse */
-    float *dq_accum;        /* (total_q, h, d) fp32, or NULL (deterministic path) */
+    float *dq_accum;        /* (total_q, h, d) fp32, or NULL (deterministic path, unless dq_sem) */
+    int *dq_sem;            /* (b, h, ceil(sq / dq_sem_rows)) int32 turn counters of the sm90 ordered
+                               dQ (dense, deterministic), or NULL; zeroed by fa_bwd_dot_do_o_kernel */
+    int dq_sem_rows;        /* query rows per counter (the sm90 pipelined kernel's Br), 0 if unused */
 
     /* batch / row / head strides in elements, named as in fa_params */
     int64_t q_batch_stride, q_row_stride, q_head_stride;

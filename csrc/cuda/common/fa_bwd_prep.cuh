@@ -1,6 +1,7 @@
 /* fa_bwd_prep.cuh - the two memory-bound passes around the main backward kernel:
  *   fa_bwd_dot_do_o_kernel:  D = rowsum(dO o O) (fp32, laid out like lse) and, on the atomic
- *                            path, zeroes dq_accum (the workspace arrives uninitialized);
+ *                            path, zeroes dq_accum (the workspace arrives uninitialized); for the
+ *                            sm90 ordered dQ also its turn counters (dq_sem);
  *   fa_bwd_dq_convert_kernel: dq = softmax_scale * dq_accum in the params dtype.
  *
  * One (row, head) pair of the (total_q, h, d) view is handled by 8 consecutive lanes, each
@@ -92,6 +93,14 @@ fa_bwd_dot_do_o_kernel(const fa_bwd_args a)
         float4 *acc = (float4 *)(a.dq_accum + (row * a.heads + h) * a.head_dim);
         for (int c4 = sub; c4 < a.head_dim / 4; c4 += FA_BWD_PREP_LANES)
             acc[c4] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    /* sm90 ordered dQ (dense): the turn counter of (b, h, query tile) by the pair of its first row */
+    if (a.dq_sem != NULL && sub == 0) {
+        const int64_t b = row / a.seqlen_q, i = row - b * a.seqlen_q;
+        if (i % a.dq_sem_rows == 0) {
+            const int64_t tiles = (a.seqlen_q + a.dq_sem_rows - 1) / a.dq_sem_rows;
+            a.dq_sem[(b * a.heads + h) * tiles + i / a.dq_sem_rows] = 0;
+        }
     }
 }
 

@@ -20,6 +20,12 @@
  * FLASH_ATTN_C_SM90_BWD_PIPE is 1 or 2) and the call is dense and TMA-fit (fa_bwd_sm90_can_run
  * says no otherwise, so the sm80 backward runs it). The measurements behind these defaults:
  * fa_bwd_sm90_pipe_mode.
+ * Deterministic calls with FLASH_ATTN_C_SM90_BWD_DET=ordered (dense, d <= 128, TMA-fit, and the
+ * workspace of fa_bwd_sm90_workspace_bytes under that setting) run the pipelined kernel's ORDERED
+ * instance instead of dK/dV + the ordered dQ pass: dQ added into dq_accum in a fixed key-block
+ * order (fa_bwd_sm90_pipe_dq_order.cuh), then the convert pass as on the atomic path. Opt-in and
+ * experimental: not yet run on a GPU; without it (or where it does not apply) deterministic calls
+ * are unchanged.
  */
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -37,6 +43,7 @@
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
+#include "fa_bwd_sm90_ordered.h"  /* fa_bwd_sm90_det_ordered, fa_bwd_sm90_ordered_args */
 #include "fa_bwd_sm90_tma_maps.h" /* fa_bwd_encode_4d, fa_bwd_encode_dqacc */
 #include "fa_sm90_tma_host.h"     /* fa_sm90_encode_tiled */
 
@@ -129,9 +136,13 @@ int fa_bwd_sm90_supported(const fa_params *p)
     return fa_bwd_sm90_can_run(p);
 }
 
+/* The ordered dQ needs dq_accum and the turn counters besides dpsum (fa_bwd_host.h). */
 size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
 {
-    return fa_bwd_workspace_need(p);
+    const size_t need = fa_bwd_workspace_need(p);
+    if (p == NULL || !fa_bwd_sm90_det_ordered(p)) return need;
+    const size_t ordered = fa_bwd_ordered_dq_need(p, fa_bwd_sm90_ordered_rows(p));
+    return ordered > need ? ordered : need;
 }
 
 /* Launches a backward kernel (either form: its parameter type P) on the grid of key blocks x kv
@@ -173,9 +184,13 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
  * (dim split): 1.10-1.26x the sm80 kernel (run 52), harness 80 of 80 and the three sanitizers
  * clean (run 51). Deterministic calls (the dK/dV-only instance, never timed against
  * fa_bwd_sm90_kernel) get 0: the cp.async kernel at d <= 128, the sm80 backward above
- * (fa_bwd_sm90_can_run). */
+ * (fa_bwd_sm90_can_run). 3 (ORDERED) whatever the variable says when a carries the ordered
+ * dQ's counters (fa_bwd_sm90_ordered_args: deterministic, FLASH_ATTN_C_SM90_BWD_DET=ordered,
+ * dense, d <= 128, workspace large enough). */
 static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 {
+    /* 3: the ORDERED instance (fa_bwd_sm90_ordered_args set the counters), whatever the variable */
+    if (!a->atomic_dq && a->dq_sem != NULL) return 3;
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
     if (env != NULL && strcmp(env, "0") == 0) return 0;
     if (env != NULL && strcmp(env, "1") == 0) return 1;
@@ -185,11 +200,12 @@ static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
 
 /* Which pipelined instance this call runs (0: none, the cp.async kernel runs it): the mode of
  * fa_bwd_sm90_pipe_mode (=2 is the same kernel with dQ by TMA reduce when dQ is atomic;
- * deterministic calls run the dK/dV-only instance either way) when the tensors are dense, the
- * encoder found and all maps encodable (then in *prm); buckets 64 and 128 have all three
- * instances, bucket 256 no TMA-dQ one (1 is returned for =2 there: its red.add instance). The
- * Q / dO boxes are the pipelined kernel's own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not
- * the cp.async kernel's 128 at d = 64), the K / V boxes its Bc (128; 64 at bucket 256).
+ * deterministic calls run the dK/dV-only instance either way, unless mode 3: the ORDERED one, which
+ * needs the dq_accum map too) when the tensors are dense, the encoder found and all maps
+ * encodable (then in *prm); buckets 64 and 128 have all four instances, bucket 256 no TMA-dQ one
+ * (1 is returned for =2 there: its red.add instance). The Q / dO boxes are the pipelined kernel's
+ * own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not the cp.async kernel's 128 at d = 64), the
+ * K / V boxes its Bc (128; 64 at bucket 256).
  * a: fa_bwd_fill_args(p). */
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
@@ -211,27 +227,32 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
                    fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
                                     p->v_batch_stride, bc);
     if (!ok) return 0;
-    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map) */
+    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3) */
     if (d > 128) return 1;
-    if (mode == 2 && a->atomic_dq && !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b)) return 0;
+    if ((mode == 3 || (mode == 2 && a->atomic_dq)) && !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b))
+        return 0;
     return mode;
 }
 
-/* dq_mode: fa_bwd_sm90_pipe_prepare's 1 (red.add dQ) or 2 (TMA dQ); deterministic calls
- * (a.atomic_dq = 0) run the dK/dV-only instance either way. */
+/* dq_mode: fa_bwd_sm90_pipe_prepare's 1 (red.add dQ), 2 (TMA dQ) or 3 (ordered dQ, d <= 128);
+ * other deterministic calls (a.atomic_dq = 0) run the dK/dV-only instance. */
 template <bool kBf16, int D>
 static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, int dq_mode, cudaStream_t stream)
 {
     const fa_bwd_args &a = prm.a;
-    const int kdq = !a.atomic_dq ? FA_BWD_SM90_DQ_NONE : dq_mode == 2 ? FA_BWD_SM90_DQ_TMA : FA_BWD_SM90_DQ_RED;
+    const int kdq = dq_mode == 3 ? FA_BWD_SM90_DQ_ORDERED
+                    : !a.atomic_dq ? FA_BWD_SM90_DQ_NONE
+                    : dq_mode == 2 ? FA_BWD_SM90_DQ_TMA
+                                   : FA_BWD_SM90_DQ_RED;
     void (*kern)(const fa_bwd_sm90_params);
     if constexpr (fa_bwd_sm90_pipe_cfg<D>::kDimSplit) /* no TMA-dQ instance (prepare never asks for one) */
         kern = kdq != FA_BWD_SM90_DQ_NONE ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
                                           : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
     else
-        kern = kdq == FA_BWD_SM90_DQ_TMA   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>
-               : kdq == FA_BWD_SM90_DQ_RED ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
-                                           : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
+        kern = kdq == FA_BWD_SM90_DQ_ORDERED ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_ORDERED>
+               : kdq == FA_BWD_SM90_DQ_TMA   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>
+               : kdq == FA_BWD_SM90_DQ_RED   ? fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_RED>
+                                             : fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_NONE>;
     return fa_bwd_sm90_launch_grid(kern, prm, a, FA_BWD_SM90_PIPE_THREADS, fa_bwd_sm90_pipe_cfg<D>::Bc,
                                    fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq), stream);
 }
@@ -261,12 +282,27 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
         return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90_can_run checked it takes it) */
     }
     if (st != FA_OK) return st;
-    if (!a.atomic_dq) return fa_bwd_run_dq_pass(a, kBf16, stream);
+    /* deterministic: the ordered dQ pass, unless the ORDERED instance added dQ into dq_accum */
+    if (!a.atomic_dq && pipe_mode != 3) return fa_bwd_run_dq_pass(a, kBf16, stream);
     if (pair_blocks > 0) {
         fa_bwd_dq_convert_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
     return FA_OK;
+}
+
+/* a: fa_bwd_fill_args(p); *prm: filled where the result is not 0. The pipelined mode (0 none,
+ * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3 runs. */
+static int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm)
+{
+    const int ordered = fa_bwd_sm90_ordered_args(p, a);
+    const int mode = fa_bwd_sm90_pipe_prepare(p, a, prm);
+    if (ordered && mode != 3) { /* maps not encodable: back to the dK/dV + ordered dQ pass path */
+        a->dq_accum = NULL;
+        a->dq_sem = NULL;
+        a->dq_sem_rows = 0;
+    }
+    return mode;
 }
 
 int fa_bwd_sm90_pipe_takes(const fa_params *p)
@@ -275,8 +311,8 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
-    const int mode = fa_bwd_sm90_pipe_prepare(p, &a, &prm);
-    return mode == 2 && a.atomic_dq ? 2 : mode != 0;
+    const int mode = fa_bwd_sm90_plan(p, &a, &prm);
+    return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }
 
 fa_status fa_bwd_sm90(const fa_params *p, void *stream)
@@ -286,7 +322,7 @@ fa_status fa_bwd_sm90(const fa_params *p, void *stream)
     fa_bwd_fill_args(p, &a);
     cudaStream_t s = (cudaStream_t)stream;
     fa_bwd_sm90_params prm; /* 5 tensor maps + args, < 1 KB: on the host stack, copied into the launch */
-    const int pipe_mode = fa_bwd_sm90_pipe_prepare(p, &a, &prm);
+    const int pipe_mode = fa_bwd_sm90_plan(p, &a, &prm);
     const fa_bwd_sm90_params *pipe = pipe_mode != 0 ? &prm : NULL;
     return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, pipe, pipe_mode, s)
                                : fa_bwd_sm90_run<false>(a, pipe, pipe_mode, s);

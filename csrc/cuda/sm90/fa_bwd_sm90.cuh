@@ -5,7 +5,8 @@
  * Scope: fp16/bf16, head dim d % 8 == 0, d <= 128 (buckets 64 / 128, smaller d zero-padded),
  * dense and varlen, causal / sliding-window masks (bottom-right), GQA/MQA, rows that see no key
  * (zero gradients); dQ by fp32 atomics, or with deterministic = 1 by the sm80 path's ordered dQ
- * kernel after the sm90 dK/dV kernel; d in (128, 256] only dense, TMA-fit and with atomic dQ (or
+ * kernel after the sm90 dK/dV kernel (or, FLASH_ATTN_C_SM90_BWD_DET=ordered, dense, d <= 128, by
+ * the pipelined kernel in a fixed key-block order); d in (128, 256] only dense, TMA-fit and with atomic dQ (or
  * FLASH_ATTN_C_SM90_BWD_PIPE=1/2 asking). Dropout, softcap, ALiBi and other d > 128 stay on the sm80
  * kernels: fa_bwd_sm90_supported() returns 0.
  */
@@ -26,13 +27,17 @@ int fa_bwd_sm90_can_run(const fa_params *p);
 FA_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
 
 /* Workspace bytes fa_bwd_sm90 needs (D and dq_accum: the same layout as the sm80 backward,
- * fa_bwd_host.h). Given uninitialized; the first pass initializes what it uses. */
+ * fa_bwd_host.h; deterministic calls under FLASH_ATTN_C_SM90_BWD_DET=ordered: D, dq_accum and the
+ * turn counters, fa_bwd_ordered_dq_need). Given uninitialized; the first pass initializes what it
+ * uses. Reads the environment: size and run the call under the same setting. */
 FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
 
 /* Non-zero when fa_bwd_sm90 would run this call on the pipelined kernel
  * (FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 at any d, or unset with atomic dQ at any d; dense tensors
- * whose maps encode): 2 when that is the TMA-dQ instance (mode 2 with atomic dQ), else 1. Host
- * only, reads the environment like fa_bwd_sm90. For the harness: which "pipe" cases fell back. */
+ * whose maps encode): 3 when that is the ORDERED instance (deterministic, d <= 128,
+ * FLASH_ATTN_C_SM90_BWD_DET=ordered, workspace sized for it), 2 when the TMA-dQ instance (mode 2
+ * with atomic dQ), else 1. Host only, reads the environment like fa_bwd_sm90. For the harness:
+ * which "pipe" cases fell back. */
 FA_SM90_WEAK int fa_bwd_sm90_pipe_takes(const fa_params *p);
 
 /* Runs the sm90 backward on `stream` (a cudaStream_t); no synchronization, no allocation.

@@ -1,4 +1,5 @@
-/* fa_bwd_sm90_pipe_dq_writer.cuh - dQ by TMA reduce-add (kDq = FA_BWD_SM90_DQ_TMA) in the pipelined
+/* fa_bwd_sm90_pipe_dq_writer.cuh - dQ by TMA reduce-add (kDq = FA_BWD_SM90_DQ_TMA, and in key-block
+ * order for kDq = FA_BWD_SM90_DQ_ORDERED) in the pipelined
  * Hopper backward: each consumer warpgroup stores its 64 x N dQ tile into its staging buffer
  * (warpgroup_stage_dq, the layout of the TMA box), and the dQ-writer warp (warp 1 of warpgroup 0)
  * adds the staged tiles into dq_accum with TMA tensor reduces (warp_write_dq). The FULL / EMPTY
@@ -7,53 +8,93 @@
 #ifndef FA_BWD_SM90_PIPE_DQ_WRITER_CUH
 #define FA_BWD_SM90_PIPE_DQ_WRITER_CUH
 
+#include "fa_bwd_sm90_pipe_dq_order.cuh"
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
 #if FA_SM90_DEVICE
 
-/* dQ-writer warp (warp 1 of the producer warpgroup, kDq = TMA): walks the consumers' (head,
- * query block) sequence; per tile and consumer warpgroup w, waits for w's staged 64 x N dQ tile
- * (fa_bwd_pipe_dq_split), lane 0 adds it into dq_accum with one TMA tensor reduce per 32-dim box
- * (box 32 x 64 of tm_dqacc; N / 32 of them) and, once the TMA has read the buffer, hands it back
- * to w. Rows past sq and dims past d are outside the map, so TMA drops them: nothing is added
- * outside this (b, h)'s rows, and a box that lies wholly outside is not issued. n_iter > 0.
- * sq: seqlen_q (dense). */
+/* Lane 0 of the writer: the TMA reduces of warpgroup w's staged tile of query block i0 (one per
+ * 32-dim box of its N dims) into dq_accum, not committed. Rows past sq and dims past d are
+ * outside the map, so TMA drops them: nothing is added outside this (b, h)'s rows, and a box that
+ * lies wholly outside is not issued. */
 template <int D, int Br>
-static __device__ __forceinline__ void warp_write_dq(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
-                                                     int sq, int b, int hk, int mb_lo, int n_mb, int n_iter)
+static __device__ __forceinline__ void thread_reduce_dq_tile(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
+                                                             int w, int i0, int h, int b, int sq)
 {
     using Dq = fa_bwd_pipe_dq_split<D, Br>;
+    /* warpgroup w's tile: its N dims of the Br = 64 queries, or its 64 of Br = 128 queries */
+    const int row0 = i0 + Dq::row0(w), dim0 = Dq::col0(w);
+    const uint32_t stg = sm.dq + (uint32_t)w * Dq::kStageBytes;
+#pragma unroll
+    for (int hc = 0; hc < Dq::kBoxes; ++hc)
+        if (dim0 + 32 * hc < prm.a.head_dim && row0 < sq)
+            fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)(hc * FA_BWD_SM90_DQ_BOX_BYTES), dim0 + 32 * hc, row0,
+                                 h, b);
+}
+
+/* dQ-writer warp (warp 1 of the producer warpgroup, kDq = TMA or ORDERED): walks the consumers'
+ * (head, query block) sequence; per tile and consumer warpgroup w, waits for w's staged 64 x N dQ
+ * tile (fa_bwd_pipe_dq_split), lane 0 adds it into dq_accum (thread_reduce_dq_tile) and, once the
+ * TMA has read the buffer, hands it back to w. n_iter > 0.
+ * kOrdered (kDq = ORDERED, fa_bwd_sm90_pipe_dq_order.cuh): per tile, both staged tiles first, then
+ * lane 0 waits for key block n_block's turn on the tile's counter, adds both, waits until the adds
+ * are performed and passes the turn; only then are both buffers handed back (a tile's adds cannot
+ * start before the turn, so its buffer cannot be freed earlier).
+ * sq, sk: seqlen_q / seqlen_k (dense). */
+template <int D, int Br, bool kOrdered>
+static __device__ __forceinline__ void warp_write_dq(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
+                                                     int sq, int sk, int b, int hk, int n_block, int mb_lo, int n_mb,
+                                                     int n_iter)
+{
     const fa_bwd_args &a = prm.a;
     const int lane = threadIdx.x % 32, group = a.heads / a.heads_k;
     if (lane == 0) fa_tma_prefetch_desc(&prm.tm_dqacc);
     for (int it = 0; it < n_iter; ++it) {
         const int h = hk * group + it / n_mb;
-        const int i0 = (mb_lo + it % n_mb) * Br;
+        const int m = mb_lo + it % n_mb, i0 = m * Br;
         const bool last = it + 1 == n_iter;
-#pragma unroll
-        for (int w = 0; w < 2; ++w) {
-            /* warpgroup w's tile: its N dims of the Br = 64 queries, or its 64 of Br = 128 queries */
-            const int row0 = i0 + Dq::row0(w), dim0 = Dq::col0(w);
-            /* why: warpgroup w's 128 threads stored this tile's dQ fragments into staging buffer w
+        if constexpr (kOrdered) {
+            /* why: warpgroups 0 and 1 stored this tile's dQ fragments into their staging buffers
              * and fenced them for the async proxy (TMA) before arriving */
-            fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + w);
+            fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + 0);
+            fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + 1);
             if (lane == 0) {
-                const uint32_t stg = sm.dq + (uint32_t)w * Dq::kStageBytes;
-#pragma unroll
-                for (int hc = 0; hc < Dq::kBoxes; ++hc)
-                    if (dim0 + 32 * hc < a.head_dim && row0 < sq)
-                        fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)(hc * FA_BWD_SM90_DQ_BOX_BYTES), dim0 + 32 * hc,
-                                             row0, h, b);
+                /* counters [b][h][ceil(sq / Br)] (fa_bwd_host.h) */
+                int *sem = a.dq_sem + ((int64_t)b * a.heads + h) * ((sq + Br - 1) / Br) + m;
+                thread_wait_dq_turn(sem, thread_dq_turn<Br, FA_BWD_SM90_BC>(m, n_block, sq, sk, a.window_left,
+                                                                             a.window_right));
+                thread_reduce_dq_tile<D, Br>(prm, sm, 0, i0, h, b, sq);
+                thread_reduce_dq_tile<D, Br>(prm, sm, 1, i0, h, b, sq);
                 fa_bulk_commit();
-                /* the buffer is free once read (the adds may still be on their way to L2) */
-                if (!last) fa_bulk_wait_read<0>();
+                fa_bulk_wait<0>(); /* the adds performed in dq_accum (and both buffers read) */
+                thread_pass_dq_turn(sem);
             }
             if (!last) {
-                __syncwarp(); /* lane 0's wait before the warp's arrival */
-                /* why: the TMA has read staging buffer w: warpgroup w may store its next tile
-                 * there (it bar.syncs on this before its stores). Not after the last tile, where
-                 * the consumers do not wait: both sides count n_iter - 1 generations. */
-                fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + w);
+                __syncwarp(); /* lane 0's wait before the warp's arrivals */
+                /* why: the TMA has read both staging buffers (EMPTY protocol: the header comment of
+                 * fa_bwd_sm90_pipe_kernel.cuh, n_iter - 1 generations on each side as with TMA) */
+                fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + 0);
+                fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + 1);
+            }
+        } else {
+#pragma unroll
+            for (int w = 0; w < 2; ++w) {
+                /* why: warpgroup w's 128 threads stored this tile's dQ fragments into staging buffer
+                 * w and fenced them for the async proxy (TMA) before arriving */
+                fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + w);
+                if (lane == 0) {
+                    thread_reduce_dq_tile<D, Br>(prm, sm, w, i0, h, b, sq);
+                    fa_bulk_commit();
+                    /* the buffer is free once read (the adds may still be on their way to L2) */
+                    if (!last) fa_bulk_wait_read<0>();
+                }
+                if (!last) {
+                    __syncwarp(); /* lane 0's wait before the warp's arrival */
+                    /* why: the TMA has read staging buffer w: warpgroup w may store its next tile
+                     * there (it bar.syncs on this before its stores). Not after the last tile,
+                     * where the consumers do not wait: both sides count n_iter - 1 generations. */
+                    fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + w);
+                }
             }
         }
     }

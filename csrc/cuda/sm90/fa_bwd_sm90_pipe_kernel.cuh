@@ -15,15 +15,21 @@
  * 13.0); its TMA-dQ instance ran 1.09-1.21x fa_bwd_sm90_kernel and passed the harness's d <= 64
  * cases (H100 run 50), clean under compute-sanitizer memcheck / racecheck / synccheck (run 51):
  * the default for atomic dQ at d <= 64 too.
+ * kDq = FA_BWD_SM90_DQ_ORDERED (deterministic dQ, FLASH_ATTN_C_SM90_BWD_DET=ordered, d <= 128):
+ * the TMA-dQ kernel whose writer adds each query tile in decreasing key-block order, waiting on a
+ * per-(b, h, query tile) turn counter in the workspace; the grid's x is reversed so that every
+ * wait goes to an earlier-launched CTA (fa_bwd_sm90_pipe_dq_order.cuh: order, deadlock argument).
+ * Not yet run on a GPU.
  *
  * Grid (key block n, kv head hk, batch b) as the old kernel; 384 threads = 3 warpgroups:
- *   warpgroup 0, the producer: setmaxnreg down to 24; warps 2-3 exit (and warp 1 unless kDq = TMA);
+ *   warpgroup 0, the producer: setmaxnreg down to 24; warps 2-3 exit (and warp 1 unless kDq = TMA
+ *     or ORDERED);
  *     warp 0 loads K_j, V_j once (lane 0, TMA, own mbarrier), then walks the (head of the group,
  *     query block) sequence: Q_i + LSE_i into the Q ring, dO_i + D_i into the dO ring (kStages
  *     slots each, one "empty" mbarrier per slot shared by both). Tiles by TMA (lane 0); LSE*log2e
  *     and D by plain loads of all 32 lanes into static shared memory (each lane arrives on the
  *     slot's full barrier after its stores, so the consumers' wait covers them).
- *     Warp 1 (kDq = TMA only), the dQ writer: walks the same sequence and reduce-adds each consumer
+ *     Warp 1 (kDq = TMA / ORDERED only), the dQ writer: walks the same sequence and reduce-adds each consumer
  *     warpgroup's staged dQ tile into dq_accum (warp_write_dq).
  *   warpgroups 1, 2, the consumers: setmaxnreg up to 240; warpgroup wg = 0, 1 owns keys
  *     [j0 + 64 wg, + 64) exactly as in fa_bwd_sm90_kernel.cuh (same products, fa_bwd_sm90_tile.cuh
@@ -50,7 +56,7 @@
  * Named barriers (hardware ids; 0 is __syncthreads, used once before the role split):
  *   1 FA_BWD_SM90_PIPE_BAR_DS (256: both consumer warpgroups, bar.sync): dS^T of both written
  *     (d = 256: both warpgroups' halves of P^T and dS^T).
- *   kDq = TMA, per consumer warpgroup w = 0, 1, 160 threads (its 128 + the writer warp's 32):
+ *   kDq = TMA (and ORDERED), per consumer warpgroup w = 0, 1, 160 threads (its 128 + the writer warp's 32):
  *   2 + w FA_BWD_SM90_PIPE_BAR_DQ_FULL: the 128 consumers bar.arrive after their fragment stores
  *         into staging buffer w + fence.proxy.async; the writer bar.syncs, then issues the reduce.
  *   4 + w FA_BWD_SM90_PIPE_BAR_DQ_EMPTY: the writer bar.arrives once the TMA has read buffer w
@@ -60,6 +66,8 @@
  *         the writer's arrival for tile it needs the consumers' FULL arrival of tile it, which
  *         follows their EMPTY sync of tile it (and symmetrically for FULL). Before exiting, the
  *         writer waits for all its reduces to complete (cp.async.bulk.wait_group 0).
+ *         ORDERED: the writer bar.syncs FULL 0 and FULL 1, takes its turn, adds both, waits for
+ *         the adds to complete, then arrives EMPTY 0 and 1: the same generations per barrier.
  *   (The consumers name ids 2 + wg, 4 + wg from a register, so ptxas reports all 16 barriers in
  *   use; with one CTA per SM that costs nothing.)
  * Consumer order per tile, kDq = TMA (FA3's, overlapping dQ with dK): S^T, dP^T, P^T, dS^T ->
@@ -68,7 +76,7 @@
  * kDq = RED / NONE keep step 1's order (dV and dK issued together, then dQ, waited at once).
  *
  * Files: fa_bwd_sm90_pipe_layout.cuh (shapes, shared memory layout), _producer.cuh (warp 0),
- * _dq_writer.cuh (warp 1 and the dQ staging), _consumer.cuh (the consumer tile), _dsplit.cuh (the
+ * _dq_writer.cuh (warp 1 and the dQ staging), _dq_order.cuh (ORDERED's turns), _consumer.cuh (the consumer tile), _dsplit.cuh (the
  * consumer tile at d = 256); the products
  * of fa_bwd_sm90_tile.cuh.
  *
@@ -102,7 +110,9 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
     /* kv_full; q_full[kStages]; do_full[kStages]; empty[kStages] */
     __shared__ __align__(8) uint64_t s_bars[1 + 3 * kStages];
 
-    const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+    /* key block: blockIdx.x, reversed for kDq = ORDERED (its turn waits go to lower block indices
+     * only: fa_bwd_sm90_pipe_dq_order.cuh) */
+    const int n_block = fa_bwd_pipe_n_block<kDq>(), hk = blockIdx.y, b = blockIdx.z;
     const fa_seq seq = fa_seq_get(0, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q, a.seqlen_k, b); /* dense only */
     const int j0 = n_block * Bc;
     if (j0 >= seq.sk) return; /* uniform over the CTA, before any barrier exists */
@@ -136,11 +146,12 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
         /* ======================= producer warpgroup ======================= */
         fa_setmaxnreg_dec<FA_BWD_SM90_PIPE_REGS_PRODUCER>();
         if (n_iter == 0) return;
-        if constexpr (kDq == FA_BWD_SM90_DQ_TMA) { /* (not instantiated at d = 256: no TMA-dQ instance) */
+        if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) { /* (not instantiated at d = 256: no TMA-dQ instance) */
             if (threadIdx.x < 32)
                 warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
             else if (threadIdx.x < 64)
-                warp_write_dq<D, Br>(prm, sm, seq.sq, b, hk, mb_lo, n_mb, n_iter);
+                warp_write_dq<D, Br, kDq == FA_BWD_SM90_DQ_ORDERED>(prm, sm, seq.sq, seq.sk, b, hk, n_block, mb_lo,
+                                                                    n_mb, n_iter);
         } else if (threadIdx.x < 32) {
             warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
         }
@@ -166,7 +177,7 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
                                                          s_lse[stage], s_dsum[stage]);
             } else {
                 const uint32_t sds = sm.ds + buf;
-                if (kDq == FA_BWD_SM90_DQ_TMA)
+                if (FA_BWD_SM90_DQ_STAGED(kDq))
                     warpgroup_bwd_tile_tma<kBf16, D, Br>(a, seq, sm, dk, dv, stage, phase, sds, it == 0, i0, j0,
                                                          s_lse[stage], s_dsum[stage]);
                 else

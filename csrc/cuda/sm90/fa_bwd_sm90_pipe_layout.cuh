@@ -7,7 +7,8 @@
  * Shared memory (dynamic, 1024-aligned, 128-byte swizzle, [D/64][rows][64] column blocks as
  * TMA writes them): K [Bc][D], V [Bc][D], Q [kStages][Br][D], dO [kStages][Br][D],
  * dS^T [2][Bc][Br] (d = 256: then P^T [2][Bc][Br]); kDq = TMA adds the dQ staging buffers
- * [2 warpgroups][N / 32][64 rows][32 fp32] (N = 64: 16 KB each; N = 32: 8 KB; warpgroup_stage_dq).
+ * [2 warpgroups][N / 32][64 rows][32 fp32] (N = 64: 16 KB each; N = 32: 8 KB; warpgroup_stage_dq),
+ * and so does kDq = ORDERED.
  * Static: LSE*log2e and D per slot, the mbarriers (also the image marker).
  */
 #ifndef FA_BWD_SM90_PIPE_LAYOUT_CUH
@@ -38,8 +39,12 @@ static_assert(128 * ((65536 / FA_BWD_SM90_PIPE_THREADS) / 8 * 8 - FA_BWD_SM90_PI
 enum fa_bwd_sm90_dq_mode {
     FA_BWD_SM90_DQ_NONE = 0, /* deterministic: dK, dV only (the ordered dQ pass follows) */
     FA_BWD_SM90_DQ_RED = 1,  /* every consumer thread: red.global.add.v2.f32 of its fragments */
-    FA_BWD_SM90_DQ_TMA = 2   /* staged in smem, TMA tensor reduce-add by the dQ-writer warp */
+    FA_BWD_SM90_DQ_TMA = 2,  /* staged in smem, TMA tensor reduce-add by the dQ-writer warp */
+    FA_BWD_SM90_DQ_ORDERED = 3 /* deterministic: as TMA, each query tile's adds in decreasing key
+                                  block order (turn counters, fa_bwd_sm90_pipe_dq_order.cuh) */
 };
+/* the dQ-writer warp and the smem staging: TMA and ORDERED */
+#define FA_BWD_SM90_DQ_STAGED(kDq) ((kDq) == FA_BWD_SM90_DQ_TMA || (kDq) == FA_BWD_SM90_DQ_ORDERED)
 /* one TMA box of the staged dQ tile (kDq = TMA): 32 dims (the 128-byte swizzle span) x 64 rows, fp32 */
 #define FA_BWD_SM90_DQ_BOX_BYTES (32 * 64 * 4)
 
@@ -62,7 +67,7 @@ struct fa_bwd_pipe_dq_split {
 /* The kernel's single parameter (passed __grid_constant__: TMA reads the maps from parameter
  * space). Dense 4-d maps of b16 elements, 128-byte swizzle, box 64 x rows:
  *   tm_q, tm_do: (d, sq, h, b), box 64 x Br;   tm_k, tm_v: (d, sk, hk, b), box 64 x Bc;
- * and for kDq = TMA only, tm_dqacc: dq_accum (b * sq, h, d) fp32 row-major viewed as the 4-d
+ * and for kDq = TMA / ORDERED only, tm_dqacc: dq_accum (b * sq, h, d) fp32 row-major viewed as the 4-d
  * (d, sq, h, b), box 32 x 64 (32 fp32 = the 128-byte swizzle span), 128-byte swizzle. */
 typedef struct fa_bwd_sm90_params {
     CUtensorMap tm_q;
@@ -107,7 +112,7 @@ struct fa_bwd_sm90_pipe_cfg {
     static constexpr size_t kStaticBytes = 2 * (size_t)kStages * Br * 4 + (1 + 3 * (size_t)kStages) * 8;
     /* sm_90: at most 227 KB of shared memory per block, dynamic + static */
     static_assert(kSmemBytesTma + kStaticBytes <= 227 * 1024, "the TMA-dQ instance does not fit in shared memory");
-    static constexpr size_t smem_bytes(int dq) { return dq == FA_BWD_SM90_DQ_TMA ? kSmemBytesTma : kSmemBytes; }
+    static constexpr size_t smem_bytes(int dq) { return FA_BWD_SM90_DQ_STAGED(dq) ? kSmemBytesTma : kSmemBytes; }
 };
 
 #if FA_SM90_DEVICE
@@ -133,7 +138,7 @@ static __device__ __forceinline__ fa_bwd_pipe_smem fa_bwd_pipe_smem_at(uint32_t 
     sm.q = base + 2 * kKVBytes;
     sm.dout = sm.q + kStages * kQBytes;
     sm.ds = sm.dout + kStages * kQBytes;
-    sm.dq = sm.ds + 2u * (Bc * Br * 2); /* only allocated (and used) when kDq = TMA */
+    sm.dq = sm.ds + 2u * (Bc * Br * 2); /* only allocated (and used) when kDq = TMA / ORDERED */
     sm.p = sm.dq;                       /* only allocated (and used) at d = 256 */
     sm.kv_full = bars;
     sm.q_full = bars + 8u;

@@ -1,0 +1,47 @@
+/* fa_bwd_sm90_ordered.h - host side of the pipelined Hopper backward's deterministic dQ
+ * (kDq = FA_BWD_SM90_DQ_ORDERED, fa_bwd_sm90_pipe_dq_order.cuh): when a call asks for it
+ * (FLASH_ATTN_C_SM90_BWD_DET=ordered) and where its dq_accum and turn counters live in the
+ * workspace (layout: fa_bwd_host.h, fa_bwd_ordered_dq_need). Host code only, included by
+ * fa_bwd_sm90.cu alone.
+ */
+#ifndef FA_BWD_SM90_ORDERED_H
+#define FA_BWD_SM90_ORDERED_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "flash_attn_c.h"
+#include "fa_bwd_host.h"               /* fa_bwd_ordered_dq_need, fa_bwd_ordered_dq_args */
+#include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg */
+
+/* FLASH_ATTN_C_SM90_BWD_DET=ordered asks deterministic calls for the ORDERED instance (read on
+ * every call). Host-only test of the call's shape: deterministic, dense, fp16/bf16, d <= 128
+ * (the staged-dQ instances); the TMA maps and the workspace are checked later
+ * (fa_bwd_sm90_ordered_args, fa_bwd_sm90_pipe_prepare). */
+static int fa_bwd_sm90_det_ordered(const fa_params *p)
+{
+    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
+    return env != NULL && strcmp(env, "ordered") == 0 && p->deterministic && p->cu_seqlens_q == NULL &&
+           p->cu_seqlens_k == NULL && p->head_dim >= 8 && p->head_dim <= 128 && p->head_dim % 8 == 0;
+}
+
+/* Query rows per turn counter: the pipelined kernel's Br (d <= 128). */
+static int fa_bwd_sm90_ordered_rows(const fa_params *p)
+{
+    return p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
+}
+
+/* a (fa_bwd_fill_args(p)) with the ordered dQ's dq_accum and turn counters when this call asks for
+ * it and the caller's workspace holds them (one sized without the variable does not: the call
+ * then keeps the dK/dV + ordered dQ pass path); 1 if so. */
+static int fa_bwd_sm90_ordered_args(const fa_params *p, fa_bwd_args *a)
+{
+    if (!fa_bwd_sm90_det_ordered(p)) return 0;
+    const int rows = fa_bwd_sm90_ordered_rows(p);
+    const size_t need = fa_bwd_ordered_dq_need(p, rows);
+    if (need == 0 || p->workspace == NULL || p->workspace_bytes < need) return 0;
+    fa_bwd_ordered_dq_args(p, rows, a);
+    return 1;
+}
+
+#endif /* FA_BWD_SM90_ORDERED_H */
