@@ -89,6 +89,29 @@ static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, 
     }
 }
 
+/* dq_accum (total_q, h, d) rows i0 + row0 + 16 wq + g + 8 half, dims col0 + 8 jn + 2 t += this
+ * thread's fragments of a 64-query x kN-dim dQ tile (unscaled; the convert kernel applies the
+ * scale). Rows past sq and dims past d are not added. (wq, g, t): warp in the warpgroup, lane / 4,
+ * lane % 4, as the caller computed them (a different derivation changes the caller's SASS). */
+template <int kN>
+static __device__ __forceinline__ void thread_red_add_dq(const fa_bwd_args &a, const fa_seq &seq,
+                                                         const float (&dqa)[kN / 2], int h, int i0, int row0,
+                                                         int col0, int wq, int g, int t)
+{
+    float *acc = a.dq_accum + ((seq.q_row0 + i0) * a.heads + h) * (int64_t)a.head_dim;
+    /* 32-bit offsets within the tile (fewer 64-bit address registers at the 240 cap): at most
+     * Br x heads x d < 128 x 65536 x 128 = 2^30 (d <= 128), 64 x 65536 x 256 = 2^30 (d = 256) */
+    const int row_step = a.heads * a.head_dim;
+#pragma unroll
+    for (int jn = 0; jn < kN / 8; ++jn)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int m = row0 + 16 * wq + g + 8 * half, col = col0 + 8 * jn + 2 * t;
+            if (i0 + m < seq.sq && col < a.head_dim)
+                fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
+        }
+}
+
 /* dQ = dS K of this consumer warpgroup's 64-query x N-dim tile (fa_bwd_pipe_dq_split) over all Bc
  * keys, issued and committed: A = the 64-query column block of dS^T (sds) that holds its queries,
  * B = K from its first dim (N = 32 at dims 32..63: 64 bytes into the column block). */
@@ -119,7 +142,6 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     constexpr uint32_t kQBytes = Br * D * 2;
     const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
-    const int sq = seq.sq;
     const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
 
     uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
@@ -149,20 +171,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     /* why: dK/dV/dQ wgmmas of this thread completed, LSE/D read: the slot may be refilled */
     thread_release_bwd_slot(sm.empty + 8u * stage);
 
-    /* dq_accum (total_q, h, d) += dS K (unscaled; the convert kernel applies the scale) */
-    float *acc = a.dq_accum + ((seq.q_row0 + i0) * a.heads + h) * (int64_t)a.head_dim;
-    /* 32-bit offsets within the tile (fewer 64-bit address registers at the 240 cap): at most
-     * Br x heads x d < 128 x 65536 x 128 = 2^30 */
-    const int row_step = a.heads * a.head_dim;
-#pragma unroll
-    for (int jn = 0; jn < Dq::kN / 8; ++jn)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int m = Dq::row0(wg) + 16 * wq + g + 8 * half;
-            const int col = Dq::col0(wg) + 8 * jn + 2 * t;
-            if (i0 + m < sq && col < a.head_dim)
-                fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
-        }
+    thread_red_add_dq<Dq::kN>(a, seq, dqa, h, i0, Dq::row0(wg), Dq::col0(wg), wq, g, t);
 }
 
 /* One consumer tile, kDq = TMA, FA3's order: dQ = dS K overlaps the dK product, its fragments go

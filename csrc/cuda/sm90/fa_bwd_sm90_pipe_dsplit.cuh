@@ -30,30 +30,10 @@
 #ifndef FA_BWD_SM90_PIPE_DSPLIT_CUH
 #define FA_BWD_SM90_PIPE_DSPLIT_CUH
 
-#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot */
+#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, thread_red_add_dq */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
 #if FA_SM90_DEVICE
-
-/* dq_accum (total_q, h, d) rows i0 + 16 wq + g + 8 half, dims col0 + 8 jn + 2 t += this thread's
- * fragments of a 64-query x 64-dim dQ tile (unscaled; the convert kernel applies the scale). Rows
- * past sq and dims past d are not added. */
-static __device__ __forceinline__ void thread_red_add_dq64(const fa_bwd_args &a, const fa_seq &seq,
-                                                           const float (&dqa)[32], int h, int i0, int col0)
-{
-    const int lane = threadIdx.x % 32, wq = (threadIdx.x / 32) % 4, g = lane / 4, t = lane % 4;
-    float *acc = a.dq_accum + ((seq.q_row0 + i0) * a.heads + h) * (int64_t)a.head_dim;
-    /* 32-bit offsets within the tile: at most 64 x heads x d < 64 x 65536 x 256 = 2^30 */
-    const int row_step = a.heads * a.head_dim;
-#pragma unroll
-    for (int jn = 0; jn < 8; ++jn)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int m = 16 * wq + g + 8 * half, col = col0 + 8 * jn + 2 * t;
-            if (i0 + m < seq.sq && col < a.head_dim)
-                fa_red_add_f32x2(acc + m * row_step + col, dqa[4 * jn + 2 * half], dqa[4 * jn + 2 * half + 1]);
-        }
-}
 
 /* One consumer tile at d = 256 (header). dk, dv: this warpgroup's 128 dims; buf: byte offset of
  * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows. */
@@ -155,10 +135,13 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     fa_wgmma_commit();
     fa_wgmma_wait<1>(); /* dQ lo done */
     fa_reg_fence(dq0);
-    thread_red_add_dq64(a, seq, dq0, h, i0, (D / 2) * wg);
+    /* wq, g, t again, from threadIdx.x (unsigned) rather than tid: keeps this instance's SASS
+     * (passing the tid-derived ones reschedules it, nvcc 13.0) */
+    const int rlane = threadIdx.x % 32, rwq = (threadIdx.x / 32) % 4, rg = rlane / 4, rt = rlane % 4;
+    thread_red_add_dq<64>(a, seq, dq0, h, i0, 0, (D / 2) * wg, rwq, rg, rt);
     fa_wgmma_wait<0>();
     fa_reg_fence(dq1);
-    thread_red_add_dq64(a, seq, dq1, h, i0, (D / 2) * wg + 64);
+    thread_red_add_dq<64>(a, seq, dq1, h, i0, 0, (D / 2) * wg + 64, rwq, rg, rt);
 }
 
 /* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread at d = 256: rows j0 + 16 wq + g
