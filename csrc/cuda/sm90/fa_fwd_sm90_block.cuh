@@ -143,6 +143,25 @@ static __device__ __forceinline__ fa_sm90_layout fa_sm90_smem_carve(const void *
     return sm;
 }
 
+/* Thread 0's initialization of the layout's mbarriers (and with kQEmpty bar_qempty, the persistent
+ * kernel's Q-empty barrier), fenced for the async proxy; the caller's __syncthreads publishes
+ * them. Arrival counts: Q full and K/V full 1 (the producer's arrive.expect_tx), K/V empty and Q
+ * empty 4 kWG (one arrival per consumer warp). */
+template <int kWG, int kStages, bool kQEmpty>
+static __device__ __forceinline__ void thread_init_fwd_bars(const fa_sm90_layout &sm, uint32_t bar_qempty)
+{
+    fa_mbar_init(sm.bar_q, 1);
+    if (kQEmpty) fa_mbar_init(bar_qempty, 4 * kWG); /* one arrival per consumer warp and item */
+#pragma unroll
+    for (int st = 0; st < kStages; ++st) {
+        fa_mbar_init(sm.bar_kfull + 8u * st, 1);       /* the producer's arrive.expect_tx */
+        fa_mbar_init(sm.bar_vfull + 8u * st, 1);
+        fa_mbar_init(sm.bar_kempty + 8u * st, 4 * kWG); /* one arrival per consumer warp */
+        fa_mbar_init(sm.bar_vempty + 8u * st, 4 * kWG);
+    }
+    fa_mbar_init_fence();
+}
+
 /* The fa_sm90_rows of consumer thread tid (warps 4 ..) for the item rows [m0, ...) of a sequence
  * of sq query rows (the one-block kernel spells the same out inline, in its original order: a
  * call here changed its SASS). */

@@ -81,17 +81,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     if (!fa_sm90_item_get<Br, Bc, kVarlen>(a, m_block, h, b, &it)) return;
     const int m0 = it.m0;
 
-    if (tid == 0) {
-        fa_mbar_init(sm.bar_q, 1);
-#pragma unroll
-        for (int st = 0; st < kStages; ++st) {
-            fa_mbar_init(sm.bar_kfull + 8u * st, 1);       /* the producer's arrive.expect_tx */
-            fa_mbar_init(sm.bar_vfull + 8u * st, 1);
-            fa_mbar_init(sm.bar_kempty + 8u * st, 4 * kWG); /* one arrival per consumer warp */
-            fa_mbar_init(sm.bar_vempty + 8u * st, 4 * kWG);
-        }
-        fa_mbar_init_fence();
-    }
+    if (tid == 0) thread_init_fwd_bars<kWG, kStages, false>(sm, 0u);
     /* why: the barriers must be initialized before any thread waits on them or TMA signals them */
     __syncthreads();
 

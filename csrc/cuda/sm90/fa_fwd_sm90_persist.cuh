@@ -84,18 +84,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         a.rng_state[1] = (int64_t)offset;
     }
 
-    if (tid == 0) {
-        fa_mbar_init(sm.bar_q, 1);
-        fa_mbar_init(bar_qempty, 4 * kWG);  /* one arrival per consumer warp and item */
-#pragma unroll
-        for (int st = 0; st < kStages; ++st) {
-            fa_mbar_init(sm.bar_kfull + 8u * st, 1);       /* the producer's arrive.expect_tx */
-            fa_mbar_init(sm.bar_vfull + 8u * st, 1);
-            fa_mbar_init(sm.bar_kempty + 8u * st, 4 * kWG); /* one arrival per consumer warp */
-            fa_mbar_init(sm.bar_vempty + 8u * st, 4 * kWG);
-        }
-        fa_mbar_init_fence();
-    }
+    if (tid == 0) thread_init_fwd_bars<kWG, kStages, true>(sm, bar_qempty);
     /* why: the barriers must be initialized before any thread waits on them or TMA signals them */
     __syncthreads();
 
