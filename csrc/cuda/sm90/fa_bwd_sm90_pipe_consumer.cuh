@@ -193,13 +193,8 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
     uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
     warpgroup_tile_pds<kBf16, D, Br, true>(a, seq, sm, stage, phase, sds, i0, j0, lse_s, dsum_s, pa, dsa);
     fa_wgmma_fence();
-    {
-        const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
-#pragma unroll
-        for (int kk = 0; kk < Br / 16; ++kk)
-            fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
-        fa_wgmma_commit(); /* group: dV */
-    }
+    warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
+    fa_wgmma_commit(); /* group: dV */
     fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
     /* why: the dQ product reads the dS^T rows of both warpgroups */
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
@@ -208,13 +203,8 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
     fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
     fa_reg_fence(dv);
     fa_wgmma_fence();
-    {
-        const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
-#pragma unroll
-        for (int kk = 0; kk < Br / 16; ++kk)
-            fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
-        fa_wgmma_commit(); /* group: dK */
-    }
+    warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
+    fa_wgmma_commit(); /* group: dK */
     fa_wgmma_wait<1>(); /* dQ done, dK may still run */
     fa_reg_fence(dqa);
     const uint32_t stg = sm.dq + (uint32_t)wg * Dq::kStageBytes;

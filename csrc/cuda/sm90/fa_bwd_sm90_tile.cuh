@@ -124,6 +124,19 @@ static __device__ __forceinline__ void thread_ds_t(float (&dp)[Br / 2], const fl
         }
 }
 
+/* acc += A B over Br queries (RS: A = P^T or dS^T as fragments of 16 queries per k-step; B = dO or
+ * Q of the slot at b_st, [Br queries][D dims] MN-major, 2048 bytes per k-step), issued (the caller
+ * commits). */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void warpgroup_gemm_rs_q(float (&acc)[D / 2], const uint32_t (&af)[Br / 16][4],
+                                                          uint32_t b_st)
+{
+    const uint64_t bmn = fa_wgmma_desc_sw128(b_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk)
+        fa_wgmma_rs_tb<D, kBf16>(acc, af[kk], fa_wgmma_desc_add(bmn, (uint32_t)kk * 2048u), 1);
+}
+
 /* dV += P^T dO and dK += dS^T Q (RS: P^T, dS^T as A fragments of 16 queries per k-step; Q and dO
  * of the slot MN-major), issued as one group (the caller commits). */
 template <bool kBf16, int D, int Br>
@@ -132,14 +145,8 @@ static __device__ __forceinline__ void warpgroup_gemm_dv_dk(float (&dv)[D / 2], 
                                                            const uint32_t (&dsa)[Br / 16][4], uint32_t q_st,
                                                            uint32_t do_st)
 {
-    const uint64_t dQmn = fa_wgmma_desc_sw128(q_st, (uint32_t)Br * 128u, 1024u);
-    const uint64_t dOmn = fa_wgmma_desc_sw128(do_st, (uint32_t)Br * 128u, 1024u);
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk)
-        fa_wgmma_rs_tb<D, kBf16>(dv, pa[kk], fa_wgmma_desc_add(dOmn, (uint32_t)kk * 2048u), 1);
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk)
-        fa_wgmma_rs_tb<D, kBf16>(dk, dsa[kk], fa_wgmma_desc_add(dQmn, (uint32_t)kk * 2048u), 1);
+    warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
+    warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
 }
 
 #endif /* FA_SM90_DEVICE */
