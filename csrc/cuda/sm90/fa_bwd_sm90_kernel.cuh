@@ -184,19 +184,15 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         }
         /* dS^T to shared memory for dQ: row = key (64 wg + 16 wq + g + 8 half), query pair 2t of
          * n-block jn; exactly the u32 of dsa: dsa[kk][0..3] = (g, jn=2kk), (g+8, 2kk), (g, 2kk+1),
-         * (g+8, 2kk+1). Not when deterministic: the ordered dQ pass computes dQ. Written out rather
-         * than shared with the pipelined kernel's st.shared loop (warpgroup_tile_pds): as one helper
-         * the d = 64 atomic-dQ instances spilled 24 bytes (nvcc 13.0). */
+         * (g+8, 2kk+1) (fa_ds_t_off). Not when deterministic: the ordered dQ pass computes dQ. A
+         * plain store rather than the pipelined kernel's st.shared (warpgroup_tile_pds): as one
+         * store helper the d = 64 atomic-dQ instances spilled 24 bytes (nvcc 13.0, rechecked). */
         if (kDq) {
             unsigned char *base = fa_bwd_sm90_smem + (sdS - fa_smem_u32(fa_bwd_sm90_smem));
 #pragma unroll
             for (int kk = 0; kk < Br / 16; ++kk)
 #pragma unroll
-                for (int q = 0; q < 4; ++q) {
-                    const int r = 64 * wg + 16 * wq + g + 8 * (q & 1);
-                    const int c = 8 * (2 * kk + (q >> 1)) + 2 * t;
-                    *(uint32_t *)(base + fa_sw128_off<Bc>(r, c)) = dsa[kk][q];
-                }
+                for (int q = 0; q < 4; ++q) *(uint32_t *)(base + fa_ds_t_off(kk, q, wg, wq, g, t)) = dsa[kk][q];
         }
 
         fa_wgmma_fence();

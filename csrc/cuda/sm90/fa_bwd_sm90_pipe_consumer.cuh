@@ -81,11 +81,9 @@ static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, 
 #pragma unroll
         for (int kk = 0; kk < Br / 16; ++kk)
 #pragma unroll
-            for (int q = 0; q < 4; ++q) {
-                const int r = 64 * wg + 16 * wq + g + 8 * (q & 1);
-                const int c = 8 * (2 * kk + (q >> 1)) + 2 * t;
-                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + fa_sw128_off<Bc>(r, c)), "r"(dsa[kk][q]) : "memory");
-            }
+            for (int q = 0; q < 4; ++q)
+                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + fa_ds_t_off(kk, q, wg, wq, g, t)), "r"(dsa[kk][q])
+                             : "memory");
     }
 }
 

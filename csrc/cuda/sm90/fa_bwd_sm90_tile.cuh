@@ -124,6 +124,17 @@ static __device__ __forceinline__ void thread_ds_t(float (&dp)[Br / 2], const fl
         }
 }
 
+/* Byte offset in the [Bc keys][Br queries] swizzled dS^T tile of u32 dsa[kk][q] of thread (wg, wq,
+ * g, t): row = key 64 wg + 16 wq + g + 8 (q & 1), query pair 2t of n-block 2 kk + (q >> 1). The
+ * callers keep their own store (as one store helper the one-block kernel's d = 64 atomic-dQ
+ * instances spilled 24 bytes, nvcc 13.0). */
+static __device__ __forceinline__ uint32_t fa_ds_t_off(int kk, int q, int wg, int wq, int g, int t)
+{
+    const int r = 64 * wg + 16 * wq + g + 8 * (q & 1);
+    const int c = 8 * (2 * kk + (q >> 1)) + 2 * t;
+    return fa_sw128_off<FA_BWD_SM90_BC>(r, c);
+}
+
 /* acc += A B over Br queries (RS: A = P^T or dS^T as fragments of 16 queries per k-step; B = dO or
  * Q of the slot at b_st, [Br queries][D dims] MN-major, 2048 bytes per k-step), issued (the caller
  * commits). */
