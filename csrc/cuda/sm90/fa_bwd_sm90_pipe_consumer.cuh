@@ -87,6 +87,18 @@ static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, 
     }
 }
 
+/* End of a consumer tile without dQ (kDq = NONE): the committed dV / dK group completes, then this
+ * thread releases the slot (empty: its EMPTY mbarrier). kN: dK / dV accumulators per thread. */
+template <int kN>
+static __device__ __forceinline__ void warpgroup_end_tile_no_dq(float (&dk)[kN], float (&dv)[kN], uint32_t empty)
+{
+    fa_wgmma_wait<0>();
+    fa_reg_fence(dk);
+    fa_reg_fence(dv);
+    /* why: this thread's reads of the slot (dK/dV wgmmas, LSE, D) are complete: 1 of 256 arrivals */
+    thread_release_bwd_slot(empty);
+}
+
 /* dq_accum (total_q, h, d) rows i0 + row0 + 16 wq + g + 8 half, dims col0 + 8 jn + 2 t += this
  * thread's fragments of a 64-query x kN-dim dQ tile (unscaled; the convert kernel applies the
  * scale). Rows past sq and dims past d are not added. (wq, g, t): warp in the warpgroup, lane / 4,
@@ -149,11 +161,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     warpgroup_gemm_dv_dk<kBf16, D, Br>(dv, dk, pa, dsa, q_st, do_st);
     fa_wgmma_commit();
     if (kDq == FA_BWD_SM90_DQ_NONE) {
-        fa_wgmma_wait<0>();
-        fa_reg_fence(dk);
-        fa_reg_fence(dv);
-        /* why: this thread's reads of the slot (dK/dV wgmmas, LSE, D) are complete: 1 of 256 arrivals */
-        thread_release_bwd_slot(sm.empty + 8u * stage);
+        warpgroup_end_tile_no_dq(dk, dv, sm.empty + 8u * stage);
         return;
     }
 

@@ -30,7 +30,7 @@
 #ifndef FA_BWD_SM90_PIPE_DSPLIT_CUH
 #define FA_BWD_SM90_PIPE_DSPLIT_CUH
 
-#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, thread_red_add_dq */
+#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, thread_red_add_dq, warpgroup_end_tile_no_dq */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
 #if FA_SM90_DEVICE
@@ -111,11 +111,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     warpgroup_gemm_dv_dk<kBf16, D / 2, Br>(dv, dk, pa, dsa, q_st + cb_off, do_st + cb_off);
     fa_wgmma_commit();
     if (kDq == FA_BWD_SM90_DQ_NONE) {
-        fa_wgmma_wait<0>();
-        fa_reg_fence(dk);
-        fa_reg_fence(dv);
-        /* why: this thread's reads of the slot (dK/dV wgmmas, LSE, D) are complete: 1 of 256 arrivals */
-        thread_release_bwd_slot(sm.empty + 8u * stage);
+        warpgroup_end_tile_no_dq(dk, dv, sm.empty + 8u * stage);
         return;
     }
 
