@@ -47,13 +47,20 @@ if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
   log "compute-sanitizer on small harness subsets (memcheck everywhere; racecheck, synccheck on the Hopper kernels)"
   # bwd_sm90_check runs every case in all its modes (sm90, pipe = FLASH_ATTN_C_SM90_BWD_PIPE=1, pipe tma
   # = =2: the dQ-writer warp and its named barriers), so each --filter below covers all three kernels;
-  # --filter sq1025: long query ranges per CTA (17 query blocks: many dQ FULL/EMPTY generations)
+  # --filter sq1025: long query ranges per CTA (17 query blocks: many dQ FULL/EMPTY generations; it
+  # selects the d = 64 and d = 256 tiles' sq1025 cases too); --filter d256: the dim-split instance
+  # (d 136..256); --det: only the ORDERED deterministic instance (FLASH_ATTN_C_SM90_BWD_DET=ordered,
+  # the harness sets it); -k persist: the persistent forward's cases (items without key tiles too)
   for c in "memcheck dev/bin/fwd/fwd_check -k varlen" "memcheck dev/bin/fwd_sm90/sm90_check -k varlen" \
            "memcheck dev/bin/bwd/bwd_check --filter varlen" "memcheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
            "racecheck dev/bin/fwd_sm90/sm90_check -k varlen" "synccheck dev/bin/fwd_sm90/sm90_check -k varlen" \
            "racecheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" "synccheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
            "racecheck dev/bin/bwd_sm90/bwd_sm90_check --filter sq1025" "synccheck dev/bin/bwd_sm90/bwd_sm90_check --filter sq1025" \
-           "memcheck dev/bin/fwd_sm90/sm90_check -k feat" "racecheck dev/bin/fwd_sm90/sm90_check -k feat"; do
+           "memcheck dev/bin/fwd_sm90/sm90_check -k feat" "racecheck dev/bin/fwd_sm90/sm90_check -k feat" \
+           "memcheck dev/bin/bwd_sm90/bwd_sm90_check --filter d256" "synccheck dev/bin/bwd_sm90/bwd_sm90_check --filter d256" \
+           "memcheck dev/bin/bwd_sm90/bwd_sm90_check --det --filter gqa" "racecheck dev/bin/bwd_sm90/bwd_sm90_check --det --filter gqa" \
+           "synccheck dev/bin/bwd_sm90/bwd_sm90_check --det --filter gqa" \
+           "racecheck dev/bin/fwd_sm90/sm90_check -k persist" "synccheck dev/bin/fwd_sm90/sm90_check -k persist"; do
     set -- $c; tool=$1; shift
     [ -x "$1" ] || { echo "== $1 missing (not built)"; continue; }
     echo "== compute-sanitizer --tool $tool $*"
