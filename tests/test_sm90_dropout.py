@@ -146,4 +146,5 @@ def test_sm90_dropout_matches_oracle_and_sm80(device, dtype, b, sq, sk, h, hk, d
     monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_DROPOUT")
     with flash_attn_c.fixed_dropout_seed(seed, offset), torch.no_grad():
         out80 = call()
-    torch.testing.assert_close(out.detach().float(), out80.float(), atol=2e-2, rtol=0)
+    # kept P is scaled by 1 / (1 - p): so is the low-precision rounding the two kernels differ by
+    torch.testing.assert_close(out.detach().float(), out80.float(), atol=2e-2 / (1 - p), rtol=0)
