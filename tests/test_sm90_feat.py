@@ -32,7 +32,8 @@ FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]
 CASES = [(d, i, causal) for d in (64, 128, 256, 80) for i in range(len(FEATS)) for causal in (False, True)]
 
 
-# fa_fwd_sm90_kernel<kBf16, D, Br, Bc, kStages, kFeat, kVarlen>: kFeat is template argument 5
+# fa_fwd_sm90_kernel<kBf16, D, Br, Bc, kStages, kFeat, kVarlen, kDrop>: kFeat is template argument 5
+# (the kDrop instance has kFeat = true too; these tests make no dropout calls)
 _FEAT_ARG = 5
 _MANGLED_FEAT = re.compile(r"fa_fwd_sm90_kernelILb[01]E(?:Li\d+E){4}Lb1E")
 

@@ -15,7 +15,9 @@
  * "dispatch" checks go through fa_fwd_cuda() with FLASH_ATTN_C_SM90=1: the plain path must give
  * the sm90 kernel's bits, and calls outside its scope (probabilities, dropout, d = 32, softcap
  * with FLASH_ATTN_C_SM90_FEAT=0) must fall back to the sm80 kernels and still be right. The
- * "feat" cases run softcap and ALiBi on the sm90 kernel's kFeat variant directly. The pieces shared with
+ * "feat" cases run softcap and ALiBi on the sm90 kernel's kFeat variant directly; the "drop" cases
+ * dropout on its kDrop instance (FLASH_ATTN_C_SM90_FWD_DROPOUT=1 set for them), against the
+ * reference with the same Philox mask (fa_dropout_keep: same seed / offset). The pieces shared with
  * dev/fwd/fwd_check.cu (random inputs, call geometry, tolerance rule, benchmark timer) are in
  * dev/common/.
  */
@@ -39,10 +41,13 @@
 static check_rng g_rng = {0x2545F4914F6CDD1Dull};
 
 /* FLASH_ATTN_C_SM90 for the dispatch cases; FLASH_ATTN_C_SM90_FEAT unset (the default: softcap /
- * ALiBi on the sm90 kernel) where a case expects that kernel, else 0 (the sm80 kernels), whatever
- * the caller's environment holds. */
-static void set_sm90_env(int on, int feat)
+ * ALiBi on the sm90 kernel) where a case expects that kernel, else 0 (the sm80 kernels);
+ * FLASH_ATTN_C_SM90_FWD_DROPOUT=1 (opt-in) for the dropout cases of the sm90 kernel, else unset
+ * (the default: dropout on the sm80 kernels), whatever the caller's environment holds. */
+static void set_sm90_env(int on, int feat, int drop)
 {
+    if (drop) setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", "1", 1);
+    else unsetenv("FLASH_ATTN_C_SM90_FWD_DROPOUT");
     /* the sm90 path is the default: the sm80 reference runs need it off explicitly */
     setenv("FLASH_ATTN_C_SM90", on ? "1" : "0", 1);
     if (feat) unsetenv("FLASH_ATTN_C_SM90_FEAT");
@@ -52,8 +57,8 @@ static void set_sm90_env(int on, int feat)
 /* ---- cases ----------------------------------------------------------------------------- */
 
 /* fwd_case.path: fa_fwd_sm90 directly / fa_fwd_cuda with the env on. fwd_make_case gives
- * PATH_SM90 and expect_sm90 = 1; dropout and probabilities appear only in the dispatch checks
- * (features the sm90 kernel does not take). */
+ * PATH_SM90 and expect_sm90 = 1; probabilities and varlen dropout appear only in the dispatch
+ * checks (features the sm90 kernel does not take). */
 enum { PATH_SM90 = 0, PATH_DISPATCH = 1 };
 
 /* the feature suffixes of the name */
@@ -71,6 +76,7 @@ static void finish_name(fwd_case *c)
     if (c->alibi) n += snprintf(c->name + n, sizeof c->name - n, " alibi%s", c->alibi == 1 ? "(h)" : "(b,h)");
     if (c->dropout > 0) n += snprintf(c->name + n, sizeof c->name - n, " drop%g", c->dropout);
     if (c->probs) n += snprintf(c->name + n, sizeof c->name - n, " probs");
+    if (c->seed_ptr) n += snprintf(c->name + n, sizeof c->name - n, " seedptr");
     if (c->path == PATH_DISPATCH) n += snprintf(c->name + n, sizeof c->name - n, " [dispatch]");
 }
 
@@ -130,7 +136,7 @@ static void run_case(const fwd_case &c)
     /* device */
     uint16_t *dO = NULL, *dP = NULL;
     float *dlse = NULL, *dslopes = NULL;
-    int64_t *drng = NULL;
+    int64_t *drng = NULL, *dseed = NULL;
     fa_params pg = p;
     fwd_dev_inputs din;
     fwd_upload_inputs(&g, hq, hkv_k, hkv_v, &din, &pg);
@@ -142,6 +148,16 @@ static void run_case(const fwd_case &c)
     pg.lse = dlse;
     pg.p = dP;
     pg.rng_state = drng;
+    if (c.seed_ptr) {
+        /* graph-capture mode (as dev/fwd): seed = *seed_ptr, offset = *offset_ptr + add */
+        int64_t so[2] = {(int64_t)p.seed, (int64_t)p.offset - 7};
+        dseed = (int64_t *)check_to_device(so, 2, sizeof(int64_t));
+        pg.philox_seed_ptr = dseed;
+        pg.philox_offset_ptr = dseed + 1;
+        pg.philox_offset_add = 7;
+        pg.seed = 1;  /* must be ignored */
+        pg.offset = 2;
+    }
     if (c.alibi) dslopes = (float *)check_to_device(slopes.data(), slopes.size(), 4);
     pg.alibi_slopes = dslopes;
     void *dws = NULL;  /* scratch of the split-KV kernel (short query blocks) */
@@ -153,7 +169,8 @@ static void run_case(const fwd_case &c)
 
     int ok = 1;
     char why[160] = "";
-    set_sm90_env(c.path == PATH_DISPATCH, c.path == PATH_DISPATCH && c.expect_sm90 && (c.softcap > 0 || c.alibi));
+    set_sm90_env(c.path == PATH_DISPATCH, c.path == PATH_DISPATCH && c.expect_sm90 && (c.softcap > 0 || c.alibi),
+                 c.dropout > 0 && (c.expect_sm90 || c.varlen));
     if (c.path == PATH_SM90 && !fa_fwd_sm90_can_run(&pg)) {
         snprintf(why, sizeof why, "fa_fwd_sm90_can_run() refused the case");
         ok = 0;
@@ -231,7 +248,7 @@ static void run_case(const fwd_case &c)
     }
     if (persist_was_set) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", persist_env, 1);
     else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST");
-    set_sm90_env(0, 0);
+    set_sm90_env(0, 0, 0);
 
     /* compare (only what ran) */
     fwd_errors e;
@@ -255,7 +272,7 @@ static void run_case(const fwd_case &c)
     check_count(&g_tally, ok);
 
     fwd_free_inputs(&din);
-    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(dslopes); cudaFree(drng); cudaFree(dws);
+    cudaFree(dO); cudaFree(dP); cudaFree(dlse); cudaFree(dslopes); cudaFree(drng); cudaFree(dseed); cudaFree(dws);
     CK(cudaStreamDestroy(stream));
 }
 
@@ -371,6 +388,38 @@ static std::vector<fwd_case> build_cases(void)
                 finish_name(&vl);
                 v.push_back(vl);
             }
+        /* dropout (the kDrop instance, called directly): every bucket (its tile is kFeat's),
+         * awkward shapes, causal and not, a window, GQA, with softcap / ALiBi, the device seed */
+        for (int d : {64, 80, 128, 256}) {
+            const int ds[][4] = {{1, 1, 2, 3}, {17, 17, 2, 3}, {97, 33, 2, 3}, {33, 97, 2, 3}, {300, 517, 2, 4}};
+            for (auto &s : ds)
+                for (int causal = 0; causal < 2; ++causal) {
+                    const int hk = s[3] % 2 ? s[3] : s[3] / 2;  /* 3 heads: MHA; 4 heads: GQA 4 / 2 */
+                    fwd_case c = fwd_make_case("drop", dt, s[2], s[3], hk, d, s[0], s[1]);
+                    c.dropout = causal ? 0.17f : 0.5f;
+                    if (causal) c.right = 0;
+                    finish_name(&c);
+                    v.push_back(c);
+                }
+            fwd_case w = fwd_make_case("drop", dt, 1, 8, 2, d, 700, 900);
+            w.dropout = 0.3f; w.left = 130; w.right = 20;
+            finish_name(&w);
+            v.push_back(w);
+            fwd_case f = fwd_make_case("drop", dt, 2, 4, 2, d, 300, 517);
+            f.dropout = 0.2f; f.softcap = 6.f; f.alibi = 2; f.right = 0;
+            finish_name(&f);
+            v.push_back(f);
+            fwd_case sp = fwd_make_case("drop", dt, 2, 2, 2, d, 64, 80);
+            sp.dropout = 0.25f; sp.seed_ptr = 1;
+            finish_name(&sp);
+            v.push_back(sp);
+        }
+        if (dt == FA_BF16) {
+            fwd_case c = fwd_make_case("drop", dt, 1, 2, 1, 128, 2048, 2048);  /* many key tiles */
+            c.dropout = 0.1f; c.right = 0;
+            finish_name(&c);
+            v.push_back(c);
+        }
         /* the persistent grid (d = 64: Br 192, d = 128: Br 128; H100 / H200: 132 SMs): work items
          * b h ceil(sq / Br) = 1, 131, 133 (one CTA with two items), 265 (two waves + 1), 1000+;
          * causal bottom-right with sq != sk both ways, rows / whole items without keys (sq > sk
@@ -423,6 +472,30 @@ static std::vector<fwd_case> build_cases(void)
             v.push_back(c);
         }
         {
+            /* dropout: FLASH_ATTN_C_SM90_FWD_DROPOUT=1 (run_case) gives the kDrop kernel's bits */
+            fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
+            c.dropout = 0.2f; c.right = 0; c.path = PATH_DISPATCH; c.expect_sm90 = 1;
+            finish_name(&c);
+            v.push_back(c);
+        }
+        {
+            /* dropout without the opt-in (env unset): the sm80 kernels */
+            fwd_case c = fwd_make_case("dispatch", dt, 2, 2, 2, 128, 70, 90);
+            c.dropout = 0.2f; c.path = PATH_DISPATCH; c.expect_sm90 = 0;
+            finish_name(&c);
+            v.push_back(c);
+        }
+        {
+            /* varlen dropout is not the kDrop instance's (its end-aligned tile): the sm80 kernels
+             * even with the opt-in set (run_case sets it for varlen dropout cases) */
+            fwd_case c = fwd_make_case("dispatch", dt, 6, 4, 2, 128, 0, 0);
+            c.varlen = 1; c.dropout = 0.2f; c.right = 0; c.path = PATH_DISPATCH; c.expect_sm90 = 0;
+            c.lens_q = {17, 0, 97, 1, 150, 300};
+            c.lens_k = {33, 5, 0, 1, 129, 517};
+            finish_name(&c);
+            v.push_back(c);
+        }
+        {
             fwd_case c = fwd_make_case("dispatch", dt, 2, 2, 2, 32, 70, 90);
             c.path = PATH_DISPATCH; c.expect_sm90 = 0;
             finish_name(&c);
@@ -441,7 +514,7 @@ static fa_status run_sm80(const fa_params *p, void *s)
 
 static void bench(void)
 {
-    set_sm90_env(0, 0);
+    set_sm90_env(0, 0, 0);
     printf("%-6s %-5s %-7s %-6s %-4s %-6s %10s %12s %12s\n", "dtype", "d", "seqlen", "batch", "h", "causal",
            "sm90 ms", "sm90 TFLOP/s", "sm80 TFLOP/s");
     double lg90 = 0, lg80 = 0;

@@ -44,8 +44,10 @@ int fa_fwd_sm90_can_run(const fa_params *p)
 {
     if (p == NULL) return 0;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
-    /* no probabilities or dropout; softcap and ALiBi run the kFeat variant */
-    if (p->p != NULL || p->dropout_p != 0.f) return 0;
+    /* no probabilities; softcap and ALiBi run the kFeat variant, dropout its dense kDrop instance
+     * (the varlen end-aligned tile breaks its Philox lane pairing: fa_fwd_sm90_dropout.cuh) */
+    if (p->p != NULL) return 0;
+    if (p->dropout_p != 0.f && p->cu_seqlens_q != NULL) return 0;
     if (!(p->softmax_scale > 0.f) || !isfinite(p->softmax_scale)) return 0;
     const int bucket = fa_sm90_bucket(p->head_dim);
     if (bucket == 0) return 0;
@@ -91,6 +93,10 @@ int fa_fwd_sm90_supported(const fa_params *p)
        d = 128, 1.58-1.91x at d = 256); FLASH_ATTN_C_SM90_FEAT=0 sends those calls to the sm80
        kernels. */
     if ((p->softcap != 0.f || p->alibi_slopes != NULL) && fa_env_off("FLASH_ATTN_C_SM90_FEAT")) return 0;
+    /* Dropout on the sm90 kernel (kDrop, dense): opt-in with FLASH_ATTN_C_SM90_FWD_DROPOUT=1, not
+       yet run on a GPU (compile-checked only: 0 spills); unset, those calls stay on the sm80
+       kernels. Validate with dev/fwd_sm90 (-k drop) and tests/test_sm90_dropout.py first. */
+    if (p->dropout_p != 0.f && !fa_env_flag("FLASH_ATTN_C_SM90_FWD_DROPOUT")) return 0;
     return fa_fwd_sm90_can_run(p);
 }
 
@@ -136,7 +142,7 @@ template <int D>
 static int fa_sm90_persist_ctas_for(const fa_params *p)
 {
     typedef fa_sm90_tile<D> T;
-    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL;
+    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f;
     if (!T::kPersist || feat || p->cu_seqlens_q != NULL) return 0;
     const int on = fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST")  ? 1
                    : fa_env_off("FLASH_ATTN_C_SM90_FWD_PERSIST") ? 0
@@ -165,8 +171,9 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
 {
     typedef fa_sm90_tile<D> T;
     const int varlen = p->cu_seqlens_q != NULL;
-    /* the Q box is the launched variant's Br (fa_fwd_sm90_launch_dtype picks kFeat the same way) */
-    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL;
+    /* the Q box is the launched variant's Br (fa_fwd_sm90_launch_dtype picks kFeat the same way;
+     * dropout runs in the kFeat variant too) */
+    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f;
     const int br = feat ? fa_sm90_tile<D, true>::kBr : T::kBr;
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));

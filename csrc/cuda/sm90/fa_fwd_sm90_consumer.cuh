@@ -16,6 +16,7 @@
 #define FA_FWD_SM90_CONSUMER_CUH
 
 #include "fa_fwd_sm90_math.cuh"
+#include "fa_fwd_sm90_dropout.cuh"
 
 #if FA_SM90_DEVICE
 
@@ -34,8 +35,10 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
  * values (computed in here instead, the one-block kernel's SASS changed).
  * Waits for Q on parity q_parity of sm.bar_q; takes the ring from (stage, phase), the slot of the
  * item's first tile, and leaves it at the slot after its last tile (the producer's order).
- * mul: exp2 factor of the scores (fa_fwd_sm90_kernel.cuh), slope: ALiBi (kFeat). */
-template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen>
+ * mul: exp2 factor of the scores (fa_fwd_sm90_kernel.cuh), slope: ALiBi (kFeat).
+ * kDrop (dense kFeat only): dropout on P after the softmax step, so l_i sums the undropped P as
+ * in the sm80 kernel (O = (dropout(P) V) / l, the 1 / (1 - p) in warpgroup_store_item). */
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop = false>
 static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], float (&m_i)[2], float (&l_i)[2],
                                                             const fa_fwd_args &a, const fa_sm90_layout &sm,
                                                             const fa_sm90_item &it, const fa_sm90_rows &rw, float mul,
@@ -54,6 +57,10 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     const uint32_t sQ = sm.q, sK = sm.k, sV = sm.v;
     const uint32_t bar_kfull = sm.bar_kfull, bar_vfull = sm.bar_vfull;
     const uint32_t bar_kempty = sm.bar_kempty, bar_vempty = sm.bar_vempty;
+    static_assert(!kDrop || (kFeat && !kVarlen), "dropout: the dense kFeat variant (fa_fwd_sm90_dropout.cuh)");
+    uint64_t seed = 0, offset = 0;  /* Philox, as the sm80 kernel reads them (fa_fwd.h) */
+    if (kDrop) fa_fwd_philox_seed(a, &seed, &offset);
+    const int drop_b = it.b, drop_h = it.h;  /* dropout coordinates: sequence, query head */
 
     float s[Bc / 2];
     uint32_t pa[Bc / 16][4];
@@ -91,6 +98,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     warp_release_slot(bar_kempty + 8u * stage, lane);
     thread_scores_sm90<kFeat, kNB, Bc>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
     thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
+    if (kDrop) warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc + 2 * t4, a.dropout_threshold);
     thread_pack_p<kBf16, Bc>(pa, s);
 
     /* tiles 1 .. n-1. Per tile j:
@@ -127,7 +135,12 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
          * earliest point of its basic block; in the same block as the softmax the wait below
          * was hoisted above all of it (seen in the SASS), which serialized the softmax with
          * P_{j-1} V_{j-1}. In a block of its own it stays after the softmax. */
-        if (kFeat ? a.scale_log2 > 0.f : mul > 0.f) thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
+        if (kFeat ? a.scale_log2 > 0.f : mul > 0.f) {
+            thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
+            /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
+            if (kDrop)
+                warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc + 2 * t4, a.dropout_threshold);
+        }
 
         fa_wgmma_wait<0>();  /* P_{j-1} V_{j-1} done: pa is free */
         fa_reg_fence(o);
@@ -155,8 +168,9 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
 }
 
 /* Epilogue of one item for warpgroup wg: O /= l, LSE, O through this warpgroup's Q rows of
- * shared memory as 16-byte coalesced stores. Rows without keys (l = 0): O = 0, LSE = -inf. */
-template <bool kBf16, int D, int Br, bool kVarlen>
+ * shared memory as 16-byte coalesced stores. Rows without keys (l = 0): O = 0, LSE = -inf.
+ * kDrop: O also times 1 / (1 - p) (l is the sum of the undropped P, the LSE that of softmax). */
+template <bool kBf16, int D, int Br, bool kVarlen, bool kDrop = false>
 static __device__ __forceinline__ void warpgroup_store_item(float (&o)[D / 2], const float (&m_i)[2],
                                                            const float (&l_i)[2], const fa_fwd_args &a, uint32_t sQ,
                                                            int b, int h, int q_begin, int m0, int m_end, float mul,
@@ -184,7 +198,7 @@ static __device__ __forceinline__ void warpgroup_store_item(float (&o)[D / 2], c
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const float sum = quad_allreduce_sum(l_i[half]);
-        const float inv = sum > 0.f ? 1.f / sum : 0.f;
+        const float inv = sum > 0.f ? (kDrop ? a.dropout_rescale : 1.f) / sum : 0.f;
         const float lse = sum > 0.f ? m_i[half] * mul * FA_LN2 + logf(sum) : -INFINITY;
 #pragma unroll
         for (int db = 0; db < kDB; ++db) {

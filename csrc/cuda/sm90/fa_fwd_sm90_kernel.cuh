@@ -1,6 +1,7 @@
 /* fa_fwd_sm90_kernel.cuh - FlashAttention forward on Hopper tensor cores (wgmma, sm_90a) with
- * TMA loads and a producer/consumer split, FA3-style (simplified). No dropout or probabilities
- * (fa_fwd_sm90.cu sends those to the sm80 kernels); softcap and ALiBi in the kFeat variant.
+ * TMA loads and a producer/consumer split, FA3-style (simplified). No probabilities
+ * (fa_fwd_sm90.cu sends those to the sm80 kernels); softcap and ALiBi in the kFeat variant,
+ * dropout (dense only, opt-in: FLASH_ATTN_C_SM90_FWD_DROPOUT=1) in its kDrop instance.
  * This file: the one-block __global__ kernel and the host launchers; the pieces:
  *   fa_fwd_sm90_block.cuh     shared-memory layout, named barriers, ping-pong turns, work item
  *   fa_fwd_sm90_math.cuh      the per-tile GEMMs, scores / mask, online softmax
@@ -44,8 +45,10 @@
 /* kVarlen: the sequences come from cu_seqlens (3-d tensor maps, end-aligned last tiles, borrowed V
  * rows zeroed); a compile-time flag so that the dense instances carry none of that code (as a
  * runtime test it cost the dense d = 64 kernel ~190 instructions of prologue and a different
- * schedule of its uniform datapath). The host picks the instance from prm.varlen. */
-template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen>
+ * schedule of its uniform datapath). The host picks the instance from prm.varlen.
+ * kDrop: dropout on P (fa_fwd_sm90_dropout.cuh), only with kFeat and dense (the last template
+ * argument, so the other instances keep their names and the kFeat argument's position). */
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 {
@@ -123,12 +126,12 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     if (it.n_tiles > 0) {
         int stage = 0;
         uint32_t phase = 0;
-        warpgroup_attend_item<kBf16, D, Br, Bc, kStages, kFeat, kVarlen>(o, m_i, l_i, a, sm, it, rw, mul, slope, tid, 0u,
-                                                                         stage, phase);
+        warpgroup_attend_item<kBf16, D, Br, Bc, kStages, kFeat, kVarlen, kDrop>(o, m_i, l_i, a, sm, it, rw, mul, slope,
+                                                                                tid, 0u, stage, phase);
     }
 
-    warpgroup_store_item<kBf16, D, Br, kVarlen>(o, m_i, l_i, a, sm.q, b, h, it.q_begin, m0, it.m_end, mul,
-                                                tid);
+    warpgroup_store_item<kBf16, D, Br, kVarlen, kDrop>(o, m_i, l_i, a, sm.q, b, h, it.q_begin, m0, it.m_end, mul,
+                                                       tid);
 #else
     /* Not the sm_90a pass: never launched (the host checks for the real image first). */
     __trap();
@@ -138,8 +141,9 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 typedef void (*fa_fwd_sm90_kernel_fn)(const fa_sm90_params);
 
 /* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
- * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only). */
-template <bool kBf16, int D, bool kFeat>
+ * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only); kDrop:
+ * the dense dropout instance (kFeat's tile; fa_fwd_sm90.cu never sends varlen dropout here). */
+template <bool kBf16, int D, bool kFeat, bool kDrop = false>
 static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStream_t stream)
 {
     typedef fa_sm90_tile<D, kFeat> T;
@@ -147,8 +151,15 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
     const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
     if constexpr (!kFeat && T::kPersist)
         if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
-    const fa_fwd_sm90_kernel_fn kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true>
-                                                  : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false>;
+    static_assert(!kDrop || kFeat, "dropout runs in the kFeat variant");
+    fa_fwd_sm90_kernel_fn kern;
+    if constexpr (kDrop) {
+        if (prm.varlen) return FA_ERR_UNSUPPORTED;
+        kern = fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, true>;
+    } else {
+        kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true, false>
+                          : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, false>;
+    }
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -158,13 +169,14 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
     return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
 }
 
-/* Host: the kernel of (dtype, bucket D): softcap / ALiBi take the kFeat variant (whose Q tensor
- * map the caller encoded with that variant's Br: fa_sm90_tile<D, true>). */
+/* Host: the kernel of (dtype, bucket D): softcap / ALiBi take the kFeat variant, dropout its kDrop
+ * instance (whose Q tensor map the caller encoded with that variant's Br: fa_sm90_tile<D, true>). */
 template <int kDtype, int D>
 static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_t stream)
 {
     constexpr bool kBf16 = kDtype == FA_BF16;
     const bool feat = prm.a.softcap > 0.f || prm.a.alibi_slopes != NULL;
+    if (prm.a.has_dropout) return fa_fwd_sm90_launch_variant<kBf16, D, true, true>(prm, stream);
     return feat ? fa_fwd_sm90_launch_variant<kBf16, D, true>(prm, stream)
                 : fa_fwd_sm90_launch_variant<kBf16, D, false>(prm, stream);
 }
@@ -180,7 +192,7 @@ static int fa_fwd_sm90_has_image_dtype(void)
     if (cached == 0) {
         cudaFuncAttributes attr;
         const fa_fwd_sm90_kernel_fn kern =
-            fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false, false>;  /* others: same image */
+            fa_fwd_sm90_kernel<kDtype == FA_BF16, D, T::kBr, T::kBc, T::kStages, false, false, false>;  /* others: same image */
         const bool ok = cudaFuncGetAttributes(&attr, (const void *)kern) == cudaSuccess &&
                         attr.sharedSizeBytes >= (size_t)(1 + 4 * T::kStages) * 8u;
         cached = ok ? 1 : -1;
