@@ -1,10 +1,12 @@
 """The persistent-grid Hopper forward (fa_fwd_sm90_persist.cuh: min(#work items, #SMs) CTAs, each
-walking (query block, head, batch) items longest first), selected with
-FLASH_ATTN_C_SM90_FWD_PERSIST=1 for dense calls without softcap / ALiBi at d = 64 / 128 buckets:
-forward parity against the float64 oracle (error-ratio rule) at item counts below, at and above the
-SM count (1, 131, 133, 265, 1000+), causal with sq != sk both ways (items without key tiles),
-a window that skips key tiles, GQA / MQA, both dtypes; a profiler check that the persistent
-instance is what ran (and that =0 does not run it). Runs on compute capability 9.0 only."""
+walking (query block, head, batch) items, the query blocks of a group of (batch, head) pairs
+together), selected with FLASH_ATTN_C_SM90_FWD_PERSIST=1 for dense calls without softcap / ALiBi at
+d = 64 / 128 buckets: forward parity against the float64 oracle (error-ratio rule) at item counts
+below, at and above the SM count (1, 131, 133, 265, 1000+), causal with sq != sk both ways (items
+without key tiles), a window that skips key tiles, GQA / MQA, both dtypes; the pair groups by the
+host's rule (sk = 8192: groups of 4 + 2) and forced with FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP (a
+smaller last group, groups across kv heads and batches, G = 1); a profiler check that the
+persistent instance is what ran (and that =0 does not run it). Runs on compute capability 9.0 only."""
 from __future__ import annotations
 
 import pytest
@@ -67,6 +69,8 @@ CASES = [
     (30, 300, 37, 5, 5, 128, True, (-1, -1)),    # sq > sk: items without key tiles
     (2, 700, 900, 40, 40, 64, False, (130, 20)),  # window
     (2, 513, 513, 4, 4, 80, True, (-1, -1)),     # d 80 in the 128 bucket
+    # kv head 8192 x 128 x 4 B = 4 MB, 16 MB per group: (batch, head) pairs in groups of 4 + 2
+    (1, 300, 8192, 6, 6, 128, True, (-1, -1)),
 ]
 
 
@@ -75,3 +79,22 @@ CASES = [
 def test_persist_forward(dtype, case):
     b, sq, sk, h, hk, d, causal, window = case
     check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window)
+
+
+# (G, b, sq, sk, h, hk, d, causal): the group size forced; b h not a multiple of G, G not a
+# multiple of the GQA group, G = 1 (the one-block grid's K/V order), items without key tiles
+GROUPS = [
+    (4, 30, 300, 37, 5, 5, 128, True),     # 450 items, groups 37 x 4 + 2, empty items
+    (7, 60, 200, 200, 9, 3, 64, True),     # 1080 items, groups 77 x 7 + 1, GQA
+    (5, 7, 150, 150, 19, 19, 128, False),  # 266 items, groups 26 x 5 + 3
+    (1, 6, 300, 1000, 8, 4, 128, True),    # 144 items
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("case", GROUPS, ids=[f"G{c[0]}-b{c[1]}-sq{c[2]}-sk{c[3]}-h{c[4]}/{c[5]}-d{c[6]}"
+                                              for c in GROUPS])
+def test_persist_group(dtype, case, monkeypatch):
+    g, b, sq, sk, h, hk, d, causal = case
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP", str(g))
+    check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=(-1, -1))

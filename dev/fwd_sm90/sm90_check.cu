@@ -78,6 +78,7 @@ static void finish_name(fwd_case *c)
     if (c->probs) n += snprintf(c->name + n, sizeof c->name - n, " probs");
     if (c->seed_ptr) n += snprintf(c->name + n, sizeof c->name - n, " seedptr");
     if (c->path == PATH_DISPATCH) n += snprintf(c->name + n, sizeof c->name - n, " [dispatch]");
+    if (c->persist_group > 0) n += snprintf(c->name + n, sizeof c->name - n, " G%d", c->persist_group);
 }
 
 static check_tally g_tally = {0, 0};
@@ -184,11 +185,28 @@ static void run_case(const fwd_case &c)
     char persist_env[16] = "";
     const int persist_was_set = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST") != NULL;
     if (persist_was_set) snprintf(persist_env, sizeof persist_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_PERSIST"));
+    char group_env[16] = "";
+    const int group_was_set = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP") != NULL;
+    if (group_was_set)
+        snprintf(group_env, sizeof group_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP"));
     if (c.persist) {
         setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "1", 1);
-        if (ok && fa_fwd_sm90_persist_ctas(&pg) <= 0) {
+        if (c.persist_group > 0) {
+            char gs[16];
+            snprintf(gs, sizeof gs, "%d", c.persist_group);
+            setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP", gs, 1);
+        }
+        const int ctas = fa_fwd_sm90_persist_ctas(&pg), grp = fa_fwd_sm90_persist_group(&pg);
+        const int bh = c.b * c.h, want = c.persist_group > 0 ? std::min(c.persist_group, bh) : 0;
+        if (ok && ctas <= 0) {
             snprintf(why, sizeof why, "fa_fwd_sm90_persist_ctas() = 0: the persistent grid was not selected");
             ok = 0;
+        } else if (ok && (grp < 1 || grp > bh || (want > 0 && grp != want))) {
+            snprintf(why, sizeof why, "fa_fwd_sm90_persist_group() = %d, want %d (1..b h = %d)", grp, want, bh);
+            ok = 0;
+        } else if (ok) {
+            printf("     persistent grid: %d CTAs, the %d (batch, head) pairs in groups of %d%s\n", ctas, bh, grp,
+                   bh % grp ? " (the last one smaller)" : "");
         }
     }
 
@@ -248,6 +266,8 @@ static void run_case(const fwd_case &c)
     }
     if (persist_was_set) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", persist_env, 1);
     else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST");
+    if (group_was_set) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP", group_env, 1);
+    else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP");
     set_sm90_env(0, 0, 0);
 
     /* compare (only what ran) */
@@ -435,11 +455,29 @@ static std::vector<fwd_case> build_cases(void)
                 {6, 8, 4, 128, 300, 1000, -1, 0},    /*  144 items, causal, sq < sk */
                 {30, 5, 5, 128, 300, 37, -1, 0},     /*  450 items, causal, sq > sk: empty items */
                 {2, 40, 40, 64, 700, 900, 130, 20},  /*  320 items, window */
+                /* host rule: kv head 8192 x 128 x 4 B = 4 MB, 16 MB per group: G = 4 of 6 pairs */
+                {1, 6, 6, 128, 129, 8192, -1, 0},    /*   12 items, causal, groups of 4 + 2 */
             };
             const int n_ps = dt == FA_BF16 ? (int)(sizeof ps / sizeof ps[0]) : 4;
             for (int i = 0; i < n_ps; ++i) {
                 fwd_case c = fwd_make_case("persist", dt, ps[i].b, ps[i].h, ps[i].hk, ps[i].d, ps[i].sq, ps[i].sk);
                 c.left = ps[i].left; c.right = ps[i].right; c.persist = 1;
+                finish_name(&c);
+                v.push_back(c);
+            }
+            /* the item order with a forced group size G (FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP): b h
+             * not a multiple of G (a smaller last group), G not a multiple of the GQA group (a
+             * group's pairs straddle kv heads and batches), G = 1 (the one-block grid's order) */
+            struct { int b, h, hk, d, sq, sk, right, g; } pg[] = {
+                {30, 5, 5, 128, 300, 37, 0, 4},      /* 450 items, empty items, groups 37 x 4 + 2 */
+                {60, 9, 3, 64, 200, 200, 0, 7},      /* 1080 items, GQA, groups 77 x 7 + 1 */
+                {6, 8, 4, 128, 300, 1000, 0, 1},     /* 144 items, one pair per group */
+                {7, 19, 19, 128, 150, 150, -1, 5},   /* 266 items, groups 26 x 5 + 3 */
+            };
+            const int n_pg = dt == FA_BF16 ? (int)(sizeof pg / sizeof pg[0]) : 1;
+            for (int i = 0; i < n_pg; ++i) {
+                fwd_case c = fwd_make_case("persist", dt, pg[i].b, pg[i].h, pg[i].hk, pg[i].d, pg[i].sq, pg[i].sk);
+                c.right = pg[i].right; c.persist = 1; c.persist_group = pg[i].g;
                 finish_name(&c);
                 v.push_back(c);
             }
@@ -532,7 +570,8 @@ static void bench(void)
                     exit(1);
                 }
                 if (fa_fwd_sm90_persist_ctas(&p) > 0)  /* FLASH_ATTN_C_SM90_FWD_PERSIST=1 */
-                    printf("(persistent grid, %d CTAs)\n", fa_fwd_sm90_persist_ctas(&p));
+                    printf("(persistent grid, %d CTAs, groups of %d of %d (batch, head) pairs)\n",
+                           fa_fwd_sm90_persist_ctas(&p), fa_fwd_sm90_persist_group(&p), b * h);
                 const double ms90 = fwd_bench_median_ms(fa_fwd_sm90, &p);
                 const double ms80 = fwd_bench_median_ms(run_sm80, &p);
                 const double tf90 = flops / (ms90 * 1e-3) / 1e12, tf80 = flops / (ms80 * 1e-3) / 1e12;

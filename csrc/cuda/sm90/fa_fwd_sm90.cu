@@ -132,7 +132,9 @@ static int fa_sm90_encode(CUtensorMap *map, fa_dtype dtype, const void *base, in
  * ALiBi of the buckets whose tuning row sets `persist` (d = 64, 128) on the persistent grid
  * (fa_fwd_sm90_persist.cuh), 0 on the one-block grid; unset: FA_SM90_FWD_PERSIST_DEFAULT. Off by
  * default: H100 run 51 passed the harness with it (357 / 357) but run 52 timed it at 0.88-1.00x the
- * one-block grid at d = 64 and 0.60-0.95x at d = 128 (tuning rows). */
+ * one-block grid at d = 64 and 0.60-0.95x at d = 128 (tuning rows), with its first item order
+ * (query blocks outermost over all pairs); the grouped order (fa_sm90_persist_group_for) is not
+ * yet timed. */
 #define FA_SM90_FWD_PERSIST_DEFAULT 0
 
 /* CTAs of the persistent grid for call p on bucket D (0: the one-block kernel): one per SM, at
@@ -150,9 +152,43 @@ static int fa_sm90_persist_ctas_for(const fa_params *p)
     if (!on) return 0;
     const int64_t items = (p->seqlen_q + T::kBr - 1) / T::kBr * p->heads * p->batch;
     const int sms = fa_cuda_sm_count();
-    /* the kernel steps t += gridDim.x in int up to t < items: items + CTAs must fit too */
-    if (items < 1 || sms <= 0 || items > (int64_t)INT32_MAX - sms) return 0;
+    /* the kernel's walk computes item indices below items + 2 CTAs in int (fa_sm90_persist_walk) */
+    if (items < 1 || sms <= 0 || items > (int64_t)INT32_MAX - 2 * (int64_t)sms) return 0;
     return (int)(items < sms ? items : sms);
+}
+
+/* (batch, head) pairs per group G of the persistent kernel's item order (fa_fwd_sm90_persist.cuh,
+ * "Schedule": a group's query blocks run together, so each K/V head is read from HBM about once):
+ * as many whole GQA groups as keep the group's K/V (kv heads x sk x d x 2 tensors x 2 B) within
+ * FA_SM90_PERSIST_KV_BYTES, at least one, at most b h. Why 16 MB: a third of the 50 MB L2 of an
+ * H100 / H200 (two 25 MB halves), the rest left to the streaming Q / O and to the next group's K/V
+ * coming in while the last wave of this one runs. Not yet timed (the run 52 order was G = b h with
+ * query blocks outermost). FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP=n (n >= 1, read on every call) sets
+ * G = min(n, b h) instead, for A/B runs and for the harness's partial-group cases. */
+#define FA_SM90_PERSIST_KV_BYTES ((int64_t)16 << 20)
+static int fa_sm90_persist_group_for(const fa_params *p)
+{
+    const int64_t bh = (int64_t)p->batch * p->heads;
+    const char *env = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP");
+    if (env != NULL && env[0] != '\0') {
+        char *end = NULL;
+        const long n = strtol(env, &end, 10);
+        if (*end == '\0' && n >= 1) return (int)(n < bh ? n : bh);
+    }
+    const int64_t kv_head_bytes = p->seqlen_k * p->head_dim * 2 * 2;
+    const int64_t kv_heads = kv_head_bytes >= FA_SM90_PERSIST_KV_BYTES ? 1
+                                                                       : FA_SM90_PERSIST_KV_BYTES / kv_head_bytes;
+    const int64_t g = kv_heads * (p->heads / p->heads_k);
+    return (int)(g < bh ? g : bh);
+}
+
+/* The items of n that the persistent kernel walks in (long, short) pairs on C CTAs
+ * (fa_fwd_sm90_persist.cuh, "Walk"): all of them, unless the last round would hold at most C
+ * items: those go one per CTA (as pairs they would take two items' time on half the CTAs). */
+static int fa_sm90_persist_paired(int n, int C)
+{
+    const int rounds = n / (2 * C), rest = n - 2 * C * rounds;
+    return rest > C ? n : 2 * C * rounds;
 }
 
 int fa_fwd_sm90_persist_ctas(const fa_params *p)
@@ -164,6 +200,11 @@ int fa_fwd_sm90_persist_ctas(const fa_params *p)
     case 256: return fa_sm90_persist_ctas_for<256>(p);
     default: return 0;
     }
+}
+
+int fa_fwd_sm90_persist_group(const fa_params *p)
+{
+    return fa_fwd_sm90_persist_ctas(p) > 0 ? fa_sm90_persist_group_for(p) : 0;
 }
 
 template <int D>
@@ -181,6 +222,11 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
     if (filled != FA_OK) return filled;
     prm.varlen = varlen;
     prm.persist_ctas = fa_sm90_persist_ctas_for<D>(p);
+    if (prm.persist_ctas > 0) {
+        const int items = (int)((p->seqlen_q + T::kBr - 1) / T::kBr * p->heads * p->batch);  /* fits: above */
+        prm.persist_group = fa_sm90_persist_group_for(p);
+        prm.persist_paired = fa_sm90_persist_paired(items, prm.persist_ctas);
+    }
 
     const int64_t d = p->head_dim, h = p->heads, hk = p->heads_k;
     int ok;

@@ -34,4 +34,8 @@ FA_SM90_WEAK fa_status fa_fwd_sm90(const fa_params *p, void *stream);
  * with it that its "persist" cases ran the persistent kernel). */
 int fa_fwd_sm90_persist_ctas(const fa_params *p);
 
+/* The (batch, head) pairs per group of that grid's item order (fa_fwd_sm90_persist.cuh,
+ * "Schedule"; FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP), 0 when p would not take the persistent grid. */
+int fa_fwd_sm90_persist_group(const fa_params *p);
+
 #endif /* FA_FWD_SM90_CUH */

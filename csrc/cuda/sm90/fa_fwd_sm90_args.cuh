@@ -25,6 +25,10 @@ typedef struct fa_sm90_params {
     int varlen;      /* cu_seqlens given: 3-d maps; the launcher picks the kernel's kVarlen instance */
     int persist_ctas; /* > 0: the persistent kernel on that many CTAs (fa_fwd_sm90_persist.cuh); 0: one
                          block per query block. Set by fa_fwd_sm90.cu, never for varlen / kFeat */
+    int persist_group; /* persistent kernel: (batch, head) pairs whose items it interleaves, 1..b h
+                          (fa_fwd_sm90.cu, fa_sm90_persist_group_for); unused by the one-block grid */
+    int persist_paired; /* persistent kernel: its items walked in (long, short) pairs (fa_fwd_sm90.cu,
+                           fa_sm90_persist_paired); unused by the one-block grid */
 } fa_sm90_params;
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */

@@ -1,16 +1,33 @@
 /* fa_fwd_sm90_persist.cuh - the persistent-grid variant of the Hopper forward (issue #14), for
  * dense calls without softcap / ALiBi at the buckets whose tuning row sets `persist` (d = 64,
  * 128): min(#work items, #SMs) CTAs, one per SM, each walking a static list of work items (query
- * block, head, batch); the math, the producer and the epilogue are the one-block kernel's
- * (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh). What a CTA saves per item: the launch and
- * barrier setup, and the first kStages K/V tiles of its next item load while its consumers run
- * the epilogue (the next Q must wait for it: O is staged in the Q buffer).
+ * block, head, batch), grouped for K/V reuse in L2 (Schedule below); the math, the producer and
+ * the epilogue are the one-block kernel's (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh).
+ * What a CTA saves per item: the launch and barrier setup, and the first kStages K/V tiles of its
+ * next item load while its consumers run the epilogue (the next Q must wait for it: O is staged
+ * in the Q buffer).
  *
- * Schedule: item t = blockIdx.x + k gridDim.x (k = 0, 1, ...) of n = M heads batch, M query blocks.
- * t / (heads batch) counts the query blocks from the last one (longest first: under a causal mask
- * the last query blocks see the most key tiles, so the long items start in the first wave and the
- * short ones fill the tail); inside one query block t % heads runs fastest, so the CTAs of one
- * wave read the K/V heads of one batch together (GQA: the heads of a group share them in L2).
+ * Schedule, static: a dynamic fetch would need a counter zeroed before every launch (a workspace
+ * and a memset that the sm90 forward does not have); the walk below balances causal loads instead.
+ *   Order of the n = M b h items (M query blocks): the (batch, head) pairs p = b heads + h go in
+ *     groups of G = prm.persist_group consecutive pairs (the last group may be smaller), a group's
+ *     items before the next group's. Why: the query blocks of one pair read the same K/V; run
+ *     together they take it from HBM about once and from L2 after, and the host picks G so that
+ *     a group's K/V fits well inside L2 (fa_sm90_persist_group_for: 16 MB of 50). The first order
+ *     (query blocks outermost over all b h pairs) re-read each head's K/V from HBM once per wave:
+ *     0.60-0.70x the one-block grid at d = 128, 512..2048 tokens (H100 run 52). Inside a group,
+ *     row u = 0 .. M/2 - 1 gives each pair two consecutive items, query block M - 1 - u (the
+ *     longest under a causal mask) then u (the shortest): their key tiles add up to about the
+ *     same for every u. The pairs vary fastest within a row; an odd M ends the group with each
+ *     pair's middle block. G = 1 reads K/V like the one-block grid (all blocks of a pair in turn).
+ *   Walk (fa_sm90_persist_walk): CTA c takes the item pairs (2s, 2s + 1), s = c, c + C, ... (C =
+ *     gridDim.x), so its load is a sum of nearly equal (long, short) pairs; a last round of at
+ *     most C items goes one item per CTA instead (a pair there would double the round). Causal
+ *     makespan / mean load, key tiles + 1 per item, harness bench shapes (CPU model, not timed):
+ *     1.02-1.04 (first order 1.03-1.06); a plain round robin t = c + k C over groups ordered
+ *     longest first ran 1.03-1.29 (a CTA kept the same place in the groups' descent).
+ *   The schedule is invisible to the barriers below: to them a CTA's items are a list of 0..n
+ *   key tiles each.
  *
  * Barriers across items (none is re-initialized; the one-block kernel's protocol otherwise):
  *   K/V ring: producer and consumers continue one sequence of fills / reads over the items (the
@@ -44,15 +61,36 @@
 
 #if FA_SM90_DEVICE
 
-/* (query block, head, batch) of schedule item t (header comment); n_blk query blocks. */
-static __device__ __forceinline__ void fa_sm90_persist_item(int t, int n_blk, int heads, int batch, int *m_block,
-                                                            int *h, int *b)
+/* (query block, head, batch) of item t of the order (header, "Schedule"): n_blk query blocks, the
+ * bh = b h (batch, head) pairs in groups of grp_pairs (1 <= grp_pairs <= bh, fa_fwd_sm90.cu). */
+static __device__ __forceinline__ void fa_sm90_persist_item(int t, int n_blk, int grp_pairs, int heads, int bh,
+                                                            int *m_block, int *h, int *b)
 {
-    const int bh = heads * batch;
-    const int q = t / bh, r = t - q * bh;
-    *m_block = n_blk - 1 - q;
-    *b = r / heads;
-    *h = r - *b * heads;
+    const int first = t / (grp_pairs * n_blk) * grp_pairs;  /* the group's first pair (<= items) */
+    const int g = min(grp_pairs, bh - first);               /* its pairs: fewer in the last group */
+    const int r = t - first * n_blk;                        /* 0 <= r < g n_blk */
+    const int half = n_blk >> 1, paired = 2 * half * g;     /* items in (long, short) rows */
+    int pair;
+    if (r < paired) {
+        const int q = r >> 1, u = q / g;
+        pair = first + (q - u * g);
+        *m_block = (r & 1) ? u : n_blk - 1 - u;
+    } else {
+        pair = first + (r - paired);  /* odd n_blk: the middle query block */
+        *m_block = half;
+    }
+    *b = pair / heads;
+    *h = pair - *b * heads;
+}
+
+/* The k-th item of CTA c of C = gridDim.x over n items (header, "Walk"); >= n: no more. Items
+ * [0, paired) go in pairs, paired = n or 2 C rounds (fa_fwd_sm90.cu, fa_sm90_persist_paired), the
+ * rest one per CTA. Increasing in k, below n + 2 C (fa_fwd_sm90.cu keeps that in int). */
+static __device__ __forceinline__ int fa_sm90_persist_walk(int k, int c, int C, int n, int paired)
+{
+    const int base = (k >> 1) * 2 * C;  /* the round's first item */
+    if (base < paired) return base + 2 * c + (k & 1);
+    return (k & 1) ? n : paired + c;  /* the last round, <= C items: one per CTA */
 }
 
 #endif /* FA_SM90_DEVICE */
@@ -75,7 +113,9 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
 
     const int tid = threadIdx.x;
     const int n_blk = (a.seqlen_q + Br - 1) / Br;
-    const int n_items = n_blk * a.heads * a.batch;  /* < 2^31: fa_fwd_sm90.cu */
+    const int bh = a.heads * a.batch;
+    const int n_items = n_blk * bh;  /* < 2^31: fa_fwd_sm90.cu */
+    const int grp_pairs = prm.persist_group;  /* 1..bh (fa_fwd_sm90.cu) */
 
     if (a.rng_state != NULL && blockIdx.x == 0 && tid == 0) {
         uint64_t seed, offset;
@@ -96,10 +136,13 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         fa_tma_prefetch_desc(&prm.tm_k);
         fa_tma_prefetch_desc(&prm.tm_v);
         int stage = 0;
-        uint32_t phase = 0, k_par = 0;  /* k_par: item count & 1 */
-        for (int t = blockIdx.x; t < n_items; t += gridDim.x, k_par ^= 1u) {
+        uint32_t phase = 0;
+        for (int k = 0;; ++k) {
+            const int t = fa_sm90_persist_walk(k, blockIdx.x, gridDim.x, n_items, prm.persist_paired);
+            if (t >= n_items) break;
+            const uint32_t k_par = (uint32_t)k & 1u;  /* item count & 1 */
             int m_block, h, b;
-            fa_sm90_persist_item(t, n_blk, a.heads, a.batch, &m_block, &h, &b);
+            fa_sm90_persist_item(t, n_blk, grp_pairs, a.heads, bh, &m_block, &h, &b);
             fa_sm90_item it;
             fa_sm90_item_get<Br, Bc, false>(a, m_block, h, b, &it);  /* dense: m_block < n_blk */
             const int kv_h = h / a.group;
@@ -125,10 +168,14 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
     fa_setmaxnreg_inc<fa_sm90_regs<kWG>::kConsumer>();
     const float mul = a.scale_log2;  /* plain: scores in q.k units, exp2 folds in scale log2(e) */
     int stage = 0;
-    uint32_t phase = 0, k_par = 0;
-    for (int t = blockIdx.x; t < n_items; t += gridDim.x, k_par ^= 1u) {
+    uint32_t phase = 0;
+    for (int k = 0;; ++k) {
+        /* the producer's walk: the same items in the same order */
+        const int t = fa_sm90_persist_walk(k, blockIdx.x, gridDim.x, n_items, prm.persist_paired);
+        if (t >= n_items) break;
+        const uint32_t k_par = (uint32_t)k & 1u;
         int m_block, h, b;
-        fa_sm90_persist_item(t, n_blk, a.heads, a.batch, &m_block, &h, &b);
+        fa_sm90_persist_item(t, n_blk, grp_pairs, a.heads, bh, &m_block, &h, &b);
         fa_sm90_item it;
         fa_sm90_item_get<Br, Bc, false>(a, m_block, h, b, &it);
         const fa_sm90_rows rw = fa_sm90_rows_get(tid, it.m0, it.mk.sq);
