@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 import zlib
 from typing import Iterable, Iterator, Sequence
@@ -125,3 +126,24 @@ def poison_allocator(device, nbytes: Sequence[int]) -> None:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return _DT_NAME[dtype]
+
+
+def sm90_fwd_flag_ran(fn, arg: int, mangled: "re.Pattern[str]") -> bool:
+    """Whether fn() launched an fa_fwd_sm90_kernel instance whose template argument number `arg`
+    (0-based, demangled names) is true, or whose mangled name matches `mangled`, from the CUDA
+    kernels the torch profiler saw. Used by the sm90 forward variant tests (kFeat, kDrop)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    for e in prof.events():
+        name = e.name
+        if "fa_fwd_sm90_kernel" not in name:
+            continue
+        if "<" in name and ">" in name:
+            args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
+            if len(args) > arg and args[arg] == "true":
+                return True
+        if mangled.search(name):
+            return True
+    return False

@@ -17,7 +17,7 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases
+from conftest import dev_cases, sm90_fwd_flag_ran
 from oracle import FWD_FACTOR, assert_grads, assert_ratio, ref_forward_backward
 
 import flash_attn_c
@@ -44,21 +44,7 @@ _MANGLED_DROP = re.compile(r"fa_fwd_sm90_kernelILb[01]E(?:Li\d+E){4}Lb1ELb0ELb1E
 def _drop_kernel_ran(fn) -> bool:
     """Whether fn() ran the sm90 forward's kDrop instance, from the CUDA kernels the profiler saw
     (demangled or mangled names)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    for e in prof.events():
-        name = e.name
-        if "fa_fwd_sm90_kernel" not in name:
-            continue
-        if "<" in name and ">" in name:
-            args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
-            if len(args) > _DROP_ARG and args[_DROP_ARG] == "true":
-                return True
-        if _MANGLED_DROP.search(name):
-            return True
-    return False
+    return sm90_fwd_flag_ran(fn, _DROP_ARG, _MANGLED_DROP)
 
 
 @pytest.mark.parametrize("device,dtype,d", dev_cases([], [64, 128, 256, 80]))

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases
+from conftest import dev_cases, sm90_fwd_flag_ran
 from oracle import check_dense, check_varlen
 
 import flash_attn_c
@@ -41,21 +41,7 @@ _MANGLED_FEAT = re.compile(r"fa_fwd_sm90_kernelILb[01]E(?:Li\d+E){4}Lb1E")
 def _feat_kernel_ran(fn) -> bool:
     """Whether fn() ran the sm90 forward's kFeat instantiation (kFeat = true), from the CUDA
     kernels the profiler saw (demangled or mangled names)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    for e in prof.events():
-        name = e.name
-        if "fa_fwd_sm90_kernel" not in name:
-            continue
-        if "<" in name and ">" in name:
-            args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
-            if len(args) > _FEAT_ARG and args[_FEAT_ARG] == "true":
-                return True
-        if _MANGLED_FEAT.search(name):
-            return True
-    return False
+    return sm90_fwd_flag_ran(fn, _FEAT_ARG, _MANGLED_FEAT)
 
 
 @pytest.mark.parametrize("device,dtype,d,expect", dev_cases([], [(128, True), (256, True), (80, True), (64, True)]))
