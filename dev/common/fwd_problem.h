@@ -74,6 +74,22 @@ typedef struct fwd_geom {
     size_t p_elems;                   /* probabilities (b, h, sq, sk), 0 when not asked for */
 } fwd_geom;
 
+
+/* Graph-capture mode of a case (fwd_case::seed_ptr), as the torch glue runs it under CUDA graphs:
+ * the kernels read seed = *philox_seed_ptr and offset = *philox_offset_ptr + philox_offset_add,
+ * so pg's plain seed / offset (p's, the ones the reference used) are overwritten with values that
+ * must be ignored. Returns the device buffer of the two words (the caller frees it). */
+static inline int64_t *fwd_use_seed_ptr(fa_params *pg, const fa_params *p)
+{
+    const int64_t so[2] = {(int64_t)p->seed, (int64_t)p->offset - 7};
+    int64_t *dseed = (int64_t *)check_to_device(so, 2, sizeof(int64_t));
+    pg->philox_seed_ptr = dseed;
+    pg->philox_offset_ptr = dseed + 1;
+    pg->philox_offset_add = 7;
+    pg->seed = 1;
+    pg->offset = 2;
+    return dseed;
+}
 /* Fills g for case c, zeroes p and sets its size and stride fields (dtype, batch, seqlens, heads,
  * head_dim, total_q, q/k/v/o strides). Scale, masks, dropout, seeds and pointers are left to the
  * caller. */

@@ -149,16 +149,7 @@ static void run_case(const fwd_case &c)
     pg.lse = dlse;
     pg.p = dP;
     pg.rng_state = drng;
-    if (c.seed_ptr) {
-        /* graph-capture mode (as dev/fwd): seed = *seed_ptr, offset = *offset_ptr + add */
-        int64_t so[2] = {(int64_t)p.seed, (int64_t)p.offset - 7};
-        dseed = (int64_t *)check_to_device(so, 2, sizeof(int64_t));
-        pg.philox_seed_ptr = dseed;
-        pg.philox_offset_ptr = dseed + 1;
-        pg.philox_offset_add = 7;
-        pg.seed = 1;  /* must be ignored */
-        pg.offset = 2;
-    }
+    if (c.seed_ptr) dseed = fwd_use_seed_ptr(&pg, &p); /* graph-capture mode */
     if (c.alibi) dslopes = (float *)check_to_device(slopes.data(), slopes.size(), 4);
     pg.alibi_slopes = dslopes;
     void *dws = NULL;  /* scratch of the split-KV kernel (short query blocks) */
