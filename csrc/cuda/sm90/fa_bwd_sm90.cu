@@ -102,7 +102,11 @@ static int fa_bwd_sm90_has_image(int bucket, fa_dtype dtype)
 
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
-int fa_bwd_sm90_can_run(const fa_params *p)
+/* The checks of fa_bwd_sm90_can_run that need no tensor map: the head-dim bucket when they pass,
+ * else 0. Bucket 256 needs the pipelined kernel's maps on top (fa_bwd_sm90_pipe_prepare), which
+ * fa_bwd_sm90_can_run encodes to decide and fa_bwd_sm90 encodes once to run: the run path calls
+ * this, not fa_bwd_sm90_can_run, so a call's maps are not encoded twice there. */
+static int fa_bwd_sm90_bucket_checked(const fa_params *p)
 {
     if (p == NULL) return 0;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
@@ -118,6 +122,13 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     if (p->heads_k > 65535) return 0;
     if (fa_cuda_current_arch() != 90) return 0;
     if (!fa_bwd_sm90_has_image(bucket, p->dtype)) return 0;
+    return bucket;
+}
+
+int fa_bwd_sm90_can_run(const fa_params *p)
+{
+    const int bucket = fa_bwd_sm90_bucket_checked(p);
+    if (bucket == 0) return 0;
     if (bucket == 256) {
         /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
          * TMA-fit, atomic dQ unless FLASH_ATTN_C_SM90_BWD_PIPE=1 / 2 asks for it, not =0:
@@ -187,7 +198,7 @@ static fa_status fa_bwd_sm90_launch(const fa_bwd_args &a, cudaStream_t stream)
  * (fa_bwd_sm90_can_run). 3 (ORDERED) whatever the variable says when a carries the ordered
  * dQ's counters (fa_bwd_sm90_ordered_args: deterministic, FLASH_ATTN_C_SM90_BWD_DET=ordered,
  * dense, d <= 128, workspace large enough). */
-static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
+static int fa_bwd_sm90_pipe_mode(const fa_bwd_args *a)
 {
     /* 3: the ORDERED instance (fa_bwd_sm90_ordered_args set the counters), whatever the variable */
     if (!a->atomic_dq && a->dq_sem != NULL) return 3;
@@ -209,7 +220,7 @@ static int fa_bwd_sm90_pipe_mode(const fa_params *p, const fa_bwd_args *a)
  * a: fa_bwd_fill_args(p). */
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
-    const int mode = fa_bwd_sm90_pipe_mode(p, a);
+    const int mode = fa_bwd_sm90_pipe_mode(a);
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
@@ -279,7 +290,7 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     } else if (a.head_dim <= 128) {
         st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream) : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
     } else {
-        return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90_can_run checked it takes it) */
+        return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90 returned before this without it) */
     }
     if (st != FA_OK) return st;
     /* deterministic: the ordered dQ pass, unless the ORDERED instance added dQ into dq_accum */
@@ -307,7 +318,7 @@ static int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_para
 
 int fa_bwd_sm90_pipe_takes(const fa_params *p)
 {
-    if (!fa_bwd_sm90_can_run(p)) return 0;
+    if (fa_bwd_sm90_bucket_checked(p) == 0) return 0;
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
@@ -317,12 +328,14 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
 
 fa_status fa_bwd_sm90(const fa_params *p, void *stream)
 {
-    if (!fa_bwd_sm90_can_run(p)) return FA_ERR_UNSUPPORTED;
+    const int bucket = fa_bwd_sm90_bucket_checked(p);
+    if (bucket == 0) return FA_ERR_UNSUPPORTED;
     fa_bwd_args a;
     fa_bwd_fill_args(p, &a);
     cudaStream_t s = (cudaStream_t)stream;
     fa_bwd_sm90_params prm; /* 5 tensor maps + args, < 1 KB: on the host stack, copied into the launch */
     const int pipe_mode = fa_bwd_sm90_plan(p, &a, &prm);
+    if (bucket == 256 && pipe_mode == 0) return FA_ERR_UNSUPPORTED; /* fa_bwd_sm90_can_run's answer */
     const fa_bwd_sm90_params *pipe = pipe_mode != 0 ? &prm : NULL;
     return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, pipe, pipe_mode, s)
                                : fa_bwd_sm90_run<false>(a, pipe, pipe_mode, s);
