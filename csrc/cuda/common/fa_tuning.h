@@ -51,7 +51,7 @@ enum {
     FA_KERNEL_SPLITKV = 5,     /* decode/fa_splitkv_kernel.cuh: split-KV forward (decode, KV cache) */
     FA_KERNEL_BWD_SM90_PIPE = 6 /* sm90/fa_bwd_sm90_pipe_kernel.cuh: the sm90 backward with a TMA
                                    producer warpgroup (the default at d > 64 with atomic dQ;
-                                   FLASH_ATTN_C_SM90_BWD_PIPE, fa_bwd_sm90.cu) */
+                                   FLASH_ATTN_C_SM90_BWD_PIPE, fa_bwd_sm90_plan.cu) */
 };
 
 /* FA_KERNEL_BWD_SM80 addr: which ldmatrix operands use precomputed per-lane addresses

@@ -1,6 +1,8 @@
 /* fa_bwd_sm90.cuh - entry points of the Hopper (sm_90a, wgmma) backward, for the dispatch in
  * fa_bwd_cuda / fa_bwd_cuda_workspace_bytes and for dev/bwd_sm90's harness. Host functions only;
- * the kernels live in fa_bwd_sm90_kernel.cuh and fa_bwd_sm90_pipe_kernel.cuh, the host side in fa_bwd_sm90.cu.
+ * the kernels live in fa_bwd_sm90_kernel.cuh and fa_bwd_sm90_pipe_kernel.cuh, the host side in
+ * fa_bwd_sm90_plan.cu (can_run, supported, workspace_bytes, pipe_takes: the decisions) and
+ * fa_bwd_sm90.cu (fa_bwd_sm90: the passes and launches).
  *
  * Scope: fp16/bf16, head dim d % 8 == 0, d <= 128 (buckets 64 / 128, smaller d zero-padded),
  * dense and varlen, causal / sliding-window masks (bottom-right), GQA/MQA, rows that see no key

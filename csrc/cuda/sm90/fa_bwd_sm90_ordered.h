@@ -2,7 +2,7 @@
  * (kDq = FA_BWD_SM90_DQ_ORDERED, fa_bwd_sm90_pipe_dq_order.cuh): when a call asks for it
  * (FLASH_ATTN_C_SM90_BWD_DET=ordered) and where its dq_accum and turn counters live in the
  * workspace (layout: fa_bwd_host.h, fa_bwd_ordered_dq_need). Host code only, included by
- * fa_bwd_sm90.cu alone.
+ * fa_bwd_sm90_plan.cu alone.
  */
 #ifndef FA_BWD_SM90_ORDERED_H
 #define FA_BWD_SM90_ORDERED_H

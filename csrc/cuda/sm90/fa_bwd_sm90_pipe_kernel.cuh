@@ -5,7 +5,7 @@
  * by fp32 red.add from the consumers (FA_BWD_SM90_DQ_RED) or (step 2, FA_BWD_SM90_DQ_TMA) staged
  * in shared memory and added into dq_accum by TMA tensor reduces that a dQ-writer warp issues.
  * Selected on the host by FLASH_ATTN_C_SM90_BWD_PIPE=1 (red.add dQ) or =2 (TMA dQ)
- * (fa_bwd_sm90.cu), dense tensors only (varlen would need the borrowed-row zeroing of the
+ * (fa_bwd_sm90_plan.cu), dense tensors only (varlen would need the borrowed-row zeroing of the
  * forward: plan step 7). Measured against fa_bwd_sm90_kernel (H100 run 37, bf16, 16k tokens),
  * red.add dQ: d = 128 1.02-1.10x its TFLOP/s (364 vs 330 at 16k non-causal); the native harness
  * passes every case with it, under memcheck, racecheck and synccheck. TMA dQ (H100 run 41):

@@ -1,7 +1,7 @@
-/* fa_bwd_sm90_tma_maps.h - host side of the pipelined Hopper backward (fa_bwd_sm90.cu): the TMA
+/* fa_bwd_sm90_tma_maps.h - host side of the pipelined Hopper backward (fa_bwd_sm90_plan.cu): the TMA
  * tensor maps its producer loads Q, dO, K, V through and its dQ writer reduce-adds dq_accum
  * through (layouts: fa_bwd_sm90_pipe_layout.cuh, fa_bwd_sm90_params). Host code only, included by
- * fa_bwd_sm90.cu alone.
+ * fa_bwd_sm90_plan.cu alone.
  */
 #ifndef FA_BWD_SM90_TMA_MAPS_H
 #define FA_BWD_SM90_TMA_MAPS_H

@@ -1,5 +1,5 @@
 /* fa_sm90_tma_host.h - host side of the Hopper kernels' TMA, shared by the forward
- * (fa_fwd_sm90.cu) and the backward (fa_bwd_sm90.cu): the driver's tensor-map encoder and the
+ * (fa_fwd_sm90.cu) and the backward (fa_bwd_sm90_plan.cu): the driver's tensor-map encoder and the
  * stride rule of a tensor map. Host code only.
  *
  * cuTensorMapEncodeTiled is a driver API function; it is fetched once per translation unit through
