@@ -296,7 +296,8 @@ static void bench(int det)
                 /* fa_bwd_sm90 ignores FLASH_ATTN_C_SM90_BWD but follows FLASH_ATTN_C_SM90_BWD_PIPE
                  * (1: pipelined, red.add dQ; 2: pipelined, TMA dQ); median ms, or -1 on an error */
                 const double t90 = fa_bwd_sm90_can_run(&p) ? bwd_bench_median_ms(fa_bwd_sm90, &p, &st) : -1.0;
-                const double t80 = bwd_bench_median_ms(fa_bwd_cuda, &p, &st);
+                /* FA_BENCH_SM90_ONLY set: no sm80 column (A/B runs of the sm90 kernel, half the time) */
+                const double t80 = getenv("FA_BENCH_SM90_ONLY") != NULL ? -1.0 : bwd_bench_median_ms(fa_bwd_cuda, &p, &st);
                 printf("%4d %6d %4d %4d %6d ", d, s, b, h, causal);
                 if (t90 > 0) printf("%10.3f %9.1f ", t90, flops / (t90 * 1e-3) / 1e12);
                 else printf("%10s %9s ", "n/a", "-");
