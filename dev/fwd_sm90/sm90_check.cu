@@ -432,7 +432,8 @@ static std::vector<fwd_case> build_cases(void)
             v.push_back(c);
         }
         /* the persistent grid (d = 64: Br 192, d = 128: Br 128; H100 / H200: 132 SMs): work items
-         * b h ceil(sq / Br) = 1, 131, 133 (one CTA with two items), 265 (two waves + 1), 1000+;
+         * b h ceil(sq / Br) = 1, 131, 133 (one CTA with two items), 265 (two waves + 1), 1000+,
+         * 2560 / 4800 short items (~20 / ~36 per CTA: both Q slots reused many times);
          * causal bottom-right with sq != sk both ways, rows / whole items without keys (sq > sk
          * causal: n_tiles = 0 items among the others), a window that skips key tiles, GQA / MQA */
         {
@@ -448,6 +449,10 @@ static std::vector<fwd_case> build_cases(void)
                 {2, 40, 40, 64, 700, 900, 130, 20},  /*  320 items, window */
                 /* host rule: kv head 8192 x 128 x 4 B = 4 MB, 16 MB per group: G = 4 of 6 pairs */
                 {1, 6, 6, 128, 129, 8192, -1, 0},    /*   12 items, causal, groups of 4 + 2 */
+                /* the two Q slots: the producer runs up to 2 items ahead of short items, loading
+                 * the next Q while the previous item's O is staged in the other slot */
+                {64, 40, 8, 64, 1, 1, -1, -1},       /* 2560 items of 1 row (~19 per CTA), GQA */
+                {200, 8, 8, 64, 400, 50, -1, 0},     /* 4800 items, causal sq > sk: 1 in 3 empty */
             };
             const int n_ps = dt == FA_BF16 ? (int)(sizeof ps / sizeof ps[0]) : 4;
             for (int i = 0; i < n_ps; ++i) {

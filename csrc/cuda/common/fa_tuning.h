@@ -133,7 +133,9 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "the query blocks of G (batch, head) pairs run together, G = whole GQA groups whose K/V "
                "(kv heads x sk x d x 2 x 2 B) fits 16 MB of the 50 MB L2 (fa_fwd_sm90.cu), so each K/V "
                "head is read from HBM about once; each CTA walks (longest, shortest) item pairs for causal "
-               "balance (fa_fwd_sm90_persist.cuh); 0 spills, highest SASS register R156 of 160 (nvcc 13.0). "
+               "balance (fa_fwd_sm90_persist.cuh); two Q slots (+24 KB: 112 KB), so the next item's Q and "
+               "K/V load during this item's last tiles and epilogue, not yet timed either; 0 spills, highest "
+               "SASS register R156 of 160 (nvcc 13.0). "
                "The first order (query blocks outermost over all pairs) ran 0.88-1.00x the one-block grid "
                "here, 0.60-0.95x at d = 128 (H100 run 52; correct: harness 357/357 with it, run 51); an "
                "earlier persistent kernel without ping-pong ran 1.06x (run 48). "
@@ -144,7 +146,8 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "spilled 120 B at 160"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 128, .br = 128, .bc = 128, .warps = 12, .stages = 2,
      .pingpong = 1, .persist = 1,
-     .reason = "persist (opt-in): grouped item order as the d = 64 row, not yet timed (R203 of 240, 0 spills); "
+     .reason = "persist (opt-in): grouped item order and two Q slots (+32 KB: 193 KB) as the d = 64 row, not yet "
+               "timed (R202 of 240, 0 spills); "
                "the first order ran 0.60-0.70x at 512..2048, 0.89-0.95x at 4k..16k (run 52). "
                "pingpong: neutral here, 1.005x geomean (0.99-1.02) over 12 shapes (H100 run 48). O 64 + S 64 + P 32 regs (FA3's 128x128; 184 of 240 used, no spills); smem 32 + 2x2x32 = "
                "160 KB, 2 stages so K_j+1 and V_j+1 land during tile j"},

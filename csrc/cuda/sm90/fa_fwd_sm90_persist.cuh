@@ -3,9 +3,16 @@
  * 128): min(#work items, #SMs) CTAs, one per SM, each walking a static list of work items (query
  * block, head, batch), grouped for K/V reuse in L2 (Schedule below); the math, the producer and
  * the epilogue are the one-block kernel's (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh).
- * What a CTA saves per item: the launch and barrier setup, and the first kStages K/V tiles of its
- * next item load while its consumers run the epilogue (the next Q must wait for it: O is staged
- * in the Q buffer).
+ * Q double-buffered (two Q slots, the second past the K/V rings: + Br D 2 bytes of shared memory):
+ * item k uses slot k & 1, and the epilogue stages its O in that slot. So the producer loads the
+ * next item's Q (and then its K/V tiles into the ring) as soon as it has issued this item's last
+ * fill, while the consumers still run this item's last tiles and its epilogue: at an item boundary
+ * Q and the first kStages K/V tiles are resident, and what the consumers wait for is only their
+ * own epilogue. (With one slot, run 52's kernel, the next Q could only load after every consumer
+ * warp's epilogue read its O out of the Q buffer: one full TMA latency per item, the one-block
+ * grid's per-CTA cost.) FlashAttention-3 (hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp) frees its one
+ * Q buffer after the item's last Q K^T and stages O over V instead; two slots free it earlier.
+ * What a CTA saves per item besides: the launch and barrier setup.
  *
  * Schedule, static: a dynamic fetch would need a counter zeroed before every launch (a workspace
  * and a memset that the sm90 forward does not have); the walk below balances causal loads instead.
@@ -32,26 +39,30 @@
  * Barriers across items (none is re-initialized; the one-block kernel's protocol otherwise):
  *   K/V ring: producer and consumers continue one sequence of fills / reads over the items (the
  *     ring position is carried; the consumers step it once more after an item's last tile), so
- *     the parity argument of fa_fwd_sm90_producer.cuh holds unchanged across items. The producer
- *     issues an item's first kStages fills before its Q-empty wait (their empty waits depend on
- *     earlier items' consumers only), the rest after its Q load.
- *   bar_q (count 1): one phase per item, also for items without key tiles (the producer then
- *     arrives without loading): item k waits parity k & 1. Within one phase of its waiters: phase
- *     k + 1 needs the producer past q_empty phase k, i.e. every consumer warp past item k.
- *   q_empty (count 4 kWG, new): each consumer warp arrives once per item, after its epilogue read
- *     the O it staged in sm.q (fence.proxy.async first: generic reads / writes of those bytes
- *     before the TMA's async-proxy writes); the producer waits parity (k & 1) ^ 1 before item k's
- *     Q (item 0 passes on the fresh barrier). Within one phase: phase k needs every consumer warp
- *     past bar_q phase k, which needs this wait done.
+ *     the parity argument of fa_fwd_sm90_producer.cuh holds unchanged across items.
+ *   Q full of slot s (count 1; s_bars[0] for slot 0, the layout's bar_q): one phase per item of the
+ *     slot, also for items without key tiles (the producer then arrives without loading): item
+ *     k = 2 u + s waits parity u & 1. Within one phase of its waiters: phase u + 1 (item k + 2)
+ *     needs the producer past Q empty of slot s phase u, i.e. every consumer warp past item k.
+ *   Q empty of slot s (count 4 kWG): each consumer warp arrives once per item of the slot, after
+ *     its epilogue read the O it staged there (fence.proxy.async first: generic reads / writes of
+ *     those bytes before the TMA's async-proxy writes); the producer waits parity (u & 1) ^ 1
+ *     before item k's Q, i.e. for item k - 2's epilogue (items 0 and 1 pass on fresh barriers).
+ *     Within one phase: phase u needs every consumer warp past Q full phase u of the slot, which
+ *     needs this wait done. Item k - 1's K/V fills are all issued before this wait, so it never
+ *     waits on a consumer that waits on it.
  *     Why both ways per item: with no key tiles the consumers would otherwise not wait for the
- *     producer at all and could run 2 items ahead, and a parity wait cannot tell phase k from k + 2.
+ *     producer at all and could run 2 items of a slot ahead, and a parity wait cannot tell phase
+ *     u from u + 2.
  *   ping-pong turns (named 5 + wg): every item with key tiles opens and closes its own balanced
  *     round (warpgroup 0's closing bar.sync takes the last pass of warpgroup kWG - 1, which comes
  *     after every other warpgroup's last wait), so the next item's first pass finds each barrier
  *     at a fresh phase; items without key tiles use none (n_tiles is uniform over the CTA).
- *   named 1 + wg (epilogue, 128 threads of warpgroup wg): complete within one item; an item
- *     without key tiles syncs it once more before its O staging (WAR on the previous item's
- *     epilogue reads, which no ping-pong bar.sync separates there).
+ *   named 1 + wg (epilogue, 128 threads of warpgroup wg): complete within one item. It also
+ *     orders the generic accesses of one slot's items within the warpgroup: item k's O writes
+ *     come after item k - 1's bar.sync, which every warp reaches only after its item k - 2 reads
+ *     of the slot (one warpgroup's 128 threads, so racecheck sees it too; with one Q buffer an
+ *     item without key tiles needed a bar.sync of its own for this).
  */
 #ifndef FA_FWD_SM90_PERSIST_CUH
 #define FA_FWD_SM90_PERSIST_CUH
@@ -93,7 +104,32 @@ static __device__ __forceinline__ int fa_sm90_persist_walk(int k, int c, int C, 
     return (k & 1) ? n : paired + c;  /* the last round, <= C items: one per CTA */
 }
 
+/* The layout with Q slot s (0, 1) as its Q tile and Q full barrier (header: slot 1 lies q1 bytes
+ * past slot 0, its barrier bar1 bytes past slot 0's). */
+static __device__ __forceinline__ fa_sm90_layout fa_sm90_persist_slot(fa_sm90_layout sm, uint32_t s, uint32_t q1,
+                                                                      uint32_t bar1)
+{
+    sm.q += s * q1;
+    sm.bar_q += s * bar1;
+    return sm;
+}
+
 #endif /* FA_SM90_DEVICE */
+
+/* Q slot 1 of the persistent kernel: right after the V ring (fa_fwd_sm90_block.cuh's layout: Q
+ * [Br][D], K and V [kStages][Bc][D]), 1024-aligned like the rest (Br D 2 and Bc D 2 are multiples
+ * of 1024). Its dynamic shared memory: the one-block kernel's + that slot. */
+template <int D, int Br, int Bc, int kStages>
+static __host__ __device__ constexpr uint32_t fa_sm90_persist_q1()
+{
+    return (uint32_t)(Br + 2 * kStages * Bc) * D * 2u;
+}
+
+template <int D, int Br, int Bc, int kStages>
+static constexpr size_t fa_fwd_sm90_persist_smem_bytes()
+{
+    return (size_t)(2 * Br + 2 * kStages * Bc) * D * 2u + 1024u;  /* fa_fwd_sm90_smem_bytes + Br D 2 */
+}
 
 template <bool kBf16, int D, int Br, int Bc, int kStages>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
@@ -106,10 +142,13 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
     const fa_fwd_args &a = prm.a;
 
     extern __shared__ unsigned char fa_sm90_smem[];
-    /* [0] Q full; per slot: K full, V full, K empty, V empty; [1 + 4 kStages] Q empty */
-    __shared__ __align__(8) uint64_t s_bars[2 + 4 * kStages];
+    /* [0] Q full of Q slot 0; per ring slot: K full, V full, K empty, V empty; [1 + 4 kStages] Q
+     * full of Q slot 1; [2 + 4 kStages + s] Q empty of Q slot s */
+    __shared__ __align__(8) uint64_t s_bars[4 + 4 * kStages];
     const fa_sm90_layout sm = fa_sm90_smem_carve<D, Br, Bc, kStages>(fa_sm90_smem, s_bars);
-    const uint32_t bar_qempty = sm.bar_q + 8u * (1 + 4 * kStages);
+    constexpr uint32_t kQSlot1 = fa_sm90_persist_q1<D, Br, Bc, kStages>();  /* Q slot 1 - slot 0 */
+    constexpr uint32_t kQFull1 = 8u * (1 + 4 * kStages);                     /* its Q full - slot 0's */
+    const uint32_t bar_qempty = sm.bar_q + kQFull1 + 8u;                     /* + 8 s: slot s */
 
     const int tid = threadIdx.x;
     const int n_blk = (a.seqlen_q + Br - 1) / Br;
@@ -124,7 +163,11 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         a.rng_state[1] = (int64_t)offset;
     }
 
-    if (tid == 0) thread_init_fwd_bars<kWG, kStages, true>(sm, bar_qempty);
+    if (tid == 0) {
+        fa_mbar_init(sm.bar_q + kQFull1, 1);       /* slot 1's Q full: the producer's arrive(.expect_tx) */
+        fa_mbar_init(bar_qempty + 8u, 4 * kWG);    /* slot 1's Q empty: one arrival per consumer warp */
+        thread_init_fwd_bars<kWG, kStages, true>(sm, bar_qempty);  /* the rest, slot 0's; fenced */
+    }
     /* why: the barriers must be initialized before any thread waits on them or TMA signals them */
     __syncthreads();
 
@@ -140,26 +183,18 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         for (int k = 0;; ++k) {
             const int t = fa_sm90_persist_walk(k, blockIdx.x, gridDim.x, n_items, prm.persist_paired);
             if (t >= n_items) break;
-            const uint32_t k_par = (uint32_t)k & 1u;  /* item count & 1 */
+            const uint32_t s = (uint32_t)k & 1u, u_par = ((uint32_t)k >> 1) & 1u;  /* Q slot, its use & 1 */
             int m_block, h, b;
             fa_sm90_persist_item(t, n_blk, grp_pairs, a.heads, bh, &m_block, &h, &b);
             fa_sm90_item it;
             fa_sm90_item_get<Br, Bc, false>(a, m_block, h, b, &it);  /* dense: m_block < n_blk */
-            const int kv_h = h / a.group;
-            /* The item's first kStages K/V tiles go in before the Q-empty wait, so they land during
-             * the previous item's epilogue: fill g waits for the release of fill g - kStages, here
-             * one of an earlier item (its consumers need nothing from this producer any more). A
-             * later fill would wait for this item's own consumers, who need its Q first. */
-            const int n_early = min(it.n_tiles, kStages);
-            thread_fill_item_tiles<D, Bc, kStages, false>(prm, sm, it, kv_h, 0, n_early, stage, phase);
-            /* why: the consumers' epilogue of the previous item has read its O out of sm.q */
-            fa_mbar_wait(bar_qempty, k_par ^ 1u);
-            if (it.n_tiles > 0) {
-                thread_load_q<D, Br, false>(prm, sm, it);
-                thread_fill_item_tiles<D, Bc, kStages, false>(prm, sm, it, kv_h, n_early, it.n_tiles, stage, phase);
-            } else {
-                fa_mbar_arrive(sm.bar_q);  /* this item's bar_q phase, without a load (header) */
-            }
+            const fa_sm90_layout sl = fa_sm90_persist_slot(sm, s, kQSlot1, kQFull1);
+            /* why: item k - 2's epilogue has read its O out of this Q slot (header) */
+            fa_mbar_wait(bar_qempty + 8u * s, u_par ^ 1u);
+            if (it.n_tiles > 0)
+                thread_produce_item<D, Br, Bc, kStages, false>(prm, sl, it, stage, phase);  /* Q, then K/V */
+            else
+                fa_mbar_arrive(sl.bar_q);  /* this item's Q full phase, without a load (header) */
         }
         return;
     }
@@ -173,32 +208,26 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         /* the producer's walk: the same items in the same order */
         const int t = fa_sm90_persist_walk(k, blockIdx.x, gridDim.x, n_items, prm.persist_paired);
         if (t >= n_items) break;
-        const uint32_t k_par = (uint32_t)k & 1u;
+        const uint32_t s = (uint32_t)k & 1u, u_par = ((uint32_t)k >> 1) & 1u;
         int m_block, h, b;
         fa_sm90_persist_item(t, n_blk, grp_pairs, a.heads, bh, &m_block, &h, &b);
         fa_sm90_item it;
         fa_sm90_item_get<Br, Bc, false>(a, m_block, h, b, &it);
+        const fa_sm90_layout sl = fa_sm90_persist_slot(sm, s, kQSlot1, kQFull1);
         const fa_sm90_rows rw = fa_sm90_rows_get(tid, it.m0, it.mk.sq);
         float o[D / 2];
         float m_i[2] = {-INFINITY, -INFINITY}, l_i[2] = {0.f, 0.f};
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
         if (it.n_tiles > 0)
-            warpgroup_attend_item<kBf16, D, Br, Bc, kStages, false, false>(o, m_i, l_i, a, sm, it, rw, mul, 0.f, tid,
-                                                                           k_par, stage, phase);
-        else {
-            fa_mbar_wait(sm.bar_q, k_par);  /* keeps the producer within one item (header) */
-            /* why: the staging below overwrites rows that other warps of this warpgroup read in
-             * the previous item's epilogue. The q_empty -> producer -> bar_q chain orders that
-             * already, but only through a third thread; an item with key tiles also has the
-             * warpgroup's ping-pong bar.sync in between, this path had no barrier of its own
-             * (racecheck flagged exactly these items). Same barrier as the epilogue's, 128. */
-            fa_named_barrier_sync<128>(1 + rw.wg);
-        }
-        warpgroup_store_item<kBf16, D, Br, false>(o, m_i, l_i, a, sm.q, b, h, 0, it.m0, it.m_end, mul, tid);
-        fa_fence_proxy_async_smem();  /* this thread's generic O writes / reads before the next Q's TMA */
-        /* why: the producer's next Q load overwrites the O this warp staged and read (header) */
-        warp_release_slot(bar_qempty, rw.lane);
+            warpgroup_attend_item<kBf16, D, Br, Bc, kStages, false, false>(o, m_i, l_i, a, sl, it, rw, mul, 0.f, tid,
+                                                                           u_par, stage, phase);
+        else
+            fa_mbar_wait(sl.bar_q, u_par);  /* keeps the producer within one item of the slot (header) */
+        warpgroup_store_item<kBf16, D, Br, false>(o, m_i, l_i, a, sl.q, b, h, 0, it.m0, it.m_end, mul, tid);
+        fa_fence_proxy_async_smem();  /* this thread's generic O writes / reads before the slot's next Q TMA */
+        /* why: the producer's Q load of item k + 2 overwrites the O this warp staged and read (header) */
+        warp_release_slot(bar_qempty + 8u * s, rw.lane);
     }
 #else
     __trap();  /* not the sm_90a pass: never launched */
@@ -211,7 +240,8 @@ static fa_status fa_fwd_sm90_launch_persist(const fa_sm90_params &prm, cudaStrea
 {
     typedef fa_sm90_tile<D, false> T;
     static_assert(T::kPersist, "the bucket's tuning row has no persist instance");
-    const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
+    constexpr size_t smem = fa_fwd_sm90_persist_smem_bytes<D, T::kBr, T::kBc, T::kStages>();
+    static_assert(smem <= 227u * 1024u, "two Q slots and the K/V rings exceed the opt-in shared memory of sm_90");
     void (*kern)(const fa_sm90_params) = fa_fwd_sm90_persist_kernel<kBf16, D, T::kBr, T::kBc, T::kStages>;
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)

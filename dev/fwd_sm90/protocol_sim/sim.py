@@ -121,7 +121,9 @@ def consumer_prog(n, S, kwg, wg, varlen_tail, pp=True):
 
 # ------------------------------------------------------------------ persistent grid (fa_fwd_sm90_persist.cuh)
 def producer_prog_persist(items, S):
-    """The persistent kernel's producer thread: items = key tiles per work item of this CTA."""
+    """The persistent kernel's producer thread: items = key tiles per work item of this CTA. Item k
+    uses Q slot k & 1 (its Q-full / Q-empty barriers, its buffer); before its Q the producer waits
+    for the slot's previous item's (k - 2) epilogue, then loads Q and every K/V tile of the item."""
     p = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', -1)]
     g = 0  # fills so far: the ring position carries over the items
 
@@ -134,27 +136,25 @@ def producer_prog_persist(items, S):
             p.append(('tma', (kind.upper(), stage), (k, j), (kind + 'f', stage)))
         g += 1
 
-    early = S + 1 if 'early_too_many' in MUT else S
     for k, n in enumerate(items):
-        n_early = min(n, early)  # before the Q-empty wait: slots released by earlier items
-        for j in range(n_early):
-            fill(k, j)
-        if 'no_qempty' not in MUT:  # the consumers read the previous item's O out of the Q buffer
-            p.append(('mwait', 'qe', (k & 1) ^ 1, k - 1))
+        s, u = k & 1, k >> 1
+        buf = ('Q', 0) if 'same_slot' in MUT else ('Q', s)  # same_slot: one buffer, two barrier pairs
+        if 'no_qempty' not in MUT:  # the consumers read item k - 2's O out of this slot
+            p.append(('mwait', ('qe', s), (u & 1) ^ 1, u - 1))
         if n == 0:
             if 'zero_silent' not in MUT:
-                p.append(('marrive', 'qf'))  # the item's Q-full phase without a load
+                p.append(('marrive', ('qf', s)))  # the item's Q-full phase without a load
             continue
-        p += [('marrive_tx', 'qf'), ('tma', 'Q', ('Q', k), 'qf')]
-        for j in range(n_early, n):
+        p += [('marrive_tx', ('qf', s)), ('tma', buf, ('Q', k), ('qf', s))]
+        for j in range(n):
             fill(k, j)
     return p + [('exit',)]
 
 
 def consumer_prog_persist(items, S, kwg, wg, pp=True):
     """A consumer warp of the persistent kernel: per item the one-block kernel's key-tile loop
-    (ring position and ping-pong rounds continued), then the epilogue through the Q buffer and
-    the q_empty arrival."""
+    (ring position and ping-pong rounds continued) on the item's Q slot, then the epilogue through
+    that slot and its Q-empty arrival."""
     SCHED, CNT = 5, 256
     mine, nxt = SCHED + wg, SCHED + (wg + 1) % kwg
     p = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', wg)]
@@ -162,12 +162,14 @@ def consumer_prog_persist(items, S, kwg, wg, pp=True):
     r0 = 0  # ping-pong rounds so far
     step = 'no_ring_step' not in MUT
     for k, n in enumerate(items):
+        s, u = k & 1, k >> 1
+        buf = ('Q', 0) if 'same_slot' in MUT else ('Q', s)
         if n == 0:
             if 'zero_silent' not in MUT:
-                p.append(('mwait', 'qf', k & 1, k))
+                p.append(('mwait', ('qf', s), u & 1, u))
         else:
-            q = (('Q', ('Q', k)),)
-            p.append(('mwait', 'qf', k & 1, k))
+            q = ((buf, ('Q', k)),)
+            p.append(('mwait', ('qf', s), u & 1, u))
             p.append(('mwait', ('kf', g % S), (g // S) & 1, g // S))
             if pp and wg != 0:
                 p.append(('nbar', 'sync', mine, CNT))
@@ -200,11 +202,12 @@ def consumer_prog_persist(items, S, kwg, wg, pp=True):
             if step:
                 g += 1
             r0 += n
-        # epilogue: O written into this warpgroup's Q rows, bar.sync(1 + wg), read back, released
-        p.append(('ouse', k))
+        # epilogue: O written into this warpgroup's rows of the slot, bar.sync(1 + wg), read back,
+        # released on the slot's Q-empty barrier
+        p.append(('ouse', buf, k))
         p.append(('nbar', 'sync', 1 + wg, 128))
-        p.append(('ofree', k))
-        p.append(('marrive', 'qe'))
+        p.append(('ofree', buf, k))
+        p.append(('marrive', ('qe', s)))
     return p + [('exit',)]
 
 
@@ -251,8 +254,11 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
                                else consumer_prog_persist(items, S, kwg, wg, pp))
     names = list(agents)
     pc = {a: 0 for a in names}
-    mb = {'qf': MBar('Q-full', 1), 'qe': MBar('Q-empty', W * kwg)}
-    q_users = set()     # warps between writing O into the Q buffer and their last read of it
+    mb = {'qf': MBar('Q-full', 1)}  # the one-block kernel's; the persistent one has one per Q slot:
+    for qs in range(2):
+        mb[('qf', qs)] = MBar(f'Q-full{qs}', 1)
+        mb[('qe', qs)] = MBar(f'Q-empty{qs}', W * kwg)
+    q_users = {}        # Q buffer -> warps between writing O into it and their last read of it
     for s in range(S):
         mb[('kf', s)] = MBar(f'K-full{s}', 1)
         mb[('vf', s)] = MBar(f'V-full{s}', 1)
@@ -417,8 +423,8 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
                         raise Err(f'RACE: TMA {buf} tile {tag} while wgmma {g["what"]} of wg{wg} uses it')
             if buf in inflight:
                 raise Err(f'RACE: two TMA into {buf}')
-            if buf == 'Q' and q_users:
-                raise Err(f'RACE: TMA Q {tag} while {sorted(q_users)} stage O in the Q buffer')
+            if q_users.get(buf):
+                raise Err(f'RACE: TMA {buf} {tag} while {sorted(q_users[buf])} stage O in that Q buffer')
             inflight[buf] = tag
             tma_q.append((buf, tag, bar))
         elif k == 'zero':
@@ -451,11 +457,16 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
             g['issued'].add(a[1])
             wg_issued[a] += 1
         elif k == 'ouse':
-            if 'Q' in inflight:
-                raise Err(f'RACE: {a} stages O of item {op[1]} while TMA {inflight["Q"]} writes the Q buffer')
-            q_users.add(a)
+            _, buf, item = op
+            if buf in inflight:
+                raise Err(f'RACE: {a} stages O of item {item} in {buf} while TMA {inflight[buf]} writes it')
+            for wg in range(kwg):
+                for g in groups[wg]:
+                    if buf in g['bufs'] and wg == a[0]:
+                        raise Err(f'RACE: {a} stages O of item {item} in {buf} while wgmma {g["what"]} reads it')
+            q_users.setdefault(buf, set()).add(a)
         elif k == 'ofree':
-            q_users.discard(a)
+            q_users[op[1]].discard(a)
         elif k == 'wwait':
             pass
         pc[a] += 1
@@ -504,7 +515,7 @@ def campaign(nseeds, ns, kwgs=(2, 3), stages=(2, 3), W=4, quiet=False):
     return tot, fails, worst
 
 
-PERSIST_MUTATIONS = ['no_qempty', 'zero_silent', 'no_ring_step', 'early_too_many']
+PERSIST_MUTATIONS = ['no_qempty', 'zero_silent', 'no_ring_step', 'same_slot']
 
 
 def random_items(rng):
