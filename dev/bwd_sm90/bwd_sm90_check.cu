@@ -35,6 +35,9 @@
  *                                  both columns, for the deterministic cost and its A/B;
  *                                  FLASH_ATTN_C_SM90_BWD_DET=ordered: the sm90 column runs
  *                                  the ORDERED instance (dQ in the pipelined kernel) instead
+ *   FLASH_ATTN_C_SM90_BWD_VARIANT=br80 with any of the above: the "pipe tma" calls (and the bench's
+ *                                  sm90 column) at d in (64, 128] run the opt-in Br = 80 kernel
+ *                                  (fa_bwd_sm90_pipe80.cuh); every dense one must (a counted check)
  *
  * Per case: random inputs (normal, rounded to the dtype), the fp32 CPU reference forward gives O
  * (rounded) and LSE; the oracle is fa_bwd_cpu_reference. Bar: max error at most 3x the error of a
@@ -218,13 +221,22 @@ static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_wor
  * mode here); fa_bwd_sm90_pipe_takes() == 2 says the TMA-dQ instance ran. */
 static int g_tma_calls = 0, g_tma_taken = 0;  /* "pipe tma" runs, and those on the TMA-dQ instance */
 static d64_count g_tma_d64 = {0, 0};
+/* FLASH_ATTN_C_SM90_BWD_VARIANT=br80: dense d in (64, 128] "pipe tma" calls, and those on the Br = 80
+ * kernel (fa_bwd_sm90_pipe_takes() == 4) */
+static d64_count g_br80 = {0, 0};
 static fa_status fa_bwd_sm90_pipe_tma_entry(const fa_params *p, void *stream)
 {
     int takes;
     const fa_status st = run_with_pipe_env("2", p, stream, &takes);
     ++g_tma_calls;
-    g_tma_taken += takes == 2;
+    g_tma_taken += takes == 2 || takes == 4;
     d64_tally(&g_tma_d64, p, takes == 2);
+    const char *variant = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
+    if (variant != NULL && strcmp(variant, "br80") == 0 && p->head_dim > 64 && p->head_dim <= 128 &&
+        p->cu_seqlens_q == NULL && p->softmax_scale > 0.f) {
+        ++g_br80.calls;
+        g_br80.taken += takes == 4;
+    }
     return st;
 }
 static const bwd_mode g_pipe_tma_modes[] = {
@@ -274,10 +286,12 @@ static void bench(int det)
     /* the sm80 column must not take the sm90 hook once the lead wires it into fa_bwd_cuda */
     setenv("FLASH_ATTN_C_SM90_BWD", "0", 1);
     const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE"), *det_env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
+    const char *variant = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
     printf("bench: %s, bf16, backward only (%s), 16k tokens, h*d = 2048; TFLOP/s = 2.5 x fwd; "
-           "sm90 column: FLASH_ATTN_C_SM90_BWD_PIPE=%s FLASH_ATTN_C_SM90_BWD_DET=%s\n",
+           "sm90 column: FLASH_ATTN_C_SM90_BWD_PIPE=%s FLASH_ATTN_C_SM90_BWD_DET=%s "
+           "FLASH_ATTN_C_SM90_BWD_VARIANT=%s\n",
            prop.name, det ? "deterministic dQ" : "atomic dQ", pipe != NULL ? pipe : "(unset)",
-           det_env != NULL ? det_env : "(unset)");
+           det_env != NULL ? det_env : "(unset)", variant != NULL ? variant : "(unset)");
     printf("%4s %6s %4s %4s %6s %10s %9s %10s %9s %7s\n", "d", "seqlen", "b", "h", "causal", "sm90 ms",
            "TFLOP/s", "sm80 ms", "TFLOP/s", "speedup");
     const int dims[3] = {64, 128, 256};
@@ -355,5 +369,10 @@ int main(int argc, char **argv)
     /* the d <= 64 lines are checks, not just counts (d64_tally) */
     if (g_pipe_d64.calls > 0) check_count(&tally, g_pipe_d64.taken == g_pipe_d64.calls);
     if (g_tma_d64.calls > 0) check_count(&tally, g_tma_d64.taken == g_tma_d64.calls);
+    if (g_br80.calls > 0) {
+        printf("br80 variant: %d of %d dense d in (64, 128] pipe tma calls ran the Br = 80 kernel\n", g_br80.taken,
+               g_br80.calls);
+        check_count(&tally, g_br80.taken == g_br80.calls);
+    }
     return check_summary(&tally);
 }

@@ -49,9 +49,11 @@ enum {
     FA_KERNEL_BWD_DQ_SM80 = 3, /* sm80/fa_bwd_dq.cuh: the ordered (deterministic) dQ pass */
     FA_KERNEL_BWD_SM90 = 4,    /* sm90/fa_bwd_sm90_kernel.cuh: wgmma backward, sm_90a only */
     FA_KERNEL_SPLITKV = 5,     /* decode/fa_splitkv_kernel.cuh: split-KV forward (decode, KV cache) */
-    FA_KERNEL_BWD_SM90_PIPE = 6 /* sm90/fa_bwd_sm90_pipe_kernel.cuh: the sm90 backward with a TMA
-                                   producer warpgroup (the default at d > 64 with atomic dQ;
-                                   FLASH_ATTN_C_SM90_BWD_PIPE, fa_bwd_sm90_plan.cu) */
+    FA_KERNEL_BWD_SM90_PIPE = 6, /* sm90/fa_bwd_sm90_pipe_kernel.cuh: the sm90 backward with a TMA
+                                    producer warpgroup (the default at d > 64 with atomic dQ;
+                                    FLASH_ATTN_C_SM90_BWD_PIPE, fa_bwd_sm90_plan.cu) */
+    FA_KERNEL_BWD_SM90_PIPE80 = 7 /* sm90/fa_bwd_sm90_pipe80.cuh: its Br = 80 form at d in (64, 128],
+                                     TMA dQ, opt-in (FLASH_ATTN_C_SM90_BWD_VARIANT=br80) */
 };
 
 /* FA_KERNEL_BWD_SM80 addr: which ldmatrix operands use precomputed per-lane addresses
@@ -251,6 +253,16 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "1.13-1.32x red.add, 154-475 TFLOP/s (run 41: 459 at 16k non-causal, 361 with red.add). "
                "smem 64 K,V + 64 Q,dO + 2 x 16 dS^T = 161 KB (3 stages: 193 KB, fits); TMA dQ + 2 x 16 dQ "
                "staging = 193 KB (3 stages then 225 KB + 1.6 KB static: fits the 227 KB by 0.4 KB)"},
+    /* FA_KERNEL_BWD_SM90_PIPE80 (fa_bwd_sm90_pipe80.cuh): the d = 128 row above with FA3's non-causal
+     * hdim-128 tile (hopper/flash_bwd_launch_template.h run_mha_bwd_hdim128: kBlockM 80, kBlockN 128,
+     * SdP_swapAB, dQ_swapAB, 2 Q/dO stages, 2 dS stages). */
+    {.kernel = FA_KERNEL_BWD_SM90_PIPE80, .arch = 90, .d = 128, .br = 80, .bc = 128, .warps = 12, .stages = 2,
+     .reason = "Br = 80 instead of 64: S^T / dP^T wgmma N = 80 (SS m64n64k16 reads 4 KB of smem per 32 "
+               "tensor-core cycles, the SM's 128 B/clk; N = 80 reads 4.5 KB per 40) and 25% more FLOPs per "
+               "per-tile barrier / mbarrier wait / wgmma drain; dQ as dQ^T = K^T dS (M = 64 dims, N = 80) "
+               "since 80 queries are no wgmma M. S^T + dP^T 40 + 40 regs, dK + dV 64 + 64, dQ^T 40. smem "
+               "64 K,V + 80 Q,dO + 2 x 20 dS + 2 x 20 dQ^T staging + 1 = 225 KB + 1.3 KB static (of 227): "
+               "no third stage. Opt-in until timed against the Br = 64 row"},
     /* d = 256 (d in (128, 256]): the dim split (fa_bwd_sm90_pipe_dsplit.cuh): Bc = Br = 64, both consumer
      * warpgroups on the same 64 keys, each owning 128 of the 256 dims of dK, dV (64 + 64 regs);
      * opt-in (FLASH_ATTN_C_SM90_BWD_PIPE=1/2) until it has run on a GPU. */

@@ -24,6 +24,8 @@
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
+#include "fa_bwd_sm90_pipe80.cuh"      /* the opt-in Br = 80 kernel (pipelined mode 4) */
+#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE_MODE_BR80, FA_BWD_SM90_PIPE80_BR */
 #include "fa_bwd_sm90_plan.h"
 
 /* The real kernel declares LSE / D stages as static shared memory (2 * 2 * Br floats); the stub
@@ -120,6 +122,16 @@ static fa_status fa_bwd_sm90_pipe_launch(const fa_bwd_sm90_params &prm, int dq_m
                                    fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kdq), stream);
 }
 
+/* The Br = 80 kernel (fa_bwd_sm90_pipe80.cuh, pipelined mode 4: TMA dQ at d in (64, 128]). prm: the
+ * maps of fa_bwd_sm90_pipe_prepare under that mode (Q / dO boxes of Br rows, dq_accum boxes {32, Br}). */
+template <bool kBf16>
+static fa_status fa_bwd_sm90_pipe80_launch(const fa_bwd_sm90_params &prm, cudaStream_t stream)
+{
+    static_assert(fa_bwd_sm90_pipe80_cfg::Br == FA_BWD_SM90_PIPE80_BR, "the plan's boxes are the kernel's Br rows");
+    return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe80_kernel<kBf16>, prm, prm.a, FA_BWD_SM90_PIPE_THREADS,
+                                   fa_bwd_sm90_pipe80_cfg::Bc, fa_bwd_sm90_pipe80_cfg::kSmemBytes, stream);
+}
+
 /* pipe: the pipelined kernel's parameters (its .a is ignored: a is used), or NULL for the
  * cp.async kernel; pipe_mode: fa_bwd_sm90_pipe_prepare's result. */
 template <bool kBf16>
@@ -136,9 +148,10 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     if (pipe != NULL) {
         fa_bwd_sm90_params prm = *pipe;
         prm.a = a;
-        st = a.head_dim <= 64    ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
-             : a.head_dim <= 128 ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
-                                 : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);
+        st = pipe_mode == FA_BWD_SM90_PIPE_MODE_BR80 ? fa_bwd_sm90_pipe80_launch<kBf16>(prm, stream)
+             : a.head_dim <= 64                      ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
+             : a.head_dim <= 128                     ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
+                                                     : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);
     } else if (a.head_dim <= 128) {
         st = a.head_dim <= 64 ? fa_bwd_sm90_launch<kBf16, 64>(a, stream) : fa_bwd_sm90_launch<kBf16, 128>(a, stream);
     } else {

@@ -22,6 +22,9 @@
  * order (fa_bwd_sm90_pipe_dq_order.cuh), then the convert pass as on the atomic path. Opt-in and
  * experimental: not yet run on a GPU; without it (or where it does not apply) deterministic calls
  * are unchanged.
+ * FLASH_ATTN_C_SM90_BWD_VARIANT=br80 moves the TMA-dQ calls at d in (64, 128] (scale > 0) to the
+ * opt-in Br = 80 kernel (fa_bwd_sm90_pipe80.cuh; mode 4, fa_bwd_sm90_pipe80_host.h). Not yet run on
+ * a GPU either.
  */
 #include <cuda.h>
 #include <math.h>
@@ -37,6 +40,7 @@
 #include "fa_bwd_sm90_plan.h"
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg, fa_bwd_sm90_params, FA_BWD_SM90_BC */
 #include "fa_bwd_sm90_ordered.h"  /* fa_bwd_sm90_det_ordered, fa_bwd_sm90_ordered_args */
+#include "fa_bwd_sm90_pipe80_host.h" /* opt-in Br = 80 kernel (mode 4): fa_bwd_sm90_variant_br80 */
 #include "fa_bwd_sm90_tma_maps.h" /* fa_bwd_encode_4d, fa_bwd_encode_dqacc */
 #include "fa_sm90_tma_host.h"     /* fa_sm90_encode_tiled */
 
@@ -139,8 +143,9 @@ static int fa_bwd_sm90_pipe_mode(const fa_bwd_args *a)
  * needs the dq_accum map too) when the tensors are dense, the encoder found and all maps
  * encodable (then in *prm); buckets 64 and 128 have all four instances, bucket 256 no TMA-dQ one
  * (1 is returned for =2 there: its red.add instance). The Q / dO boxes are the pipelined kernel's
- * own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not the cp.async kernel's 128 at d = 64), the
- * K / V boxes its Bc (128; 64 at bucket 256).
+ * own Br (fa_bwd_sm90_pipe_cfg: 64 at every bucket, not the cp.async kernel's 128 at d = 64; 80 and
+ * {32, 80} dq_accum boxes where 4, the Br = 80 kernel, runs), the K / V boxes its Bc (128; 64 at
+ * bucket 256).
  * a: fa_bwd_fill_args(p). */
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
@@ -148,7 +153,12 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
-    const int br = p->head_dim <= 64    ? fa_bwd_sm90_pipe_cfg<64>::Br
+    /* FLASH_ATTN_C_SM90_BWD_VARIANT=br80: the TMA-dQ call at d in (64, 128] with scale > 0 runs the
+     * Br = 80 kernel (fa_bwd_sm90_pipe80_host.h) */
+    const int br80 = mode == 2 && a->atomic_dq && p->head_dim > 64 && p->head_dim <= 128 && p->softmax_scale > 0.f &&
+                     fa_bwd_sm90_variant_br80();
+    const int br = br80                 ? FA_BWD_SM90_PIPE80_BR
+                   : p->head_dim <= 64  ? fa_bwd_sm90_pipe_cfg<64>::Br
                    : p->head_dim <= 128 ? fa_bwd_sm90_pipe_cfg<128>::Br
                                         : fa_bwd_sm90_pipe_cfg<256>::Br;
     const int bc = p->head_dim <= 128 ? FA_BWD_SM90_BC : fa_bwd_sm90_pipe_cfg<256>::Bc; /* the K / V boxes */
@@ -164,9 +174,10 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (!ok) return 0;
     /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3) */
     if (d > 128) return 1;
-    if ((mode == 3 || (mode == 2 && a->atomic_dq)) && !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b))
+    if ((mode == 3 || (mode == 2 && a->atomic_dq)) &&
+        !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 ? br : 64))
         return 0;
-    return mode;
+    return br80 ? FA_BWD_SM90_PIPE_MODE_BR80 : mode;
 }
 
 /* a: fa_bwd_fill_args(p); *prm: filled where the result is not 0. The pipelined mode (0 none,
@@ -190,5 +201,6 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
     const int mode = fa_bwd_sm90_plan(p, &a, &prm);
+    if (mode == FA_BWD_SM90_PIPE_MODE_BR80) return mode;
     return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }

@@ -44,12 +44,12 @@ static int fa_bwd_encode_4d(CUtensorMap *map, fa_dtype dtype, const void *base, 
 }
 
 /* dq_accum (b * sq, h, d) fp32 row-major as the dense 4-d map (d, sq, h, b) the TMA-dQ kernel
- * reduce-adds into (fa_bwd_sm90_pipe_kernel.cuh, warp_write_dq): box 32 x 64 (32 fp32 = the
- * 128-byte swizzle span) x 1 x 1, 128-byte swizzle. The row extent sq makes TMA drop the rows of a
- * query block past the sequence end (they would be the next batch's rows in the flat buffer), the
- * dim extent d the dims past d. 0 when TMA cannot describe it. */
+ * reduce-adds into (fa_bwd_sm90_pipe_kernel.cuh, warp_write_dq): box 32 x box_rows (32 fp32 = the
+ * 128-byte swizzle span; 64 rows, 80 for fa_bwd_sm90_pipe80.cuh) x 1 x 1, 128-byte swizzle. The row
+ * extent sq makes TMA drop the rows of a query block past the sequence end (they would be the next
+ * batch's rows in the flat buffer), the dim extent d the dims past d. 0 when TMA cannot describe it. */
 static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t d, int64_t sq, int64_t h,
-                               int64_t b)
+                               int64_t b, int box_rows)
 {
     if (dq_accum == NULL || ((uintptr_t)dq_accum & 15u) != 0 || d % 4 != 0) return 0;
     /* the dq_accum allocation's size (so no overflow); the batch stride sq h d 4 is below it */
@@ -57,7 +57,7 @@ static int fa_bwd_encode_dqacc(CUtensorMap *map, const float *dq_accum, int64_t 
     if (d <= 0 || sq <= 0 || h <= 0 || b <= 0 || bytes >= ((int64_t)1 << 40)) return 0;
     const cuuint64_t gdim[4] = {(cuuint64_t)d, (cuuint64_t)sq, (cuuint64_t)h, (cuuint64_t)b};
     const cuuint64_t gstride[3] = {(cuuint64_t)(h * d * 4), (cuuint64_t)(d * 4), (cuuint64_t)(sq * h * d * 4)};
-    const cuuint32_t box[4] = {32u, 64u, 1u, 1u};
+    const cuuint32_t box[4] = {32u, (cuuint32_t)box_rows, 1u, 1u};
     const cuuint32_t estride[4] = {1u, 1u, 1u, 1u};
     return fa_sm90_encode_tiled()(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4u, (void *)dq_accum, gdim, gstride, box,
                                  estride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,

@@ -7,6 +7,8 @@
  * column block of B: the descriptor's start address moves 64 bytes into the 128-byte row (as the
  * K-major k-step offsets of fa_wgmma.cuh move 32 bytes), and the hardware applies the swizzle to
  * the address it forms (dev/bwd_sm90/unit_check.cu checks both halves exactly).
+ * fa_wgmma_ss_m64n<N>k16_<t>_ta: the same with only A MN-major (imm-trans-a = 1, imm-trans-b = 0):
+ * B stored as [n][k] with k contiguous (K-major). Shapes: N in [80].
  */
 #ifndef FA_WGMMA_BWD_CUH
 #define FA_WGMMA_BWD_CUH
@@ -50,6 +52,27 @@ static __device__ __forceinline__ void fa_wgmma_ss_m64n64k16_bf16_tatb(float (&d
         : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+static __device__ __forceinline__ void fa_wgmma_ss_m64n80k16_bf16_ta(float (&d)[40], uint64_t desc_a,
+                                                                      uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %42, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39"
+        "}, "
+        "%40, %41, p, 1, 1, 1, 0;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
 static __device__ __forceinline__ void fa_wgmma_ss_m64n32k16_f16_tatb(float (&d)[16], uint64_t desc_a,
                                                                       uint64_t desc_b, int scale_d)
 {
@@ -85,6 +108,27 @@ static __device__ __forceinline__ void fa_wgmma_ss_m64n64k16_f16_tatb(float (&d)
         : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+static __device__ __forceinline__ void fa_wgmma_ss_m64n80k16_f16_ta(float (&d)[40], uint64_t desc_a,
+                                                                      uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %42, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n80k16.f32.f16.f16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39"
+        "}, "
+        "%40, %41, p, 1, 1, 1, 0;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
 template <int N>
 struct fa_wgmma_bwd_shape_missing {
     static constexpr bool value = false;
@@ -103,6 +147,19 @@ static __device__ __forceinline__ void fa_wgmma_ss_tatb(float (&d)[N / 2], uint6
         else fa_wgmma_ss_m64n64k16_f16_tatb(d, desc_a, desc_b, scale_d);
     } else {
         static_assert(fa_wgmma_bwd_shape_missing<N>::value, "add N to SS_TT_N in csrc/cuda/sm90/gen_wgmma_bwd.py");
+    }
+}
+
+/* The same for the A-only-transposed wrappers (fa_wgmma_ss_m64n<N>k16_<t>_ta). */
+template <int N, bool kBf16>
+static __device__ __forceinline__ void fa_wgmma_ss_ta(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                                                      int scale_d)
+{
+    if constexpr (N == 80) {
+        if constexpr (kBf16) fa_wgmma_ss_m64n80k16_bf16_ta(d, desc_a, desc_b, scale_d);
+        else fa_wgmma_ss_m64n80k16_f16_ta(d, desc_a, desc_b, scale_d);
+    } else {
+        static_assert(fa_wgmma_bwd_shape_missing<N>::value, "add N to SS_TA_N in csrc/cuda/sm90/gen_wgmma_bwd.py");
     }
 }
 

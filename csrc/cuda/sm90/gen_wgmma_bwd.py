@@ -27,18 +27,22 @@ HEADER = ROOT / "csrc" / "cuda" / "sm90" / "fa_wgmma_bwd.cuh"
 # pipelined kernel at d = 128) and 32 (half of one: the pipelined kernel at d = 64 with Br = 64,
 # fa_bwd_sm90_pipe_kernel.cuh).
 SS_TT_N = [32, 64]
+# N of dQ^T = K^T dS^T per warpgroup in the opt-in Br = 80 backward (fa_bwd_sm90_pipe80.cuh): A = K^T
+# (dims contiguous: MN-major, imm-trans-a = 1), B = dS stored [query][key] (keys contiguous: K-major,
+# imm-trans-b = 0), N = Br = 80 queries.
+SS_TA_N = [80]
 
 
-def dispatch() -> str:
-    """The body of fa_wgmma_ss_tatb: an if-constexpr chain over SS_TT_N, a static_assert for any other N."""
+def dispatch(ns=SS_TT_N, suffix="_tatb", name="SS_TT_N") -> str:
+    """The body of fa_wgmma_ss<suffix>: an if-constexpr chain over ns, a static_assert for any other N."""
     lines = []
-    for i, n in enumerate(SS_TT_N):
+    for i, n in enumerate(ns):
         lines.append(f"    {'if' if i == 0 else '} else if'} constexpr (N == {n}) {{")
-        lines.append(f"        if constexpr (kBf16) fa_wgmma_ss_m64n{n}k16_bf16_tatb(d, desc_a, desc_b, scale_d);")
-        lines.append(f"        else fa_wgmma_ss_m64n{n}k16_f16_tatb(d, desc_a, desc_b, scale_d);")
+        lines.append(f"        if constexpr (kBf16) fa_wgmma_ss_m64n{n}k16_bf16{suffix}(d, desc_a, desc_b, scale_d);")
+        lines.append(f"        else fa_wgmma_ss_m64n{n}k16_f16{suffix}(d, desc_a, desc_b, scale_d);")
     lines.append("    } else {")
     lines.append('        static_assert(fa_wgmma_bwd_shape_missing<N>::value, '
-                 '"add N to SS_TT_N in csrc/cuda/sm90/gen_wgmma_bwd.py");')
+                 f'"add N to {name} in csrc/cuda/sm90/gen_wgmma_bwd.py");')
     lines.append("    }")
     return "\n".join(lines)
 
@@ -53,6 +57,8 @@ def generated() -> str:
  * column block of B: the descriptor's start address moves 64 bytes into the 128-byte row (as the
  * K-major k-step offsets of fa_wgmma.cuh move 32 bytes), and the hardware applies the swizzle to
  * the address it forms (dev/bwd_sm90/unit_check.cu checks both halves exactly).
+ * fa_wgmma_ss_m64n<N>k16_<t>_ta: the same with only A MN-major (imm-trans-a = 1, imm-trans-b = 0):
+ * B stored as [n][k] with k contiguous (K-major). Shapes: N in """ + str(SS_TA_N) + """.
  */
 #ifndef FA_WGMMA_BWD_CUH
 #define FA_WGMMA_BWD_CUH
@@ -64,6 +70,8 @@ def generated() -> str:
     for ty in ("bf16", "f16"):
         for n in SS_TT_N:
             out.append(ss_wrapper(n, ty, "_tatb", 1, 1, indent=70))
+        for n in SS_TA_N:
+            out.append(ss_wrapper(n, ty, "_ta", 1, 0, indent=70))
     out.append("""template <int N>
 struct fa_wgmma_bwd_shape_missing {
     static constexpr bool value = false;
@@ -75,6 +83,14 @@ static __device__ __forceinline__ void fa_wgmma_ss_tatb(float (&d)[N / 2], uint6
                                                         int scale_d)
 {
 """ + dispatch() + """
+}
+
+/* The same for the A-only-transposed wrappers (fa_wgmma_ss_m64n<N>k16_<t>_ta). */
+template <int N, bool kBf16>
+static __device__ __forceinline__ void fa_wgmma_ss_ta(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                                                      int scale_d)
+{
+""" + dispatch(SS_TA_N, "_ta", "SS_TA_N") + """
 }
 
 #endif /* FA_SM90_DEVICE */
