@@ -87,9 +87,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
     /* query blocks with a row that can see some key of [j0, j1] (fa_seq.cuh) */
     const int off = sk - sq;
-    int64_t m_lo, m_hi;
-    fa_band_queries(j0, min(j0 + Bc, sk) - 1, sq, sk, a.window_left, a.window_right, &m_lo, &m_hi);
-    const fa_band m_band = fa_band_tiles(m_lo, m_hi, Br);
+    const fa_band m_band = fa_band_query_tiles(j0, Bc, sq, sk, a.window_left, a.window_right, Br);
     const int mb_lo = m_band.first, n_mb = m_band.count;
     const int n_iter = n_mb * group;
 
