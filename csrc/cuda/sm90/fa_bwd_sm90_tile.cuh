@@ -90,6 +90,15 @@ static __device__ __forceinline__ void warpgroup_gemm_kq_t(float (&acc)[kN / 2],
     }
 }
 
+/* Edge tile? Keys past sk, or the band boundary crosses the tile [i0, i0 + Br) x [j0, j0 + Bc)
+ * (off = sk - sq): then P needs the per-element mask (thread_probs_t's need_mask). */
+template <int Br, int Bc>
+static __device__ __forceinline__ bool fa_bwd_tile_need_mask(const fa_bwd_args &a, int i0, int j0, int sk, int off)
+{
+    return j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
+           (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
+}
+
 /* S^T -> P^T in place: exp2(s scale log2e - LSE2 of the query), 0 where the key is not visible to
  * the query (need_mask: the tile crosses the band edge or sk). lse2: the block's [Br] LSE log2e;
  * key_base: this thread's first key row; c = query within the block. */
