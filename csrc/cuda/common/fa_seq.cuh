@@ -96,4 +96,15 @@ static __device__ __forceinline__ fa_band fa_band_tiles(I lo, I hi, int tile)
     return t;
 }
 
+/* The backward's query tiles of a key block: tiles of `tile` query rows with a row that sees some
+ * key of [c0, min(c0 + c_tile, sk)) (fa_band_queries, fa_band_tiles). Rows outside the band get
+ * P = 0 on this block, so their tiles are skipped. */
+static __device__ __forceinline__ fa_band fa_band_query_tiles(int c0, int c_tile, int sq, int sk, int left,
+                                                              int right, int tile)
+{
+    int64_t lo, hi;
+    fa_band_queries(c0, min(c0 + c_tile, sk) - 1, sq, sk, left, right, &lo, &hi);
+    return fa_band_tiles(lo, hi, tile);
+}
+
 #endif /* FA_SEQ_CUH */

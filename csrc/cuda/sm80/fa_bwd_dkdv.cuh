@@ -98,9 +98,7 @@ fa_bwd_dkdv_kernel(const fa_bwd_args a)
 
     /* Query blocks with a row that sees some key of [n0, n_last] (fa_seq.cuh). Rows outside the
      * band get P = 0 on this block, so they are skipped. */
-    int64_t i_lo, i_hi;
-    fa_band_queries(n0, min(n0 + kBc, seq.sk) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &i_lo, &i_hi);
-    const fa_band m_band = fa_band_tiles(i_lo, i_hi, kBr);
+    const fa_band m_band = fa_band_query_tiles(n0, kBc, seq.sq, seq.sk, a.window_left, a.window_right, kBr);
     const int m_begin = m_band.first, n_m = m_band.count;
     const int group = a.heads / a.heads_k;
     const int n_iter = n_m * group;

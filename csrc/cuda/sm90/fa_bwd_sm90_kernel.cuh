@@ -87,9 +87,7 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
 
     /* query blocks with a row that can see some key of [j0, j1] (fa_seq.cuh) */
     const int off = sk - sq;
-    int64_t m_lo, m_hi;
-    fa_band_queries(j0, min(j0 + Bc, sk) - 1, sq, sk, a.window_left, a.window_right, &m_lo, &m_hi);
-    const fa_band m_band = fa_band_tiles(m_lo, m_hi, Br);
+    const fa_band m_band = fa_band_query_tiles(j0, Bc, sq, sk, a.window_left, a.window_right, Br);
     const int mb_lo = m_band.first, n_mb = m_band.count;
     const int n_iter = n_mb * group;
 
@@ -146,7 +144,9 @@ fa_bwd_sm90_kernel(const fa_bwd_args a)
         warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st);
         fa_wgmma_commit();
 
-        /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
+        /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc): the
+         * expression of fa_bwd_tile_need_mask, kept inline (through the helper this kernel's SASS
+         * changed: one uniform compare with swapped operands, nvcc 13.0) */
         const bool need_mask = j0 + Bc > sk ||
                                (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
                                (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);

@@ -49,7 +49,7 @@ struct fa_bwd_sm90_pipe80_cfg {
 #if FA_SM90_DEVICE
 
 /* acc[4 jn + e] = v * lse2[query 8 jn + 2t + (e & 1)] for both key rows (e >> 1): the wgmma C
- * that S^T or dP^T then accumulates onto (scale_d = 1, warpgroup_gemm_kq_t80), so that
+ * that S^T or dP^T then accumulates onto (scale_d = 1: warpgroup_gemm_kq_t with acc_in), so that
  * S^T - LSE2 / scale_log2 and dP^T - D come out of the tensor core and no LSE / D value is held in
  * registers at the exp / dS phase (held there, 20 of them each made the consumers spill at 240). */
 template <int Br>
@@ -62,19 +62,6 @@ static __device__ __forceinline__ void thread_init_acc80(float (&acc)[Br / 2], c
     /* 40 distinct registers: the two key rows' equal values merged into one made NVVM copy them
      * between the wgmmas of the chain, and ptxas then waited for each (C7517) */
     fa_reg_fence(acc);
-}
-
-/* warpgroup_gemm_kq_t (fa_bwd_sm90_tile.cuh) accumulating onto acc from the first k-step on. */
-template <bool kBf16, int D, int Br>
-static __device__ __forceinline__ void warpgroup_gemm_kq_t80(float (&acc)[Br / 2], uint64_t da, uint32_t b_st)
-{
-    const uint64_t db = fa_wgmma_desc_sw128(b_st, 16u, 1024u);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
-        fa_wgmma_ss<Br, kBf16>(acc, fa_wgmma_desc_add(da, (uint32_t)(kk / 4) * (FA_BWD_SM90_BC * 128) + in_block),
-                               fa_wgmma_desc_add(db, (uint32_t)(kk / 4) * (Br * 128) + in_block), 1);
-    }
 }
 
 /* s = S^T - LSE2 / scale_log2 (thread_init_acc80) -> P^T in place: exp2(s scale_log2), 0 where key
@@ -140,15 +127,13 @@ static __device__ __forceinline__ void warpgroup_bwd_tile80(const fa_bwd_args &a
     thread_init_acc80<Br>(s, lse_s, -1.f / a.scale_log2, t); /* S^T - LSE2 / scale_log2 */
     thread_init_acc80<Br>(dp, dsum_s, -1.f, t);              /* dP^T - D */
     fa_wgmma_fence();
-    warpgroup_gemm_kq_t80<kBf16, D, Br>(s, dK_kmaj, q_st);
+    warpgroup_gemm_kq_t<kBf16, D, Br>(s, dK_kmaj, q_st, true); /* onto the preset */
     fa_wgmma_commit();
     fa_wgmma_fence(); /* dp is an accumulator of the group below */
-    warpgroup_gemm_kq_t80<kBf16, D, Br>(dp, dV_kmaj, do_st);
+    warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st, true);
     fa_wgmma_commit();
 
-    /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
-    const bool need_mask = j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
-                           (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
+    const bool need_mask = fa_bwd_tile_need_mask<Br, Bc>(a, i0, j0, sk, off); /* edge tile? */
     fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
     fa_reg_fence(s);
     thread_probs80<Br>(s, a, need_mask, key_base, i0, sk, off, t);
@@ -220,25 +205,12 @@ fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
     /* the layout of fa_bwd_pipe_smem_at at Br = 80: K, V, Q[2], dO[2], dS[2] (2 Bc Br bytes each), dQ staging */
     const fa_bwd_pipe_smem sm = fa_bwd_pipe_smem_at<D, Br, kStages>(tiles, fa_smem_u32(&s_bars[0]));
 
-    int64_t m_lo, m_hi;
-    fa_band_queries(j0, min(j0 + Bc, seq.sk) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &m_lo, &m_hi);
-    const fa_band m_band = fa_band_tiles(m_lo, m_hi, Br);
+    const fa_band m_band = fa_band_query_tiles(j0, Bc, seq.sq, seq.sk, a.window_left, a.window_right, Br);
     const int mb_lo = m_band.first, n_mb = m_band.count;
     const int group = a.heads / a.heads_k;
     const int n_iter = n_mb * group;
 
-    if (threadIdx.x == 0) {
-        fa_mbar_init(sm.kv_full, 1); /* the producer's arrive.expect_tx */
-#pragma unroll
-        for (int st = 0; st < kStages; ++st) {
-            fa_mbar_init(sm.q_full + 8u * st, 32);  /* every producer lane, after its LSE stores */
-            fa_mbar_init(sm.do_full + 8u * st, 32); /* every producer lane, after its D stores */
-            fa_mbar_init(sm.empty + 8u * st, 256);  /* every consumer thread */
-        }
-        fa_mbar_init_fence();
-    }
-    /* why: the barriers must be initialized before any thread waits on them or TMA signals them */
-    __syncthreads();
+    block_bwd_pipe_init_barriers<kStages>(sm);
 
     if (threadIdx.x < 128) {
         /* producer warpgroup: warp 0 loads, warp 1 writes dQ, warps 2-3 exit */

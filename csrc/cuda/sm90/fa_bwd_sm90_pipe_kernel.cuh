@@ -122,25 +122,12 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 
     /* query blocks with a row that can see some key of [j0, j1] (fa_seq.cuh), for each query
      * head of the group */
-    int64_t m_lo, m_hi;
-    fa_band_queries(j0, min(j0 + Bc, seq.sk) - 1, seq.sq, seq.sk, a.window_left, a.window_right, &m_lo, &m_hi);
-    const fa_band m_band = fa_band_tiles(m_lo, m_hi, Br);
+    const fa_band m_band = fa_band_query_tiles(j0, Bc, seq.sq, seq.sk, a.window_left, a.window_right, Br);
     const int mb_lo = m_band.first, n_mb = m_band.count;
     const int group = a.heads / a.heads_k;
     const int n_iter = n_mb * group;
 
-    if (threadIdx.x == 0) {
-        fa_mbar_init(sm.kv_full, 1); /* the producer's arrive.expect_tx */
-#pragma unroll
-        for (int st = 0; st < kStages; ++st) {
-            fa_mbar_init(sm.q_full + 8u * st, 32);  /* every producer lane, after its LSE stores */
-            fa_mbar_init(sm.do_full + 8u * st, 32); /* every producer lane, after its D stores */
-            fa_mbar_init(sm.empty + 8u * st, 256);  /* every consumer thread */
-        }
-        fa_mbar_init_fence();
-    }
-    /* why: the barriers must be initialized before any thread waits on them or TMA signals them */
-    __syncthreads();
+    block_bwd_pipe_init_barriers<kStages>(sm);
 
     if (threadIdx.x < 128) {
         /* ======================= producer warpgroup ======================= */

@@ -147,6 +147,25 @@ static __device__ __forceinline__ fa_bwd_pipe_smem fa_bwd_pipe_smem_at(uint32_t 
     return sm;
 }
 
+/* Thread 0 initializes the ring's mbarriers (protocol: fa_bwd_sm90_pipe_kernel.cuh); every thread
+ * of the CTA calls this once, before the role split. */
+template <int kStages>
+static __device__ __forceinline__ void block_bwd_pipe_init_barriers(const fa_bwd_pipe_smem &sm)
+{
+    if (threadIdx.x == 0) {
+        fa_mbar_init(sm.kv_full, 1); /* the producer's arrive.expect_tx */
+#pragma unroll
+        for (int st = 0; st < kStages; ++st) {
+            fa_mbar_init(sm.q_full + 8u * st, 32);  /* every producer lane, after its LSE stores */
+            fa_mbar_init(sm.do_full + 8u * st, 32); /* every producer lane, after its D stores */
+            fa_mbar_init(sm.empty + 8u * st, 256);  /* every consumer thread */
+        }
+        fa_mbar_init_fence();
+    }
+    /* why: the barriers must be initialized before any thread waits on them or TMA signals them */
+    __syncthreads();
+}
+
 #endif /* FA_SM90_DEVICE */
 
 #endif /* FA_BWD_SM90_PIPE_LAYOUT_CUH */

@@ -74,17 +74,29 @@ static __device__ __forceinline__ void warpgroup_gemm_dq(float (&dq)[kN / 2], ui
 /* acc (S^T or dP^T, 64 keys x kN queries of this warpgroup) = A B^T over D/16 k-steps: A the K or V
  * rows of the warpgroup (K-major descriptor da into a [D/64][kBc][64] tile), B the Q or dO slot
  * (K-major, [D/64][Br][64]) from b_st: all Br rows (kN = Br), or with kN < Br the kN rows at b_st
- * (the d = 256 instance: each warpgroup's 32-query half, b_st 32 rows = 4 KB in, swizzle-aligned). */
+ * (the d = 256 instance: each warpgroup's 32-query half, b_st 32 rows = 4 KB in, swizzle-aligned).
+ * acc_in: accumulate onto acc from the first k-step on (the Br = 80 kernel's preset -LSE2 /
+ * scale_log2 and -D, thread_init_acc80); otherwise the first k-step overwrites it. */
 template <bool kBf16, int D, int Br, int kN = Br, int kBc = FA_BWD_SM90_BC>
-static __device__ __forceinline__ void warpgroup_gemm_kq_t(float (&acc)[kN / 2], uint64_t da, uint32_t b_st)
+static __device__ __forceinline__ void warpgroup_gemm_kq_t(float (&acc)[kN / 2], uint64_t da, uint32_t b_st,
+                                                           bool acc_in = false)
 {
     const uint64_t db = fa_wgmma_desc_sw128(b_st, 16u, 1024u);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
         const uint32_t in_block = (uint32_t)(kk % 4) * 32u;
         fa_wgmma_ss<kN, kBf16>(acc, fa_wgmma_desc_add(da, (uint32_t)(kk / 4) * (kBc * 128) + in_block),
-                               fa_wgmma_desc_add(db, (uint32_t)(kk / 4) * (Br * 128) + in_block), kk > 0);
+                               fa_wgmma_desc_add(db, (uint32_t)(kk / 4) * (Br * 128) + in_block), acc_in || kk > 0);
     }
+}
+
+/* Edge tile? Keys past sk, or the band boundary crosses the tile [i0, i0 + Br) x [j0, j0 + Bc)
+ * (off = sk - sq): then P needs the per-element mask (thread_probs_t's need_mask). */
+template <int Br, int Bc>
+static __device__ __forceinline__ bool fa_bwd_tile_need_mask(const fa_bwd_args &a, int i0, int j0, int sk, int off)
+{
+    return j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
+           (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
 }
 
 /* S^T -> P^T in place: exp2(s scale log2e - LSE2 of the query), 0 where the key is not visible to
