@@ -80,6 +80,10 @@
  * consumer tile at d = 256); the products
  * of fa_bwd_sm90_tile.cuh.
  *
+ * fa_bwd_sm90_pipe128_kernel (FLASH_ATTN_C_SM90_BWD_VARIANT=br128, opt-in, not yet run on a GPU): this
+ * kernel's body at Br = 128, d <= 64 (tuning row FA_KERNEL_BWD_SM90_PIPE128), red.add or TMA dQ, with
+ * the consumer tile of fa_bwd_sm90_pipe128.cuh (the Br = 80 kernel's register tricks; 0 spills).
+ *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
  */
