@@ -2,6 +2,7 @@
 # One device call for the opt-in Hopper paths that have not yet run on a GPU (README, limitations):
 #   FLASH_ATTN_C_SM90_BWD_DET=ordered   in-kernel ordered deterministic dQ
 #   FLASH_ATTN_C_SM90_BWD_VARIANT=br80  Br = 80 backward at d in (64, 128]
+#   FLASH_ATTN_C_SM90_BWD_VARIANT=br128 Br = 128 backward at d <= 64 (red.add and TMA dQ)
 #   FLASH_ATTN_C_SM90_FWD_PERSIST=1     persistent forward (grouped item order, two Q slots)
 #   FLASH_ATTN_C_SM90_FWD_DROPOUT=1     dropout on the sm90 forward (kDrop, dense)
 # 1. the sm90 harnesses are built (in parallel);  2. correctness and compute-sanitizer groups run in parallel
@@ -49,8 +50,13 @@ chk() { # log name cmd...: the harness's FAIL lines and its summary
   san racecheck g7.log $F -k drop
   san memcheck g7.log $F -k drop ) &
 ( FLASH_ATTN_C_SM90_FWD_PERSIST=1 chk g8.log persist_all $F ) &   # every plain dense d <= 128 case, persistent
+( export FLASH_ATTN_C_SM90_BWD_VARIANT=br128
+  chk g9.log br128_full $B                                    # every case; pipe / pipe tma at d <= 64 on Br = 128
+  san racecheck g9.log $B --filter "dense d64"
+  san synccheck g9.log $B --filter "gqa 8/2 causal d64"
+  san memcheck g9.log $B --filter "dense d64" ) &
 wait
-for g in 1 2 3 4 5 6 7 8; do echo "######## group $g"; cat $W/g$g.log; done > $W/checks.txt
+for g in 1 2 3 4 5 6 7 8 9; do echo "######## group $g"; cat $W/g$g.log; done > $W/checks.txt
 cat $W/checks.txt; echo "checks done at $(el) s"; snapshot
 export FA_BENCH_SM90_ONLY=1
 bench() { # name cmd...
@@ -60,12 +66,14 @@ bench() { # name cmd...
 }
 bench bwd_default $B --bench
 bench bwd_br80 env FLASH_ATTN_C_SM90_BWD_VARIANT=br80 $B --bench
+bench bwd_br128 env FLASH_ATTN_C_SM90_BWD_VARIANT=br128 $B --bench
 bench bwd_det_pass $B --bench --det
 bench bwd_det_ordered env FLASH_ATTN_C_SM90_BWD_DET=ordered $B --bench --det
 bench fwd_oneblock $F --bench
 bench fwd_persist env FLASH_ATTN_C_SM90_FWD_PERSIST=1 $F --bench
 C=dev/harness_bench_compare.py
 python3 $C default=$W/bwd_default.txt br80=$W/bwd_br80.txt > $W/cmp_bwd_br80.md 2>&1
+python3 $C default=$W/bwd_default.txt br128=$W/bwd_br128.txt > $W/cmp_bwd_br128.md 2>&1
 python3 $C atomic=$W/bwd_default.txt det_pass=$W/bwd_det_pass.txt det_ordered=$W/bwd_det_ordered.txt > $W/cmp_bwd_det.md 2>&1
 python3 $C oneblock=$W/fwd_oneblock.txt persist=$W/fwd_persist.txt > $W/cmp_fwd_persist.md 2>&1
 cat $W/cmp_*.md; echo "total $(el) s"; snapshot

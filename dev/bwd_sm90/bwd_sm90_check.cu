@@ -38,6 +38,10 @@
  *   FLASH_ATTN_C_SM90_BWD_VARIANT=br80 with any of the above: the "pipe tma" calls (and the bench's
  *                                  sm90 column) at d in (64, 128] run the opt-in Br = 80 kernel
  *                                  (fa_bwd_sm90_pipe80.cuh); every dense one must (a counted check)
+ *   FLASH_ATTN_C_SM90_BWD_VARIANT=br128 (or a list, "br80,br128"): the "pipe" / "pipe tma" calls (and
+ *                                  the bench's sm90 column) at d <= 64 with atomic dQ run the opt-in
+ *                                  Br = 128 instances (fa_bwd_sm90_pipe128.cuh); every dense one must
+ *                                  (a counted check, line "br128 variant")
  *
  * Per case: random inputs (normal, rounded to the dtype), the fp32 CPU reference forward gives O
  * (rounded) and LSE; the oracle is fa_bwd_cpu_reference. Bar: max error at most 3x the error of a
@@ -177,6 +181,23 @@ static void d64_tally(d64_count *c, const fa_params *p, int taken)
     c->taken += taken;
 }
 
+/* FLASH_ATTN_C_SM90_BWD_VARIANT with br128: dense atomic-dQ d <= 64 "pipe" / "pipe tma" calls, and
+ * those on the Br = 128 instances (fa_bwd_sm90_pipe_takes() == 5 red.add, 6 TMA dQ) */
+static d64_count g_br128 = {0, 0};
+static int variant_has(const char *name)
+{
+    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
+    if (env == NULL) return 0;
+    const size_t n = strlen(name);
+    for (const char *q = strstr(env, name); q != NULL; q = strstr(q + 1, name))
+        if ((q == env || q[-1] == ',') && (q[n] == '\0' || q[n] == ',')) return 1;
+    return 0;
+}
+static void br128_tally(const fa_params *p, int taken)
+{
+    if (variant_has("br128") && p->softmax_scale > 0.f) d64_tally(&g_br128, p, taken);
+}
+
 /* ---- under test: the pipelined kernel (FLASH_ATTN_C_SM90_BWD_PIPE=1, fa_bwd_sm90_pipe_kernel.cuh),
  * every case again: dense cases run it (every d, atomic or deterministic dQ), varlen and
  * TMA-unfit strides fall back to fa_bwd_sm90_kernel. */
@@ -188,7 +209,8 @@ static fa_status fa_bwd_sm90_pipe_entry(const fa_params *p, void *stream)
     const fa_status st = run_with_pipe_env("1", p, stream, &takes);
     ++g_pipe_calls;
     g_pipe_fallbacks += !takes;
-    d64_tally(&g_pipe_d64, p, takes == 1);
+    d64_tally(&g_pipe_d64, p, takes == 1 || takes == 5);
+    br128_tally(p, takes == 5);
     return st;
 }
 /* fa_bwd_sm90_supported under FLASH_ATTN_C_SM90_BWD_PIPE=mode: d > 128 is in scope only there
@@ -229,10 +251,10 @@ static fa_status fa_bwd_sm90_pipe_tma_entry(const fa_params *p, void *stream)
     int takes;
     const fa_status st = run_with_pipe_env("2", p, stream, &takes);
     ++g_tma_calls;
-    g_tma_taken += takes == 2 || takes == 4;
-    d64_tally(&g_tma_d64, p, takes == 2);
-    const char *variant = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
-    if (variant != NULL && strcmp(variant, "br80") == 0 && p->head_dim > 64 && p->head_dim <= 128 &&
+    g_tma_taken += takes == 2 || takes == 4 || takes == 6;
+    d64_tally(&g_tma_d64, p, takes == 2 || takes == 6);
+    br128_tally(p, takes == 6);
+    if (variant_has("br80") && p->head_dim > 64 && p->head_dim <= 128 &&
         p->cu_seqlens_q == NULL && p->softmax_scale > 0.f) {
         ++g_br80.calls;
         g_br80.taken += takes == 4;
@@ -373,6 +395,11 @@ int main(int argc, char **argv)
         printf("br80 variant: %d of %d dense d in (64, 128] pipe tma calls ran the Br = 80 kernel\n", g_br80.taken,
                g_br80.calls);
         check_count(&tally, g_br80.taken == g_br80.calls);
+    }
+    if (g_br128.calls > 0) {
+        printf("br128 variant: %d of %d dense atomic-dQ d <= 64 pipe / pipe tma calls ran the Br = 128 instances\n",
+               g_br128.taken, g_br128.calls);
+        check_count(&tally, g_br128.taken == g_br128.calls);
     }
     return check_summary(&tally);
 }

@@ -52,8 +52,10 @@ enum {
     FA_KERNEL_BWD_SM90_PIPE = 6, /* sm90/fa_bwd_sm90_pipe_kernel.cuh: the sm90 backward with a TMA
                                     producer warpgroup (the default at d > 64 with atomic dQ;
                                     FLASH_ATTN_C_SM90_BWD_PIPE, fa_bwd_sm90_plan.cu) */
-    FA_KERNEL_BWD_SM90_PIPE80 = 7 /* sm90/fa_bwd_sm90_pipe80.cuh: its Br = 80 form at d in (64, 128],
+    FA_KERNEL_BWD_SM90_PIPE80 = 7, /* sm90/fa_bwd_sm90_pipe80.cuh: its Br = 80 form at d in (64, 128],
                                      TMA dQ, opt-in (FLASH_ATTN_C_SM90_BWD_VARIANT=br80) */
+    FA_KERNEL_BWD_SM90_PIPE128 = 8 /* sm90/fa_bwd_sm90_pipe128.cuh: FA_KERNEL_BWD_SM90_PIPE at Br = 128,
+                                      d <= 64, atomic dQ, opt-in (FLASH_ATTN_C_SM90_BWD_VARIANT=br128) */
 };
 
 /* FA_KERNEL_BWD_SM80 addr: which ldmatrix operands use precomputed per-lane addresses
@@ -263,6 +265,16 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "since 80 queries are no wgmma M. S^T + dP^T 40 + 40 regs, dK + dV 64 + 64, dQ^T 40. smem "
                "64 K,V + 80 Q,dO + 2 x 20 dS + 2 x 20 dQ^T staging + 1 = 225 KB + 1.3 KB static (of 227): "
                "no third stage. Opt-in until timed against the Br = 64 row"},
+    /* FA_KERNEL_BWD_SM90_PIPE128 (fa_bwd_sm90_pipe128.cuh): the d = 64 row above at FA3's hdim-64 tile
+     * (hopper/flash_bwd_launch_template.h run_mha_bwd_hdim64: kBlockM 128, kBlockN 128). */
+    {.kernel = FA_KERNEL_BWD_SM90_PIPE128, .arch = 90, .d = 64, .br = 128, .bc = 128, .warps = 12, .stages = 2,
+     .reason = "Br = 128 instead of 64: S^T / dP^T wgmma N = 128 (the SS product reads 4 KB of smem per 64 "
+               "tensor-core cycles instead of per 32) and twice the FLOPs per per-tile barrier / mbarrier "
+               "wait / wgmma drain; dQ splits the queries (64 x 64 per warpgroup, N = 64). S^T + dP^T 64 + "
+               "64 regs, dK + dV 32 + 32: 0 spills at 240 only with the Br = 80 kernel's register tricks "
+               "(accumulators preset to -LSE2 / scale_log2 and -D, shfl'd warp indices, mask as a second "
+               "pass). smem 32 K,V + 64 Q,dO + 2 x 32 dS^T + 1 = 161 KB, TMA dQ + 2 x 16 staging = 193 KB "
+               "(+ 2.1 KB static). Opt-in until timed against the Br = 64 row"},
     /* d = 256 (d in (128, 256]): the dim split (fa_bwd_sm90_pipe_dsplit.cuh): Bc = Br = 64, both consumer
      * warpgroups on the same 64 keys, each owning 128 of the 256 dims of dK, dV (64 + 64 regs);
      * opt-in (FLASH_ATTN_C_SM90_BWD_PIPE=1/2) until it has run on a GPU. */

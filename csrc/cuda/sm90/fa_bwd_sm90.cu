@@ -25,7 +25,7 @@
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
 #include "fa_bwd_sm90_pipe80.cuh"      /* the opt-in Br = 80 kernel (pipelined mode 4) */
-#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE_MODE_BR80, FA_BWD_SM90_PIPE80_BR */
+#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE_MODE_BR80 / _BR128_*, FA_BWD_SM90_PIPE80_BR / 128_BR */
 #include "fa_bwd_sm90_plan.h"
 
 /* The real kernel declares LSE / D stages as static shared memory (2 * 2 * Br floats); the stub
@@ -132,6 +132,21 @@ static fa_status fa_bwd_sm90_pipe80_launch(const fa_bwd_sm90_params &prm, cudaSt
                                    fa_bwd_sm90_pipe80_cfg::Bc, fa_bwd_sm90_pipe80_cfg::kSmemBytes, stream);
 }
 
+/* The Br = 128 instances at d <= 64 (fa_bwd_sm90_pipe128.cuh; pipelined modes 5 red.add dQ, 6 TMA dQ).
+ * prm: the maps of fa_bwd_sm90_pipe_prepare under that mode (Q / dO boxes of Br rows, dq_accum boxes
+ * {32, 64}). */
+template <bool kBf16>
+static fa_status fa_bwd_sm90_pipe128_launch(const fa_bwd_sm90_params &prm, int pipe_mode, cudaStream_t stream)
+{
+    using Cfg = fa_bwd_sm90_pipe_cfg<64, FA_KERNEL_BWD_SM90_PIPE128>;
+    static_assert(Cfg::Br == FA_BWD_SM90_PIPE128_BR, "the plan's boxes are the kernel's Br rows");
+    const int kdq = pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_TMA ? FA_BWD_SM90_DQ_TMA : FA_BWD_SM90_DQ_RED;
+    void (*kern)(const fa_bwd_sm90_params) = kdq == FA_BWD_SM90_DQ_TMA
+                                                 ? fa_bwd_sm90_pipe128_kernel<kBf16, FA_BWD_SM90_DQ_TMA>
+                                                 : fa_bwd_sm90_pipe128_kernel<kBf16, FA_BWD_SM90_DQ_RED>;
+    return fa_bwd_sm90_launch_grid(kern, prm, prm.a, FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(kdq), stream);
+}
+
 /* pipe: the pipelined kernel's parameters (its .a is ignored: a is used), or NULL for the
  * cp.async kernel; pipe_mode: fa_bwd_sm90_pipe_prepare's result. */
 template <bool kBf16>
@@ -149,6 +164,8 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
         fa_bwd_sm90_params prm = *pipe;
         prm.a = a;
         st = pipe_mode == FA_BWD_SM90_PIPE_MODE_BR80 ? fa_bwd_sm90_pipe80_launch<kBf16>(prm, stream)
+             : pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_RED || pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_TMA
+                 ? fa_bwd_sm90_pipe128_launch<kBf16>(prm, pipe_mode, stream)
              : a.head_dim <= 64                      ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
              : a.head_dim <= 128                     ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
                                                      : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);

@@ -80,6 +80,10 @@
  * consumer tile at d = 256); the products
  * of fa_bwd_sm90_tile.cuh.
  *
+ * fa_bwd_sm90_pipe128_kernel (FLASH_ATTN_C_SM90_BWD_VARIANT=br128, opt-in, not yet run on a GPU): this
+ * kernel's body at Br = 128, d <= 64 (tuning row FA_KERNEL_BWD_SM90_PIPE128), red.add or TMA dQ, with
+ * the consumer tile of fa_bwd_sm90_pipe128.cuh (the Br = 80 kernel's register tricks; 0 spills).
+ *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
  */
@@ -91,14 +95,17 @@
 #include "fa_bwd_sm90_pipe_dsplit.cuh"
 #include "fa_bwd_sm90_pipe_layout.cuh"
 #include "fa_bwd_sm90_pipe_producer.cuh"
+#include "fa_bwd_sm90_pipe128.cuh" /* the opt-in Br = 128 consumer tile */
 
-/* kDq: fa_bwd_sm90_dq_mode. The dynamic shared memory is fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kDq). */
-template <bool kBf16, int D, int kDq>
-__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
-fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
-{
 #if FA_SM90_DEVICE
-    using Cfg = fa_bwd_sm90_pipe_cfg<D>;
+
+/* The kernel body (the __global__ wrappers below): kKernel picks the tuning row
+ * (fa_bwd_sm90_pipe_cfg) and, for FA_KERNEL_BWD_SM90_PIPE128, the consumer tile of
+ * fa_bwd_sm90_pipe128.cuh. prm: the kernel's __grid_constant__ parameter. */
+template <bool kBf16, int D, int kDq, int kKernel>
+static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_params &prm)
+{
+    using Cfg = fa_bwd_sm90_pipe_cfg<D, kKernel>;
     constexpr int Br = Cfg::Br, kStages = Cfg::kStages, Bc = Cfg::Bc;
     /* dK, dV accumulators per thread: 64 keys x D dims per warpgroup, or at d = 256 (kDimSplit)
      * 64 keys x D / 2 dims */
@@ -159,7 +166,10 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
             const int h = hk * group + it / n_mb;
             const int i0 = (mb_lo + it % n_mb) * Br;
             const uint32_t buf = (uint32_t)(it & 1) * (uint32_t)(Bc * Br * 2); /* dS^T (P^T) buffer it & 1 */
-            if constexpr (Cfg::kDimSplit) {
+            if constexpr (kKernel == FA_KERNEL_BWD_SM90_PIPE128) {
+                warpgroup_bwd_tile128<kBf16, kDq>(a, seq, sm, dk, dv, stage, phase, sm.ds + buf, it == 0, h, i0, j0,
+                                                  s_lse[stage], s_dsum[stage]);
+            } else if constexpr (Cfg::kDimSplit) {
                 warpgroup_bwd_tile_dsplit<kBf16, D, kDq>(a, seq, sm, dk, dv, stage, phase, buf, h, i0, j0,
                                                          s_lse[stage], s_dsum[stage]);
             } else {
@@ -181,9 +191,34 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
         warpgroup_store_dkdv_dsplit<kBf16, D>(a, seq, b, hk, j0, dk, dv);
     else
         warpgroup_store_dkdv<kBf16, D>(a, seq, b, hk, j0, dk, dv);
+}
+
+#endif /* FA_SM90_DEVICE */
+
+/* kDq: fa_bwd_sm90_dq_mode. The dynamic shared memory is fa_bwd_sm90_pipe_cfg<D>::smem_bytes(kDq). */
+template <bool kBf16, int D, int kDq>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    fa_bwd_sm90_pipe_main<kBf16, D, kDq, FA_KERNEL_BWD_SM90_PIPE>(prm);
 #else
     /* other gencodes: never launched (fa_bwd_sm90_supported checks for the sm_90a image) */
     __trap();
+#endif
+}
+
+/* The opt-in Br = 128 instance at d <= 64 (fa_bwd_sm90_pipe128.cuh; kDq = RED or TMA). The dynamic
+ * shared memory is fa_bwd_sm90_pipe_cfg<64, FA_KERNEL_BWD_SM90_PIPE128>::smem_bytes(kDq). */
+template <bool kBf16, int kDq>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe128_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    static_assert(kDq == FA_BWD_SM90_DQ_RED || kDq == FA_BWD_SM90_DQ_TMA, "atomic dQ only");
+    fa_bwd_sm90_pipe_main<kBf16, 64, kDq, FA_KERNEL_BWD_SM90_PIPE128>(prm);
+#else
+    __trap(); /* as above */
 #endif
 }
 

@@ -78,10 +78,11 @@ typedef struct fa_bwd_sm90_params {
     fa_bwd_args a;
 } fa_bwd_sm90_params;
 
-/* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90_PIPE rows). */
-template <int D>
+/* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90_PIPE rows; kKernel =
+ * FA_KERNEL_BWD_SM90_PIPE128: the opt-in Br = 128 row at d = 64, fa_bwd_sm90_pipe128.cuh). */
+template <int D, int kKernel = FA_KERNEL_BWD_SM90_PIPE>
 struct fa_bwd_sm90_pipe_cfg {
-    static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_BWD_SM90_PIPE, 90, D);
+    static constexpr fa_tuning_row kRow = fa_tuning_find(kKernel, 90, D);
     static constexpr int Br = kRow.br;
     static constexpr int Bc = kRow.bc;
     static constexpr int kStages = kRow.stages;

@@ -24,7 +24,9 @@
  * are unchanged.
  * FLASH_ATTN_C_SM90_BWD_VARIANT=br80 moves the TMA-dQ calls at d in (64, 128] (scale > 0) to the
  * opt-in Br = 80 kernel (fa_bwd_sm90_pipe80.cuh; mode 4, fa_bwd_sm90_pipe80_host.h). Not yet run on
- * a GPU either.
+ * a GPU either. FLASH_ATTN_C_SM90_BWD_VARIANT=br128 (or a list with br128) moves the atomic-dQ calls at
+ * d <= 64 (scale > 0) to the opt-in Br = 128 instances (fa_bwd_sm90_pipe128.cuh; modes 5 red.add, 6
+ * TMA dQ). Not yet run on a GPU.
  */
 #include <cuda.h>
 #include <math.h>
@@ -157,7 +159,12 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
      * Br = 80 kernel (fa_bwd_sm90_pipe80_host.h) */
     const int br80 = mode == 2 && a->atomic_dq && p->head_dim > 64 && p->head_dim <= 128 && p->softmax_scale > 0.f &&
                      fa_bwd_sm90_variant_br80();
+    /* FLASH_ATTN_C_SM90_BWD_VARIANT=br128: the atomic-dQ calls (red.add or TMA) at d <= 64 with scale > 0
+     * run the Br = 128 instances (fa_bwd_sm90_pipe80_host.h) */
+    const int br128 = (mode == 1 || mode == 2) && a->atomic_dq && p->head_dim <= 64 && p->softmax_scale > 0.f &&
+                      fa_bwd_sm90_variant_br128();
     const int br = br80                 ? FA_BWD_SM90_PIPE80_BR
+                   : br128              ? FA_BWD_SM90_PIPE128_BR
                    : p->head_dim <= 64  ? fa_bwd_sm90_pipe_cfg<64>::Br
                    : p->head_dim <= 128 ? fa_bwd_sm90_pipe_cfg<128>::Br
                                         : fa_bwd_sm90_pipe_cfg<256>::Br;
@@ -177,6 +184,7 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if ((mode == 3 || (mode == 2 && a->atomic_dq)) &&
         !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 ? br : 64))
         return 0;
+    if (br128) return mode == 2 ? FA_BWD_SM90_PIPE_MODE_BR128_TMA : FA_BWD_SM90_PIPE_MODE_BR128_RED;
     return br80 ? FA_BWD_SM90_PIPE_MODE_BR80 : mode;
 }
 
@@ -201,6 +209,8 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
     const int mode = fa_bwd_sm90_plan(p, &a, &prm);
-    if (mode == FA_BWD_SM90_PIPE_MODE_BR80) return mode;
+    if (mode == FA_BWD_SM90_PIPE_MODE_BR80 || mode == FA_BWD_SM90_PIPE_MODE_BR128_RED ||
+        mode == FA_BWD_SM90_PIPE_MODE_BR128_TMA)
+        return mode;
     return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }

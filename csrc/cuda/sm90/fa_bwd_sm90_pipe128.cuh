@@ -1,0 +1,153 @@
+/* fa_bwd_sm90_pipe128.cuh - the consumer tile of the opt-in Br = 128 instance of the pipelined Hopper
+ * backward at d <= 64 (fa_bwd_sm90_pipe128_kernel, fa_bwd_sm90_pipe_kernel.cuh; tuning row
+ * FA_KERNEL_BWD_SM90_PIPE128; FLASH_ATTN_C_SM90_BWD_VARIANT=br128, fa_bwd_sm90_pipe80_host.h). FA3's
+ * hdim-64 tile (hopper/flash_bwd_launch_template.h, run_mha_bwd_hdim64: kBlockM = kBlockN = 128).
+ * The kernel (roles, ring, named barriers, dQ writer) is fa_bwd_sm90_pipe_kernel's at Br = 128;
+ * the tile is warpgroup_tile_pds + warpgroup_bwd_tile(_tma) of fa_bwd_sm90_pipe_consumer.cuh (the
+ * same products and orders: dQ splits the queries, 64 x 64 per warpgroup) with the register
+ * tricks of the Br = 80 kernel (fa_bwd_sm90_pipe80.cuh), without which both atomic-dQ instances
+ * spilled at the consumers' 240 registers (red.add 48 B, TMA dQ 92 B; nvcc 13.0):
+ *   - the S^T / dP^T accumulators start at -LSE2 / scale_log2 and -D (thread_init_acc80; host:
+ *     scale > 0), so no LSE / D value is live at the exp and dS phases;
+ *   - warpgroup / warp indices via shfl (uniform registers), %tid.x re-read in the tile;
+ *   - the mask of P as a second pass under one branch (thread_probs80);
+ *   - dS^T stored by stmatrix from one base register (warp_store_ds_t128), after the dV issue.
+ */
+#ifndef FA_BWD_SM90_PIPE128_CUH
+#define FA_BWD_SM90_PIPE128_CUH
+
+#include "fa_bwd_sm90_pipe80.cuh" /* thread_init_acc80, thread_probs80; warpgroup_gemm_kq_t (acc_in) from fa_bwd_sm90_tile.cuh */
+#include "fa_bwd_sm90_pipe_consumer.cuh"
+#include "fa_bwd_sm90_pipe_dq_writer.cuh"
+#include "fa_bwd_sm90_pipe_layout.cuh"
+
+#if FA_SM90_DEVICE
+
+/* dS^T fragments dsa (dsa[kk][q] = keys 64 wg + 16 wq + g + 8 (q & 1), query pair 2t of 16 kk +
+ * 8 (q >> 1)) -> sds, the [Bc keys][Br queries] swizzled dS^T tile of fa_ds_t_off (queries
+ * contiguous: the dQ product's MN-major A): per k-step one stmatrix.x4 (not transposed: matrix q =
+ * register q, rows = keys); lane l addresses row l % 8 of matrix l / 8, i.e. key 64 wg + 16 wq +
+ * 8 ((l / 8) & 1) + l % 8, its 8 queries from 16 kk + 8 ((l / 8) >> 1). The 16-byte chunk is
+ * (2 (kk % 4) + (l / 8 >> 1)) ^ (key % 8) = 2 (kk % 4) ^ c0: one base register whose bits 4-6 are c0
+ * (sds 1024-aligned, key 128 bytes per row), an XOR and an add per k-step. */
+static __device__ __forceinline__ void warp_store_ds_t128(const uint32_t (&dsa)[8][4], uint32_t sds, int wg, int wq,
+                                                          int lane)
+{
+    const int mtx = lane >> 3;
+    const int key = 64 * wg + 16 * wq + 8 * (mtx & 1) + (lane & 7);
+    const uint32_t c0 = (uint32_t)((mtx >> 1) ^ (lane & 7)); /* key % 8 = lane % 8 */
+    const uint32_t base = sds + (uint32_t)key * 128u + (c0 << 4);
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+        const uint32_t addr = (base ^ ((uint32_t)(2 * (kk % 4)) << 4)) + (uint32_t)(kk / 4) * (FA_BWD_SM90_BC * 128u);
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+                     "r"(dsa[kk][0]), "r"(dsa[kk][1]), "r"(dsa[kk][2]), "r"(dsa[kk][3])
+                     : "memory");
+    }
+}
+
+/* One consumer tile at Br = 128, d <= 64: kDq = TMA in FA3's order (warpgroup_bwd_tile_tma: dQ
+ * overlaps dK, staged for the writer warp), kDq = RED in step 1's (warpgroup_bwd_tile: dV and dK
+ * together, then dQ by red.add). sds: this iteration's dS^T buffer; first: tile 0 of the CTA (TMA:
+ * no EMPTY sync); h: the query head (RED). lse_s, dsum_s: the slot's [Br] rows. */
+template <bool kBf16, int kDq>
+static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &a, const fa_seq &seq,
+                                                             const fa_bwd_pipe_smem &sm, float (&dk)[32],
+                                                             float (&dv)[32], int stage, uint32_t phase, uint32_t sds,
+                                                             bool first, int h, int i0, int j0, const float *lse_s,
+                                                             const float *dsum_s)
+{
+    constexpr int D = 64, Br = 128, Bc = FA_BWD_SM90_BC;
+    using Dq = fa_bwd_pipe_dq_split<D, Br>; /* 64 queries (64 wg..) x 64 dims per warpgroup */
+    constexpr uint32_t kQBytes = Br * D * 2;
+    /* warp-uniform warpgroup / warp (shfl from lane 0) and %tid.x re-read: fa_bwd_sm90_pipe80.cuh */
+    uint32_t tid_x;
+    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(tid_x));
+    const int tid = (int)tid_x - 128, lane = tid % 32;
+    const int wg = __shfl_sync(0xffffffffu, tid / 128, 0), wq = __shfl_sync(0xffffffffu, (tid / 32) % 4, 0);
+    const int t = lane % 4;
+    const int sk = seq.sk, off = sk - seq.sq;
+    const int key_base = j0 + 64 * wg + 16 * wq + lane / 4;
+    const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
+    const uint64_t dK_kmaj = fa_wgmma_desc_sw128(sm.k + (uint32_t)wg * (64 * 128), 16u, 1024u);
+    const uint64_t dV_kmaj = fa_wgmma_desc_sw128(sm.v + (uint32_t)wg * (64 * 128), 16u, 1024u);
+
+    float s[Br / 2], dp[Br / 2];
+    /* why: Q_i (TMA bytes) and LSE_i (the producer lanes' stores) of this slot have landed */
+    fa_mbar_wait(sm.q_full + 8u * stage, phase);
+    /* why: dO_i and D_i of this slot have landed (both accumulators set before either chain, as at Br = 80) */
+    fa_mbar_wait(sm.do_full + 8u * stage, phase);
+    thread_init_acc80<Br>(s, lse_s, -1.f / a.scale_log2, t); /* S^T - LSE2 / scale_log2 */
+    thread_init_acc80<Br>(dp, dsum_s, -1.f, t);              /* dP^T - D */
+    fa_wgmma_fence();
+    warpgroup_gemm_kq_t<kBf16, D, Br>(s, dK_kmaj, q_st, true);
+    fa_wgmma_commit();
+    fa_wgmma_fence(); /* dp is an accumulator of the group below */
+    warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st, true);
+    fa_wgmma_commit();
+
+    /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
+    const bool need_mask = j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
+                           (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
+    fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
+    fa_reg_fence(s);
+    thread_probs80<Br>(s, a, need_mask, key_base, i0, sk, off, t);
+    fa_wgmma_wait<0>();
+    fa_reg_fence(dp);
+    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
+    /* per k-step, so that its s / dp registers die at once */
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk) {
+#pragma unroll
+        for (int i = 8 * kk; i < 8 * kk + 8; ++i) dp[i] *= s[i]; /* dS^T = P^T o (dP^T - D); past sq: P = 0 */
+        fa_pack_c_to_a<kBf16>(pa[kk], &s[8 * kk], &s[8 * kk + 4]);
+        fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
+    }
+    fa_wgmma_fence();
+    if constexpr (kDq == FA_BWD_SM90_DQ_TMA) {
+        warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
+        fa_wgmma_commit(); /* group: dV */
+    } else {
+        warpgroup_gemm_dv_dk<kBf16, D, Br>(dv, dk, pa, dsa, q_st, do_st);
+        fa_wgmma_commit(); /* group: dV, dK */
+    }
+    /* dS^T stores while the group runs (their registers are read, not written, by the RS wgmmas) */
+    warp_store_ds_t128(dsa, sds, wg, wq, lane);
+    fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
+    /* why: the dQ product reads the dS^T rows (keys) of both warpgroups */
+    fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
+    float dqa[Dq::kN / 2];
+    warpgroup_issue_dq<kBf16, D, Br>(dqa, sds, sm.k, wg); /* group: dQ */
+    if constexpr (kDq == FA_BWD_SM90_DQ_TMA) {
+        fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
+        fa_reg_fence(dv);
+        fa_wgmma_fence();
+        warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
+        fa_wgmma_commit();  /* group: dK */
+        fa_wgmma_wait<1>(); /* dQ done, dK may still run */
+        fa_reg_fence(dqa);
+        const uint32_t stg = sm.dq + (uint32_t)wg * Dq::kStageBytes;
+        /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer */
+        if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
+        warpgroup_stage_dq<Dq::kN>(dqa, stg);
+        fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
+        /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
+        fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
+        fa_wgmma_wait<0>(); /* dK done */
+        fa_reg_fence(dk);
+        /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
+        thread_release_bwd_slot(sm.empty + 8u * stage);
+    } else {
+        fa_wgmma_wait<0>();
+        fa_reg_fence(dqa);
+        fa_reg_fence(dk);
+        fa_reg_fence(dv);
+        /* why: dK/dV/dQ wgmmas of this thread completed, LSE/D read: the slot may be refilled */
+        thread_release_bwd_slot(sm.empty + 8u * stage);
+        thread_red_add_dq<Dq::kN>(a, seq, dqa, h, i0, Dq::row0(wg), Dq::col0(wg), wq, lane / 4, t);
+    }
+}
+
+#endif /* FA_SM90_DEVICE */
+
+#endif /* FA_BWD_SM90_PIPE128_CUH */
