@@ -86,9 +86,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &
     warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st, true);
     fa_wgmma_commit();
 
-    /* edge tile? keys past sk, or the band boundary crosses [i0, i0+Br) x [j0, j0+Bc) */
-    const bool need_mask = j0 + Bc > sk || (a.window_right >= 0 && j0 + Bc - 1 > i0 + off + a.window_right) ||
-                           (a.window_left >= 0 && j0 < i0 + Br - 1 + off - a.window_left);
+    const bool need_mask = fa_bwd_tile_need_mask<Br, Bc>(a, i0, j0, sk, off); /* edge tile? */
     fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
     fa_reg_fence(s);
     thread_probs80<Br>(s, a, need_mask, key_base, i0, sk, off, t);
