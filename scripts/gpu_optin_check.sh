@@ -10,7 +10,7 @@
 # beside its default, in priority order, each skipped once the call has run BENCH_CUTOFF s (default 480).
 # The logs live in /tmp/w and are packed into $OUT/w.tgz after every step, so a call cut short by the
 # session's device time still brings back what had run. Decide from cmp_*.md (dev/harness_bench_compare.py).
-#   usage: BENCH_CUTOFF=480 CHECK_S=150 bash scripts/gpu_optin_check.sh
+#   usage: BENCH_CUTOFF=480 CHECK_S=150 [EXP_BWD_TREE=.exp/st] bash scripts/gpu_optin_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fa_out}; W=/tmp/w; mkdir -p $W $OUT
@@ -22,6 +22,11 @@ T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 make -C dev/bwd_sm90 -j8 all > $W/make_bwd.log 2>&1 || tail -5 $W/make_bwd.log &
 make -C dev/fwd_sm90 -j8 all > $W/make_fwd.log 2>&1 || tail -5 $W/make_fwd.log &
 wait; echo "builds $(el) s"
+# EXP_BWD_TREE: a copy of the tree (e.g. .exp/st, other tuning rows) whose backward harness builds in the
+# background while the checks run, then benches after br128 as bwd_exp (compare with bwd_default)
+if [ -n "${EXP_BWD_TREE:-}" ]; then
+  make -C $EXP_BWD_TREE/dev/bwd_sm90 -j6 all > $W/make_exp.log 2>&1 &
+fi
 B=dev/bin/bwd_sm90/bwd_sm90_check; F=dev/bin/fwd_sm90/sm90_check
 san() { # tool log cmd...: compute-sanitizer summary lines
   local tool=$1 log=$2; shift 2
@@ -67,6 +72,10 @@ bench() { # name cmd...
 bench bwd_default $B --bench
 bench bwd_br80 env FLASH_ATTN_C_SM90_BWD_VARIANT=br80 $B --bench
 bench bwd_br128 env FLASH_ATTN_C_SM90_BWD_VARIANT=br128 $B --bench
+if [ -n "${EXP_BWD_TREE:-}" ]; then
+  X=$EXP_BWD_TREE/dev/bin/bwd_sm90/bwd_sm90_check   # built by the time the checks' wait returned
+  if [ -x $X ]; then bench bwd_exp $X --bench; else tail -5 $W/make_exp.log; fi
+fi
 bench bwd_det_pass $B --bench --det
 bench bwd_det_ordered env FLASH_ATTN_C_SM90_BWD_DET=ordered $B --bench --det
 bench fwd_oneblock $F --bench
@@ -74,6 +83,7 @@ bench fwd_persist env FLASH_ATTN_C_SM90_FWD_PERSIST=1 $F --bench
 C=dev/harness_bench_compare.py
 python3 $C default=$W/bwd_default.txt br80=$W/bwd_br80.txt > $W/cmp_bwd_br80.md 2>&1
 python3 $C default=$W/bwd_default.txt br128=$W/bwd_br128.txt > $W/cmp_bwd_br128.md 2>&1
+[ -f $W/bwd_exp.txt ] && python3 $C default=$W/bwd_default.txt exp=$W/bwd_exp.txt > $W/cmp_bwd_exp.md 2>&1
 python3 $C atomic=$W/bwd_default.txt det_pass=$W/bwd_det_pass.txt det_ordered=$W/bwd_det_ordered.txt > $W/cmp_bwd_det.md 2>&1
 python3 $C oneblock=$W/fwd_oneblock.txt persist=$W/fwd_persist.txt > $W/cmp_fwd_persist.md 2>&1
 cat $W/cmp_*.md; echo "total $(el) s"; snapshot
