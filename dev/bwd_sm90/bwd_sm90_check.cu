@@ -6,7 +6,8 @@
  *
  *   bwd_sm90_check                 every case through fa_bwd_sm90 with FLASH_ATTN_C_SM90_BWD_PIPE=0
  *                                  (the cp.async kernel: modes "sm90", "sm90#2"), then again with
- *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe", "pipe#2", "pipe det")
+ *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe", "pipe#2", "pipe det":
+ *                                  under FLASH_ATTN_C_SM90_BWD_DET=pass, the dK/dV-only instance)
  *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce), and at
  *                                  d <= 128 with FLASH_ATTN_C_SM90_BWD_DET=ordered (mode "det
  *                                  ordered": deterministic dQ in the pipelined kernel, run twice,
@@ -31,17 +32,19 @@
  *                                  A/B of the dQ path = two runs on one machine,
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=0 (cp.async kernel), =1 (red.add)
  *                                  and =2 (TMA reduce; also what unset runs at d > 64). --det:
- *                                  deterministic = 1 (dK/dV kernel + the ordered dQ pass) in
- *                                  both columns, for the deterministic cost and its A/B;
- *                                  FLASH_ATTN_C_SM90_BWD_DET=ordered: the sm90 column runs
- *                                  the ORDERED instance (dQ in the pipelined kernel) instead
- *   FLASH_ATTN_C_SM90_BWD_VARIANT=br80 with any of the above: the "pipe tma" calls (and the bench's
- *                                  sm90 column) at d in (64, 128] run the opt-in Br = 80 kernel
- *                                  (fa_bwd_sm90_pipe80.cuh); every dense one must (a counted check)
- *   FLASH_ATTN_C_SM90_BWD_VARIANT=br128 (or a list, "br80,br128"): the "pipe" / "pipe tma" calls (and
- *                                  the bench's sm90 column) at d <= 64 with atomic dQ run the opt-in
- *                                  Br = 128 instances (fa_bwd_sm90_pipe128.cuh); every dense one must
- *                                  (a counted check, line "br128 variant")
+ *                                  deterministic = 1 in both columns, for the deterministic cost
+ *                                  and its A/B: the sm90 column runs the ORDERED instance (dQ in
+ *                                  the pipelined kernel, the default), or with
+ *                                  FLASH_ATTN_C_SM90_BWD_DET=pass the dK/dV kernel + the ordered
+ *                                  dQ pass
+ *   FLASH_ATTN_C_SM90_BWD_VARIANT (a list; unset = "br80,br128", the package default) with any of the
+ *                                  above: with br80 the "pipe tma" calls (and the bench's sm90
+ *                                  column) at d in (64, 128] run the Br = 80 kernel
+ *                                  (fa_bwd_sm90_pipe80.cuh); every dense one must (a counted check);
+ *                                  with br128 the "pipe" / "pipe tma" calls (and the bench's sm90
+ *                                  column) at d <= 64 with atomic dQ run the Br = 128 instances
+ *                                  (fa_bwd_sm90_pipe128.cuh); every dense one must (a counted check,
+ *                                  line "br128 variant"). "br64": the Br = 64 tile at both.
  *
  * Per case: random inputs (normal, rounded to the dtype), the fp32 CPU reference forward gives O
  * (rounded) and LSE; the oracle is fa_bwd_cpu_reference. Bar: max error at most 3x the error of a
@@ -146,14 +149,18 @@ static const bwd_case g_cases[] = {
 
 /* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64
  * with atomic dQ would run the pipelined kernel), twice per case ----------------------------- */
-/* fa_bwd_sm90 under FLASH_ATTN_C_SM90_BWD_PIPE=mode (the variable is unset again after: every mode
- * below names its own); *takes = fa_bwd_sm90_pipe_takes() under that mode when takes != NULL. */
+/* fa_bwd_sm90 under FLASH_ATTN_C_SM90_BWD_PIPE=mode and FLASH_ATTN_C_SM90_BWD_DET=pass (so that the
+ * deterministic calls of these modes keep the dK/dV-only instance + the ordered dQ pass; the ORDERED
+ * instance has its own mode below); both variables are unset again after: every mode below names
+ * its own. *takes = fa_bwd_sm90_pipe_takes() under them when takes != NULL. */
 static fa_status run_with_pipe_env(const char *mode, const fa_params *p, void *stream, int *takes)
 {
     setenv("FLASH_ATTN_C_SM90_BWD_PIPE", mode, 1);
+    setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass", 1);
     if (takes != NULL) *takes = fa_bwd_sm90_pipe_takes(p);
     const fa_status st = fa_bwd_sm90(p, stream);
     unsetenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
     return st;
 }
 static fa_status fa_bwd_sm90_cp_async_entry(const fa_params *p, void *stream)
@@ -181,13 +188,14 @@ static void d64_tally(d64_count *c, const fa_params *p, int taken)
     c->taken += taken;
 }
 
-/* FLASH_ATTN_C_SM90_BWD_VARIANT with br128: dense atomic-dQ d <= 64 "pipe" / "pipe tma" calls, and
- * those on the Br = 128 instances (fa_bwd_sm90_pipe_takes() == 5 red.add, 6 TMA dQ) */
+/* FLASH_ATTN_C_SM90_BWD_VARIANT with br128 (unset: the package default "br80,br128"): dense atomic-dQ
+ * d <= 64 "pipe" / "pipe tma" calls, and those on the Br = 128 instances (fa_bwd_sm90_pipe_takes()
+ * == 5 red.add, 6 TMA dQ) */
 static d64_count g_br128 = {0, 0};
 static int variant_has(const char *name)
 {
-    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
-    if (env == NULL) return 0;
+    const char *set = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
+    const char *env = set != NULL ? set : "br80,br128";
     const size_t n = strlen(name);
     for (const char *q = strstr(env, name); q != NULL; q = strstr(q + 1, name))
         if ((q == env || q[-1] == ',') && (q[n] == '\0' || q[n] == ',')) return 1;
@@ -243,7 +251,7 @@ static const bwd_target g_pipe_target = {fa_bwd_sm90_pipe_entry, fa_bwd_sm90_wor
  * mode here); fa_bwd_sm90_pipe_takes() == 2 says the TMA-dQ instance ran. */
 static int g_tma_calls = 0, g_tma_taken = 0;  /* "pipe tma" runs, and those on the TMA-dQ instance */
 static d64_count g_tma_d64 = {0, 0};
-/* FLASH_ATTN_C_SM90_BWD_VARIANT=br80: dense d in (64, 128] "pipe tma" calls, and those on the Br = 80
+/* FLASH_ATTN_C_SM90_BWD_VARIANT with br80 (the default): dense d in (64, 128] "pipe tma" calls, and those on the Br = 80
  * kernel (fa_bwd_sm90_pipe_takes() == 4) */
 static d64_count g_br80 = {0, 0};
 static fa_status fa_bwd_sm90_pipe_tma_entry(const fa_params *p, void *stream)

@@ -1,6 +1,6 @@
 /* fa_bwd_sm90_ordered.h - host side of the pipelined Hopper backward's deterministic dQ
- * (kDq = FA_BWD_SM90_DQ_ORDERED, fa_bwd_sm90_pipe_dq_order.cuh): when a call asks for it
- * (FLASH_ATTN_C_SM90_BWD_DET=ordered) and where its dq_accum and turn counters live in the
+ * (kDq = FA_BWD_SM90_DQ_ORDERED, fa_bwd_sm90_pipe_dq_order.cuh): when a call takes it (the default
+ * for deterministic calls, FLASH_ATTN_C_SM90_BWD_DET) and where its dq_accum and turn counters live in the
  * workspace (layout: fa_bwd_host.h, fa_bwd_ordered_dq_need). Host code only, included by
  * fa_bwd_sm90_plan.cu alone.
  */
@@ -14,15 +14,20 @@
 #include "fa_bwd_host.h"               /* fa_bwd_ordered_dq_need, fa_bwd_ordered_dq_args */
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg */
 
-/* FLASH_ATTN_C_SM90_BWD_DET=ordered asks deterministic calls for the ORDERED instance (read on
- * every call). Host-only test of the call's shape: deterministic, dense, fp16/bf16, d <= 128
- * (the staged-dQ instances); the TMA maps and the workspace are checked later
- * (fa_bwd_sm90_ordered_args, fa_bwd_sm90_pipe_prepare). */
+/* Whether a deterministic call takes the ORDERED instance (FLASH_ATTN_C_SM90_BWD_DET, read on every
+ * call): "ordered" yes, "pass" no (the dK/dV-only instance + the ordered dQ pass); unset yes, the
+ * default since H100 run 54 (harness --det 43 / 43 bitwise-repeatable, compute-sanitizer memcheck /
+ * racecheck / synccheck clean; 0.90-1.00x the atomic Br = 64 kernel's speed where the pass path ran
+ * 0.57-0.91x), unless FLASH_ATTN_C_SM90_BWD_PIPE=0 asks for the cp.async kernel. Host-only test of the
+ * call's shape: deterministic, dense, fp16/bf16, d <= 128 (the staged-dQ instances); the TMA maps and
+ * the workspace are checked later (fa_bwd_sm90_ordered_args, fa_bwd_sm90_pipe_prepare). */
 static int fa_bwd_sm90_det_ordered(const fa_params *p)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
-    return env != NULL && strcmp(env, "ordered") == 0 && p->deterministic && p->cu_seqlens_q == NULL &&
-           p->cu_seqlens_k == NULL && p->head_dim >= 8 && p->head_dim <= 128 && p->head_dim % 8 == 0;
+    const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+    const int on = env != NULL ? strcmp(env, "ordered") == 0 : !(pipe != NULL && strcmp(pipe, "0") == 0);
+    return on && p->deterministic && p->cu_seqlens_q == NULL && p->cu_seqlens_k == NULL && p->head_dim >= 8 &&
+           p->head_dim <= 128 && p->head_dim % 8 == 0;
 }
 
 /* Query rows per turn counter: the pipelined kernel's Br (d <= 128). */

@@ -1,4 +1,4 @@
-/* fa_bwd_sm90_pipe128.cuh - the consumer tile of the opt-in Br = 128 instance of the pipelined Hopper
+/* fa_bwd_sm90_pipe128.cuh - the consumer tile of the Br = 128 instance (the default at d <= 64) of the pipelined Hopper
  * backward at d <= 64 (fa_bwd_sm90_pipe128_kernel, fa_bwd_sm90_pipe_kernel.cuh; tuning row
  * FA_KERNEL_BWD_SM90_PIPE128; FLASH_ATTN_C_SM90_BWD_VARIANT=br128, fa_bwd_sm90_pipe80_host.h). FA3's
  * hdim-64 tile (hopper/flash_bwd_launch_template.h, run_mha_bwd_hdim64: kBlockM = kBlockN = 128).

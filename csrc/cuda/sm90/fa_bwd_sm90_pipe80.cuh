@@ -1,5 +1,5 @@
-/* fa_bwd_sm90_pipe80.cuh - opt-in Br = 80 form of the pipelined Hopper backward at d in (64, 128]
- * with TMA-reduce dQ (FLASH_ATTN_C_SM90_BWD_VARIANT=br80, fa_bwd_sm90_pipe80_host.h; tuning row
+/* fa_bwd_sm90_pipe80.cuh - the Br = 80 form of the pipelined Hopper backward at d in (64, 128]
+ * with TMA-reduce dQ, the default there (FLASH_ATTN_C_SM90_BWD_VARIANT, fa_bwd_sm90_pipe80_host.h; tuning row
  * FA_KERNEL_BWD_SM90_PIPE80). FA3's non-causal hdim-128 tile (hopper/flash_bwd_launch_template.h,
  * run_mha_bwd_hdim128: kBlockM = 80, kBlockN = 128, SdP_swapAB, dQ_swapAB, Mma_dKV_is_RS).
  * Everything is fa_bwd_sm90_pipe_kernel's kDq = TMA kernel (roles, ring, named barriers, order of

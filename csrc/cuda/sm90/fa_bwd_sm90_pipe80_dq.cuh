@@ -1,4 +1,4 @@
-/* fa_bwd_sm90_pipe80_dq.cuh - the dS / dQ side of the opt-in Br = 80 pipelined Hopper backward
+/* fa_bwd_sm90_pipe80_dq.cuh - the dS / dQ side of the Br = 80 pipelined Hopper backward
  * (fa_bwd_sm90_pipe80.cuh): 80 queries are no wgmma M, so dQ is computed transposed, as FA3 does
  * at hdim 128 (hopper/mainloop_bwd_sm90_tma_gmma_ws.hpp, dQ_swapAB: TileShapeAtomdQ = (hdim,
  * kBlockM / AtomLayoutMdQ, kBlockN), PdS_Major = K, dS written with STSM_T):

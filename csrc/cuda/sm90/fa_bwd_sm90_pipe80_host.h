@@ -1,15 +1,18 @@
-/* fa_bwd_sm90_pipe80_host.h - host side of the opt-in Br = 80 pipelined Hopper backward
- * (fa_bwd_sm90_pipe80.cuh): its switch, its pipelined mode and its query-block rows. Host code
- * only, no kernel: included by fa_bwd_sm90_plan.cu, which decides and encodes its maps
- * (fa_bwd_sm90_pipe_prepare: Q / dO boxes of FA_BWD_SM90_PIPE80_BR rows, dq_accum boxes {32, Br}),
- * and by fa_bwd_sm90.cu, which launches it as pipelined mode 4 (fa_bwd_sm90_run).
- * FLASH_ATTN_C_SM90_BWD_VARIANT=br80 (read on every call, like the other switches) asks for it
- * where the pipelined kernel would run its TMA-dQ instance at d in (64, 128] (atomic dQ, dense,
- * TMA-fit) and softmax_scale > 0 (the kernel folds -LSE log2e / (scale log2e) into the S^T
- * accumulator: thread_init_acc80); anything else (unset, other values, other d, deterministic,
- * varlen, scale <= 0) is unchanged.
- * "br128" (alone or in a list such as "br80,br128") does the same for the Br = 128 instances at
- * d <= 64 (modes 5 / 6 below). Not yet run on a GPU.
+/* fa_bwd_sm90_pipe80_host.h - host side of the pipelined Hopper backward's FA3-sized tiles: the
+ * Br = 80 kernel at d in (64, 128] (fa_bwd_sm90_pipe80.cuh) and the Br = 128 instances at d <= 64
+ * (fa_bwd_sm90_pipe128.cuh): their switch, their pipelined modes and their query-block rows. Host
+ * code only, no kernel: included by fa_bwd_sm90_plan.cu, which decides and encodes their maps
+ * (fa_bwd_sm90_pipe_prepare: Q / dO boxes of Br rows, dq_accum boxes {32, Br} / {32, 64}), and by
+ * fa_bwd_sm90.cu, which launches them as pipelined modes 4, 5 and 6 (fa_bwd_sm90_run).
+ * FLASH_ATTN_C_SM90_BWD_VARIANT (read on every call, like the other switches) is a comma-separated
+ * list; unset, it means "br80,br128", the default since H100 run 54 (harness bench, bf16, 16k tokens,
+ * h*d 2048: Br = 80 1.03-1.31x the Br = 64 kernel at d = 128, Br = 128 1.19-1.47x it at d = 64; both
+ * harnesses 420 / 420 with them, compute-sanitizer memcheck / racecheck / synccheck clean). "br80"
+ * takes the calls where the pipelined kernel would run its TMA-dQ instance at d in (64, 128] (atomic
+ * dQ, dense, TMA-fit) and softmax_scale > 0 (the kernel folds -LSE log2e / (scale log2e) into the
+ * S^T accumulator: thread_init_acc80); "br128" the atomic-dQ calls at d <= 64 (modes 5 / 6 below).
+ * A list without them (e.g. "br64") keeps the Br = 64 tile of fa_bwd_sm90_pipe_kernel at both d.
+ * Anything else (deterministic, varlen, scale <= 0, other d) is unchanged.
  */
 #ifndef FA_BWD_SM90_PIPE80_HOST_H
 #define FA_BWD_SM90_PIPE80_HOST_H
@@ -26,20 +29,24 @@
  * fa_bwd_sm90_pipe80_cfg reads (fa_bwd_sm90.cu asserts the two agree). */
 static constexpr int FA_BWD_SM90_PIPE80_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_PIPE80, 90, 128).br;
 
-/* The opt-in Br = 128 instances at d <= 64 (fa_bwd_sm90_pipe128_kernel, fa_bwd_sm90_pipe128.cuh):
- * FLASH_ATTN_C_SM90_BWD_VARIANT=br128 moves the pipelined kernel's atomic-dQ calls at d <= 64
- * (dense, TMA-fit, scale > 0: its S^T accumulator also starts at -LSE log2e / (scale log2e)) to
- * them: mode 5 instead of 1 (red.add dQ), 6 instead of 2 (TMA dQ; dq_accum boxes {32, 64}, one per
- * warpgroup's 64 queries). Q / dO boxes of FA_BWD_SM90_PIPE128_BR rows. Not yet run on a GPU. */
+/* The Br = 128 instances at d <= 64 (fa_bwd_sm90_pipe128_kernel, fa_bwd_sm90_pipe128.cuh): "br128"
+ * (the default) moves the pipelined kernel's atomic-dQ calls at d <= 64 (dense, TMA-fit, scale > 0:
+ * its S^T accumulator also starts at -LSE log2e / (scale log2e)) to them: mode 5 instead of 1
+ * (red.add dQ), 6 instead of 2 (TMA dQ; dq_accum boxes {32, 64}, one per warpgroup's 64 queries).
+ * Q / dO boxes of FA_BWD_SM90_PIPE128_BR rows. */
 #define FA_BWD_SM90_PIPE_MODE_BR128_RED 5
 #define FA_BWD_SM90_PIPE_MODE_BR128_TMA 6
 static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_PIPE128, 90, 64).br;
 
-/* Whether FLASH_ATTN_C_SM90_BWD_VARIANT, a comma-separated list ("br80", "br128", "br80,br128"),
- * names `name`. */
+/* The variants FLASH_ATTN_C_SM90_BWD_VARIANT means when unset (the measured default, above). */
+#define FA_BWD_SM90_VARIANT_DEFAULT "br80,br128"
+
+/* Whether FLASH_ATTN_C_SM90_BWD_VARIANT, a comma-separated list ("br80", "br128", "br80,br128",
+ * "br64"), or FA_BWD_SM90_VARIANT_DEFAULT where it is unset, names `name`. */
 static int fa_bwd_sm90_variant_has(const char *name)
 {
-    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
+    const char *set = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
+    const char *env = set != NULL ? set : FA_BWD_SM90_VARIANT_DEFAULT;
     const size_t n = strlen(name);
     for (const char *p = env; p != NULL && *p != '\0';) {
         const char *end = strchr(p, ',');
@@ -50,13 +57,13 @@ static int fa_bwd_sm90_variant_has(const char *name)
     return 0;
 }
 
-/* Whether FLASH_ATTN_C_SM90_BWD_VARIANT asks for the Br = 80 kernel. */
+/* Whether the call may take the Br = 80 kernel (FLASH_ATTN_C_SM90_BWD_VARIANT, default on). */
 static int fa_bwd_sm90_variant_br80(void)
 {
     return fa_bwd_sm90_variant_has("br80");
 }
 
-/* Whether FLASH_ATTN_C_SM90_BWD_VARIANT asks for the Br = 128 instances at d <= 64. */
+/* Whether the call may take the Br = 128 instances at d <= 64 (FLASH_ATTN_C_SM90_BWD_VARIANT, default on). */
 static int fa_bwd_sm90_variant_br128(void)
 {
     return fa_bwd_sm90_variant_has("br128");

@@ -79,7 +79,7 @@ typedef struct fa_bwd_sm90_params {
 } fa_bwd_sm90_params;
 
 /* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90_PIPE rows; kKernel =
- * FA_KERNEL_BWD_SM90_PIPE128: the opt-in Br = 128 row at d = 64, fa_bwd_sm90_pipe128.cuh). */
+ * FA_KERNEL_BWD_SM90_PIPE128: the Br = 128 row at d = 64, fa_bwd_sm90_pipe128.cuh). */
 template <int D, int kKernel = FA_KERNEL_BWD_SM90_PIPE>
 struct fa_bwd_sm90_pipe_cfg {
     static constexpr fa_tuning_row kRow = fa_tuning_find(kKernel, 90, D);

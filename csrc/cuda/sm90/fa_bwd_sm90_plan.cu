@@ -10,23 +10,22 @@
  * fa_bwd_sm90_kernel. FLASH_ATTN_C_SM90_BWD_PIPE picks (fa_bwd_sm90_pipe_mode): 0 = always
  * fa_bwd_sm90_kernel, 1 = the pipelined kernel with dQ by red.add from the consumers, 2 = with
  * TMA-reduce dQ (both at d = 64 and 128, atomic or deterministic dQ); unset = 2 for atomic dQ at
- * every d, fa_bwd_sm90_kernel for deterministic calls (the pipelined kernel is not yet timed
- * there). d in (128, 256] (bucket 256) has only the pipelined kernel's dim-split instance
+ * every d, and for deterministic calls the ORDERED instance below where it applies,
+ * fa_bwd_sm90_kernel elsewhere. d in (128, 256] (bucket 256) has only the pipelined kernel's dim-split instance
  * (fa_bwd_sm90_pipe_dsplit.cuh, dQ by red.add under =1 and =2): taken when dQ is atomic (or
  * FLASH_ATTN_C_SM90_BWD_PIPE is 1 or 2) and the call is dense and TMA-fit (fa_bwd_sm90_can_run
  * says no otherwise, so the sm80 backward runs it). The measurements behind these defaults:
  * fa_bwd_sm90_pipe_mode.
- * Deterministic calls with FLASH_ATTN_C_SM90_BWD_DET=ordered (dense, d <= 128, TMA-fit, and the
- * workspace of fa_bwd_sm90_workspace_bytes under that setting) run the pipelined kernel's ORDERED
- * instance instead of dK/dV + the ordered dQ pass: dQ added into dq_accum in a fixed key-block
- * order (fa_bwd_sm90_pipe_dq_order.cuh), then the convert pass as on the atomic path. Opt-in and
- * experimental: not yet run on a GPU; without it (or where it does not apply) deterministic calls
- * are unchanged.
- * FLASH_ATTN_C_SM90_BWD_VARIANT=br80 moves the TMA-dQ calls at d in (64, 128] (scale > 0) to the
- * opt-in Br = 80 kernel (fa_bwd_sm90_pipe80.cuh; mode 4, fa_bwd_sm90_pipe80_host.h). Not yet run on
- * a GPU either. FLASH_ATTN_C_SM90_BWD_VARIANT=br128 (or a list with br128) moves the atomic-dQ calls at
- * d <= 64 (scale > 0) to the opt-in Br = 128 instances (fa_bwd_sm90_pipe128.cuh; modes 5 red.add, 6
- * TMA dQ). Not yet run on a GPU.
+ * Deterministic calls (dense, d <= 128, TMA-fit, and the workspace of fa_bwd_sm90_workspace_bytes)
+ * run the pipelined kernel's ORDERED instance instead of dK/dV + the ordered dQ pass: dQ added into
+ * dq_accum in a fixed key-block order (fa_bwd_sm90_pipe_dq_order.cuh), then the convert pass as on
+ * the atomic path. The default since H100 run 54 (fa_bwd_sm90_ordered.h);
+ * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path.
+ * The FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; fa_bwd_sm90_pipe80_host.h):
+ * the TMA-dQ calls at d in (64, 128] (scale > 0) run the Br = 80 kernel (fa_bwd_sm90_pipe80.cuh;
+ * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
+ * modes 5 red.add, 6 TMA dQ); "br64" keeps the Br = 64 tile for both (H100 run 54: 1.03-1.31x and
+ * 1.19-1.47x it).
  */
 #include <cuda.h>
 #include <math.h>
@@ -42,7 +41,7 @@
 #include "fa_bwd_sm90_plan.h"
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg, fa_bwd_sm90_params, FA_BWD_SM90_BC */
 #include "fa_bwd_sm90_ordered.h"  /* fa_bwd_sm90_det_ordered, fa_bwd_sm90_ordered_args */
-#include "fa_bwd_sm90_pipe80_host.h" /* opt-in Br = 80 kernel (mode 4): fa_bwd_sm90_variant_br80 */
+#include "fa_bwd_sm90_pipe80_host.h" /* Br = 80 / 128 tiles (modes 4-6): fa_bwd_sm90_variant_br80 / _br128 */
 #include "fa_bwd_sm90_tma_maps.h" /* fa_bwd_encode_4d, fa_bwd_encode_dqacc */
 #include "fa_sm90_tma_host.h"     /* fa_sm90_encode_tiled */
 
@@ -155,11 +154,11 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
-    /* FLASH_ATTN_C_SM90_BWD_VARIANT=br80: the TMA-dQ call at d in (64, 128] with scale > 0 runs the
+    /* FLASH_ATTN_C_SM90_BWD_VARIANT with br80 (the default): the TMA-dQ call at d in (64, 128] with scale > 0 runs the
      * Br = 80 kernel (fa_bwd_sm90_pipe80_host.h) */
     const int br80 = mode == 2 && a->atomic_dq && p->head_dim > 64 && p->head_dim <= 128 && p->softmax_scale > 0.f &&
                      fa_bwd_sm90_variant_br80();
-    /* FLASH_ATTN_C_SM90_BWD_VARIANT=br128: the atomic-dQ calls (red.add or TMA) at d <= 64 with scale > 0
+    /* FLASH_ATTN_C_SM90_BWD_VARIANT with br128 (the default): the atomic-dQ calls (red.add or TMA) at d <= 64 with scale > 0
      * run the Br = 128 instances (fa_bwd_sm90_pipe80_host.h) */
     const int br128 = (mode == 1 || mode == 2) && a->atomic_dq && p->head_dim <= 64 && p->softmax_scale > 0.f &&
                       fa_bwd_sm90_variant_br128();

@@ -20,8 +20,8 @@ int fa_bwd_sm90_has_image(int bucket, fa_dtype dtype);
 int fa_bwd_sm90_bucket_checked(const fa_params *p);
 
 /* a: fa_bwd_fill_args(p). Which pipelined instance runs pass 2: 0 (the cp.async kernel; none at
- * bucket 256), 1 (red.add dQ), 2 (TMA-reduce dQ), 3 (ordered dQ) or 4 (the opt-in Br = 80 kernel,
- * FA_BWD_SM90_PIPE_MODE_BR80 in fa_bwd_sm90_pipe80_host.h), with the tensor maps in *prm
+ * bucket 256), 1 (red.add dQ), 2 (TMA-reduce dQ), 3 (ordered dQ), 4 (the Br = 80 kernel) or 5 / 6
+ * (the Br = 128 instances, red.add / TMA dQ; fa_bwd_sm90_pipe80_host.h), with the tensor maps in *prm
  * where not 0 and a's ordered-dQ fields set only where 3 runs. */
 int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
