@@ -18,9 +18,10 @@
  *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the softcap / ALiBi variant's tile
  *   pingpong                       FA_KERNEL_FWD_SM90 only: the consumer warpgroups issue their
  *            GEMMs in turn, so one's softmax runs while another's GEMMs use the tensor cores
- *   persist                        FA_KERNEL_FWD_SM90 only: the bucket has the persistent-grid
- *            instance (fa_fwd_sm90_persist.cuh) for dense calls without softcap / ALiBi; whether
- *            a call takes it: FLASH_ATTN_C_SM90_FWD_PERSIST (fa_fwd_sm90.cu)
+ *   persist                        FA_KERNEL_FWD_SM90 only: whether the bucket has the persistent-
+ *            grid instance (fa_fwd_sm90_persist.cuh) for dense calls without softcap / ALiBi /
+ *            dropout, and which calls take it by default (FA_PERSIST_*; the measured rule):
+ *            FLASH_ATTN_C_SM90_FWD_PERSIST=1 / =0 overrides that rule (fa_fwd_sm90.cu)
  *   wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes, addr   FA_KERNEL_BWD_SM80 only, see the
  *            backward section
  *
@@ -53,10 +54,15 @@ enum {
                                     producer warpgroup (the default at d > 64 with atomic dQ;
                                     FLASH_ATTN_C_SM90_BWD_PIPE, fa_bwd_sm90_plan.cu) */
     FA_KERNEL_BWD_SM90_PIPE80 = 7, /* sm90/fa_bwd_sm90_pipe80.cuh: its Br = 80 form at d in (64, 128],
-                                     TMA dQ, opt-in (FLASH_ATTN_C_SM90_BWD_VARIANT=br80) */
+                                     TMA dQ, the default there (FLASH_ATTN_C_SM90_BWD_VARIANT) */
     FA_KERNEL_BWD_SM90_PIPE128 = 8 /* sm90/fa_bwd_sm90_pipe128.cuh: FA_KERNEL_BWD_SM90_PIPE at Br = 128,
-                                      d <= 64, atomic dQ, opt-in (FLASH_ATTN_C_SM90_BWD_VARIANT=br128) */
+                                      d <= 64, atomic dQ, the default there (FLASH_ATTN_C_SM90_BWD_VARIANT) */
 };
+
+/* FA_KERNEL_FWD_SM90 persist: no persistent instance; an instance only FLASH_ATTN_C_SM90_FWD_PERSIST=1
+ * selects; the default for causal calls (window_left < 0, window_right = 0); the default for every
+ * call in its scope. */
+enum { FA_PERSIST_NONE = 0, FA_PERSIST_OPT_IN = 1, FA_PERSIST_CAUSAL = 2, FA_PERSIST_ALL = 3 };
 
 /* FA_KERNEL_BWD_SM80 addr: which ldmatrix operands use precomputed per-lane addresses
  * ([register + immediate], no per-load swizzle arithmetic, but 4 or one-per-block registers held
@@ -78,7 +84,7 @@ typedef struct fa_tuning_row {
     int feat_br;     /* FWD_SM90: Br of the softcap/ALiBi (kFeat) variant where it differs (0: br) */
     int feat_warps;  /* FWD_SM90: warps of the kFeat variant where they differ (0: warps) */
     int pingpong;    /* FWD_SM90: consumer warpgroups take turns issuing their GEMMs (1) */
-    int persist;     /* FWD_SM90: a persistent-grid instance of the dense plain kernel exists (1) */
+    int persist;     /* FWD_SM90: FA_PERSIST_*: the persistent-grid instance and its default scope */
     int wm_sdp;      /* BWD_SM80: warps along Br in S = Q K^T and dP = dO V^T */
     int wn_dkv;      /* BWD_SM80: warps along Bc in dV += P^T dO and dK += dS^T Q */
     int wm_dq;       /* BWD_SM80: warps along Br in dQ += dS K */
@@ -132,13 +138,16 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * consumer registers (240 after setmaxnreg with 2 consumer warpgroups) = O d/2 + S Bc/2 +
      * P Bc/4 + ~30; shared memory (Br + 2 stages Bc) d 2 B + 1 KB <= 227 KB. */
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 64, .br = 192, .bc = 128, .warps = 16, .stages = 2,
-     .feat_br = 128, .feat_warps = 12, .pingpong = 1, .persist = 1,
-     .reason = "persist (opt-in, FLASH_ATTN_C_SM90_FWD_PERSIST=1): item order regrouped, not yet timed: "
+     .feat_br = 128, .feat_warps = 12, .pingpong = 1, .persist = FA_PERSIST_ALL,
+     .reason = "persist ALL: 1.01-1.20x the one-block grid over the 12 shapes but one (causal 16k 0.97; causal "
+               "1.10-1.20 at 512..8k, non-causal 1.12 at 512, 1.01-1.06 from 1k; H100 run 54, harness bench, "
+               "bf16 16k tokens, h*d 2048, 1 round); harness 21 / 21 persistent cases, 354 plain cases before "
+               "the call's time ran out, 0 failed; racecheck / synccheck clean (run 54). Item order: "
                "the query blocks of G (batch, head) pairs run together, G = whole GQA groups whose K/V "
                "(kv heads x sk x d x 2 x 2 B) fits 16 MB of the 50 MB L2 (fa_fwd_sm90.cu), so each K/V "
                "head is read from HBM about once; each CTA walks (longest, shortest) item pairs for causal "
                "balance (fa_fwd_sm90_persist.cuh); two Q slots (+24 KB: 112 KB), so the next item's Q and "
-               "K/V load during this item's last tiles and epilogue, not yet timed either; 0 spills, highest "
+               "K/V load during this item's last tiles and epilogue; 0 spills, highest "
                "SASS register R156 of 160 (nvcc 13.0). "
                "The first order (query blocks outermost over all pairs) ran 0.88-1.00x the one-block grid "
                "here, 0.60-0.95x at d = 128 (H100 run 52; correct: harness 357/357 with it, run 51); an "
@@ -149,9 +158,11 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "kFeat (softcap / ALiBi): 2 consumer warpgroups at 240 regs, the 3-warpgroup variant "
                "spilled 120 B at 160"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 128, .br = 128, .bc = 128, .warps = 12, .stages = 2,
-     .pingpong = 1, .persist = 1,
-     .reason = "persist (opt-in): grouped item order and two Q slots (+32 KB: 193 KB) as the d = 64 row, not yet "
-               "timed (R202 of 240, 0 spills); "
+     .pingpong = 1, .persist = FA_PERSIST_CAUSAL,
+     .reason = "persist CAUSAL: grouped item order and two Q slots (+32 KB: 193 KB) as the d = 64 row (R202 of "
+               "240, 0 spills): causal 1.10 / 1.07 / 1.06 / 1.01 / 1.00 / 0.98x the one-block grid at "
+               "512..16k, non-causal 0.97-0.99x at 512..8k (1.01 at 16k), so non-causal calls keep the "
+               "one-block grid (H100 run 54, harness bench, 1 round); "
                "the first order ran 0.60-0.70x at 512..2048, 0.89-0.95x at 4k..16k (run 52). "
                "pingpong: neutral here, 1.005x geomean (0.99-1.02) over 12 shapes (H100 run 48). O 64 + S 64 + P 32 regs (FA3's 128x128; 184 of 240 used, no spills); smem 32 + 2x2x32 = "
                "160 KB, 2 stages so K_j+1 and V_j+1 land during tile j"},

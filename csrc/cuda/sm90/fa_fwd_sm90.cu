@@ -129,13 +129,14 @@ static int fa_sm90_encode(CUtensorMap *map, fa_dtype dtype, const void *base, in
 }
 
 /* FLASH_ATTN_C_SM90_FWD_PERSIST (read on every call): 1 runs the dense calls without softcap /
- * ALiBi of the buckets whose tuning row sets `persist` (d = 64, 128) on the persistent grid
- * (fa_fwd_sm90_persist.cuh), 0 on the one-block grid; unset: FA_SM90_FWD_PERSIST_DEFAULT. Off by
- * default: H100 run 51 passed the harness with it (357 / 357) but run 52 timed it at 0.88-1.00x the
- * one-block grid at d = 64 and 0.60-0.95x at d = 128 (tuning rows), with its first item order
- * (query blocks outermost over all pairs); the grouped order (fa_sm90_persist_group_for) is not
- * yet timed. */
-#define FA_SM90_FWD_PERSIST_DEFAULT 0
+ * ALiBi / dropout of the buckets whose tuning row has a persistent instance (d = 64, 128) on the
+ * persistent grid (fa_fwd_sm90_persist.cuh), 0 on the one-block grid; unset: the row's measured
+ * rule (FA_PERSIST_ALL at d = 64, FA_PERSIST_CAUSAL at d = 128: H100 run 54, the tuning rows). */
+static int fa_sm90_persist_default(int rule, const fa_params *p)
+{
+    const int causal = p->window_left < 0 && p->window_right == 0;
+    return rule == FA_PERSIST_ALL || (rule == FA_PERSIST_CAUSAL && causal);
+}
 
 /* CTAs of the persistent grid for call p on bucket D (0: the one-block kernel): one per SM, at
  * most one per work item (query block, head, batch); 0 where the item count or the SM count
@@ -148,7 +149,7 @@ static int fa_sm90_persist_ctas_for(const fa_params *p)
     if (!T::kPersist || feat || p->cu_seqlens_q != NULL) return 0;
     const int on = fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST")  ? 1
                    : fa_env_off("FLASH_ATTN_C_SM90_FWD_PERSIST") ? 0
-                                                                 : FA_SM90_FWD_PERSIST_DEFAULT;
+                                                                 : fa_sm90_persist_default(T::kRow.persist, p);
     if (!on) return 0;
     const int64_t items = (p->seqlen_q + T::kBr - 1) / T::kBr * p->heads * p->batch;
     const int sms = fa_cuda_sm_count();
