@@ -71,16 +71,18 @@ def test_deterministic_backward_cuda_50_repeats(dtype, kind, causal, h, hk):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kind,causal,h,hk", CASES)
-def test_deterministic_backward_cuda_ordered_sm90(monkeypatch, dtype, kind, causal, h, hk):
-    """FLASH_ATTN_C_SM90_BWD_DET=ordered: on H100/H200 the dense cases add dQ inside the pipelined
-    sm90 kernel in a fixed key-block order (kDq = ORDERED); elsewhere the variable changes nothing.
-    Bitwise identical over 50 repeats either way."""
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
+def test_deterministic_backward_cuda_pass_sm90(monkeypatch, dtype, kind, causal, h, hk):
+    """FLASH_ATTN_C_SM90_BWD_DET=pass: on H100/H200 the dense cases at d <= 128 take the dK/dV kernel +
+    the ordered dQ pass instead of the default (dQ added inside the pipelined sm90 kernel in a fixed
+    key-block order, kDq = ORDERED, what the test above runs there); elsewhere the variable changes
+    nothing. Bitwise identical over 50 repeats either way."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass")
     _repeat_check("cuda", dtype, kind, causal, h, hk, repeats=50, big=True)
 
 
 # Gradient parity of deterministic=True (on CUDA its own dQ path: the ordered dQ kernel after the
-# sm80 or, on H100/H200 for d <= 128 without dropout/softcap/ALiBi, the sm90 dK/dV kernel).
+# sm80 backward or, on H100/H200 for d <= 128 without dropout/softcap/ALiBi, dQ added in order inside
+# the pipelined sm90 kernel for dense calls, the sm90 dK/dV kernel + the ordered dQ pass for varlen).
 # (d, causal, window, h, hk, sq, sk)
 DET_GPU_CASES = [(64, False, (-1, -1), 8, 8, 1000, 1000), (64, True, (-1, -1), 8, 2, 700, 1300),
                  (128, False, (-1, -1), 4, 4, 513, 1500), (128, True, (-1, -1), 8, 1, 1500, 600),

@@ -10,6 +10,10 @@ GQA, both dtypes, atomic and deterministic dQ; and a profiler check that the exp
 (template argument kDq: 0 no dQ, 1 red.add, 2 TMA reduce, 3 ordered) is what ran. With
 FLASH_ATTN_C_SM90_BWD_DET=ordered, deterministic calls at d <= 128 run kDq = 3 (dQ added in a
 fixed key-block order inside the pipelined kernel): parity, 20 bitwise-identical repeats, scope.
+Every test here pins FLASH_ATTN_C_SM90_BWD_VARIANT=br64 (the Br = 64 tile these instances are) and
+FLASH_ATTN_C_SM90_BWD_DET=pass (the dK/dV-only instance for deterministic calls, unless a test asks
+for ordered): the package defaults, the FA3-sized tiles and the ORDERED instance for deterministic
+calls, are tested in test_sm90_bwd_tiles.py.
 Runs on compute capability 9.0 only (elsewhere there is no sm90 kernel to select)."""
 from __future__ import annotations
 
@@ -31,11 +35,14 @@ def _hopper() -> bool:
 @pytest.fixture(autouse=True, params=["1", "2", "unset"], ids=["pipe_red", "pipe_tma", "pipe_default"])
 def pipe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """FLASH_ATTN_C_SM90_BWD_PIPE for the test: every test runs with both dQ paths and with the
-    variable unset (the default: TMA dQ for atomic dQ at d > 64, the cp.async kernel otherwise)."""
+    variable unset (the default: TMA dQ for atomic dQ at every d, the cp.async kernel for
+    deterministic calls under DET=pass); the Br = 64 tile (VARIANT=br64) throughout."""
     if not _hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_VARIANT", "br64")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass")
     if request.param == "unset":
         monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_PIPE", raising=False)
     else:

@@ -1,12 +1,14 @@
 """The persistent-grid Hopper forward (fa_fwd_sm90_persist.cuh: min(#work items, #SMs) CTAs, each
 walking (query block, head, batch) items, the query blocks of a group of (batch, head) pairs
-together), selected with FLASH_ATTN_C_SM90_FWD_PERSIST=1 for dense calls without softcap / ALiBi at
+together), forced with FLASH_ATTN_C_SM90_FWD_PERSIST=1 for dense calls without softcap / ALiBi at
 d = 64 / 128 buckets: forward parity against the float64 oracle (error-ratio rule) at item counts
 below, at and above the SM count (1, 131, 133, 265, 1000+), causal with sq != sk both ways (items
 without key tiles), a window that skips key tiles, GQA / MQA, both dtypes; the pair groups by the
 host's rule (sk = 8192: groups of 4 + 2) and forced with FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP (a
 smaller last group, groups across kv heads and batches, G = 1); a profiler check that the
-persistent instance is what ran (and that =0 does not run it). Runs on compute capability 9.0 only."""
+persistent instance is what ran (and that =0 does not run it); with the variable unset, the tuning
+rows' default rule (every plain dense call at d <= 64, causal ones at d in (64, 128]). Runs on
+compute capability 9.0 only."""
 from __future__ import annotations
 
 import pytest
@@ -98,3 +100,29 @@ def test_persist_group(dtype, case, monkeypatch):
     g, b, sq, sk, h, hk, d, causal = case
     monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP", str(g))
     check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=(-1, -1))
+
+
+# The default with the variable unset (the tuning rows' persist rule, H100 run 54): every plain dense
+# call at d <= 64, causal ones at d in (64, 128]; (d, causal, window, softcap, persistent)
+DEFAULT_RULE = [
+    (64, False, (-1, -1), 0.0, True),
+    (64, True, (-1, -1), 0.0, True),
+    (48, False, (30, 30), 0.0, True),
+    (128, True, (-1, -1), 0.0, True),
+    (96, True, (-1, -1), 0.0, True),
+    (128, False, (-1, -1), 0.0, False),
+    (128, False, (64, 0), 0.0, False),  # a sliding window is not "causal" in the measured rule
+    (64, True, (-1, -1), 30.0, False),  # softcap: the kFeat kernel, no persistent instance
+    (256, True, (-1, -1), 0.0, False),  # no persistent instance at d = 256
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d,causal,window,softcap,want", DEFAULT_RULE)
+def test_persist_default_rule(dtype, d, causal, window, softcap, want, monkeypatch):
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_PERSIST")
+    q, k, v = (torch.randn(2, 700, 4, d, device="cuda", dtype=dtype) for _ in range(3))
+    call = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=causal, window_size=window,  # noqa: E731
+                                                softcap=softcap)
+    assert _persist_ran(call) == want
+    check_dense("cuda", dtype, 2, 700, 700, 4, 4, d, causal=causal, window=window, softcap=softcap)

@@ -1,0 +1,166 @@
+"""The Hopper backward's default tiles and deterministic path (H100 run 54 made them the defaults):
+atomic-dQ calls run the FA3-sized tiles, Br = 80 at d in (64, 128] (fa_bwd_sm90_pipe80_kernel, TMA
+dQ) and Br = 128 at d <= 64 (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>, TMA dQ, red.add under
+FLASH_ATTN_C_SM90_BWD_PIPE=1); FLASH_ATTN_C_SM90_BWD_VARIANT, a list, picks them ("br80", "br128",
+unset = both, "br64" = neither: fa_bwd_sm90_pipe_kernel at Br = 64). Deterministic calls at
+d <= 128, dense, run the pipelined kernel's ORDERED instance (kDq = 3); FLASH_ATTN_C_SM90_BWD_DET=pass
+keeps the dK/dV + ordered dQ pass path. Gradient parity against the float64 oracle (error-ratio rule,
+3x for gradients) and a profiler check of which instance ran. Runs on compute capability 9.0 only."""
+from __future__ import annotations
+
+import re
+from typing import Callable, List
+
+import pytest
+import torch
+
+from oracle import check_dense, check_varlen
+
+pytestmark = pytest.mark.gpu
+
+_ENV = ("FLASH_ATTN_C_SM90_BWD_PIPE", "FLASH_ATTN_C_SM90_BWD_DET", "FLASH_ATTN_C_SM90_BWD_VARIANT")
+
+
+@pytest.fixture(autouse=True)
+def hopper_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sm90 backward with every switch at its default (unset)."""
+    if not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)):
+        pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+# demangled kernel names: fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>, fa_bwd_sm90_pipe128_kernel<kBf16, kDq>,
+# fa_bwd_sm90_pipe80_kernel<kBf16>
+_B = r"\s*(?:true|false|1|0)\s*"
+_NAMES = [
+    (re.compile(r"fa_bwd_sm90_pipe_kernel<" + _B + r",\s*\d+\s*,\s*(\d)\s*>"), "pipe64:{}"),
+    (re.compile(r"fa_bwd_sm90_pipe128_kernel<" + _B + r",\s*(\d)\s*>"), "pipe128:{}"),
+    (re.compile(r"fa_bwd_sm90_pipe80_kernel<" + _B + r">()"), "pipe80{}"),
+]
+
+
+def _tiles(fn: Callable[[], object]) -> List[str]:
+    """The pipelined backward instances fn() launched, as sorted unique tags: "pipe64:kDq" (the Br = 64
+    kernel, also the d > 128 dim-split one), "pipe128:kDq", "pipe80"."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    tags = set()
+    for e in prof.events():
+        if "fa_bwd_sm90_pipe" not in e.name:
+            continue
+        found = [fmt.format(m.group(1)) for rx, fmt in _NAMES for m in [rx.search(e.name)] if m]
+        assert len(found) == 1, f"unexpected pipelined kernel name: {e.name}"
+        tags.add(found[0])
+    return sorted(tags)
+
+
+def _default_tile(d: int) -> List[str]:
+    """The instance an atomic-dQ dense call runs by default (scale > 0)."""
+    if d <= 64:
+        return ["pipe128:2"]
+    if d <= 128:
+        return ["pipe80"]
+    return ["pipe64:1"]  # d in (128, 256]: the dim-split instance, red.add dQ
+
+
+# (b, sq, sk, h, hk, d, causal, window): sizes off every tile (Br 80 / 128, Bc 128), sq != sk both
+# ways, GQA / MQA, windows, d below the bucket (dims past d), one query.
+CASES = [
+    (2, 97, 97, 4, 4, 128, False, (-1, -1)),
+    (1, 1025, 1025, 2, 2, 128, True, (-1, -1)),
+    (2, 17, 1025, 2, 2, 128, False, (-1, -1)),
+    (1, 1025, 17, 4, 2, 96, False, (-1, -1)),
+    (2, 161, 130, 4, 2, 112, True, (-1, -1)),
+    (1, 255, 255, 2, 2, 128, False, (32, 8)),
+    (1, 1, 1, 2, 2, 128, False, (-1, -1)),
+    (1, 2048, 2048, 8, 2, 128, True, (-1, -1)),
+    (2, 97, 97, 4, 4, 64, False, (-1, -1)),
+    (1, 1025, 1025, 4, 2, 64, True, (-1, -1)),
+    (2, 17, 1025, 2, 2, 64, False, (-1, -1)),
+    (1, 1025, 17, 4, 1, 48, False, (-1, -1)),
+    (2, 130, 200, 4, 2, 32, True, (-1, -1)),
+    (1, 255, 257, 2, 2, 64, False, (100, 0)),
+    (2, 97, 130, 4, 2, 256, True, (-1, -1)),
+]
+
+
+@pytest.mark.parity_grad
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window", CASES)
+def test_default_tiles(dtype, b, sq, sk, h, hk, d, causal, window):
+    ran = _tiles(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window, grad=True,
+                                     check_lse=False))
+    assert ran == _default_tile(d)
+
+
+@pytest.mark.parametrize("variant,d,want", [
+    ("br64", 64, ["pipe64:2"]), ("br64", 128, ["pipe64:2"]),
+    ("br80", 64, ["pipe64:2"]), ("br80", 128, ["pipe80"]),
+    ("br128", 64, ["pipe128:2"]), ("br128", 128, ["pipe64:2"]),
+    ("br128,br80", 64, ["pipe128:2"]), ("br128,br80", 128, ["pipe80"]),
+])
+def test_variant_list(monkeypatch, variant: str, d: int, want: List[str]):
+    """FLASH_ATTN_C_SM90_BWD_VARIANT names the FA3-sized tiles a call may take; the rest keep Br = 64."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_VARIANT", variant)
+    assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 200, 150, 4, 2, d, causal=True, grad=True,
+                                      check_lse=False)) == want
+
+
+def test_red_add_dq_at_d64(monkeypatch):
+    """FLASH_ATTN_C_SM90_BWD_PIPE=1 (red.add dQ): the Br = 128 tile has that instance too; the Br = 80 one
+    has TMA dQ only, so d = 128 keeps the Br = 64 red.add instance."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "1")
+    assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 200, 150, 4, 2, 64, grad=True,
+                                      check_lse=False)) == ["pipe128:1"]
+    assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 200, 150, 4, 2, 128, grad=True,
+                                      check_lse=False)) == ["pipe64:1"]
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_negative_scale_keeps_br64(d: int):
+    """The FA3-sized tiles fold -LSE / scale into their S^T accumulator, so softmax_scale <= 0 keeps the
+    Br = 64 tile (still exact)."""
+    assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, d, softmax_scale=-0.2, grad=True,
+                                      check_lse=False)) == ["pipe64:2"]
+
+
+@pytest.mark.parity_grad
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window", [c for c in CASES if c[5] <= 128])
+def test_deterministic_default_is_ordered(dtype, b, sq, sk, h, hk, d, causal, window):
+    ran = _tiles(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window, grad=True,
+                                     check_lse=False, deterministic=True))
+    assert ran == ["pipe64:3"]
+
+
+def test_deterministic_scope(monkeypatch):
+    """Outside the ORDERED instance's scope deterministic calls keep their paths: d > 128 (the sm80
+    backward), varlen (the sm90 dK/dV kernel + the ordered dQ pass); DET=pass and PIPE=0 opt out."""
+    assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True, grad=True,
+                                      check_lse=False, deterministic=True)) == []
+    assert _tiles(lambda: check_varlen("cuda", torch.bfloat16, [300, 0, 70], [200, 9, 70], 4, 2, 128, causal=True,
+                                       grad=True, deterministic=True)) == []
+    for name, value in (("FLASH_ATTN_C_SM90_BWD_DET", "pass"), ("FLASH_ATTN_C_SM90_BWD_PIPE", "0")):
+        monkeypatch.setenv(name, value)
+        assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 128, causal=True, grad=True,
+                                          check_lse=False, deterministic=True)) == []
+        monkeypatch.delenv(name)
+
+
+def test_deterministic_default_bitwise_repeats():
+    """10 backwards of one call (GQA, causal, sq != sk): dq, dk, dv identical bit for bit."""
+    import flash_attn_c
+    q = torch.randn(2, 1500, 8, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(2, 1700, 2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    out = flash_attn_c.flash_attn_func(q, k, v, causal=True, deterministic=True)
+    dout = torch.randn_like(out)
+    ref = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    for r in range(10):
+        g = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+        for name, a, b in zip(("dq", "dk", "dv"), g, ref):
+            assert torch.equal(a, b), f"{name} differs at repeat {r}"
