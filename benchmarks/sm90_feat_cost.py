@@ -4,7 +4,7 @@ causal and not, seqlen 512..16k), the plain call beside softcap=30, ALiBi (h,) s
 each on the sm90 kernel's kFeat variant (the default) and on the sm80 kernel
 (FLASH_ATTN_C_SM90_FEAT=0; at d = 64 the variant runs a tile of its own, 128 rows). Outputs are checked against each other before timing.
 With --dropout P it adds dropout (issue #14: within 20%): dropout_p = P on the sm90 kernel's kDrop
-variant (FLASH_ATTN_C_SM90_FWD_DROPOUT=1, opt-in) and on the sm80 kernel (unset), the two outputs
+variant (the default, FLASH_ATTN_C_SM90_FWD_DROPOUT=1) and on the sm80 kernel (=0), the two outputs
 checked against each other under the same seed (both draw the same Philox mask).
 
     python benchmarks/sm90_feat_cost.py [--seqlens 512,2048,8192,16384] [--dropout 0.1]

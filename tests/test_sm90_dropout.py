@@ -1,8 +1,8 @@
-"""Dropout on the Hopper forward (the sm90 kernel's kDrop instance; opt-in with
-FLASH_ATTN_C_SM90_FWD_DROPOUT=1, unset sends dropout calls to the sm80 kernels). Dense calls only
-(varlen dropout stays on sm80). Checks, with the opt-in set:
+"""Dropout on the Hopper forward (the sm90 kernel's kDrop instance; the default since H100 run 54,
+FLASH_ATTN_C_SM90_FWD_DROPOUT=0 sends dropout calls to the sm80 kernels). Dense calls only
+(varlen dropout stays on sm80). Checks, with the variable unset or 1:
 
-* the dropout calls run the kDrop kernel (profiler names), and not without the opt-in;
+* the dropout calls run the kDrop kernel (profiler names), and not under =0;
 * the mask the kernel applies is dropout_mask(..., seed, offset) bit for bit: with q = 0 every
   visible key gets P = 1 / l, and V = one-hot rows make O[i, c] = keep(i, key c) / ((1 - p) l),
   so O != 0 is the mask, read directly (several key ranges: every key tile, both halves of the
@@ -52,7 +52,9 @@ def test_dropout_calls_run_the_sm90_drop_kernel(device, dtype, d, monkeypatch):
     q, k, v = (torch.randn(2, 300, 4, d, device=device, dtype=dtype) for _ in range(3))
     call = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=True, dropout_p=0.2)  # noqa: E731
     assert _drop_kernel_ran(call)
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_DROPOUT")  # the default: sm80
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_DROPOUT")  # the default: sm90 as well
+    assert _drop_kernel_ran(call)
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", "0")  # the opt-out: sm80
     assert not _drop_kernel_ran(call)
     monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", "1")
     cq = torch.tensor([0, 300, 600], device=device, dtype=torch.int32)
@@ -129,7 +131,7 @@ def test_sm90_dropout_matches_oracle_and_sm80(device, dtype, b, sq, sk, h, hk, d
     base = ref_forward_backward((q, k, v), dout, upcast=False, window=window, dropout_mask=mask, **kw)
     assert_ratio("out", out, ref.out, base.out, dtype, FWD_FACTOR)
     assert_grads(grads, ref.grads, base.grads, dtype)
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_DROPOUT")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", "0")
     with flash_attn_c.fixed_dropout_seed(seed, offset), torch.no_grad():
         out80 = call()
     # kept P is scaled by 1 / (1 - p): so is the low-precision rounding the two kernels differ by

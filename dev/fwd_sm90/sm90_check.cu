@@ -42,7 +42,7 @@ static check_rng g_rng = {0x2545F4914F6CDD1Dull};
 
 /* FLASH_ATTN_C_SM90 for the dispatch cases; FLASH_ATTN_C_SM90_FEAT unset (the default: softcap /
  * ALiBi on the sm90 kernel) where a case expects that kernel, else 0 (the sm80 kernels);
- * FLASH_ATTN_C_SM90_FWD_DROPOUT=1 (opt-in) for the dropout cases of the sm90 kernel, else unset
+ * FLASH_ATTN_C_SM90_FWD_DROPOUT=1 (also the default since H100 run 54) for the dropout cases of the sm90 kernel, else unset
  * (the default: dropout on the sm80 kernels), whatever the caller's environment holds. */
 static void set_sm90_env(int on, int feat, int drop)
 {

@@ -1,7 +1,7 @@
 /* fa_fwd_sm90_kernel.cuh - FlashAttention forward on Hopper tensor cores (wgmma, sm_90a) with
  * TMA loads and a producer/consumer split, FA3-style (simplified). No probabilities
  * (fa_fwd_sm90.cu sends those to the sm80 kernels); softcap and ALiBi in the kFeat variant,
- * dropout (dense only, opt-in: FLASH_ATTN_C_SM90_FWD_DROPOUT=1) in its kDrop instance.
+ * dropout (dense only; FLASH_ATTN_C_SM90_FWD_DROPOUT=0 opts out) in its kDrop instance.
  * This file: the one-block __global__ kernel and the host launchers; the pieces:
  *   fa_fwd_sm90_block.cuh     shared-memory layout, named barriers, ping-pong turns, work item
  *   fa_fwd_sm90_math.cuh      the per-tile GEMMs, scores / mask, online softmax
