@@ -16,7 +16,7 @@ import random
 import re
 import sys
 import zlib
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, List, Sequence
 
 import pytest
 import torch
@@ -126,6 +126,16 @@ def poison_allocator(device, nbytes: Sequence[int]) -> None:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return _DT_NAME[dtype]
+
+
+def cuda_kernel_names(fn, contains: str) -> List[str]:
+    """Names of the CUDA kernels fn() launched whose name contains `contains`, as the torch profiler
+    saw them (demangled where it could), one entry per launch."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if contains in e.name]
 
 
 def sm90_fwd_flag_ran(fn, arg: int, mangled: "re.Pattern[str]") -> bool:

@@ -23,6 +23,7 @@ from typing import Callable, List
 import pytest
 import torch
 
+from conftest import cuda_kernel_names
 from oracle import check_dense
 
 pytestmark = pytest.mark.gpu
@@ -56,11 +57,7 @@ _PIPE_NAME = re.compile(r"fa_bwd_sm90_pipe_kernel<\s*(?:true|false|1|0)\s*,\s*\d
 def _pipe_instances(fn: Callable[[], object]) -> List[int]:
     """The kDq template arguments of the fa_bwd_sm90_pipe_kernel instances fn() launched (CUDA
     kernels seen by the profiler, demangled as fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    names = [e.name for e in prof.events() if "fa_bwd_sm90_pipe_kernel" in e.name]
+    names = cuda_kernel_names(fn, "fa_bwd_sm90_pipe_kernel")
     modes = [int(m.group(1)) for m in (_PIPE_NAME.search(n) for n in names) if m]
     assert len(modes) == len(names), f"unexpected pipe kernel names: {sorted(set(names))}"
     return modes

@@ -14,7 +14,9 @@ from typing import Callable, List
 import pytest
 import torch
 
+from conftest import cuda_kernel_names
 from oracle import check_dense, check_varlen
+from test_sm90_bwd_pipe import CASES as PIPE_CASES
 
 pytestmark = pytest.mark.gpu
 
@@ -45,16 +47,10 @@ _NAMES = [
 def _tiles(fn: Callable[[], object]) -> List[str]:
     """The pipelined backward instances fn() launched, as sorted unique tags: "pipe64:kDq" (the Br = 64
     kernel, also the d > 128 dim-split one), "pipe128:kDq", "pipe80"."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
     tags = set()
-    for e in prof.events():
-        if "fa_bwd_sm90_pipe" not in e.name:
-            continue
-        found = [fmt.format(m.group(1)) for rx, fmt in _NAMES for m in [rx.search(e.name)] if m]
-        assert len(found) == 1, f"unexpected pipelined kernel name: {e.name}"
+    for name in cuda_kernel_names(fn, "fa_bwd_sm90_pipe"):
+        found = [fmt.format(m.group(1)) for rx, fmt in _NAMES for m in [rx.search(name)] if m]
+        assert len(found) == 1, f"unexpected pipelined kernel name: {name}"
         tags.add(found[0])
     return sorted(tags)
 
@@ -68,24 +64,13 @@ def _default_tile(d: int) -> List[str]:
     return ["pipe64:1"]  # d in (128, 256]: the dim-split instance, red.add dQ
 
 
-# (b, sq, sk, h, hk, d, causal, window): sizes off every tile (Br 80 / 128, Bc 128), sq != sk both
-# ways, GQA / MQA, windows, d below the bucket (dims past d), one query.
-CASES = [
-    (2, 97, 97, 4, 4, 128, False, (-1, -1)),
-    (1, 1025, 1025, 2, 2, 128, True, (-1, -1)),
-    (2, 17, 1025, 2, 2, 128, False, (-1, -1)),
+# (b, sq, sk, h, hk, d, causal, window): the Br = 64 tests' shapes (sq != sk both ways, GQA / MQA,
+# windows, one query, d below the bucket, the d in (128, 256] bucket), plus sizes off the Br = 80 and
+# Br = 128 tiles
+CASES = PIPE_CASES + [
     (1, 1025, 17, 4, 2, 96, False, (-1, -1)),
     (2, 161, 130, 4, 2, 112, True, (-1, -1)),
-    (1, 255, 255, 2, 2, 128, False, (32, 8)),
-    (1, 1, 1, 2, 2, 128, False, (-1, -1)),
-    (1, 2048, 2048, 8, 2, 128, True, (-1, -1)),
-    (2, 97, 97, 4, 4, 64, False, (-1, -1)),
-    (1, 1025, 1025, 4, 2, 64, True, (-1, -1)),
-    (2, 17, 1025, 2, 2, 64, False, (-1, -1)),
-    (1, 1025, 17, 4, 1, 48, False, (-1, -1)),
-    (2, 130, 200, 4, 2, 32, True, (-1, -1)),
     (1, 255, 257, 2, 2, 64, False, (100, 0)),
-    (2, 97, 130, 4, 2, 256, True, (-1, -1)),
 ]
 
 
