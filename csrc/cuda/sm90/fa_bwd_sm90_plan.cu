@@ -195,7 +195,7 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
 }
 
 /* a: fa_bwd_fill_args(p); *prm: filled where the result is not 0. The pipelined mode (0 none,
- * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3 runs. */
+ * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3, 7 or 8 runs. */
 int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const int ordered = fa_bwd_sm90_ordered_args(p, a);
