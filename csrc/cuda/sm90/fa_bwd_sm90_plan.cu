@@ -200,7 +200,8 @@ int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm
 {
     const int ordered = fa_bwd_sm90_ordered_args(p, a);
     const int mode = fa_bwd_sm90_pipe_prepare(p, a, prm);
-    if (ordered && !FA_BWD_SM90_PIPE_MODE_ORDERED(mode)) { /* maps not encodable: back to the dK/dV + ordered dQ pass path */
+    /* maps not encodable: back to the dK/dV + ordered dQ pass path */
+    if (ordered && !FA_BWD_SM90_PIPE_MODE_ORDERED(mode)) {
         a->dq_accum = NULL;
         a->dq_sem = NULL;
         a->dq_sem_rows = 0;
