@@ -398,6 +398,8 @@ int main(int argc, char **argv)
     if (!cli.no_gpu) check_print_device();
     const char *det_env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
     g_det_br = det_env != NULL && strcmp(det_env, "ordered_br") == 0;
+    /* from here every mode sets the variable it runs under (the first case's workspace sizing included) */
+    unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
     check_tally tally = {0, 0};
     for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {
         if (!check_selected(&cli, g_cases[i].name)) continue;
