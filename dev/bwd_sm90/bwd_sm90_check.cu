@@ -21,6 +21,12 @@
  *                                  one instance, opt-in by the =1 / =2 those modes set).
  *   bwd_sm90_check --filter d256   the d in (128, 256] cases (the dim-split instance)
  *   bwd_sm90_check --det [--filter STR]  only the "det ordered" runs (of the selected cases)
+ *   FLASH_ATTN_C_SM90_BWD_DET=ordered_br bwd_sm90_check [--det]  the "det ordered" mode runs the
+ *                                  ORDERED instances of the FA3-sized tiles (Br = 80 at d in (64, 128],
+ *                                  Br = 128 at d <= 64; opt-in): every dense call must run the one its
+ *                                  shape names (a counted check, line "det ordered_br"); with --bench
+ *                                  --det the sm90 column times them (each row ends with the pipelined
+ *                                  mode that ran: 3 Br = 64 ordered, 7 Br = 80 ordered, 8 Br = 128 ordered)
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
  *   bwd_sm90_check --no-gpu        CPU side only: oracle vs low-precision baseline
  *   bwd_sm90_check --bench [--det] bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
@@ -281,7 +287,22 @@ static const bwd_target g_pipe_tma_target = {fa_bwd_sm90_pipe_tma_entry, fa_bwd_
  * keeps the dK/dV + ordered dQ pass path. The workspace is sized under the same variable (the
  * ORDERED instance needs dq_accum and the turn counters; poisoned like the rest). */
 static int g_det_calls = 0, g_det_dense = 0, g_det_taken = 0;
-static void set_det_env(void) { setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered", 1); }
+/* FLASH_ATTN_C_SM90_BWD_DET=ordered_br in the harness's environment (read once in main, before the
+ * pipe modes set and unset the variable): the mode runs under ordered_br instead, the ORDERED instances
+ * of the FA3-sized tiles where their atomic twins run (mode 7: Br = 80 at d in (64, 128]; 8: Br = 128
+ * at d <= 64; with scale > 0 and FLASH_ATTN_C_SM90_BWD_VARIANT's list, else the Br = 64 one, 3), and
+ * every dense call must run the instance its shape names (the same counted check) */
+static int g_det_br = 0;
+static int g_det_br_calls[2] = {0, 0}, g_det_br_taken[2] = {0, 0}; /* [0] Br = 80, [1] Br = 128 */
+static void set_det_env(void) { setenv("FLASH_ATTN_C_SM90_BWD_DET", g_det_br ? "ordered_br" : "ordered", 1); }
+/* the pipelined mode a dense deterministic call must take in this mode (fa_bwd_sm90_ordered_mode) */
+static int det_expected_mode(const fa_params *p)
+{
+    if (!g_det_br || !(p->softmax_scale > 0.f)) return 3;
+    if (p->head_dim > 64 && p->head_dim <= 128 && variant_has("br80")) return 7;
+    if (p->head_dim <= 64 && variant_has("br128")) return 8;
+    return 3;
+}
 static fa_status fa_bwd_sm90_det_entry(const fa_params *p, void *stream)
 {
     set_det_env();
@@ -290,8 +311,13 @@ static fa_status fa_bwd_sm90_det_entry(const fa_params *p, void *stream)
     unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
     ++g_det_calls;
     if (p->cu_seqlens_q == NULL) {
+        const int want = det_expected_mode(p);
         ++g_det_dense;
-        g_det_taken += takes == 3;
+        g_det_taken += takes == want;
+        if (want == 7 || want == 8) {
+            ++g_det_br_calls[want == 8];
+            g_det_br_taken[want == 8] += takes == want;
+        }
     }
     return st;
 }
@@ -348,6 +374,9 @@ static void bench(int det)
                 if (t80 > 0) printf("%10.3f %9.1f ", t80, flops / (t80 * 1e-3) / 1e12);
                 else printf("%10s %9s ", "error", "-");
                 if (t90 > 0 && t80 > 0) printf("%6.2fx", t80 / t90);
+                /* which sm90 instance the column timed (fa_bwd_sm90_pipe_takes: 0 the cp.async kernel,
+                 * 3 / 7 / 8 the ORDERED ones, 4 Br = 80, 5 / 6 Br = 128) */
+                if (t90 > 0) printf("  mode %d", fa_bwd_sm90_pipe_takes(&p));
                 printf("\n");
                 fflush(stdout);
                 CK(cudaFree(p.workspace));
@@ -367,6 +396,10 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!cli.no_gpu) check_print_device();
+    const char *det_env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
+    g_det_br = det_env != NULL && strcmp(det_env, "ordered_br") == 0;
+    /* from here every mode sets the variable it runs under (the first case's workspace sizing included) */
+    unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
     check_tally tally = {0, 0};
     for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {
         if (!check_selected(&cli, g_cases[i].name)) continue;
@@ -391,10 +424,15 @@ int main(int argc, char **argv)
                "d <= 64: %d of %d\n",
                g_tma_taken, g_tma_calls, g_tma_d64.taken, g_tma_d64.calls);
     if (g_det_calls > 0)
-        printf("det ordered mode: %d of %d dense deterministic calls ran the ORDERED instance (%d calls, "
+        printf("det ordered mode: %d of %d dense deterministic calls ran their ORDERED instance (%d calls, "
                "varlen ones on the dK/dV + ordered dQ pass path)\n",
                g_det_taken, g_det_dense, g_det_calls);
-    /* every dense "det ordered" call must have run the ORDERED instance (a check, like d64_tally) */
+    if (g_det_br)
+        printf("det ordered_br: %d of %d dense calls ran the Br = 80 ORDERED instance (mode 7), %d of %d the "
+               "Br = 128 one (mode 8)\n",
+               g_det_br_taken[0], g_det_br_calls[0], g_det_br_taken[1], g_det_br_calls[1]);
+    /* every dense "det ordered" call must have run the ORDERED instance its shape names (3, or under
+     * ordered_br 7 / 8: det_expected_mode; a check, like d64_tally) */
     if (g_det_dense > 0) check_count(&tally, g_det_taken == g_det_dense);
     /* the d <= 64 lines are checks, not just counts (d64_tally) */
     if (g_pipe_d64.calls > 0) check_count(&tally, g_pipe_d64.taken == g_pipe_d64.calls);

@@ -24,8 +24,8 @@
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
-#include "fa_bwd_sm90_pipe80.cuh"      /* the Br = 80 kernel (pipelined mode 4) */
-#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE_MODE_BR80 / _BR128_*, FA_BWD_SM90_PIPE80_BR / 128_BR */
+#include "fa_bwd_sm90_pipe80.cuh"      /* the Br = 80 kernel (pipelined mode 4; its ORDERED instance mode 7) */
+#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE_MODE_*, FA_BWD_SM90_PIPE80_BR / 128_BR */
 #include "fa_bwd_sm90_plan.h"
 
 /* The real kernel declares LSE / D stages as static shared memory (2 * 2 * Br floats); the stub
@@ -132,6 +132,25 @@ static fa_status fa_bwd_sm90_pipe80_launch(const fa_bwd_sm90_params &prm, cudaSt
                                    fa_bwd_sm90_pipe80_cfg::Bc, fa_bwd_sm90_pipe80_cfg::kSmemBytes, stream);
 }
 
+/* The ORDERED instances of the Br = 80 and Br = 128 tiles (pipelined modes 7, 8; opt-in,
+ * FLASH_ATTN_C_SM90_BWD_DET=ordered_br): prm as for their atomic twins, plus a.dq_sem laid out per Br
+ * query rows (fa_bwd_sm90_ordered_rows). A counter layout of other rows would make the turns wait
+ * on the wrong counters: refused (the plan never asks for it). */
+template <bool kBf16>
+static fa_status fa_bwd_sm90_pipe_ordered_br_launch(const fa_bwd_sm90_params &prm, int pipe_mode, cudaStream_t stream)
+{
+    using Cfg128 = fa_bwd_sm90_pipe_cfg<64, FA_KERNEL_BWD_SM90_PIPE128>;
+    if (pipe_mode == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED) {
+        if (prm.a.dq_sem == NULL || prm.a.dq_sem_rows != fa_bwd_sm90_pipe80_cfg::Br) return FA_ERR_UNSUPPORTED;
+        return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe80_ordered_kernel<kBf16>, prm, prm.a, FA_BWD_SM90_PIPE_THREADS,
+                                       fa_bwd_sm90_pipe80_cfg::Bc, fa_bwd_sm90_pipe80_cfg::kSmemBytes, stream);
+    }
+    if (prm.a.dq_sem == NULL || prm.a.dq_sem_rows != Cfg128::Br) return FA_ERR_UNSUPPORTED;
+    return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe128_kernel<kBf16, FA_BWD_SM90_DQ_ORDERED>, prm, prm.a,
+                                   FA_BWD_SM90_PIPE_THREADS, Cfg128::Bc, Cfg128::smem_bytes(FA_BWD_SM90_DQ_ORDERED),
+                                   stream);
+}
+
 /* The Br = 128 instances at d <= 64 (fa_bwd_sm90_pipe128.cuh; pipelined modes 5 red.add dQ, 6 TMA dQ).
  * prm: the maps of fa_bwd_sm90_pipe_prepare under that mode (Q / dO boxes of Br rows, dq_accum boxes
  * {32, 64}). */
@@ -166,6 +185,8 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
         st = pipe_mode == FA_BWD_SM90_PIPE_MODE_BR80 ? fa_bwd_sm90_pipe80_launch<kBf16>(prm, stream)
              : pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_RED || pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_TMA
                  ? fa_bwd_sm90_pipe128_launch<kBf16>(prm, pipe_mode, stream)
+             : pipe_mode == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED || pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED
+                 ? fa_bwd_sm90_pipe_ordered_br_launch<kBf16>(prm, pipe_mode, stream)
              : a.head_dim <= 64                      ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
              : a.head_dim <= 128                     ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
                                                      : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);
@@ -175,8 +196,8 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
         return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90 returned before this without it) */
     }
     if (st != FA_OK) return st;
-    /* deterministic: the ordered dQ pass, unless the ORDERED instance added dQ into dq_accum */
-    if (!a.atomic_dq && pipe_mode != 3) return fa_bwd_run_dq_pass(a, kBf16, stream);
+    /* deterministic: the ordered dQ pass, unless an ORDERED instance (modes 3, 7, 8) added dQ into dq_accum */
+    if (!a.atomic_dq && !FA_BWD_SM90_PIPE_MODE_ORDERED(pipe_mode)) return fa_bwd_run_dq_pass(a, kBf16, stream);
     if (pair_blocks > 0) {
         fa_bwd_dq_convert_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;

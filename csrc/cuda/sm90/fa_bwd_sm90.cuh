@@ -40,7 +40,8 @@ FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
  * FLASH_ATTN_C_SM90_BWD_DET=ordered, workspace sized for it), 2 when the TMA-dQ instance (mode 2
  * with atomic dQ; 4 when FLASH_ATTN_C_SM90_BWD_VARIANT=br80 moves that call at d in (64, 128] to the
  * Br = 80 kernel, fa_bwd_sm90_pipe80.cuh), else 1; with "br128" in FLASH_ATTN_C_SM90_BWD_VARIANT the
- * atomic-dQ calls at d <= 64 answer 5 (Br = 128, red.add dQ) or 6 (Br = 128, TMA dQ) instead of 1 / 2. Host only, reads the environment like fa_bwd_sm90. For the harness:
+ * atomic-dQ calls at d <= 64 answer 5 (Br = 128, red.add dQ) or 6 (Br = 128, TMA dQ) instead of 1 / 2;
+ * FLASH_ATTN_C_SM90_BWD_DET=ordered_br: 7 (the Br = 80 ORDERED instance) or 8 (Br = 128 ORDERED) instead of 3. Host only, reads the environment like fa_bwd_sm90. For the harness:
  * which "pipe" cases fell back. */
 FA_SM90_WEAK int fa_bwd_sm90_pipe_takes(const fa_params *p);
 

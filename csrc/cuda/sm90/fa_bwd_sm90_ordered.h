@@ -13,9 +13,11 @@
 #include "flash_attn_c.h"
 #include "fa_bwd_host.h"               /* fa_bwd_ordered_dq_need, fa_bwd_ordered_dq_args */
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg */
+#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE80_BR / 128_BR, fa_bwd_sm90_variant_br80 / _br128 */
 
-/* Whether a deterministic call takes the ORDERED instance (FLASH_ATTN_C_SM90_BWD_DET, read on every
- * call): "ordered" yes, "pass" no (the dK/dV-only instance + the ordered dQ pass); unset yes, the
+/* Whether a deterministic call takes an ORDERED instance (FLASH_ATTN_C_SM90_BWD_DET, read on every
+ * call): "ordered" yes, "ordered_br" yes (on the FA3-sized tiles where they apply:
+ * fa_bwd_sm90_ordered_mode), "pass" no (the dK/dV-only instance + the ordered dQ pass); unset yes, the
  * default since H100 run 54 (harness --det 43 / 43 bitwise-repeatable, compute-sanitizer memcheck /
  * racecheck / synccheck clean; 0.90-1.00x the atomic Br = 64 kernel's speed where the pass path ran
  * 0.57-0.91x), unless FLASH_ATTN_C_SM90_BWD_PIPE=0 asks for the cp.async kernel. Host-only test of the
@@ -25,14 +27,41 @@ static int fa_bwd_sm90_det_ordered(const fa_params *p)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
     const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
-    const int on = env != NULL ? strcmp(env, "ordered") == 0 : !(pipe != NULL && strcmp(pipe, "0") == 0);
+    const int on = env != NULL ? strcmp(env, "ordered") == 0 || strcmp(env, "ordered_br") == 0
+                               : !(pipe != NULL && strcmp(pipe, "0") == 0);
     return on && p->deterministic && p->cu_seqlens_q == NULL && p->cu_seqlens_k == NULL && p->head_dim >= 8 &&
            p->head_dim <= 128 && p->head_dim % 8 == 0;
 }
 
-/* Query rows per turn counter: the pipelined kernel's Br (d <= 128). */
+/* FLASH_ATTN_C_SM90_BWD_DET=ordered_br (opt-in, not yet timed on a GPU): a deterministic call
+ * fa_bwd_sm90_det_ordered takes runs the ORDERED instance of the FA3-sized tile that its atomic-dQ
+ * twin would run (fa_bwd_sm90_pipe80_host.h: the same conditions, softmax_scale > 0 and the
+ * FLASH_ATTN_C_SM90_BWD_VARIANT list): the Br = 80 kernel at d in (64, 128] (mode 7), the Br = 128
+ * instance at d <= 64 (mode 8); elsewhere the Br = 64 one (mode 3). "ordered" (and unset) keep the
+ * Br = 64 instance everywhere. The name: ordered dQ on the FA3 Br tile. Host-only, on p; TMA-fit is
+ * checked later (fa_bwd_sm90_pipe_prepare: maps not encodable -> the dQ-pass path, as for mode 3). */
+static int fa_bwd_sm90_ordered_mode(const fa_params *p)
+{
+    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
+    if (env == NULL || strcmp(env, "ordered_br") != 0 || !(p->softmax_scale > 0.f)) return 3;
+    if (p->head_dim > 64 && p->head_dim <= 128 && fa_bwd_sm90_variant_br80()) return FA_BWD_SM90_PIPE_MODE_BR80_ORDERED;
+    if (p->head_dim <= 64 && fa_bwd_sm90_variant_br128()) return FA_BWD_SM90_PIPE_MODE_BR128_ORDERED;
+    return 3;
+}
+
+/* Query rows per turn counter: the Br of the ORDERED instance that runs (fa_bwd_sm90_ordered_mode;
+ * d <= 128). fa_bwd_sm90_pipe_prepare tells the instances apart by these rows (a->dq_sem_rows), so
+ * the workspace (fa_bwd_sm90_workspace_bytes), the counters' layout and the kernel always agree. */
+static_assert(fa_bwd_sm90_pipe_cfg<64>::Br != FA_BWD_SM90_PIPE80_BR &&
+                  fa_bwd_sm90_pipe_cfg<64>::Br != FA_BWD_SM90_PIPE128_BR &&
+                  fa_bwd_sm90_pipe_cfg<128>::Br != FA_BWD_SM90_PIPE80_BR &&
+                  fa_bwd_sm90_pipe_cfg<128>::Br != FA_BWD_SM90_PIPE128_BR,
+              "the counter rows must name the ORDERED instance: the Br = 64 tile's Br differs from 80 and 128");
 static int fa_bwd_sm90_ordered_rows(const fa_params *p)
 {
+    const int mode = fa_bwd_sm90_ordered_mode(p);
+    if (mode == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED) return FA_BWD_SM90_PIPE80_BR;
+    if (mode == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED) return FA_BWD_SM90_PIPE128_BR;
     return p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
 }
 

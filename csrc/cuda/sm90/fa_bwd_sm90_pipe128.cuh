@@ -47,8 +47,9 @@ static __device__ __forceinline__ void warp_store_ds_t128(const uint32_t (&dsa)[
 }
 
 /* One consumer tile at Br = 128, d <= 64: kDq = TMA in FA3's order (warpgroup_bwd_tile_tma: dQ
- * overlaps dK, staged for the writer warp), kDq = RED in step 1's (warpgroup_bwd_tile: dV and dK
- * together, then dQ by red.add). sds: this iteration's dS^T buffer; first: tile 0 of the CTA (TMA:
+ * overlaps dK, staged for the writer warp), and so kDq = ORDERED (the consumers' side is the TMA
+ * one; only the writer warp differs: warp_write_dq<.., kOrdered>), kDq = RED in step 1's
+ * (warpgroup_bwd_tile: dV and dK together, then dQ by red.add). sds: this iteration's dS^T buffer; first: tile 0 of the CTA (TMA:
  * no EMPTY sync); h: the query head (RED). lse_s, dsum_s: the slot's [Br] rows. */
 template <bool kBf16, int kDq>
 static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &a, const fa_seq &seq,
@@ -102,7 +103,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &
         fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
     }
     fa_wgmma_fence();
-    if constexpr (kDq == FA_BWD_SM90_DQ_TMA) {
+    if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) {
         warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
         fa_wgmma_commit(); /* group: dV */
     } else {
@@ -116,7 +117,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
     float dqa[Dq::kN / 2];
     warpgroup_issue_dq<kBf16, D, Br>(dqa, sds, sm.k, wg); /* group: dQ */
-    if constexpr (kDq == FA_BWD_SM90_DQ_TMA) {
+    if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) {
         fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
         fa_reg_fence(dv);
         fa_wgmma_fence();

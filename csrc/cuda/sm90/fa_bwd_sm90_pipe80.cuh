@@ -17,6 +17,9 @@
  *     registers); one base address per store loop; the dS stores after the dV issue;
  *   - the mask of P is a second pass under one branch (thread_probs80): the default kernel
  *     branches on need_mask per element.
+ * fa_bwd_sm90_pipe80_ordered_kernel (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the deterministic
+ * instance, the same body with the grid's x reversed and the ordered writer of
+ * fa_bwd_sm90_pipe80_dq_order.cuh (turn counters per 80 query rows).
  * Shared memory: K, V 2 x 32 KB, Q, dO 2 stages x 20 KB each, dS 2 x 20 KB, dQ^T staging 2 x 20 KB,
  * + 1 KB alignment = 225 KB, + 1.3 KB static (LSE, D, mbarriers) of the 227 KB.
  */
@@ -25,6 +28,7 @@
 
 #include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, warpgroup_store_dkdv */
 #include "fa_bwd_sm90_pipe80_dq.cuh"
+#include "fa_bwd_sm90_pipe80_dq_order.cuh" /* the ORDERED instance's writer */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 #include "fa_bwd_sm90_pipe_producer.cuh"
 
@@ -178,15 +182,12 @@ static __device__ __forceinline__ void warpgroup_bwd_tile80(const fa_bwd_args &a
     thread_release_bwd_slot(sm.empty + 8u * stage);
 }
 
-#endif /* FA_SM90_DEVICE */
-
-/* Grid (key block, kv head, batch), 384 threads, dynamic shared memory fa_bwd_sm90_pipe80_cfg::kSmemBytes;
- * prm.tm_q / tm_do with Br-row boxes, prm.tm_dqacc with {32, Br} boxes (fa_bwd_sm90_pipe80_host.h). */
-template <bool kBf16>
-__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
-fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+/* The kernel body (the __global__ wrappers below): kDq = TMA (the atomic kernel) or ORDERED (the
+ * deterministic one: key block reversed, fa_bwd_pipe_n_block, and the ordered writer
+ * warp_write_dqt_ordered; the consumers are the same). prm: the kernel's __grid_constant__ parameter. */
+template <bool kBf16, int kDq>
+static __device__ __forceinline__ void fa_bwd_sm90_pipe80_main(const fa_bwd_sm90_params &prm)
 {
-#if FA_SM90_DEVICE
     using Cfg = fa_bwd_sm90_pipe80_cfg;
     constexpr int D = Cfg::D, Br = Cfg::Br, kStages = Cfg::kStages, Bc = Cfg::Bc;
     const fa_bwd_args &a = prm.a;
@@ -196,7 +197,8 @@ fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
     /* kv_full; q_full[kStages]; do_full[kStages]; empty[kStages] */
     __shared__ __align__(8) uint64_t s_bars[1 + 3 * kStages];
 
-    const int n_block = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+    /* key block: blockIdx.x, reversed for kDq = ORDERED (waits go to lower block indices only) */
+    const int n_block = fa_bwd_pipe_n_block<kDq>(), hk = blockIdx.y, b = blockIdx.z;
     const fa_seq seq = fa_seq_get(0, a.cu_seqlens_q, a.cu_seqlens_k, a.seqlen_q, a.seqlen_k, b); /* dense only */
     const int j0 = n_block * Bc;
     if (j0 >= seq.sk) return; /* uniform over the CTA, before any barrier exists */
@@ -218,8 +220,12 @@ fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
         if (n_iter == 0) return;
         if (threadIdx.x < 32)
             warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
-        else if (threadIdx.x < 64)
-            warp_write_dqt<Br>(prm, sm, seq.sq, b, hk, mb_lo, n_mb, n_iter);
+        else if (threadIdx.x < 64) {
+            if constexpr (kDq == FA_BWD_SM90_DQ_ORDERED)
+                warp_write_dqt_ordered<Br>(prm, sm, seq.sq, seq.sk, b, hk, n_block, mb_lo, n_mb, n_iter);
+            else
+                warp_write_dqt<Br>(prm, sm, seq.sq, b, hk, mb_lo, n_mb, n_iter);
+        }
         return;
     }
 
@@ -246,9 +252,34 @@ fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
         }
     }
     warpgroup_store_dkdv<kBf16, D>(a, seq, b, hk, j0, dk, dv);
+}
+
+#endif /* FA_SM90_DEVICE */
+
+/* Grid (key block, kv head, batch), 384 threads, dynamic shared memory fa_bwd_sm90_pipe80_cfg::kSmemBytes;
+ * prm.tm_q / tm_do with Br-row boxes, prm.tm_dqacc with {32, Br} boxes (fa_bwd_sm90_pipe80_host.h). */
+template <bool kBf16>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    fa_bwd_sm90_pipe80_main<kBf16, FA_BWD_SM90_DQ_TMA>(prm);
 #else
     /* other gencodes: never launched (fa_bwd_sm90_supported checks for the sm_90a image) */
     __trap();
+#endif
+}
+
+/* The ordered (deterministic) instance (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the same grid,
+ * shared memory and maps, plus prm.a.dq_sem with dq_sem_rows = Br (fa_bwd_sm90_ordered.h). */
+template <bool kBf16>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe80_ordered_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    fa_bwd_sm90_pipe80_main<kBf16, FA_BWD_SM90_DQ_ORDERED>(prm);
+#else
+    __trap(); /* as above */
 #endif
 }
 

@@ -12,7 +12,9 @@
  * dQ, dense, TMA-fit) and softmax_scale > 0 (the kernel folds -LSE log2e / (scale log2e) into the
  * S^T accumulator: thread_init_acc80); "br128" the atomic-dQ calls at d <= 64 (modes 5 / 6 below).
  * A list without them (e.g. "br64") keeps the Br = 64 tile of fa_bwd_sm90_pipe_kernel at both d.
- * Anything else (deterministic, varlen, scale <= 0, other d) is unchanged.
+ * Anything else (deterministic, varlen, scale <= 0, other d) is unchanged, except that
+ * FLASH_ATTN_C_SM90_BWD_DET=ordered_br moves deterministic dense calls onto the same tiles' ORDERED
+ * instances (modes 7, 8 below; the same conditions and this variable's list).
  */
 #ifndef FA_BWD_SM90_PIPE80_HOST_H
 #define FA_BWD_SM90_PIPE80_HOST_H
@@ -37,6 +39,16 @@ static constexpr int FA_BWD_SM90_PIPE80_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_P
 #define FA_BWD_SM90_PIPE_MODE_BR128_RED 5
 #define FA_BWD_SM90_PIPE_MODE_BR128_TMA 6
 static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_PIPE128, 90, 64).br;
+
+/* The ordered (deterministic) instances of the two tiles (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br,
+ * fa_bwd_sm90_ordered.h): mode 7 the Br = 80 kernel's (fa_bwd_sm90_pipe80_ordered_kernel), 8 the
+ * Br = 128 one's (fa_bwd_sm90_pipe128_kernel<kBf16, FA_BWD_SM90_DQ_ORDERED>); mode 3 is the Br = 64
+ * ORDERED instance. Their turn counters are per Br query rows of the tile that runs. */
+#define FA_BWD_SM90_PIPE_MODE_BR80_ORDERED 7
+#define FA_BWD_SM90_PIPE_MODE_BR128_ORDERED 8
+/* the modes whose kernel adds dQ in key-block order (the convert pass follows, no dQ pass) */
+#define FA_BWD_SM90_PIPE_MODE_ORDERED(m) \
+    ((m) == 3 || (m) == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED || (m) == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED)
 
 /* The variants FLASH_ATTN_C_SM90_BWD_VARIANT means when unset (the measured default, above). */
 #define FA_BWD_SM90_VARIANT_DEFAULT "br80,br128"

@@ -32,6 +32,26 @@
  * writer adds tiles in the consumers' order, and the consumers need only the writer's EMPTY
  * arrival of the previous tile: no cycle.
  *
+ * The FA3-sized tiles (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br: fa_bwd_sm90_pipe80_ordered_kernel,
+ * Br = 80, d in (64, 128], writer warp_write_dqt_ordered; fa_bwd_sm90_pipe128_kernel<.., ORDERED>,
+ * Br = 128, d <= 64, writer warp_write_dq<64, 128, true>): the same protocol with one counter per
+ * Br = 80 / 128 query rows (the host lays them out with the Br of the instance that runs:
+ * fa_bwd_sm90_ordered_rows; the launch refuses other rows) and thread_dq_turn<Br, 128>. The argument
+ * above holds unchanged, as it uses only (a) Bc = 128 key blocks on grid x, reversed, so every wait
+ * names a CTA of the same (hk, b) with a lower linear index; (b) the turn of key block n on tile m
+ * is the number of key blocks n' > n whose query band (fa_band_query_tiles at this Br, the tiles
+ * the CTA walks) contains m, so each wait is for adds that the CTAs waited for do make (a key block
+ * outside the band neither adds nor is counted: no wait for a CTA that exits with n_iter = 0);
+ * (c) within the CTA, the writer's waits need only lower-index CTAs and the consumers' FULL arrivals
+ * of the current tile, which need only the writer's EMPTY arrivals of the previous one (the FULL /
+ * EMPTY generations and the ring are the atomic TMA kernels', unchanged). (b) is a property of the
+ * band functions for any Br: dev/bwd_sm90/det_order_sim with BR = 80 and 128 checks the turns
+ * against brute force over the mask and schedules the grid under 1, 2, 5 and 132 resident CTAs
+ * without deadlock, each tile added in decreasing key-block order (tests/test_sm90_bwd_det_br.py);
+ * decreasing order stays the shorter critical path under causal masks there (causal 2048, 16 heads:
+ * makespan 45.6 vs 58.0 at Br = 80, 27.6 vs 38.0 at Br = 128). Br = 80 is no power of 2: only
+ * the tile arithmetic (m Br, ceil(sq / Br)) sees it, in int, like the atomic Br = 80 kernel's.
+ *
  * Memory order (per tile): wait: ld.acquire.gpu until counter == turn, then fence.proxy.async.global
  * (the TMA reduces below are async-proxy accesses: order them after the acquire). Add: the TMA
  * reduces, commit, cp.async.bulk.wait_group 0 (the writes to global are performed, not only the

@@ -83,7 +83,9 @@
  *
  * fa_bwd_sm90_pipe128_kernel (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; H100 run 54): this
  * kernel's body at Br = 128, d <= 64 (tuning row FA_KERNEL_BWD_SM90_PIPE128), red.add or TMA dQ, with
- * the consumer tile of fa_bwd_sm90_pipe128.cuh (the Br = 80 kernel's register tricks; 0 spills).
+ * the consumer tile of fa_bwd_sm90_pipe128.cuh (the Br = 80 kernel's register tricks; 0 spills); and
+ * its kDq = ORDERED instance (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br: the TMA consumers and the
+ * ordered writer above with turn counters per 128 query rows).
  *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
@@ -209,14 +211,16 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 #endif
 }
 
-/* The Br = 128 instance at d <= 64 (fa_bwd_sm90_pipe128.cuh; kDq = RED or TMA). The dynamic
- * shared memory is fa_bwd_sm90_pipe_cfg<64, FA_KERNEL_BWD_SM90_PIPE128>::smem_bytes(kDq). */
+/* The Br = 128 instance at d <= 64 (fa_bwd_sm90_pipe128.cuh; kDq = RED or TMA, and ORDERED: the
+ * opt-in deterministic one, FLASH_ATTN_C_SM90_BWD_DET=ordered_br, turn counters per 128 query rows,
+ * grid x reversed). The dynamic shared memory is
+ * fa_bwd_sm90_pipe_cfg<64, FA_KERNEL_BWD_SM90_PIPE128>::smem_bytes(kDq). */
 template <bool kBf16, int kDq>
 __global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
 fa_bwd_sm90_pipe128_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 {
 #if FA_SM90_DEVICE
-    static_assert(kDq == FA_BWD_SM90_DQ_RED || kDq == FA_BWD_SM90_DQ_TMA, "atomic dQ only");
+    static_assert(kDq == FA_BWD_SM90_DQ_RED || FA_BWD_SM90_DQ_STAGED(kDq), "no dK/dV-only instance at Br = 128");
     fa_bwd_sm90_pipe_main<kBf16, 64, kDq, FA_KERNEL_BWD_SM90_PIPE128>(prm);
 #else
     __trap(); /* as above */

@@ -20,7 +20,8 @@
  * run the pipelined kernel's ORDERED instance instead of dK/dV + the ordered dQ pass: dQ added into
  * dq_accum in a fixed key-block order (fa_bwd_sm90_pipe_dq_order.cuh), then the convert pass as on
  * the atomic path. The default since H100 run 54 (fa_bwd_sm90_ordered.h);
- * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path.
+ * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path; =ordered_br (opt-in) runs
+ * the ORDERED instances of the FA3-sized tiles below where their atomic twins would run (modes 7, 8).
  * The FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; fa_bwd_sm90_pipe80_host.h):
  * the TMA-dQ calls at d in (64, 128] (scale > 0) run the Br = 80 kernel (fa_bwd_sm90_pipe80.cuh;
  * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
@@ -162,8 +163,12 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
      * run the Br = 128 instances (fa_bwd_sm90_pipe80_host.h) */
     const int br128 = (mode == 1 || mode == 2) && a->atomic_dq && p->head_dim <= 64 && p->softmax_scale > 0.f &&
                       fa_bwd_sm90_variant_br128();
-    const int br = br80                 ? FA_BWD_SM90_PIPE80_BR
-                   : br128              ? FA_BWD_SM90_PIPE128_BR
+    /* FLASH_ATTN_C_SM90_BWD_DET=ordered_br: the ORDERED instances of those tiles (modes 7, 8), named by
+     * the rows of the turn counters fa_bwd_sm90_ordered_args laid out (fa_bwd_sm90_ordered_rows) */
+    const int ord80 = mode == 3 && a->dq_sem_rows == FA_BWD_SM90_PIPE80_BR;
+    const int ord128 = mode == 3 && a->dq_sem_rows == FA_BWD_SM90_PIPE128_BR;
+    const int br = br80 || ord80        ? FA_BWD_SM90_PIPE80_BR
+                   : br128 || ord128    ? FA_BWD_SM90_PIPE128_BR
                    : p->head_dim <= 64  ? fa_bwd_sm90_pipe_cfg<64>::Br
                    : p->head_dim <= 128 ? fa_bwd_sm90_pipe_cfg<128>::Br
                                         : fa_bwd_sm90_pipe_cfg<256>::Br;
@@ -181,19 +186,22 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3) */
     if (d > 128) return 1;
     if ((mode == 3 || (mode == 2 && a->atomic_dq)) &&
-        !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 ? br : 64))
+        !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 || ord80 ? br : 64))
         return 0;
+    if (ord80) return FA_BWD_SM90_PIPE_MODE_BR80_ORDERED;
+    if (ord128) return FA_BWD_SM90_PIPE_MODE_BR128_ORDERED;
     if (br128) return mode == 2 ? FA_BWD_SM90_PIPE_MODE_BR128_TMA : FA_BWD_SM90_PIPE_MODE_BR128_RED;
     return br80 ? FA_BWD_SM90_PIPE_MODE_BR80 : mode;
 }
 
 /* a: fa_bwd_fill_args(p); *prm: filled where the result is not 0. The pipelined mode (0 none,
- * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3 runs. */
+ * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3, 7 or 8 runs. */
 int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const int ordered = fa_bwd_sm90_ordered_args(p, a);
     const int mode = fa_bwd_sm90_pipe_prepare(p, a, prm);
-    if (ordered && mode != 3) { /* maps not encodable: back to the dK/dV + ordered dQ pass path */
+    /* maps not encodable: back to the dK/dV + ordered dQ pass path */
+    if (ordered && !FA_BWD_SM90_PIPE_MODE_ORDERED(mode)) {
         a->dq_accum = NULL;
         a->dq_sem = NULL;
         a->dq_sem_rows = 0;
@@ -209,7 +217,8 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_sm90_params prm;
     const int mode = fa_bwd_sm90_plan(p, &a, &prm);
     if (mode == FA_BWD_SM90_PIPE_MODE_BR80 || mode == FA_BWD_SM90_PIPE_MODE_BR128_RED ||
-        mode == FA_BWD_SM90_PIPE_MODE_BR128_TMA)
+        mode == FA_BWD_SM90_PIPE_MODE_BR128_TMA || mode == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED ||
+        mode == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED)
         return mode;
     return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }
