@@ -12,11 +12,9 @@
  *     stmatrix.trans, dQ^T = K^T dS^T per warpgroup (64 dims x 80 queries), staged as {32, 80}
  *     boxes (fa_bwd_sm90_pipe80_dq.cuh);
  *   - registers (0 spills at 240 needed all of these; S^T + dP^T 80, dK + dV 128): the S^T / dP^T
- *     accumulators start at -LSE2 / scale_log2 and -D (thread_init_acc80; host: scale > 0), so no
- *     LSE / D value is live at the exp and dS phases; warpgroup / warp indices via shfl (uniform
- *     registers); one base address per store loop; the dS stores after the dV issue;
- *   - the mask of P is a second pass under one branch (thread_probs80): the default kernel
- *     branches on need_mask per element.
+ *     accumulators start at -LSE2 / scale_log2 and -D, warpgroup / warp indices via shfl, the mask
+ *     of P as a second pass (warpgroup_tile_pds_preset, fa_bwd_sm90_pipe_preset.cuh, shared with
+ *     the Br = 128 tile); one base address per store loop; the dS stores after the dV issue.
  * fa_bwd_sm90_pipe80_ordered_kernel (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the deterministic
  * instance, the same body with the grid's x reversed and the ordered writer of
  * fa_bwd_sm90_pipe80_dq_order.cuh (turn counters per 80 query rows).
@@ -30,6 +28,7 @@
 #include "fa_bwd_sm90_pipe80_dq.cuh"
 #include "fa_bwd_sm90_pipe80_dq_order.cuh" /* the ORDERED instance's writer */
 #include "fa_bwd_sm90_pipe_layout.cuh"
+#include "fa_bwd_sm90_pipe_preset.cuh" /* warpgroup_tile_pds_preset */
 #include "fa_bwd_sm90_pipe_producer.cuh"
 
 /* The tile of the Br = 80 form (fa_tuning.h row FA_KERNEL_BWD_SM90_PIPE80, bucket 128 only). */
@@ -52,49 +51,6 @@ struct fa_bwd_sm90_pipe80_cfg {
 
 #if FA_SM90_DEVICE
 
-/* acc[4 jn + e] = v * lse2[query 8 jn + 2t + (e & 1)] for both key rows (e >> 1): the wgmma C
- * that S^T or dP^T then accumulates onto (scale_d = 1: warpgroup_gemm_kq_t with acc_in), so that
- * S^T - LSE2 / scale_log2 and dP^T - D come out of the tensor core and no LSE / D value is held in
- * registers at the exp / dS phase (held there, 20 of them each made the consumers spill at 240). */
-template <int Br>
-static __device__ __forceinline__ void thread_init_acc80(float (&acc)[Br / 2], const float *lse2, float v, int t)
-{
-#pragma unroll
-    for (int jn = 0; jn < Br / 8; ++jn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[4 * jn + e] = v * lse2[8 * jn + 2 * t + (e & 1)];
-    /* 40 distinct registers: the two key rows' equal values merged into one made NVVM copy them
-     * between the wgmmas of the chain, and ptxas then waited for each (C7517) */
-    fa_reg_fence(acc);
-}
-
-/* s = S^T - LSE2 / scale_log2 (thread_init_acc80) -> P^T in place: exp2(s scale_log2), 0 where key
- * j = key_base + 8 (e >> 1) does not see query i = i0 + c (need_mask: a second pass under one
- * branch, not a test per element as thread_probs_t). Visible iff j < sk and -window_left <=
- * j - i - off <= window_right (a negative window: no bound); j - i - off = u0 + 8 (e >> 1) - 8 jn -
- * (e & 1) with u0 = key_base - i0 - 2t - off. Rows past sq: LSE2 = +inf, so s = -inf and P = 0
- * (scale_log2 > 0: fa_bwd_sm90_pipe80_host.h). */
-template <int Br>
-static __device__ __forceinline__ void thread_probs80(float (&s)[Br / 2], const fa_bwd_args &a, bool need_mask,
-                                                      int key_base, int i0, int sk, int off, int t)
-{
-#pragma unroll
-    for (int i = 0; i < Br / 2; ++i) s[i] = exp2f(s[i] * a.scale_log2);
-    if (need_mask) {
-        const int hi = a.window_right < 0 ? (1 << 30) : a.window_right;
-        const int lo = a.window_left < 0 ? -(1 << 30) : -a.window_left;
-        const int u0 = key_base - i0 - 2 * t - off;
-#pragma unroll
-        for (int jn = 0; jn < Br / 8; ++jn)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int dd = u0 + 8 * (e >> 1) - 8 * jn - (e & 1);
-                const bool vis = key_base + 8 * (e >> 1) < sk && dd <= hi && dd >= lo;
-                s[4 * jn + e] = vis ? s[4 * jn + e] : 0.f;
-            }
-    }
-}
-
 /* One consumer tile (fa_bwd_sm90_pipe_consumer.cuh warpgroup_tile_pds + warpgroup_bwd_tile_tma at
  * Br = 80, dQ transposed). sds: this iteration's dS buffer; first: tile 0 of the CTA (the staging
  * buffer was never used: no EMPTY sync). lse_s, dsum_s: the slot's [Br] rows. */
@@ -105,58 +61,16 @@ static __device__ __forceinline__ void warpgroup_bwd_tile80(const fa_bwd_args &a
                                                             bool first, int i0, int j0, const float *lse_s,
                                                             const float *dsum_s)
 {
-    constexpr int D = fa_bwd_sm90_pipe80_cfg::D, Br = fa_bwd_sm90_pipe80_cfg::Br, Bc = FA_BWD_SM90_BC;
-    constexpr uint32_t kQBytes = Br * D * 2;
-    /* warpgroup and warp as warp-uniform values (shfl from lane 0, as FA3's warp_group_idx): ptxas
-     * keeps what derives from them (descriptors, smem offsets) in uniform registers */
-    /* %tid.x read here (volatile), not CSE'd with the kernel's reads: otherwise its lane / warp
-     * values stay live across the tile loop and spill at the exp phase's peak */
-    uint32_t tid_x;
-    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(tid_x));
-    const int tid = (int)tid_x - 128, lane = tid % 32;
-    const int wg = __shfl_sync(0xffffffffu, tid / 128, 0), wq = __shfl_sync(0xffffffffu, (tid / 32) % 4, 0);
-    const int t = lane % 4;
-    const int sk = seq.sk, off = sk - seq.sq;
-    const int key_base = j0 + 64 * wg + 16 * wq + lane / 4;
-    const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
-    const uint64_t dK_kmaj = fa_wgmma_desc_sw128(sm.k + (uint32_t)wg * (64 * 128), 16u, 1024u);
-    const uint64_t dV_kmaj = fa_wgmma_desc_sw128(sm.v + (uint32_t)wg * (64 * 128), 16u, 1024u);
-
-    float s[Br / 2], dp[Br / 2];
-    /* why: Q_i (TMA bytes) and LSE_i (the producer lanes' stores) of this slot have landed */
-    fa_mbar_wait(sm.q_full + 8u * stage, phase);
-    /* why: dO_i and D_i of this slot have landed (both accumulators are set before either chain:
-     * setting dp while S^T ran made ptxas wait for S^T first, C7517) */
-    fa_mbar_wait(sm.do_full + 8u * stage, phase);
-    thread_init_acc80<Br>(s, lse_s, -1.f / a.scale_log2, t); /* S^T - LSE2 / scale_log2 */
-    thread_init_acc80<Br>(dp, dsum_s, -1.f, t);              /* dP^T - D */
-    fa_wgmma_fence();
-    warpgroup_gemm_kq_t<kBf16, D, Br>(s, dK_kmaj, q_st, true); /* onto the preset */
-    fa_wgmma_commit();
-    fa_wgmma_fence(); /* dp is an accumulator of the group below */
-    warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st, true);
-    fa_wgmma_commit();
-
-    const bool need_mask = fa_bwd_tile_need_mask<Br, Bc>(a, i0, j0, sk, off); /* edge tile? */
-    fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
-    fa_reg_fence(s);
-    thread_probs80<Br>(s, a, need_mask, key_base, i0, sk, off, t);
-    fa_wgmma_wait<0>();
-    fa_reg_fence(dp);
+    constexpr int D = fa_bwd_sm90_pipe80_cfg::D, Br = fa_bwd_sm90_pipe80_cfg::Br;
     uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
-    /* per k-step, so that its s / dp registers die at once */
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk) {
-#pragma unroll
-        for (int i = 8 * kk; i < 8 * kk + 8; ++i) dp[i] *= s[i]; /* dS^T = P^T o (dP^T - D); past sq: P = 0 */
-        fa_pack_c_to_a<kBf16>(pa[kk], &s[8 * kk], &s[8 * kk + 4]);
-        fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
-    }
+    const fa_bwd_pipe_place p =
+        warpgroup_tile_pds_preset<kBf16, D, Br>(a, seq, sm, stage, phase, i0, j0, lse_s, dsum_s, pa, dsa);
+    const int wg = p.wg;
     fa_wgmma_fence();
-    warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
+    warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, p.do_st);
     fa_wgmma_commit(); /* group: dV */
     /* dS stores while dV runs (after the packing: its address registers at the s / dp peak spilled) */
-    warp_store_ds_t<Br>(dsa, sds, wg, wq, lane);
+    warp_store_ds_t<Br>(dsa, sds, wg, p.wq, p.lane);
     fa_fence_proxy_async_smem(); /* the dS stores before the dQ^T wgmma (async proxy) reads them */
     /* why: the dQ^T product reads the dS rows (keys) of both warpgroups */
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
@@ -165,14 +79,14 @@ static __device__ __forceinline__ void warpgroup_bwd_tile80(const fa_bwd_args &a
     fa_wgmma_wait<1>();                                 /* dV done (pa free), dQ^T may still run */
     fa_reg_fence(dv);
     fa_wgmma_fence();
-    warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
+    warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, p.q_st);
     fa_wgmma_commit();  /* group: dK */
     fa_wgmma_wait<1>(); /* dQ^T done, dK may still run */
     fa_reg_fence(dqt);
     const uint32_t stg = sm.dq + (uint32_t)wg * (uint32_t)fa_bwd_sm90_pipe80_cfg::kDqStageBytes;
     /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer */
     if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
-    warpgroup_stage_dqt<Br>(dqt, stg, wq, lane);
+    warpgroup_stage_dqt<Br>(dqt, stg, p.wq, p.lane);
     fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
     /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
     fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
