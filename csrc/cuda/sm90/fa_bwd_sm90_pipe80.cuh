@@ -16,8 +16,8 @@
  *     of P as a second pass (warpgroup_tile_pds_preset, fa_bwd_sm90_pipe_preset.cuh, shared with
  *     the Br = 128 tile); one base address per store loop; the dS stores after the dV issue.
  * fa_bwd_sm90_pipe80_ordered_kernel (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the deterministic
- * instance, the same body with the grid's x reversed and the ordered writer of
- * fa_bwd_sm90_pipe80_dq_order.cuh (turn counters per 80 query rows).
+ * instance, the same body with the grid's x reversed and the ordered writer (warp_write_dq<.., true>
+ * of fa_bwd_sm90_pipe_dq_writer.cuh, turn counters per 80 query rows).
  * Shared memory: K, V 2 x 32 KB, Q, dO 2 stages x 20 KB each, dS 2 x 20 KB, dQ^T staging 2 x 20 KB,
  * + 1 KB alignment = 225 KB, + 1.3 KB static (LSE, D, mbarriers) of the 227 KB.
  */
@@ -26,7 +26,7 @@
 
 #include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, warpgroup_store_dkdv */
 #include "fa_bwd_sm90_pipe80_dq.cuh"
-#include "fa_bwd_sm90_pipe80_dq_order.cuh" /* the ORDERED instance's writer */
+#include "fa_bwd_sm90_pipe_dq_writer.cuh" /* warp_write_dq */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 #include "fa_bwd_sm90_pipe_preset.cuh" /* warpgroup_tile_pds_preset */
 #include "fa_bwd_sm90_pipe_producer.cuh"
@@ -39,7 +39,7 @@ struct fa_bwd_sm90_pipe80_cfg {
     static_assert(Br == 80 && Bc == FA_BWD_SM90_BC && kStages == 2 && kRow.warps * 32 == FA_BWD_SM90_PIPE_THREADS,
                   "the Br = 80 kernel: 80 x 128 tiles, 2 stages, 12 warps");
     /* per consumer warpgroup: 2 boxes {32 dims, Br rows} fp32 of dQ^T */
-    static constexpr size_t kDqStageBytes = 2 * 32 * (size_t)Br * 4;
+    static constexpr size_t kDqStageBytes = fa_bwd_pipe_dq_split<D, Br>::kStageBytes;
     /* K, V; kStages slots of Q and dO; 2 dS buffers; 2 dQ staging buffers; + 1024 to align the base */
     static constexpr size_t kSmemBytes =
         2 * (size_t)Bc * D * 2 + 2 * (size_t)kStages * Br * D * 2 + 2 * (size_t)Bc * Br * 2 + 2 * kDqStageBytes + 1024;
@@ -98,7 +98,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile80(const fa_bwd_args &a
 
 /* The kernel body (the __global__ wrappers below): kDq = TMA (the atomic kernel) or ORDERED (the
  * deterministic one: key block reversed, fa_bwd_pipe_n_block, and the ordered writer
- * warp_write_dqt_ordered; the consumers are the same). prm: the kernel's __grid_constant__ parameter. */
+ * warp_write_dq<.., true>; the consumers are the same). prm: the kernel's __grid_constant__ parameter. */
 template <bool kBf16, int kDq>
 static __device__ __forceinline__ void fa_bwd_sm90_pipe80_main(const fa_bwd_sm90_params &prm)
 {
@@ -134,12 +134,9 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe80_main(const fa_bwd_sm90
         if (n_iter == 0) return;
         if (threadIdx.x < 32)
             warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
-        else if (threadIdx.x < 64) {
-            if constexpr (kDq == FA_BWD_SM90_DQ_ORDERED)
-                warp_write_dqt_ordered<Br>(prm, sm, seq.sq, seq.sk, b, hk, n_block, mb_lo, n_mb, n_iter);
-            else
-                warp_write_dqt<Br>(prm, sm, seq.sq, b, hk, mb_lo, n_mb, n_iter);
-        }
+        else if (threadIdx.x < 64)
+            warp_write_dq<D, Br, kDq == FA_BWD_SM90_DQ_ORDERED>(prm, sm, seq.sq, seq.sk, b, hk, n_block, mb_lo, n_mb,
+                                                                n_iter);
         return;
     }
 

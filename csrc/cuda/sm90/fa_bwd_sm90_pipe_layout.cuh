@@ -58,10 +58,23 @@ struct fa_bwd_pipe_dq_split {
     static_assert((Br == 64 || Br == 128) && (kN == 32 || kN == 64),
                   "dQ tiles: 64 queries x 32 or 64 dims (fa_wgmma_bwd.cuh shapes, whole TMA boxes)");
     static constexpr int kBoxes = kN / 32;
-    static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * FA_BWD_SM90_DQ_BOX_BYTES;
+    static constexpr uint32_t kBoxBytes = FA_BWD_SM90_DQ_BOX_BYTES;
+    static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * kBoxBytes;
     /* first query / dim of warpgroup wg's tile within the block */
     static constexpr int row0(int wg) { return Br == 128 ? 64 * wg : 0; }
     static constexpr int col0(int wg) { return Br == 128 ? 0 : kN * wg; }
+};
+/* Br = 80 (d = 128, fa_bwd_sm90_pipe80.cuh): 80 queries are no wgmma M, so each warpgroup computes
+ * dQ^T, 64 dims (64 wg..) x all Br queries (kN = Br: the wgmma N), staged as 2 boxes {32 dims, Br
+ * rows} of a map encoded with Br-row boxes (fa_bwd_sm90_pipe80_dq.cuh). */
+template <>
+struct fa_bwd_pipe_dq_split<128, 80> {
+    static constexpr int kN = 80;
+    static constexpr int kBoxes = 2;
+    static constexpr uint32_t kBoxBytes = 32u * 80u * 4u;
+    static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * kBoxBytes;
+    static constexpr int row0(int) { return 0; }
+    static constexpr int col0(int wg) { return 64 * wg; }
 };
 
 /* The kernel's single parameter (passed __grid_constant__: TMA reads the maps from parameter
