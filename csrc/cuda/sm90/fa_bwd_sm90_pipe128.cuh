@@ -80,24 +80,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &
     float dqa[Dq::kN / 2];
     warpgroup_issue_dq<kBf16, D, Br>(dqa, sds, sm.k, wg); /* group: dQ */
     if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) {
-        fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
-        fa_reg_fence(dv);
-        fa_wgmma_fence();
-        warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, p.q_st);
-        fa_wgmma_commit();  /* group: dK */
-        fa_wgmma_wait<1>(); /* dQ done, dK may still run */
-        fa_reg_fence(dqa);
-        const uint32_t stg = sm.dq + (uint32_t)wg * Dq::kStageBytes;
-        /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer */
-        if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
-        warpgroup_stage_dq<Dq::kN>(dqa, stg);
-        fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
-        /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
-        fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
-        fa_wgmma_wait<0>(); /* dK done */
-        fa_reg_fence(dk);
-        /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
-        thread_release_bwd_slot(sm.empty + 8u * stage);
+        warpgroup_tile_dk_stage_dq<kBf16, D, Br>(dk, dv, dqa, dsa, p.q_st, sm, stage, first, wg, p.wq, p.lane);
     } else {
         fa_wgmma_wait<0>();
         fa_reg_fence(dqa);

@@ -76,24 +76,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile80(const fa_bwd_args &a
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
     float dqt[Br / 2];
     warpgroup_issue_dqt<kBf16, Br>(dqt, sds, sm.k, wg); /* group: dQ^T */
-    fa_wgmma_wait<1>();                                 /* dV done (pa free), dQ^T may still run */
-    fa_reg_fence(dv);
-    fa_wgmma_fence();
-    warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, p.q_st);
-    fa_wgmma_commit();  /* group: dK */
-    fa_wgmma_wait<1>(); /* dQ^T done, dK may still run */
-    fa_reg_fence(dqt);
-    const uint32_t stg = sm.dq + (uint32_t)wg * (uint32_t)fa_bwd_sm90_pipe80_cfg::kDqStageBytes;
-    /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer */
-    if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
-    warpgroup_stage_dqt<Br>(dqt, stg, p.wq, p.lane);
-    fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
-    /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
-    fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
-    fa_wgmma_wait<0>(); /* dK done */
-    fa_reg_fence(dk);
-    /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
-    thread_release_bwd_slot(sm.empty + 8u * stage);
+    warpgroup_tile_dk_stage_dq<kBf16, D, Br>(dk, dv, dqt, dsa, p.q_st, sm, stage, first, wg, p.wq, p.lane);
 }
 
 /* The kernel body (the __global__ wrappers below): kDq = TMA (the atomic kernel) or ORDERED (the

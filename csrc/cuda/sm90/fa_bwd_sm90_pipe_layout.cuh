@@ -60,6 +60,7 @@ struct fa_bwd_pipe_dq_split {
     static constexpr int kBoxes = kN / 32;
     static constexpr uint32_t kBoxBytes = FA_BWD_SM90_DQ_BOX_BYTES;
     static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * kBoxBytes;
+    static constexpr bool kTransposed = false; /* the tile is dQ (warpgroup_stage_dq) */
     /* first query / dim of warpgroup wg's tile within the block */
     static constexpr int row0(int wg) { return Br == 128 ? 64 * wg : 0; }
     static constexpr int col0(int wg) { return Br == 128 ? 0 : kN * wg; }
@@ -73,6 +74,7 @@ struct fa_bwd_pipe_dq_split<128, 80> {
     static constexpr int kBoxes = 2;
     static constexpr uint32_t kBoxBytes = 32u * 80u * 4u;
     static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * kBoxBytes;
+    static constexpr bool kTransposed = true; /* the tile is dQ^T (warpgroup_stage_dqt) */
     static constexpr int row0(int) { return 0; }
     static constexpr int col0(int wg) { return 64 * wg; }
 };
