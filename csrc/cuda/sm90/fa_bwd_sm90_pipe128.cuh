@@ -5,7 +5,7 @@
  * The kernel (roles, ring, named barriers, dQ writer) is fa_bwd_sm90_pipe_kernel's at Br = 128;
  * the tile is warpgroup_tile_pds + warpgroup_bwd_tile(_tma) of fa_bwd_sm90_pipe_consumer.cuh (the
  * same products and orders: dQ splits the queries, 64 x 64 per warpgroup) with the register
- * tricks of the Br = 80 kernel (fa_bwd_sm90_pipe80.cuh), without which both atomic-dQ instances
+ * tricks of the Br = 80 kernel (warpgroup_tile_pds_preset, fa_bwd_sm90_pipe_preset.cuh), without which both atomic-dQ instances
  * spilled at the consumers' 240 registers (red.add 48 B, TMA dQ 92 B; nvcc 13.0):
  *   - the S^T / dP^T accumulators start at -LSE2 / scale_log2 and -D (thread_init_acc80; host:
  *     scale > 0), so no LSE / D value is live at the exp and dS phases;
@@ -16,10 +16,10 @@
 #ifndef FA_BWD_SM90_PIPE128_CUH
 #define FA_BWD_SM90_PIPE128_CUH
 
-#include "fa_bwd_sm90_pipe80.cuh" /* thread_init_acc80, thread_probs80; warpgroup_gemm_kq_t (acc_in) from fa_bwd_sm90_tile.cuh */
 #include "fa_bwd_sm90_pipe_consumer.cuh"
 #include "fa_bwd_sm90_pipe_dq_writer.cuh"
 #include "fa_bwd_sm90_pipe_layout.cuh"
+#include "fa_bwd_sm90_pipe_preset.cuh" /* warpgroup_tile_pds_preset */
 
 #if FA_SM90_DEVICE
 
@@ -58,84 +58,29 @@ static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &
                                                              bool first, int h, int i0, int j0, const float *lse_s,
                                                              const float *dsum_s)
 {
-    constexpr int D = 64, Br = 128, Bc = FA_BWD_SM90_BC;
+    constexpr int D = 64, Br = 128;
     using Dq = fa_bwd_pipe_dq_split<D, Br>; /* 64 queries (64 wg..) x 64 dims per warpgroup */
-    constexpr uint32_t kQBytes = Br * D * 2;
-    /* warp-uniform warpgroup / warp (shfl from lane 0) and %tid.x re-read: fa_bwd_sm90_pipe80.cuh */
-    uint32_t tid_x;
-    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(tid_x));
-    const int tid = (int)tid_x - 128, lane = tid % 32;
-    const int wg = __shfl_sync(0xffffffffu, tid / 128, 0), wq = __shfl_sync(0xffffffffu, (tid / 32) % 4, 0);
-    const int t = lane % 4;
-    const int sk = seq.sk, off = sk - seq.sq;
-    const int key_base = j0 + 64 * wg + 16 * wq + lane / 4;
-    const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
-    const uint64_t dK_kmaj = fa_wgmma_desc_sw128(sm.k + (uint32_t)wg * (64 * 128), 16u, 1024u);
-    const uint64_t dV_kmaj = fa_wgmma_desc_sw128(sm.v + (uint32_t)wg * (64 * 128), 16u, 1024u);
-
-    float s[Br / 2], dp[Br / 2];
-    /* why: Q_i (TMA bytes) and LSE_i (the producer lanes' stores) of this slot have landed */
-    fa_mbar_wait(sm.q_full + 8u * stage, phase);
-    /* why: dO_i and D_i of this slot have landed (both accumulators set before either chain, as at Br = 80) */
-    fa_mbar_wait(sm.do_full + 8u * stage, phase);
-    thread_init_acc80<Br>(s, lse_s, -1.f / a.scale_log2, t); /* S^T - LSE2 / scale_log2 */
-    thread_init_acc80<Br>(dp, dsum_s, -1.f, t);              /* dP^T - D */
-    fa_wgmma_fence();
-    warpgroup_gemm_kq_t<kBf16, D, Br>(s, dK_kmaj, q_st, true);
-    fa_wgmma_commit();
-    fa_wgmma_fence(); /* dp is an accumulator of the group below */
-    warpgroup_gemm_kq_t<kBf16, D, Br>(dp, dV_kmaj, do_st, true);
-    fa_wgmma_commit();
-
-    const bool need_mask = fa_bwd_tile_need_mask<Br, Bc>(a, i0, j0, sk, off); /* edge tile? */
-    fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
-    fa_reg_fence(s);
-    thread_probs80<Br>(s, a, need_mask, key_base, i0, sk, off, t);
-    fa_wgmma_wait<0>();
-    fa_reg_fence(dp);
     uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
-    /* per k-step, so that its s / dp registers die at once */
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk) {
-#pragma unroll
-        for (int i = 8 * kk; i < 8 * kk + 8; ++i) dp[i] *= s[i]; /* dS^T = P^T o (dP^T - D); past sq: P = 0 */
-        fa_pack_c_to_a<kBf16>(pa[kk], &s[8 * kk], &s[8 * kk + 4]);
-        fa_pack_c_to_a<kBf16>(dsa[kk], &dp[8 * kk], &dp[8 * kk + 4]);
-    }
+    const fa_bwd_pipe_place p =
+        warpgroup_tile_pds_preset<kBf16, D, Br>(a, seq, sm, stage, phase, i0, j0, lse_s, dsum_s, pa, dsa);
+    const int wg = p.wg;
     fa_wgmma_fence();
     if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) {
-        warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
+        warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, p.do_st);
         fa_wgmma_commit(); /* group: dV */
     } else {
-        warpgroup_gemm_dv_dk<kBf16, D, Br>(dv, dk, pa, dsa, q_st, do_st);
+        warpgroup_gemm_dv_dk<kBf16, D, Br>(dv, dk, pa, dsa, p.q_st, p.do_st);
         fa_wgmma_commit(); /* group: dV, dK */
     }
     /* dS^T stores while the group runs (their registers are read, not written, by the RS wgmmas) */
-    warp_store_ds_t128(dsa, sds, wg, wq, lane);
+    warp_store_ds_t128(dsa, sds, wg, p.wq, p.lane);
     fa_fence_proxy_async_smem(); /* the dS^T stores before the dQ wgmma (async proxy) reads them */
     /* why: the dQ product reads the dS^T rows (keys) of both warpgroups */
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
     float dqa[Dq::kN / 2];
     warpgroup_issue_dq<kBf16, D, Br>(dqa, sds, sm.k, wg); /* group: dQ */
     if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) {
-        fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
-        fa_reg_fence(dv);
-        fa_wgmma_fence();
-        warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
-        fa_wgmma_commit();  /* group: dK */
-        fa_wgmma_wait<1>(); /* dQ done, dK may still run */
-        fa_reg_fence(dqa);
-        const uint32_t stg = sm.dq + (uint32_t)wg * Dq::kStageBytes;
-        /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer */
-        if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
-        warpgroup_stage_dq<Dq::kN>(dqa, stg);
-        fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
-        /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
-        fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
-        fa_wgmma_wait<0>(); /* dK done */
-        fa_reg_fence(dk);
-        /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
-        thread_release_bwd_slot(sm.empty + 8u * stage);
+        warpgroup_tile_dk_stage_dq<kBf16, D, Br>(dk, dv, dqa, dsa, p.q_st, sm, stage, first, wg, p.wq, p.lane);
     } else {
         fa_wgmma_wait<0>();
         fa_reg_fence(dqa);
@@ -143,7 +88,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile128(const fa_bwd_args &
         fa_reg_fence(dv);
         /* why: dK/dV/dQ wgmmas of this thread completed, LSE/D read: the slot may be refilled */
         thread_release_bwd_slot(sm.empty + 8u * stage);
-        thread_red_add_dq<Dq::kN>(a, seq, dqa, h, i0, Dq::row0(wg), Dq::col0(wg), wq, lane / 4, t);
+        thread_red_add_dq<Dq::kN>(a, seq, dqa, h, i0, Dq::row0(wg), Dq::col0(wg), p.wq, p.lane / 4, p.t);
     }
 }
 

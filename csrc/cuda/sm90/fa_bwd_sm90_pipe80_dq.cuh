@@ -6,8 +6,10 @@
  *   swizzle) by stmatrix.trans from the dS^T fragments (warp_store_ds_t);
  *   dQ^T (64 dims of warpgroup wg x Br queries) = K^T dS^T over all Bc keys: wgmma SS m64n80k16,
  *   A = K^T (K's column block wg, dims contiguous: MN-major), B = dS (K-major) (warpgroup_issue_dqt);
- *   staged as 2 TMA boxes {32 dims, Br rows} fp32 per warpgroup (warpgroup_stage_dqt) and added into
- *   dq_accum by the dQ-writer warp (warp_write_dqt; FULL / EMPTY protocol of fa_bwd_sm90_pipe_kernel.cuh).
+ *   staged as 2 TMA boxes {32 dims, Br rows} fp32 per warpgroup (warpgroup_stage_dqt;
+ *   fa_bwd_pipe_dq_split<128, 80>) and added into dq_accum by the dQ-writer warp of every pipelined
+ *   tile (warp_write_dq, fa_bwd_sm90_pipe_dq_writer.cuh; FULL / EMPTY protocol of
+ *   fa_bwd_sm90_pipe_kernel.cuh).
  */
 #ifndef FA_BWD_SM90_PIPE80_DQ_CUH
 #define FA_BWD_SM90_PIPE80_DQ_CUH
@@ -87,48 +89,6 @@ static __device__ __forceinline__ void warpgroup_stage_dqt(const float (&dqt)[Br
                 const uint32_t addr = box + (uint32_t)(8 * jn + e) * 128u + (chunk << 4);
                 asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(dqt[4 * jn + 2 * half + e]) : "memory");
             }
-}
-
-/* dQ-writer warp (warp 1 of the producer warpgroup): warp_write_dq of fa_bwd_sm90_pipe_dq_writer.cuh
- * with this kernel's boxes: per tile and consumer warpgroup w, wait for w's staged dQ^T, lane 0 adds
- * its boxes {32 dims, Br rows} at dims 64 w + 32 hc (tm_dqacc encoded with Br-row boxes; rows past sq
- * and dims past d dropped by TMA, a box wholly past d not issued), and once the TMA has read the
- * buffer, hands it back to w (not after the last tile: n_iter - 1 generations on each side). */
-template <int Br>
-static __device__ __forceinline__ void warp_write_dqt(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
-                                                      int sq, int b, int hk, int mb_lo, int n_mb, int n_iter)
-{
-    constexpr uint32_t kBoxBytes = 32u * Br * 4u;
-    const fa_bwd_args &a = prm.a;
-    const int lane = threadIdx.x % 32, group = a.heads / a.heads_k;
-    if (lane == 0) fa_tma_prefetch_desc(&prm.tm_dqacc);
-    for (int it = 0; it < n_iter; ++it) {
-        const int h = hk * group + it / n_mb;
-        const int i0 = (mb_lo + it % n_mb) * Br;
-        const bool last = it + 1 == n_iter;
-#pragma unroll
-        for (int w = 0; w < 2; ++w) {
-            /* why: warpgroup w's 128 threads stored this tile's dQ^T into staging buffer w and fenced
-             * the stores for the async proxy (TMA) before arriving */
-            fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + w);
-            if (lane == 0) {
-                const uint32_t stg = sm.dq + (uint32_t)w * 2u * kBoxBytes;
-#pragma unroll
-                for (int hc = 0; hc < 2; ++hc)
-                    if (64 * w + 32 * hc < a.head_dim && i0 < sq)
-                        fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)hc * kBoxBytes, 64 * w + 32 * hc, i0, h, b);
-                fa_bulk_commit();
-                if (!last) fa_bulk_wait_read<0>(); /* buffer read (the adds may still be on their way) */
-            }
-            if (!last) {
-                __syncwarp(); /* lane 0's wait before the warp's arrival */
-                /* why: the TMA has read staging buffer w: warpgroup w may store its next tile there */
-                fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + w);
-            }
-        }
-    }
-    /* every reduce has read its source and landed before the CTA's shared memory goes away */
-    if (lane == 0) fa_bulk_wait<0>();
 }
 
 #endif /* FA_SM90_DEVICE */

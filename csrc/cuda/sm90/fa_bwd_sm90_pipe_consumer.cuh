@@ -3,12 +3,14 @@
  * dS^T (warpgroup_tile_pds, the products of fa_bwd_sm90_tile.cuh), then dV += P^T dO,
  * dK += dS^T Q and dQ = dS K in one of two orders: warpgroup_bwd_tile (kDq = NONE / RED: dV and dK
  * issued together, then dQ, waited at once, dQ by red.add) or warpgroup_bwd_tile_tma (kDq = TMA,
- * FA3's order: dQ overlaps dK, its fragments go to the dQ writer's staging buffer); and the final
+ * FA3's order: dQ overlaps dK, its fragments go to the dQ writer's staging buffer: the second half
+ * warpgroup_tile_dk_stage_dq, shared with the Br = 80 and 128 tiles); and the final
  * dK / dV stores (warpgroup_store_dkdv). Warpgroup wg = 0, 1 owns keys [j0 + 64 wg, + 64).
  */
 #ifndef FA_BWD_SM90_PIPE_CONSUMER_CUH
 #define FA_BWD_SM90_PIPE_CONSUMER_CUH
 
+#include "fa_bwd_sm90_pipe80_dq.cuh"       /* warpgroup_stage_dqt */
 #include "fa_bwd_sm90_pipe_dq_writer.cuh" /* warpgroup_stage_dq */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
@@ -178,6 +180,43 @@ static __device__ __forceinline__ void warpgroup_bwd_tile(const fa_bwd_args &a, 
     thread_red_add_dq<Dq::kN>(a, seq, dqa, h, i0, Dq::row0(wg), Dq::col0(wg), wq, g, t);
 }
 
+/* Second half of a consumer tile with staged dQ (kDq = TMA / ORDERED, FA3's order), once the dV
+ * and the dQ groups are in flight (committed in that order): dV completes, dK += dS^T Q is issued,
+ * dQ completes and its fragments dq go to the warpgroup's staging buffer for the writer warp (dQ^T
+ * at Br = 80: fa_bwd_pipe_dq_split::kTransposed), dK completes, and this thread releases the slot.
+ * first: tile 0 of the CTA (the staging buffer has never been used: no EMPTY sync); wg, wq, lane:
+ * warpgroup, warp in it, lane, as the caller computed them (wq, lane: dQ^T staging only). */
+template <bool kBf16, int D, int Br>
+static __device__ __forceinline__ void
+warpgroup_tile_dk_stage_dq(float (&dk)[D / 2], float (&dv)[D / 2], float (&dq)[fa_bwd_pipe_dq_split<D, Br>::kN / 2],
+                           const uint32_t (&dsa)[Br / 16][4], uint32_t q_st, const fa_bwd_pipe_smem &sm, int stage,
+                           bool first, int wg, int wq, int lane)
+{
+    using Dq = fa_bwd_pipe_dq_split<D, Br>;
+    fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
+    fa_reg_fence(dv);
+    fa_wgmma_fence();
+    warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
+    fa_wgmma_commit(); /* group: dK */
+    fa_wgmma_wait<1>(); /* dQ done, dK may still run */
+    fa_reg_fence(dq);
+    const uint32_t stg = sm.dq + (uint32_t)wg * Dq::kStageBytes;
+    /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer (tile
+     * 0: never used) */
+    if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
+    if constexpr (Dq::kTransposed)
+        warpgroup_stage_dqt<Br>(dq, stg, wq, lane);
+    else
+        warpgroup_stage_dq<Dq::kN>(dq, stg);
+    fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
+    /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
+    fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
+    fa_wgmma_wait<0>(); /* dK done */
+    fa_reg_fence(dk);
+    /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
+    thread_release_bwd_slot(sm.empty + 8u * stage);
+}
+
 /* One consumer tile, kDq = TMA, FA3's order: dQ = dS K overlaps the dK product, its fragments go
  * to the warpgroup's staging buffer for the writer warp (protocol: header comment). first: tile 0
  * of the CTA (the staging buffer has never been used: no EMPTY sync). sds: this iteration's dS^T
@@ -192,6 +231,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
     using Dq = fa_bwd_pipe_dq_split<D, Br>;
     constexpr uint32_t kQBytes = Br * D * 2;
     const int wg = (threadIdx.x - 128) / 128;
+    const int wq = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32; /* (unused: dQ is not transposed) */
     const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
 
     uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
@@ -204,25 +244,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
     float dqa[Dq::kN / 2];
     warpgroup_issue_dq<kBf16, D, Br>(dqa, sds, sm.k, wg); /* group: dQ */
-    fa_wgmma_wait<1>(); /* dV done (pa free), dQ may still run */
-    fa_reg_fence(dv);
-    fa_wgmma_fence();
-    warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
-    fa_wgmma_commit(); /* group: dK */
-    fa_wgmma_wait<1>(); /* dQ done, dK may still run */
-    fa_reg_fence(dqa);
-    const uint32_t stg = sm.dq + (uint32_t)wg * Dq::kStageBytes;
-    /* why: the writer warp's TMA has read this warpgroup's previous tile out of the buffer (tile
-     * 0: never used) */
-    if (!first) fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_EMPTY + wg);
-    warpgroup_stage_dq<Dq::kN>(dqa, stg);
-    fa_fence_proxy_async_smem(); /* this thread's staging stores before the TMA (async proxy) reads them */
-    /* why: 1 of the 128 arrivals the writer warp waits for before it issues the reduce */
-    fa_named_barrier_arrive<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + wg);
-    fa_wgmma_wait<0>(); /* dK done */
-    fa_reg_fence(dk);
-    /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
-    thread_release_bwd_slot(sm.empty + 8u * stage);
+    warpgroup_tile_dk_stage_dq<kBf16, D, Br>(dk, dv, dqa, dsa, q_st, sm, stage, first, wg, wq, lane);
 }
 
 /* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread: rows key_base + 8 half, dims

@@ -14,7 +14,7 @@
 #if FA_SM90_DEVICE
 
 /* Lane 0 of the writer: the TMA reduces of warpgroup w's staged tile of query block i0 (one per
- * 32-dim box of its N dims) into dq_accum, not committed. Rows past sq and dims past d are
+ * 32-dim box of its dims; Br = 80: of its dQ^T) into dq_accum, not committed. Rows past sq and dims past d are
  * outside the map, so TMA drops them: nothing is added outside this (b, h)'s rows, and a box that
  * lies wholly outside is not issued. */
 template <int D, int Br>
@@ -22,20 +22,21 @@ static __device__ __forceinline__ void thread_reduce_dq_tile(const fa_bwd_sm90_p
                                                              int w, int i0, int h, int b, int sq)
 {
     using Dq = fa_bwd_pipe_dq_split<D, Br>;
-    /* warpgroup w's tile: its N dims of the Br = 64 queries, or its 64 of Br = 128 queries */
+    /* warpgroup w's tile: its N dims of the Br = 64 queries, its 64 of Br = 128 queries, or its
+     * 64 dims of the Br = 80 queries */
     const int row0 = i0 + Dq::row0(w), dim0 = Dq::col0(w);
     const uint32_t stg = sm.dq + (uint32_t)w * Dq::kStageBytes;
 #pragma unroll
     for (int hc = 0; hc < Dq::kBoxes; ++hc)
         if (dim0 + 32 * hc < prm.a.head_dim && row0 < sq)
-            fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)(hc * FA_BWD_SM90_DQ_BOX_BYTES), dim0 + 32 * hc, row0,
-                                 h, b);
+            fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)hc * Dq::kBoxBytes, dim0 + 32 * hc, row0, h, b);
 }
 
-/* dQ-writer warp (warp 1 of the producer warpgroup, kDq = TMA or ORDERED): walks the consumers'
- * (head, query block) sequence; per tile and consumer warpgroup w, waits for w's staged 64 x N dQ
- * tile (fa_bwd_pipe_dq_split), lane 0 adds it into dq_accum (thread_reduce_dq_tile) and, once the
- * TMA has read the buffer, hands it back to w. n_iter > 0.
+/* dQ-writer warp (warp 1 of the producer warpgroup, kDq = TMA or ORDERED; every pipelined tile,
+ * Br = 64, 80, 128): walks the consumers' (head, query block) sequence; per tile and consumer
+ * warpgroup w, waits for w's staged dQ tile (fa_bwd_pipe_dq_split; Br = 80: dQ^T), lane 0 adds it
+ * into dq_accum (thread_reduce_dq_tile) and, once the TMA has read the buffer, hands it back to w.
+ * n_iter > 0.
  * kOrdered (kDq = ORDERED, fa_bwd_sm90_pipe_dq_order.cuh): per tile, both staged tiles first, then
  * lane 0 waits for key block n_block's turn on the tile's counter, adds both, waits until the adds
  * are performed and passes the turn; only then are both buffers handed back (a tile's adds cannot
@@ -59,7 +60,9 @@ static __device__ __forceinline__ void warp_write_dq(const fa_bwd_sm90_params &p
             fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + 0);
             fa_named_barrier_sync<FA_BWD_SM90_PIPE_DQ_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_FULL + 1);
             if (lane == 0) {
-                /* counters [b][h][ceil(sq / Br)] (fa_bwd_host.h) */
+                /* counters [b][h][ceil(sq / Br)] (fa_bwd_host.h): the host laid them out with
+                 * dq_sem_rows = Br (fa_bwd_sm90_ordered_rows; fa_bwd_sm90.cu refuses a launch
+                 * where they differ) */
                 int *sem = a.dq_sem + ((int64_t)b * a.heads + h) * ((sq + Br - 1) / Br) + m;
                 thread_wait_dq_turn(sem, thread_dq_turn<Br, FA_BWD_SM90_BC>(m, n_block, sq, sk, a.window_left,
                                                                              a.window_right));

@@ -86,6 +86,9 @@
  * the consumer tile of fa_bwd_sm90_pipe128.cuh (the Br = 80 kernel's register tricks; 0 spills); and
  * its kDq = ORDERED instance (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br: the TMA consumers and the
  * ordered writer above with turn counters per 128 query rows).
+ * fa_bwd_sm90_pipe80_kernel / _pipe80_ordered_kernel (default at d in (64, 128]; H100 run 54): this
+ * kernel's body at Br = 80 (tuning row FA_KERNEL_BWD_SM90_PIPE80), TMA or ORDERED dQ, with the
+ * consumer tile of fa_bwd_sm90_pipe80.cuh (dQ transposed; the same writer warp).
  *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
@@ -99,12 +102,13 @@
 #include "fa_bwd_sm90_pipe_layout.cuh"
 #include "fa_bwd_sm90_pipe_producer.cuh"
 #include "fa_bwd_sm90_pipe128.cuh" /* the Br = 128 consumer tile */
+#include "fa_bwd_sm90_pipe80.cuh"  /* the Br = 80 consumer tile */
 
 #if FA_SM90_DEVICE
 
 /* The kernel body (the __global__ wrappers below): kKernel picks the tuning row
- * (fa_bwd_sm90_pipe_cfg) and, for FA_KERNEL_BWD_SM90_PIPE128, the consumer tile of
- * fa_bwd_sm90_pipe128.cuh. prm: the kernel's __grid_constant__ parameter. */
+ * (fa_bwd_sm90_pipe_cfg) and, for FA_KERNEL_BWD_SM90_PIPE128 / _PIPE80, the consumer tile of
+ * fa_bwd_sm90_pipe128.cuh / fa_bwd_sm90_pipe80.cuh. prm: the kernel's __grid_constant__ parameter. */
 template <bool kBf16, int D, int kDq, int kKernel>
 static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_params &prm)
 {
@@ -169,7 +173,10 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_p
             const int h = hk * group + it / n_mb;
             const int i0 = (mb_lo + it % n_mb) * Br;
             const uint32_t buf = (uint32_t)(it & 1) * (uint32_t)(Bc * Br * 2); /* dS^T (P^T) buffer it & 1 */
-            if constexpr (kKernel == FA_KERNEL_BWD_SM90_PIPE128) {
+            if constexpr (kKernel == FA_KERNEL_BWD_SM90_PIPE80) {
+                warpgroup_bwd_tile80<kBf16>(a, seq, sm, dk, dv, stage, phase, sm.ds + buf, it == 0, i0, j0,
+                                            s_lse[stage], s_dsum[stage]);
+            } else if constexpr (kKernel == FA_KERNEL_BWD_SM90_PIPE128) {
                 warpgroup_bwd_tile128<kBf16, kDq>(a, seq, sm, dk, dv, stage, phase, sm.ds + buf, it == 0, h, i0, j0,
                                                   s_lse[stage], s_dsum[stage]);
             } else if constexpr (Cfg::kDimSplit) {
@@ -222,6 +229,33 @@ fa_bwd_sm90_pipe128_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 #if FA_SM90_DEVICE
     static_assert(kDq == FA_BWD_SM90_DQ_RED || FA_BWD_SM90_DQ_STAGED(kDq), "no dK/dV-only instance at Br = 128");
     fa_bwd_sm90_pipe_main<kBf16, 64, kDq, FA_KERNEL_BWD_SM90_PIPE128>(prm);
+#else
+    __trap(); /* as above */
+#endif
+}
+
+/* The Br = 80 kernel at d in (64, 128] (fa_bwd_sm90_pipe80.cuh; kDq = TMA): dynamic shared memory
+ * fa_bwd_sm90_pipe80_cfg::kSmemBytes; prm.tm_q / tm_do with Br-row boxes, prm.tm_dqacc with {32, Br}
+ * boxes (fa_bwd_sm90_pipe80_host.h). */
+template <bool kBf16>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    fa_bwd_sm90_pipe_main<kBf16, 128, FA_BWD_SM90_DQ_TMA, FA_KERNEL_BWD_SM90_PIPE80>(prm);
+#else
+    __trap(); /* as above */
+#endif
+}
+
+/* The ordered (deterministic) instance (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the same grid,
+ * shared memory and maps, plus prm.a.dq_sem with dq_sem_rows = Br (fa_bwd_sm90_ordered.h). */
+template <bool kBf16>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe80_ordered_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    fa_bwd_sm90_pipe_main<kBf16, 128, FA_BWD_SM90_DQ_ORDERED, FA_KERNEL_BWD_SM90_PIPE80>(prm);
 #else
     __trap(); /* as above */
 #endif

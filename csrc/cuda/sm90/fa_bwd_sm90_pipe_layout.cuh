@@ -58,10 +58,25 @@ struct fa_bwd_pipe_dq_split {
     static_assert((Br == 64 || Br == 128) && (kN == 32 || kN == 64),
                   "dQ tiles: 64 queries x 32 or 64 dims (fa_wgmma_bwd.cuh shapes, whole TMA boxes)");
     static constexpr int kBoxes = kN / 32;
-    static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * FA_BWD_SM90_DQ_BOX_BYTES;
+    static constexpr uint32_t kBoxBytes = FA_BWD_SM90_DQ_BOX_BYTES;
+    static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * kBoxBytes;
+    static constexpr bool kTransposed = false; /* the tile is dQ (warpgroup_stage_dq) */
     /* first query / dim of warpgroup wg's tile within the block */
     static constexpr int row0(int wg) { return Br == 128 ? 64 * wg : 0; }
     static constexpr int col0(int wg) { return Br == 128 ? 0 : kN * wg; }
+};
+/* Br = 80 (d = 128, fa_bwd_sm90_pipe80.cuh): 80 queries are no wgmma M, so each warpgroup computes
+ * dQ^T, 64 dims (64 wg..) x all Br queries (kN = Br: the wgmma N), staged as 2 boxes {32 dims, Br
+ * rows} of a map encoded with Br-row boxes (fa_bwd_sm90_pipe80_dq.cuh). */
+template <>
+struct fa_bwd_pipe_dq_split<128, 80> {
+    static constexpr int kN = 80;
+    static constexpr int kBoxes = 2;
+    static constexpr uint32_t kBoxBytes = 32u * 80u * 4u;
+    static constexpr uint32_t kStageBytes = (uint32_t)kBoxes * kBoxBytes;
+    static constexpr bool kTransposed = true; /* the tile is dQ^T (warpgroup_stage_dqt) */
+    static constexpr int row0(int) { return 0; }
+    static constexpr int col0(int wg) { return 64 * wg; }
 };
 
 /* The kernel's single parameter (passed __grid_constant__: TMA reads the maps from parameter
@@ -79,7 +94,8 @@ typedef struct fa_bwd_sm90_params {
 } fa_bwd_sm90_params;
 
 /* The tile shape of bucket D (fa_tuning.h, FA_KERNEL_BWD_SM90_PIPE rows; kKernel =
- * FA_KERNEL_BWD_SM90_PIPE128: the Br = 128 row at d = 64, fa_bwd_sm90_pipe128.cuh). */
+ * FA_KERNEL_BWD_SM90_PIPE128: the Br = 128 row at d = 64, fa_bwd_sm90_pipe128.cuh;
+ * FA_KERNEL_BWD_SM90_PIPE80: the Br = 80 row at d = 128, fa_bwd_sm90_pipe80.cuh, staged dQ only). */
 template <int D, int kKernel = FA_KERNEL_BWD_SM90_PIPE>
 struct fa_bwd_sm90_pipe_cfg {
     static constexpr fa_tuning_row kRow = fa_tuning_find(kKernel, 90, D);
@@ -94,7 +110,10 @@ struct fa_bwd_sm90_pipe_cfg {
                   "Bc = 128 (a warpgroup per 64 keys), or at d = 256 Bc = Br = 64 (a warpgroup per 128 dims)");
     /* Br is this row's own (the helpers of fa_bwd_sm90_tile.cuh take it as a template argument):
      * S^T, dP^T are wgmma N = Br, Br / 2 accumulators each per thread (d = 256: N = Br / 2 each) */
-    static_assert(Br == 64 || Br == 128, "S^T / dP^T tiles of 64 keys x 64 or 128 queries per warpgroup");
+    static_assert(Br == 64 || Br == 128 || (kKernel == FA_KERNEL_BWD_SM90_PIPE80 && D == 128 && Br == 80),
+                  "S^T / dP^T tiles of 64 keys x 64 or 128 queries per warpgroup (x 80: the Br = 80 kernel)");
+    /* every tile and box 1024-aligned (128-byte swizzle atoms): Br x 128 bytes is */
+    static_assert((Br * 128) % 1024 == 0, "Br must be a multiple of 8");
     static_assert(kStages >= 2, "the ring needs 2 slots to load during a tile");
     /* K, V, kStages slots of Q and dO, 2 dS^T buffers (d = 256: and 2 P^T buffers); + 1024 for
      * aligning the base */
