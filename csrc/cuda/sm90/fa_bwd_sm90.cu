@@ -24,7 +24,7 @@
 #include "fa_bwd_sm90.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
-#include "fa_bwd_sm90_pipe80.cuh"      /* the Br = 80 kernel (pipelined mode 4; its ORDERED instance mode 7) */
+#include "fa_bwd_sm90_pipe80.cuh"      /* the Br = 80 tile and config (its kernels, modes 4 and 7: pipe_kernel.cuh) */
 #include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE_MODE_*, FA_BWD_SM90_PIPE80_BR / 128_BR */
 #include "fa_bwd_sm90_plan.h"
 
