@@ -138,6 +138,29 @@ def cuda_kernel_names(fn, contains: str) -> List[str]:
     return [e.name for e in prof.events() if contains in e.name]
 
 
+# the sm90 backward's kernels, demangled names -> tags: br80 / br80_ordered (fa_bwd_sm90_pipe80[_ordered]_kernel
+# <kBf16>), br128_<kDq> (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>), br64_<kDq> (fa_bwd_sm90_pipe_kernel<kBf16, D,
+# kDq>: the Br = 64 tile and the d in (128, 256] dim split), cp_async (fa_bwd_sm90_kernel<kBf16, D, atomic>);
+# the first pattern that matches (pipe80_ordered before pipe80)
+_SM90_BWD_TAGS = [
+    (re.compile(r"fa_bwd_sm90_pipe80_ordered_kernel<"), lambda m: "br80_ordered"),
+    (re.compile(r"fa_bwd_sm90_pipe80_kernel<"), lambda m: "br80"),
+    (re.compile(r"fa_bwd_sm90_pipe128_kernel<\s*\w+\s*,\s*(\d)\s*>"), lambda m: f"br128_{m.group(1)}"),
+    (re.compile(r"fa_bwd_sm90_pipe_kernel<\s*\w+\s*,\s*\d+\s*,\s*(\d)\s*>"), lambda m: f"br64_{m.group(1)}"),
+    (re.compile(r"fa_bwd_sm90_kernel<"), lambda m: "cp_async"),
+]
+
+
+def sm90_bwd_kernels(fn) -> List[str]:
+    """Tags (above) of the sm90 backward kernels fn() launched, one per launch, in launch order."""
+    tags = []
+    for name in cuda_kernel_names(fn, "fa_bwd_sm90"):
+        found = [tag(m) for rx, tag in _SM90_BWD_TAGS for m in [rx.search(name)] if m]
+        assert found, f"unexpected sm90 backward kernel name: {name}"
+        tags.append(found[0])
+    return tags
+
+
 def sm90_fwd_flag_ran(fn, arg: int, mangled: "re.Pattern[str]") -> bool:
     """Whether fn() launched an fa_fwd_sm90_kernel instance whose template argument number `arg`
     (0-based, demangled names) is true, or whose mangled name matches `mangled`, from the CUDA

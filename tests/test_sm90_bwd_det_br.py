@@ -23,6 +23,8 @@ from typing import Callable, List
 import pytest
 import torch
 
+from test_sm90_bwd_pipe import ORDERED_CASES
+
 _SIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dev", "bwd_sm90", "det_order_sim", "sim.py")
 _spec = importlib.util.spec_from_file_location("bwd_sm90_det_order_sim_br", _SIM)
 sim = importlib.util.module_from_spec(_spec)
@@ -85,27 +87,10 @@ def sm90(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered_br")
 
 
-# demangled kernel names -> tags: br80 / br80_ordered (fa_bwd_sm90_pipe80[_ordered]_kernel<kBf16>),
-# br128_<kDq> (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>), br64_<kDq> (fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>),
-# cp_async (fa_bwd_sm90_kernel<kBf16, D, atomic>)
-_TAGS = [
-    (re.compile(r"fa_bwd_sm90_pipe80_ordered_kernel<"), lambda m: "br80_ordered"),
-    (re.compile(r"fa_bwd_sm90_pipe80_kernel<"), lambda m: "br80"),
-    (re.compile(r"fa_bwd_sm90_pipe128_kernel<\s*\w+\s*,\s*(\d)\s*>"), lambda m: f"br128_{m.group(1)}"),
-    (re.compile(r"fa_bwd_sm90_pipe_kernel<\s*\w+\s*,\s*\d+\s*,\s*(\d)\s*>"), lambda m: f"br64_{m.group(1)}"),
-    (re.compile(r"fa_bwd_sm90_kernel<"), lambda m: "cp_async"),
-]
-
-
 def _sm90_kernels(fn: Callable[[], object]) -> List[str]:
-    """Tags of the sm90 backward kernels fn() launched, one per launch (conftest.cuda_kernel_names)."""
-    from conftest import cuda_kernel_names
-    tags = []
-    for name in cuda_kernel_names(fn, "fa_bwd_sm90"):
-        found = [tag(m) for rx, tag in _TAGS for m in [rx.search(name)] if m]
-        assert found, f"unexpected sm90 kernel name: {name}"
-        tags.append(found[0])  # the first pattern that matches (pipe80_ordered before pipe80)
-    return tags
+    """Tags of the sm90 backward kernels fn() launched, one per launch (conftest.sm90_bwd_kernels)."""
+    from conftest import sm90_bwd_kernels
+    return sm90_bwd_kernels(fn)
 
 
 def _want(d: int) -> List[str]:
@@ -113,27 +98,12 @@ def _want(d: int) -> List[str]:
     return ["br80_ordered"] if d > 64 else ["br128_3"]
 
 
-# (b, sq, sk, h, hk, d, causal, window): off-tile sizes (Br 80 / 128, Bc 128) both ways, causal /
+# (b, sq, sk, h, hk, d, causal, window): the Br = 64 ORDERED shapes plus: off-tile sizes (Br 80 / 128, Bc 128), causal /
 # window bands (tiles some key blocks skip: their turns must not count them), GQA / MQA (one counter
 # per query head), long causal chains, d 96 / 112 (Br = 80, dims past d in the last dQ^T box) and
 # d 32 / 48 (Br = 128, dims past d), single rows.
-CASES = [
-    (2, 97, 97, 4, 4, 128, False, (-1, -1)),
-    (1, 1025, 1025, 2, 2, 128, True, (-1, -1)),
-    (2, 17, 1025, 2, 2, 128, True, (-1, -1)),
-    (1, 1025, 17, 4, 2, 128, False, (-1, -1)),
-    (2, 97, 130, 4, 2, 112, True, (-1, -1)),
+CASES = ORDERED_CASES + [
     (2, 161, 161, 2, 2, 96, False, (-1, -1)),
-    (1, 255, 255, 2, 2, 128, False, (32, 8)),
-    (1, 200, 255, 2, 2, 128, False, (0, 0)),
-    (1, 2048, 2048, 8, 2, 128, True, (-1, -1)),
-    (1, 1, 1, 2, 2, 128, False, (-1, -1)),
-    (2, 97, 97, 4, 4, 64, False, (-1, -1)),
-    (1, 255, 130, 2, 2, 64, False, (-1, 5)),
-    (1, 1025, 1025, 2, 2, 64, False, (100, 0)),
-    (1, 300, 300, 4, 1, 64, True, (-1, -1)),
-    (2, 130, 200, 4, 2, 32, True, (-1, -1)),
-    (1, 255, 130, 2, 2, 48, False, (20, 20)),
     (1, 2048, 2048, 8, 2, 64, True, (-1, -1)),
     (1, 1, 1, 2, 2, 64, False, (-1, -1)),
 ]

@@ -8,13 +8,12 @@ keeps the dK/dV + ordered dQ pass path. Gradient parity against the float64 orac
 3x for gradients) and a profiler check of which instance ran. Runs on compute capability 9.0 only."""
 from __future__ import annotations
 
-import re
 from typing import Callable, List
 
 import pytest
 import torch
 
-from conftest import cuda_kernel_names
+from conftest import sm90_bwd_kernels
 from oracle import check_dense, check_varlen
 from test_sm90_bwd_pipe import CASES as PIPE_CASES
 
@@ -34,34 +33,19 @@ def hopper_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-# demangled kernel names: fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>, fa_bwd_sm90_pipe128_kernel<kBf16, kDq>,
-# fa_bwd_sm90_pipe80_kernel<kBf16>
-_B = r"\s*(?:true|false|1|0)\s*"
-_NAMES = [
-    (re.compile(r"fa_bwd_sm90_pipe_kernel<" + _B + r",\s*\d+\s*,\s*(\d)\s*>"), "pipe64:{}"),
-    (re.compile(r"fa_bwd_sm90_pipe128_kernel<" + _B + r",\s*(\d)\s*>"), "pipe128:{}"),
-    (re.compile(r"fa_bwd_sm90_pipe80_kernel<" + _B + r">()"), "pipe80{}"),
-]
-
-
 def _tiles(fn: Callable[[], object]) -> List[str]:
-    """The pipelined backward instances fn() launched, as sorted unique tags: "pipe64:kDq" (the Br = 64
-    kernel, also the d > 128 dim-split one), "pipe128:kDq", "pipe80"."""
-    tags = set()
-    for name in cuda_kernel_names(fn, "fa_bwd_sm90_pipe"):
-        found = [fmt.format(m.group(1)) for rx, fmt in _NAMES for m in [rx.search(name)] if m]
-        assert len(found) == 1, f"unexpected pipelined kernel name: {name}"
-        tags.add(found[0])
-    return sorted(tags)
+    """The sm90 backward kernels fn() launched, as sorted unique tags (conftest.sm90_bwd_kernels): "br64_<kDq>"
+    (the Br = 64 kernel, also the d > 128 dim-split one), "br128_<kDq>", "br80", "cp_async"."""
+    return sorted(set(sm90_bwd_kernels(fn)))
 
 
 def _default_tile(d: int) -> List[str]:
     """The instance an atomic-dQ dense call runs by default (scale > 0)."""
     if d <= 64:
-        return ["pipe128:2"]
+        return ["br128_2"]
     if d <= 128:
-        return ["pipe80"]
-    return ["pipe64:1"]  # d in (128, 256]: the dim-split instance, red.add dQ
+        return ["br80"]
+    return ["br64_1"]  # d in (128, 256]: the dim-split instance, red.add dQ
 
 
 # (b, sq, sk, h, hk, d, causal, window): the Br = 64 tests' shapes (sq != sk both ways, GQA / MQA,
@@ -84,10 +68,10 @@ def test_default_tiles(dtype, b, sq, sk, h, hk, d, causal, window):
 
 
 @pytest.mark.parametrize("variant,d,want", [
-    ("br64", 64, ["pipe64:2"]), ("br64", 128, ["pipe64:2"]),
-    ("br80", 64, ["pipe64:2"]), ("br80", 128, ["pipe80"]),
-    ("br128", 64, ["pipe128:2"]), ("br128", 128, ["pipe64:2"]),
-    ("br128,br80", 64, ["pipe128:2"]), ("br128,br80", 128, ["pipe80"]),
+    ("br64", 64, ["br64_2"]), ("br64", 128, ["br64_2"]),
+    ("br80", 64, ["br64_2"]), ("br80", 128, ["br80"]),
+    ("br128", 64, ["br128_2"]), ("br128", 128, ["br64_2"]),
+    ("br128,br80", 64, ["br128_2"]), ("br128,br80", 128, ["br80"]),
 ])
 def test_variant_list(monkeypatch, variant: str, d: int, want: List[str]):
     """FLASH_ATTN_C_SM90_BWD_VARIANT names the FA3-sized tiles a call may take; the rest keep Br = 64."""
@@ -101,9 +85,9 @@ def test_red_add_dq_at_d64(monkeypatch):
     has TMA dQ only, so d = 128 keeps the Br = 64 red.add instance."""
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "1")
     assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 200, 150, 4, 2, 64, grad=True,
-                                      check_lse=False)) == ["pipe128:1"]
+                                      check_lse=False)) == ["br128_1"]
     assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 200, 150, 4, 2, 128, grad=True,
-                                      check_lse=False)) == ["pipe64:1"]
+                                      check_lse=False)) == ["br64_1"]
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -111,7 +95,7 @@ def test_negative_scale_keeps_br64(d: int):
     """The FA3-sized tiles fold -LSE / scale into their S^T accumulator, so softmax_scale <= 0 keeps the
     Br = 64 tile (still exact)."""
     assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, d, softmax_scale=-0.2, grad=True,
-                                      check_lse=False)) == ["pipe64:2"]
+                                      check_lse=False)) == ["br64_2"]
 
 
 @pytest.mark.parity_grad
@@ -120,20 +104,21 @@ def test_negative_scale_keeps_br64(d: int):
 def test_deterministic_default_is_ordered(dtype, b, sq, sk, h, hk, d, causal, window):
     ran = _tiles(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window, grad=True,
                                      check_lse=False, deterministic=True))
-    assert ran == ["pipe64:3"]
+    assert ran == ["br64_3"]
 
 
 def test_deterministic_scope(monkeypatch):
     """Outside the ORDERED instance's scope deterministic calls keep their paths: d > 128 (the sm80
-    backward), varlen (the sm90 dK/dV kernel + the ordered dQ pass); DET=pass and PIPE=0 opt out."""
+    backward: no sm90 kernel), varlen (the cp.async sm90 dK/dV kernel + the ordered dQ pass); DET=pass
+    and PIPE=0 opt out to that path."""
     assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True, grad=True,
                                       check_lse=False, deterministic=True)) == []
     assert _tiles(lambda: check_varlen("cuda", torch.bfloat16, [300, 0, 70], [200, 9, 70], 4, 2, 128, causal=True,
-                                       grad=True, deterministic=True)) == []
+                                       grad=True, deterministic=True)) == ["cp_async"]
     for name, value in (("FLASH_ATTN_C_SM90_BWD_DET", "pass"), ("FLASH_ATTN_C_SM90_BWD_PIPE", "0")):
         monkeypatch.setenv(name, value)
         assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 128, causal=True, grad=True,
-                                          check_lse=False, deterministic=True)) == []
+                                          check_lse=False, deterministic=True)) == ["cp_async"]
         monkeypatch.delenv(name)
 
 
