@@ -6,6 +6,8 @@
 #              opt-in ORDERED on the Br = 80 / 128 tiles                      | FLASH_ATTN_C_SM90_BWD_DET=ordered_br
 #   forward    persistent grid at d <= 64 and causal d <= 128 (default)       | FLASH_ATTN_C_SM90_FWD_PERSIST=0 / =1
 #              dropout on the sm90 kDrop instance (default)                   | FLASH_ATTN_C_SM90_FWD_DROPOUT=0
+#   d = 256    issue #13's go / no-go (last, under BENCH_CUTOFF): reduce_bw (fp32 dQ add bandwidth, TMA reduce
+#              vs red.add) and bwd_sm90_check_nodq (the d = 256 kernel without dQ traffic); dev/bwd_sm90/README.md
 # 1. the sm90 harnesses are built (in parallel);  2. correctness and compute-sanitizer groups run in parallel
 # (no timings);  3. harness benches one at a time, sm90 column only (FA_BENCH_SM90_ONLY), in priority order,
 # each skipped once the call has run BENCH_CUTOFF s (default 480).
@@ -28,6 +30,8 @@ wait; echo "builds $(el) s"
 if [ -n "${EXP_BWD_TREE:-}" ]; then
   make -C $EXP_BWD_TREE/dev/bwd_sm90 -j6 all > $W/make_exp.log 2>&1 &
 fi
+# the no-dQ d = 256 harness (two more objects) builds during the checks
+make -C dev/bwd_sm90 -j4 nodq > $W/make_nodq.log 2>&1 || tail -5 $W/make_nodq.log &
 B=dev/bin/bwd_sm90/bwd_sm90_check; F=dev/bin/fwd_sm90/sm90_check
 san() { # tool log cmd...: compute-sanitizer summary lines
   local tool=$1 log=$2; shift 2
@@ -67,7 +71,7 @@ export FA_BENCH_SM90_ONLY=1
 bench() { # name cmd...
   local name=$1; shift
   if [ $(el) -gt ${BENCH_CUTOFF:-480} ]; then echo "skip $name (at $(el) s)"; return; fi
-  timeout 90 "$@" > $W/$name.txt 2>&1; echo "$name done at $(el) s"; snapshot
+  timeout ${BENCH_T:-90} "$@" > $W/$name.txt 2>&1; echo "$name done at $(el) s"; snapshot
 }
 bench bwd_default $B --bench
 bench bwd_det_ordered $B --bench --det
@@ -80,12 +84,16 @@ fi
 bench fwd_default $F --bench
 bench fwd_persist0 env FLASH_ATTN_C_SM90_FWD_PERSIST=0 $F --bench
 bench bwd_det_pass env FLASH_ATTN_C_SM90_BWD_DET=pass $B --bench --det
+BENCH_T=60 bench reduce_bw dev/bin/bwd_sm90/reduce_bw             # fp32 dQ add GB/s per path (issue #13)
+BENCH_T=60 bench bwd_nodq dev/bin/bwd_sm90/bwd_sm90_check_nodq --bench   # d = 256 without dQ traffic
 C=dev/harness_bench_compare.py
 python3 $C default=$W/bwd_default.txt br64=$W/bwd_br64.txt > $W/cmp_bwd_br64.md 2>&1
 python3 $C atomic=$W/bwd_default.txt ordered=$W/bwd_det_ordered.txt ordered_br=$W/bwd_det_br.txt \
   pass=$W/bwd_det_pass.txt > $W/cmp_bwd_det.md 2>&1
 [ -f $W/bwd_exp.txt ] && python3 $C default=$W/bwd_default.txt exp=$W/bwd_exp.txt > $W/cmp_bwd_exp.md 2>&1
 python3 $C default=$W/fwd_default.txt persist0=$W/fwd_persist0.txt > $W/cmp_fwd_persist.md 2>&1
+[ -f $W/bwd_nodq.txt ] && python3 $C default=$W/bwd_default.txt nodq=$W/bwd_nodq.txt > $W/cmp_bwd_nodq.md 2>&1
+[ -f $W/reduce_bw.txt ] && cat $W/reduce_bw.txt
 cat $W/cmp_*.md; echo "total $(el) s"; snapshot
 # the extension's own suite and the bench of record: scripts/gpu_run.sh tests / bench;
 # dropout's cost through the extension: python3 benchmarks/sm90_feat_cost.py --dropout 0.1 (after gpu_run.sh builds it)

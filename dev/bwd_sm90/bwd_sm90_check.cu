@@ -43,6 +43,9 @@
  *                                  the pipelined kernel, the default), or with
  *                                  FLASH_ATTN_C_SM90_BWD_DET=pass the dK/dV kernel + the ordered
  *                                  dQ pass
+ *   bwd_sm90_check_nodq --bench    (make nodq: this file and fa_bwd_sm90.cu with
+ *                                  -DFA_BWD_SM90_DEV_NO_DQ_D256) the d = 256 rows only, its kernel
+ *                                  without the dQ red.adds: the time a free dQ would give (--bench only)
  *   FLASH_ATTN_C_SM90_BWD_VARIANT (a list; unset = "br80,br128", the package default) with any of the
  *                                  above: with br80 the "pipe tma" calls (and the bench's sm90
  *                                  column) at d in (64, 128] run the Br = 80 kernel
@@ -352,7 +355,14 @@ static void bench(int det)
            "TFLOP/s", "sm80 ms", "TFLOP/s", "speedup");
     const int dims[3] = {64, 128, 256};
     const int lens[6] = {512, 1024, 2048, 4096, 8192, 16384};
-    for (int di = 0; di < 3; ++di)
+#ifdef FA_BWD_SM90_DEV_NO_DQ_D256
+    /* bwd_sm90_check_nodq (make nodq): only d = 256 differs from the default build */
+    printf("NO_DQ_D256 build: the d in (128, 256] kernel without its dQ red.adds (dQ wrong): an upper bound\n");
+    const int di0 = 2;
+#else
+    const int di0 = 0;
+#endif
+    for (int di = di0; di < 3; ++di)
         for (int li = 0; li < 6; ++li)
             for (int causal = 0; causal <= 1; ++causal) {
                 const int d = dims[di], s = lens[li], b = 16384 / s, h = 2048 / d;
@@ -395,6 +405,10 @@ int main(int argc, char **argv)
         bench(cli.det);
         return 0;
     }
+#ifdef FA_BWD_SM90_DEV_NO_DQ_D256
+    fprintf(stderr, "bwd_sm90_check_nodq: --bench only (its d = 256 kernel adds no dQ)\n");
+    return 2;
+#endif
     if (!cli.no_gpu) check_print_device();
     const char *det_env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
     g_det_br = det_env != NULL && strcmp(det_env, "ordered_br") == 0;

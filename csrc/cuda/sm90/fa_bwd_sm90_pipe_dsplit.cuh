@@ -24,6 +24,10 @@
  * P^T and dS^T are double buffered by iteration parity, like dS^T at d <= 128: buffer it & 1 is
  * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after its
  * reads of iteration it - 2 (the ld.shared of pa, dsa; the dQ wgmmas, waited) completed.
+ * FA_BWD_SM90_DEV_NO_DQ_D256 (dev/bwd_sm90 `make nodq` only; never set by setup.py or
+ * csrc/build_flags.py): the two red.adds behind a branch never taken, so bwd_sm90_check_nodq --bench
+ * times this tile without its dQ traffic, the dQ wgmmas and registers unchanged: the upper bound of
+ * any faster dQ path (issue #13). (Not compiled out: ptxas then shrinks the dead dQ wgmmas away.)
  * No TMA dQ: 2 x 32 KB of staging do not fit beside K, V (64 KB), the ring (128 KB) and P^T,
  * dS^T (32 KB); kDq = TMA calls run this red.add instance (fa_bwd_sm90_pipe_launch).
  */
@@ -34,6 +38,12 @@
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
 #if FA_SM90_DEVICE
+
+#ifdef FA_BWD_SM90_DEV_NO_DQ_D256
+#define FA_BWD_DSPLIT_DQ_ON(a) ((a).head_dim < 0) /* never (head_dim > 0), unknown to the compiler */
+#else
+#define FA_BWD_DSPLIT_DQ_ON(a) true
+#endif
 
 /* One consumer tile at d = 256 (header). dk, dv: this warpgroup's 128 dims; buf: byte offset of
  * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows. */
@@ -132,10 +142,10 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     /* wq, g, t again, from threadIdx.x (unsigned) rather than tid: keeps this instance's SASS
      * (passing the tid-derived ones reschedules it, nvcc 13.0) */
     const int rlane = threadIdx.x % 32, rwq = (threadIdx.x / 32) % 4, rg = rlane / 4, rt = rlane % 4;
-    thread_red_add_dq<64>(a, seq, dq0, h, i0, 0, (D / 2) * wg, rwq, rg, rt);
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq<64>(a, seq, dq0, h, i0, 0, (D / 2) * wg, rwq, rg, rt);
     fa_wgmma_wait<0>();
     fa_reg_fence(dq1);
-    thread_red_add_dq<64>(a, seq, dq1, h, i0, 0, (D / 2) * wg + 64, rwq, rg, rt);
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq<64>(a, seq, dq1, h, i0, 0, (D / 2) * wg + 64, rwq, rg, rt);
 }
 
 /* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread at d = 256: rows j0 + 16 wq + g
