@@ -152,28 +152,22 @@ static int rb_check(const float *dq_dev, rb_shape s, int variant, float v)
 
 typedef void (*rb_kernel_fn)(CUtensorMap, float *, rb_shape, float);
 
-/* median ms of 20 launches after 3 warm-ups; the first warm-up (from zeros) is the checked one */
-static double rb_time(int variant, const CUtensorMap *tm, float *dq, rb_shape s, int ctas, int *ok)
+/* median ms of 20 runs of launch(ctx) after 2 warm-ups (CUDA events around each) */
+static double rb_median_ms(void (*launch)(void *), void *ctx)
 {
-    static const rb_kernel_fn k_fns[N_VARIANTS] = {reduce_bw_kernel<V_TMA>, reduce_bw_kernel<V_V2>,
-                                                   reduce_bw_kernel<V_V4>, reduce_bw_kernel<V_ST>};
-    const int smem = variant == V_TMA ? TILE_BYTES + 1024 : 0;
-    CK(cudaFuncSetAttribute(k_fns[variant], cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    CK(cudaMemset(dq, 0, (size_t)s.b * s.sq * H * D * 4));
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
     std::vector<float> ms;
-    for (int it = 0; it < 23; ++it) {
+    for (int it = 0; it < 22; ++it) {
         CK(cudaEventRecord(e0));
-        k_fns[variant]<<<ctas, THREADS, smem>>>(*tm, dq, s, 1.0f);
+        launch(ctx);
         CK(cudaEventRecord(e1));
         CK(cudaEventSynchronize(e1));
         CK(cudaGetLastError());
-        if (it == 0) *ok = rb_check(dq, s, variant, 1.0f);
         float t;
         CK(cudaEventElapsedTime(&t, e0, e1));
-        if (it >= 3) ms.push_back(t);
+        if (it >= 2) ms.push_back(t);
     }
     CK(cudaEventDestroy(e0));
     CK(cudaEventDestroy(e1));
@@ -181,25 +175,48 @@ static double rb_time(int variant, const CUtensorMap *tm, float *dq, rb_shape s,
     return 0.5 * (ms[9] + ms[10]);
 }
 
+typedef struct rb_launch_ctx {
+    rb_kernel_fn fn;
+    int ctas, smem;
+    const CUtensorMap *tm;
+    float *dq;          /* dq_accum, see rb_check */
+    rb_shape s;
+    float *dst;         /* memcpy: (bytes) fp32 */
+    const float *src;   /* memcpy: (bytes) fp32 */
+    size_t bytes;
+} rb_launch_ctx;
+
+static void rb_launch_kernel(void *p)
+{
+    const rb_launch_ctx *c = (const rb_launch_ctx *)p;
+    c->fn<<<c->ctas, THREADS, c->smem>>>(*c->tm, c->dq, c->s, 1.0f);
+}
+
+static void rb_launch_memcpy(void *p)
+{
+    const rb_launch_ctx *c = (const rb_launch_ctx *)p;
+    CK(cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice));
+}
+
+/* median ms of the variant (rb_median_ms); its first launch, from zeros, is the checked one */
+static double rb_time(int variant, const CUtensorMap *tm, float *dq, rb_shape s, int ctas, int *ok)
+{
+    static const rb_kernel_fn k_fns[N_VARIANTS] = {reduce_bw_kernel<V_TMA>, reduce_bw_kernel<V_V2>,
+                                                   reduce_bw_kernel<V_V4>, reduce_bw_kernel<V_ST>};
+    rb_launch_ctx c = {k_fns[variant], ctas, variant == V_TMA ? TILE_BYTES + 1024 : 0, tm, dq, s, NULL, NULL, 0};
+    CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, c.smem));
+    CK(cudaMemset(dq, 0, (size_t)s.b * s.sq * H * D * 4));
+    rb_launch_kernel(&c);
+    CK(cudaDeviceSynchronize());
+    CK(cudaGetLastError());
+    *ok = rb_check(dq, s, variant, 1.0f);
+    return rb_median_ms(rb_launch_kernel, &c);
+}
+
 static double rb_memcpy_ms(float *dst, const float *src, size_t bytes)
 {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int it = 0; it < 23; ++it) {
-        CK(cudaEventRecord(e0));
-        CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float t;
-        CK(cudaEventElapsedTime(&t, e0, e1));
-        if (it >= 3) ms.push_back(t);
-    }
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    std::sort(ms.begin(), ms.end());
-    return 0.5 * (ms[9] + ms[10]);
+    rb_launch_ctx c = {NULL, 0, 0, NULL, NULL, rb_shape(), dst, src, bytes};
+    return rb_median_ms(rb_launch_memcpy, &c);
 }
 
 int main(int argc, char **argv)
