@@ -72,6 +72,7 @@
 
 #include "flash_attn_c.h"
 #include "fa_bwd_sm90.cuh"
+#include "fa_bwd_sm90_pipe80_host.h" /* fa_bwd_sm90_variant_has */
 #include "../common/check_host.h"
 #include "../common/check_cuda.h"
 #include "../common/bwd_problem.h"
@@ -201,15 +202,8 @@ static void d64_tally(d64_count *c, const fa_params *p, int taken)
  * d <= 64 "pipe" / "pipe tma" calls, and those on the Br = 128 instances (fa_bwd_sm90_pipe_takes()
  * == 5 red.add, 6 TMA dQ) */
 static d64_count g_br128 = {0, 0};
-static int variant_has(const char *name)
-{
-    const char *set = getenv("FLASH_ATTN_C_SM90_BWD_VARIANT");
-    const char *env = set != NULL ? set : "br80,br128";
-    const size_t n = strlen(name);
-    for (const char *q = strstr(env, name); q != NULL; q = strstr(q + 1, name))
-        if ((q == env || q[-1] == ',') && (q[n] == '\0' || q[n] == ',')) return 1;
-    return 0;
-}
+/* the package's reading of the list and its default (fa_bwd_sm90_pipe80_host.h) */
+static int variant_has(const char *name) { return fa_bwd_sm90_variant_has(name); }
 static void br128_tally(const fa_params *p, int taken)
 {
     if (variant_has("br128") && p->softmax_scale > 0.f) d64_tally(&g_br128, p, taken);

@@ -13,7 +13,7 @@
 #include "flash_attn_c.h"
 #include "fa_bwd_host.h"               /* fa_bwd_ordered_dq_need, fa_bwd_ordered_dq_args */
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg */
-#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE80_BR / 128_BR, fa_bwd_sm90_variant_br80 / _br128 */
+#include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE80_BR / 128_BR, fa_bwd_sm90_fa3_tile_br */
 
 /* Whether a deterministic call takes an ORDERED instance (FLASH_ATTN_C_SM90_BWD_DET, read on every
  * call): "ordered" yes, "ordered_br" yes (on the FA3-sized tiles where they apply:
@@ -43,10 +43,11 @@ static int fa_bwd_sm90_det_ordered(const fa_params *p)
 static int fa_bwd_sm90_ordered_mode(const fa_params *p)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
-    if (env == NULL || strcmp(env, "ordered_br") != 0 || !(p->softmax_scale > 0.f)) return 3;
-    if (p->head_dim > 64 && p->head_dim <= 128 && fa_bwd_sm90_variant_br80()) return FA_BWD_SM90_PIPE_MODE_BR80_ORDERED;
-    if (p->head_dim <= 64 && fa_bwd_sm90_variant_br128()) return FA_BWD_SM90_PIPE_MODE_BR128_ORDERED;
-    return 3;
+    if (env == NULL || strcmp(env, "ordered_br") != 0) return 3;
+    const int br = fa_bwd_sm90_fa3_tile_br(p->head_dim, p->softmax_scale);
+    return br == FA_BWD_SM90_PIPE80_BR    ? FA_BWD_SM90_PIPE_MODE_BR80_ORDERED
+           : br == FA_BWD_SM90_PIPE128_BR ? FA_BWD_SM90_PIPE_MODE_BR128_ORDERED
+                                          : 3;
 }
 
 /* Query rows per turn counter: the Br of the ORDERED instance that runs (fa_bwd_sm90_ordered_mode;

@@ -19,6 +19,7 @@
 #ifndef FA_BWD_SM90_PIPE80_HOST_H
 #define FA_BWD_SM90_PIPE80_HOST_H
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,16 +70,20 @@ static int fa_bwd_sm90_variant_has(const char *name)
     return 0;
 }
 
-/* Whether the call may take the Br = 80 kernel (FLASH_ATTN_C_SM90_BWD_VARIANT, default on). */
-static int fa_bwd_sm90_variant_br80(void)
+/* The FA3-sized tile a dense call of head dim d and softmax scale `scale` may run, atomic dQ or
+ * ordered (the caller checks the rest: dQ path, TMA fit): FA_BWD_SM90_PIPE80_BR at d in (64, 128]
+ * with "br80", FA_BWD_SM90_PIPE128_BR at d <= 64 with "br128", both only for scale > 0 (their S^T
+ * accumulators start at -LSE log2e / (scale log2e)); 0: the Br = 64 tile. */
+static int fa_bwd_sm90_fa3_tile_br(int64_t d, float scale)
 {
-    return fa_bwd_sm90_variant_has("br80");
+    if (!(scale > 0.f)) return 0;
+    if (d > 64 && d <= 128 && fa_bwd_sm90_variant_has("br80")) return FA_BWD_SM90_PIPE80_BR;
+    if (d <= 64 && fa_bwd_sm90_variant_has("br128")) return FA_BWD_SM90_PIPE128_BR;
+    return 0;
 }
 
-/* Whether the call may take the Br = 128 instances at d <= 64 (FLASH_ATTN_C_SM90_BWD_VARIANT, default on). */
-static int fa_bwd_sm90_variant_br128(void)
-{
-    return fa_bwd_sm90_variant_has("br128");
-}
+/* Whether pipelined mode m runs one of the FA3-sized tiles (4-8 above): fa_bwd_sm90_pipe_takes
+ * reports those as they are. */
+#define FA_BWD_SM90_PIPE_MODE_FA3(m) ((m) >= FA_BWD_SM90_PIPE_MODE_BR80 && (m) <= FA_BWD_SM90_PIPE_MODE_BR128_ORDERED)
 
 #endif /* FA_BWD_SM90_PIPE80_HOST_H */

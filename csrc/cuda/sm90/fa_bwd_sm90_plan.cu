@@ -42,7 +42,7 @@
 #include "fa_bwd_sm90_plan.h"
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg, fa_bwd_sm90_params, FA_BWD_SM90_BC */
 #include "fa_bwd_sm90_ordered.h"  /* fa_bwd_sm90_det_ordered, fa_bwd_sm90_ordered_args */
-#include "fa_bwd_sm90_pipe80_host.h" /* Br = 80 / 128 tiles (modes 4-6): fa_bwd_sm90_variant_br80 / _br128 */
+#include "fa_bwd_sm90_pipe80_host.h" /* Br = 80 / 128 tiles (modes 4-8): fa_bwd_sm90_fa3_tile_br, the modes */
 #include "fa_bwd_sm90_tma_maps.h" /* fa_bwd_encode_4d, fa_bwd_encode_dqacc */
 #include "fa_sm90_tma_host.h"     /* fa_sm90_encode_tiled */
 
@@ -155,14 +155,12 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
-    /* FLASH_ATTN_C_SM90_BWD_VARIANT with br80 (the default): the TMA-dQ call at d in (64, 128] with scale > 0 runs the
-     * Br = 80 kernel (fa_bwd_sm90_pipe80_host.h) */
-    const int br80 = mode == 2 && a->atomic_dq && p->head_dim > 64 && p->head_dim <= 128 && p->softmax_scale > 0.f &&
-                     fa_bwd_sm90_variant_br80();
-    /* FLASH_ATTN_C_SM90_BWD_VARIANT with br128 (the default): the atomic-dQ calls (red.add or TMA) at d <= 64 with scale > 0
-     * run the Br = 128 instances (fa_bwd_sm90_pipe80_host.h) */
-    const int br128 = (mode == 1 || mode == 2) && a->atomic_dq && p->head_dim <= 64 && p->softmax_scale > 0.f &&
-                      fa_bwd_sm90_variant_br128();
+    /* the FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default both; fa_bwd_sm90_pipe80_host.h): the
+     * TMA-dQ call at d in (64, 128] runs the Br = 80 kernel, the atomic-dQ calls (red.add or TMA) at
+     * d <= 64 the Br = 128 instances */
+    const int fa3 = a->atomic_dq ? fa_bwd_sm90_fa3_tile_br(p->head_dim, p->softmax_scale) : 0;
+    const int br80 = mode == 2 && fa3 == FA_BWD_SM90_PIPE80_BR;
+    const int br128 = (mode == 1 || mode == 2) && fa3 == FA_BWD_SM90_PIPE128_BR;
     /* FLASH_ATTN_C_SM90_BWD_DET=ordered_br: the ORDERED instances of those tiles (modes 7, 8), named by
      * the rows of the turn counters fa_bwd_sm90_ordered_args laid out (fa_bwd_sm90_ordered_rows) */
     const int ord80 = mode == 3 && a->dq_sem_rows == FA_BWD_SM90_PIPE80_BR;
@@ -216,9 +214,6 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
     const int mode = fa_bwd_sm90_plan(p, &a, &prm);
-    if (mode == FA_BWD_SM90_PIPE_MODE_BR80 || mode == FA_BWD_SM90_PIPE_MODE_BR128_RED ||
-        mode == FA_BWD_SM90_PIPE_MODE_BR128_TMA || mode == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED ||
-        mode == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED)
-        return mode;
+    if (FA_BWD_SM90_PIPE_MODE_FA3(mode)) return mode;
     return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }
