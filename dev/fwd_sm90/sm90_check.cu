@@ -13,10 +13,10 @@
  * behind O, compares O and LSE element by element with the reference, checks that the guard is
  * untouched, that a second run is bitwise identical, and that rng_state was written. The
  * "dispatch" checks go through fa_fwd_cuda() with FLASH_ATTN_C_SM90=1: the plain path must give
- * the sm90 kernel's bits, and calls outside its scope (probabilities, dropout, d = 32, softcap
- * with FLASH_ATTN_C_SM90_FEAT=0) must fall back to the sm80 kernels and still be right. The
+ * the sm90 kernel's bits, and calls outside its scope (probabilities, varlen dropout, dropout with
+ * FLASH_ATTN_C_SM90_FWD_DROPOUT=0, d = 32, softcap with FLASH_ATTN_C_SM90_FEAT=0) must fall back to the sm80 kernels and still be right. The
  * "feat" cases run softcap and ALiBi on the sm90 kernel's kFeat variant directly; the "drop" cases
- * dropout on its kDrop instance (FLASH_ATTN_C_SM90_FWD_DROPOUT=1 set for them), against the
+ * dropout on its kDrop instance (the switch unset for them: the default), against the
  * reference with the same Philox mask (fa_dropout_keep: same seed / offset). The pieces shared with
  * dev/fwd/fwd_check.cu (random inputs, call geometry, tolerance rule, benchmark timer) are in
  * dev/common/.
@@ -42,12 +42,13 @@ static check_rng g_rng = {0x2545F4914F6CDD1Dull};
 
 /* FLASH_ATTN_C_SM90 for the dispatch cases; FLASH_ATTN_C_SM90_FEAT unset (the default: softcap /
  * ALiBi on the sm90 kernel) where a case expects that kernel, else 0 (the sm80 kernels);
- * FLASH_ATTN_C_SM90_FWD_DROPOUT=1 (also the default since H100 run 54) for the dropout cases of the sm90 kernel, else unset
- * (the default: dropout on the sm80 kernels), whatever the caller's environment holds. */
+ * FLASH_ATTN_C_SM90_FWD_DROPOUT unset (the default since H100 run 54: dropout on the sm90 kernel) for
+ * the dropout cases of the sm90 kernel, else 0 (the opt-out: dropout on the sm80 kernels), whatever
+ * the caller's environment holds. */
 static void set_sm90_env(int on, int feat, int drop)
 {
-    if (drop) setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", "1", 1);
-    else unsetenv("FLASH_ATTN_C_SM90_FWD_DROPOUT");
+    if (drop) unsetenv("FLASH_ATTN_C_SM90_FWD_DROPOUT");
+    else setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", "0", 1);
     /* the sm90 path is the default: the sm80 reference runs need it off explicitly */
     setenv("FLASH_ATTN_C_SM90", on ? "1" : "0", 1);
     if (feat) unsetenv("FLASH_ATTN_C_SM90_FEAT");
@@ -506,14 +507,14 @@ static std::vector<fwd_case> build_cases(void)
             v.push_back(c);
         }
         {
-            /* dropout: FLASH_ATTN_C_SM90_FWD_DROPOUT=1 (run_case) gives the kDrop kernel's bits */
+            /* dropout by default (FLASH_ATTN_C_SM90_FWD_DROPOUT unset by run_case): the kDrop kernel's bits */
             fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
             c.dropout = 0.2f; c.right = 0; c.path = PATH_DISPATCH; c.expect_sm90 = 1;
             finish_name(&c);
             v.push_back(c);
         }
         {
-            /* dropout without the opt-in (env unset): the sm80 kernels */
+            /* dropout opted out (FLASH_ATTN_C_SM90_FWD_DROPOUT=0): the sm80 kernels */
             fwd_case c = fwd_make_case("dispatch", dt, 2, 2, 2, 128, 70, 90);
             c.dropout = 0.2f; c.path = PATH_DISPATCH; c.expect_sm90 = 0;
             finish_name(&c);
@@ -521,7 +522,7 @@ static std::vector<fwd_case> build_cases(void)
         }
         {
             /* varlen dropout is not the kDrop instance's (its end-aligned tile): the sm80 kernels
-             * even with the opt-in set (run_case sets it for varlen dropout cases) */
+             * even by default (run_case leaves the switch unset for varlen dropout cases) */
             fwd_case c = fwd_make_case("dispatch", dt, 6, 4, 2, 128, 0, 0);
             c.varlen = 1; c.dropout = 0.2f; c.right = 0; c.path = PATH_DISPATCH; c.expect_sm90 = 0;
             c.lens_q = {17, 0, 97, 1, 150, 300};
