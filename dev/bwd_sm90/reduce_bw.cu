@@ -12,6 +12,10 @@
  *   tma  one thread adds the tile from shared memory: 8 TMA tensor reduces (cp.reduce.async.bulk.tensor
  *        .add.f32) of {32 dims, 64 rows} boxes, the map of the TMA-dQ kernels (fa_bwd_encode_dqacc)
  *   v2   red.global.add.v2.f32 by 256 threads in thread_red_add_dq's layout (the d = 256 kernel today)
+ *   v4q  red.global.add.v4.f32 in the row-major dq_accum after a quad-pair swap (lanes t, t ^ 1 trade
+ *        two floats: even t adds row g, odd t row g + 8, 4 dims each): 16 rows x 32 bytes an instruction
+ *   v4r  the same after a quad transpose (lane t adds dims 16 jp + 4 t of one row): 8 rows x 64 bytes
+ *        (v4q / v4r time the adds only; a kernel adds 2 / 4 shuffles per 4 floats)
  *   v4   red.global.add.v4.f32, every warp instruction 512 contiguous bytes (FA3's tile-permuted
  *        dq_accum: tile (b, h, m) contiguous, 64 KB)
  *   st   st.global.v4.f32 of the v4 layout (plain write bandwidth), and cudaMemcpy D2D of dq_accum
@@ -34,9 +38,9 @@
 #include "../common/check_cuda.h"    /* CK */
 
 enum { D = 256, H = 8, TOKENS = 16384, BR = 64, BC = 64, THREADS = 256, TILE_BYTES = BR * D * 4 };
-enum { V_TMA, V_V2, V_V4, V_ST, N_VARIANTS };
-static const char *const k_names[N_VARIANTS] = {"tma reduce {32,64}", "red.add.v2 (now)", "red.add.v4 (FA3)",
-                                                "st.global.v4"};
+enum { V_TMA, V_V2, V_V4Q, V_V4R, V_V4, V_ST, N_VARIANTS }; /* before V_V4: the row-major dq_accum */
+static const char *const k_names[N_VARIANTS] = {"tma reduce {32,64}", "red.add.v2 (now)", "red.v4 quad-pair",
+                                                "red.v4 quad-transp", "red.add.v4 (FA3)", "st.global.v4"};
 
 typedef struct rb_shape {
     int b, sq, causal, n_kb; /* n_kb: key blocks = query blocks per sequence (sq = sk) */
@@ -60,7 +64,7 @@ static __device__ __forceinline__ void thread_red_add_v2(float *p, float v)
 }
 #endif
 
-/* dq: (b * sq, h, D) fp32 row-major for tma / v2; (b, h, n_kb, BR * D) fp32 (tile-permuted) for v4 / st.
+/* dq: (b * sq, h, D) fp32 row-major for tma / v2 / v4q / v4r; (b, h, n_kb, BR * D) fp32 (tile-permuted) for v4 / st.
  * tm: that buffer's 4-d map (D, sq, h, b), box {32, 64}, 128-byte swizzle (tma only). v: the addend. */
 template <int kVariant>
 __global__ void __launch_bounds__(THREADS, 1)
@@ -102,6 +106,18 @@ __global__ void __launch_bounds__(THREADS, 1)
                         for (int half = 0; half < 2; ++half)
                             thread_red_add_v2(acc + (16 * wq + g + 8 * half) * (H * D) + 128 * wg + 64 * hh +
                                                   8 * jn + 2 * t, v);
+            } else if (kVariant == V_V4Q || kVariant == V_V4R) {
+                float *acc = dq + ((int64_t)(b * s.sq + m * BR) * H + h) * D + 128 * wg;
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+                    for (int k = 0; k < 8; ++k) {
+                        /* v4q: k = jn, row g + 8 (t & 1), dims 8 jn + 4 (t >> 1); v4r: k = 4 half + jp, row
+                         * g + 8 half, dims 16 jp + 4 t */
+                        const int row = 16 * wq + g + (kVariant == V_V4Q ? 8 * (t & 1) : 8 * (k / 4));
+                        const int col = 64 * hh + (kVariant == V_V4Q ? 8 * k + 4 * (t >> 1) : 16 * (k % 4) + 4 * t);
+                        thread_red_add_v4(acc + row * (H * D) + col, v);
+                    }
             } else {
                 /* tile (b, h, m) contiguous; warp instruction k: lanes write 512 contiguous bytes */
                 float *tile = dq + (((int64_t)b * H + h) * s.n_kb + m) * (BR * D);
@@ -141,7 +157,7 @@ static int rb_check(const float *dq_dev, rb_shape s, int variant, float v)
     size_t bad = 0;
     for (size_t e = 0; e < n; ++e) {
         /* the query block of element e: row-major (b * sq, h, D), or tile-permuted (b, h, n_kb, BR * D) */
-        const int m = variant <= V_V2 ? (int)((e / ((size_t)H * D)) % (size_t)s.sq) / BR
+        const int m = variant < V_V4 ? (int)((e / ((size_t)H * D)) % (size_t)s.sq) / BR
                                       : (int)((e / ((size_t)BR * D)) % (size_t)s.n_kb);
         const float want = variant == V_ST ? v : v * (float)(s.causal ? m + 1 : s.n_kb); /* exact: < 2^24 */
         if (hbuf[e] != want && bad++ < 3)
@@ -202,6 +218,7 @@ static void rb_launch_memcpy(void *p)
 static double rb_time(int variant, const CUtensorMap *tm, float *dq, rb_shape s, int ctas, int *ok)
 {
     static const rb_kernel_fn k_fns[N_VARIANTS] = {reduce_bw_kernel<V_TMA>, reduce_bw_kernel<V_V2>,
+                                                   reduce_bw_kernel<V_V4Q>, reduce_bw_kernel<V_V4R>,
                                                    reduce_bw_kernel<V_V4>, reduce_bw_kernel<V_ST>};
     rb_launch_ctx c = {k_fns[variant], ctas, variant == V_TMA ? TILE_BYTES + 1024 : 0, tm, dq, s, NULL, NULL, 0};
     CK(cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, c.smem));
