@@ -42,7 +42,7 @@
  *                                  and its A/B: the sm90 column runs the ORDERED instance (dQ in
  *                                  the pipelined kernel, the default), or with
  *                                  FLASH_ATTN_C_SM90_BWD_DET=pass the dK/dV kernel + the ordered
- *                                  dQ pass
+ *                                  dQ pass. FA_BENCH_D=256 (64, 128): that head dim's rows only
  *   bwd_sm90_check_nodq --bench    (make nodq: this file and fa_bwd_sm90.cu with
  *                                  -DFA_BWD_SM90_DEV_NO_DQ_D256) the d = 256 rows only, its kernel
  *                                  without the dQ red.adds: the time a free dQ would give (--bench only)
@@ -356,8 +356,10 @@ static void bench(int det)
 #else
     const int di0 = 0;
 #endif
+    /* FA_BENCH_D=<d>: only that head dim's rows (an A/B of one instance, e.g. 256) */
+    const int only_d = getenv("FA_BENCH_D") != NULL ? atoi(getenv("FA_BENCH_D")) : 0;
     for (int di = di0; di < 3; ++di)
-        for (int li = 0; li < 6; ++li)
+        for (int li = 0; li < 6 && (only_d == 0 || only_d == dims[di]); ++li)
             for (int causal = 0; causal <= 1; ++causal) {
                 const int d = dims[di], s = lens[li], b = 16384 / s, h = 2048 / d;
                 fa_params p;
