@@ -1,11 +1,15 @@
 """Dropout reproducibility helpers.
 
 The keep bit of element (b, h, i, j) is a pure function of (seed, offset, b, h, i, j) through
-Philox4x32-10 (csrc/include/fa_common.h), identical on CPU and CUDA, forward and backward.
+Philox4x32-10 (csrc/include/fa_common.h), identical on CPU and CUDA, forward and backward: one
+Philox call per 16 keys, one random byte per key, kept iff the byte >= t = round(256 p) (clamped
+to [1, 255] for p > 0). The kernels therefore drop with probability t / 256 and scale kept
+entries by 256 / (256 - t) (``dropout_keep_prob``), so the output stays unbiased.
 """
 import contextlib
 import numbers
 import operator
+import struct
 import threading
 from typing import Iterator, Optional, Union
 
@@ -14,6 +18,22 @@ import torch
 from ._ops import ops
 
 _state = threading.local()
+
+
+def dropout_threshold(dropout_p: float) -> int:
+    """The byte threshold t of fa_dropout_threshold (fa_common.h): round(256 p) of p as a float32,
+    clamped to [1, 255] for p > 0; 0 (keep everything) for p <= 0."""
+    p32 = struct.unpack("f", struct.pack("f", float(dropout_p)))[0]
+    if not p32 > 0.0:
+        return 0
+    t = p32 * 256.0 + 0.5
+    return 1 if t < 1.0 else 255 if t >= 255.0 else int(t)
+
+
+def dropout_keep_prob(dropout_p: float) -> float:
+    """The probability that an element is kept, (256 - t) / 256 (p quantised to 1/256); kept
+    entries are scaled by its inverse."""
+    return (256 - dropout_threshold(dropout_p)) / 256.0
 
 
 def _as_int(x: object, name: str) -> int:

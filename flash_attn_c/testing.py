@@ -31,6 +31,8 @@ from typing import Callable, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
+from ._dropout import dropout_keep_prob
+
 __all__ = ["RefResult", "alibi_distance", "attention_ref", "capture_cuda_graph", "cu_from_lens",
            "ref_forward_backward", "visible_mask"]
 
@@ -134,7 +136,8 @@ def _attention_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causa
     p = p * vis.to(p.dtype)
     if dropout_mask is not None:
         assert dropout_p > 0, "a dropout_mask needs dropout_p > 0 for the 1/(1-p) scale"
-        p_drop = p * dropout_mask.to(p.dtype) * (1.0 / (1.0 - dropout_p))
+        # the kernels' scale: 1 / (1 - p_q), p quantised to 1/256 (flash_attn_c._dropout)
+        p_drop = p * dropout_mask.to(p.dtype) * (1.0 / dropout_keep_prob(dropout_p))
     else:
         p_drop = p
     out = torch.einsum("bhqk,bkhd->bqhd", p_drop, vc)
@@ -161,7 +164,9 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
     ``softcap * tanh(s / softcap)``; alibi_slopes (h,) or (b, h) add ``-slope * |i + sk - sq - j|``;
     softmax_scale defaults to d ** -0.5. dropout_mask bool (b, h, sq, sk) (varlen: indexed by
     (sequence, head, local i, local j) from (b, h, max_sq, max_sk)), True = kept, scaled by
-    1 / (1 - dropout_p); ``flash_attn_c.dropout_mask`` gives the library's own mask.
+    1 / (1 - p_q), p_q = dropout_p rounded to a multiple of 1/256 as the kernels draw it
+    (``flash_attn_c._dropout.dropout_keep_prob``); ``flash_attn_c.dropout_mask`` gives the
+    library's own mask.
     Rows that see no key: out 0, lse -inf, probs 0, gradients 0. Differentiable w.r.t. q, k, v.
     """
     kw = dict(causal=causal, window=window, softcap=softcap, dropout_p=dropout_p,

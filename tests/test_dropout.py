@@ -1,9 +1,13 @@
 """Dropout: the keep bit is Philox4x32-10 of (seed, offset, b, h, i, j) (fa_common.h), shared by
-CPU, CUDA, forward, backward and flash_attn_c.dropout_mask().
+CPU, CUDA, forward, backward and flash_attn_c.dropout_mask(): one Philox call per 16 keys
+16 (j >> 4) .. + 15 of a row, key j takes byte j & 15 of the output (little-endian words x, y, z,
+w) and is kept iff that byte >= t = round(256 p) (in [1, 255] for p > 0).
 
 * the Philox in this file is checked against Random123's published known-answer vectors, then
-  used as an independent spec for dropout_mask();
-* keep rate within statistical bounds;
+  used as an independent spec for dropout_mask() (vectorized, and element by element);
+* the threshold / scale convention (p quantised to 1/256, scale 1 / (1 - t / 256));
+* keep rate within binomial bounds of the quantised 1 - p; adjacent keys, keys of one Philox
+  call and neighbouring rows are uncorrelated;
 * under fixed_dropout_seed(seed, offset) the output and gradients match the oracle fed with
   dropout_mask(..., seed, offset); S_dmask is negative exactly where dropped;
 * the default-generator path: same torch.manual_seed -> bitwise-identical results, consecutive
@@ -40,22 +44,40 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
+def spec_threshold(p) -> int:
+    """fa_dropout_threshold: round(256 p) of p as a float32, clamped to [1, 255] for p > 0."""
+    p32 = float(np.float32(p))
+    return 0 if p32 <= 0 else min(255, max(1, math.floor(p32 * 256.0 + 0.5)))
+
+
 def spec_dropout_mask(b, h, sq, sk, p, seed, offset) -> torch.Tensor:
     """The keep mask per fa_common.h, bool (b, h, sq, sk), True = kept."""
     bb, hh, ii, jj = np.meshgrid(np.arange(b, dtype=np.uint64), np.arange(h, dtype=np.uint64),
                                  np.arange(sq, dtype=np.uint64), np.arange(sk, dtype=np.uint64),
                                  indexing="ij")
     seed, offset = np.uint64(seed), np.uint64(offset)
-    words = philox4x32_10(jj >> np.uint64(2), ii & _M32,
+    words = philox4x32_10(jj >> np.uint64(4), ii & _M32,
                           ((bb << np.uint64(16)) & _M32) | (hh & np.uint64(0xFFFF)),
                           np.full_like(bb, offset & _M32),
                           np.full_like(bb, seed & _M32),
                           np.full_like(bb, ((seed >> np.uint64(32)) ^ (offset >> np.uint64(32))) & _M32))
-    lane = (jj & np.uint64(3)).astype(np.int64)
-    word = np.choose(lane, words)
-    t = float(np.float32(p)) * 4294967296.0  # the threshold takes p as a float32
-    thr = 0 if t <= 0 else (4294967295 if t >= 4294967295.0 else int(t))
-    return torch.from_numpy(word >= np.uint64(thr))
+    k = jj & np.uint64(15)
+    word = np.choose((k >> np.uint64(2)).astype(np.int64), words)
+    byte = (word >> (np.uint64(8) * (k & np.uint64(3)))) & np.uint64(0xFF)
+    return torch.from_numpy(byte >= np.uint64(spec_threshold(p)))
+
+
+def keep_bit_by_hand(seed: int, offset: int, b: int, h: int, i: int, j: int, p: float) -> bool:
+    """One keep bit from scratch, plain Python ints (no numpy), straight from the definition."""
+    m32 = 0xFFFFFFFF
+    c = [j >> 4, i & m32, ((b << 16) & m32) | (h & 0xFFFF), offset & m32]
+    k0, k1 = seed & m32, ((seed >> 32) ^ (offset >> 32)) & m32
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k0, p1 & m32, (p0 >> 32) ^ c[3] ^ k1, p0 & m32]
+        k0, k1 = (k0 + 0x9E3779B9) & m32, (k1 + 0xBB67AE85) & m32
+    out = c[0] | c[1] << 32 | c[2] << 64 | c[3] << 96  # 16 bytes, little-endian
+    return ((out >> (8 * (j & 15))) & 0xFF) >= spec_threshold(p)
 
 
 def test_philox_known_answer_vectors():
@@ -85,16 +107,73 @@ def test_dropout_mask_matches_spec(device, p, seed, offset):
 
 
 @pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
+def test_dropout_mask_matches_keep_bit_by_hand(device):
+    """A few (b, h, i, j), incl. coordinates past 2**16 keys and 16-key group edges, against
+    keep_bit_by_hand; thresholds at the byte ends (t = 1, 128, 255)."""
+    for p, seed, offset in [(0.3, 0x123456789ABCDEF, 0xFEDCBA9876543210), (1e-5, 7, 0), (0.5, 3, 1),
+                            (0.9985, 11, 5)]:
+        b, h, sq, sk = 2, 3, 5, 70
+        m = flash_attn_c.dropout_mask(b, h, sq, sk, p, seed, offset, device=device).cpu()
+        for bi, hi, i, j in [(0, 0, 0, 0), (1, 2, 4, 69), (1, 0, 3, 15), (0, 2, 1, 16), (1, 1, 2, 31),
+                             (0, 1, 4, 47), (1, 2, 0, 64), (0, 0, 2, 7)]:
+            assert bool(m[bi, hi, i, j]) == keep_bit_by_hand(seed, offset, bi, hi, i, j, p), (p, bi, hi, i, j)
+
+
+def test_dropout_threshold_and_scale_convention():
+    """p is quantised to t / 256, t = round(256 p) in [1, 255] for p > 0; the kernels' scale is
+    1 / (1 - t / 256), so keep * scale has expectation 1 exactly."""
+    from flash_attn_c._dropout import dropout_keep_prob, dropout_threshold
+    cases = {0.0: 0, 1e-6: 1, 0.001: 1, 0.002: 1, 0.1: 26, 0.17: 44, 0.25: 64, 0.3: 77, 0.5: 128,
+             0.9: 230, 0.998: 255, 0.9999: 255}
+    for p, t in cases.items():
+        assert dropout_threshold(p) == spec_threshold(p) == t, p
+        assert dropout_keep_prob(p) == (256 - t) / 256
+        if 1 / 512 <= p <= 1 - 1 / 512:
+            assert abs(t / 256 - p) <= 1 / 512 + 1e-9
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9, 0.003])
 def test_dropout_mask_keep_rate(device, p):
-    """Kept fraction within 6 binomial standard deviations of 1 - p, overall and per (b, h)."""
+    """Kept fraction within 6 binomial standard deviations of the quantised 1 - p_q = (256 - t) /
+    256, overall and per (b, h) (p = 0.003: t = 1, the smallest nonzero drop rate 1/256)."""
     b, h, sq, sk = 4, 4, 128, 128
     m = flash_attn_c.dropout_mask(b, h, sq, sk, p, 2024, 17, device=device).cpu()
+    q = 1 - spec_threshold(p) / 256
     n = sq * sk
     for rate, count in [(m.double().mean().item(), b * h * n)] + \
                        [(x, n) for x in m.double().mean(dim=(2, 3)).flatten().tolist()]:
-        sigma = math.sqrt(p * (1 - p) / count)
-        assert abs(rate - (1 - p)) <= 6 * sigma, f"keep rate {rate:.4f} vs {1 - p} (6 sigma = {6 * sigma:.4f})"
+        sigma = math.sqrt(q * (1 - q) / count)
+        assert abs(rate - q) <= 6 * sigma, f"keep rate {rate:.4f} vs {q} (6 sigma = {6 * sigma:.4f})"
+    # every byte position of the 16-key Philox groups keeps at the same rate
+    per_pos = m.reshape(b * h * sq, sk // 16, 16).double().mean(dim=(0, 1))
+    sigma = math.sqrt(q * (1 - q) / (b * h * sq * sk // 16))
+    assert (per_pos - q).abs().max().item() <= 6 * sigma
+
+
+@pytest.mark.parametrize("device", devices())
+def test_dropout_mask_independence(device):
+    """Keep bits of neighbours are uncorrelated: adjacent keys (same Philox word, same call,
+    across calls), keys 16 apart (same bytes of the next call), adjacent rows, heads, batches;
+    each Pearson correlation within 6 / sqrt(n) of 0. And the 16 bits of one call are not
+    constant more often than chance would have it."""
+    p = 0.5
+    b, h, sq, sk = 2, 2, 256, 256
+    m = flash_attn_c.dropout_mask(b, h, sq, sk, p, 99, 3, device=device).cpu().double()
+
+    def corr(x, y):
+        x, y = x.flatten() - x.mean(), y.flatten() - y.mean()
+        return ((x * y).mean() / (x.std(unbiased=False) * y.std(unbiased=False))).item(), x.numel()
+
+    pairs = {"key+1": (m[..., :-1], m[..., 1:]), "key+4": (m[..., :-4], m[..., 4:]),
+             "key+16": (m[..., :-16], m[..., 16:]), "row+1": (m[:, :, :-1], m[:, :, 1:]),
+             "row+8": (m[:, :, :-8], m[:, :, 8:]), "head": (m[:, 0], m[:, 1]), "batch": (m[0], m[1])}
+    for name, (x, y) in pairs.items():
+        r, n = corr(x, y)
+        assert abs(r) <= 6 / math.sqrt(n), f"{name}: correlation {r:.4f} (n = {n})"
+    groups = m.reshape(-1, 16).sum(dim=1)
+    constant = ((groups == 0) | (groups == 16)).double().mean().item()
+    assert constant <= 2 * 2 ** -15 + 6 * math.sqrt(2 ** -15 / groups.numel())
 
 
 @pytest.mark.parametrize("device", devices())
@@ -254,11 +333,12 @@ def test_dropout_backward_uses_forward_mask(device, dtype, p):
 
 @pytest.mark.parametrize("device,dtype,p", dev_cases([0.1, 0.5], [0.1, 0.5]))
 def test_dropout_keep_rate_in_forward(device, dtype, p):
-    """Fraction of dropped (negative) S_dmask entries within 6 sigma of p."""
+    """Fraction of dropped (negative) S_dmask entries within 6 sigma of p_q = t / 256."""
     q, k, v = (torch.randn(2, 128, 4, 16, device=device, dtype=dtype) for _ in range(3))
     _, _, s = flash_attn_c.flash_attn_func(q, k, v, dropout_p=p, return_attn_probs=True)
     nz = s != 0
     rate = (s[nz] < 0).double().mean().item()
+    p = spec_threshold(p) / 256
     sigma = math.sqrt(p * (1 - p) / nz.sum().item())
     assert abs(rate - p) <= 6 * sigma
 

@@ -144,7 +144,7 @@ typedef void (*fa_cpu_layout_fn)(void *scratch, fa_cpu_arena *a, int64_t d);
 void *fa_cpu_arena_build(fa_cpu_layout_fn layout, void *scratch, int64_t d);
 
 /* Fill a dropout factor tile for rows i in [i0, i0 + ni) and keys j in [j0, j0 + nj) of
- * (sequence b, query head h): factor = kept ? 1 / (1 - p) : 0.
+ * (sequence b, query head h): factor = kept ? fa_dropout_rescale(p) (1 / (1 - p_q)) : 0.
  * transposed == 0: z[(i - i0) * ldz + (j - j0)];  transposed != 0: z[(j - j0) * ldz + (i - i0)],
  * where vector builds may also write the lanes i0 + ni .. up to the next multiple of FA_VL
  * (ldz must be a multiple of FA_VL and leave room for them: FA_CPU_BR does). */

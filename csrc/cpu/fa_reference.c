@@ -72,7 +72,7 @@ static void ref_scores(const fa_params *p, const fa_seq *s, int64_t b, int64_t h
     int64_t i, j, c, d = p->head_dim, sq = s->sq, sk = s->sk;
     double slope = (double)fa_alibi_slope(p, b, h);
     uint32_t thr = fa_dropout_threshold(p->dropout_p);
-    double keep = 1.0 / (1.0 - (double)p->dropout_p);
+    double keep = 256.0 / (double)(256u - thr); /* 1 / (1 - p_q): fa_dropout_rescale in double */
     for (i = 0; i < sq; ++i) {
         int64_t lo, hi;
         double m = -INFINITY, l = 0.0;

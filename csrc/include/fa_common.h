@@ -83,28 +83,45 @@ FA_HD fa_u32x4 fa_philox4x32_10(fa_u32x4 ctr, uint32_t k0, uint32_t k1)
 }
 
 /* ---- dropout ---------------------------------------------------------------------------------
- * One Philox call yields the random words of 4 consecutive keys j = 4t .. 4t+3 of a row:
- *   counter = (j >> 2, i, (b << 16) | (h & 0xffff), offset_lo),  key = (seed_lo, seed_hi ^ offset_hi)
- * (b, h, i, j) are logical coordinates: sequence index, query head, sequence-local row and column,
- * so the mask does not depend on tiling, padding, layout or backend. Keep iff word >= threshold. */
-FA_HD fa_u32x4 fa_dropout_random4(uint64_t seed, uint64_t offset, int64_t b, int64_t h, int64_t i,
-                                  int64_t j4 /* j >> 2 */)
+ * One Philox call yields the random bytes of 16 consecutive keys j = 16 u .. 16 u + 15 of a row:
+ *   counter = (j >> 4, i, (b << 16) | (h & 0xffff), offset_lo),  key = (seed_lo, seed_hi ^ offset_hi)
+ * and key j takes byte j & 15 of the 128-bit output read little-endian: byte k & 3 of word k >> 2
+ * of (x, y, z, w), k = j & 15. (b, h, i, j) are logical coordinates: sequence index, query head,
+ * sequence-local row and column, so the mask does not depend on tiling, padding, layout or
+ * backend. Keep iff byte >= threshold (fa_dropout_threshold: p quantised to 1/256). 8-bit slices
+ * as FlashAttention-2's: 16 keep bits per Philox call, not 4 (the 32-bit word per key before). */
+FA_HD fa_u32x4 fa_dropout_random16(uint64_t seed, uint64_t offset, int64_t b, int64_t h, int64_t i,
+                                   int64_t j16 /* j >> 4 */)
 {
     fa_u32x4 ctr;
-    ctr.x = (uint32_t)j4;
+    ctr.x = (uint32_t)j16;
     ctr.y = (uint32_t)i;
     ctr.z = ((uint32_t)b << 16) | ((uint32_t)h & 0xffffu);
     ctr.w = (uint32_t)offset;
     return fa_philox4x32_10(ctr, (uint32_t)seed, (uint32_t)(seed >> 32) ^ (uint32_t)(offset >> 32));
 }
 
-/* floor(p * 2^32): a uniform 32-bit word is dropped with probability p. p in [0, 1). */
+/* The byte threshold t of drop probability p in [0, 1): t = round(256 p), clamped to [1, 255] for
+ * p > 0 (t = 0, keep everything, only for p <= 0). A uniform byte is dropped with probability
+ * p_q = t / 256, the probability the kernels actually use: |p_q - p| <= 1/512 for p in
+ * [1/512, 1 - 1/512]; a p > 0 below 1/512 still drops 1/256 (FlashAttention-2 does the same),
+ * and a p above 1 - 1/512 still keeps 1/256 (no division by zero in the scale). */
 FA_HD uint32_t fa_dropout_threshold(float p)
 {
-    double t = (double)p * 4294967296.0;
-    if (t <= 0.0) return 0u;
-    if (t >= 4294967295.0) return 4294967295u;
+    double t;
+    if (!(p > 0.0f)) return 0u;
+    t = (double)p * 256.0 + 0.5;
+    if (t < 1.0) return 1u;
+    if (t >= 255.0) return 255u;
     return (uint32_t)t;
+}
+
+/* The factor of a kept element: 1 / (1 - p_q) = 256 / (256 - t) with t = fa_dropout_threshold(p),
+ * so E[keep * scale] = 1 exactly and the output stays unbiased (FlashAttention-2 scales by
+ * 1 / (1 - p) and is off by (1 - p_q) / (1 - p)). One float for every backend; 1 for p <= 0. */
+FA_HD float fa_dropout_rescale(float p)
+{
+    return (float)(256.0 / (double)(256u - fa_dropout_threshold(p)));
 }
 
 FA_HD uint32_t fa_u32x4_get(fa_u32x4 r, int64_t lane)
@@ -112,12 +129,18 @@ FA_HD uint32_t fa_u32x4_get(fa_u32x4 r, int64_t lane)
     return lane == 0 ? r.x : lane == 1 ? r.y : lane == 2 ? r.z : r.w;
 }
 
-/* 1 if element (b, h, i, j) is kept, 0 if dropped. */
+/* The random byte of key j (0..15 within its group) of one fa_dropout_random16 call. */
+FA_HD uint32_t fa_dropout_byte(fa_u32x4 r, int64_t j)
+{
+    return (fa_u32x4_get(r, (j >> 2) & 3) >> (8 * (j & 3))) & 0xffu;
+}
+
+/* 1 if element (b, h, i, j) is kept, 0 if dropped; threshold = fa_dropout_threshold(p). */
 FA_HD int fa_dropout_keep(uint64_t seed, uint64_t offset, int64_t b, int64_t h, int64_t i,
                           int64_t j, uint32_t threshold)
 {
-    fa_u32x4 r = fa_dropout_random4(seed, offset, b, h, i, j >> 2);
-    return fa_u32x4_get(r, j & 3) >= threshold;
+    fa_u32x4 r = fa_dropout_random16(seed, offset, b, h, i, j >> 4);
+    return fa_dropout_byte(r, j & 15) >= threshold;
 }
 
 #endif /* FA_COMMON_H */

@@ -98,7 +98,8 @@ typedef struct fa_params {
     const float *alibi_slopes;   /* NULL, or (h,) / (b, h) fp32 */
     int64_t alibi_batch_stride;  /* 0 for (h,), h for (b, h) */
 
-    /* dropout: keep bit = fa_dropout_keep(seed, offset, b, h, i, j, fa_dropout_threshold(p)) */
+    /* dropout: keep bit = fa_dropout_keep(seed, offset, b, h, i, j, fa_dropout_threshold(p)) (p
+       quantised to 1/256), kept entries scaled by fa_dropout_rescale(p) = 1 / (1 - p_q) */
     float dropout_p;         /* [0, 1) */
     uint64_t seed;
     uint64_t offset;

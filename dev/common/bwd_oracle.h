@@ -28,7 +28,7 @@ static inline void bwd_lowp_backward(const bwd_problem &P, fa_dtype dt, const st
                                      std::vector<float> &dk, std::vector<float> &dv)
 {
     const int d = P.d, H = P.h, HK = P.hk, G = P.h / P.hk;
-    const float pdrop = P.c->dropout, rp = pdrop > 0.f ? 1.f / (1.f - pdrop) : 1.f;
+    const float pdrop = P.c->dropout, rp = fa_dropout_rescale(pdrop);
     const uint32_t thr = fa_dropout_threshold(pdrop);
     const float cap = P.c->softcap;
     dq.assign((size_t)(P.rows_q * H * d), 0.f);

@@ -116,8 +116,11 @@ static void test_dropout_mask(void)
     fa_dropout_mask_cpu(seed, off, pdrop, 1, 2, 256, 257, big);
     for (i = 0; i < n; ++i) kept += big[i];
     {
-        double rate = (double)kept / (double)n, sd = sqrt(0.3 * 0.7 / (double)n);
-        check(fabs(rate - 0.7) < 6.0 * sd, "keep rate %.5f for p = 0.3 (6 sigma = %.5f)", rate, 6.0 * sd);
+        /* p = 0.3 drops t / 256 = 77 / 256 (fa_dropout_threshold: p quantised to 1/256) */
+        double q = 1.0 - (double)thr / 256.0;
+        double rate = (double)kept / (double)n, sd = sqrt(q * (1.0 - q) / (double)n);
+        check(thr == 77u, "fa_dropout_threshold(0.3) = %u (77 = round(0.3 * 256))", (unsigned)thr);
+        check(fabs(rate - q) < 6.0 * sd, "keep rate %.5f for p = 0.3 (%.5f, 6 sigma = %.5f)", rate, q, 6.0 * sd);
     }
     fa_dropout_mask_cpu(seed, off + 1, pdrop, 1, 2, 256, 257, other);
     for (i = 0, bad = 0; i < n; ++i) bad += big[i] != other[i];

@@ -149,7 +149,7 @@ static inline void fa_bwd_fill_args(const fa_params *p, fa_bwd_args *a)
     a->alibi_slopes = p->alibi_slopes;
     a->alibi_batch_stride = p->alibi_batch_stride;
     a->dropout_p = p->dropout_p;
-    a->dropout_rescale = p->dropout_p > 0.f ? 1.f / (1.f - p->dropout_p) : 1.f;
+    a->dropout_rescale = fa_dropout_rescale(p->dropout_p);  /* 1 / (1 - p_q), fa_common.h */
     a->dropout_threshold = fa_dropout_threshold(p->dropout_p);
     a->seed = p->seed;
     a->offset = p->offset;

@@ -88,7 +88,7 @@ fa_status fa_fwd_fill_args(const fa_params *p, fa_fwd_args *a)
     a->alibi_batch_stride = p->alibi_batch_stride;
     a->has_dropout = p->dropout_p > 0.f;
     a->dropout_threshold = fa_dropout_threshold(p->dropout_p);
-    a->dropout_rescale = p->dropout_p > 0.f ? 1.f / (1.f - p->dropout_p) : 1.f;
+    a->dropout_rescale = fa_dropout_rescale(p->dropout_p);  /* 1 / (1 - p_q), fa_common.h */
     a->seed = p->seed;
     a->offset = p->offset;
     a->philox_seed_ptr = p->philox_seed_ptr;

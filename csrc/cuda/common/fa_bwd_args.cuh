@@ -56,7 +56,7 @@ typedef struct fa_bwd_args {
     int64_t alibi_batch_stride;    /* 0 for (h,), else the batch stride */
 
     float dropout_p;               /* 0 = off */
-    float dropout_rescale;         /* 1 / (1 - dropout_p) */
+    float dropout_rescale;         /* fa_dropout_rescale(dropout_p) = 1 / (1 - p_q) */
     uint32_t dropout_threshold;    /* fa_dropout_threshold(dropout_p) */
     uint64_t seed, offset;         /* used when philox_seed_ptr is NULL */
     const int64_t *philox_seed_ptr;    /* graph capture: read on the device */

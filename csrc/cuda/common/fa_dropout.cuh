@@ -1,11 +1,17 @@
 /* fa_dropout.cuh - dropout keep bits on register tiles, bit-identical to the CPU backend.
  *
  * The keep bit of (b, h, i, j) is fa_dropout_keep() of fa_common.h: one Philox4x32-10 call gives
- * the words of the 4 keys 4 * (j >> 2) .. +3 of row i. In the mma.sync C layout (fa_mma.cuh) a
- * lane holds 2 adjacent columns of rows g and g + 8; lanes 2u and 2u + 1 (t = 0,1 or 2,3) hold
- * the 4 columns of one Philox group. So the pair splits the work: the even lane draws row g,
- * the odd lane row g + 8, and they swap the halves they do not own with one shuffle. That is
- * one Philox call per 4 elements, the minimum.
+ * the random bytes of the 16 keys 16 (j >> 4) .. + 15 of row i, key j keeps iff its byte >= the
+ * byte threshold t. In the mma.sync C layout (fa_mma.cuh) lane 4 g + t4 holds columns 2 t4, +1 of
+ * every 8-column n-block, rows g and g + 8. So the quad of lanes 4 g .. 4 g + 3 holds, over 4
+ * n-blocks (32 columns = two 16-key groups), rows g and g + 8: 2 x 2 Philox groups, one per lane.
+ * warp_dropout_keep32 lets lane t4 draw the group (row g + 8 (t4 & 1), 16-key block t4 >> 1),
+ * compares its 16 bytes with t (4 SIMD-within-a-register compares), and two quad shuffles hand
+ * every lane the 16 bits of its own elements. That is one Philox call per 16 elements, the
+ * minimum, where the 32-bit word per key before cost one call per 4.
+ *
+ * The per-lane steps are __host__ __device__ (thread_dropout_*) so that dev/dropout_lanes runs
+ * them for 32 emulated lanes on the CPU against fa_dropout_keep.
  */
 #ifndef FA_DROPOUT_CUH
 #define FA_DROPOUT_CUH
@@ -13,50 +19,135 @@
 #include <stdint.h>
 #include "fa_common.h"
 
-/* Warp-collective (all 32 lanes, uniform control flow). For one m-tile x n-block of a C-layout
- * tile: returns 4 keep bits, bit e for element e (rows row_g, row_g + 8; columns col_2t, +1).
- * row_g: sequence-local row of element 0 (tile row + g); col_2t: column of element 0
- * (tile column + 2 t, tile column a multiple of 8). */
-static __device__ __forceinline__ uint32_t warp_dropout_keep4(uint64_t seed, uint64_t offset, int b, int h,
-                                                              int row_g, int col_2t, uint32_t threshold)
+#define FA_DROP_HD static __host__ __device__ __forceinline__
+
+/* __byte_perm(a, b, sel): byte k of the result is byte (sel >> 4 k) & 7 of the 8 bytes b:a. */
+FA_DROP_HD uint32_t fa_byte_perm(uint32_t a, uint32_t b, uint32_t sel)
 {
-    const int lane = threadIdx.x & 31;
-    const int odd = lane & 1;
-    const fa_u32x4 r = fa_dropout_random4(seed, offset, b, h, row_g + 8 * odd, col_2t >> 2);
-    /* bits of this lane's row for group positions 0..3 */
-    const uint32_t mine = (uint32_t)(r.x >= threshold) | ((uint32_t)(r.y >= threshold) << 1) |
-                          ((uint32_t)(r.z >= threshold) << 2) | ((uint32_t)(r.w >= threshold) << 3);
-    /* even lane owns group positions 0,1 (columns 2t, 2t+1 with t even), odd lane positions 2,3;
-     * each sends the partner the 2 bits of the positions the partner owns */
-    const uint32_t send = odd ? (mine & 3u) : (mine >> 2);
-    const uint32_t recv = __shfl_xor_sync(0xffffffffu, send, 1);
-    /* result: bits 0,1 = row g, bits 2,3 = row g + 8 */
-    return odd ? (recv | (mine & 0xcu)) : ((mine & 3u) | (recv << 2));
+#ifdef __CUDA_ARCH__
+    return __byte_perm(a, b, sel);
+#else
+    const uint64_t v = ((uint64_t)b << 32) | a;
+    uint32_t r = 0;
+    for (int k = 0; k < 4; ++k) r |= (uint32_t)((v >> (8 * ((sel >> (4 * k)) & 7))) & 0xffu) << (8 * k);
+    return r;
+#endif
+}
+
+/* Per-thread: bit 7 of byte k of the result = (byte k of x >= t), every other bit 0. t in
+ * [0, 255]. The low 7 bits compare through d = x_lo7 + (0x80 - t_lo7) (no carry leaves a byte);
+ * with xh = the top bits of x, x >= t is xh | d7 when t < 128 and xh & d7 when t >= 128, which
+ * the last LOP3 selects through tsel's bit 7 (its other bits are 1, so they give 0). */
+FA_DROP_HD uint32_t thread_dropout_ge_bytes(uint32_t x, uint32_t t)
+{
+    const uint32_t c = (0x80u - (t & 0x7fu)) * 0x01010101u;
+    const uint32_t tsel = (t & 0x80u) ? 0xffffffffu : 0x7f7f7f7fu;
+    const uint32_t xh = x & 0x80808080u;
+    const uint32_t d = x - xh + c;
+#ifdef __CUDA_ARCH__
+    /* one LOP3 (ptxas otherwise rebuilt it from x in three) */
+    uint32_t ge;
+    asm("lop3.b32 %0, %1, %2, %3, 0xd4;" : "=r"(ge) : "r"(xh), "r"(d), "r"(tsel));
+    return ge;
+#else
+    return (xh & d) | ((xh | d) & ~tsel);
+#endif
+}
+
+/* Per-thread: the 16 keep bits of one Philox group r (fa_dropout_random16), key jj = 4 k + b at
+ * bit 8 b + k (byte b, bit k). */
+FA_DROP_HD uint32_t thread_dropout_flags16(fa_u32x4 r, uint32_t t)
+{
+    return (thread_dropout_ge_bytes(r.x, t) >> 7) | (thread_dropout_ge_bytes(r.y, t) >> 6) |
+           (thread_dropout_ge_bytes(r.z, t) >> 5) | (thread_dropout_ge_bytes(r.w, t) >> 4);
+}
+
+/* Per-thread, after the xor-1 shuffle: lane t4 holds x (its group: row half t4 & 1, 16-key
+ * block t4 >> 1) and x1 (the partner's: the other row half, same block). Lane t4 needs the keys
+ * jj = 2 t4 + e + 8 hi (e, hi in 0..1) of every group, i.e. bytes 2 (t4 & 1) + e, bits
+ * (t4 >> 1) + 2 hi: keep bytes 2 (t4 & 1), +1 of both, as byte 2 half + e (half = row half). */
+FA_DROP_HD uint32_t thread_dropout_merge_rows(uint32_t x, uint32_t x1, int t4)
+{
+    return fa_byte_perm(x, x1, (t4 & 1) ? 0x3276u : 0x5410u);
+}
+
+/* Per-thread, after the xor-2 shuffle: y from thread_dropout_merge_rows (block cg = t4 >> 1),
+ * y2 the partner's (block 1 - cg). The lane's bits sit at bit cg + 2 hi of each byte in both;
+ * the partner's move to bit (1 - cg) + 2 hi. Result: byte 2 half + e, bit cg + 2 hi holds the
+ * element of row half `half`, column 8 (2 cg + hi) + 2 t4 + e (fa_dropout_bit); other bits are
+ * garbage. */
+FA_DROP_HD uint32_t thread_dropout_merge_cols(uint32_t y, uint32_t y2, int t4)
+{
+    const int cg = t4 >> 1;
+    const uint32_t mine = 0x05050505u << cg;
+    const uint32_t moved = (y2 << 1) >> (2 * cg);
+    return (y & mine) | (moved & ~mine);
+}
+
+/* Bit of the element (n-block nb in 0..3, row half, column offset e) in the keep word of
+ * warp_dropout_keep32, lane-independent. */
+FA_DROP_HD constexpr int fa_dropout_bit(int nb, int half, int e)
+{
+    return 16 * half + 8 * e + (nb >> 1) + 2 * (nb & 1);
+}
+
+/* Warp-collective (all 32 lanes, uniform control flow: two quad shuffles). Keep bits of one
+ * m-tile x 4 n-blocks of a C-layout tile: rows row_g, row_g + 8 (row_g = tile row + g,
+ * sequence-local), columns col16 + 8 nb + 2 t4 + e, col16 a multiple of 16 (keys past the tile
+ * are drawn but not read). Bit fa_dropout_bit(nb, half, e) = keep; the other bits are garbage.
+ * t = fa_dropout_threshold (byte). */
+static __device__ __forceinline__ uint32_t warp_dropout_keep32(uint64_t seed, uint64_t offset, int b, int h,
+                                                               int row_g, int col16, uint32_t t)
+{
+    const int t4 = threadIdx.x & 3;
+    const fa_u32x4 r = fa_dropout_random16(seed, offset, b, h, row_g + 8 * (t4 & 1), (col16 >> 4) + (t4 >> 1));
+    const uint32_t x = thread_dropout_flags16(r, t);
+    const uint32_t y = thread_dropout_merge_rows(x, __shfl_xor_sync(0xffffffffu, x, 1), t4);
+    return thread_dropout_merge_cols(y, __shfl_xor_sync(0xffffffffu, y, 2), t4);
+}
+
+/* Bit of the element (n-block nb in 0..15, row half, column offset e) in the keep word of
+ * warp_dropout_keep_row: keep word c of warp_dropout_keep32 (n-blocks 4 c .. 4 c + 3) is masked to
+ * its low nibbles and shifted by 32 (c >> 1) + 4 (c & 1). */
+FA_DROP_HD constexpr int fa_dropout_keep_bit(int nb, int half, int e)
+{
+    return 32 * (nb >> 3) + 4 * ((nb >> 2) & 1) + fa_dropout_bit(nb & 3, half, e);
+}
+
+/* Warp-collective: the keep bits of one m-tile x kNB n-blocks (kNB <= 16, kNB even), columns
+ * col0 + 8 nb + 2 t4 + e with col0 a multiple of 16, as one 64-bit word (fa_dropout_keep_bit).
+ * The Philox calls run in a rolled loop, one per 4 n-blocks (a last pair of n-blocks takes a
+ * whole call): unrolled, the scheduler interleaves the 10-round bodies and the registers run
+ * out. */
+template <int kNB>
+static __device__ __forceinline__ uint64_t warp_dropout_keep_row(uint64_t seed, uint64_t offset, int b, int h,
+                                                                int row_g, int col0, uint32_t t)
+{
+    static_assert(kNB % 2 == 0 && kNB <= 16, "pairs of n-blocks, 64 keep bits");
+    uint64_t keep = 0;
+#pragma unroll 1
+    for (int c = 0; c < (kNB + 3) / 4; ++c) {
+        const uint32_t z = warp_dropout_keep32(seed, offset, b, h, row_g, col0 + 32 * c, t) & 0x0f0f0f0fu;
+        keep |= (uint64_t)z << (32 * (c >> 1) + 4 * (c & 1));
+    }
+    return keep;
 }
 
 /* Warp-collective: zeroes the dropped entries of p[kMT][kNB][4] (C layout, see fa_mask.cuh for
- * row0/col0). Kept entries are left unscaled; the caller applies 1 / (1 - p_drop) once.
- * The Philox calls run in a rolled loop that collects keep bits into one 64-bit mask per
- * m-tile (bit 4 nb + e): unrolled, the 10-round Philox bodies of every n-block were
- * interleaved by the scheduler and blew the register budget. */
+ * row0; col0 = the tile's first column, a multiple of 16). Kept entries are left unscaled; the
+ * caller applies fa_dropout_rescale once. */
 template <int kMT, int kNB>
 static __device__ __forceinline__ void warp_dropout_tile(float (*p)[kNB][4], uint64_t seed, uint64_t offset,
                                                         int b, int h, int row0, int col0, uint32_t threshold)
 {
-    static_assert(kNB <= 16, "64 keep bits per m-tile");
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
-        uint64_t keep = 0;
-#pragma unroll 1
-        for (int nb = 0; nb < kNB; ++nb) {
-            const uint32_t k4 = warp_dropout_keep4(seed, offset, b, h, row0 + 16 * mt, col0 + 8 * nb, threshold);
-            keep |= (uint64_t)k4 << (4 * nb);
-        }
+        const uint64_t keep = warp_dropout_keep_row<kNB>(seed, offset, b, h, row0 + 16 * mt, col0, threshold);
 #pragma unroll
         for (int nb = 0; nb < kNB; ++nb)
 #pragma unroll
             for (int e = 0; e < 4; ++e)
-                if (!((keep >> (4 * nb + e)) & 1u)) p[mt][nb][e] = 0.f;
+                if (!((keep >> fa_dropout_keep_bit(nb, e >> 1, e & 1)) & 1u)) p[mt][nb][e] = 0.f;
     }
 }
 

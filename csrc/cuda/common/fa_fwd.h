@@ -37,7 +37,7 @@ typedef struct fa_fwd_args {
     int64_t alibi_batch_stride;
     int has_dropout;              /* dropout_p > 0 */
     uint32_t dropout_threshold;   /* fa_dropout_threshold(dropout_p) */
-    float dropout_rescale;        /* 1 / (1 - dropout_p) */
+    float dropout_rescale;        /* fa_dropout_rescale(dropout_p) = 1 / (1 - p_q) */
     uint64_t seed, offset;
     const int64_t *philox_seed_ptr;    /* device, or NULL */
     const int64_t *philox_offset_ptr;  /* device, or NULL */

@@ -8,7 +8,7 @@
  *
  *   S   = Q_i K_j^T                          (raw dots; scale, softcap, ALiBi applied below)
  *   P   = exp(S' - LSE_i), 0 where masked    (LSE = -inf rows give P = 0)
- *   dV += (P o Z)^T dO_i                     (Z = dropout keep / (1 - p))
+ *   dV += (P o Z)^T dO_i                     (Z = dropout keep / (1 - p_q))
  *   dP  = dO_i V_j^T
  *   dS  = P o (dP o Z - D_i) o (1 - tanh^2)  (D_i = rowsum(dO_i o O_i), from the preprocess)
  *   dK += dS^T Q_i                            (scaled by softmax_scale at the end)

@@ -193,7 +193,7 @@ typedef struct fa_bwd_score_ctx {
     float alibi_slope;       /* 0 = off */
     int slow;                /* softcap or ALiBi: scores are transformed before exp */
     int dropout;             /* dropout_p > 0 */
-    uint32_t threshold;      /* keep iff Philox word >= threshold */
+    uint32_t threshold;      /* keep iff Philox byte >= threshold (fa_dropout_threshold) */
     float dropout_rescale;   /* 1 / (1 - dropout_p) */
     const uint64_t *philox;  /* shared memory {seed, offset}: read only on the dropout path, so
                                 the 4 registers are not held across the whole loop */
@@ -300,12 +300,12 @@ static __device__ __forceinline__ void thread_bwd_probs_plain(float (*s)[kNT][4]
 
 /* Warp-collective (dropout shuffles): turns the raw q.k dot products s (rows row_g + 16 mt +
  * 8 half, columns col_2t + 8 nt + e, sequence-local; row_g = tile row + g, col_2t = tile
- * column + 2 t) into
+ * column + 2 t, the tile column a multiple of 16) into
  *     s <- +-P * (1 - tanh^2)      sign bit set = dropped by dropout
  * the factor dS needs (tanh term only with softcap; the sign carries the keep bit so no extra
  * registers hold the mask), and, when kStoreP, writes the dropped-and-rescaled probabilities
- * P o Z (Z = keep / (1 - p)) as b16 into the swizzled [..][kPCols] tile sP at rows p_r0 + ...,
- * columns p_c0 + ... (this warp's place inside the block tile).
+ * P o Z (Z = keep / (1 - p_q), fa_dropout_rescale) as b16 into the swizzled [..][kPCols] tile
+ * sP at rows p_r0 + ..., columns p_c0 + ... (this warp's place inside the block tile).
  * lse[mt][half]: natural-log LSE of the lane's rows; -inf (row sees no key) gives P = 0.
  * need_mask: the tile touches the mask boundary or sk (fa_mask_tile_is_full was false).
  * Without softcap, ALiBi and dropout it runs thread_bwd_probs_plain (then s = P >= 0). */
@@ -335,12 +335,13 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
             lse2[half] = lse[mt][half] == -INFINITY ? INFINITY : lse[mt][half] * FA_BWD_LOG2E;
             fa_mask_row_range(c.mask, row_g + 16 * mt + 8 * half, &lo[half], &hi[half]);
         }
+        /* the keep bits of the m-tile's kNT n-blocks (col_2t - 2 t: the tile column, a multiple
+         * of 16), bit fa_dropout_keep_bit(nt, half, e) */
+        const uint64_t keep =
+            c.dropout ? warp_dropout_keep_row<kNT>(seed, offset, c.b, c.h, row_g + 16 * mt, col_2t - 2 * t, c.threshold)
+                      : ~(uint64_t)0;
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
-            const uint32_t keep =
-                c.dropout ? warp_dropout_keep4(seed, offset, c.b, c.h, row_g + 16 * mt,
-                                               col_2t + 8 * nt, c.threshold)
-                          : 0xfu;
             float pd[4];
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
@@ -370,7 +371,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
                     p = 0.f;
                     gf = 0.f;
                 }
-                const bool kept = (keep >> e) & 1u;
+                const bool kept = (keep >> fa_dropout_keep_bit(nt, half, e & 1)) & 1u;
                 pd[e] = kept ? p * c.dropout_rescale : 0.f;
                 s[mt][nt][e] = kept ? gf : -gf;
             }
@@ -388,7 +389,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
 
 /* Per-thread: s (from warp_bwd_probs) and dp = dO V^T  ->  s <- dS, the gradient of the
  * pre-softcap scaled score:  dS = P (1 - tanh^2) (dP o Z - D),  D = rowsum(dO o O) of the
- * lane's rows (dpsum[mt][half]); Z = 1 / (1 - p) where kept, 0 where dropped (the sign of s).
+ * lane's rows (dpsum[mt][half]); Z = 1 / (1 - p_q) where kept, 0 where dropped (the sign of s).
  * dropout == 0: s = P (1 - tanh^2) >= 0 and Z = 1, so no sign handling. */
 template <int kMT, int kNT>
 static __device__ __forceinline__ void thread_bwd_dscores(float (*s)[kNT][4], const float (*dp)[kNT][4],

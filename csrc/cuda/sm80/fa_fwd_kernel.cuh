@@ -223,7 +223,7 @@ fa_fwd_kernel(const fa_fwd_args a)
                 thread_mask_tile<kMT, kNB>(s, mk, row0, n0 + 2 * t4);
             warp_online_softmax_tile<kMT, kNB, kDB>(s, o, m_i, l_i, mul);
             if (kFeat && a.has_dropout)
-                warp_dropout_tile<kMT, kNB>(s, seed, offset, b, h, row0, n0 + 2 * t4, a.dropout_threshold);
+                warp_dropout_tile<kMT, kNB>(s, seed, offset, b, h, row0, n0, a.dropout_threshold);
 
             if (kStages == 1) {
                 fa_cp_async_wait<0>();

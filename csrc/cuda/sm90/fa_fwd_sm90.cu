@@ -45,7 +45,7 @@ int fa_fwd_sm90_can_run(const fa_params *p)
     if (p == NULL) return 0;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
     /* no probabilities; softcap and ALiBi run the kFeat variant, dropout its dense kDrop instance
-     * (the varlen end-aligned tile breaks its Philox lane pairing: fa_fwd_sm90_dropout.cuh) */
+     * (the varlen end-aligned tile breaks its 16-key Philox groups: fa_fwd_sm90_dropout.cuh) */
     if (p->p != NULL) return 0;
     if (p->dropout_p != 0.f && p->cu_seqlens_q != NULL) return 0;
     if (!(p->softmax_scale > 0.f) || !isfinite(p->softmax_scale)) return 0;

@@ -1,0 +1,97 @@
+/* dropout_lanes_check.cu - runs the per-lane steps of warp_dropout_keep32 (fa_dropout.cuh) for
+ * 32 emulated lanes on the CPU, the two quad shuffles done by hand, and checks every keep bit
+ * against fa_dropout_keep (fa_common.h), the definition the CPU backend uses. No GPU needed:
+ *   nvcc -std=c++17 $(python3 csrc/build_flags.py includes .) -o /tmp/dropout_lanes \
+ *        dev/dropout/dropout_lanes_check.cu && /tmp/dropout_lanes
+ * Covers: the byte compare for every (byte, threshold) pair; thresholds 0, 1, 127, 128, 255 and
+ * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
+ * warp_dropout_keep_row for kNB = 4, 8, 10, 16 (the sm80 and sm90 tiles).
+ */
+#include <stdio.h>
+#include <stdint.h>
+#include "fa_dropout.cuh"
+
+static uint64_t g_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd64(void)
+{
+    g_state ^= g_state << 13;
+    g_state ^= g_state >> 7;
+    g_state ^= g_state << 17;
+    return g_state;
+}
+
+/* the keep word of one m-tile x 4 n-blocks for each of the 32 lanes, as the warp computes it */
+static void emulate_keep32(uint64_t seed, uint64_t offset, int b, int h, int row_tile, int col16, uint32_t t,
+                           uint32_t z[32])
+{
+    uint32_t x[32], y[32];
+    for (int l = 0; l < 32; ++l) {
+        const int g = l >> 2, t4 = l & 3;
+        const fa_u32x4 r = fa_dropout_random16(seed, offset, b, h, row_tile + g + 8 * (t4 & 1), (col16 >> 4) + (t4 >> 1));
+        x[l] = thread_dropout_flags16(r, t);
+    }
+    for (int l = 0; l < 32; ++l) y[l] = thread_dropout_merge_rows(x[l], x[l ^ 1], l & 3);
+    for (int l = 0; l < 32; ++l) z[l] = thread_dropout_merge_cols(y[l], y[l ^ 2], l & 3);
+}
+
+int main(void)
+{
+    long long bad = 0, checked = 0;
+    /* the SWAR byte compare, every byte value against every threshold */
+    for (uint32_t t = 0; t < 256; ++t)
+        for (uint32_t v = 0; v < 256; v += 4) {
+            const uint32_t x = v | (v + 1) << 8 | (v + 2) << 16 | (v + 3) << 24;
+            const uint32_t ge = thread_dropout_ge_bytes(x, t);
+            for (int k = 0; k < 4; ++k) {
+                const uint32_t want = (v + k >= t) ? 0x80u << (8 * k) : 0u;
+                bad += (ge & (0xffu << (8 * k))) != want;
+                ++checked;
+            }
+        }
+    printf("byte compare: %lld of %lld wrong\n", bad, checked);
+
+    const uint32_t fixed_t[] = {0, 1, 26, 127, 128, 129, 230, 255};
+    long long bad_tile = 0, tiles = 0;
+    for (int trial = 0; trial < 400; ++trial) {
+        const uint64_t seed = rnd64(), offset = rnd64();
+        const int b = (int)(rnd64() % 5), h = (int)(rnd64() % 40);
+        const uint32_t t = trial < 8 ? fixed_t[trial] : (uint32_t)(rnd64() % 256);
+        const int row_tile = 16 * (int)(rnd64() % 300), col0 = 16 * (int)(rnd64() % 600);
+        const int nbs[4] = {4, 8, 10, 16};
+        const int kNB = nbs[trial % 4];
+        /* warp_dropout_keep_row: (kNB + 3) / 4 calls of warp_dropout_keep32 */
+        uint64_t keep[32] = {0};
+        for (int c = 0; c < (kNB + 3) / 4; ++c) {
+            uint32_t z[32];
+            emulate_keep32(seed, offset, b, h, row_tile, col0 + 32 * c, t, z);
+            for (int l = 0; l < 32; ++l)
+                keep[l] |= (uint64_t)(z[l] & 0x0f0f0f0fu) << (32 * (c >> 1) + 4 * (c & 1));
+        }
+        for (int l = 0; l < 32; ++l) {
+            const int g = l >> 2, t4 = l & 3;
+            for (int nb = 0; nb < kNB; ++nb)
+                for (int half = 0; half < 2; ++half)
+                    for (int e = 0; e < 2; ++e) {
+                        const int i = row_tile + g + 8 * half, j = col0 + 8 * nb + 2 * t4 + e;
+                        const int want = fa_dropout_keep(seed, offset, b, h, i, j, t);
+                        const int got = (int)((keep[l] >> fa_dropout_keep_bit(nb, half, e)) & 1u);
+                        bad_tile += got != want;
+                    }
+        }
+        ++tiles;
+    }
+    printf("warp_dropout_keep_row emulation: %lld wrong bits over %lld tiles\n", bad_tile, tiles);
+    /* the bit positions of one keep word never collide */
+    int collide = 0;
+    for (int nb = 0; nb < 16; ++nb)
+        for (int k = 0; k < 4; ++k)
+            for (int nb2 = 0; nb2 < 16; ++nb2)
+                for (int k2 = 0; k2 < 4; ++k2)
+                    if ((nb != nb2 || k != k2) &&
+                        fa_dropout_keep_bit(nb, k >> 1, k & 1) == fa_dropout_keep_bit(nb2, k2 >> 1, k2 & 1))
+                        ++collide;
+    printf("keep-bit collisions: %d\n", collide);
+    const int ok = bad == 0 && bad_tile == 0 && collide == 0;
+    printf("%s\n", ok ? "PASS" : "FAIL");
+    return ok ? 0 : 1;
+}
