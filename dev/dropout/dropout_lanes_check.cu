@@ -5,7 +5,7 @@
  *        dev/dropout/dropout_lanes_check.cu && /tmp/dropout_lanes
  * Covers: the byte compare for every (byte, threshold) pair; thresholds 0, 1, 127, 128, 255 and
  * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
- * warp_dropout_keep_row for kNB = 4, 8, 10, 16 (the sm80 and sm90 tiles).
+ * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels.
  */
 #include <stdio.h>
 #include <stdint.h>
@@ -51,45 +51,52 @@ int main(void)
     printf("byte compare: %lld of %lld wrong\n", bad, checked);
 
     const uint32_t fixed_t[] = {0, 1, 26, 127, 128, 129, 230, 255};
-    long long bad_tile = 0, tiles = 0;
+    long long bad_tile = 0, tiles = 0, checked_bits = 0;
     for (int trial = 0; trial < 400; ++trial) {
         const uint64_t seed = rnd64(), offset = rnd64();
         const int b = (int)(rnd64() % 5), h = (int)(rnd64() % 40);
         const uint32_t t = trial < 8 ? fixed_t[trial] : (uint32_t)(rnd64() % 256);
         const int row_tile = 16 * (int)(rnd64() % 300), col0 = 16 * (int)(rnd64() % 600);
-        const int nbs[4] = {4, 8, 10, 16};
-        const int kNB = nbs[trial % 4];
-        /* warp_dropout_keep_row: (kNB + 3) / 4 calls of warp_dropout_keep32 */
+        /* the (kMT, kNB) shapes of the callers: sm80 forward (2, 4) (2, 8) (1, 8) (1, 4), sm80
+         * backward (2, 4) (1, 8) (1, 4), sm90 (1, 16) (1, 10) */
+        const int shapes[6][2] = {{2, 4}, {2, 8}, {1, 8}, {1, 4}, {1, 16}, {1, 10}};
+        const int kMT = shapes[trial % 6][0], kNB = shapes[trial % 6][1], kChunks = (kNB + 3) / 4;
+        /* warp_dropout_keep_tile: kMT * kChunks calls of warp_dropout_keep32 */
         uint64_t keep[32] = {0};
-        for (int c = 0; c < (kNB + 3) / 4; ++c) {
+        for (int c = 0; c < kMT * kChunks; ++c) {
             uint32_t z[32];
-            emulate_keep32(seed, offset, b, h, row_tile, col0 + 32 * c, t, z);
+            const int mt = c / kChunks, chunk = c - mt * kChunks;
+            emulate_keep32(seed, offset, b, h, row_tile + 16 * mt, col0 + 32 * chunk, t, z);
             for (int l = 0; l < 32; ++l)
                 keep[l] |= (uint64_t)(z[l] & 0x0f0f0f0fu) << (32 * (c >> 1) + 4 * (c & 1));
         }
         for (int l = 0; l < 32; ++l) {
             const int g = l >> 2, t4 = l & 3;
-            for (int nb = 0; nb < kNB; ++nb)
-                for (int half = 0; half < 2; ++half)
-                    for (int e = 0; e < 2; ++e) {
-                        const int i = row_tile + g + 8 * half, j = col0 + 8 * nb + 2 * t4 + e;
-                        const int want = fa_dropout_keep(seed, offset, b, h, i, j, t);
-                        const int got = (int)((keep[l] >> fa_dropout_keep_bit(nb, half, e)) & 1u);
-                        bad_tile += got != want;
-                    }
+            for (int mt = 0; mt < kMT; ++mt)
+                for (int nb = 0; nb < kNB; ++nb)
+                    for (int half = 0; half < 2; ++half)
+                        for (int e = 0; e < 2; ++e) {
+                            const int i = row_tile + 16 * mt + g + 8 * half, j = col0 + 8 * nb + 2 * t4 + e;
+                            const int want = fa_dropout_keep(seed, offset, b, h, i, j, t);
+                            const int bit = kNB == 4    ? fa_dropout_keep_bit<4>(mt, nb, half, e)
+                                            : kNB == 8  ? fa_dropout_keep_bit<8>(mt, nb, half, e)
+                                            : kNB == 10 ? fa_dropout_keep_bit<10>(mt, nb, half, e)
+                                                        : fa_dropout_keep_bit<16>(mt, nb, half, e);
+                            bad_tile += (int)((keep[l] >> bit) & 1u) != want;
+                            ++checked_bits;
+                        }
         }
         ++tiles;
     }
-    printf("warp_dropout_keep_row emulation: %lld wrong bits over %lld tiles\n", bad_tile, tiles);
-    /* the bit positions of one keep word never collide */
+    printf("warp_dropout_keep_tile emulation: %lld wrong of %lld bits over %lld tiles\n", bad_tile, checked_bits,
+           tiles);
+    /* the bit positions of one keep word never collide (kMT = 2, kNB = 8: all 64 bits) */
     int collide = 0;
-    for (int nb = 0; nb < 16; ++nb)
-        for (int k = 0; k < 4; ++k)
-            for (int nb2 = 0; nb2 < 16; ++nb2)
-                for (int k2 = 0; k2 < 4; ++k2)
-                    if ((nb != nb2 || k != k2) &&
-                        fa_dropout_keep_bit(nb, k >> 1, k & 1) == fa_dropout_keep_bit(nb2, k2 >> 1, k2 & 1))
-                        ++collide;
+    for (int u = 0; u < 64; ++u)
+        for (int v = 0; v < 64; ++v)
+            if (u != v && fa_dropout_keep_bit<8>(u >> 5, (u >> 2) & 7, (u >> 1) & 1, u & 1) ==
+                              fa_dropout_keep_bit<8>(v >> 5, (v >> 2) & 7, (v >> 1) & 1, v & 1))
+                ++collide;
     printf("keep-bit collisions: %d\n", collide);
     const int ok = bad == 0 && bad_tile == 0 && collide == 0;
     printf("%s\n", ok ? "PASS" : "FAIL");

@@ -199,7 +199,8 @@ static int check_dropout_mask(int64_t b, int64_t h, int64_t sq, int64_t sk, floa
     for (size_t i = 0; i < n; ++i) kept += gpu[i];
     const int ok = st == FA_OK && memcmp(cpu.data(), gpu.data(), n) == 0;
     printf("%s dropout_mask b%lld h%lld sq%lld sk%lld p%g: keep rate %.4f (want %.4f), %s\n", ok ? "ok  " : "FAIL",
-           (long long)b, (long long)h, (long long)sq, (long long)sk, pdrop, (double)kept / (double)n, 1.0 - pdrop,
+           (long long)b, (long long)h, (long long)sq, (long long)sk, pdrop, (double)kept / (double)n,
+           1.0 - fa_dropout_threshold(pdrop) / 256.0 /* p quantised to 1/256 */,
            ok ? "bit-identical to CPU" : "DIFFERS from CPU");
     return ok;
 }

@@ -10,8 +10,9 @@
  * every lane the 16 bits of its own elements. That is one Philox call per 16 elements, the
  * minimum, where the 32-bit word per key before cost one call per 4.
  *
- * The per-lane steps are __host__ __device__ (thread_dropout_*) so that dev/dropout_lanes runs
- * them for 32 emulated lanes on the CPU against fa_dropout_keep.
+ * The per-lane steps are __host__ __device__ (thread_dropout_*) so that
+ * dev/dropout/dropout_lanes_check.cu runs them for 32 emulated lanes on the CPU against
+ * fa_dropout_keep.
  */
 #ifndef FA_DROPOUT_CUH
 #define FA_DROPOUT_CUH
@@ -20,11 +21,16 @@
 #include "fa_common.h"
 
 #define FA_DROP_HD static __host__ __device__ __forceinline__
+/* nvcc's device pass: the PRMT / LOP3 intrinsics; otherwise (host, the dev/bwd CPU simulator,
+ * which defines __CUDA_ARCH__ for g++) the portable C. */
+#if defined(__CUDA_ARCH__) && defined(__NVCC__)
+#define FA_DROP_SASS 1
+#endif
 
 /* __byte_perm(a, b, sel): byte k of the result is byte (sel >> 4 k) & 7 of the 8 bytes b:a. */
 FA_DROP_HD uint32_t fa_byte_perm(uint32_t a, uint32_t b, uint32_t sel)
 {
-#ifdef __CUDA_ARCH__
+#ifdef FA_DROP_SASS
     return __byte_perm(a, b, sel);
 #else
     const uint64_t v = ((uint64_t)b << 32) | a;
@@ -44,7 +50,7 @@ FA_DROP_HD uint32_t thread_dropout_ge_bytes(uint32_t x, uint32_t t)
     const uint32_t tsel = (t & 0x80u) ? 0xffffffffu : 0x7f7f7f7fu;
     const uint32_t xh = x & 0x80808080u;
     const uint32_t d = x - xh + c;
-#ifdef __CUDA_ARCH__
+#ifdef FA_DROP_SASS
     /* one LOP3 (ptxas otherwise rebuilt it from x in three) */
     uint32_t ge;
     asm("lop3.b32 %0, %1, %2, %3, 0xd4;" : "=r"(ge) : "r"(xh), "r"(d), "r"(tsel));
@@ -106,28 +112,33 @@ static __device__ __forceinline__ uint32_t warp_dropout_keep32(uint64_t seed, ui
     return thread_dropout_merge_cols(y, __shfl_xor_sync(0xffffffffu, y, 2), t4);
 }
 
-/* Bit of the element (n-block nb in 0..15, row half, column offset e) in the keep word of
- * warp_dropout_keep_row: keep word c of warp_dropout_keep32 (n-blocks 4 c .. 4 c + 3) is masked to
- * its low nibbles and shifted by 32 (c >> 1) + 4 (c & 1). */
-FA_DROP_HD constexpr int fa_dropout_keep_bit(int nb, int half, int e)
+/* Keep words of warp_dropout_keep_tile: call c (0..3) covers m-tile c / kChunks, n-blocks
+ * 4 (c % kChunks) .. + 3 (kChunks = ceil(kNB / 4)); its word is masked to its low nibbles and
+ * shifted by 32 (c >> 1) + 4 (c & 1) into one 64-bit word. The bit of element (m-tile mt,
+ * n-block nb, row half, column offset e): */
+template <int kNB>
+FA_DROP_HD constexpr int fa_dropout_keep_bit(int mt, int nb, int half, int e)
 {
-    return 32 * (nb >> 3) + 4 * ((nb >> 2) & 1) + fa_dropout_bit(nb & 3, half, e);
+    return 32 * (((kNB + 3) / 4 * mt + nb / 4) >> 1) + 4 * (((kNB + 3) / 4 * mt + nb / 4) & 1) +
+           fa_dropout_bit(nb & 3, half, e);
 }
 
-/* Warp-collective: the keep bits of one m-tile x kNB n-blocks (kNB <= 16, kNB even), columns
- * col0 + 8 nb + 2 t4 + e with col0 a multiple of 16, as one 64-bit word (fa_dropout_keep_bit).
- * The Philox calls run in a rolled loop, one per 4 n-blocks (a last pair of n-blocks takes a
- * whole call): unrolled, the scheduler interleaves the 10-round bodies and the registers run
- * out. */
-template <int kNB>
-static __device__ __forceinline__ uint64_t warp_dropout_keep_row(uint64_t seed, uint64_t offset, int b, int h,
-                                                                int row_g, int col0, uint32_t t)
+/* Warp-collective: the keep bits of kMT m-tiles x kNB n-blocks (kNB even, at most 4 calls of
+ * warp_dropout_keep32 in all), rows row0 + 16 mt + 8 half, columns col0 + 8 nb + 2 t4 + e with
+ * col0 a multiple of 16, as one 64-bit word (fa_dropout_keep_bit). The Philox calls run in one
+ * rolled loop over the m-tiles and 4-n-block chunks (a last pair of n-blocks takes a whole
+ * call): unrolled, the scheduler interleaves the 10-round bodies and the registers run out. */
+template <int kMT, int kNB>
+static __device__ __forceinline__ uint64_t warp_dropout_keep_tile(uint64_t seed, uint64_t offset, int b, int h,
+                                                                 int row0, int col0, uint32_t t)
 {
-    static_assert(kNB % 2 == 0 && kNB <= 16, "pairs of n-blocks, 64 keep bits");
+    constexpr int kChunks = (kNB + 3) / 4;
+    static_assert(kNB % 2 == 0 && kMT * kChunks <= 4, "pairs of n-blocks, 64 keep bits");
     uint64_t keep = 0;
 #pragma unroll 1
-    for (int c = 0; c < (kNB + 3) / 4; ++c) {
-        const uint32_t z = warp_dropout_keep32(seed, offset, b, h, row_g, col0 + 32 * c, t) & 0x0f0f0f0fu;
+    for (int c = 0; c < kMT * kChunks; ++c) {
+        const int mt = c / kChunks, chunk = c - mt * kChunks;
+        const uint32_t z = warp_dropout_keep32(seed, offset, b, h, row0 + 16 * mt, col0 + 32 * chunk, t) & 0x0f0f0f0fu;
         keep |= (uint64_t)z << (32 * (c >> 1) + 4 * (c & 1));
     }
     return keep;
@@ -140,15 +151,14 @@ template <int kMT, int kNB>
 static __device__ __forceinline__ void warp_dropout_tile(float (*p)[kNB][4], uint64_t seed, uint64_t offset,
                                                         int b, int h, int row0, int col0, uint32_t threshold)
 {
+    const uint64_t keep = warp_dropout_keep_tile<kMT, kNB>(seed, offset, b, h, row0, col0, threshold);
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-        const uint64_t keep = warp_dropout_keep_row<kNB>(seed, offset, b, h, row0 + 16 * mt, col0, threshold);
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
         for (int nb = 0; nb < kNB; ++nb)
 #pragma unroll
             for (int e = 0; e < 4; ++e)
-                if (!((keep >> fa_dropout_keep_bit(nb, e >> 1, e & 1)) & 1u)) p[mt][nb][e] = 0.f;
-    }
+                if (!((keep >> fa_dropout_keep_bit<kNB>(mt, nb, e >> 1, e & 1)) & 1u)) p[mt][nb][e] = 0.f;
 }
 
 #endif /* FA_DROPOUT_CUH */

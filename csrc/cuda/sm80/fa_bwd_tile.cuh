@@ -326,6 +326,11 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
     }
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const uint64_t seed = c.philox[0], offset = c.philox[1];
+    /* the keep bits of the whole warp tile (col_2t - 2 t: the tile column, a multiple of 16),
+     * bit fa_dropout_keep_bit<kNT>(mt, nt, half, e) */
+    const uint64_t keep = c.dropout ? warp_dropout_keep_tile<kMT, kNT>(seed, offset, c.b, c.h, row_g,
+                                                                       col_2t - 2 * t, c.threshold)
+                                    : ~(uint64_t)0;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
         float lse2[2];
@@ -335,11 +340,6 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
             lse2[half] = lse[mt][half] == -INFINITY ? INFINITY : lse[mt][half] * FA_BWD_LOG2E;
             fa_mask_row_range(c.mask, row_g + 16 * mt + 8 * half, &lo[half], &hi[half]);
         }
-        /* the keep bits of the m-tile's kNT n-blocks (col_2t - 2 t: the tile column, a multiple
-         * of 16), bit fa_dropout_keep_bit(nt, half, e) */
-        const uint64_t keep =
-            c.dropout ? warp_dropout_keep_row<kNT>(seed, offset, c.b, c.h, row_g + 16 * mt, col_2t - 2 * t, c.threshold)
-                      : ~(uint64_t)0;
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
             float pd[4];
@@ -371,7 +371,7 @@ static __device__ __forceinline__ void warp_bwd_probs(float (*s)[kNT][4], const 
                     p = 0.f;
                     gf = 0.f;
                 }
-                const bool kept = (keep >> fa_dropout_keep_bit(nt, half, e & 1)) & 1u;
+                const bool kept = (keep >> fa_dropout_keep_bit<kNT>(mt, nt, half, e & 1)) & 1u;
                 pd[e] = kept ? p * c.dropout_rescale : 0.f;
                 s[mt][nt][e] = kept ? gf : -gf;
             }
