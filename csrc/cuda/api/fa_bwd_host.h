@@ -8,7 +8,7 @@
  *   [A, A + B)  dq_accum fp32 (total_q, heads, head_dim), only when deterministic == 0
  * with A = align256(4 heads total_q), B = 4 total_q heads head_dim. Nothing in it needs to be
  * initialized by the caller: the first pass writes dpsum and zeroes dq_accum.
- * The sm90 ordered dQ (deterministic == 1, fa_bwd_sm90_plan.cu, FLASH_ATTN_C_SM90_BWD_DET=ordered)
+ * The sm90 ordered dQ (deterministic == 1, fa_bwd_sm90_plan.cu, fa_bwd_sm90_ordered.h)
  * asks for more (fa_bwd_ordered_dq_need): dq_accum at [A, A + B) also when deterministic, then
  *   [A + align256(B), + C)  dq_sem int32 (batch, heads, ceil(seqlen_q / rows)) turn counters,
  * C = 4 batch heads ceil(seqlen_q / rows) (dense only), zeroed by the first pass too.

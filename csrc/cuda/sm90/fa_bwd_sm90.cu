@@ -132,8 +132,8 @@ static fa_status fa_bwd_sm90_pipe80_launch(const fa_bwd_sm90_params &prm, cudaSt
                                    fa_bwd_sm90_pipe80_cfg::Bc, fa_bwd_sm90_pipe80_cfg::kSmemBytes, stream);
 }
 
-/* The ORDERED instances of the Br = 80 and Br = 128 tiles (pipelined modes 7, 8; opt-in,
- * FLASH_ATTN_C_SM90_BWD_DET=ordered_br): prm as for their atomic twins, plus a.dq_sem laid out per Br
+/* The ORDERED instances of the Br = 80 and Br = 128 tiles (pipelined modes 7, 8; the deterministic
+ * default, fa_bwd_sm90_ordered.h): prm as for their atomic twins, plus a.dq_sem laid out per Br
  * query rows (fa_bwd_sm90_ordered_rows). A counter layout of other rows would make the turns wait
  * on the wrong counters: refused (the plan never asks for it). */
 template <bool kBf16>

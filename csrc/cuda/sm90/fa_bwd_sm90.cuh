@@ -6,9 +6,9 @@
  *
  * Scope: fp16/bf16, head dim d % 8 == 0, d <= 128 (buckets 64 / 128, smaller d zero-padded),
  * dense and varlen, causal / sliding-window masks (bottom-right), GQA/MQA, rows that see no key
- * (zero gradients); dQ by fp32 atomics, or with deterministic = 1 by the sm80 path's ordered dQ
- * kernel after the sm90 dK/dV kernel (or, FLASH_ATTN_C_SM90_BWD_DET=ordered, dense, d <= 128, by
- * the pipelined kernel in a fixed key-block order); d in (128, 256] only dense, TMA-fit and with atomic dQ (or
+ * (zero gradients); dQ by fp32 atomics, or with deterministic = 1 by the pipelined kernel in a fixed
+ * key-block order (dense, d <= 128; fa_bwd_sm90_ordered.h), else by the sm80 path's ordered dQ
+ * kernel after the sm90 dK/dV kernel; d in (128, 256] only dense, TMA-fit and with atomic dQ (or
  * FLASH_ATTN_C_SM90_BWD_PIPE=1/2 asking). Dropout, softcap, ALiBi and other d > 128 stay on the sm80
  * kernels: fa_bwd_sm90_supported() returns 0.
  */
@@ -29,20 +29,21 @@ int fa_bwd_sm90_can_run(const fa_params *p);
 FA_SM90_WEAK int fa_bwd_sm90_supported(const fa_params *p);
 
 /* Workspace bytes fa_bwd_sm90 needs (D and dq_accum: the same layout as the sm80 backward,
- * fa_bwd_host.h; deterministic calls under FLASH_ATTN_C_SM90_BWD_DET=ordered: D, dq_accum and the
- * turn counters, fa_bwd_ordered_dq_need). Given uninitialized; the first pass initializes what it
+ * fa_bwd_host.h; deterministic calls that take an ORDERED instance: D, dq_accum and the turn
+ * counters, fa_bwd_ordered_dq_need). Given uninitialized; the first pass initializes what it
  * uses. Reads the environment: size and run the call under the same setting. */
 FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
 
 /* Non-zero when fa_bwd_sm90 would run this call on the pipelined kernel
  * (FLASH_ATTN_C_SM90_BWD_PIPE=1 or 2 at any d, or unset with atomic dQ at any d; dense tensors
- * whose maps encode): 3 when that is the ORDERED instance (deterministic, d <= 128,
- * FLASH_ATTN_C_SM90_BWD_DET=ordered, workspace sized for it), 2 when the TMA-dQ instance (mode 2
+ * whose maps encode): 3 when that is the Br = 64 ORDERED instance (deterministic, d <= 128, dense,
+ * FLASH_ATTN_C_SM90_BWD_DET not "pass", workspace sized for it), 2 when the TMA-dQ instance (mode 2
  * with atomic dQ; 4 when FLASH_ATTN_C_SM90_BWD_VARIANT=br80 moves that call at d in (64, 128] to the
  * Br = 80 kernel, fa_bwd_sm90_pipe80.cuh), else 1; with "br128" in FLASH_ATTN_C_SM90_BWD_VARIANT the
  * atomic-dQ calls at d <= 64 answer 5 (Br = 128, red.add dQ) or 6 (Br = 128, TMA dQ) instead of 1 / 2;
- * FLASH_ATTN_C_SM90_BWD_DET=ordered_br: 7 (the Br = 80 ORDERED instance) or 8 (Br = 128 ORDERED) instead of 3. Host only, reads the environment like fa_bwd_sm90. For the harness:
- * which "pipe" cases fell back. */
+ * 7 (the Br = 80 ORDERED instance) or 8 (Br = 128 ORDERED) instead of 3 where those tiles apply,
+ * unless FLASH_ATTN_C_SM90_BWD_DET=ordered (fa_bwd_sm90_ordered_mode). Host only, reads the
+ * environment like fa_bwd_sm90. For the harness: which "pipe" cases fell back. */
 FA_SM90_WEAK int fa_bwd_sm90_pipe_takes(const fa_params *p);
 
 /* Runs the sm90 backward on `stream` (a cudaStream_t); no synchronization, no allocation.

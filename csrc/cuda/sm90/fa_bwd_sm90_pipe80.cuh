@@ -16,7 +16,7 @@
  *     accumulators start at -LSE2 / scale_log2 and -D, warpgroup / warp indices via shfl, the mask
  *     of P as a second pass (warpgroup_tile_pds_preset, fa_bwd_sm90_pipe_preset.cuh, shared with
  *     the Br = 128 tile); one base address per store loop; the dS stores after the dV issue.
- * fa_bwd_sm90_pipe80_ordered_kernel (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the deterministic
+ * fa_bwd_sm90_pipe80_ordered_kernel (default since H200 run 62, fa_bwd_sm90_ordered.h): the deterministic
  * instance, the same body with the grid's x reversed and the ordered writer (warp_write_dq<.., true>
  * of fa_bwd_sm90_pipe_dq_writer.cuh, turn counters per 80 query rows).
  * Shared memory: K, V 2 x 32 KB, Q, dO 2 stages x 20 KB each, dS 2 x 20 KB, dQ^T staging 2 x 20 KB,

@@ -13,8 +13,8 @@
  * S^T accumulator: thread_init_acc80); "br128" the atomic-dQ calls at d <= 64 (modes 5 / 6 below).
  * A list without them (e.g. "br64") keeps the Br = 64 tile of fa_bwd_sm90_pipe_kernel at both d.
  * Anything else (deterministic, varlen, scale <= 0, other d) is unchanged, except that
- * FLASH_ATTN_C_SM90_BWD_DET=ordered_br moves deterministic dense calls onto the same tiles' ORDERED
- * instances (modes 7, 8 below; the same conditions and this variable's list).
+ * deterministic dense calls run the same tiles' ORDERED instances by default (modes 7, 8 below; the
+ * same conditions and this variable's list; FLASH_ATTN_C_SM90_BWD_DET=ordered keeps Br = 64).
  */
 #ifndef FA_BWD_SM90_PIPE80_HOST_H
 #define FA_BWD_SM90_PIPE80_HOST_H
@@ -41,7 +41,7 @@ static constexpr int FA_BWD_SM90_PIPE80_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_P
 #define FA_BWD_SM90_PIPE_MODE_BR128_TMA 6
 static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_PIPE128, 90, 64).br;
 
-/* The ordered (deterministic) instances of the two tiles (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br,
+/* The ordered (deterministic) instances of the two tiles (the default since H200 run 62,
  * fa_bwd_sm90_ordered.h): mode 7 the Br = 80 kernel's (fa_bwd_sm90_pipe80_ordered_kernel), 8 the
  * Br = 128 one's (fa_bwd_sm90_pipe128_kernel<kBf16, FA_BWD_SM90_DQ_ORDERED>); mode 3 is the Br = 64
  * ORDERED instance. Their turn counters are per Br query rows of the tile that runs. */

@@ -32,7 +32,7 @@
  * writer adds tiles in the consumers' order, and the consumers need only the writer's EMPTY
  * arrival of the previous tile: no cycle.
  *
- * The FA3-sized tiles (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br: fa_bwd_sm90_pipe80_ordered_kernel,
+ * The FA3-sized tiles (the default, FLASH_ATTN_C_SM90_BWD_DET unset: fa_bwd_sm90_pipe80_ordered_kernel,
  * Br = 80, d in (64, 128], writer warp_write_dq<128, 80, true>; fa_bwd_sm90_pipe128_kernel<.., ORDERED>,
  * Br = 128, d <= 64, writer warp_write_dq<64, 128, true>): the same protocol with one counter per
  * Br = 80 / 128 query rows (the host lays them out with the Br of the instance that runs:

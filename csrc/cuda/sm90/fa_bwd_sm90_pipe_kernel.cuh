@@ -15,12 +15,12 @@
  * 13.0); its TMA-dQ instance ran 1.09-1.21x fa_bwd_sm90_kernel and passed the harness's d <= 64
  * cases (H100 run 50), clean under compute-sanitizer memcheck / racecheck / synccheck (run 51):
  * the default for atomic dQ at d <= 64 too.
- * kDq = FA_BWD_SM90_DQ_ORDERED (deterministic dQ, FLASH_ATTN_C_SM90_BWD_DET=ordered, d <= 128):
+ * kDq = FA_BWD_SM90_DQ_ORDERED (deterministic dQ, d <= 128; which calls run it: below):
  * the TMA-dQ kernel whose writer adds each query tile in decreasing key-block order, waiting on a
  * per-(b, h, query tile) turn counter in the workspace; the grid's x is reversed so that every
  * wait goes to an earlier-launched CTA (fa_bwd_sm90_pipe_dq_order.cuh: order, deadlock argument).
- * The default for deterministic calls at d <= 128 since H100 run 54 (harness --det 43 / 43,
- * compute-sanitizer clean; 0.90-1.00x the atomic Br = 64 kernel, 1.34x the dK/dV + dQ-pass path).
+ * The default for deterministic dense d <= 128 calls in H100 runs 54-61; since H200 run 62 only where
+ * the Br = 80 / 128 ORDERED instances do not apply, or under FLASH_ATTN_C_SM90_BWD_DET=ordered.
  *
  * Grid (key block n, kv head hk, batch b) as the old kernel; 384 threads = 3 warpgroups:
  *   warpgroup 0, the producer: setmaxnreg down to 24; warps 2-3 exit (and warp 1 unless kDq = TMA
@@ -84,9 +84,9 @@
  * fa_bwd_sm90_pipe128_kernel (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; H100 run 54): this
  * kernel's body at Br = 128, d <= 64 (tuning row FA_KERNEL_BWD_SM90_PIPE128), red.add or TMA dQ, with
  * the consumer tile of fa_bwd_sm90_pipe128.cuh (the Br = 80 kernel's register tricks; 0 spills); and
- * its kDq = ORDERED instance (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br: the TMA consumers and the
+ * its kDq = ORDERED instance (deterministic default at d <= 64 since H200 run 62: the TMA consumers and the
  * ordered writer above with turn counters per 128 query rows).
- * fa_bwd_sm90_pipe80_kernel / _pipe80_ordered_kernel (default at d in (64, 128]; H100 run 54): this
+ * fa_bwd_sm90_pipe80_kernel / _pipe80_ordered_kernel (defaults at d in (64, 128]: H100 run 54, H200 run 62): this
  * kernel's body at Br = 80 (tuning row FA_KERNEL_BWD_SM90_PIPE80), TMA or ORDERED dQ, with the
  * consumer tile of fa_bwd_sm90_pipe80.cuh (dQ transposed; the same writer warp).
  *
@@ -219,7 +219,7 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 }
 
 /* The Br = 128 instance at d <= 64 (fa_bwd_sm90_pipe128.cuh; kDq = RED or TMA, and ORDERED: the
- * opt-in deterministic one, FLASH_ATTN_C_SM90_BWD_DET=ordered_br, turn counters per 128 query rows,
+ * deterministic default since H200 run 62 (fa_bwd_sm90_ordered.h), turn counters per 128 query rows,
  * grid x reversed). The dynamic shared memory is
  * fa_bwd_sm90_pipe_cfg<64, FA_KERNEL_BWD_SM90_PIPE128>::smem_bytes(kDq). */
 template <bool kBf16, int kDq>
@@ -248,7 +248,7 @@ fa_bwd_sm90_pipe80_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 #endif
 }
 
-/* The ordered (deterministic) instance (opt-in, FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the same grid,
+/* The ordered (deterministic) instance (the default since H200 run 62, fa_bwd_sm90_ordered.h): the same grid,
  * shared memory and maps, plus prm.a.dq_sem with dq_sem_rows = Br (fa_bwd_sm90_ordered.h). */
 template <bool kBf16>
 __global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)

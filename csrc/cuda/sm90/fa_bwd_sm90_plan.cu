@@ -19,9 +19,10 @@
  * Deterministic calls (dense, d <= 128, TMA-fit, and the workspace of fa_bwd_sm90_workspace_bytes)
  * run the pipelined kernel's ORDERED instance instead of dK/dV + the ordered dQ pass: dQ added into
  * dq_accum in a fixed key-block order (fa_bwd_sm90_pipe_dq_order.cuh), then the convert pass as on
- * the atomic path. The default since H100 run 54 (fa_bwd_sm90_ordered.h);
- * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path; =ordered_br (opt-in) runs
- * the ORDERED instances of the FA3-sized tiles below where their atomic twins would run (modes 7, 8).
+ * the atomic path (fa_bwd_sm90_ordered.h): by default (since H200 run 62) the ORDERED instances of
+ * the FA3-sized tiles below where their atomic twins would run (modes 7, 8), else the Br = 64 one
+ * (mode 3, the default of H100 runs 54-61, everywhere under FLASH_ATTN_C_SM90_BWD_DET=ordered);
+ * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path.
  * The FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; fa_bwd_sm90_pipe80_host.h):
  * the TMA-dQ calls at d in (64, 128] (scale > 0) run the Br = 80 kernel (fa_bwd_sm90_pipe80.cuh;
  * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
@@ -126,8 +127,8 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
  * clean (run 51). Deterministic calls (the dK/dV-only instance, never timed against
  * fa_bwd_sm90_kernel) get 0: the cp.async kernel at d <= 128, the sm80 backward above
  * (fa_bwd_sm90_can_run). 3 (ORDERED) whatever the variable says when a carries the ordered
- * dQ's counters (fa_bwd_sm90_ordered_args: deterministic, FLASH_ATTN_C_SM90_BWD_DET=ordered,
- * dense, d <= 128, workspace large enough). */
+ * dQ's counters (fa_bwd_sm90_ordered_args: deterministic, FLASH_ATTN_C_SM90_BWD_DET not "pass",
+ * dense, d <= 128, workspace large enough; fa_bwd_sm90_pipe_prepare picks the tile). */
 static int fa_bwd_sm90_pipe_mode(const fa_bwd_args *a)
 {
     /* 3: the ORDERED instance (fa_bwd_sm90_ordered_args set the counters), whatever the variable */
@@ -161,8 +162,9 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     const int fa3 = a->atomic_dq ? fa_bwd_sm90_fa3_tile_br(p->head_dim, p->softmax_scale) : 0;
     const int br80 = mode == 2 && fa3 == FA_BWD_SM90_PIPE80_BR;
     const int br128 = (mode == 1 || mode == 2) && fa3 == FA_BWD_SM90_PIPE128_BR;
-    /* FLASH_ATTN_C_SM90_BWD_DET=ordered_br: the ORDERED instances of those tiles (modes 7, 8), named by
-     * the rows of the turn counters fa_bwd_sm90_ordered_args laid out (fa_bwd_sm90_ordered_rows) */
+    /* deterministic (unset or FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the ORDERED instances of those
+     * tiles (modes 7, 8), named by the rows of the turn counters fa_bwd_sm90_ordered_args laid out
+     * (fa_bwd_sm90_ordered_rows) */
     const int ord80 = mode == 3 && a->dq_sem_rows == FA_BWD_SM90_PIPE80_BR;
     const int ord128 = mode == 3 && a->dq_sem_rows == FA_BWD_SM90_PIPE128_BR;
     const int br = br80 || ord80        ? FA_BWD_SM90_PIPE80_BR
