@@ -9,9 +9,10 @@
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=1 (modes "pipe", "pipe#2", "pipe det":
  *                                  under FLASH_ATTN_C_SM90_BWD_DET=pass, the dK/dV-only instance)
  *                                  and =2 (modes "pipe tma", "pipe tma#2": dQ by TMA reduce), and at
- *                                  d <= 128 with FLASH_ATTN_C_SM90_BWD_DET=ordered (mode "det
- *                                  ordered": deterministic dQ in the pipelined kernel, run twice,
- *                                  bitwise identical; every dense call must take it); then
+ *                                  d <= 128 with FLASH_ATTN_C_SM90_BWD_DET as the harness got it
+ *                                  (mode "det ordered": deterministic dQ in the pipelined kernel, run
+ *                                  twice, bitwise identical; every dense call must take the ORDERED
+ *                                  instance its shape names, below); then
  *                                  how many calls of each pipelined mode ran the pipelined kernel,
  *                                  and of the dense ones with atomic dQ at d <= 64 (Br = 64
  *                                  instances: each must, else one more check fails);
@@ -21,12 +22,15 @@
  *                                  one instance, opt-in by the =1 / =2 those modes set).
  *   bwd_sm90_check --filter d256   the d in (128, 256] cases (the dim-split instance)
  *   bwd_sm90_check --det [--filter STR]  only the "det ordered" runs (of the selected cases)
- *   FLASH_ATTN_C_SM90_BWD_DET=ordered_br bwd_sm90_check [--det]  the "det ordered" mode runs the
- *                                  ORDERED instances of the FA3-sized tiles (Br = 80 at d in (64, 128],
- *                                  Br = 128 at d <= 64; opt-in): every dense call must run the one its
- *                                  shape names (a counted check, line "det ordered_br"); with --bench
- *                                  --det the sm90 column times them (each row ends with the pipelined
- *                                  mode that ran: 3 Br = 64 ordered, 7 Br = 80 ordered, 8 Br = 128 ordered)
+ *   FLASH_ATTN_C_SM90_BWD_DET unset (the package default) or =ordered_br: the "det ordered" mode runs
+ *                                  the ORDERED instances of the FA3-sized tiles (Br = 80 at d in
+ *                                  (64, 128], Br = 128 at d <= 64; scale > 0), the Br = 64 one elsewhere:
+ *                                  every dense call must run the one its shape names (a counted check;
+ *                                  line "det ordered_br"); =ordered (the Br = 64 opt-out): the Br = 64
+ *                                  one everywhere (the same counted check); other values: refused
+ *                                  (exit 2) but with --bench. --bench --det times what the variable
+ *                                  says (each row ends with the pipelined mode that ran: 3 Br = 64
+ *                                  ordered, 7 Br = 80 ordered, 8 Br = 128 ordered, 0 the dQ-pass path)
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
  *   bwd_sm90_check --no-gpu        CPU side only: oracle vs low-precision baseline
  *   bwd_sm90_check --bench [--det] bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
@@ -39,7 +43,7 @@
  *                                  FLASH_ATTN_C_SM90_BWD_PIPE=0 (cp.async kernel), =1 (red.add)
  *                                  and =2 (TMA reduce; also what unset runs at d > 64). --det:
  *                                  deterministic = 1 in both columns, for the deterministic cost
- *                                  and its A/B: the sm90 column runs the ORDERED instance (dQ in
+ *                                  and its A/B: the sm90 column runs the ORDERED instances (dQ in
  *                                  the pipelined kernel, the default), or with
  *                                  FLASH_ATTN_C_SM90_BWD_DET=pass the dK/dV kernel + the ordered
  *                                  dQ pass. FA_BENCH_D=256 (64, 128): that head dim's rows only
@@ -279,19 +283,26 @@ static const bwd_mode g_pipe_tma_modes[] = {
 static const bwd_target g_pipe_tma_target = {fa_bwd_sm90_pipe_tma_entry, fa_bwd_sm90_workspace_bytes,
                                              fa_bwd_sm90_pipe_tma_supported, g_pipe_tma_modes, 2};
 
-/* ---- under test: deterministic dQ inside the pipelined kernel (FLASH_ATTN_C_SM90_BWD_DET=ordered,
- * kDq = ORDERED), d <= 128: every dense case must run it (fa_bwd_sm90_pipe_takes() == 3), varlen
- * keeps the dK/dV + ordered dQ pass path. The workspace is sized under the same variable (the
- * ORDERED instance needs dq_accum and the turn counters; poisoned like the rest). */
+/* ---- under test: deterministic dQ inside the pipelined kernel (kDq = ORDERED), d <= 128: every
+ * dense case must run the ORDERED instance its shape names (fa_bwd_sm90_pipe_takes() ==
+ * det_expected_mode), varlen keeps the dK/dV + ordered dQ pass path. The workspace is sized under
+ * the same variable (the ORDERED instances need dq_accum and the turn counters; poisoned like the
+ * rest). */
 static int g_det_calls = 0, g_det_dense = 0, g_det_taken = 0;
-/* FLASH_ATTN_C_SM90_BWD_DET=ordered_br in the harness's environment (read once in main, before the
- * pipe modes set and unset the variable): the mode runs under ordered_br instead, the ORDERED instances
- * of the FA3-sized tiles where their atomic twins run (mode 7: Br = 80 at d in (64, 128]; 8: Br = 128
- * at d <= 64; with scale > 0 and FLASH_ATTN_C_SM90_BWD_VARIANT's list, else the Br = 64 one, 3), and
- * every dense call must run the instance its shape names (the same counted check) */
-static int g_det_br = 0;
+/* FLASH_ATTN_C_SM90_BWD_DET in the harness's environment (read once in main, before the pipe modes
+ * set and unset the variable), which the mode runs under: unset (NULL, the package default) or
+ * "ordered_br" (g_det_br = 1): the ORDERED instances of the FA3-sized tiles where their atomic twins
+ * run (mode 7: Br = 80 at d in (64, 128]; 8: Br = 128 at d <= 64; with scale > 0 and
+ * FLASH_ATTN_C_SM90_BWD_VARIANT's list), else the Br = 64 one (3); "ordered" (g_det_br = 0): the
+ * Br = 64 one everywhere. Every dense call must run the instance its shape names (a counted check) */
+static const char *g_det_env = NULL;
+static int g_det_br = 1;
 static int g_det_br_calls[2] = {0, 0}, g_det_br_taken[2] = {0, 0}; /* [0] Br = 80, [1] Br = 128 */
-static void set_det_env(void) { setenv("FLASH_ATTN_C_SM90_BWD_DET", g_det_br ? "ordered_br" : "ordered", 1); }
+static void set_det_env(void)
+{
+    if (g_det_env != NULL) setenv("FLASH_ATTN_C_SM90_BWD_DET", g_det_env, 1);
+    else unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
+}
 /* the pipelined mode a dense deterministic call must take in this mode (fa_bwd_sm90_ordered_mode) */
 static int det_expected_mode(const fa_params *p)
 {
@@ -406,8 +417,14 @@ int main(int argc, char **argv)
     return 2;
 #endif
     if (!cli.no_gpu) check_print_device();
-    const char *det_env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
-    g_det_br = det_env != NULL && strcmp(det_env, "ordered_br") == 0;
+    g_det_env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
+    if (g_det_env != NULL && strcmp(g_det_env, "ordered_br") != 0 && strcmp(g_det_env, "ordered") != 0) {
+        fprintf(stderr, "FLASH_ATTN_C_SM90_BWD_DET=%s: the checks take unset, ordered_br or ordered (--bench: any)\n",
+                g_det_env);
+        return 2;
+    }
+    g_det_br = g_det_env == NULL || strcmp(g_det_env, "ordered_br") == 0;
+    if (g_det_env != NULL) g_det_env = strdup(g_det_env); /* unsetenv below may free the string */
     /* from here every mode sets the variable it runs under (the first case's workspace sizing included) */
     unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
     check_tally tally = {0, 0};
@@ -434,14 +451,15 @@ int main(int argc, char **argv)
                "d <= 64: %d of %d\n",
                g_tma_taken, g_tma_calls, g_tma_d64.taken, g_tma_d64.calls);
     if (g_det_calls > 0)
-        printf("det ordered mode: %d of %d dense deterministic calls ran their ORDERED instance (%d calls, "
-               "varlen ones on the dK/dV + ordered dQ pass path)\n",
-               g_det_taken, g_det_dense, g_det_calls);
-    if (g_det_br)
+        printf("det ordered mode (FLASH_ATTN_C_SM90_BWD_DET=%s): %d of %d dense deterministic calls ran "
+               "their ORDERED instance (%s; %d calls, varlen ones on the dK/dV + ordered dQ pass path)\n",
+               g_det_env != NULL ? g_det_env : "(unset)", g_det_taken, g_det_dense,
+               g_det_br ? "Br = 80 / 128 where they apply, else Br = 64" : "Br = 64, mode 3", g_det_calls);
+    if (g_det_br && g_det_calls > 0)
         printf("det ordered_br: %d of %d dense calls ran the Br = 80 ORDERED instance (mode 7), %d of %d the "
                "Br = 128 one (mode 8)\n",
                g_det_br_taken[0], g_det_br_calls[0], g_det_br_taken[1], g_det_br_calls[1]);
-    /* every dense "det ordered" call must have run the ORDERED instance its shape names (3, or under
+    /* every dense "det ordered" call must have run the ORDERED instance its shape names (3, or unset /
      * ordered_br 7 / 8: det_expected_mode; a check, like d64_tally) */
     if (g_det_dense > 0) check_count(&tally, g_det_taken == g_det_dense);
     /* the d <= 64 lines are checks, not just counts (d64_tally) */
