@@ -49,8 +49,8 @@ if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
   # = =2: the dQ-writer warp and its named barriers), so each --filter below covers all three kernels;
   # --filter sq1025: long query ranges per CTA (17 query blocks: many dQ FULL/EMPTY generations; it
   # selects the d = 64 and d = 256 tiles' sq1025 cases too); --filter d256: the dim-split instance
-  # (d 136..256); -k drop: the forward's dropout variant (opt-in; the harness sets it); --det: only the ORDERED deterministic instance (FLASH_ATTN_C_SM90_BWD_DET=ordered,
-  # the harness sets it); -k persist: the persistent forward's cases (items without key tiles too)
+  # (d 136..256); -k drop: the forward's dropout variant (opt-in; the harness sets it); --det: only the ORDERED deterministic instances (FLASH_ATTN_C_SM90_BWD_DET as given;
+  # unset: the default Br = 80 / 128 ones); -k persist: the persistent forward's cases (items without key tiles too)
   for c in "memcheck dev/bin/fwd/fwd_check -k varlen" "memcheck dev/bin/fwd_sm90/sm90_check -k varlen" \
            "memcheck dev/bin/bwd/bwd_check --filter varlen" "memcheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
            "racecheck dev/bin/fwd_sm90/sm90_check -k varlen" "synccheck dev/bin/fwd_sm90/sm90_check -k varlen" \

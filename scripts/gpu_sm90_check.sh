@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# One device call that checks and A/B-times the Hopper kernel paths: the defaults of H100 run 54 and
-# the alternatives their switches keep (README, "Kernel selection on Hopper"):
+# One device call that checks and A/B-times the Hopper kernel paths: the defaults of H100 run 54 / H200
+# run 62 and the alternatives their switches keep (README, "Kernel selection on Hopper"):
 #   backward   default tiles (Br = 80 at d in (64, 128], Br = 128 at d <= 64) | FLASH_ATTN_C_SM90_BWD_VARIANT=br64
-#   determ.    ORDERED dQ in the pipelined kernel (default)                   | FLASH_ATTN_C_SM90_BWD_DET=pass
-#              opt-in ORDERED on the Br = 80 / 128 tiles                      | FLASH_ATTN_C_SM90_BWD_DET=ordered_br
+#   determ.    ORDERED dQ on the Br = 80 / 128 tiles (default; Br = 64 else)  | FLASH_ATTN_C_SM90_BWD_DET=pass
+#              (=ordered_br names the default)                                | FLASH_ATTN_C_SM90_BWD_DET=ordered (Br = 64)
 #   forward    persistent grid at d <= 64 and causal d <= 128 (default)       | FLASH_ATTN_C_SM90_FWD_PERSIST=0 / =1
 #              dropout on the sm90 kDrop instance (default)                   | FLASH_ATTN_C_SM90_FWD_DROPOUT=0
 #   d = 256    issue #13's go / no-go (last, under BENCH_CUTOFF): reduce_bw (fp32 dQ add bandwidth, TMA reduce
@@ -46,11 +46,12 @@ chk() { # log name cmd...: the harness's FAIL lines and its summary
 }
 ( chk g1.log bwd_all $B ) &                                   # every case, every mode, the default tiles (counted)
 ( FLASH_ATTN_C_SM90_BWD_VARIANT=br64 chk g2.log bwd_br64 $B ) &   # every case on the Br = 64 tile
-( chk g3.log bwd_det $B --det                                 # ORDERED, every case run twice, bitwise equal
+( export FLASH_ATTN_C_SM90_BWD_DET=ordered                    # the Br = 64 ORDERED opt-out, every case run twice
+  chk g3.log bwd_det_ordered $B --det                         # (bitwise equal), every dense call on mode 3
   san racecheck g3.log $B --det --filter gqa
   san synccheck g3.log $B --det --filter gqa ) &
-( export FLASH_ATTN_C_SM90_BWD_DET=ordered_br                 # the opt-in ORDERED Br = 80 / 128 instances
-  chk g4.log bwd_det_br $B --det
+( unset FLASH_ATTN_C_SM90_BWD_DET                             # the default: ORDERED Br = 80 / 128 (modes 7 / 8)
+  chk g4.log bwd_det $B --det
   san racecheck g4.log $B --det --filter "dense d128"
   san racecheck g4.log $B --det --filter "dense d64"
   san memcheck g4.log $B --det --filter gqa ) &
@@ -74,8 +75,8 @@ bench() { # name cmd...
   timeout ${BENCH_T:-90} "$@" > $W/$name.txt 2>&1; echo "$name done at $(el) s"; snapshot
 }
 bench bwd_default $B --bench
-bench bwd_det_ordered $B --bench --det
-bench bwd_det_br env FLASH_ATTN_C_SM90_BWD_DET=ordered_br $B --bench --det
+bench bwd_det $B --bench --det                                # the default: ORDERED Br = 80 / 128
+bench bwd_det_ordered env FLASH_ATTN_C_SM90_BWD_DET=ordered $B --bench --det   # the Br = 64 opt-out
 bench bwd_br64 env FLASH_ATTN_C_SM90_BWD_VARIANT=br64 $B --bench
 if [ -n "${EXP_BWD_TREE:-}" ]; then
   X=$EXP_BWD_TREE/dev/bin/bwd_sm90/bwd_sm90_check   # built by the time the checks' wait returned
@@ -88,7 +89,7 @@ BENCH_T=60 bench reduce_bw dev/bin/bwd_sm90/reduce_bw             # fp32 dQ add 
 BENCH_T=60 bench bwd_nodq dev/bin/bwd_sm90/bwd_sm90_check_nodq --bench   # d = 256 without dQ traffic
 C=dev/harness_bench_compare.py
 python3 $C default=$W/bwd_default.txt br64=$W/bwd_br64.txt > $W/cmp_bwd_br64.md 2>&1
-python3 $C atomic=$W/bwd_default.txt ordered=$W/bwd_det_ordered.txt ordered_br=$W/bwd_det_br.txt \
+python3 $C atomic=$W/bwd_default.txt ordered_br=$W/bwd_det.txt ordered=$W/bwd_det_ordered.txt \
   pass=$W/bwd_det_pass.txt > $W/cmp_bwd_det.md 2>&1
 [ -f $W/bwd_exp.txt ] && python3 $C default=$W/bwd_default.txt exp=$W/bwd_exp.txt > $W/cmp_bwd_exp.md 2>&1
 python3 $C default=$W/fwd_default.txt persist0=$W/fwd_persist0.txt > $W/cmp_fwd_persist.md 2>&1
