@@ -74,8 +74,8 @@ def test_deterministic_backward_cuda_50_repeats(dtype, kind, causal, h, hk):
 def test_deterministic_backward_cuda_pass_sm90(monkeypatch, dtype, kind, causal, h, hk):
     """FLASH_ATTN_C_SM90_BWD_DET=pass: on H100/H200 the dense cases at d <= 128 take the dK/dV kernel +
     the ordered dQ pass instead of the default (dQ added inside the pipelined sm90 kernel in a fixed
-    key-block order, kDq = ORDERED, what the test above runs there); elsewhere the variable changes
-    nothing. Bitwise identical over 50 repeats either way."""
+    key-block order, the Br = 80 / 128 tiles' ORDERED instances, what the test above runs there);
+    elsewhere the variable changes nothing. Bitwise identical over 50 repeats either way."""
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass")
     _repeat_check("cuda", dtype, kind, causal, h, hk, repeats=50, big=True)
 

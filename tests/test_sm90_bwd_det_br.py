@@ -1,6 +1,6 @@
-"""The ORDERED (deterministic) dQ on the FA3-sized pipelined Hopper backward tiles, opt-in with
-FLASH_ATTN_C_SM90_BWD_DET=ordered_br (csrc/cuda/sm90/fa_bwd_sm90_ordered.h): deterministic dense
-calls run fa_bwd_sm90_pipe80_ordered_kernel (Br = 80, d in (64, 128]) or
+"""The ORDERED (deterministic) dQ on the FA3-sized pipelined Hopper backward tiles, the default since
+H200 run 62 (FLASH_ATTN_C_SM90_BWD_DET unset, or =ordered_br; csrc/cuda/sm90/fa_bwd_sm90_ordered.h):
+deterministic dense calls run fa_bwd_sm90_pipe80_ordered_kernel (Br = 80, d in (64, 128]) or
 fa_bwd_sm90_pipe128_kernel<kBf16, 3> (Br = 128, d <= 64) where the atomic-dQ call would run the
 Br = 80 kernel / the Br = 128 instances (softmax_scale > 0, TMA-fit, FLASH_ATTN_C_SM90_BWD_VARIANT's
 list), with turn counters per Br query rows of the tile that runs.
@@ -9,9 +9,10 @@ CPU part (no GPU): the turn / schedule model of dev/bwd_sm90/det_order_sim at BR
 deadlock argument of fa_bwd_sm90_pipe_dq_order.cuh for the new tiles: the writer's turn equals the
 number of later touching key blocks, counted by brute force over the mask; the reversed grid never
 deadlocks under 1, 2, 5, 132 resident CTAs; each tile is added in decreasing key-block order).
-GPU part (marked gpu, compute capability 9.0 only): gradient parity against the float64 oracle with
-a profiler check of the instance that ran, 20 bitwise-identical repeats, and the scope (atomic dQ,
-varlen, d > 128, scale <= 0, FLASH_ATTN_C_SM90_BWD_VARIANT=br64 and DET=ordered keep their kernels)."""
+GPU part (marked gpu, compute capability 9.0 only), at the default: gradient parity against the
+float64 oracle with a profiler check of the instance that ran, 20 bitwise-identical repeats, and the
+scope (atomic dQ, varlen, d > 128, scale <= 0 and FLASH_ATTN_C_SM90_BWD_VARIANT=br64 keep their
+kernels; DET=ordered_br names the default, DET=ordered opts out to the Br = 64 ORDERED kernel)."""
 from __future__ import annotations
 
 import importlib.util
@@ -76,15 +77,15 @@ def _hopper() -> bool:
 
 @pytest.fixture
 def sm90(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sm90 backward on, FLASH_ATTN_C_SM90_BWD_DET=ordered_br, the other switches at their
-    defaults (PIPE unset, VARIANT unset = "br80,br128")."""
+    """The sm90 backward on, every backward switch at its default (DET unset = the FA3 tiles' ORDERED
+    instances, PIPE unset, VARIANT unset = "br80,br128")."""
     if not _hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_PIPE", raising=False)
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_VARIANT", raising=False)
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered_br")
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET", raising=False)
 
 
 def _sm90_kernels(fn: Callable[[], object]) -> List[str]:
@@ -94,7 +95,7 @@ def _sm90_kernels(fn: Callable[[], object]) -> List[str]:
 
 
 def _want(d: int) -> List[str]:
-    """The ORDERED instance a deterministic dense call at head dim d runs under ordered_br."""
+    """The ORDERED instance a deterministic dense call at head dim d runs by default (scale > 0)."""
     return ["br80_ordered"] if d > 64 else ["br128_3"]
 
 
@@ -140,10 +141,11 @@ def test_det_ordered_br_bitwise_repeats(sm90, d, causal, h, hk):
 
 @pytest.mark.gpu
 def test_det_ordered_br_scope(sm90, monkeypatch):
-    """ordered_br leaves calls outside its scope as they were: atomic dQ (the FA3 tiles' atomic
+    """The default leaves calls outside its scope as they were: atomic dQ (the FA3 tiles' atomic
     instances), d > 128 (no staged-dQ instance: no pipelined kernel runs deterministic calls there),
     varlen (no pipelined kernel: dK/dV + the dQ pass), softmax_scale <= 0 (the Br = 64 ORDERED
-    instance), VARIANT=br64 (the Br = 64 ORDERED instance at both d)."""
+    instance), VARIANT=br64 (the Br = 64 ORDERED instance at both d). DET=ordered_br is the default
+    by name; DET=ordered (the opt-out) runs the Br = 64 ORDERED instance at both d."""
     from oracle import check_dense, check_varlen
 
     def dense(d, **kw):
@@ -158,6 +160,13 @@ def test_det_ordered_br_scope(sm90, monkeypatch):
     assert not [t for t in _sm90_kernels(lambda: check_varlen("cuda", torch.bfloat16, [300, 0, 70], [200, 9, 70], 4,
                                                               2, 128, causal=True, grad=True, deterministic=True))
                 if t != "cp_async"]
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered_br")
+    assert dense(128, deterministic=True) == ["br80_ordered"]
+    assert dense(64, deterministic=True) == ["br128_3"]
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
+    assert dense(128, deterministic=True) == ["br64_3"]
+    assert dense(64, deterministic=True) == ["br64_3"]
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_VARIANT", "br64")
     assert dense(128, deterministic=True) == ["br64_3"]
     assert dense(64, deterministic=True) == ["br64_3"]

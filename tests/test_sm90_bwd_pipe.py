@@ -12,8 +12,9 @@ FLASH_ATTN_C_SM90_BWD_DET=ordered, deterministic calls at d <= 128 run kDq = 3 (
 fixed key-block order inside the pipelined kernel): parity, 20 bitwise-identical repeats, scope.
 Every test here pins FLASH_ATTN_C_SM90_BWD_VARIANT=br64 (the Br = 64 tile these instances are) and
 FLASH_ATTN_C_SM90_BWD_DET=pass (the dK/dV-only instance for deterministic calls, unless a test asks
-for ordered): the package defaults, the FA3-sized tiles and the ORDERED instance for deterministic
-calls, are tested in test_sm90_bwd_tiles.py.
+for ordered, the Br = 64 ORDERED instance): the package defaults, the FA3-sized tiles and their
+ORDERED instances for deterministic calls, are tested in test_sm90_bwd_tiles.py and
+test_sm90_bwd_det_br.py.
 Runs on compute capability 9.0 only (elsewhere there is no sm90 kernel to select)."""
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-"""The Hopper backward's default tiles and deterministic path (H100 run 54 made them the defaults):
+"""The Hopper backward's default tiles and deterministic path (H100 run 54 / H200 run 62 defaults):
 atomic-dQ calls run the FA3-sized tiles, Br = 80 at d in (64, 128] (fa_bwd_sm90_pipe80_kernel, TMA
 dQ) and Br = 128 at d <= 64 (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>, TMA dQ, red.add under
 FLASH_ATTN_C_SM90_BWD_PIPE=1); FLASH_ATTN_C_SM90_BWD_VARIANT, a list, picks them ("br80", "br128",
 unset = both, "br64" = neither: fa_bwd_sm90_pipe_kernel at Br = 64). Deterministic calls at
-d <= 128, dense, run the pipelined kernel's ORDERED instance (kDq = 3); FLASH_ATTN_C_SM90_BWD_DET=pass
-keeps the dK/dV + ordered dQ pass path. Gradient parity against the float64 oracle (error-ratio rule,
+d <= 128, dense, run the ORDERED instance of the same tile (fa_bwd_sm90_pipe80_ordered_kernel,
+fa_bwd_sm90_pipe128_kernel<kBf16, 3>; the Br = 64 kernel's kDq = 3 where the tile is Br = 64);
+FLASH_ATTN_C_SM90_BWD_DET=ordered keeps the Br = 64 ORDERED instance, =pass the dK/dV + ordered dQ
+pass path. Gradient parity against the float64 oracle (error-ratio rule,
 3x for gradients) and a profiler check of which instance ran. Runs on compute capability 9.0 only."""
 from __future__ import annotations
 
@@ -37,6 +39,11 @@ def _tiles(fn: Callable[[], object]) -> List[str]:
     """The sm90 backward kernels fn() launched, as sorted unique tags (conftest.sm90_bwd_kernels): "br64_<kDq>"
     (the Br = 64 kernel, also the d > 128 dim-split one), "br128_<kDq>", "br80", "cp_async"."""
     return sorted(set(sm90_bwd_kernels(fn)))
+
+
+def _default_det_tile(d: int) -> List[str]:
+    """The ORDERED instance a deterministic dense call (d <= 128) runs by default (scale > 0)."""
+    return ["br128_3"] if d <= 64 else ["br80_ordered"]
 
 
 def _default_tile(d: int) -> List[str]:
@@ -104,7 +111,20 @@ def test_negative_scale_keeps_br64(d: int):
 def test_deterministic_default_is_ordered(dtype, b, sq, sk, h, hk, d, causal, window):
     ran = _tiles(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window, grad=True,
                                      check_lse=False, deterministic=True))
-    assert ran == ["br64_3"]
+    assert ran == _default_det_tile(d)
+
+
+@pytest.mark.parity_grad
+@pytest.mark.parametrize("d", [48, 64, 96, 128])
+def test_deterministic_ordered_opt_out(monkeypatch, d: int):
+    """FLASH_ATTN_C_SM90_BWD_DET=ordered (the default before H200 run 62) runs the Br = 64 ORDERED
+    instance at every d <= 128, and softmax_scale <= 0 does by default (the FA3 tiles need scale > 0)."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
+    assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 200, 150, 4, 2, d, causal=True, grad=True,
+                                      check_lse=False, deterministic=True)) == ["br64_3"]
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET")
+    assert _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, d, softmax_scale=-0.2, grad=True,
+                                      check_lse=False, deterministic=True)) == ["br64_3"]
 
 
 def test_deterministic_scope(monkeypatch):
@@ -122,13 +142,19 @@ def test_deterministic_scope(monkeypatch):
         monkeypatch.delenv(name)
 
 
-def test_deterministic_default_bitwise_repeats():
-    """10 backwards of one call (GQA, causal, sq != sk): dq, dk, dv identical bit for bit."""
+@pytest.mark.parametrize("det", ["unset", "ordered"])
+def test_deterministic_default_bitwise_repeats(monkeypatch, det: str):
+    """10 backwards of one call (GQA, causal, sq != sk): dq, dk, dv identical bit for bit, on the default
+    ORDERED instance (Br = 80) and on the Br = 64 one (FLASH_ATTN_C_SM90_BWD_DET=ordered)."""
     import flash_attn_c
+    if det != "unset":
+        monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", det)
     q = torch.randn(2, 1500, 8, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     k, v = (torch.randn(2, 1700, 2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     out = flash_attn_c.flash_attn_func(q, k, v, causal=True, deterministic=True)
     dout = torch.randn_like(out)
+    want = ["br80_ordered"] if det == "unset" else ["br64_3"]
+    assert _tiles(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)) == want
     ref = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
     for r in range(10):
         g = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
