@@ -5,7 +5,7 @@
 # in), then the trees' --bench runs alternate for ROUNDS rounds and dev/harness_bench_compare.py
 # prints per shape the median TFLOP/s of each tree and its ratio to the first one.
 # Trees: `git archive <branch> | tar -x -C .exp/<label>` here, carried with the call (carry .exp).
-#   usage: [ROUNDS=2] [CHECK_S=300] [CHECK_K=<-k filter>] [CHECK_TREES="label ..."] \
+#   usage: [ROUNDS=2] [CHECK_S=300] [CHECK_K=<case filter: -k / --filter>] [CHECK_TREES="label ..."] \
 #            bash scripts/gpu_harness_ab.sh fwd_sm90|bwd_sm90 label=dir...
 #   (CHECK_TREES: the trees whose cases are checked, default all; the float64 reference makes a full
 #   fwd_sm90 check take minutes, so a known-good baseline can skip it)
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"
 H=$1; shift
-case $H in fwd_sm90) exe=sm90_check ;; bwd_sm90) exe=bwd_sm90_check ;; *) echo "harness: fwd_sm90 or bwd_sm90"; exit 2 ;; esac
+case $H in fwd_sm90) exe=sm90_check; flt=-k ;; bwd_sm90) exe=bwd_sm90_check; flt=--filter ;; *) echo "harness: fwd_sm90 or bwd_sm90"; exit 2 ;; esac
 log() { echo "[harness_ab $(date +%T)] $*"; }
 labels=() dirs=()
 for t in "$@"; do labels+=("${t%%=*}"); dirs+=("${t#*=}"); done
@@ -30,7 +30,7 @@ for i in "${!dirs[@]}"; do
   case " ${CHECK_TREES:-${labels[*]}} " in *" ${labels[$i]} "*) ;; *) continue ;; esac
   log "check ${labels[$i]}"
   [ -x "$bin/unit_check" ] && { timeout 120 "$bin/unit_check" 2>&1 | tail -1; }
-  FA_CHECK_VERBOSE=1 timeout "${CHECK_S:-300}" "$bin/$exe" ${CHECK_K:+-k "$CHECK_K"} > "$OUT/check_${labels[$i]}.log" 2>&1
+  FA_CHECK_VERBOSE=1 timeout "${CHECK_S:-300}" "$bin/$exe" ${CHECK_K:+$flt "$CHECK_K"} > "$OUT/check_${labels[$i]}.log" 2>&1
   rc=$?
   grep -E "^FAIL" "$OUT/check_${labels[$i]}.log" | head -5
   if [ $rc = 124 ]; then echo "TIMEOUT after ${CHECK_S:-300} s in: $(grep '^case ' "$OUT/check_${labels[$i]}.log" | tail -1)"
