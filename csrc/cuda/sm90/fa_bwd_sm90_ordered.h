@@ -15,38 +15,48 @@
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg */
 #include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE80_BR / 128_BR, fa_bwd_sm90_fa3_tile_br */
 
-/* Whether a deterministic call takes an ORDERED instance (FLASH_ATTN_C_SM90_BWD_DET, read on every
- * call): unset, "ordered_br" or "ordered" yes (which instance: fa_bwd_sm90_ordered_mode); "pass" (or
- * any other value) no: the dK/dV-only instance + the ordered dQ pass; unset also no under
- * FLASH_ATTN_C_SM90_BWD_PIPE=0 (the cp.async kernel). Host-only test of the call's shape:
- * deterministic, dense, fp16/bf16, d <= 128 (the staged-dQ instances); the TMA maps and the
- * workspace are checked later (fa_bwd_sm90_ordered_args, fa_bwd_sm90_pipe_prepare). */
-static int fa_bwd_sm90_det_ordered(const fa_params *p)
+/* FLASH_ATTN_C_SM90_BWD_DET (read on every call), the one place that parses it: unset or
+ * "ordered_br" -> ORDERED on the FA3-sized tiles where they apply (the default since H200 run 62),
+ * "ordered" -> ORDERED on the Br = 64 tile everywhere (the opt-out, the default of H100 runs 54-61),
+ * "pass" (or any other value) -> the dK/dV-only instance + the ordered dQ pass; unset also the pass
+ * path under FLASH_ATTN_C_SM90_BWD_PIPE=0 (the cp.async kernel). */
+enum { FA_BWD_SM90_DET_PASS, FA_BWD_SM90_DET_ORDERED_BR64, FA_BWD_SM90_DET_ORDERED_FA3 };
+static int fa_bwd_sm90_det_choice(void)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
-    const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
-    const int on = env != NULL ? strcmp(env, "ordered") == 0 || strcmp(env, "ordered_br") == 0
-                               : !(pipe != NULL && strcmp(pipe, "0") == 0);
-    return on && p->deterministic && p->cu_seqlens_q == NULL && p->cu_seqlens_k == NULL && p->head_dim >= 8 &&
-           p->head_dim <= 128 && p->head_dim % 8 == 0;
+    if (env == NULL) {
+        const char *pipe = getenv("FLASH_ATTN_C_SM90_BWD_PIPE");
+        return pipe != NULL && strcmp(pipe, "0") == 0 ? FA_BWD_SM90_DET_PASS : FA_BWD_SM90_DET_ORDERED_FA3;
+    }
+    if (strcmp(env, "ordered_br") == 0) return FA_BWD_SM90_DET_ORDERED_FA3;
+    if (strcmp(env, "ordered") == 0) return FA_BWD_SM90_DET_ORDERED_BR64;
+    return FA_BWD_SM90_DET_PASS;
 }
 
-/* Which ORDERED instance a deterministic call fa_bwd_sm90_det_ordered takes runs. Unset or
- * "ordered_br" (the default since H200 run 62): the ORDERED instance of the FA3-sized tile its
- * atomic-dQ twin would run (fa_bwd_sm90_fa3_tile_br: softmax_scale > 0 and the
- * FLASH_ATTN_C_SM90_BWD_VARIANT list), the Br = 80 kernel at d in (64, 128] (mode 7), the Br = 128
- * instance at d <= 64 (mode 8); elsewhere the Br = 64 one (mode 3). "ordered" (the opt-out, the
- * default of H100 runs 54-61) keeps the Br = 64 instance everywhere. H200 run 62 (harness, bf16, 16k
- * tokens, h*d 2048, d 64 / 128, causal and not, seqlen 512..16k): --det 43 / 43 bitwise-repeatable,
- * racecheck 0 hazards (dense d 64 and 128), memcheck clean; speed 0.919x the atomic default's,
- * geomean (0.813-0.999; non-causal up to seqlen 4k, 0.81-0.87x, costs 1.15-1.23x, over the 1.15x
- * target that the geomean's 1.09x meets), where "ordered" ran 0.744x (min 0.635) and "pass" 0.545x.
+/* Whether a deterministic call takes an ORDERED instance (fa_bwd_sm90_det_choice; which one:
+ * fa_bwd_sm90_ordered_mode). Host-only test of the call's shape: deterministic, dense, fp16/bf16,
+ * d <= 128 (the staged-dQ instances); the TMA maps and the workspace are checked later
+ * (fa_bwd_sm90_ordered_args, fa_bwd_sm90_pipe_prepare). */
+static int fa_bwd_sm90_det_ordered(const fa_params *p)
+{
+    return fa_bwd_sm90_det_choice() != FA_BWD_SM90_DET_PASS && p->deterministic && p->cu_seqlens_q == NULL &&
+           p->cu_seqlens_k == NULL && p->head_dim >= 8 && p->head_dim <= 128 && p->head_dim % 8 == 0;
+}
+
+/* Which ORDERED instance a deterministic call fa_bwd_sm90_det_ordered takes runs. The FA3 choice
+ * (unset, "ordered_br"): the ORDERED instance of the FA3-sized tile its atomic-dQ twin would run
+ * (fa_bwd_sm90_fa3_tile_br: softmax_scale > 0 and the FLASH_ATTN_C_SM90_BWD_VARIANT list), the
+ * Br = 80 kernel at d in (64, 128] (mode 7), the Br = 128 instance at d <= 64 (mode 8); elsewhere,
+ * and under "ordered", the Br = 64 one (mode 3). H200 run 62 (harness, bf16, 16k tokens, h*d 2048,
+ * d 64 / 128, causal and not, seqlen 512..16k): --det 43 / 43 bitwise-repeatable, racecheck 0
+ * hazards (dense d 64 and 128), memcheck clean; speed 0.919x the atomic default's, geomean
+ * (0.813-0.999; non-causal up to seqlen 4k, 0.81-0.87x, costs 1.15-1.23x, over the 1.15x target
+ * that the geomean's 1.09x meets), where "ordered" ran 0.744x (min 0.635) and "pass" 0.545x.
  * Host-only, on p; TMA-fit is checked later (fa_bwd_sm90_pipe_prepare: maps not encodable -> the
  * dQ-pass path, as for mode 3). */
 static int fa_bwd_sm90_ordered_mode(const fa_params *p)
 {
-    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET");
-    if (env != NULL && strcmp(env, "ordered") == 0) return 3;
+    if (fa_bwd_sm90_det_choice() != FA_BWD_SM90_DET_ORDERED_FA3) return 3;
     const int br = fa_bwd_sm90_fa3_tile_br(p->head_dim, p->softmax_scale);
     return br == FA_BWD_SM90_PIPE80_BR    ? FA_BWD_SM90_PIPE_MODE_BR80_ORDERED
            : br == FA_BWD_SM90_PIPE128_BR ? FA_BWD_SM90_PIPE_MODE_BR128_ORDERED
