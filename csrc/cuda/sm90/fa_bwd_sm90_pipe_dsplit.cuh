@@ -16,8 +16,9 @@
  *   dV_wg += P^T dO_i[:, 128 wg..]    wgmma RS N = 128 (warpgroup_gemm_dv_dk on column blocks
  *   dK_wg += dS^T Q_i[:, 128 wg..]    2 wg, 2 wg + 1 of the slot: LBO = one column block)
  *   dQ_i[:, 128 wg + 64 hh..] += dS K_j[:, 128 wg + 64 hh..] for hh = 0, 1: two wgmma SS N = 64,
- *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add (kDq =
- *   RED); none when deterministic (kDq = NONE: the ordered dQ pass).
+ *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add.v4 into the
+ *   tiled dq_accum (kDq = RED; fa_bwd_sm90_dq_tiled.cuh: 512 contiguous bytes per warp instruction);
+ *   none when deterministic (kDq = NONE: the ordered dQ pass).
  * Order (RED): issue dV + dK; issue dQ lo; wait <= 1 (dV, dK done: pa, dsa dead, slot released);
  * issue dQ hi; wait <= 1, red.add of dQ lo; wait 0, red.add of dQ hi. Live accumulators at most
  * dK + dV 128 + pa, dsa 32 + one dQ half 32.
@@ -25,7 +26,7 @@
  * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after its
  * reads of iteration it - 2 (the ld.shared of pa, dsa; the dQ wgmmas, waited) completed.
  * FA_BWD_SM90_DEV_NO_DQ_D256 (dev/bwd_sm90 `make nodq` only; never set by setup.py or
- * csrc/build_flags.py): the two red.adds behind a branch never taken, so bwd_sm90_check_nodq --bench
+ * csrc/build_flags.py): the two dQ adds behind a branch never taken, so bwd_sm90_check_nodq --bench
  * times this tile without its dQ traffic, the dQ wgmmas and registers unchanged: the upper bound of
  * any faster dQ path (issue #13). (Not compiled out: ptxas then shrinks the dead dQ wgmmas away.)
  * No TMA dQ: 2 x 32 KB of staging do not fit beside K, V (64 KB), the ring (128 KB) and P^T,
@@ -34,7 +35,8 @@
 #ifndef FA_BWD_SM90_PIPE_DSPLIT_CUH
 #define FA_BWD_SM90_PIPE_DSPLIT_CUH
 
-#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, thread_red_add_dq, warpgroup_end_tile_no_dq */
+#include "fa_bwd_sm90_dq_tiled.cuh"     /* thread_red_add_dq_tiled */
+#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, warpgroup_end_tile_no_dq */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
 #if FA_SM90_DEVICE
@@ -46,18 +48,20 @@
 #endif
 
 /* One consumer tile at d = 256 (header). dk, dv: this warpgroup's 128 dims; buf: byte offset of
- * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows. */
+ * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows; b, h, i0: the batch,
+ * head and first query row of the tile (its dQ tile). */
 template <bool kBf16, int D, int kDq>
 static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_args &a, const fa_seq &seq,
                                                                  const fa_bwd_pipe_smem &sm, float (&dk)[D / 4],
                                                                  float (&dv)[D / 4], int stage, uint32_t phase,
-                                                                 uint32_t buf, int h, int i0, int j0,
+                                                                 uint32_t buf, int b, int h, int i0, int j0,
                                                                  const float *lse_s, const float *dsum_s)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D>;
     constexpr int Bc = Cfg::Bc, Br = Cfg::Br, Bh = Br / 2; /* Bh: queries of a warpgroup's S^T half */
     constexpr uint32_t kQBytes = Br * D * 2;
     static_assert(Cfg::kDimSplit && kDq != FA_BWD_SM90_DQ_TMA, "the d = 256 tile: dQ by red.add or none");
+    static_assert(Br == FA_BWD_DQ_TILE_ROWS && D == FA_BWD_DQ_TILE_DIMS, "the tiled dq_accum's tile is this tile");
     const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
     const int sq = seq.sq, sk = seq.sk, off = sk - sq;
@@ -139,13 +143,11 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     fa_wgmma_commit();
     fa_wgmma_wait<1>(); /* dQ lo done */
     fa_reg_fence(dq0);
-    /* wq, g, t again, from threadIdx.x (unsigned) rather than tid: keeps this instance's SASS
-     * (passing the tid-derived ones reschedules it, nvcc 13.0) */
-    const int rlane = threadIdx.x % 32, rwq = (threadIdx.x / 32) % 4, rg = rlane / 4, rt = rlane % 4;
-    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq<64>(a, seq, dq0, h, i0, 0, (D / 2) * wg, rwq, rg, rt);
+    const int tw = threadIdx.x % 128; /* 32 wq + lane */
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq0, b, h, i0, wg, 0, tw);
     fa_wgmma_wait<0>();
     fa_reg_fence(dq1);
-    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq<64>(a, seq, dq1, h, i0, 0, (D / 2) * wg + 64, rwq, rg, rt);
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq1, b, h, i0, wg, 1, tw);
 }
 
 /* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread at d = 256: rows j0 + 16 wq + g

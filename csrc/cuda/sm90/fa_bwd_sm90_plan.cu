@@ -39,6 +39,7 @@
 #include "fa_bwd_host.h"
 #include "fa_cuda_device.h"
 #include "fa_bwd_sm90.cuh"
+#include "fa_bwd_sm90_dq_tiled.cuh" /* fa_bwd_dq_tiled_floats */
 #include "fa_bwd_sm90_plan.h"
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg, fa_bwd_sm90_params, FA_BWD_SM90_BC */
 #include "fa_bwd_sm90_ordered.h"  /* fa_bwd_sm90_det_ordered, fa_bwd_sm90_ordered_args */
@@ -104,11 +105,26 @@ int fa_bwd_sm90_supported(const fa_params *p)
     return fa_bwd_sm90_can_run(p);
 }
 
-/* The ordered dQ needs dq_accum and the turn counters besides dpsum (fa_bwd_host.h). */
+/* Bytes of the workspace when the call's dQ goes into the tiled dq_accum of the d > 128 tile
+ * (dense, atomic dQ; fa_bwd_sm90_dq_tiled.cuh): dpsum, then the tiled buffer at dq_accum's place;
+ * 0 for other calls. */
+static size_t fa_bwd_sm90_tiled_need(const fa_params *p)
+{
+    if (p->deterministic || p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || p->head_dim <= 128) return 0;
+    const size_t dpsum = fa_bwd_dpsum_bytes(p);
+    if (dpsum == 0) return 0;
+    return dpsum + (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
+}
+
+/* The ordered dQ needs dq_accum and the turn counters besides dpsum (fa_bwd_host.h); the d > 128
+ * tile a tiled dq_accum (larger than the row-major one: whole 64-row blocks of 256 dims). */
 size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
 {
-    const size_t need = fa_bwd_workspace_need(p);
-    if (p == NULL || !fa_bwd_sm90_det_ordered(p)) return need;
+    size_t need = fa_bwd_workspace_need(p);
+    if (p == NULL) return need;
+    const size_t tiled = fa_bwd_sm90_tiled_need(p);
+    if (tiled > need) need = tiled;
+    if (!fa_bwd_sm90_det_ordered(p)) return need;
     const size_t ordered = fa_bwd_ordered_dq_need(p, fa_bwd_sm90_ordered_rows(p));
     return ordered > need ? ordered : need;
 }
@@ -181,8 +197,10 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
                    fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
                                     p->v_batch_stride, bc);
     if (!ok) return 0;
-    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3) */
-    if (d > 128) return 1;
+    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3), into
+     * the tiled dq_accum: a workspace sized for the row-major one only (a caller that did not ask
+     * fa_bwd_sm90_workspace_bytes) cannot take it */
+    if (d > 128) return !a->atomic_dq || p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
     if ((mode == 3 || (mode == 2 && a->atomic_dq)) &&
         !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 || ord80 ? br : 64))
         return 0;
