@@ -10,21 +10,24 @@
  *   P^T, dS^T of the half (thread_probs_t / thread_ds_t at 32 queries, LSE / D from row 32 wg),
  *   packed to 16 bits and stored into this iteration's P^T and dS^T buffers ([Bc keys][Br
  *   queries], swizzled: the dS^T layout of d <= 128);
- *   DS barrier (bar.sync, both warpgroups): both halves stored;
- *   pa, dsa: all 64 queries of P^T, dS^T as A fragments, read back with ld.shared (thread
- *   (wq, g, t) of either warpgroup stored exactly these fragments: the layout is the packing's);
- *   dV_wg += P^T dO_i[:, 128 wg..]    wgmma RS N = 128 (warpgroup_gemm_dv_dk on column blocks
- *   dK_wg += dS^T Q_i[:, 128 wg..]    2 wg, 2 wg + 1 of the slot: LBO = one column block)
+ *   fence.proxy.async (the generic stores before the wgmmas below read the buffers), DS barrier
+ *   (bar.sync, both warpgroups): both halves stored;
+ *   dV_wg += P^T dO_i[:, 128 wg..]    wgmma SS N = 128 (warpgroup_gemm_dv_dk_ss): A = P^T, dS^T, all
+ *   dK_wg += dS^T Q_i[:, 128 wg..]    64 queries, straight from the buffers (K-major: queries are the
+ *                                     reduction dim), B = column blocks 2 wg, 2 wg + 1 of the slot
+ *                                     (MN-major, LBO = one column block);
  *   dQ_i[:, 128 wg + 64 hh..] += dS K_j[:, 128 wg + 64 hh..] for hh = 0, 1: two wgmma SS N = 64,
  *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add.v4 into the
  *   tiled dq_accum (kDq = RED; fa_bwd_sm90_dq_tiled.cuh: 512 contiguous bytes per warp instruction);
  *   none when deterministic (kDq = NONE: the ordered dQ pass).
- * Order (RED): issue dV + dK; issue dQ lo; wait <= 1 (dV, dK done: pa, dsa dead, slot released);
- * issue dQ hi; wait <= 1, red.add of dQ lo; wait 0, red.add of dQ hi. Live accumulators at most
- * dK + dV 128 + pa, dsa 32 + one dQ half 32.
+ * Order (RED): issue dV + dK; issue dQ lo; wait <= 1 (dV, dK done: slot released); issue dQ hi;
+ * wait <= 1, red.add of dQ lo; wait 0, red.add of dQ hi. Live accumulators at most dK + dV 128 +
+ * two dQ halves 64 (the RS form held P^T, dS^T fragments, 32 registers, and read them back with
+ * 32 ld.shared: consumer cap without spills 232 -> 224 with RED, 200 -> 192 with NONE, nvcc 13).
  * P^T and dS^T are double buffered by iteration parity, like dS^T at d <= 128: buffer it & 1 is
- * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after its
- * reads of iteration it - 2 (the ld.shared of pa, dsa; the dQ wgmmas, waited) completed.
+ * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after every
+ * read of iteration it - 2 completed: its dV/dK and dQ wgmmas (async proxy) read the buffers, and
+ * each tile waits for all its groups (wait 0) before it returns.
  * FA_BWD_SM90_DEV_NO_DQ_D256 (dev/bwd_sm90 `make nodq` only; never set by setup.py or
  * csrc/build_flags.py): the two dQ adds behind a branch never taken, so bwd_sm90_check_nodq --bench
  * times this tile without its dQ traffic, the dQ wgmmas and registers unchanged: the upper bound of
@@ -103,24 +106,16 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
             asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + o), "r"(dh[q]) : "memory");
         }
     }
-    /* the dS^T stores before the dQ wgmma (async proxy) reads them */
-    if (kDq != FA_BWD_SM90_DQ_NONE) fa_fence_proxy_async_smem();
-    /* why: pa, dsa below read the other warpgroup's half, and its dQ product reads all of dS^T */
+    /* the P^T, dS^T stores before the dV/dK and dQ wgmmas (async proxy) read them */
+    fa_fence_proxy_async_smem();
+    /* why: dV/dK below read the other warpgroup's half of P^T, dS^T, the dQ product all of dS^T */
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
 
-    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* all 64 queries, 16 per k-step */
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-            const uint32_t o = fa_sw128_off<Bc>(16 * wq + g + 8 * (q & 1), 8 * (2 * kk + (q >> 1)) + 2 * t);
-            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(pa[kk][q]) : "r"(sp + o) : "memory");
-            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(dsa[kk][q]) : "r"(sds + o) : "memory");
-        }
-    /* dV, dK of this warpgroup's 128 dims: column blocks 2 wg, 2 wg + 1 of the slot's dO, Q */
+    /* dV, dK of this warpgroup's 128 dims: P^T, dS^T (all 64 queries) straight from the buffers
+     * (wgmma SS), column blocks 2 wg, 2 wg + 1 of the slot's dO, Q */
     const uint32_t cb_off = (uint32_t)wg * (2u * Br * 128u);
     fa_wgmma_fence();
-    warpgroup_gemm_dv_dk<kBf16, D / 2, Br>(dv, dk, pa, dsa, q_st + cb_off, do_st + cb_off);
+    warpgroup_gemm_dv_dk_ss<kBf16, D / 2, Br, Bc>(dv, dk, sp, sds, q_st + cb_off, do_st + cb_off);
     fa_wgmma_commit();
     if (kDq == FA_BWD_SM90_DQ_NONE) {
         warpgroup_end_tile_no_dq(dk, dv, sm.empty + 8u * stage);
@@ -133,7 +128,7 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     fa_wgmma_fence();
     warpgroup_gemm_dq<kBf16, Bc / 16>(dq0, sds, k_cb, 0);
     fa_wgmma_commit();
-    fa_wgmma_wait<1>(); /* dV, dK done (pa, dsa free); dQ lo may still run */
+    fa_wgmma_wait<1>(); /* dV, dK done; dQ lo may still run */
     fa_reg_fence(dk);
     fa_reg_fence(dv);
     /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
