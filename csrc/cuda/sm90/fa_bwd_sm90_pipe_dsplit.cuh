@@ -20,10 +20,14 @@
  *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add.v4 into the
  *   tiled dq_accum (kDq = RED; fa_bwd_sm90_dq_tiled.cuh: 512 contiguous bytes per warp instruction);
  *   none when deterministic (kDq = NONE: the ordered dQ pass).
- * Order (RED): issue dV + dK; issue dQ lo; wait <= 1 (dV, dK done: slot released); issue dQ hi;
- * wait <= 1, red.add of dQ lo; wait 0, red.add of dQ hi. Live accumulators at most dK + dV 128 +
- * two dQ halves 64 (the RS form held P^T, dS^T fragments, 32 registers, and read them back with
- * 32 ld.shared: consumer cap without spills 232 -> 224 with RED, 200 -> 192 with NONE, nvcc 13).
+ * Order (RED): issue dQ lo, dQ hi, dV + dK (three groups); wait <= 2, red.add of dQ lo; wait <= 1,
+ * red.add of dQ hi; wait 0 (dV, dK done: slot released). The adds bound this tile, so they start
+ * as early as the tensor cores allow and run under the larger dV/dK group (before: dV + dK, dQ lo,
+ * wait, release, dQ hi, adds of each half after its wait, the last ones under no wgmma; nvcc 13.0
+ * schedules the wait <= 1 right after the first add of dQ lo, so 15 of the 16 follow dQ hi). Live
+ * accumulators at most dK + dV 128 + two dQ halves 64 (the RS form of dV/dK also held P^T, dS^T
+ * fragments, 32 registers read back by 32 ld.shared). Consumer cap without spills or serialized
+ * wgmmas (nvcc 13.0): RED 232 (RS) -> 224, NONE 200 -> 192; setmaxnreg gives 240.
  * P^T and dS^T are double buffered by iteration parity, like dS^T at d <= 128: buffer it & 1 is
  * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after every
  * read of iteration it - 2 completed: its dV/dK and dQ wgmmas (async proxy) read the buffers, and
@@ -114,35 +118,37 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     /* dV, dK of this warpgroup's 128 dims: P^T, dS^T (all 64 queries) straight from the buffers
      * (wgmma SS), column blocks 2 wg, 2 wg + 1 of the slot's dO, Q */
     const uint32_t cb_off = (uint32_t)wg * (2u * Br * 128u);
-    fa_wgmma_fence();
-    warpgroup_gemm_dv_dk_ss<kBf16, D / 2, Br, Bc>(dv, dk, sp, sds, q_st + cb_off, do_st + cb_off);
-    fa_wgmma_commit();
-    if (kDq == FA_BWD_SM90_DQ_NONE) {
+    if constexpr (kDq == FA_BWD_SM90_DQ_NONE) {
+        fa_wgmma_fence();
+        warpgroup_gemm_dv_dk_ss<kBf16, D / 2, Br, Bc>(dv, dk, sp, sds, q_st + cb_off, do_st + cb_off);
+        fa_wgmma_commit();
         warpgroup_end_tile_no_dq(dk, dv, sm.empty + 8u * stage);
         return;
     }
 
-    /* dQ of the warpgroup's 128 dims = K column blocks 2 wg + hh, two N = 64 halves */
+    /* dQ of the warpgroup's 128 dims = K column blocks 2 wg + hh, two N = 64 halves, issued before
+     * dV, dK: each half's red.adds then run while the larger dV/dK group still computes */
     const uint32_t k_cb = sm.k + (uint32_t)(2 * wg) * (uint32_t)(Bc * 128);
     float dq0[32], dq1[32];
     fa_wgmma_fence();
     warpgroup_gemm_dq<kBf16, Bc / 16>(dq0, sds, k_cb, 0);
     fa_wgmma_commit();
-    fa_wgmma_wait<1>(); /* dV, dK done; dQ lo may still run */
+    warpgroup_gemm_dq<kBf16, Bc / 16>(dq1, sds, k_cb + (uint32_t)(Bc * 128), 0);
+    fa_wgmma_commit();
+    warpgroup_gemm_dv_dk_ss<kBf16, D / 2, Br, Bc>(dv, dk, sp, sds, q_st + cb_off, do_st + cb_off);
+    fa_wgmma_commit();
+    const int tw = threadIdx.x % 128; /* 32 wq + lane */
+    fa_wgmma_wait<2>(); /* dQ lo done; dQ hi, dV, dK may still run */
+    fa_reg_fence(dq0);
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq0, b, h, i0, wg, 0, tw);
+    fa_wgmma_wait<1>(); /* dQ hi done */
+    fa_reg_fence(dq1);
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq1, b, h, i0, wg, 1, tw);
+    fa_wgmma_wait<0>(); /* dV, dK done */
     fa_reg_fence(dk);
     fa_reg_fence(dv);
     /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
     thread_release_bwd_slot(sm.empty + 8u * stage);
-    fa_wgmma_fence();
-    warpgroup_gemm_dq<kBf16, Bc / 16>(dq1, sds, k_cb + (uint32_t)(Bc * 128), 0);
-    fa_wgmma_commit();
-    fa_wgmma_wait<1>(); /* dQ lo done */
-    fa_reg_fence(dq0);
-    const int tw = threadIdx.x % 128; /* 32 wq + lane */
-    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq0, b, h, i0, wg, 0, tw);
-    fa_wgmma_wait<0>();
-    fa_reg_fence(dq1);
-    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq1, b, h, i0, wg, 1, tw);
 }
 
 /* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread at d = 256: rows j0 + 16 wq + g
