@@ -107,10 +107,16 @@ int fa_bwd_sm90_supported(const fa_params *p)
 
 /* Bytes of the workspace when the call's dQ goes into the tiled dq_accum of the d > 128 tile
  * (dense, atomic dQ; fa_bwd_sm90_dq_tiled.cuh): dpsum, then the tiled buffer at dq_accum's place;
- * 0 for other calls. */
+ * 0 for calls that cannot take that tile. Only the checks of fa_bwd_sm90_bucket_checked that need no
+ * workspace (asked before there is one): the calls they reject (d > 256, dropout / softcap / ALiBi,
+ * fp32, not an sm_90 device) would pay up to 256 / d x the padding of whole 64-row blocks for nothing. */
 static size_t fa_bwd_sm90_tiled_need(const fa_params *p)
 {
-    if (p->deterministic || p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || p->head_dim <= 128) return 0;
+    if (p->deterministic || p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_bwd_sm90_bucket(p->head_dim) != 256)
+        return 0;
+    if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
+    if (p->dropout_p != 0.f || p->softcap != 0.f || p->alibi_slopes != NULL) return 0;
+    if (fa_cuda_current_arch() != 90) return 0; /* (not FLASH_ATTN_C_SM90_BWD: fa_bwd_sm90 itself ignores it) */
     const size_t dpsum = fa_bwd_dpsum_bytes(p);
     if (dpsum == 0) return 0;
     return dpsum + (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
