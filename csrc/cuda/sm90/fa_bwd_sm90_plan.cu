@@ -60,11 +60,10 @@ static int fa_bwd_sm90_bucket(int64_t d)
 
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
-/* The checks of fa_bwd_sm90_can_run that need no tensor map: the head-dim bucket when they pass,
- * else 0. Bucket 256 needs the pipelined kernel's maps on top (fa_bwd_sm90_pipe_prepare), which
- * fa_bwd_sm90_can_run encodes to decide and fa_bwd_sm90 encodes once to run: the run path calls
- * this, not fa_bwd_sm90_can_run, so a call's maps are not encoded twice there. */
-int fa_bwd_sm90_bucket_checked(const fa_params *p)
+/* The checks of fa_bwd_sm90_bucket_checked that look at neither the pointers nor the workspace (so
+ * fa_bwd_sm90_workspace_bytes can ask them before there is one): the head-dim bucket when they
+ * pass, else 0. */
+static int fa_bwd_sm90_bucket_of_shape(const fa_params *p)
 {
     if (p == NULL) return 0;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
@@ -73,13 +72,23 @@ int fa_bwd_sm90_bucket_checked(const fa_params *p)
     if (!isfinite(p->softmax_scale)) return 0;
     const int bucket = fa_bwd_sm90_bucket(p->head_dim);
     if (bucket == 0) return 0;
-    /* the sm80 backward's checks: pointers, 16-byte alignment, strides % 8, grid, workspace */
-    if (fa_bwd_validate(p) != FA_OK) return 0;
     /* lengths may be 0 (varlen batches without queries / keys); int arithmetic in the kernel */
     if (p->seqlen_k >= (1 << 30) || p->seqlen_q >= (1 << 30)) return 0;
     if (p->heads_k > 65535) return 0;
     if (fa_cuda_current_arch() != 90) return 0;
     if (!fa_bwd_sm90_has_image(bucket, p->dtype)) return 0;
+    return bucket;
+}
+
+/* The checks of fa_bwd_sm90_can_run that need no tensor map: the head-dim bucket when they pass,
+ * else 0. Bucket 256 needs the pipelined kernel's maps on top (fa_bwd_sm90_pipe_prepare), which
+ * fa_bwd_sm90_can_run encodes to decide and fa_bwd_sm90 encodes once to run: the run path calls
+ * this, not fa_bwd_sm90_can_run, so a call's maps are not encoded twice there. */
+int fa_bwd_sm90_bucket_checked(const fa_params *p)
+{
+    const int bucket = fa_bwd_sm90_bucket_of_shape(p);
+    /* the sm80 backward's checks: pointers, 16-byte alignment, strides % 8, grid, workspace */
+    if (bucket == 0 || fa_bwd_validate(p) != FA_OK) return 0;
     return bucket;
 }
 
@@ -107,16 +116,12 @@ int fa_bwd_sm90_supported(const fa_params *p)
 
 /* Bytes of the workspace when the call's dQ goes into the tiled dq_accum of the d > 128 tile
  * (dense, atomic dQ; fa_bwd_sm90_dq_tiled.cuh): dpsum, then the tiled buffer at dq_accum's place;
- * 0 for calls that cannot take that tile. Only the checks of fa_bwd_sm90_bucket_checked that need no
- * workspace (asked before there is one): the calls they reject (d > 256, dropout / softcap / ALiBi,
- * fp32, not an sm_90 device) would pay up to 256 / d x the padding of whole 64-row blocks for nothing. */
+ * 0 for calls the tile cannot take (fa_bwd_sm90_bucket_of_shape: asked before there is a
+ * workspace), which would pay up to 256 / d x the padding of whole 64-row blocks for nothing. */
 static size_t fa_bwd_sm90_tiled_need(const fa_params *p)
 {
-    if (p->deterministic || p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_bwd_sm90_bucket(p->head_dim) != 256)
+    if (p->deterministic || p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_bwd_sm90_bucket_of_shape(p) != 256)
         return 0;
-    if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
-    if (p->dropout_p != 0.f || p->softcap != 0.f || p->alibi_slopes != NULL) return 0;
-    if (fa_cuda_current_arch() != 90) return 0; /* (not FLASH_ATTN_C_SM90_BWD: fa_bwd_sm90 itself ignores it) */
     const size_t dpsum = fa_bwd_dpsum_bytes(p);
     if (dpsum == 0) return 0;
     return dpsum + (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
