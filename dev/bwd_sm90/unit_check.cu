@@ -15,6 +15,10 @@
  *            the shape d = 256 adds) over 256 dims, h = 0, 1 (B starts 32 rows = 4 KB into Q)
  *   dq d256  dQ = dS K over 64 keys at dims 128..191, 192..255 (K column blocks 2, 3 of a
  *            64-row tile: the two N = 64 halves of warpgroup 1)
+ *   dv d256  dV = P^T dO over 64 queries at dims 0..127, 128..255 through warpgroup_gemm_ss_q:
+ *            wgmma SS N = 128 with A K-major from the [64 keys][64 queries] buffer and B MN-major
+ *            (imm-trans-a = 0, imm-trans-b = 1, fa_wgmma_ss_tb: the d = 256 tile's dV and dK;
+ *            dS^T stands in for P^T, Q for dO)
  * Inputs are small integers, so fp32 results are exact and must match the host bit for bit.
  *
  *   ./unit_check        last line "N passed, N failed"
@@ -36,7 +40,8 @@
 #define UC_D 128
 
 #define UC_VARIANTS 5 /* the dQ variants of unit_dq_kernel */
-#define UC_D256_VARIANTS 4 /* unit_d256_kernel: S^T half 0, 1; dQ dims 128.., 192.. */
+#define UC_D256_VARIANTS 6 /* unit_d256_kernel: S^T half 0, 1; dQ dims 128.., 192..; dV dims 0.., 128.. */
+#define UC_D256_SLOTS 8    /* 64 x 64 fp32 output slots: a dV variant (64 x 128) takes two */
 #define UC_D256 256
 /* first dim of K that variant v reads (N = 64 for variants 0, 1; N = 32 for 2..4) */
 static __host__ __device__ constexpr int uc_dim0(int v)
@@ -45,14 +50,14 @@ static __host__ __device__ constexpr int uc_dim0(int v)
 }
 
 /* One thread's m64nN fp32 wgmma accumulator (NJ = N / 8 column groups of 4 floats) into
- * dst: (64 queries, 64 dims) row-major; warp w holds rows 16 w + g (+ 8), columns 8 jn + 2 t (+ 1). */
+ * dst: (64 rows, ld columns) row-major; warp w holds rows 16 w + g (+ 8), columns 8 jn + 2 t (+ 1). */
 template <int NJ>
-static __device__ void thread_store_acc(const float (&acc)[4 * NJ], float *dst)
+static __device__ void thread_store_acc(const float (&acc)[4 * NJ], float *dst, int ld = 64)
 {
     const int wq = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
     for (int jn = 0; jn < NJ; ++jn)
         for (int e = 0; e < 4; ++e)
-            dst[(16 * wq + g + 8 * (e >> 1)) * 64 + 8 * jn + 2 * t + (e & 1)] = acc[4 * jn + e];
+            dst[(16 * wq + g + 8 * (e >> 1)) * ld + 8 * jn + 2 * t + (e & 1)] = acc[4 * jn + e];
 }
 
 /* One warpgroup. dst: (UC_VARIANTS, 64 queries, 64 dims) fp32, an N = 32 variant fills dims
@@ -106,9 +111,11 @@ unit_dq_kernel(const uint16_t *dsT, const uint16_t *k, float *dst)
 #endif
 }
 
-/* One warpgroup, the d = 256 products. dst: (UC_D256_VARIANTS, 64, 64) fp32: variant h = 0, 1
+/* One warpgroup, the d = 256 products. dst: (UC_D256_SLOTS, 64, 64) fp32: variant h = 0, 1
  * S^T half h (64 keys x 32 queries in columns 0..31), 2 + h dQ dims 128 + 64 h.. (64 queries x
- * 64 dims). dsT: (>= 64 keys, 64 queries), its first 64 keys; k, q: (64, 256), all bf16 row-major. */
+ * 64 dims), 4 + h dV dims 128 h.. (64 keys x 128 dims in slots 4 + 2 h, 5 + 2 h read as one
+ * (64, 128) block). dsT: (>= 64 keys, 64 queries), its first 64 keys; k, q: (64, 256), all bf16
+ * row-major. */
 __global__ void __launch_bounds__(128, 1)
 unit_d256_kernel(const uint16_t *dsT, const uint16_t *k, const uint16_t *q, float *dst)
 {
@@ -146,6 +153,16 @@ unit_d256_kernel(const uint16_t *dsT, const uint16_t *k, const uint16_t *q, floa
         fa_reg_fence(acc);
         thread_store_acc<8>(acc, dst + (2 + h) * 64 * 64);
     }
+    for (int h = 0; h < 2; ++h) {
+        float acc[64];
+        for (int i = 0; i < 64; ++i) acc[i] = 0.f; /* warpgroup_gemm_ss_q accumulates from its first k-step */
+        fa_wgmma_fence();
+        warpgroup_gemm_ss_q<true, 128, 64, 64>(acc, base + sdS, base + sQ + (uint32_t)(2 * h) * (64u * 128u));
+        fa_wgmma_commit();
+        fa_wgmma_wait<0>();
+        fa_reg_fence(acc);
+        thread_store_acc<16>(acc, dst + (4 + 2 * h) * 64 * 64, 128);
+    }
 #else
     __trap();
 #endif
@@ -177,7 +194,7 @@ int main(void)
     float *d_out;
     CK(cudaMalloc(&d_ds, dsb.size() * 2));
     CK(cudaMalloc(&d_k, kb.size() * 2));
-    CK(cudaMalloc(&d_out, UC_VARIANTS * UC_Q * 64 * 4));
+    CK(cudaMalloc(&d_out, UC_D256_SLOTS * UC_Q * 64 * 4)); /* >= UC_VARIANTS slots */
     CK(cudaMemcpy(d_ds, dsb.data(), dsb.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_k, kb.data(), kb.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMemset(d_out, 0xFF, UC_VARIANTS * UC_Q * 64 * 4));
@@ -186,7 +203,7 @@ int main(void)
     unit_dq_kernel<<<1, 128, smem>>>(d_ds, d_k, d_out);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-    std::vector<float> out(UC_VARIANTS * UC_Q * 64);
+    std::vector<float> out(UC_D256_SLOTS * UC_Q * 64);
     CK(cudaMemcpy(out.data(), d_out, out.size() * 4, cudaMemcpyDeviceToHost));
     const char *names[UC_VARIANTS] = {"dq n-split (dims 64..127, keys 0..127)", "dq k-split (dims 0..63, keys 64..127)",
                                       "dq n32 (dims 0..31, keys 0..127)", "dq n32 (dims 32..63, keys 0..127)",
@@ -225,31 +242,36 @@ int main(void)
     CK(cudaMalloc(&d_q2, q2b.size() * 2));
     CK(cudaMemcpy(d_k2, k2b.data(), k2b.size() * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d_q2, q2b.data(), q2b.size() * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemset(d_out, 0xFF, UC_D256_VARIANTS * 64 * 64 * 4));
+    CK(cudaMemset(d_out, 0xFF, UC_D256_SLOTS * 64 * 64 * 4));
     const int smem2 = (2 * 64 * UC_D256 + 64 * UC_Q) * 2 + 1024;
     CK(cudaFuncSetAttribute((const void *)unit_d256_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem2));
     unit_d256_kernel<<<1, 128, smem2>>>(d_ds, d_k2, d_q2, d_out);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-    CK(cudaMemcpy(out.data(), d_out, UC_D256_VARIANTS * 64 * 64 * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(out.data(), d_out, UC_D256_SLOTS * 64 * 64 * 4, cudaMemcpyDeviceToHost));
     const char *names2[UC_D256_VARIANTS] = {"d256 st half 0 (queries 0..31, wgmma N = 32)",
                                             "d256 st half 1 (queries 32..63, wgmma N = 32)",
                                             "d256 dq (dims 128..191, keys 0..63)",
-                                            "d256 dq (dims 192..255, keys 0..63)"};
+                                            "d256 dq (dims 192..255, keys 0..63)",
+                                            "d256 dv SS tb (dims 0..127, queries 0..63, wgmma N = 128)",
+                                            "d256 dv SS tb (dims 128..255, queries 0..63, wgmma N = 128)"};
     for (int variant = 0; variant < UC_D256_VARIANTS; ++variant) {
-        const bool st = variant < 2;
+        const bool st = variant < 2, dv = variant >= 4;
         const int hh = variant % 2;
         int bad = 0;
         for (int m = 0; m < 64; ++m)
-            for (int n = 0; n < (st ? 32 : 64); ++n) {
+            for (int n = 0; n < (st ? 32 : dv ? 128 : 64); ++n) {
                 float ref = 0.f;
                 if (st) /* row m = key, column n = query 32 hh + n */
                     for (int c = 0; c < UC_D256; ++c)
                         ref += k2[(size_t)m * UC_D256 + c] * q2[(size_t)(32 * hh + n) * UC_D256 + c];
+                else if (dv) /* row m = key, column n = dim 128 hh + n: sum over queries of P^T Q */
+                    for (int i = 0; i < UC_Q; ++i)
+                        ref += ds[(size_t)m * UC_Q + i] * q2[(size_t)i * UC_D256 + 128 * hh + n];
                 else /* row m = query, column n = dim 128 + 64 hh + n */
                     for (int j = 0; j < 64; ++j)
                         ref += ds[(size_t)j * UC_Q + m] * k2[(size_t)j * UC_D256 + 128 + 64 * hh + n];
-                const float got = out[(variant * 64 + m) * 64 + n];
+                const float got = dv ? out[(size_t)(4 + 2 * hh) * 64 * 64 + m * 128 + n] : out[(variant * 64 + m) * 64 + n];
                 if (got != ref) {
                     if (bad < 4) printf("   [%d][%d] got %g want %g\n", m, n, got, ref);
                     ++bad;

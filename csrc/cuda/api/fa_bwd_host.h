@@ -6,7 +6,8 @@
  *   [0, A)      dpsum    fp32, heads * total_q values, indexed exactly like lse
  *                        ((b, h, sq) dense, (h, total_q) varlen)
  *   [A, A + B)  dq_accum fp32 (total_q, heads, head_dim), only when deterministic == 0
- * with A = align256(4 heads total_q), B = 4 total_q heads head_dim. Nothing in it needs to be
+ * with A = align256(4 heads total_q), B = 4 total_q heads head_dim (the sm90 backward at d > 128
+ * asks for more and lays dq_accum out in 64-row tiles: fa_bwd_sm90_dq_tiled.cuh). Nothing in it needs to be
  * initialized by the caller: the first pass writes dpsum and zeroes dq_accum.
  * The sm90 ordered dQ (deterministic == 1, fa_bwd_sm90_plan.cu, fa_bwd_sm90_ordered.h)
  * asks for more (fa_bwd_ordered_dq_need): dq_accum at [A, A + B) also when deterministic, then

@@ -1,13 +1,15 @@
 /* fa_bwd_sm90.cu - host side of the Hopper backward, its run path: the three passes on the
  * caller's stream (no allocation, no host synchronization):
  *   1. fa_bwd_dot_do_o_kernel (fa_bwd_prep.cuh, shared with sm80): D = rowsum(dO o O) into the
- *      workspace, dq_accum zeroed;
+ *      workspace, dq_accum zeroed (the tiled one of d > 128: cudaMemsetAsync instead);
  *   2. fa_bwd_sm90_kernel<kBf16, D, kDq = atomic_dq>: dK, dV per key block, dS K added into dq_accum (not when
  *      deterministic: float atomics add in a varying order);
- *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype;
+ *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype (d > 128:
+ *      fa_bwd_dq_convert_tiled_kernel, fa_bwd_sm90_dq_tiled.cuh);
  *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd_api.cu),
  *      which recomputes S and dP per query block and sums over the keys in a fixed order.
- * Workspace layout: exactly the sm80 backward's (fa_bwd_host.h).
+ * Workspace layout: the sm80 backward's (fa_bwd_host.h), with dq_accum tiled and larger at d > 128
+ * (atomic dQ: fa_bwd_sm90_dq_tiled.cuh, sized by fa_bwd_sm90_workspace_bytes).
  * Whether a call runs here (fa_bwd_sm90_can_run), its workspace, and whether pass 2 runs the
  * pipelined kernel instead, with which dQ mode and tensor maps (fa_bwd_sm90_plan): in
  * fa_bwd_sm90_plan.cu. This file holds what references the kernels (each instance is compiled in
@@ -22,6 +24,7 @@
 #include "fa_bwd_launch.cuh"
 #include "fa_bwd_prep.cuh"
 #include "fa_bwd_sm90.cuh"
+#include "fa_bwd_sm90_dq_tiled.cuh"
 #include "fa_bwd_sm90_kernel.cuh"
 #include "fa_bwd_sm90_pipe_kernel.cuh"
 #include "fa_bwd_sm90_pipe80.cuh"      /* the Br = 80 tile and config (its kernels, modes 4 and 7: pipe_kernel.cuh) */
@@ -174,8 +177,16 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
 {
     const int64_t pairs = a.total_q * a.heads;
     const int64_t pair_blocks = (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
+    /* d > 128 with atomic dQ: the dim-split tile adds into the tiled dq_accum (the plan checked the
+     * workspace holds it), cleared here, not by the first pass's row-major walk */
+    const bool tiled = pipe != NULL && a.head_dim > 128 && a.atomic_dq && a.dq_accum != NULL;
+    const int64_t tiled_floats = tiled ? fa_bwd_dq_tiled_floats(a.batch, a.heads, a.seqlen_q) : 0;
+    if (tiled && cudaMemsetAsync(a.dq_accum, 0, (size_t)tiled_floats * sizeof(float), stream) != cudaSuccess)
+        return FA_ERR_CUDA;
     if (pair_blocks > 0) {
-        fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
+        fa_bwd_args a1 = a;
+        if (tiled) a1.dq_accum = NULL;
+        fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a1);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
     fa_status st;
@@ -198,6 +209,11 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     if (st != FA_OK) return st;
     /* deterministic: the ordered dQ pass, unless an ORDERED instance (modes 3, 7, 8) added dQ into dq_accum */
     if (!a.atomic_dq && !FA_BWD_SM90_PIPE_MODE_ORDERED(pipe_mode)) return fa_bwd_run_dq_pass(a, kBf16, stream);
+    if (tiled) {
+        const int64_t blocks = (tiled_floats / 4 + 255) / 256;
+        if (blocks > 0) fa_bwd_dq_convert_tiled_kernel<kBf16><<<(unsigned)blocks, 256, 0, stream>>>(a);
+        return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
+    }
     if (pair_blocks > 0) {
         fa_bwd_dq_convert_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;

@@ -10,22 +10,30 @@
  *   P^T, dS^T of the half (thread_probs_t / thread_ds_t at 32 queries, LSE / D from row 32 wg),
  *   packed to 16 bits and stored into this iteration's P^T and dS^T buffers ([Bc keys][Br
  *   queries], swizzled: the dS^T layout of d <= 128);
- *   DS barrier (bar.sync, both warpgroups): both halves stored;
- *   pa, dsa: all 64 queries of P^T, dS^T as A fragments, read back with ld.shared (thread
- *   (wq, g, t) of either warpgroup stored exactly these fragments: the layout is the packing's);
- *   dV_wg += P^T dO_i[:, 128 wg..]    wgmma RS N = 128 (warpgroup_gemm_dv_dk on column blocks
- *   dK_wg += dS^T Q_i[:, 128 wg..]    2 wg, 2 wg + 1 of the slot: LBO = one column block)
+ *   fence.proxy.async (the generic stores before the wgmmas below read the buffers), DS barrier
+ *   (bar.sync, both warpgroups): both halves stored;
+ *   dV_wg += P^T dO_i[:, 128 wg..]    wgmma SS N = 128 (warpgroup_gemm_dv_dk_ss): A = P^T, dS^T, all
+ *   dK_wg += dS^T Q_i[:, 128 wg..]    64 queries, straight from the buffers (K-major: queries are the
+ *                                     reduction dim), B = column blocks 2 wg, 2 wg + 1 of the slot
+ *                                     (MN-major, LBO = one column block);
  *   dQ_i[:, 128 wg + 64 hh..] += dS K_j[:, 128 wg + 64 hh..] for hh = 0, 1: two wgmma SS N = 64,
- *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add (kDq =
- *   RED); none when deterministic (kDq = NONE: the ordered dQ pass).
- * Order (RED): issue dV + dK; issue dQ lo; wait <= 1 (dV, dK done: pa, dsa dead, slot released);
- * issue dQ hi; wait <= 1, red.add of dQ lo; wait 0, red.add of dQ hi. Live accumulators at most
- * dK + dV 128 + pa, dsa 32 + one dQ half 32.
+ *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add.v4 into the
+ *   tiled dq_accum (kDq = RED; fa_bwd_sm90_dq_tiled.cuh: 512 contiguous bytes per warp instruction);
+ *   none when deterministic (kDq = NONE: the ordered dQ pass).
+ * Order (RED): issue dQ lo, dQ hi, dV + dK (three groups); wait <= 2, red.add of dQ lo; wait <= 1,
+ * red.add of dQ hi; wait 0 (dV, dK done: slot released). The adds bound this tile, so they start
+ * as early as the tensor cores allow and run under the larger dV/dK group (before: dV + dK, dQ lo,
+ * wait, release, dQ hi, adds of each half after its wait, the last ones under no wgmma; nvcc 13.0
+ * schedules the wait <= 1 right after the first add of dQ lo, so 15 of the 16 follow dQ hi). Live
+ * accumulators at most dK + dV 128 + two dQ halves 64 (the RS form of dV/dK also held P^T, dS^T
+ * fragments, 32 registers read back by 32 ld.shared). Consumer cap without spills or serialized
+ * wgmmas (nvcc 13.0): RED 232 (RS) -> 224, NONE 200 -> 192; setmaxnreg gives 240.
  * P^T and dS^T are double buffered by iteration parity, like dS^T at d <= 128: buffer it & 1 is
- * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after its
- * reads of iteration it - 2 (the ld.shared of pa, dsa; the dQ wgmmas, waited) completed.
+ * written after the DS barrier of iteration it - 1, which each warpgroup reaches only after every
+ * read of iteration it - 2 completed: its dV/dK and dQ wgmmas (async proxy) read the buffers, and
+ * each tile waits for all its groups (wait 0) before it returns.
  * FA_BWD_SM90_DEV_NO_DQ_D256 (dev/bwd_sm90 `make nodq` only; never set by setup.py or
- * csrc/build_flags.py): the two red.adds behind a branch never taken, so bwd_sm90_check_nodq --bench
+ * csrc/build_flags.py): the two dQ adds behind a branch never taken, so bwd_sm90_check_nodq --bench
  * times this tile without its dQ traffic, the dQ wgmmas and registers unchanged: the upper bound of
  * any faster dQ path (issue #13). (Not compiled out: ptxas then shrinks the dead dQ wgmmas away.)
  * No TMA dQ: 2 x 32 KB of staging do not fit beside K, V (64 KB), the ring (128 KB) and P^T,
@@ -34,7 +42,8 @@
 #ifndef FA_BWD_SM90_PIPE_DSPLIT_CUH
 #define FA_BWD_SM90_PIPE_DSPLIT_CUH
 
-#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, thread_red_add_dq, warpgroup_end_tile_no_dq */
+#include "fa_bwd_sm90_dq_tiled.cuh"     /* thread_red_add_dq_tiled */
+#include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, warpgroup_end_tile_no_dq */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
 #if FA_SM90_DEVICE
@@ -46,18 +55,20 @@
 #endif
 
 /* One consumer tile at d = 256 (header). dk, dv: this warpgroup's 128 dims; buf: byte offset of
- * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows. */
+ * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows; b, h, i0: the batch,
+ * head and first query row of the tile (its dQ tile). */
 template <bool kBf16, int D, int kDq>
 static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_args &a, const fa_seq &seq,
                                                                  const fa_bwd_pipe_smem &sm, float (&dk)[D / 4],
                                                                  float (&dv)[D / 4], int stage, uint32_t phase,
-                                                                 uint32_t buf, int h, int i0, int j0,
+                                                                 uint32_t buf, int b, int h, int i0, int j0,
                                                                  const float *lse_s, const float *dsum_s)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D>;
     constexpr int Bc = Cfg::Bc, Br = Cfg::Br, Bh = Br / 2; /* Bh: queries of a warpgroup's S^T half */
     constexpr uint32_t kQBytes = Br * D * 2;
     static_assert(Cfg::kDimSplit && kDq != FA_BWD_SM90_DQ_TMA, "the d = 256 tile: dQ by red.add or none");
+    static_assert(Br == FA_BWD_DQ_TILE_ROWS && D == FA_BWD_DQ_TILE_DIMS, "the tiled dq_accum's tile is this tile");
     const int tid = threadIdx.x - 128, wg = tid / 128, wq = (tid / 32) % 4, lane = tid % 32;
     const int g = lane / 4, t = lane % 4;
     const int sq = seq.sq, sk = seq.sk, off = sk - sq;
@@ -99,53 +110,45 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
             asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sds + o), "r"(dh[q]) : "memory");
         }
     }
-    /* the dS^T stores before the dQ wgmma (async proxy) reads them */
-    if (kDq != FA_BWD_SM90_DQ_NONE) fa_fence_proxy_async_smem();
-    /* why: pa, dsa below read the other warpgroup's half, and its dQ product reads all of dS^T */
+    /* the P^T, dS^T stores before the dV/dK and dQ wgmmas (async proxy) read them */
+    fa_fence_proxy_async_smem();
+    /* why: dV/dK below read the other warpgroup's half of P^T, dS^T, the dQ product all of dS^T */
     fa_named_barrier_sync<256>(FA_BWD_SM90_PIPE_BAR_DS);
 
-    uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* all 64 queries, 16 per k-step */
-#pragma unroll
-    for (int kk = 0; kk < Br / 16; ++kk)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-            const uint32_t o = fa_sw128_off<Bc>(16 * wq + g + 8 * (q & 1), 8 * (2 * kk + (q >> 1)) + 2 * t);
-            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(pa[kk][q]) : "r"(sp + o) : "memory");
-            asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(dsa[kk][q]) : "r"(sds + o) : "memory");
-        }
-    /* dV, dK of this warpgroup's 128 dims: column blocks 2 wg, 2 wg + 1 of the slot's dO, Q */
+    /* dV, dK of this warpgroup's 128 dims: P^T, dS^T (all 64 queries) straight from the buffers
+     * (wgmma SS), column blocks 2 wg, 2 wg + 1 of the slot's dO, Q */
     const uint32_t cb_off = (uint32_t)wg * (2u * Br * 128u);
-    fa_wgmma_fence();
-    warpgroup_gemm_dv_dk<kBf16, D / 2, Br>(dv, dk, pa, dsa, q_st + cb_off, do_st + cb_off);
-    fa_wgmma_commit();
-    if (kDq == FA_BWD_SM90_DQ_NONE) {
+    if constexpr (kDq == FA_BWD_SM90_DQ_NONE) {
+        fa_wgmma_fence();
+        warpgroup_gemm_dv_dk_ss<kBf16, D / 2, Br, Bc>(dv, dk, sp, sds, q_st + cb_off, do_st + cb_off);
+        fa_wgmma_commit();
         warpgroup_end_tile_no_dq(dk, dv, sm.empty + 8u * stage);
         return;
     }
 
-    /* dQ of the warpgroup's 128 dims = K column blocks 2 wg + hh, two N = 64 halves */
+    /* dQ of the warpgroup's 128 dims = K column blocks 2 wg + hh, two N = 64 halves, issued before
+     * dV, dK: each half's red.adds then run while the larger dV/dK group still computes */
     const uint32_t k_cb = sm.k + (uint32_t)(2 * wg) * (uint32_t)(Bc * 128);
     float dq0[32], dq1[32];
     fa_wgmma_fence();
     warpgroup_gemm_dq<kBf16, Bc / 16>(dq0, sds, k_cb, 0);
     fa_wgmma_commit();
-    fa_wgmma_wait<1>(); /* dV, dK done (pa, dsa free); dQ lo may still run */
+    warpgroup_gemm_dq<kBf16, Bc / 16>(dq1, sds, k_cb + (uint32_t)(Bc * 128), 0);
+    fa_wgmma_commit();
+    warpgroup_gemm_dv_dk_ss<kBf16, D / 2, Br, Bc>(dv, dk, sp, sds, q_st + cb_off, do_st + cb_off);
+    fa_wgmma_commit();
+    const int tw = threadIdx.x % 128; /* 32 wq + lane */
+    fa_wgmma_wait<2>(); /* dQ lo done; dQ hi, dV, dK may still run */
+    fa_reg_fence(dq0);
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq0, b, h, i0, wg, 0, tw);
+    fa_wgmma_wait<1>(); /* dQ hi done */
+    fa_reg_fence(dq1);
+    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq1, b, h, i0, wg, 1, tw);
+    fa_wgmma_wait<0>(); /* dV, dK done */
     fa_reg_fence(dk);
     fa_reg_fence(dv);
     /* why: this thread's reads of the slot (the dV/dK wgmmas on Q, dO; LSE, D) are complete */
     thread_release_bwd_slot(sm.empty + 8u * stage);
-    fa_wgmma_fence();
-    warpgroup_gemm_dq<kBf16, Bc / 16>(dq1, sds, k_cb + (uint32_t)(Bc * 128), 0);
-    fa_wgmma_commit();
-    fa_wgmma_wait<1>(); /* dQ lo done */
-    fa_reg_fence(dq0);
-    /* wq, g, t again, from threadIdx.x (unsigned) rather than tid: keeps this instance's SASS
-     * (passing the tid-derived ones reschedules it, nvcc 13.0) */
-    const int rlane = threadIdx.x % 32, rwq = (threadIdx.x / 32) % 4, rg = rlane / 4, rt = rlane % 4;
-    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq<64>(a, seq, dq0, h, i0, 0, (D / 2) * wg, rwq, rg, rt);
-    fa_wgmma_wait<0>();
-    fa_reg_fence(dq1);
-    if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq<64>(a, seq, dq1, h, i0, 0, (D / 2) * wg + 64, rwq, rg, rt);
 }
 
 /* dK = scale sum dS^T Q, dV = sum P^T dO of this consumer thread at d = 256: rows j0 + 16 wq + g

@@ -180,7 +180,7 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_p
                 warpgroup_bwd_tile128<kBf16, kDq>(a, seq, sm, dk, dv, stage, phase, sm.ds + buf, it == 0, h, i0, j0,
                                                   s_lse[stage], s_dsum[stage]);
             } else if constexpr (Cfg::kDimSplit) {
-                warpgroup_bwd_tile_dsplit<kBf16, D, kDq>(a, seq, sm, dk, dv, stage, phase, buf, h, i0, j0,
+                warpgroup_bwd_tile_dsplit<kBf16, D, kDq>(a, seq, sm, dk, dv, stage, phase, buf, b, h, i0, j0,
                                                          s_lse[stage], s_dsum[stage]);
             } else {
                 const uint32_t sds = sm.ds + buf;

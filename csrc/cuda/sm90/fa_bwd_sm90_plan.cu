@@ -40,6 +40,7 @@
 #include "fa_bwd_host.h"
 #include "fa_cuda_device.h"
 #include "fa_bwd_sm90.cuh"
+#include "fa_bwd_sm90_dq_tiled.cuh" /* fa_bwd_dq_tiled_floats */
 #include "fa_bwd_sm90_plan.h"
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg, fa_bwd_sm90_params, FA_BWD_SM90_BC */
 #include "fa_bwd_sm90_ordered.h"  /* fa_bwd_sm90_det_ordered, fa_bwd_sm90_ordered_args */
@@ -60,11 +61,10 @@ static int fa_bwd_sm90_bucket(int64_t d)
 
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
-/* The checks of fa_bwd_sm90_can_run that need no tensor map: the head-dim bucket when they pass,
- * else 0. Bucket 256 needs the pipelined kernel's maps on top (fa_bwd_sm90_pipe_prepare), which
- * fa_bwd_sm90_can_run encodes to decide and fa_bwd_sm90 encodes once to run: the run path calls
- * this, not fa_bwd_sm90_can_run, so a call's maps are not encoded twice there. */
-int fa_bwd_sm90_bucket_checked(const fa_params *p)
+/* The checks of fa_bwd_sm90_bucket_checked that look at neither the pointers nor the workspace (so
+ * fa_bwd_sm90_workspace_bytes can ask them before there is one): the head-dim bucket when they
+ * pass, else 0. */
+static int fa_bwd_sm90_bucket_of_shape(const fa_params *p)
 {
     if (p == NULL) return 0;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
@@ -73,13 +73,23 @@ int fa_bwd_sm90_bucket_checked(const fa_params *p)
     if (!isfinite(p->softmax_scale)) return 0;
     const int bucket = fa_bwd_sm90_bucket(p->head_dim);
     if (bucket == 0) return 0;
-    /* the sm80 backward's checks: pointers, 16-byte alignment, strides % 8, grid, workspace */
-    if (fa_bwd_validate(p) != FA_OK) return 0;
     /* lengths may be 0 (varlen batches without queries / keys); int arithmetic in the kernel */
     if (p->seqlen_k >= (1 << 30) || p->seqlen_q >= (1 << 30)) return 0;
     if (p->heads_k > 65535) return 0;
     if (fa_cuda_current_arch() != 90) return 0;
     if (!fa_bwd_sm90_has_image(bucket, p->dtype)) return 0;
+    return bucket;
+}
+
+/* The checks of fa_bwd_sm90_can_run that need no tensor map: the head-dim bucket when they pass,
+ * else 0. Bucket 256 needs the pipelined kernel's maps on top (fa_bwd_sm90_pipe_prepare), which
+ * fa_bwd_sm90_can_run encodes to decide and fa_bwd_sm90 encodes once to run: the run path calls
+ * this, not fa_bwd_sm90_can_run, so a call's maps are not encoded twice there. */
+int fa_bwd_sm90_bucket_checked(const fa_params *p)
+{
+    const int bucket = fa_bwd_sm90_bucket_of_shape(p);
+    /* the sm80 backward's checks: pointers, 16-byte alignment, strides % 8, grid, workspace */
+    if (bucket == 0 || fa_bwd_validate(p) != FA_OK) return 0;
     return bucket;
 }
 
@@ -105,11 +115,28 @@ int fa_bwd_sm90_supported(const fa_params *p)
     return fa_bwd_sm90_can_run(p);
 }
 
-/* The ordered dQ needs dq_accum and the turn counters besides dpsum (fa_bwd_host.h). */
+/* Bytes of the workspace when the call's dQ goes into the tiled dq_accum of the d > 128 tile
+ * (dense, atomic dQ; fa_bwd_sm90_dq_tiled.cuh): dpsum, then the tiled buffer at dq_accum's place;
+ * 0 for calls the tile cannot take (fa_bwd_sm90_bucket_of_shape: asked before there is a
+ * workspace), which would pay up to 256 / d x the padding of whole 64-row blocks for nothing. */
+static size_t fa_bwd_sm90_tiled_need(const fa_params *p)
+{
+    if (p->deterministic || p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_bwd_sm90_bucket_of_shape(p) != 256)
+        return 0;
+    const size_t dpsum = fa_bwd_dpsum_bytes(p);
+    if (dpsum == 0) return 0;
+    return dpsum + (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
+}
+
+/* The ordered dQ needs dq_accum and the turn counters besides dpsum (fa_bwd_host.h); the d > 128
+ * tile a tiled dq_accum (larger than the row-major one: whole 64-row blocks of 256 dims). */
 size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
 {
-    const size_t need = fa_bwd_workspace_need(p);
-    if (p == NULL || !fa_bwd_sm90_det_ordered(p)) return need;
+    size_t need = fa_bwd_workspace_need(p);
+    if (p == NULL) return need;
+    const size_t tiled = fa_bwd_sm90_tiled_need(p);
+    if (tiled > need) need = tiled;
+    if (!fa_bwd_sm90_det_ordered(p)) return need;
     const size_t ordered = fa_bwd_ordered_dq_need(p, fa_bwd_sm90_ordered_rows(p));
     return ordered > need ? ordered : need;
 }
@@ -183,8 +210,10 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
                    fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
                                     p->v_batch_stride, bc);
     if (!ok) return 0;
-    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3) */
-    if (d > 128) return 1;
+    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3), into
+     * the tiled dq_accum: a workspace sized for the row-major one only (a caller that did not ask
+     * fa_bwd_sm90_workspace_bytes) cannot take it */
+    if (d > 128) return !a->atomic_dq || p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
     if ((mode == 3 || (mode == 2 && a->atomic_dq)) &&
         !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 || ord80 ? br : 64))
         return 0;

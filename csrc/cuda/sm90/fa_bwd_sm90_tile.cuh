@@ -8,7 +8,8 @@
  *   dP^T = V_wg dO_i^T       wgmma SS  (the same helper on V, dO)
  *   P^T  = exp2(S^T scale log2e - LSE_i log2e)   (thread_probs_t)
  *   dS^T = P^T o (dP^T - D_i)                     (thread_ds_t)
- *   dV_wg += P^T dO_i, dK_wg += dS^T Q_i          (warpgroup_gemm_dv_dk: wgmma RS, B MN-major)
+ *   dV_wg += P^T dO_i, dK_wg += dS^T Q_i          (warpgroup_gemm_dv_dk: wgmma RS, B MN-major; at
+ *                            d = 256 SS from the P^T / dS^T buffers: warpgroup_gemm_dv_dk_ss)
  *   dQ_i  += dS K_j          wgmma SS, both operands MN-major (warpgroup_gemm_dq, fa_wgmma_bwd.cuh)
  * Tiles in shared memory: 128-byte swizzle of fa_wgmma.cuh, column blocks of [rows][64] (fa_sw128_off).
  */
@@ -170,6 +171,34 @@ static __device__ __forceinline__ void warpgroup_gemm_dv_dk(float (&dv)[D / 2], 
 {
     warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
     warpgroup_gemm_rs_q<kBf16, D, Br>(dk, dsa, q_st);
+}
+
+/* acc += A B over Br queries (SS: A = P^T or dS^T from its shared buffer a_st, [Bc = 64 keys][Br
+ * queries] as [Br / 64] column blocks of [64][64] with queries contiguous: K-major, the k-th 16
+ * queries 32 (kk % 4) bytes into block kk / 4, as warpgroup_gemm_kq_t's A; B = dO or Q of the slot
+ * at b_st, [Br queries][N dims] MN-major, 2048 bytes per k-step, LBO one [Br][64] column block, as
+ * warpgroup_gemm_rs_q's B), issued (the caller commits). */
+template <bool kBf16, int N, int Br, int Bc>
+static __device__ __forceinline__ void warpgroup_gemm_ss_q(float (&acc)[N / 2], uint32_t a_st, uint32_t b_st)
+{
+    static_assert(Bc == 64, "A's 64 rows are the buffer's Bc keys");
+    const uint64_t da = fa_wgmma_desc_sw128(a_st, 16u, 1024u);
+    const uint64_t bmn = fa_wgmma_desc_sw128(b_st, (uint32_t)Br * 128u, 1024u);
+#pragma unroll
+    for (int kk = 0; kk < Br / 16; ++kk)
+        fa_wgmma_ss_tb<N, kBf16>(acc, fa_wgmma_desc_add(da, (uint32_t)(kk / 4) * (Bc * 128) + (uint32_t)(kk % 4) * 32u),
+                                 fa_wgmma_desc_add(bmn, (uint32_t)kk * 2048u), 1);
+}
+
+/* dV += P^T dO and dK += dS^T Q with P^T, dS^T read from shared memory (SS, warpgroup_gemm_ss_q:
+ * sp, sds their [Bc][Br] buffers; q_st, do_st N dims of the slot's Q, dO), issued as one group
+ * (the caller commits). */
+template <bool kBf16, int N, int Br, int Bc>
+static __device__ __forceinline__ void warpgroup_gemm_dv_dk_ss(float (&dv)[N / 2], float (&dk)[N / 2], uint32_t sp,
+                                                              uint32_t sds, uint32_t q_st, uint32_t do_st)
+{
+    warpgroup_gemm_ss_q<kBf16, N, Br, Bc>(dv, sp, do_st);
+    warpgroup_gemm_ss_q<kBf16, N, Br, Bc>(dk, sds, q_st);
 }
 
 #endif /* FA_SM90_DEVICE */

@@ -9,6 +9,9 @@
  * the address it forms (dev/bwd_sm90/unit_check.cu checks both halves exactly).
  * fa_wgmma_ss_m64n<N>k16_<t>_ta: the same with only A MN-major (imm-trans-a = 1, imm-trans-b = 0):
  * B stored as [n][k] with k contiguous (K-major). Shapes: N in [80].
+ * fa_wgmma_ss_m64n<N>k16_<t>_tb: only B MN-major (imm-trans-a = 0, imm-trans-b = 1): A stored as
+ * [m][k] with k contiguous (K-major, as fa_wgmma.cuh's SS A), B as [k][n] with n contiguous (as the
+ * RS wrappers' B). Shapes: N in [128].
  */
 #ifndef FA_WGMMA_BWD_CUH
 #define FA_WGMMA_BWD_CUH
@@ -73,6 +76,31 @@ static __device__ __forceinline__ void fa_wgmma_ss_m64n80k16_bf16_ta(float (&d)[
         : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+static __device__ __forceinline__ void fa_wgmma_ss_m64n128k16_bf16_tb(float (&d)[64], uint64_t desc_a,
+                                                                      uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, "
+        "%64, %65, p, 1, 1, 0, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
 static __device__ __forceinline__ void fa_wgmma_ss_m64n32k16_f16_tatb(float (&d)[16], uint64_t desc_a,
                                                                       uint64_t desc_b, int scale_d)
 {
@@ -129,6 +157,31 @@ static __device__ __forceinline__ void fa_wgmma_ss_m64n80k16_f16_ta(float (&d)[4
         : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+static __device__ __forceinline__ void fa_wgmma_ss_m64n128k16_f16_tb(float (&d)[64], uint64_t desc_a,
+                                                                      uint64_t desc_b, int scale_d)
+{
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, "
+        "%64, %65, p, 1, 1, 0, 1;\n}\n"
+        :
+          "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
 template <int N>
 struct fa_wgmma_bwd_shape_missing {
     static constexpr bool value = false;
@@ -160,6 +213,19 @@ static __device__ __forceinline__ void fa_wgmma_ss_ta(float (&d)[N / 2], uint64_
         else fa_wgmma_ss_m64n80k16_f16_ta(d, desc_a, desc_b, scale_d);
     } else {
         static_assert(fa_wgmma_bwd_shape_missing<N>::value, "add N to SS_TA_N in csrc/cuda/sm90/gen_wgmma_bwd.py");
+    }
+}
+
+/* The same for the B-only-transposed wrappers (fa_wgmma_ss_m64n<N>k16_<t>_tb). */
+template <int N, bool kBf16>
+static __device__ __forceinline__ void fa_wgmma_ss_tb(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                                                      int scale_d)
+{
+    if constexpr (N == 128) {
+        if constexpr (kBf16) fa_wgmma_ss_m64n128k16_bf16_tb(d, desc_a, desc_b, scale_d);
+        else fa_wgmma_ss_m64n128k16_f16_tb(d, desc_a, desc_b, scale_d);
+    } else {
+        static_assert(fa_wgmma_bwd_shape_missing<N>::value, "add N to SS_TB_N in csrc/cuda/sm90/gen_wgmma_bwd.py");
     }
 }
 

@@ -31,6 +31,11 @@ SS_TT_N = [32, 64]
 # (dims contiguous: MN-major, imm-trans-a = 1), B = dS stored [query][key] (keys contiguous: K-major,
 # imm-trans-b = 0), N = Br = 80 queries.
 SS_TA_N = [80]
+# N of dV += P^T dO and dK += dS^T Q per warpgroup in the d = 256 tile (fa_bwd_sm90_pipe_dsplit.cuh):
+# A = P^T or dS^T from its shared buffer [Bc keys][Br queries] (queries, the reduction dim, contiguous:
+# K-major, imm-trans-a = 0), B = dO or Q [Br queries][128 dims] (dims contiguous: MN-major,
+# imm-trans-b = 1), N = 128 dims (two 64-dim column blocks of the slot).
+SS_TB_N = [128]
 
 
 def dispatch(ns=SS_TT_N, suffix="_tatb", name="SS_TT_N") -> str:
@@ -59,6 +64,9 @@ def generated() -> str:
  * the address it forms (dev/bwd_sm90/unit_check.cu checks both halves exactly).
  * fa_wgmma_ss_m64n<N>k16_<t>_ta: the same with only A MN-major (imm-trans-a = 1, imm-trans-b = 0):
  * B stored as [n][k] with k contiguous (K-major). Shapes: N in """ + str(SS_TA_N) + """.
+ * fa_wgmma_ss_m64n<N>k16_<t>_tb: only B MN-major (imm-trans-a = 0, imm-trans-b = 1): A stored as
+ * [m][k] with k contiguous (K-major, as fa_wgmma.cuh's SS A), B as [k][n] with n contiguous (as the
+ * RS wrappers' B). Shapes: N in """ + str(SS_TB_N) + """.
  */
 #ifndef FA_WGMMA_BWD_CUH
 #define FA_WGMMA_BWD_CUH
@@ -72,6 +80,8 @@ def generated() -> str:
             out.append(ss_wrapper(n, ty, "_tatb", 1, 1, indent=70))
         for n in SS_TA_N:
             out.append(ss_wrapper(n, ty, "_ta", 1, 0, indent=70))
+        for n in SS_TB_N:
+            out.append(ss_wrapper(n, ty, "_tb", 0, 1, indent=70))
     out.append("""template <int N>
 struct fa_wgmma_bwd_shape_missing {
     static constexpr bool value = false;
@@ -91,6 +101,14 @@ static __device__ __forceinline__ void fa_wgmma_ss_ta(float (&d)[N / 2], uint64_
                                                       int scale_d)
 {
 """ + dispatch(SS_TA_N, "_ta", "SS_TA_N") + """
+}
+
+/* The same for the B-only-transposed wrappers (fa_wgmma_ss_m64n<N>k16_<t>_tb). */
+template <int N, bool kBf16>
+static __device__ __forceinline__ void fa_wgmma_ss_tb(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                                                      int scale_d)
+{
+""" + dispatch(SS_TB_N, "_tb", "SS_TB_N") + """
 }
 
 #endif /* FA_SM90_DEVICE */
