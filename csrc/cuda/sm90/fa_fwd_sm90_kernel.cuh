@@ -99,6 +99,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
         fa_tma_prefetch_desc(&prm.tm_q);
         fa_tma_prefetch_desc(&prm.tm_k);
         fa_tma_prefetch_desc(&prm.tm_v);
+        if (!kVarlen) fa_tma_prefetch_desc(&prm.tm_o); /* the epilogue's store (varlen: no map) */
         int stage = 0;
         uint32_t phase = 0;
         thread_produce_item<D, Br, Bc, kStages, kVarlen>(prm, sm, it, stage, phase);

@@ -203,6 +203,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         fa_tma_prefetch_desc(&prm.tm_q);
         fa_tma_prefetch_desc(&prm.tm_k);
         fa_tma_prefetch_desc(&prm.tm_v);
+        fa_tma_prefetch_desc(&prm.tm_o); /* the epilogue's store (dense calls only here) */
         int stage = 0;
         uint32_t phase = 0;
         for (int k = 0;; ++k) {
