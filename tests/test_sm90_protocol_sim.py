@@ -1,9 +1,11 @@
 """The CPU model of the Hopper forward's barrier protocol (dev/fwd_sm90/protocol_sim/sim.py):
 random-timing replays of the one-block kernel (fa_fwd_sm90_kernel.cuh) and of the persistent grid
 (fa_fwd_sm90_persist.cuh: one CTA walking work items, the K/V ring and the ping-pong rounds carried
-over the items, two Q slots with a Q-full / Q-empty phase per item of the slot) must finish with every check passing
+over the items, two Q slots with a Q-full / Q-empty phase per item of the slot, O written by a TMA store
+that reads the slot asynchronously, the slot released in the next item) must finish with every check passing
 (deadlock, named-barrier UB, mbarrier parity ABA, TMA into a buffer in use, wrong tile read,
-ping-pong order), and deliberate breaks of the persistent protocol must be flagged. CPU only; the
+ping-pong order, O store reading a slot that is reloaded or at exit), and deliberate breaks of the persistent
+protocol must be flagged. CPU only; the
 longer campaigns are `python3 sim.py 30` and `python3 sim.py persist 300`."""
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 /* fa_fwd_sm90.cu - host side of the Hopper forward: when it applies (fa_fwd_sm90_can_run), the
- * TMA tensor maps of Q, K, V, and the dispatch on the head-dim bucket (fa_fwd_sm90_hdim<D>.cu).
+ * TMA tensor maps of Q, K, V (and O for dense calls), and the dispatch on the head-dim bucket
+ * (fa_fwd_sm90_hdim<D>.cu).
  * The tensor-map encoder: fa_sm90_tma_host.h.
  */
 #include <cuda.h>
@@ -75,6 +76,12 @@ int fa_fwd_sm90_can_run(const fa_params *p)
     if (!varlen && (p->o_batch_stride % 8 != 0 ||
                     (p->batch > 1 && (!fa_sm90_tma_stride_ok(p->q_batch_stride) || !fa_sm90_tma_stride_ok(p->k_batch_stride) ||
                                       !fa_sm90_tma_stride_ok(p->v_batch_stride)))))
+        return 0;
+    /* dense O is written by TMA stores (tm_o): its strides are TMA strides too, where the
+     * dimension has more than one element (extent 1: fa_sm90_stride_or below) */
+    if (!varlen && ((p->seqlen_q > 1 && !fa_sm90_tma_stride_ok(p->o_row_stride)) ||
+                    (p->heads > 1 && !fa_sm90_tma_stride_ok(p->o_head_stride)) ||
+                    (p->batch > 1 && !fa_sm90_tma_stride_ok(p->o_batch_stride))))
         return 0;
     /* the device: Hopper (9.0) exactly, and the binary holds the sm_90a kernels */
     if (fa_cuda_current_arch() != 90) return 0;
@@ -251,9 +258,15 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
         const int64_t qs[3] = {p->q_row_stride, q_hs, fa_sm90_stride_or(p->q_batch_stride, q_hs * h)};
         const int64_t ks[3] = {p->k_row_stride, k_hs, fa_sm90_stride_or(p->k_batch_stride, k_hs * hk)};
         const int64_t vs[3] = {p->v_row_stride, v_hs, fa_sm90_stride_or(p->v_batch_stride, v_hs * hk)};
+        /* O: one consumer warpgroup's 64 rows per box (the epilogue's TMA store; extents d and sq
+         * exactly, so the store clips the dims past head_dim and the rows past seqlen_q) */
+        const int64_t o_rs = fa_sm90_stride_or(p->o_row_stride, (d + 7) / 8 * 8);
+        const int64_t o_hs = fa_sm90_stride_or(p->o_head_stride, o_rs * sq);
+        const int64_t os[3] = {o_rs, o_hs, fa_sm90_stride_or(p->o_batch_stride, o_hs * h)};
         ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 4, qd, qs, br) &&
              fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 4, kd, ks, T::kBc) &&
-             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 4, kd, vs, T::kBc);
+             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 4, kd, vs, T::kBc) &&
+             fa_sm90_encode(&prm.tm_o, p->dtype, p->o, 4, qd, os, 64);
     }
     if (!ok) return FA_ERR_UNSUPPORTED;
     return fa_fwd_sm90_launch_hdim<D>(prm, p->dtype, stream);

@@ -15,12 +15,17 @@
  *   varlen: tm_q over (d, total_q, h), tm_k / tm_v over (d, FA_SM90_VARLEN_ROWS, hk): the number
  *           of key rows is not in fa_params, so the K/V maps are unbounded in rows and the kernel
  *           never reads past the end of a sequence (see fa_fwd_sm90_block.cuh, "end-aligned").
- * Every box is 64 elements wide (128 bytes, CU_TENSOR_MAP_SWIZZLE_128B) and Br (Q) or Bc (K, V)
- * rows tall; elements outside the tensor (d < bucket, rows past sq / sk) arrive as zeros. */
+ *   tm_o:   dense only, over (d, sq, h, b) with O's strides, box 64 rows (one consumer
+ *           warpgroup's rows): the epilogue's TMA store (fa_fwd_sm90_consumer.cuh). Varlen calls
+ *           leave it zero and store O with generic stores (their kVarlen instances never read it).
+ * Every box is 64 elements wide (128 bytes, CU_TENSOR_MAP_SWIZZLE_128B) and Br (Q), Bc (K, V) or
+ * 64 (O) rows tall; elements outside the tensor (d < bucket, rows past sq / sk) arrive as zeros,
+ * and the O store skips them (so its extents are the true d and sq). */
 typedef struct fa_sm90_params {
     CUtensorMap tm_q;
     CUtensorMap tm_k;
     CUtensorMap tm_v;
+    CUtensorMap tm_o;
     fa_fwd_args a;   /* sizes, strides (for O), LSE, windows, scale, cu_seqlens, rng_state */
     int varlen;      /* cu_seqlens given: 3-d maps; the launcher picks the kernel's kVarlen instance */
     int persist_ctas; /* > 0: the persistent kernel on that many CTAs (fa_fwd_sm90_persist.cuh); 0: one

@@ -1,9 +1,9 @@
 /* fa_fwd_sm90_consumer.cuh - the consumer warpgroups of the Hopper forward
  * (fa_fwd_sm90_kernel.cuh): the loop over the key tiles of one work item with the online softmax
- * (warpgroup_attend_item), and the epilogue that normalizes O and writes O and LSE
- * (warpgroup_store_item). Each consumer warpgroup owns 64 query rows of the item, so the softmax
- * needs no communication between warpgroups; only the ping-pong turns (fa_fwd_sm90_block.cuh)
- * and the varlen V zeroing order them.
+ * (warpgroup_attend_item) and the release of ring / Q slots; the epilogue that normalizes O and
+ * writes O and LSE is fa_fwd_sm90_epilogue.cuh (warpgroup_store_item). Each consumer warpgroup
+ * owns 64 query rows of the item, so the softmax needs no communication between warpgroups; only
+ * the ping-pong turns (fa_fwd_sm90_block.cuh) and the varlen V zeroing order them.
  *
  * Per key tile j (Bc keys): S = Q K_j^T (wgmma, A = Q and B = K_j from shared memory, both
  * K-major); mask (only tiles that straddle the band edge or the sequence end), online softmax;
@@ -17,6 +17,7 @@
 
 #include "fa_fwd_sm90_math.cuh"
 #include "fa_fwd_sm90_dropout.cuh"
+#include "fa_fwd_sm90_epilogue.cuh"  /* warpgroup_store_item, thread_issues_o */
 
 #if FA_SM90_DEVICE
 
@@ -29,6 +30,17 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
     if (lane == 0) fa_mbar_arrive(bar);
 }
 
+/* A consumer warp is done with the Q slot in which its warpgroup staged a dense item's O: the
+ * issuing thread first waits until its TMA stores have READ the staging (bulk_wait_read 0: the
+ * global writes may still be in flight; its only open group is that item's, see the persistent
+ * kernel), then one arrival per warp as warp_release_slot. The other warps have no access to the
+ * slot left after the epilogue's named barrier, so their arrivals need no wait. */
+static __device__ __forceinline__ void warp_release_staged_slot(uint32_t bar, int tid)
+{
+    if (thread_issues_o(tid)) fa_bulk_wait_read<0>();
+    warp_release_slot(bar, tid & 31);
+}
+
 /* The key tiles of one item (it.n_tiles > 0) for consumer thread rw (warpgroup rw.wg: rows
  * it.m0 + 64 wg .. + 63): accumulates the unnormalized O, m_i and l_i (initialized by the caller:
  * 0, -inf, 0). The caller computes rw before its n_tiles test, where the epilogue shares the
@@ -37,13 +49,18 @@ static __device__ __forceinline__ void warp_release_slot(uint32_t bar, int lane)
  * item's first tile, and leaves it at the slot after its last tile (the producer's order).
  * mul: exp2 factor of the scores (fa_fwd_sm90_kernel.cuh), slope: ALiBi (kFeat).
  * kDrop (dense kFeat only): dropout on P after the softmax step, so l_i sums the undropped P as
- * in the sm80 kernel (O = (dropout(P) V) / l, the 1 / (1 - p) in warpgroup_store_item). */
+ * in the sm80 kernel (O = (dropout(P) V) / l, the 1 / (1 - p) in warpgroup_store_item).
+ * q_release (persistent kernel): releases the previous item's Q slot (its Q empty barrier
+ * bar_q_release, warp_release_staged_slot) once tile 0's Q K^T is issued: by then that item's O
+ * TMA store has had this item's setup and first waits to read its staging, and the wait for it
+ * overlaps the GEMM. The one-block kernel passes false (folded away). */
 template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop = false>
 static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], float (&m_i)[2], float (&l_i)[2],
                                                             const fa_fwd_args &a, const fa_sm90_layout &sm,
                                                             const fa_sm90_item &it, const fa_sm90_rows &rw, float mul,
                                                             float slope, int tid, uint32_t q_parity, int &stage,
-                                                            uint32_t &phase)
+                                                            uint32_t &phase, bool q_release = false,
+                                                            uint32_t bar_q_release = 0u)
 {
     constexpr int kWG = Br / 64;
     constexpr uint32_t kKVBytes = (uint32_t)Bc * D * 2;  /* one K (or V) slot */
@@ -93,6 +110,9 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     warpgroup_gemm_qk<kBf16, D, Br, Bc>(s, dq, fa_wgmma_desc_add(dk0, (uint32_t)stage * kKVBytes));
     fa_wgmma_commit();
     warpgroup_sched_pass<kPP, kWG>(wg);
+    /* the previous item's Q slot (see above; after this item's Q full and first K full waits, so
+     * the producer never waits on it for a load that these waits need) */
+    if (q_release) warp_release_staged_slot(bar_q_release, tid);
     fa_wgmma_wait<0>();
     fa_reg_fence(s);
     warp_release_slot(bar_kempty + 8u * stage, lane);
@@ -164,87 +184,6 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     if (++stage == kStages) {
         stage = 0;
         phase ^= 1u;
-    }
-}
-
-/* Epilogue of one item for warpgroup wg: O /= l, LSE, O through this warpgroup's Q rows of
- * shared memory as 16-byte coalesced stores. Rows without keys (l = 0): O = 0, LSE = -inf.
- * kDrop: O also times 1 / (1 - p) (l is the sum of the undropped P, the LSE that of softmax). */
-template <bool kBf16, int D, int Br, bool kVarlen, bool kDrop = false>
-static __device__ __forceinline__ void warpgroup_store_item(float (&o)[D / 2], const float (&m_i)[2],
-                                                           const float (&l_i)[2], const fa_fwd_args &a, uint32_t sQ,
-                                                           int b, int h, int q_begin, int m0, int m_end, float mul,
-                                                           int tid)
-{
-    constexpr int kDB = D / 8;
-    const int varlen = kVarlen;
-    const int warp = tid >> 5;
-    const int lane = tid & 31;
-    const int wg = warp / 4 - 1;
-    const int wq = warp & 3;
-    const int g = lane >> 2, t4 = lane & 3;
-    const int row0 = m0 + 64 * wg + 16 * wq + g;
-    const int wg_r0 = m0 + 64 * wg;
-
-    float *lse_row;  /* LSE of row 0 of this (b, h) */
-    uint16_t *gO = (uint16_t *)a.o + (int64_t)h * a.o_head_stride;
-    if (varlen) {
-        lse_row = a.lse + (int64_t)h * a.total_q + q_begin;
-        gO += (int64_t)q_begin * a.o_row_stride;
-    } else {
-        lse_row = a.lse + ((int64_t)b * a.heads + h) * a.seqlen_q;
-        gO += (int64_t)b * a.o_batch_stride;
-    }
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const float sum = quad_allreduce_sum(l_i[half]);
-        const float inv = sum > 0.f ? (kDrop ? a.dropout_rescale : 1.f) / sum : 0.f;
-        const float lse = sum > 0.f ? m_i[half] * mul * FA_LN2 + logf(sum) : -INFINITY;
-#pragma unroll
-        for (int db = 0; db < kDB; ++db) {
-            o[4 * db + 2 * half] *= inv;
-            o[4 * db + 2 * half + 1] *= inv;
-        }
-        const int i = row0 + 8 * half;
-        if (t4 == 0 && i < m_end) lse_row[i] = lse;
-    }
-    /* Stage O in the warpgroup's own 64 Q rows (only this warpgroup's wgmmas read them, and all of
-     * those completed above). Layout: same swizzled column blocks as Q, chunk c of row r at
-     * (c / 8) Br 128 + r 128 + ((c % 8) ^ (r % 8)) 16: a warp's 8 rows x 4 lanes hit 32 banks. */
-    fa_fence_proxy_async_smem();  /* async-proxy reads of Q before the generic writes below */
-#pragma unroll
-    for (int db = 0; db < kDB; ++db)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-            const int r = 64 * wg + 16 * wq + 8 * half + g;  /* block-local row */
-            const uint32_t addr = sQ + (uint32_t)(db / 8) * (Br * 128) + (uint32_t)r * 128u +
-                                  (uint32_t)(((db % 8) ^ (r % 8)) * 16) + 4u * (uint32_t)t4;
-            const uint32_t v = fa_pack_f32x2<kBf16>(o[4 * db + 2 * half], o[4 * db + 2 * half + 1]);
-            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
-        }
-    /* why: each thread stores 16-byte chunks that other warps of the warpgroup wrote */
-    fa_named_barrier_sync<128>(1 + wg);
-    const int wtid = tid - 128 * (wg + 1);
-    /* read unconditionally: behind the && below the load stays a branch in this function (a
-     * reference, not the kernel's parameter space), which changed the kernel's SASS */
-    const int head_dim = a.head_dim;
-#pragma unroll
-    for (int k = 0; k < 64 * kDB / 128; ++k) {
-        const int idx = wtid + 128 * k;
-        const int r = idx / kDB;         /* row within the warpgroup */
-        const int c = idx % kDB;         /* 16-byte chunk */
-        const int i = wg_r0 + r;
-        if (i < m_end && c * 8 < head_dim) {
-            const int rb = 64 * wg + r;
-            const uint32_t addr = sQ + (uint32_t)(c / 8) * (Br * 128) + (uint32_t)rb * 128u +
-                                  (uint32_t)(((c % 8) ^ (rb % 8)) * 16);
-            uint4 v;
-            asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                         : "r"(addr)
-                         : "memory");
-            *(uint4 *)(gO + (int64_t)i * a.o_row_stride + c * 8) = v;
-        }
     }
 }
 

@@ -6,7 +6,8 @@
  *   fa_fwd_sm90_block.cuh     shared-memory layout, named barriers, ping-pong turns, work item
  *   fa_fwd_sm90_math.cuh      the per-tile GEMMs, scores / mask, online softmax
  *   fa_fwd_sm90_producer.cuh  the TMA producer (Q, the K/V ring)
- *   fa_fwd_sm90_consumer.cuh  the consumer loop over key tiles and the epilogue
+ *   fa_fwd_sm90_consumer.cuh  the consumer loop over key tiles
+ *   fa_fwd_sm90_epilogue.cuh  the epilogue: O /= l, LSE, O by TMA stores (dense) / generic stores
  *   fa_fwd_sm90_persist.cuh   the persistent-grid kernel (one CTA per SM walks many blocks' work)
  *
  * One block = Br = 64 kWG query rows of one (sequence b, query head h); grid (query blocks, h, b),
@@ -25,13 +26,16 @@
  *     O is rescaled by alpha_{j-1} just before that product is issued (while Q K_j^T runs).
  *     Registers (d = 128, Bc = 128): O 64, S 64, P 32 per thread.
  * Key tiles outside the causal / window band are never loaded. Finally O /= l, LSE, and O goes
- * out through the warpgroup's own Q rows of shared memory as 16-byte coalesced stores.
+ * out through the warpgroup's own Q rows of shared memory: dense calls by TMA stores (one thread
+ * per warpgroup issues them and waits for their shared-memory reads before it exits; the others
+ * exit at once), varlen calls as 16-byte coalesced stores of every thread.
  *
  * Barrier protocol of a block (every phase argued where it is used):
  *   __syncthreads (0)            once, after tid 0 initialized the mbarriers
  *   bar_q (mbarrier, count 1)    the Q tile landed: phase 0, waited for with parity 0
  *   K/V full / empty (mbarriers) the ring of fa_fwd_sm90_producer.cuh
- *   named 1 + wg (128 threads)   the epilogue's O staging inside warpgroup wg
+ *   named 1 + wg (128 threads)   the epilogue's O staging inside warpgroup wg (before its
+ *                                TMA store / the generic stores read it)
  *   named 4 (128 kWG threads)    varlen: borrowed V rows zeroed (fa_fwd_sm90_block.cuh)
  *   named 5 + wg (256 threads)   the ping-pong turns (fa_fwd_sm90_block.cuh)
  */
@@ -95,6 +99,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
         fa_tma_prefetch_desc(&prm.tm_q);
         fa_tma_prefetch_desc(&prm.tm_k);
         fa_tma_prefetch_desc(&prm.tm_v);
+        if (!kVarlen) fa_tma_prefetch_desc(&prm.tm_o); /* the epilogue's store (varlen: no map) */
         int stage = 0;
         uint32_t phase = 0;
         thread_produce_item<D, Br, Bc, kStages, kVarlen>(prm, sm, it, stage, phase);
@@ -130,8 +135,11 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
                                                                                 tid, 0u, stage, phase);
     }
 
-    warpgroup_store_item<kBf16, D, Br, kVarlen, kDrop>(o, m_i, l_i, a, sm.q, b, h, it.q_begin, m0, it.m_end, mul,
-                                                       tid);
+    warpgroup_store_item<kBf16, D, Br, kVarlen, kDrop>(o, m_i, l_i, a, sm.q, &prm.tm_o, b, h, it.q_begin, m0,
+                                                       it.m_end, mul, tid);
+    /* dense: the O TMA store reads the staging asynchronously; the block's shared memory must
+     * outlive that read (the global writes need no wait: they complete before the grid does) */
+    if (!kVarlen && thread_issues_o(tid)) fa_bulk_wait_read<0>();
 #else
     /* Not the sm_90a pass: never launched (the host checks for the real image first). */
     __trap();

@@ -2,13 +2,15 @@
  * dense calls without softcap / ALiBi at the buckets whose tuning row sets `persist` (d = 64,
  * 128): min(#work items, #SMs) CTAs, one per SM, each walking a static list of work items (query
  * block, head, batch), grouped for K/V reuse in L2 (Schedule below); the math, the producer and
- * the epilogue are the one-block kernel's (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh).
+ * the epilogue are the one-block kernel's (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh,
+ * fa_fwd_sm90_epilogue.cuh).
  * Q double-buffered (two Q slots, the second past the K/V rings: + Br D 2 bytes of shared memory):
- * item k uses slot k & 1, and the epilogue stages its O in that slot. So the producer loads the
- * next item's Q (and then its K/V tiles into the ring) as soon as it has issued this item's last
- * fill, while the consumers still run this item's last tiles and its epilogue: at an item boundary
- * Q and the first kStages K/V tiles are resident, and what the consumers wait for is only their
- * own epilogue. (With one slot, run 52's kernel, the next Q could only load after every consumer
+ * item k uses slot k & 1, and the epilogue stages its O in that slot, from where a TMA store
+ * writes it out while the consumers go on (the slot is released during item k + 1, below). So
+ * the producer loads the next item's Q (and then its K/V tiles into the ring) as soon as it has
+ * issued this item's last fill, while the consumers still run this item's last tiles and its
+ * epilogue: at an item boundary Q and the first kStages K/V tiles are resident, and what the
+ * consumers wait for is only their own epilogue. (With one slot, run 52's kernel, the next Q could only load after every consumer
  * warp's epilogue read its O out of the Q buffer: one full TMA latency per item, the one-block
  * grid's per-CTA cost.) FlashAttention-3 (hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp) frees its one
  * Q buffer after the item's last Q K^T and stages O over V instead; two slots free it earlier.
@@ -45,24 +47,47 @@
  *     k = 2 u + s waits parity u & 1. Within one phase of its waiters: phase u + 1 (item k + 2)
  *     needs the producer past Q empty of slot s phase u, i.e. every consumer warp past item k.
  *   Q empty of slot s (count 4 kWG): each consumer warp arrives once per item of the slot, after
- *     its epilogue read the O it staged there (fence.proxy.async first: generic reads / writes of
- *     those bytes before the TMA's async-proxy writes); the producer waits parity (u & 1) ^ 1
- *     before item k's Q, i.e. for item k - 2's epilogue (items 0 and 1 pass on fresh barriers).
+ *     the TMA store of the O its warpgroup staged there has READ it. The epilogue of item k
+ *     (fa_fwd_sm90_epilogue.cuh) stages O with generic writes, fence.proxy.async in every writing
+ *     thread, named barrier 1 + wg, then the warpgroup's first thread (thread_issues_o) issues the
+ *     TMA stores and commits them as one bulk group, and nobody waits: the warps go on to item
+ *     k + 1. There, once tile 0's Q K^T is issued (no key tiles: after the Q full wait), every
+ *     warp calls warp_release_staged_slot for slot s: the issuing thread waits
+ *     cp.async.bulk.wait_group.read 0 (its only open group is item k's: item k + 1's store comes
+ *     later), then lane 0 of each warp arrives. So the arrivals of the issuing warps come after
+ *     the async-proxy reads of the staging (a bulk read finished before the mbarrier release, the
+ *     producer's acquire, then its TMA load: no proxy fence needed between the two async-proxy
+ *     accesses), and those of the other warps after their last access to the slot (the staging
+ *     writes, already fenced and ordered before the store by the named barrier); the count
+ *     needs all of them, so the phase completes only after the store read the slot. Why deferred
+ *     and not a wait right after the issue: the issuing warp would stall its warpgroup's next
+ *     GEMM for the read of 64 D 2 bytes; in item k + 1 the read is long done and the arrival
+ *     overlaps the Q K^T. Why not later: the producer waits for this phase before item k + 2's
+ *     Q, which it reaches once item k + 1's K/V fills are issued (its middle for short items).
+ *     After the last item only the wait.read remains (shared memory must outlive the read).
+ *     The producer waits parity (u & 1) ^ 1 before item k's Q, i.e. for item k - 2's release
+ *     (items 0 and 1 pass on fresh barriers). No deadlock: the arrivals for item k need only item
+ *     k + 1's Q full and first K full phases, whose loads the producer issues before it waits
+ *     for this phase (item k + 1's Q needs slot s ^ 1, released during item k; its first K/V
+ *     fill needs a ring slot released during item k or earlier).
  *     Within one phase: phase u needs every consumer warp past Q full phase u of the slot, which
- *     needs this wait done. Item k - 1's K/V fills are all issued before this wait, so it never
- *     waits on a consumer that waits on it.
+ *     needs this wait done; an arrival for item k comes after that warp's Q full wait of item k,
+ *     and each warp arrives once per item, so it lands in phase u.
  *     Why both ways per item: with no key tiles the consumers would otherwise not wait for the
  *     producer at all and could run 2 items of a slot ahead, and a parity wait cannot tell phase
- *     u from u + 2.
+ *     u from u + 2. The Q full wait of item k + 2 also orders item k + 2's staging writes after
+ *     item k's store read the slot (through the producer's Q empty wait and Q full arrival /
+ *     load), also for items without key tiles.
  *   ping-pong turns (named 5 + wg): every item with key tiles opens and closes its own balanced
  *     round (warpgroup 0's closing bar.sync takes the last pass of warpgroup kWG - 1, which comes
  *     after every other warpgroup's last wait), so the next item's first pass finds each barrier
  *     at a fresh phase; items without key tiles use none (n_tiles is uniform over the CTA).
- *   named 1 + wg (epilogue, 128 threads of warpgroup wg): complete within one item. It also
- *     orders the generic accesses of one slot's items within the warpgroup: item k's O writes
- *     come after item k - 1's bar.sync, which every warp reaches only after its item k - 2 reads
- *     of the slot (one warpgroup's 128 threads, so racecheck sees it too; with one Q buffer an
- *     item without key tiles needed a bar.sync of its own for this).
+ *   named 1 + wg (epilogue, 128 threads of warpgroup wg): complete within one item: every warp's
+ *     staging writes (each fenced for the async proxy) before the TMA store that reads them. The
+ *     generic accesses of one slot's items are only these writes now (the store reads in the
+ *     async proxy); item k + 2's come after item k's store read the slot through Q empty / Q full
+ *     (above). (With generic stores, run 54's kernel, each warp read its chunks back itself and
+ *     this barrier ordered item k's writes after item k - 2's reads.)
  */
 #ifndef FA_FWD_SM90_PERSIST_CUH
 #define FA_FWD_SM90_PERSIST_CUH
@@ -178,6 +203,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         fa_tma_prefetch_desc(&prm.tm_q);
         fa_tma_prefetch_desc(&prm.tm_k);
         fa_tma_prefetch_desc(&prm.tm_v);
+        fa_tma_prefetch_desc(&prm.tm_o); /* the epilogue's store (dense calls only here) */
         int stage = 0;
         uint32_t phase = 0;
         for (int k = 0;; ++k) {
@@ -189,7 +215,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
             fa_sm90_item it;
             fa_sm90_item_get<Br, Bc, false>(a, m_block, h, b, &it);  /* dense: m_block < n_blk */
             const fa_sm90_layout sl = fa_sm90_persist_slot(sm, s, kQSlot1, kQFull1);
-            /* why: item k - 2's epilogue has read its O out of this Q slot (header) */
+            /* why: item k - 2's O TMA store has read its staging out of this Q slot (header) */
             fa_mbar_wait(bar_qempty + 8u * s, u_par ^ 1u);
             if (it.n_tiles > 0)
                 thread_produce_item<D, Br, Bc, kStages, false>(prm, sl, it, stage, phase);  /* Q, then K/V */
@@ -204,6 +230,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
     const float mul = a.scale_log2;  /* plain: scores in q.k units, exp2 folds in scale log2(e) */
     int stage = 0;
     uint32_t phase = 0;
+    bool q_pend = false;  /* item k - 1 exists: its Q slot (s ^ 1) awaits this warp's Q empty arrival */
     for (int k = 0;; ++k) {
         /* the producer's walk: the same items in the same order */
         const int t = fa_sm90_persist_walk(k, blockIdx.x, gridDim.x, n_items, prm.persist_paired);
@@ -219,16 +246,25 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         float m_i[2] = {-INFINITY, -INFINITY}, l_i[2] = {0.f, 0.f};
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-        if (it.n_tiles > 0)
+        /* why: the producer's Q load of item k + 1 overwrites the O that item k - 1 staged in slot
+         * s ^ 1; released once its TMA store has read it (header: inside the item's first tile) */
+        const uint32_t bar_prev = bar_qempty + 8u * (s ^ 1u);
+        if (it.n_tiles > 0) {
             warpgroup_attend_item<kBf16, D, Br, Bc, kStages, false, false>(o, m_i, l_i, a, sl, it, rw, mul, 0.f, tid,
-                                                                           u_par, stage, phase);
-        else
+                                                                           u_par, stage, phase, q_pend, bar_prev);
+        } else {
             fa_mbar_wait(sl.bar_q, u_par);  /* keeps the producer within one item of the slot (header) */
-        warpgroup_store_item<kBf16, D, Br, false>(o, m_i, l_i, a, sl.q, b, h, 0, it.m0, it.m_end, mul, tid);
-        fa_fence_proxy_async_smem();  /* this thread's generic O writes / reads before the slot's next Q TMA */
-        /* why: the producer's Q load of item k + 2 overwrites the O this warp staged and read (header) */
-        warp_release_slot(bar_qempty + 8u * s, rw.lane);
+            if (q_pend) warp_release_staged_slot(bar_prev, tid);
+        }
+        /* O staged in slot s (its generic writes fenced for the async proxy in there), TMA store
+         * issued, not waited for: slot s is released during item k + 1 (or after the loop) */
+        warpgroup_store_item<kBf16, D, Br, false>(o, m_i, l_i, a, sl.q, &prm.tm_o, b, h, 0, it.m0, it.m_end, mul,
+                                                  tid);
+        q_pend = true;
     }
+    /* The last item's slot needs no arrival (the producer loads nothing more), but shared memory
+     * must stay valid until its O store has read it. */
+    if (thread_issues_o(tid)) fa_bulk_wait_read<0>();
 #else
     __trap();  /* not the sm_90a pass: never launched */
 #endif

@@ -1,7 +1,7 @@
 /* fa_sm90_sync.cuh - Hopper synchronization and copy primitives of the sm90 forward:
  * mbarriers, TMA tile loads (cp.async.bulk.tensor), named barriers, register reallocation
- * (setmaxnreg), the generic <-> async proxy fence, and the TMA tensor reduce-add with its bulk
- * async-group commit / waits (the backward's dQ). sm_90a device pass only (FA_SM90_DEVICE).
+ * (setmaxnreg), the generic <-> async proxy fence, and the TMA tensor store (the forward's O) and
+ * reduce-add (the backward's dQ) with their bulk async-group commit / waits. sm_90a device pass only (FA_SM90_DEVICE).
  *
  * mbarrier in one paragraph: a 64-bit object in shared memory with a phase bit, an arrival
  * count and a transaction (byte) count. A phase completes when the expected number of arrivals
@@ -125,6 +125,22 @@ static __device__ __forceinline__ void fa_tma_reduce_add_4d(const void *tmap, ui
 {
     asm volatile(
         "cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group"
+        " [%0, {%1, %2, %3, %4}], [%5];\n"
+        ::"l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
+        : "memory");
+}
+
+/* TMA store: copies the box at element coordinates (c0 innermost, ...) from shared memory src into
+ * the tensor described by *tmap; the elements outside the tensor's extents are not written (the
+ * box is clipped), so a box that crosses the end of a dimension needs no bounds test. Asynchronous,
+ * tracked by this thread's bulk async-groups (fa_bulk_commit, then fa_bulk_wait_read before src is
+ * overwritten or the block exits). src must hold the box as TMA lays it out (swizzle of the map;
+ * 1024-aligned for the 128-byte swizzle), written by the generic proxy only before a
+ * fa_fence_proxy_async_smem of each writing thread and a barrier with the issuing thread. */
+static __device__ __forceinline__ void fa_tma_store_4d(const void *tmap, uint32_t src, int c0, int c1, int c2, int c3)
+{
+    asm volatile(
+        "cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group"
         " [%0, {%1, %2, %3, %4}], [%5];\n"
         ::"l"((uint64_t)tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
         : "memory");

@@ -151,31 +151,47 @@ def producer_prog_persist(items, S):
     return p + [('exit',)]
 
 
-def consumer_prog_persist(items, S, kwg, wg, pp=True):
-    """A consumer warp of the persistent kernel: per item the one-block kernel's key-tile loop
-    (ring position and ping-pong rounds continued) on the item's Q slot, then the epilogue through
-    that slot and its Q-empty arrival."""
+def consumer_prog_persist(items, S, kwg, wg, pp=True, q=0):
+    """A consumer warp (q: its index in the warpgroup) of the persistent kernel: per item the
+    one-block kernel's key-tile loop (ring position and ping-pong rounds continued) on the item's Q
+    slot, then the epilogue: O staged in that slot, bar.sync(1 + wg), and warp q = 0 (the thread
+    that issues the warpgroup's O TMA store) issues the store, which reads the slot asynchronously.
+    The slot's Q-empty arrival of every warp comes in the NEXT item, after its tile 0's QK issue
+    (no key tiles: after its Q-full wait), the issuing warp's after cp.async.bulk.wait_group.read 0
+    ('owait'); after the last item the issuing warp only waits."""
     SCHED, CNT = 5, 256
     mine, nxt = SCHED + wg, SCHED + (wg + 1) % kwg
     p = [('nbar', 'sync', 0, 'ALL'), ('rdv', 'setmaxnreg', wg)]
     g = 0   # ring position (tiles consumed so far)
     r0 = 0  # ping-pong rounds so far
     step = 'no_ring_step' not in MUT
+    issuer = q == 0
+
+    def release_prev(k):
+        """warp_release_staged_slot of item k - 1's slot (if any)"""
+        if k == 0:
+            return
+        if issuer and 'no_owait' not in MUT:
+            p.append(('owait',))
+        p.append(('marrive', ('qe', (k - 1) & 1)))
+
     for k, n in enumerate(items):
         s, u = k & 1, k >> 1
         buf = ('Q', 0) if 'same_slot' in MUT else ('Q', s)
         if n == 0:
             if 'zero_silent' not in MUT:
                 p.append(('mwait', ('qf', s), u & 1, u))
+            release_prev(k)
         else:
-            q = ((buf, ('Q', k)),)
+            qop = ((buf, ('Q', k)),)
             p.append(('mwait', ('qf', s), u & 1, u))
             p.append(('mwait', ('kf', g % S), (g // S) & 1, g // S))
             if pp and wg != 0:
                 p.append(('nbar', 'sync', mine, CNT))
-            p.append(('issue', 'QK', r0, (('K', g % S), (k, 0)), q))
+            p.append(('issue', 'QK', r0, (('K', g % S), (k, 0)), qop))
             if pp:
                 p.append(('nbar', 'arrive', nxt, CNT, r0))
+            release_prev(k)
             p.append(('wwait', 0))
             p.append(('marrive', ('ke', g % S)))
             for j in range(1, n):
@@ -184,7 +200,7 @@ def consumer_prog_persist(items, S, kwg, wg, pp=True):
                 p.append(('mwait', ('kf', g % S), (g // S) & 1, g // S))
                 if pp:
                     p.append(('nbar', 'sync', mine, CNT))
-                p.append(('issue', 'QK', r0 + j, (('K', g % S), (k, j)), q))
+                p.append(('issue', 'QK', r0 + j, (('K', g % S), (k, j)), qop))
                 p.append(('mwait', ('vf', pg_ % S), (pg_ // S) & 1, pg_ // S))
                 p.append(('issue', 'PV', r0 + j, (('V', pg_ % S), (k, j - 1))))
                 if pp:
@@ -202,12 +218,16 @@ def consumer_prog_persist(items, S, kwg, wg, pp=True):
             if step:
                 g += 1
             r0 += n
-        # epilogue: O written into this warpgroup's rows of the slot, bar.sync(1 + wg), read back,
-        # released on the slot's Q-empty barrier
+        # epilogue: O written into this warpgroup's rows of the slot (generic writes done and
+        # fenced before the barrier), bar.sync(1 + wg), the issuing warp's TMA store of those rows
         p.append(('ouse', buf, k))
-        p.append(('nbar', 'sync', 1 + wg, 128))
         p.append(('ofree', buf, k))
-        p.append(('marrive', ('qe', s)))
+        if 'no_obar' not in MUT:
+            p.append(('nbar', 'sync', 1 + wg, 128))
+        if issuer:
+            p.append(('ostore', buf, k))
+    if issuer and items and 'no_final_owait' not in MUT:
+        p.append(('owait',))  # shared memory must outlive the last store's read
     return p + [('exit',)]
 
 
@@ -251,14 +271,15 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
     for wg in range(kwg):
         for q in range(W):
             agents[(wg, q)] = (consumer_prog(n, S, kwg, wg, varlen_tail, pp) if items is None
-                               else consumer_prog_persist(items, S, kwg, wg, pp))
+                               else consumer_prog_persist(items, S, kwg, wg, pp, q))
     names = list(agents)
     pc = {a: 0 for a in names}
     mb = {'qf': MBar('Q-full', 1)}  # the one-block kernel's; the persistent one has one per Q slot:
     for qs in range(2):
         mb[('qf', qs)] = MBar(f'Q-full{qs}', 1)
         mb[('qe', qs)] = MBar(f'Q-empty{qs}', W * kwg)
-    q_users = {}        # Q buffer -> warps between writing O into it and their last read of it
+    q_users = {}        # Q buffer -> warps between writing O into it and their last access to it
+    ostores = []        # O TMA stores still reading their staging: (buf, wg, item, issuing agent)
     for s in range(S):
         mb[('kf', s)] = MBar(f'K-full{s}', 1)
         mb[('vf', s)] = MBar(f'V-full{s}', 1)
@@ -277,6 +298,7 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
     log = []
     sp = speeds or {}
     speed = {a: sp.get(a, 1.0) for a in names}
+    ostore_speed = sp.get('ostore', 1.0)  # weight of an O store's read completing (slow ones find races)
 
     def turn(wg, r):
         return r * kwg + wg
@@ -298,6 +320,8 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
         if k == 'wwait':
             wg = a[0]
             return wg_done[wg] >= wg_issued[a] - op[1]
+        if k == 'owait':  # cp.async.bulk.wait_group.read 0: this thread's stores have read smem
+            return not any(x[3] == a for x in ostores)
         if k == 'rdv':
             return True
         return True
@@ -338,6 +362,7 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
         cand = [a for a in names if runnable(a)]
         ev = [('a', a) for a in cand]
         ev += [('t', j) for j in range(len(tma_q))]
+        ev += [('o', j) for j in range(len(ostores))]
         for wg in range(kwg):
             g = groups[wg]
             if g and len(g[0]['issued']) == W:
@@ -353,7 +378,9 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
             nbs = {i: (b.count, b.arrived) for i, b in nb.items() if b.count}
             raise Deadlock(f'DEADLOCK after {steps} steps: blocked {blk}; named barriers {nbs}; '
                            f'mbar completed {dict((b.name, b.completed) for b in mb.values())}')
-        w = [speed[x[1]] if x[0] == 'a' else 1.0 for x in ev]
+        if ostores and all(op_of(a)[0] == 'exit' for a in names):
+            raise Err(f'O store still reading shared memory when the block exits: {ostores}')
+        w = [speed[x[1]] if x[0] == 'a' else ostore_speed if x[0] == 'o' else 1.0 for x in ev]
         kind, x = rng.choices(ev, w)[0]
         if kind == 't':
             buf, tag, bar = tma_q.pop(x)
@@ -362,6 +389,9 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
             b = mb[bar]
             b.tx -= 1
             b._check()
+            continue
+        if kind == 'o':  # an O store finished reading its staging
+            ostores.pop(x)
             continue
         if kind == 'g':
             g = groups[x].pop(0)
@@ -425,6 +455,9 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
                 raise Err(f'RACE: two TMA into {buf}')
             if q_users.get(buf):
                 raise Err(f'RACE: TMA {buf} {tag} while {sorted(q_users[buf])} stage O in that Q buffer')
+            for ob, owg, oit, _ in ostores:
+                if ob == buf:
+                    raise Err(f'RACE: TMA {buf} {tag} while the O store of item {oit} (wg{owg}) reads it')
             inflight[buf] = tag
             tma_q.append((buf, tag, bar))
         elif k == 'zero':
@@ -464,9 +497,23 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
                 for g in groups[wg]:
                     if buf in g['bufs'] and wg == a[0]:
                         raise Err(f'RACE: {a} stages O of item {item} in {buf} while wgmma {g["what"]} reads it')
+            for ob, owg, oit, _ in ostores:
+                if ob == buf and owg == a[0]:
+                    raise Err(f'RACE: {a} stages O of item {item} in {buf} while the O store of item {oit} reads it')
             q_users.setdefault(buf, set()).add(a)
         elif k == 'ofree':
             q_users[op[1]].discard(a)
+        elif k == 'ostore':
+            _, buf, item = op
+            writers = sorted(x for x in q_users.get(buf, ()) if x[0] == a[0])
+            staged = [x for x in names if x[0] == a[0] and any(o[0] == 'ofree' and o[2] == item
+                                                              for o in agents[x][:pc[x]])]
+            if writers or len(staged) != W:
+                raise Err(f'RACE: {a} issues the O store of item {item} from {buf} before every warp of its '
+                          f'warpgroup staged its rows (done: {staged}, writing: {writers})')
+            ostores.append((buf, a[0], item, a))
+        elif k == 'owait':
+            pass
         elif k == 'wwait':
             pass
         pc[a] += 1
@@ -476,6 +523,8 @@ def sim(n, kwg, S=2, W=4, varlen_tail=False, seed=0, pp=True, speeds=None, trace
             raise Err(f'UNBALANCED: named barrier {i} left with {b.count} arrived threads {b.arrived} at exit')
     if tma_q or inflight:
         raise Err(f'TMA in flight at exit {inflight}')
+    if ostores:
+        raise Err(f'O store still reading shared memory at exit: {ostores}')
     for wg in range(kwg):
         if groups[wg]:
             raise Err(f'wgmma of wg{wg} in flight at exit')
@@ -491,6 +540,7 @@ def random_speeds(rng, kwg, W):
     for wg in list(range(kwg)) + ['P']:
         for q in range(W):
             sp[(wg, q)] = rng.choice([0.02, 0.2, 1.0, 1.0, 5.0, 50.0])
+    sp['ostore'] = rng.choice([0.002, 0.02, 1.0])
     return sp
 
 
@@ -515,7 +565,8 @@ def campaign(nseeds, ns, kwgs=(2, 3), stages=(2, 3), W=4, quiet=False):
     return tot, fails, worst
 
 
-PERSIST_MUTATIONS = ['no_qempty', 'zero_silent', 'no_ring_step', 'same_slot']
+PERSIST_MUTATIONS = ['no_qempty', 'zero_silent', 'no_ring_step', 'same_slot', 'no_owait', 'no_obar',
+                     'no_final_owait']
 
 
 def random_items(rng):
