@@ -108,7 +108,8 @@ def _flash_attn_varlen_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 def _backward(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_q, cu_k, max_sq, max_sk, dropout_p,
               softmax_scale, causal, wl, wr, softcap, alibi_slopes, deterministic, rng_state
               ) -> torch.Tensor:
-    dout, q, k, v, out = (_last_dim_contiguous(t.detach()) for t in (dout, q, k, v, out))
+    dout, q, k, v, out = (_ops.unbroadcast(_last_dim_contiguous(t.detach()))
+                          for t in (dout, q, k, v, out))
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if dropout_p > 0.0 and rng_state is None:

@@ -89,8 +89,22 @@ class _BwdWithoutDoubleBackward(torch.autograd.Function):
         raise RuntimeError(DOUBLE_BACKWARD_MESSAGE)
 
 
+def unbroadcast(t: torch.Tensor) -> torch.Tensor:
+    """t, or a dense copy when t is a CUDA tensor broadcast along a dimension (stride 0 where the
+    extent is > 1, e.g. k.expand(b, -1, -1, -1) or a dout from out.sum()). The Hopper backward
+    reads q, k, v, out and dout through TMA, whose strides must be positive: a broadcast view
+    would send the call to a slower kernel and, with deterministic=True, to a dQ summed in
+    another order, so its gradients would differ in the last bits from those of the same values
+    in a dense tensor. The copy costs one pass over the view's elements (O(s d) per head against
+    the backward's O(s^2 d))."""
+    if t.is_cuda and any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride())):
+        return t.contiguous()
+    return t
+
+
 def _fwd_backward(ctx, dout, _dlse, _dprobs, _drng):
     q, k, v, out, lse, cu_q, cu_k, alibi, rng_state = ctx.saved_tensors
+    dout, q, k, v, out = (unbroadcast(t) for t in (dout, q, k, v, out))
     max_sq, max_sk, dropout_p, scale, wl, wr, softcap, deterministic = ctx.args
     args = (dout, q, k, v, out, lse, cu_q, cu_k, max_sq, max_sk, dropout_p, scale, wl, wr,
             softcap, alibi, deterministic, rng_state)

@@ -4,7 +4,10 @@ dimension is contiguous (e.g. a (b, h, s, d) tensor transposed to (b, s, h, d)) 
 no copy at all, and only a view strided in d (x[..., ::2]) is copied once. Values and gradients
 equal the call on contiguous copies bit for bit (the same kernels on the same numbers; the
 backward runs with deterministic=True, since the default atomic dQ / GQA sums of the Hopper
-kernels add in a run-dependent order), and each gradient comes back in its input's shape."""
+kernels add in a run-dependent order; a broadcast view, stride 0 as from expand, is copied before
+the CUDA backward, flash_attn_c._ops.unbroadcast, since the Hopper backward's TMA loads need
+positive strides and another kernel would sum dQ in another order), and each gradient comes back
+in its input's shape."""
 from __future__ import annotations
 
 from typing import Callable, List
