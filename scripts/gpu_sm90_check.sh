@@ -84,6 +84,7 @@ if [ -n "${EXP_BWD_TREE:-}" ]; then
 fi
 bench fwd_default $F --bench
 bench fwd_persist0 env FLASH_ATTN_C_SM90_FWD_PERSIST=0 $F --bench
+bench fwd_persist1 env FLASH_ATTN_C_SM90_FWD_PERSIST=1 $F --bench   # persistent everywhere: short non-causal d 128 / 256?
 bench bwd_det_pass env FLASH_ATTN_C_SM90_BWD_DET=pass $B --bench --det
 BENCH_T=60 bench reduce_bw dev/bin/bwd_sm90/reduce_bw             # fp32 dQ add GB/s per path (issue #13)
 BENCH_T=60 bench bwd_nodq dev/bin/bwd_sm90/bwd_sm90_check_nodq --bench   # d = 256 without dQ traffic
@@ -92,7 +93,8 @@ python3 $C default=$W/bwd_default.txt br64=$W/bwd_br64.txt > $W/cmp_bwd_br64.md 
 python3 $C atomic=$W/bwd_default.txt ordered_br=$W/bwd_det.txt ordered=$W/bwd_det_ordered.txt \
   pass=$W/bwd_det_pass.txt > $W/cmp_bwd_det.md 2>&1
 [ -f $W/bwd_exp.txt ] && python3 $C default=$W/bwd_default.txt exp=$W/bwd_exp.txt > $W/cmp_bwd_exp.md 2>&1
-python3 $C default=$W/fwd_default.txt persist0=$W/fwd_persist0.txt > $W/cmp_fwd_persist.md 2>&1
+python3 $C default=$W/fwd_default.txt persist0=$W/fwd_persist0.txt $([ -f $W/fwd_persist1.txt ] && echo persist1=$W/fwd_persist1.txt) \
+  > $W/cmp_fwd_persist.md 2>&1
 [ -f $W/bwd_nodq.txt ] && python3 $C default=$W/bwd_default.txt nodq=$W/bwd_nodq.txt > $W/cmp_bwd_nodq.md 2>&1
 [ -f $W/reduce_bw.txt ] && cat $W/reduce_bw.txt
 cat $W/cmp_*.md; echo "total $(el) s"; snapshot
