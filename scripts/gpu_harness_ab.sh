@@ -6,7 +6,9 @@
 # prints per shape the median TFLOP/s of each tree and its ratio to the first one.
 # Trees: `git archive <branch> | tar -x -C .exp/<label>` here, carried with the call (carry .exp).
 #   usage: [ROUNDS=2] [CHECK_S=300] [CHECK_K=<case filter: -k / --filter>] [CHECK_TREES="label ..."] \
-#            bash scripts/gpu_harness_ab.sh fwd_sm90|bwd_sm90 label=dir...
+#          [HARNESS_ARGS="--det"] bash scripts/gpu_harness_ab.sh fwd_sm90|bwd_sm90 label=dir...
+#   (HARNESS_ARGS: extra arguments of every check and bench run, e.g. bwd_sm90_check's --det for the
+#   deterministic instances)
 #   (CHECK_TREES: the trees whose cases are checked, default all; the float64 reference makes a full
 #   fwd_sm90 check take minutes, so a known-good baseline can skip it)
 #   e.g.   bash scripts/gpu_harness_ab.sh fwd_sm90 main=. pingpong=.exp/pp bc176=.exp/bc176
@@ -30,7 +32,8 @@ for i in "${!dirs[@]}"; do
   case " ${CHECK_TREES:-${labels[*]}} " in *" ${labels[$i]} "*) ;; *) continue ;; esac
   log "check ${labels[$i]}"
   [ -x "$bin/unit_check" ] && { timeout 120 "$bin/unit_check" 2>&1 | tail -1; }
-  FA_CHECK_VERBOSE=1 timeout "${CHECK_S:-300}" "$bin/$exe" ${CHECK_K:+$flt "$CHECK_K"} > "$OUT/check_${labels[$i]}.log" 2>&1
+  FA_CHECK_VERBOSE=1 timeout "${CHECK_S:-300}" "$bin/$exe" ${HARNESS_ARGS:-} ${CHECK_K:+$flt "$CHECK_K"} \
+    > "$OUT/check_${labels[$i]}.log" 2>&1
   rc=$?
   grep -E "^FAIL" "$OUT/check_${labels[$i]}.log" | head -5
   if [ $rc = 124 ]; then echo "TIMEOUT after ${CHECK_S:-300} s in: $(grep '^case ' "$OUT/check_${labels[$i]}.log" | tail -1)"
@@ -40,7 +43,7 @@ files=()
 for r in $(seq 1 "${ROUNDS:-2}"); do
   for i in "${!dirs[@]}"; do
     f=$OUT/bench_${labels[$i]}_$r.txt
-    timeout "${BENCH_S:-150}" "${dirs[$i]}/dev/bin/$H/$exe" --bench > "$f" 2>&1
+    timeout "${BENCH_S:-150}" "${dirs[$i]}/dev/bin/$H/$exe" --bench ${HARNESS_ARGS:-} > "$f" 2>&1
     files+=("${labels[$i]}=$f")
   done
 done
