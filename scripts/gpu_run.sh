@@ -81,7 +81,7 @@ if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
 fi
 if [ "$what" = all ] || [ "$what" = extras ]; then
   log "deterministic backward cost"
-  timeout 120 python3 benchmarks/deterministic_cost.py > "$OUT/deterministic.log" 2>&1; cat "$OUT/deterministic.log"
+  timeout 240 python3 benchmarks/deterministic_cost.py > "$OUT/deterministic.log" 2>&1; cat "$OUT/deterministic.log"
   log "long sequences (memory)"
   timeout 200 python3 -m flash_attn_c.bench --long --out "$OUT/long" > "$OUT/long.log" 2>&1
   tail -25 "$OUT/long.log"; rm -rf "$OUT/long"
