@@ -95,7 +95,7 @@ fa_bwd_dot_do_o_kernel(const fa_bwd_args a)
      * whose dq_sem_rows-row tile sees no key (fa_band_keys empty; e.g. causal rows above the
      * diagonal when seqlen_q > seqlen_k, seqlen_k = 0), where dq = 0 */
     bool clear = a.dq_accum != NULL;
-    if (clear && a.dq_sem != NULL) {
+    if (clear && a.dq_sem != NULL && !a.atomic_dq) {
         const int64_t i = row % a.seqlen_q;
         const int r0 = (int)(i - i % a.dq_sem_rows), r1 = min(r0 + a.dq_sem_rows, a.seqlen_q) - 1;
         int lo, hi;
