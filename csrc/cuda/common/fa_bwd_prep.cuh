@@ -1,7 +1,8 @@
 /* fa_bwd_prep.cuh - the two memory-bound passes around the main backward kernel:
  *   fa_bwd_dot_do_o_kernel:  D = rowsum(dO o O) (fp32, laid out like lse) and, on the atomic
  *                            path, zeroes dq_accum (the workspace arrives uninitialized); for the
- *                            sm90 ordered dQ also its turn counters (dq_sem);
+ *                            sm90 ordered dQ its turn counters (dq_sem) and only the dq_accum
+ *                            tiles no key block writes;
  *   fa_bwd_dq_convert_kernel: dq = softmax_scale * dq_accum in the params dtype.
  *
  * One (row, head) pair of the (total_q, h, d) view is handled by 8 consecutive lanes, each
@@ -89,7 +90,19 @@ fa_bwd_dot_do_o_kernel(const fa_bwd_args a)
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     if (!active) return;
     if (sub == 0) a.dpsum[fa_bwd_row_lse(a, row, h)] = sum;
-    if (a.dq_accum != NULL) {
+    /* sm90 ordered dQ (a.dq_sem, dense): the first key block of a tile stores it (turn 0,
+     * warp_write_dq), so only the rows of tiles that no key block touches need clearing: those
+     * whose dq_sem_rows-row tile sees no key (fa_band_keys empty; e.g. causal rows above the
+     * diagonal when seqlen_q > seqlen_k, seqlen_k = 0), where dq = 0 */
+    bool clear = a.dq_accum != NULL;
+    if (clear && a.dq_sem != NULL && !a.atomic_dq) {
+        const int64_t i = row % a.seqlen_q;
+        const int r0 = (int)(i - i % a.dq_sem_rows), r1 = min(r0 + a.dq_sem_rows, a.seqlen_q) - 1;
+        int lo, hi;
+        fa_band_keys(r0, r1, a.seqlen_q, a.seqlen_k, a.window_left, a.window_right, &lo, &hi);
+        clear = lo > hi;
+    }
+    if (clear) {
         float4 *acc = (float4 *)(a.dq_accum + (row * a.heads + h) * a.head_dim);
         for (int c4 = sub; c4 < a.head_dim / 4; c4 += FA_BWD_PREP_LANES)
             acc[c4] = make_float4(0.f, 0.f, 0.f, 0.f);

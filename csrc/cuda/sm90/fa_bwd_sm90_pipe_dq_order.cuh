@@ -8,7 +8,9 @@
  * laid out [b][h][ceil(sq / Br)] (fa_bwd_host.h), zeroed by fa_bwd_dot_do_o_kernel. It counts the
  * key blocks that have added into the tile. Key block n's turn on tile m is the number of key
  * blocks n' > n touching m (thread_dq_turn); it spins until the counter equals that, adds, waits
- * for its adds to complete, then increments the counter (release).
+ * for its adds to complete, then increments the counter (release). Turn 0 stores instead of
+ * adding, so dq_accum is not cleared beforehand except in the tiles no key block touches
+ * (fa_bwd_dot_do_o_kernel): one 4-byte-per-element write pass of the workspace less per call.
  *
  * Why decreasing key blocks (the shortest critical path under causal masks): with the
  * bottom-right causal mask key block n's query band starts at its diagonal tile, so the CTA
@@ -54,7 +56,7 @@
  *
  * Memory order (per tile): wait: ld.acquire.gpu until counter == turn, then fence.proxy.async.global
  * (the TMA reduces below are async-proxy accesses: order them after the acquire). Add: the TMA
- * reduces, commit, cp.async.bulk.wait_group 0 (the writes to global are performed, not only the
+ * reduces (turn 0: TMA stores), commit, cp.async.bulk.wait_group 0 (the writes to global are performed, not only the
  * smem source read), fence.proxy.async.global (those async-proxy writes before the generic-proxy
  * release), red.release.gpu.global.add (release: the next key block's acquire sees our adds).
  */

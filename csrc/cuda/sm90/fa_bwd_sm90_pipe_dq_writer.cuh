@@ -14,10 +14,12 @@
 #if FA_SM90_DEVICE
 
 /* Lane 0 of the writer: the TMA reduces of warpgroup w's staged tile of query block i0 (one per
- * 32-dim box of its dims; Br = 80: of its dQ^T) into dq_accum, not committed. Rows past sq and dims past d are
+ * 32-dim box of its dims; Br = 80: of its dQ^T) into dq_accum, not committed; kStore: TMA stores
+ * instead (the first add of a tile under kDq = ORDERED: nothing to add to, so dq_accum needs no
+ * clearing there). The boxes of the two warpgroups cover every element of the tile inside the map. Rows past sq and dims past d are
  * outside the map, so TMA drops them: nothing is added outside this (b, h)'s rows, and a box that
  * lies wholly outside is not issued. */
-template <int D, int Br>
+template <int D, int Br, bool kStore = false>
 static __device__ __forceinline__ void thread_reduce_dq_tile(const fa_bwd_sm90_params &prm, const fa_bwd_pipe_smem &sm,
                                                              int w, int i0, int h, int b, int sq)
 {
@@ -28,8 +30,12 @@ static __device__ __forceinline__ void thread_reduce_dq_tile(const fa_bwd_sm90_p
     const uint32_t stg = sm.dq + (uint32_t)w * Dq::kStageBytes;
 #pragma unroll
     for (int hc = 0; hc < Dq::kBoxes; ++hc)
-        if (dim0 + 32 * hc < prm.a.head_dim && row0 < sq)
-            fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)hc * Dq::kBoxBytes, dim0 + 32 * hc, row0, h, b);
+        if (dim0 + 32 * hc < prm.a.head_dim && row0 < sq) {
+            if constexpr (kStore)
+                fa_tma_store_4d(&prm.tm_dqacc, stg + (uint32_t)hc * Dq::kBoxBytes, dim0 + 32 * hc, row0, h, b);
+            else
+                fa_tma_reduce_add_4d(&prm.tm_dqacc, stg + (uint32_t)hc * Dq::kBoxBytes, dim0 + 32 * hc, row0, h, b);
+        }
 }
 
 /* dQ-writer warp (warp 1 of the producer warpgroup, kDq = TMA or ORDERED; every pipelined tile,
@@ -38,7 +44,8 @@ static __device__ __forceinline__ void thread_reduce_dq_tile(const fa_bwd_sm90_p
  * into dq_accum (thread_reduce_dq_tile) and, once the TMA has read the buffer, hands it back to w.
  * n_iter > 0.
  * kOrdered (kDq = ORDERED, fa_bwd_sm90_pipe_dq_order.cuh): per tile, both staged tiles first, then
- * lane 0 waits for key block n_block's turn on the tile's counter, adds both, waits until the adds
+ * lane 0 waits for key block n_block's turn on the tile's counter, adds both (turn 0: stores both,
+ * over whatever the workspace held), waits until the adds
  * are performed and passes the turn; only then are both buffers handed back (a tile's adds cannot
  * start before the turn, so its buffer cannot be freed earlier).
  * sq, sk: seqlen_q / seqlen_k (dense). */
@@ -64,10 +71,17 @@ static __device__ __forceinline__ void warp_write_dq(const fa_bwd_sm90_params &p
                  * dq_sem_rows = Br (fa_bwd_sm90_ordered_rows; fa_bwd_sm90.cu refuses a launch
                  * where they differ) */
                 int *sem = a.dq_sem + ((int64_t)b * a.heads + h) * ((sq + Br - 1) / Br) + m;
-                thread_wait_dq_turn(sem, thread_dq_turn<Br, FA_BWD_SM90_BC>(m, n_block, sq, sk, a.window_left,
-                                                                             a.window_right));
-                thread_reduce_dq_tile<D, Br>(prm, sm, 0, i0, h, b, sq);
-                thread_reduce_dq_tile<D, Br>(prm, sm, 1, i0, h, b, sq);
+                const int turn = thread_dq_turn<Br, FA_BWD_SM90_BC>(m, n_block, sq, sk, a.window_left, a.window_right);
+                thread_wait_dq_turn(sem, turn);
+                /* turn 0 (the highest key block touching the tile) writes the tile, the others add
+                 * to it: fa_bwd_dot_do_o_kernel clears only the tiles no key block touches */
+                if (turn == 0) {
+                    thread_reduce_dq_tile<D, Br, true>(prm, sm, 0, i0, h, b, sq);
+                    thread_reduce_dq_tile<D, Br, true>(prm, sm, 1, i0, h, b, sq);
+                } else {
+                    thread_reduce_dq_tile<D, Br>(prm, sm, 0, i0, h, b, sq);
+                    thread_reduce_dq_tile<D, Br>(prm, sm, 1, i0, h, b, sq);
+                }
                 fa_bulk_commit();
                 fa_bulk_wait<0>(); /* the adds performed in dq_accum (and both buffers read) */
                 thread_pass_dq_turn(sem);
