@@ -18,8 +18,8 @@
  *     r + 8 and dims c, c + 1, c, c + 1, r = 16 wq + g, c = 128 wg + 64 hh + 8 jn + 2 t
  *     (the wgmma m64nNk16 fp32 fragment order).
  * A warp's red.global.add.v4 for one (wg, hh, jn) covers 512 contiguous bytes; no bounds tests
- * (padding absorbs the rows past sq and dims past d). The first pass clears it by a flat walk of
- * its own (fa_bwd_dot_do_o_kernel's flat_clear4: its row-major walk would not match the layout).
+ * (padding absorbs the rows past sq and dims past d). The first pass does not zero it (its
+ * row-major walk would not match): fa_bwd_sm90.cu clears it with cudaMemsetAsync.
  */
 #ifndef FA_BWD_SM90_DQ_TILED_CUH
 #define FA_BWD_SM90_DQ_TILED_CUH
