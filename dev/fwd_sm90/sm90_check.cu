@@ -6,7 +6,8 @@
  *   ./sm90_check --bench         bf16, d 64/128/256, seqlen 512..16k at 16k tokens per batch,
  *                                h * d = 2048, causal and not: TFLOP/s of the sm90 kernel and, in
  *                                the same run on the same inputs, of the sm80 (mma.sync) kernel;
- *                                median of CUDA-event timings after warm-up
+ *                                median of CUDA-event timings after warm-up; FA_BENCH_FEAT=softcap,
+ *                                alibi or both times the kFeat instances (softcap 30, BLOOM slopes)
  *
  * Every case calls fa_fwd_sm90() directly (and fails if fa_fwd_sm90_can_run() refuses it), draws
  * fresh random inputs (normal, never zeros), poisons O and LSE with NaN bytes plus a guard region
@@ -547,9 +548,19 @@ static fa_status run_sm80(const fa_params *p, void *s)
     return fa_fwd_cuda(p, s);  /* FLASH_ATTN_C_SM90=0 (bench sets it): the mma.sync kernels */
 }
 
+/* FA_BENCH_FEAT=softcap|alibi|both: the bench's calls with softcap 30 and / or ALiBi slopes
+ * 2^(-8 (i + 1) / h) (BLOOM's), so A/B runs time the kFeat instances (gpu_harness_ab.sh) */
 static void bench(void)
 {
-    set_sm90_env(0, 0, 0);
+    const char *feat = getenv("FA_BENCH_FEAT");
+    const int cap = feat != NULL && (strcmp(feat, "softcap") == 0 || strcmp(feat, "both") == 0);
+    const int alibi = feat != NULL && (strcmp(feat, "alibi") == 0 || strcmp(feat, "both") == 0);
+    if (feat != NULL && !cap && !alibi) {
+        fprintf(stderr, "FA_BENCH_FEAT=%s: softcap, alibi or both\n", feat);
+        exit(2);
+    }
+    set_sm90_env(0, cap || alibi, 0);
+    if (cap || alibi) printf("features: softcap %d, ALiBi %d (FA_BENCH_FEAT)\n", cap, alibi);
     printf("%-6s %-5s %-7s %-6s %-4s %-6s %10s %12s %12s\n", "dtype", "d", "seqlen", "batch", "h", "causal",
            "sm90 ms", "sm90 TFLOP/s", "sm80 TFLOP/s");
     double lg90 = 0, lg80 = 0;
@@ -560,6 +571,18 @@ static void bench(void)
                 const int b = 16384 / s, h = 2048 / d;
                 fa_params p;
                 fwd_bench_setup(&g_rng, b, s, h, d, causal, &p);
+                float *slopes = NULL;
+                if (cap) p.softcap = 30.f;
+                if (alibi) {
+                    float hs[64];  /* h = 2048 / d <= 32 */
+                    for (int i = 0; i < h; ++i) hs[i] = exp2f(-8.f * (float)(i + 1) / (float)h);
+                    if (cudaMalloc(&slopes, (size_t)h * sizeof(float)) != cudaSuccess ||
+                        cudaMemcpy(slopes, hs, (size_t)h * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
+                        fprintf(stderr, "bench: ALiBi slopes allocation failed\n");
+                        exit(1);
+                    }
+                    p.alibi_slopes = slopes;
+                }
                 double flops = 4.0 * b * h * (double)s * s * d;
                 if (causal) flops *= 0.5;
                 if (!fa_fwd_sm90_can_run(&p)) {
@@ -580,6 +603,7 @@ static void bench(void)
                        tf80);
                 fflush(stdout);
                 fwd_bench_free(&p);
+                cudaFree(slopes);
             }
     printf("geometric mean over %d shapes: sm90 %.1f TFLOP/s, sm80 %.1f TFLOP/s\n", n, exp(lg90 / n), exp(lg80 / n));
 }
