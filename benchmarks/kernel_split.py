@@ -25,6 +25,16 @@ import flash_attn_c
 TOKENS, HD = 16384, 2048
 
 
+def sweep_tensors(d: int, s: int):
+    """q, k, v (b, s, h, d) bf16 requiring grad for ours, and their (b, h, s, d) views as SDPA
+    leaves, at the standard sweep's shape (TOKENS tokens, h * d = HD) for head dim d, seqlen s."""
+    b, h = TOKENS // s, HD // d
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    qt, kt, vt = (t.detach().transpose(1, 2).requires_grad_(True) for t in (q, k, v))
+    return q, k, v, qt, kt, vt
+
+
 def kernel_times(fn: Callable[[], None], iters: int) -> Dict[str, float]:
     """Median us per call of every CUDA kernel fn launches (fn is called iters times; a kernel
     launched k times per call is summed over its k launches)."""
@@ -67,10 +77,7 @@ def main() -> None:
         for s in (int(x) for x in args.seqlens.split(",")):
             for causal in (False, True):
                 b, h = TOKENS // s, HD // d
-                torch.manual_seed(0)
-                q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                           for _ in range(3))
-                qt, kt, vt = (t.detach().transpose(1, 2).requires_grad_(True) for t in (q, k, v))
+                q, k, v, qt, kt, vt = sweep_tensors(d, s)
                 print(f"\nbf16 d={d} seqlen={s} b={b} h={h} causal={causal}")
                 out = flash_attn_c.flash_attn_func(q, k, v, causal=causal)
                 dout = torch.randn_like(out)

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import flash_attn_c
-
-TOKENS, HD = 16384, 2048
+from kernel_split import TOKENS, HD, sweep_tensors  # benchmarks/kernel_split.py: the sweep's shapes
 
 
 def main() -> None:
@@ -29,9 +28,7 @@ def main() -> None:
         raise SystemExit("ncu_compare.py needs a CUDA device")
     d, s = args.d, args.seqlen
     b, h = TOKENS // s, HD // d
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    qt, kt, vt = (t.detach().transpose(1, 2).requires_grad_(True) for t in (q, k, v))
+    q, k, v, qt, kt, vt = sweep_tensors(d, s)
     dout = torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
 
     def ours() -> None:
