@@ -62,7 +62,7 @@ static fa_status fa_bwd_run(const fa_bwd_args &a, int arch, cudaStream_t stream)
     const int64_t pair_blocks =
         (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
     if (pair_blocks > 0) {
-        fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a);
+        fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a, 0);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
     const fa_status st = fa_bwd_dispatch_d<kBf16>(a, arch, stream);

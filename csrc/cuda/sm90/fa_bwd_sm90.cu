@@ -1,7 +1,7 @@
 /* fa_bwd_sm90.cu - host side of the Hopper backward, its run path: the three passes on the
  * caller's stream (no allocation, no host synchronization):
  *   1. fa_bwd_dot_do_o_kernel (fa_bwd_prep.cuh, shared with sm80): D = rowsum(dO o O) into the
- *      workspace, dq_accum zeroed (the tiled one of d > 128: cudaMemsetAsync instead);
+ *      workspace, dq_accum zeroed (the tiled one of d > 128 too, by a flat walk);
  *   2. fa_bwd_sm90_kernel<kBf16, D, kDq = atomic_dq>: dK, dV per key block, dS K added into dq_accum (not when
  *      deterministic: float atomics add in a varying order);
  *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype (d > 128:
@@ -181,12 +181,8 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
      * workspace holds it), cleared here, not by the first pass's row-major walk */
     const bool tiled = pipe != NULL && a.head_dim > 128 && a.atomic_dq && a.dq_accum != NULL;
     const int64_t tiled_floats = tiled ? fa_bwd_dq_tiled_floats(a.batch, a.heads, a.seqlen_q) : 0;
-    if (tiled && cudaMemsetAsync(a.dq_accum, 0, (size_t)tiled_floats * sizeof(float), stream) != cudaSuccess)
-        return FA_ERR_CUDA;
     if (pair_blocks > 0) {
-        fa_bwd_args a1 = a;
-        if (tiled) a1.dq_accum = NULL;
-        fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a1);
+        fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a, tiled_floats / 4);
         if (cudaGetLastError() != cudaSuccess) return FA_ERR_CUDA;
     }
     fa_status st;
@@ -210,8 +206,9 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
     /* deterministic: the ordered dQ pass, unless an ORDERED instance (modes 3, 7, 8) added dQ into dq_accum */
     if (!a.atomic_dq && !FA_BWD_SM90_PIPE_MODE_ORDERED(pipe_mode)) return fa_bwd_run_dq_pass(a, kBf16, stream);
     if (tiled) {
-        const int64_t blocks = (tiled_floats / 4 + 255) / 256;
-        if (blocks > 0) fa_bwd_dq_convert_tiled_kernel<kBf16><<<(unsigned)blocks, 256, 0, stream>>>(a);
+        const int64_t blocks = tiled_floats / FA_BWD_DQ_TILE_FLOATS; /* one block per tile */
+        if (blocks > 0)
+            fa_bwd_dq_convert_tiled_kernel<kBf16><<<(unsigned)blocks, FA_BWD_DQ_CONVERT_THREADS, 0, stream>>>(a);
         return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
     }
     if (pair_blocks > 0) {

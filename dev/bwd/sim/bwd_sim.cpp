@@ -63,6 +63,7 @@ static int g_cur = 0;          /* current thread index */
 static int g_nthreads = 0;
 static int g_alive = 0;
 static dim3s g_block_idx = {0, 0, 0};
+static dim3s g_grid_dim = {1, 1, 1};
 static std::function<void()> g_body;
 
 /* block barrier */
@@ -209,6 +210,7 @@ struct sim_uint3 {
 static inline sim_uint3 sim_thread_idx() { return {(unsigned)sim::g_cur, 0u, 0u}; }
 #define threadIdx (sim_thread_idx())
 #define blockIdx (sim::g_block_idx)
+#define gridDim (sim::g_grid_dim)
 
 struct uint4 {
     uint32_t x, y, z, w;
@@ -481,6 +483,7 @@ static void sim_launch(unsigned gx, unsigned gy, unsigned gz, int threads, size_
     g_warps.assign((size_t)(threads + 31) / 32, Warp());
     g_nthreads = threads;
     g_body = body;
+    g_grid_dim = {gx, gy, gz};
     for (unsigned z = 0; z < gz; ++z)
         for (unsigned y = 0; y < gy; ++y)
             for (unsigned x = 0; x < gx; ++x) {
@@ -561,7 +564,7 @@ static void sim_run(const fa_bwd_args &a)
     const int64_t pairs = a.total_q * a.heads;
     const int64_t blocks = (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
     if (blocks > 0)
-        sim_launch((unsigned)blocks, 1, 1, FA_BWD_PREP_THREADS, 0, [&] { fa_bwd_dot_do_o_kernel<kBf16>(a); });
+        sim_launch((unsigned)blocks, 1, 1, FA_BWD_PREP_THREADS, 0, [&] { fa_bwd_dot_do_o_kernel<kBf16>(a, 0); });
     if (a.head_dim <= 64)
         sim_main<kBf16, 64>(a);
     else if (a.head_dim <= 96)
