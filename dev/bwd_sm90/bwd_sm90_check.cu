@@ -31,6 +31,10 @@
  *                                  (exit 2) but with --bench. --bench --det times what the variable
  *                                  says (each row ends with the pipelined mode that ran: 3 Br = 64
  *                                  ordered, 7 Br = 80 ordered, 8 Br = 128 ordered, 0 the dQ-pass path)
+ *   FLASH_ATTN_C_SM90_BWD_DET256=1 (opt-in) with any of the above: the "det ordered" mode also runs
+ *                                  the d in (128, 256] cases, every dense one on the dim-split kernel's
+ *                                  ORDERED instance (mode 9; a counted check, line "det256 ordered:
+ *                                  N of N d256 det calls"); --bench --det: its d = 256 rows (mode 9)
  *   bwd_sm90_check --filter STR    only cases whose name contains STR
  *   bwd_sm90_check --no-gpu        CPU side only: oracle vs low-precision baseline
  *   bwd_sm90_check --bench [--det] bf16, d in {64,128,256}, 16k tokens, h*d = 2048, seqlen
@@ -303,9 +307,18 @@ static void set_det_env(void)
     if (g_det_env != NULL) setenv("FLASH_ATTN_C_SM90_BWD_DET", g_det_env, 1);
     else unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
 }
+/* FLASH_ATTN_C_SM90_BWD_DET256=1 in the harness's environment (read in main, left set: the package
+ * reads it per call, and only deterministic d > 128 calls under a DET other than "pass" see it): the
+ * "det ordered" mode also runs the d in (128, 256] cases, each dense one on the dim-split kernel's
+ * ORDERED instance (mode 9, FA_BWD_SM90_PIPE_MODE_D256_ORDERED; a counted check, line "det256
+ * ordered"). Unset: those cases have no "det ordered" run (their deterministic calls take the sm80
+ * backward, outside this harness). */
+static int g_det256 = 0;
+static int g_det256_calls = 0, g_det256_taken = 0;
 /* the pipelined mode a dense deterministic call must take in this mode (fa_bwd_sm90_ordered_mode) */
 static int det_expected_mode(const fa_params *p)
 {
+    if (p->head_dim > 128) return FA_BWD_SM90_PIPE_MODE_D256_ORDERED;
     if (!g_det_br || !(p->softmax_scale > 0.f)) return 3;
     if (p->head_dim > 64 && p->head_dim <= 128 && variant_has("br80")) return 7;
     if (p->head_dim <= 64 && variant_has("br128")) return 8;
@@ -325,6 +338,10 @@ static fa_status fa_bwd_sm90_det_entry(const fa_params *p, void *stream)
         if (want == 7 || want == 8) {
             ++g_det_br_calls[want == 8];
             g_det_br_taken[want == 8] += takes == want;
+        }
+        if (want == FA_BWD_SM90_PIPE_MODE_D256_ORDERED) {
+            ++g_det256_calls;
+            g_det256_taken += takes == want;
         }
     }
     return st;
@@ -424,6 +441,7 @@ int main(int argc, char **argv)
         return 2;
     }
     g_det_br = g_det_env == NULL || strcmp(g_det_env, "ordered_br") == 0;
+    g_det256 = getenv("FLASH_ATTN_C_SM90_BWD_DET256") != NULL && strcmp(getenv("FLASH_ATTN_C_SM90_BWD_DET256"), "1") == 0;
     if (g_det_env != NULL) g_det_env = strdup(g_det_env); /* unsetenv below may free the string */
     /* from here every mode sets the variable it runs under (the first case's workspace sizing included) */
     unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
@@ -437,7 +455,8 @@ int main(int argc, char **argv)
             bwd_run_case(&g_cases[i], cli.no_gpu, &g_target, &g_rng, &tally);
         if (all && !cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_target, &g_rng, &tally);
         if (all && !cli.no_gpu) bwd_run_case(&g_cases[i], 0, &g_pipe_tma_target, &g_rng, &tally);
-        if (!cli.no_gpu && g_cases[i].d <= 128) bwd_run_case(&g_cases[i], 0, &g_det_target, &g_rng, &tally);
+        if (!cli.no_gpu && (g_cases[i].d <= 128 || g_det256))
+            bwd_run_case(&g_cases[i], 0, &g_det_target, &g_rng, &tally);
     }
     /* the "pipe" lines of cases outside the pipelined kernel's scope ran the old kernel */
     if (g_pipe_calls > 0)
@@ -455,6 +474,10 @@ int main(int argc, char **argv)
                "their ORDERED instance (%s; %d calls, varlen ones on the dK/dV + ordered dQ pass path)\n",
                g_det_env != NULL ? g_det_env : "(unset)", g_det_taken, g_det_dense,
                g_det_br ? "Br = 80 / 128 where they apply, else Br = 64" : "Br = 64, mode 3", g_det_calls);
+    if (g_det256)
+        printf("det256 ordered: %d of %d d256 det calls ran the dim-split ORDERED instance (mode %d, "
+               "FLASH_ATTN_C_SM90_BWD_DET256=1)\n",
+               g_det256_taken, g_det256_calls, FA_BWD_SM90_PIPE_MODE_D256_ORDERED);
     if (g_det_br && g_det_calls > 0)
         printf("det ordered_br: %d of %d dense calls ran the Br = 80 ORDERED instance (mode 7), %d of %d the "
                "Br = 128 one (mode 8)\n",

@@ -7,7 +7,9 @@
  *   3. fa_bwd_dq_convert_kernel (fa_bwd_prep.cuh): dq = scale * dq_accum in the params dtype (d > 128:
  *      fa_bwd_dq_convert_tiled_kernel, fa_bwd_sm90_dq_tiled.cuh);
  *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd_api.cu),
- *      which recomputes S and dP per query block and sums over the keys in a fixed order.
+ *      which recomputes S and dP per query block and sums over the keys in a fixed order, unless an
+ *      ORDERED instance added dQ in key-block order (d <= 128; d > 128 opt-in
+ *      FLASH_ATTN_C_SM90_BWD_DET256=1, into the tiled buffer): then the convert as above.
  * Workspace layout: the sm80 backward's (fa_bwd_host.h), with dq_accum tiled and larger at d > 128
  * (atomic dQ: fa_bwd_sm90_dq_tiled.cuh, sized by fa_bwd_sm90_workspace_bytes).
  * Whether a call runs here (fa_bwd_sm90_can_run), its workspace, and whether pass 2 runs the
@@ -154,6 +156,20 @@ static fa_status fa_bwd_sm90_pipe_ordered_br_launch(const fa_bwd_sm90_params &pr
                                    stream);
 }
 
+/* The ORDERED instance of the d in (128, 256] dim-split kernel (pipelined mode
+ * FA_BWD_SM90_PIPE_MODE_D256_ORDERED, opt-in FLASH_ATTN_C_SM90_BWD_DET256=1; fa_bwd_sm90_dsplit_order.cuh):
+ * prm as for its red.add twin, plus a.dq_accum (tiled) and a.dq_sem laid out per 64 query rows
+ * (fa_bwd_sm90_ordered_args). Other rows would make the turns wait on the wrong counters: refused. */
+template <bool kBf16>
+static fa_status fa_bwd_sm90_pipe_d256_ordered_launch(const fa_bwd_sm90_params &prm, cudaStream_t stream)
+{
+    using Cfg = fa_bwd_sm90_pipe_cfg<256>;
+    static_assert(Cfg::Br == FA_BWD_DQ_TILE_ROWS, "one turn counter per tile of the tiled dq_accum");
+    if (prm.a.dq_sem == NULL || prm.a.dq_accum == NULL || prm.a.dq_sem_rows != Cfg::Br) return FA_ERR_UNSUPPORTED;
+    return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_kernel<kBf16, 256, FA_BWD_SM90_DQ_ORDERED>, prm, prm.a,
+                                   FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_ORDERED), stream);
+}
+
 /* The Br = 128 instances at d <= 64 (fa_bwd_sm90_pipe128.cuh; pipelined modes 5 red.add dQ, 6 TMA dQ).
  * prm: the maps of fa_bwd_sm90_pipe_prepare under that mode (Q / dO boxes of Br rows, dq_accum boxes
  * {32, 64}). */
@@ -177,9 +193,11 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
 {
     const int64_t pairs = a.total_q * a.heads;
     const int64_t pair_blocks = (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
-    /* d > 128 with atomic dQ: the dim-split tile adds into the tiled dq_accum (the plan checked the
-     * workspace holds it), cleared here, not by the first pass's row-major walk */
-    const bool tiled = pipe != NULL && a.head_dim > 128 && a.atomic_dq && a.dq_accum != NULL;
+    /* d > 128 with atomic dQ (or its ORDERED instance, mode D256_ORDERED): the dim-split tile adds
+     * into the tiled dq_accum (the plan checked the workspace holds it), cleared here, not by the
+     * first pass's row-major walk */
+    const bool tiled = pipe != NULL && a.head_dim > 128 && a.dq_accum != NULL &&
+                       (a.atomic_dq || pipe_mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED);
     const int64_t tiled_floats = tiled ? fa_bwd_dq_tiled_floats(a.batch, a.heads, a.seqlen_q) : 0;
     if (pair_blocks > 0) {
         fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a, tiled_floats / 4);
@@ -194,6 +212,7 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
                  ? fa_bwd_sm90_pipe128_launch<kBf16>(prm, pipe_mode, stream)
              : pipe_mode == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED || pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED
                  ? fa_bwd_sm90_pipe_ordered_br_launch<kBf16>(prm, pipe_mode, stream)
+             : pipe_mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED ? fa_bwd_sm90_pipe_d256_ordered_launch<kBf16>(prm, stream)
              : a.head_dim <= 64                      ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
              : a.head_dim <= 128                     ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
                                                      : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);
@@ -203,7 +222,7 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
         return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90 returned before this without it) */
     }
     if (st != FA_OK) return st;
-    /* deterministic: the ordered dQ pass, unless an ORDERED instance (modes 3, 7, 8) added dQ into dq_accum */
+    /* deterministic: the ordered dQ pass, unless an ORDERED instance (modes 3, 7, 8, 9) added dQ into dq_accum */
     if (!a.atomic_dq && !FA_BWD_SM90_PIPE_MODE_ORDERED(pipe_mode)) return fa_bwd_run_dq_pass(a, kBf16, stream);
     if (tiled) {
         const int64_t blocks = tiled_floats / FA_BWD_DQ_TILE_FLOATS; /* one block per tile */

@@ -12,6 +12,7 @@
 
 #include "flash_attn_c.h"
 #include "fa_bwd_host.h"               /* fa_bwd_ordered_dq_need, fa_bwd_ordered_dq_args */
+#include "fa_bwd_sm90_dq_tiled.cuh"     /* fa_bwd_dq_tiled_floats, FA_BWD_DQ_TILE_ROWS (d > 128) */
 #include "fa_bwd_sm90_pipe_layout.cuh" /* fa_bwd_sm90_pipe_cfg */
 #include "fa_bwd_sm90_pipe80_host.h"   /* FA_BWD_SM90_PIPE80_BR / 128_BR, fa_bwd_sm90_fa3_tile_br */
 
@@ -79,11 +80,50 @@ static int fa_bwd_sm90_ordered_rows(const fa_params *p)
     return p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
 }
 
+/* FLASH_ATTN_C_SM90_BWD_DET256 (read on every call): "1" -> deterministic dense calls at d in
+ * (128, 256] run the dim-split kernel's ORDERED instance (mode FA_BWD_SM90_PIPE_MODE_D256_ORDERED,
+ * fa_bwd_sm90_dsplit_order.cuh: its red.adds into the tiled dq_accum in decreasing key-block order
+ * per 64-row query tile, then the tiled convert), unless FLASH_ATTN_C_SM90_BWD_DET says "pass" (or
+ * its FLASH_ATTN_C_SM90_BWD_PIPE=0 reading does: fa_bwd_sm90_det_choice). Unset or any other value:
+ * today's path (fa_bwd_sm90_can_run says no, the sm80 backward runs the call). Opt-in until a GPU
+ * run has validated and timed it. Host-only test of the call's shape. */
+static int fa_bwd_sm90_det256(const fa_params *p)
+{
+    const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET256");
+    if (env == NULL || strcmp(env, "1") != 0) return 0;
+    return fa_bwd_sm90_det_choice() != FA_BWD_SM90_DET_PASS && p->deterministic && p->cu_seqlens_q == NULL &&
+           p->cu_seqlens_k == NULL && p->head_dim > 128 && p->head_dim <= 256 && p->head_dim % 8 == 0;
+}
+
+/* Its workspace (the layout of fa_bwd_host.h with dq_accum tiled): dpsum, the tiled dq_accum
+ * (fa_bwd_dq_tiled_floats, 256-aligned end), one turn counter per (batch, head, 64-row query tile);
+ * 0 when there is nothing to run. */
+static size_t fa_bwd_sm90_det256_need(const fa_params *p)
+{
+    const size_t dpsum = fa_bwd_dpsum_bytes(p);
+    if (dpsum == 0) return 0;
+    const size_t acc = (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
+    const size_t tiles = (size_t)((p->seqlen_q + FA_BWD_DQ_TILE_ROWS - 1) / FA_BWD_DQ_TILE_ROWS);
+    return dpsum + fa_bwd_align256(acc) + (size_t)p->batch * (size_t)p->heads * tiles * sizeof(int);
+}
+
 /* a (fa_bwd_fill_args(p)) with the ordered dQ's dq_accum and turn counters when this call asks for
  * it and the caller's workspace holds them (one sized without the variable does not: the call
- * then keeps the dK/dV + ordered dQ pass path); 1 if so. */
+ * then keeps the dK/dV + ordered dQ pass path, or at d > 128 the sm80 backward); 1 if so. d > 128
+ * (fa_bwd_sm90_det256): the tiled dq_accum and counters per FA_BWD_DQ_TILE_ROWS = 64 rows, the
+ * rows fa_bwd_sm90_pipe_prepare names mode FA_BWD_SM90_PIPE_MODE_D256_ORDERED by. */
 static int fa_bwd_sm90_ordered_args(const fa_params *p, fa_bwd_args *a)
 {
+    if (fa_bwd_sm90_det256(p)) {
+        const size_t need = fa_bwd_sm90_det256_need(p);
+        if (need == 0 || p->workspace == NULL || p->workspace_bytes < need) return 0;
+        const size_t dpsum = fa_bwd_dpsum_bytes(p);
+        const size_t acc = (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
+        a->dq_accum = (float *)((char *)p->workspace + dpsum);
+        a->dq_sem = (int *)((char *)p->workspace + dpsum + fa_bwd_align256(acc));
+        a->dq_sem_rows = FA_BWD_DQ_TILE_ROWS;
+        return 1;
+    }
     if (!fa_bwd_sm90_det_ordered(p)) return 0;
     const int rows = fa_bwd_sm90_ordered_rows(p);
     const size_t need = fa_bwd_ordered_dq_need(p, rows);

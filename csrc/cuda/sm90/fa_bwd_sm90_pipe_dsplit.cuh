@@ -19,7 +19,9 @@
  *   dQ_i[:, 128 wg + 64 hh..] += dS K_j[:, 128 wg + 64 hh..] for hh = 0, 1: two wgmma SS N = 64,
  *   both operands MN-major (warpgroup_gemm_dq, Bc / 16 = 4 k-steps), added by red.add.v4 into the
  *   tiled dq_accum (kDq = RED; fa_bwd_sm90_dq_tiled.cuh: 512 contiguous bytes per warp instruction);
- *   none when deterministic (kDq = NONE: the ordered dQ pass).
+ *   none when deterministic (kDq = NONE: the ordered dQ pass), or the same adds in a fixed
+ *   key-block order per query tile (kDq = ORDERED, opt-in: fa_bwd_sm90_dsplit_order.cuh; the
+ *   consumers bar.sync TURN before their first add and bar.arrive DONE after their last).
  * Order (RED): issue dQ lo, dQ hi, dV + dK (three groups); wait <= 2, red.add of dQ lo; wait <= 1,
  * red.add of dQ hi; wait 0 (dV, dK done: slot released). The adds bound this tile, so they start
  * as early as the tensor cores allow and run under the larger dV/dK group (before: dV + dK, dQ lo,
@@ -43,6 +45,7 @@
 #define FA_BWD_SM90_PIPE_DSPLIT_CUH
 
 #include "fa_bwd_sm90_dq_tiled.cuh"     /* thread_red_add_dq_tiled */
+#include "fa_bwd_sm90_dsplit_order.cuh" /* kDq = ORDERED: thread_wait_dsplit_dq_turn, _done_dsplit_dq_adds */
 #include "fa_bwd_sm90_pipe_consumer.cuh" /* thread_release_bwd_slot, warpgroup_end_tile_no_dq */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
@@ -140,10 +143,14 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     const int tw = threadIdx.x % 128; /* 32 wq + lane */
     fa_wgmma_wait<2>(); /* dQ lo done; dQ hi, dV, dK may still run */
     fa_reg_fence(dq0);
+    /* ORDERED: the turn warp acquired this key block's turn on the tile (fa_bwd_sm90_dsplit_order.cuh) */
+    if constexpr (kDq == FA_BWD_SM90_DQ_ORDERED) thread_wait_dsplit_dq_turn();
     if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq0, b, h, i0, wg, 0, tw);
     fa_wgmma_wait<1>(); /* dQ hi done */
     fa_reg_fence(dq1);
     if (FA_BWD_DSPLIT_DQ_ON(a)) thread_red_add_dq_tiled(a, dq1, b, h, i0, wg, 1, tw);
+    /* ORDERED: this thread's adds of the tile are issued; the turn warp passes the turn once all are */
+    if constexpr (kDq == FA_BWD_SM90_DQ_ORDERED) thread_done_dsplit_dq_adds();
     fa_wgmma_wait<0>(); /* dV, dK done */
     fa_reg_fence(dk);
     fa_reg_fence(dv);

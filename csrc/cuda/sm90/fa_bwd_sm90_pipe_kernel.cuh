@@ -43,7 +43,9 @@
  *     consumer warpgroups on the same 64 keys, warpgroup wg owning dims [128 wg, + 128) of dK, dV
  *     and of dQ; S^T / dP^T split by queries (32 each), P^T / dS^T exchanged through shared memory
  *     under the DS barrier; dQ by red.add only (fa_bwd_sm90_pipe_dsplit.cuh). The producer, the
- *     ring and the barriers below are the same.
+ *     ring and the barriers below are the same. Its kDq = ORDERED instance (opt-in,
+ *     FLASH_ATTN_C_SM90_BWD_DET256=1) keeps the red.adds and orders them per query tile with
+ *     warp 1 as the turn warp and barriers 2, 3 (fa_bwd_sm90_dsplit_order.cuh).
  * Ring protocol per slot s (parity = pass over the ring & 1):
  *   q_full[s]  (32 arrivals + TMA bytes): producer lanes arrive after their LSE stores, lane 0
  *              announced the Q bytes with expect_tx before issuing; consumers wait, then S^T.
@@ -147,7 +149,13 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_p
         /* ======================= producer warpgroup ======================= */
         fa_setmaxnreg_dec<FA_BWD_SM90_PIPE_REGS_PRODUCER>();
         if (n_iter == 0) return;
-        if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) { /* (not instantiated at d = 256: no TMA-dQ instance) */
+        if constexpr (Cfg::kDimSplit && kDq == FA_BWD_SM90_DQ_ORDERED) {
+            /* d = 256 ORDERED: no dQ writer (the consumers red.add); warp 1 orders their adds */
+            if (threadIdx.x < 32)
+                warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
+            else if (threadIdx.x < 64)
+                warp_order_dsplit_dq<Br, Bc>(a, seq.sq, seq.sk, b, hk, n_block, mb_lo, n_mb, n_iter);
+        } else if constexpr (FA_BWD_SM90_DQ_STAGED(kDq)) { /* (not instantiated at d = 256: no TMA-dQ instance) */
             if (threadIdx.x < 32)
                 warp_produce<D, Br, kStages>(prm, sm, seq, b, hk, j0, mb_lo, n_mb, n_iter, s_lse, s_dsum);
             else if (threadIdx.x < 64)

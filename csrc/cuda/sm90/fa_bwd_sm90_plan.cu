@@ -22,7 +22,10 @@
  * the atomic path (fa_bwd_sm90_ordered.h): by default (since H200 run 62) the ORDERED instances of
  * the FA3-sized tiles below where their atomic twins would run (modes 7, 8), else the Br = 64 one
  * (mode 3, the default of H100 runs 54-61, everywhere under FLASH_ATTN_C_SM90_BWD_DET=ordered);
- * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path.
+ * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path. Opt-in
+ * FLASH_ATTN_C_SM90_BWD_DET256=1: deterministic dense calls at d in (128, 256] run the dim-split
+ * kernel's ORDERED instance (mode FA_BWD_SM90_PIPE_MODE_D256_ORDERED, fa_bwd_sm90_dsplit_order.cuh)
+ * into the tiled dq_accum, then the tiled convert; unset, the sm80 backward takes them.
  * The FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; fa_bwd_sm90_pipe80_host.h):
  * the TMA-dQ calls at d in (64, 128] (scale > 0) run the Br = 80 kernel (fa_bwd_sm90_pipe80.cuh;
  * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
@@ -100,11 +103,12 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     if (bucket == 256) {
         /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
          * TMA-fit, atomic dQ unless FLASH_ATTN_C_SM90_BWD_PIPE=1 / 2 asks for it, not =0:
-         * fa_bwd_sm90_pipe_mode) */
+         * fa_bwd_sm90_pipe_mode; deterministic with FLASH_ATTN_C_SM90_BWD_DET256=1 and its
+         * workspace: the ORDERED instance, fa_bwd_sm90_plan) */
         fa_bwd_args a;
         fa_bwd_fill_args(p, &a);
         fa_bwd_sm90_params prm;
-        return fa_bwd_sm90_pipe_prepare(p, &a, &prm) != 0;
+        return fa_bwd_sm90_plan(p, &a, &prm) != 0;
     }
     return 1;
 }
@@ -136,6 +140,11 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
     if (p == NULL) return need;
     const size_t tiled = fa_bwd_sm90_tiled_need(p);
     if (tiled > need) need = tiled;
+    /* d > 128, deterministic, FLASH_ATTN_C_SM90_BWD_DET256=1: the tiled dq_accum + counters */
+    if (fa_bwd_sm90_det256(p)) {
+        const size_t d256 = fa_bwd_sm90_det256_need(p);
+        return d256 > need ? d256 : need;
+    }
     if (!fa_bwd_sm90_det_ordered(p)) return need;
     const size_t ordered = fa_bwd_ordered_dq_need(p, fa_bwd_sm90_ordered_rows(p));
     return ordered > need ? ordered : need;
@@ -213,7 +222,12 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3), into
      * the tiled dq_accum: a workspace sized for the row-major one only (a caller that did not ask
      * fa_bwd_sm90_workspace_bytes) cannot take it */
-    if (d > 128) return !a->atomic_dq || p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
+    if (d > 128) {
+        /* mode 3 here: fa_bwd_sm90_ordered_args laid out the tiled dq_accum and counters of 64 rows
+         * (FLASH_ATTN_C_SM90_BWD_DET256=1): the dim-split kernel's ORDERED instance */
+        if (mode == 3) return a->dq_sem_rows == FA_BWD_DQ_TILE_ROWS ? FA_BWD_SM90_PIPE_MODE_D256_ORDERED : 0;
+        return !a->atomic_dq || p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
+    }
     if ((mode == 3 || (mode == 2 && a->atomic_dq)) &&
         !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 || ord80 ? br : 64))
         return 0;
@@ -224,7 +238,7 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
 }
 
 /* a: fa_bwd_fill_args(p); *prm: filled where the result is not 0. The pipelined mode (0 none,
- * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3, 7 or 8 runs. */
+ * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3, 7, 8 or 9 runs. */
 int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const int ordered = fa_bwd_sm90_ordered_args(p, a);
@@ -245,6 +259,6 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
     const int mode = fa_bwd_sm90_plan(p, &a, &prm);
-    if (FA_BWD_SM90_PIPE_MODE_FA3(mode)) return mode;
+    if (FA_BWD_SM90_PIPE_MODE_FA3(mode) || mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED) return mode;
     return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }
