@@ -57,15 +57,17 @@
  * linear index all finish; (b) the turn counts exactly the key blocks whose query band
  * (fa_band_query_tiles, the tiles the CTA walks) contains m, at Br = Bc = 64 as at Br = 80 / 128,
  * Bc = 128 (a property of fa_band_keys / fa_band_queries for any tile sizes: dev/bwd_sm90/
- * det_order_sim BR=64 BC=64 checks it); (c) within the CTA the turn warp's waits need only
- * lower-index CTAs and the consumers' DONE arrivals of the previous tile, and the consumers' TURN
- * sync needs only the turn warp; the producer's ring is the atomic instance's (the consumers may
- * hold a slot while they wait: the producer simply waits too).
+ * det_order_sim with BR = BC = 64 checks it: tests/test_sm90_bwd_det256.py); (c) within the CTA,
+ * the turn warp's TURN arrival of tile it needs only lower-index CTAs (its poll) and the
+ * consumers' DONE arrivals of tile it - 1; the consumers' DONE arrival of tile it needs only that
+ * TURN arrival and the producer's ring, which needs only the consumers' slot releases of earlier
+ * tiles (the atomic instance's ring, unchanged; consumers that wait hold their slot, and the
+ * producer simply waits too): no cycle.
  */
 #ifndef FA_BWD_SM90_DSPLIT_ORDER_CUH
 #define FA_BWD_SM90_DSPLIT_ORDER_CUH
 
-#include "fa_bwd_sm90_pipe_dq_order.cuh" /* fa_bwd_pipe_n_block, thread_dq_turn (the turn order) */
+#include "fa_bwd_sm90_pipe_dq_order.cuh" /* the turn order (thread_dq_turn's band, inlined below) */
 #include "fa_bwd_sm90_pipe_layout.cuh"
 
 /* d = 256 ORDERED: the turn is ours (turn warp -> consumers) / all 256 consumers issued their adds
