@@ -140,8 +140,9 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
     if (p == NULL) return need;
     const size_t tiled = fa_bwd_sm90_tiled_need(p);
     if (tiled > need) need = tiled;
-    /* d > 128, deterministic, FLASH_ATTN_C_SM90_BWD_DET256=1: the tiled dq_accum + counters */
-    if (fa_bwd_sm90_det256(p)) {
+    /* d > 128, deterministic, FLASH_ATTN_C_SM90_BWD_DET256=1: the tiled dq_accum + counters (only
+     * for the shapes the sm90 kernels take: a dropout or fp32 call runs sm80, which needs neither) */
+    if (fa_bwd_sm90_det256(p) && fa_bwd_sm90_bucket_of_shape(p) == 256) {
         const size_t d256 = fa_bwd_sm90_det256_need(p);
         return d256 > need ? d256 : need;
     }
