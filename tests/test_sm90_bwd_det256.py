@@ -1,5 +1,5 @@
-"""The ORDERED (deterministic) dQ of the d in (128, 256] pipelined Hopper backward, opt-in
-FLASH_ATTN_C_SM90_BWD_DET256=1 (csrc/cuda/sm90/fa_bwd_sm90_dsplit_order.cuh, fa_bwd_sm90_ordered.h):
+"""The ORDERED (deterministic) dQ of the d in (128, 256] pipelined Hopper backward, the default since H100
+run 76 (FLASH_ATTN_C_SM90_BWD_DET256=0 opts out; csrc/cuda/sm90/fa_bwd_sm90_dsplit_order.cuh, fa_bwd_sm90_ordered.h):
 deterministic dense calls run fa_bwd_sm90_pipe_kernel<kBf16, 256, 3> (the dim-split tile, Br = Bc = 64),
 whose consumers red.add dQ into the tiled dq_accum in decreasing key-block order per 64-row query tile,
 behind per-tile turn counters that a turn warp acquires and passes on.
@@ -8,10 +8,10 @@ CPU part (no GPU): the turn / schedule model of dev/bwd_sm90/det_order_sim at BR
 deadlock argument: turns equal the number of later touching key blocks, counted by brute force over
 the mask; the reversed grid never deadlocks under 1, 2, 5, 132 resident CTAs; each tile is added in
 decreasing key-block order).
-GPU part (marked gpu, compute capability 9.0 only), with the variable set: gradient parity against the
+GPU part (marked gpu, compute capability 9.0 only), with the variable at "1": gradient parity against the
 float64 oracle (d 160 / 256, causal or not, windows, GQA / MQA) with a profiler check of the instance
-that ran, 20 bitwise-identical repeats, and the scope (unset: the sm80 backward as before; atomic dQ,
-varlen, DET=pass keep their paths)."""
+that ran, 20 bitwise-identical repeats, and the scope (unset: the same instance; "0": the sm80 backward
+as before run 76; atomic dQ, varlen, DET=pass keep their paths)."""
 from __future__ import annotations
 
 import importlib.util
@@ -145,8 +145,8 @@ def test_det256_bitwise_repeats(det256, d, causal, h, hk):
 @pytest.mark.gpu
 def test_det256_scope(det256, monkeypatch):
     """Only deterministic dense d in (128, 256] calls move: atomic dQ keeps the red.add instance,
-    varlen and DET=pass keep their paths (no ORDERED instance), and with the variable unset the
-    deterministic call takes no pipelined instance (the sm80 backward, as before)."""
+    varlen and DET=pass keep their paths (no ORDERED instance); unset the variable means the ORDERED
+    instance too (the default), "0" no pipelined instance (the sm80 backward, as before run 76)."""
     from oracle import check_dense, check_varlen
 
     def dense(**kw):
@@ -161,4 +161,6 @@ def test_det256_scope(det256, monkeypatch):
     assert ORDERED[0] not in dense(deterministic=True)
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET")
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET256")
+    assert dense(deterministic=True) == ORDERED
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET256", "0")
     assert dense(deterministic=True) == []

@@ -31,7 +31,7 @@
  *                                  (exit 2) but with --bench. --bench --det times what the variable
  *                                  says (each row ends with the pipelined mode that ran: 3 Br = 64
  *                                  ordered, 7 Br = 80 ordered, 8 Br = 128 ordered, 0 the dQ-pass path)
- *   FLASH_ATTN_C_SM90_BWD_DET256=1 (opt-in) with any of the above: the "det ordered" mode also runs
+ *   FLASH_ATTN_C_SM90_BWD_DET256 unset (the default) or not "0", with any of the above: "det ordered" runs
  *                                  the d in (128, 256] cases, every dense one on the dim-split kernel's
  *                                  ORDERED instance (mode 9; a counted check, line "det256 ordered:
  *                                  N of N d256 det calls"); --bench --det: its d = 256 rows (mode 9)
@@ -307,11 +307,11 @@ static void set_det_env(void)
     if (g_det_env != NULL) setenv("FLASH_ATTN_C_SM90_BWD_DET", g_det_env, 1);
     else unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
 }
-/* FLASH_ATTN_C_SM90_BWD_DET256=1 in the harness's environment (read in main, left set: the package
+/* FLASH_ATTN_C_SM90_BWD_DET256 unset or not "0" in the harness's environment (read in main, left as is: the package
  * reads it per call, and only deterministic d > 128 calls under a DET other than "pass" see it): the
  * "det ordered" mode also runs the d in (128, 256] cases, each dense one on the dim-split kernel's
  * ORDERED instance (mode 9, FA_BWD_SM90_PIPE_MODE_D256_ORDERED; a counted check, line "det256
- * ordered"). Unset: those cases have no "det ordered" run (their deterministic calls take the sm80
+ * ordered"). "0": those cases have no "det ordered" run (their deterministic calls take the sm80
  * backward, outside this harness). */
 static int g_det256 = 0;
 static int g_det256_calls = 0, g_det256_taken = 0;
@@ -441,7 +441,7 @@ int main(int argc, char **argv)
         return 2;
     }
     g_det_br = g_det_env == NULL || strcmp(g_det_env, "ordered_br") == 0;
-    g_det256 = getenv("FLASH_ATTN_C_SM90_BWD_DET256") != NULL && strcmp(getenv("FLASH_ATTN_C_SM90_BWD_DET256"), "1") == 0;
+    g_det256 = getenv("FLASH_ATTN_C_SM90_BWD_DET256") == NULL || strcmp(getenv("FLASH_ATTN_C_SM90_BWD_DET256"), "0") != 0;
     if (g_det_env != NULL) g_det_env = strdup(g_det_env); /* unsetenv below may free the string */
     /* from here every mode sets the variable it runs under (the first case's workspace sizing included) */
     unsetenv("FLASH_ATTN_C_SM90_BWD_DET");
@@ -476,7 +476,7 @@ int main(int argc, char **argv)
                g_det_br ? "Br = 80 / 128 where they apply, else Br = 64" : "Br = 64, mode 3", g_det_calls);
     if (g_det256)
         printf("det256 ordered: %d of %d d256 det calls ran the dim-split ORDERED instance (mode %d, "
-               "FLASH_ATTN_C_SM90_BWD_DET256=1)\n",
+               "FLASH_ATTN_C_SM90_BWD_DET256 not 0)\n",
                g_det256_taken, g_det256_calls, FA_BWD_SM90_PIPE_MODE_D256_ORDERED);
     if (g_det_br && g_det_calls > 0)
         printf("det ordered_br: %d of %d dense calls ran the Br = 80 ORDERED instance (mode 7), %d of %d the "

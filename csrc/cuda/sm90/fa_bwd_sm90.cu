@@ -8,8 +8,8 @@
  *      fa_bwd_dq_convert_tiled_kernel, fa_bwd_sm90_dq_tiled.cuh);
  *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd_api.cu),
  *      which recomputes S and dP per query block and sums over the keys in a fixed order, unless an
- *      ORDERED instance added dQ in key-block order (d <= 128; d > 128 opt-in
- *      FLASH_ATTN_C_SM90_BWD_DET256=1, into the tiled buffer): then the convert as above.
+ *      ORDERED instance added dQ in key-block order (d <= 128; d > 128 unless
+ *      FLASH_ATTN_C_SM90_BWD_DET256=0, into the tiled buffer): then the convert as above.
  * Workspace layout: the sm80 backward's (fa_bwd_host.h), with dq_accum tiled and larger at d > 128
  * (atomic dQ: fa_bwd_sm90_dq_tiled.cuh, sized by fa_bwd_sm90_workspace_bytes).
  * Whether a call runs here (fa_bwd_sm90_can_run), its workspace, and whether pass 2 runs the
@@ -157,7 +157,7 @@ static fa_status fa_bwd_sm90_pipe_ordered_br_launch(const fa_bwd_sm90_params &pr
 }
 
 /* The ORDERED instance of the d in (128, 256] dim-split kernel (pipelined mode
- * FA_BWD_SM90_PIPE_MODE_D256_ORDERED, opt-in FLASH_ATTN_C_SM90_BWD_DET256=1; fa_bwd_sm90_dsplit_order.cuh):
+ * FA_BWD_SM90_PIPE_MODE_D256_ORDERED, default, FLASH_ATTN_C_SM90_BWD_DET256=0 opts out; fa_bwd_sm90_dsplit_order.cuh):
  * prm as for its red.add twin, plus a.dq_accum (tiled) and a.dq_sem laid out per 64 query rows
  * (fa_bwd_sm90_ordered_args). Other rows would make the turns wait on the wrong counters: refused. */
 template <bool kBf16>

@@ -1,6 +1,6 @@
 /* fa_bwd_sm90_dsplit_order.cuh - deterministic dQ in the d = 256 (dim-split) pipelined Hopper
  * backward (fa_bwd_sm90_pipe_kernel<kBf16, 256, FA_BWD_SM90_DQ_ORDERED>, pipelined mode
- * FA_BWD_SM90_PIPE_MODE_D256_ORDERED; opt-in FLASH_ATTN_C_SM90_BWD_DET256=1, fa_bwd_sm90_ordered.h).
+ * FA_BWD_SM90_PIPE_MODE_D256_ORDERED; the default, FLASH_ATTN_C_SM90_BWD_DET256=0 opts out, fa_bwd_sm90_ordered.h).
  *
  * The consumers add dQ by red.global.add.v4 into the tiled dq_accum exactly as the atomic instance
  * (kDq = RED, fa_bwd_sm90_pipe_dsplit.cuh, fa_bwd_sm90_dq_tiled.cuh), but each query tile (b, h, m)

@@ -80,17 +80,18 @@ static int fa_bwd_sm90_ordered_rows(const fa_params *p)
     return p->head_dim <= 64 ? fa_bwd_sm90_pipe_cfg<64>::Br : fa_bwd_sm90_pipe_cfg<128>::Br;
 }
 
-/* FLASH_ATTN_C_SM90_BWD_DET256 (read on every call): "1" -> deterministic dense calls at d in
- * (128, 256] run the dim-split kernel's ORDERED instance (mode FA_BWD_SM90_PIPE_MODE_D256_ORDERED,
- * fa_bwd_sm90_dsplit_order.cuh: its red.adds into the tiled dq_accum in decreasing key-block order
- * per 64-row query tile, then the tiled convert), unless FLASH_ATTN_C_SM90_BWD_DET says "pass" (or
- * its FLASH_ATTN_C_SM90_BWD_PIPE=0 reading does: fa_bwd_sm90_det_choice). Unset or any other value:
- * today's path (fa_bwd_sm90_can_run says no, the sm80 backward runs the call). Opt-in until a GPU
- * run has validated and timed it. Host-only test of the call's shape. */
+/* FLASH_ATTN_C_SM90_BWD_DET256 (read on every call): unset or any value but "0" -> deterministic dense
+ * calls at d in (128, 256] run the dim-split kernel's ORDERED instance (mode
+ * FA_BWD_SM90_PIPE_MODE_D256_ORDERED, fa_bwd_sm90_dsplit_order.cuh: its red.adds into the tiled dq_accum
+ * in decreasing key-block order per 64-row query tile, then the tiled convert), unless
+ * FLASH_ATTN_C_SM90_BWD_DET says "pass" (or its FLASH_ATTN_C_SM90_BWD_PIPE=0 reading does:
+ * fa_bwd_sm90_det_choice). "0": the sm80 backward runs those calls (the path before H100 run 76, which
+ * measured the ORDERED instance at 0.77-0.95x the atomic d256 backward, 1.16x cost geomean, where the
+ * sm80 one cost 1.33-2.16x in run 74). Host-only test of the call's shape. */
 static int fa_bwd_sm90_det256(const fa_params *p)
 {
     const char *env = getenv("FLASH_ATTN_C_SM90_BWD_DET256");
-    if (env == NULL || strcmp(env, "1") != 0) return 0;
+    if (env != NULL && strcmp(env, "0") == 0) return 0;
     return fa_bwd_sm90_det_choice() != FA_BWD_SM90_DET_PASS && p->deterministic && p->cu_seqlens_q == NULL &&
            p->cu_seqlens_k == NULL && p->head_dim > 128 && p->head_dim <= 256 && p->head_dim % 8 == 0;
 }

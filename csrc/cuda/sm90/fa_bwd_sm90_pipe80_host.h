@@ -48,7 +48,7 @@ static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_
 #define FA_BWD_SM90_PIPE_MODE_BR80_ORDERED 7
 #define FA_BWD_SM90_PIPE_MODE_BR128_ORDERED 8
 /* The ORDERED instance of the d in (128, 256] dim-split kernel (fa_bwd_sm90_pipe_kernel<kBf16, 256,
- * FA_BWD_SM90_DQ_ORDERED>, fa_bwd_sm90_dsplit_order.cuh; opt-in FLASH_ATTN_C_SM90_BWD_DET256=1,
+ * FA_BWD_SM90_DQ_ORDERED>, fa_bwd_sm90_dsplit_order.cuh; the default, FLASH_ATTN_C_SM90_BWD_DET256=0 opts out,
  * fa_bwd_sm90_ordered.h): turn counters per 64 query rows, dQ into the tiled dq_accum. */
 #define FA_BWD_SM90_PIPE_MODE_D256_ORDERED 9
 /* the modes whose kernel adds dQ in key-block order (the convert pass follows, no dQ pass) */

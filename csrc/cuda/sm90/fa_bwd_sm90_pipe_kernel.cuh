@@ -43,8 +43,8 @@
  *     consumer warpgroups on the same 64 keys, warpgroup wg owning dims [128 wg, + 128) of dK, dV
  *     and of dQ; S^T / dP^T split by queries (32 each), P^T / dS^T exchanged through shared memory
  *     under the DS barrier; dQ by red.add only (fa_bwd_sm90_pipe_dsplit.cuh). The producer, the
- *     ring and the barriers below are the same. Its kDq = ORDERED instance (opt-in,
- *     FLASH_ATTN_C_SM90_BWD_DET256=1) keeps the red.adds and orders them per query tile with
+ *     ring and the barriers below are the same. Its kDq = ORDERED instance (default;
+ *     FLASH_ATTN_C_SM90_BWD_DET256=0 opts out) keeps the red.adds and orders them per query tile with
  *     warp 1 as the turn warp and barriers 2, 3 (fa_bwd_sm90_dsplit_order.cuh).
  * Ring protocol per slot s (parity = pass over the ring & 1):
  *   q_full[s]  (32 arrivals + TMA bytes): producer lanes arrive after their LSE stores, lane 0

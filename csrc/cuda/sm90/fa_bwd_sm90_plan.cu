@@ -22,10 +22,10 @@
  * the atomic path (fa_bwd_sm90_ordered.h): by default (since H200 run 62) the ORDERED instances of
  * the FA3-sized tiles below where their atomic twins would run (modes 7, 8), else the Br = 64 one
  * (mode 3, the default of H100 runs 54-61, everywhere under FLASH_ATTN_C_SM90_BWD_DET=ordered);
- * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path. Opt-in
- * FLASH_ATTN_C_SM90_BWD_DET256=1: deterministic dense calls at d in (128, 256] run the dim-split
+ * FLASH_ATTN_C_SM90_BWD_DET=pass keeps the dK/dV + ordered dQ pass path. Unless
+ * FLASH_ATTN_C_SM90_BWD_DET256=0: deterministic dense calls at d in (128, 256] run the dim-split
  * kernel's ORDERED instance (mode FA_BWD_SM90_PIPE_MODE_D256_ORDERED, fa_bwd_sm90_dsplit_order.cuh)
- * into the tiled dq_accum, then the tiled convert; unset, the sm80 backward takes them.
+ * into the tiled dq_accum, then the tiled convert; with "0" the sm80 backward takes them.
  * The FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; fa_bwd_sm90_pipe80_host.h):
  * the TMA-dQ calls at d in (64, 128] (scale > 0) run the Br = 80 kernel (fa_bwd_sm90_pipe80.cuh;
  * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
@@ -103,7 +103,7 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     if (bucket == 256) {
         /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
          * TMA-fit, atomic dQ unless FLASH_ATTN_C_SM90_BWD_PIPE=1 / 2 asks for it, not =0:
-         * fa_bwd_sm90_pipe_mode; deterministic with FLASH_ATTN_C_SM90_BWD_DET256=1 and its
+         * fa_bwd_sm90_pipe_mode; deterministic (FLASH_ATTN_C_SM90_BWD_DET256 not 0) and its
          * workspace: the ORDERED instance, fa_bwd_sm90_plan) */
         fa_bwd_args a;
         fa_bwd_fill_args(p, &a);
@@ -140,7 +140,7 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
     if (p == NULL) return need;
     const size_t tiled = fa_bwd_sm90_tiled_need(p);
     if (tiled > need) need = tiled;
-    /* d > 128, deterministic, FLASH_ATTN_C_SM90_BWD_DET256=1: the tiled dq_accum + counters (only
+    /* d > 128, deterministic, FLASH_ATTN_C_SM90_BWD_DET256 not 0: the tiled dq_accum + counters (only
      * for the shapes the sm90 kernels take: a dropout or fp32 call runs sm80, which needs neither) */
     if (fa_bwd_sm90_det256(p) && fa_bwd_sm90_bucket_of_shape(p) == 256) {
         const size_t d256 = fa_bwd_sm90_det256_need(p);
@@ -225,7 +225,7 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
      * fa_bwd_sm90_workspace_bytes) cannot take it */
     if (d > 128) {
         /* mode 3 here: fa_bwd_sm90_ordered_args laid out the tiled dq_accum and counters of 64 rows
-         * (FLASH_ATTN_C_SM90_BWD_DET256=1): the dim-split kernel's ORDERED instance */
+         * (FLASH_ATTN_C_SM90_BWD_DET256 not 0): the dim-split kernel's ORDERED instance */
         if (mode == 3) return a->dq_sem_rows == FA_BWD_DQ_TILE_ROWS ? FA_BWD_SM90_PIPE_MODE_D256_ORDERED : 0;
         return !a->atomic_dq || p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
     }
