@@ -56,6 +56,46 @@ def test_feat_calls_run_the_sm90_feat_kernel(device, dtype, d, expect, monkeypat
     assert not _feat_kernel_ran(call)
 
 
+# fa_fwd_sm90_kernel<..., kFeat, kVarlen, kDrop, kFeatSet>: kFeatSet is template argument 8,
+# FA_SM90_FEAT_ANY 0 / CAP 1 / ALIBI 2 (fa_fwd_sm90_args.cuh)
+_SET_ARG = 8
+_MANGLED_SET = re.compile(r"fa_fwd_sm90_kernelILb[01]E(?:Li\d+E){4}Lb1ELb[01]ELb0ELi(\d)E")
+
+
+def _feat_sets_ran(fn) -> set[int]:
+    """The kFeatSet values of the kFeat instances fn() launched (profiler names, demangled or not)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    sets: set[int] = set()
+    for e in prof.events():
+        name = e.name
+        if "fa_fwd_sm90_kernel" not in name:
+            continue
+        m = _MANGLED_SET.search(name)
+        if m:
+            sets.add(int(m.group(1)))
+        elif "<" in name and ">" in name:
+            args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
+            if len(args) > _SET_ARG and args[5] == "true":
+                sets.add(int(args[_SET_ARG]))
+    return sets
+
+
+@pytest.mark.parametrize("device,dtype,d,feat,want", dev_cases([], [(d, i, w) for d in (64, 128, 256)
+                                                                    for i, w in ((0, 1), (1, 2), (2, 0))]))
+def test_single_feature_runs_its_own_instance(device, dtype, d, feat, want):
+    """Softcap alone runs the CAP instance, ALiBi alone the ALIBI one, both the ANY one (the single-
+    feature instances compile the other feature out)."""
+    q, k, v = (torch.randn(2, 300, 4, d, device=device, dtype=dtype) for _ in range(3))
+    f = FEATS[feat]
+    slopes = torch.rand(4, device=device) * 0.5 if "alibi" in f else None
+    call = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=f.get("softcap", 0.0),  # noqa: E731
+                                                alibi_slopes=slopes)
+    assert _feat_sets_ran(call) == {want}
+
+
 @pytest.mark.parametrize("device,dtype,d,feat,causal", dev_cases([], CASES, marks=[pytest.mark.parity_fwd]))
 def test_feat_forward(device, dtype, d, feat, causal):
     check_dense(device, dtype, 2, 300, 517, 4, 2, d, causal=causal, softmax_scale=0.5 if d == 64 else None,

@@ -376,8 +376,9 @@ static std::vector<fwd_case> build_cases(void)
                 v.push_back(c);
             }
         }
-        /* softcap and ALiBi (the kFeat variant, called directly): every bucket (d = 64 runs the
-         * variant's own 128-row tile, fa_tuning.h feat_br), causal and not, a window, GQA, varlen
+        /* softcap and ALiBi (the kFeat variant, called directly): every bucket (softcap alone and
+         * ALiBi alone run their own instances, FA_SM90_FEAT_CAP / ALIBI, on the plain tile; both
+         * together the ANY instance, at d = 64 on its own 128-row tile, fa_tuning.h feat_br), causal and not, a window, GQA, varlen
          * with empty and end-aligned sequences */
         for (int d : {64, 80, 128, 256})
             for (int feat = 0; feat < 3; ++feat) {

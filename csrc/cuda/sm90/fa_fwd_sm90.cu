@@ -221,10 +221,13 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
 {
     typedef fa_sm90_tile<D> T;
     const int varlen = p->cu_seqlens_q != NULL;
-    /* the Q box is the launched variant's Br (fa_fwd_sm90_launch_dtype picks kFeat the same way;
-     * dropout runs in the kFeat variant too) */
-    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f;
-    const int br = feat ? fa_sm90_tile<D, true>::kBr : T::kBr;
+    /* the Q box is the launched instance's Br (fa_fwd_sm90_launch_dtype picks it by the same
+     * fa_sm90_feat_set_of; dropout runs in the kFeat ANY instance) */
+    const int set = fa_sm90_feat_set_of(p->softcap > 0.f, p->alibi_slopes != NULL, p->dropout_p != 0.f);
+    const int br = set == FA_SM90_FEAT_ANY     ? fa_sm90_tile<D, true, FA_SM90_FEAT_ANY>::kBr
+                   : set == FA_SM90_FEAT_CAP   ? fa_sm90_tile<D, true, FA_SM90_FEAT_CAP>::kBr
+                   : set == FA_SM90_FEAT_ALIBI ? fa_sm90_tile<D, true, FA_SM90_FEAT_ALIBI>::kBr
+                                               : T::kBr;
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));
     const fa_status filled = fa_fwd_fill_args(p, &prm.a);

@@ -38,16 +38,37 @@ typedef struct fa_sm90_params {
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
 
+/* Which features a kFeat instance compiles in (its kFeatSet template argument). ANY tests softcap
+ * and ALiBi at run time: calls with both, and the dropout instance. CAP and ALIBI compile one of the
+ * two alone: in ANY the other's instructions stay in the softmax loop, predicated off but issued
+ * (SASS of the d = 128 bf16 instances: a key tile's loop body 890 instructions in ANY against 506
+ * plain), and at d = 128 the softmax side bounds the ping-pong, so softcap alone ran at 0.78x of the
+ * plain kernel and ALiBi alone at 0.79x, the same as both (0.80x; H200 run 64, before the split). */
+#define FA_SM90_FEAT_ANY 0
+#define FA_SM90_FEAT_CAP 1
+#define FA_SM90_FEAT_ALIBI 2
+
+/* The kFeat instance a call runs: -1 none (the plain kernel), else its FA_SM90_FEAT_* set (dropout
+ * runs in the ANY instance: fa_fwd_sm90_dropout.cuh). One place for the launcher and the host's Q box. */
+static inline int fa_sm90_feat_set_of(int softcap, int alibi, int dropout)
+{
+    if (dropout || (softcap && alibi)) return FA_SM90_FEAT_ANY;
+    return softcap ? FA_SM90_FEAT_CAP : alibi ? FA_SM90_FEAT_ALIBI : -1;
+}
+
 /* The tile of head-dim bucket D for the sm90 kernel, plain or its softcap / ALiBi (kFeat) variant:
- * the fa_tuning.h row, whose feat_br / feat_warps override Br and warps for kFeat where set. */
-template <int D, bool kFeat = false>
+ * the fa_tuning.h row, whose feat_br / feat_warps override Br and warps for the kFeat ANY instance
+ * where set. CAP and ALIBI take the plain tile: at d = 64 its 3 consumer warpgroups (160 registers
+ * each) compile without spills for one feature; only both together spilled (fa_tuning.h). */
+template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY>
 struct fa_sm90_tile {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);
     static_assert(kRow.br > 0, "no FA_KERNEL_FWD_SM90 row in fa_tuning.h for this head dim");
-    static constexpr int kBr = kFeat && kRow.feat_br > 0 ? kRow.feat_br : kRow.br;
+    static constexpr bool kOwn = kFeat && kFeatSet == FA_SM90_FEAT_ANY;
+    static constexpr int kBr = kOwn && kRow.feat_br > 0 ? kRow.feat_br : kRow.br;
     static constexpr int kBc = kRow.bc;
     static constexpr int kStages = kRow.stages;
-    static constexpr int kThreads = (kFeat && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
+    static constexpr int kThreads = (kOwn && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
     static constexpr bool kPingPong = kRow.pingpong != 0;
     static constexpr bool kPersist = kRow.persist != 0;
 };
