@@ -28,7 +28,8 @@ def feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]
-# d = 64 runs the kFeat variant's own tile (Br 128, 2 consumer warpgroups; fa_tuning.h feat_br)
+# d = 64: softcap and ALiBi together run the kFeat ANY tile (Br 128, 2 consumer warpgroups; fa_tuning.h
+# feat_br), each alone the plain 192-row tile (FA_SM90_FEAT_CAP / ALIBI)
 CASES = [(d, i, causal) for d in (64, 128, 256, 80) for i in range(len(FEATS)) for causal in (False, True)]
 
 
