@@ -34,6 +34,9 @@ typedef struct fa_sm90_params {
                           (fa_fwd_sm90.cu, fa_sm90_persist_group_for); unused by the one-block grid */
     int persist_paired; /* persistent kernel: its items walked in (long, short) pairs (fa_fwd_sm90.cu,
                            fa_sm90_persist_paired); unused by the one-block grid */
+    int wide;        /* the plain dense instance on the row's wide_bc keys (fa_fwd_sm90.cu fa_sm90_wide: no
+                        mask band, one-block grid); the K / V boxes are that Bc. Last, so the fields
+                        before it keep their kernel-parameter offsets */
 } fa_sm90_params;
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
@@ -59,14 +62,15 @@ static inline int fa_sm90_feat_set_of(int softcap, int alibi, int dropout)
 /* The tile of head-dim bucket D for the sm90 kernel, plain or its softcap / ALiBi (kFeat) variant:
  * the fa_tuning.h row, whose feat_br / feat_warps override Br and warps for the kFeat ANY instance
  * where set. CAP and ALIBI take the plain tile: at d = 64 its 3 consumer warpgroups (160 registers
- * each) compile without spills for one feature; only both together spilled (fa_tuning.h). */
-template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY>
+ * each) compile without spills for one feature; only both together spilled (fa_tuning.h).
+ * kWide: the plain calls' wide_bc where the row has one (fa_fwd_sm90.cu fa_sm90_wide), else bc. */
+template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY, bool kWide = false>
 struct fa_sm90_tile {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);
     static_assert(kRow.br > 0, "no FA_KERNEL_FWD_SM90 row in fa_tuning.h for this head dim");
     static constexpr bool kOwn = kFeat && kFeatSet == FA_SM90_FEAT_ANY;
     static constexpr int kBr = kOwn && kRow.feat_br > 0 ? kRow.feat_br : kRow.br;
-    static constexpr int kBc = kRow.bc;
+    static constexpr int kBc = kWide && !kFeat && kRow.wide_bc > 0 ? kRow.wide_bc : kRow.bc;
     static constexpr int kStages = kRow.stages;
     static constexpr int kThreads = (kOwn && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
     static constexpr bool kPingPong = kRow.pingpong != 0;

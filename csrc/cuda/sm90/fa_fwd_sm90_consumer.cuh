@@ -119,7 +119,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     warp_release_slot(bar_kempty + 8u * stage, lane);
     thread_scores_sm90<kFeat, kNB, Bc, kFeatSet>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
     thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
-    if (kDrop) warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+    if constexpr (kDrop) warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
     thread_pack_p<kBf16, Bc>(pa, s);
 
     /* tiles 1 .. n-1. Per tile j:
@@ -159,7 +159,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
         if (kFeat ? a.scale_log2 > 0.f : mul > 0.f) {
             thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
             /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
-            if (kDrop)
+            if constexpr (kDrop)
                 warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
         }
 

@@ -152,17 +152,38 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 
 typedef void (*fa_fwd_sm90_kernel_fn)(const fa_sm90_params);
 
+/* Host: kern, an instance of tile T (fa_sm90_tile), one block per query block of T::kBr rows. */
+template <typename T>
+static fa_status fa_fwd_sm90_launch_blocks(fa_fwd_sm90_kernel_fn kern, const fa_sm90_params &prm, cudaStream_t stream)
+{
+    const size_t smem = fa_fwd_sm90_smem_bytes(T::kRow.d, T::kBr, T::kBc, T::kStages);
+    if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+        cudaSuccess)
+        return FA_ERR_CUDA;
+    const dim3 grid((unsigned)((prm.a.seqlen_q + T::kBr - 1) / T::kBr), (unsigned)prm.a.heads,
+                    (unsigned)prm.a.batch);
+    kern<<<grid, T::kThreads, smem, stream>>>(prm);
+    return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
+}
+
 /* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
- * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only); kDrop:
+ * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only), or the wide
+ * one (prm.wide: plain dense calls without a mask band, the row's wide_bc keys); kDrop:
  * the dense dropout instance (kFeat's tile; fa_fwd_sm90.cu never sends varlen dropout here). */
 template <bool kBf16, int D, bool kFeat, bool kDrop = false, int kFeatSet = FA_SM90_FEAT_ANY>
 static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStream_t stream)
 {
     typedef fa_sm90_tile<D, kFeat, kFeatSet> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
-    const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
     if constexpr (!kFeat && T::kPersist)
         if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
+    if constexpr (!kFeat && T::kRow.wide_bc > 0)
+        if (prm.wide && !prm.varlen) {  /* the K / V boxes were encoded with the wide Bc (fa_fwd_sm90.cu) */
+            typedef fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true> W;
+            return fa_fwd_sm90_launch_blocks<W>(fa_fwd_sm90_kernel<kBf16, D, W::kBr, W::kBc, W::kStages, false, false,
+                                                                   false>,
+                                                prm, stream);
+        }
     static_assert(!kDrop || kFeat, "dropout runs in the kFeat variant");
     fa_fwd_sm90_kernel_fn kern;
     if constexpr (kDrop) {
@@ -172,13 +193,7 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
         kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true, false, kFeatSet>
                           : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, false, kFeatSet>;
     }
-    if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
-        cudaSuccess)
-        return FA_ERR_CUDA;
-    const dim3 grid((unsigned)((prm.a.seqlen_q + T::kBr - 1) / T::kBr), (unsigned)prm.a.heads,
-                    (unsigned)prm.a.batch);
-    kern<<<grid, T::kThreads, smem, stream>>>(prm);
-    return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
+    return fa_fwd_sm90_launch_blocks<T>(kern, prm, stream);
 }
 
 /* Host: the kernel of (dtype, bucket D): softcap / ALiBi take the kFeat variant, dropout its kDrop
