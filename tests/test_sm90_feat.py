@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases, sm90_fwd_flag_ran
+from conftest import dev_cases, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran
 from oracle import check_dense, check_varlen
 
 import flash_attn_c
@@ -57,31 +57,9 @@ def test_feat_calls_run_the_sm90_feat_kernel(device, dtype, d, expect, monkeypat
     assert not _feat_kernel_ran(call)
 
 
-# fa_fwd_sm90_kernel<..., kFeat, kVarlen, kDrop, kFeatSet>: kFeatSet is template argument 8,
-# FA_SM90_FEAT_ANY 0 / CAP 1 / ALIBI 2 (fa_fwd_sm90_args.cuh)
-_SET_ARG = 8
-_MANGLED_SET = re.compile(r"fa_fwd_sm90_kernelILb[01]E(?:Li\d+E){4}Lb1ELb[01]ELb0ELi(\d)E")
-
-
 def _feat_sets_ran(fn) -> set[int]:
-    """The kFeatSet values of the kFeat instances fn() launched (profiler names, demangled or not)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    sets: set[int] = set()
-    for e in prof.events():
-        name = e.name
-        if "fa_fwd_sm90_kernel" not in name:
-            continue
-        m = _MANGLED_SET.search(name)
-        if m:
-            sets.add(int(m.group(1)))
-        elif "<" in name and ">" in name:
-            args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
-            if len(args) > _SET_ARG and args[5] == "true":
-                sets.add(int(args[_SET_ARG]))
-    return sets
+    """The kFeatSet values of the kFeat instances (no dropout) fn() launched (conftest)."""
+    return sm90_fwd_feat_sets_ran(fn, drop=False)
 
 
 @pytest.mark.parametrize("device,dtype,d,feat,want", dev_cases([], [(d, i, w) for d in (64, 128, 256)

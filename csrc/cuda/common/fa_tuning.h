@@ -85,7 +85,7 @@ typedef struct fa_tuning_row {
     int q_in_regs;   /* FWD_SM80: Q fragments in registers for the whole block */
     int feat_q_smem; /* FWD_SM80: ...but re-read from smem in the softcap/ALiBi/dropout variant,
                         whose extra code needs the registers */
-    int feat_br;     /* FWD_SM90: Br of the kFeat ANY instance (softcap + ALiBi, dropout) where it differs (0: br) */
+    int feat_br;     /* FWD_SM90: Br of the kFeat ANY instance (softcap + ALiBi, dropout with either) where it differs (0: br) */
     int feat_warps;  /* FWD_SM90: warps of the kFeat ANY instance where they differ (0: warps) */
     int pingpong;    /* FWD_SM90: consumer warpgroups take turns issuing their GEMMs (1) */
     int persist;     /* FWD_SM90: FA_PERSIST_*: the persistent-grid instance and its default scope */
@@ -160,9 +160,10 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "pingpong: neutral here, 1.011x geomean (0.97-1.05) over 12 shapes (H100 run 48, harness bench), kept for the kFeat variant's softmax-side work. 3 consumer warpgroups (FA3's 192x128): at d=64 the MMA per tile is smallest, so a third "
                "warpgroup hides more softmax; O 32 + S 64 + P 32 regs fit the 160 of 3 warpgroups (152 "
                "used, no spills; Br=128 / 12 warps also compiles clean); smem 24 + 2x2x16 = 88 KB. "
-               "kFeat ANY (softcap and ALiBi together, dropout): 2 consumer warpgroups at 240 regs, the "
-               "3-warpgroup variant spilled 120 B at 160; softcap alone / ALiBi alone (FA_SM90_FEAT_CAP / "
-               "ALIBI) compile in this 3-warpgroup tile with 0 spills (nvcc 13.0); their speed against the "
+               "kFeat ANY (softcap and ALiBi together, dropout with either): 2 consumer warpgroups at 240 "
+               "regs, the 3-warpgroup variant spilled 120 B at 160; softcap alone / ALiBi alone / dropout "
+               "alone (FA_SM90_FEAT_CAP / ALIBI / DROP) compile in this 3-warpgroup tile with 0 spills "
+               "(nvcc 13.0; DROP: highest SASS register R155 of 160); their speed against the "
                "2-warpgroup tile is not measured yet"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 128, .br = 128, .bc = 128, .warps = 12, .stages = 2,
      .pingpong = 1, .persist = FA_PERSIST_CAUSAL, .wide_bc = 176,

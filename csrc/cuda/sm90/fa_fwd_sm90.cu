@@ -236,11 +236,12 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
     typedef fa_sm90_tile<D> T;
     const int varlen = p->cu_seqlens_q != NULL;
     /* the Q box is the launched instance's Br (fa_fwd_sm90_launch_dtype picks it by the same
-     * fa_sm90_feat_set_of; dropout runs in the kFeat ANY instance) */
+     * fa_sm90_feat_set_of; dropout alone runs in the DROP instance, with a feature in ANY) */
     const int set = fa_sm90_feat_set_of(p->softcap > 0.f, p->alibi_slopes != NULL, p->dropout_p != 0.f);
     const int br = set == FA_SM90_FEAT_ANY     ? fa_sm90_tile<D, true, FA_SM90_FEAT_ANY>::kBr
                    : set == FA_SM90_FEAT_CAP   ? fa_sm90_tile<D, true, FA_SM90_FEAT_CAP>::kBr
                    : set == FA_SM90_FEAT_ALIBI ? fa_sm90_tile<D, true, FA_SM90_FEAT_ALIBI>::kBr
+                   : set == FA_SM90_FEAT_DROP  ? fa_sm90_tile<D, true, FA_SM90_FEAT_DROP>::kBr
                                                : T::kBr;
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));

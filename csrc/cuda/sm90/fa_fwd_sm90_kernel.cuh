@@ -51,7 +51,8 @@
  * runtime test it cost the dense d = 64 kernel ~190 instructions of prologue and a different
  * schedule of its uniform datapath). The host picks the instance from prm.varlen.
  * kDrop: dropout on P (fa_fwd_sm90_dropout.cuh), only with kFeat and dense (the last template
- * argument, so the other instances keep their names and the kFeat argument's position). */
+ * argument, so the other instances keep their names and the kFeat argument's position); with
+ * kFeatSet DROP the scores are the plain kernel's (fa_sm90_feat_set_of: dropout alone). */
 template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop,
           int kFeatSet = FA_SM90_FEAT_ANY>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
@@ -118,11 +119,14 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     /* plain and ALiBi alone: scores stay in q.k units (the ALiBi slope divided by the scale)
      * and exp2 folds in scale log2(e); softcap: log2 units already (tanh needs the scale first) */
     static_assert(kFeat || kFeatSet == FA_SM90_FEAT_ANY, "a feature set only in the kFeat variant");
+    static_assert((kFeatSet == FA_SM90_FEAT_DROP) <= kDrop, "DROP: the dropout instance only");
     const bool cap = kFeat && (kFeatSet == FA_SM90_FEAT_CAP || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f));
     /* softcap alone (kFeatSet CAP): scores stay tanh units and exp2 folds in softcap log2(e), one
      * multiply per score less (thread_scores_sm90) */
     const float mul = kFeatSet == FA_SM90_FEAT_CAP ? a.softcap_log2 : cap ? 1.f : a.scale_log2;
-    const float slope = kFeat && kFeatSet != FA_SM90_FEAT_CAP && a.alibi_slopes != NULL
+    /* DROP: neither feature, the plain kernel's mul = scale log2(e) and no slope */
+    const float slope = kFeat && (kFeatSet == FA_SM90_FEAT_ANY || kFeatSet == FA_SM90_FEAT_ALIBI) &&
+                                a.alibi_slopes != NULL
                             ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] * (cap ? FA_LOG2E : 1.f / a.scale)
                             : 0.f;
 
@@ -169,7 +173,8 @@ static fa_status fa_fwd_sm90_launch_blocks(fa_fwd_sm90_kernel_fn kern, const fa_
 /* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
  * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only), or the wide
  * one (prm.wide: plain dense calls without a mask band, the row's wide_bc keys); kDrop:
- * the dense dropout instance (kFeat's tile; fa_fwd_sm90.cu never sends varlen dropout here). */
+ * the dense dropout instance (kFeatSet DROP or ANY, with that set's tile; fa_fwd_sm90.cu never
+ * sends varlen dropout here). */
 template <bool kBf16, int D, bool kFeat, bool kDrop = false, int kFeatSet = FA_SM90_FEAT_ANY>
 static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStream_t stream)
 {
@@ -188,7 +193,7 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
     fa_fwd_sm90_kernel_fn kern;
     if constexpr (kDrop) {
         if (prm.varlen) return FA_ERR_UNSUPPORTED;
-        kern = fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, true>;
+        kern = fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, true, kFeatSet>;
     } else {
         kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true, false, kFeatSet>
                           : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, false, kFeatSet>;
@@ -197,15 +202,19 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
 }
 
 /* Host: the kernel of (dtype, bucket D): softcap / ALiBi take the kFeat variant, dropout its kDrop
- * instance (whose Q tensor map the caller encoded with the Br of fa_sm90_tile<D, true, set>, set from
- * fa_sm90_feat_set_of). */
+ * instances (DROP alone, ANY with a feature), whose Q tensor map the caller encoded with the Br of
+ * fa_sm90_tile<D, true, set>, set from fa_sm90_feat_set_of. */
 template <int kDtype, int D>
 static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_t stream)
 {
     constexpr bool kBf16 = kDtype == FA_BF16;
-    if (prm.a.has_dropout) return fa_fwd_sm90_launch_variant<kBf16, D, true, true>(prm, stream);
+    const int cap = prm.a.softcap > 0.f, alibi = prm.a.alibi_slopes != NULL;
+    if (prm.a.has_dropout)
+        return fa_sm90_feat_set_of(cap, alibi, 1) == FA_SM90_FEAT_DROP
+                   ? fa_fwd_sm90_launch_variant<kBf16, D, true, true, FA_SM90_FEAT_DROP>(prm, stream)
+                   : fa_fwd_sm90_launch_variant<kBf16, D, true, true>(prm, stream);
     /* one feature alone: the instance without the other's instructions (FA_SM90_FEAT_*) */
-    switch (fa_sm90_feat_set_of(prm.a.softcap > 0.f, prm.a.alibi_slopes != NULL, 0)) {
+    switch (fa_sm90_feat_set_of(cap, alibi, 0)) {
     case FA_SM90_FEAT_ANY: return fa_fwd_sm90_launch_variant<kBf16, D, true>(prm, stream);
     case FA_SM90_FEAT_CAP: return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_CAP>(prm, stream);
     case FA_SM90_FEAT_ALIBI: return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_ALIBI>(prm, stream);
