@@ -404,8 +404,9 @@ static std::vector<fwd_case> build_cases(void)
                 finish_name(&vl);
                 v.push_back(vl);
             }
-        /* dropout (the kDrop instance, called directly): every bucket (its tile is kFeat's),
-         * awkward shapes, causal and not, a window, GQA, with softcap / ALiBi, the device seed */
+        /* dropout (the kDrop instances, called directly): every bucket, awkward shapes, causal and
+         * not, a window, GQA (dropout alone: the DROP instance on the plain tile), with softcap /
+         * ALiBi (the ANY instance, on its own tile at d = 64), the device seed */
         for (int d : {64, 80, 128, 256}) {
             const int ds[][4] = {{1, 1, 2, 3}, {17, 17, 2, 3}, {97, 33, 2, 3}, {33, 97, 2, 3}, {300, 517, 2, 4}};
             for (auto &s : ds)
