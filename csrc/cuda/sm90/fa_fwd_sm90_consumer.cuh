@@ -79,6 +79,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     uint64_t seed = 0, offset = 0;  /* Philox, as the sm80 kernel reads them (fa_fwd.h) */
     if (kDrop) fa_fwd_philox_seed(a, &seed, &offset);
     const int drop_b = it.b, drop_h = it.h;  /* dropout coordinates: sequence, query head */
+    constexpr bool kPhilox32 = kFeatSet == FA_SM90_FEAT_DROP;  /* fa_fwd_sm90_dropout.cuh */
 
     float s[Bc / 2];
     uint32_t pa[Bc / 16][4];
@@ -119,7 +120,8 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     warp_release_slot(bar_kempty + 8u * stage, lane);
     thread_scores_sm90<kFeat, kNB, Bc, kFeatSet>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
     thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
-    if constexpr (kDrop) warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+    if constexpr (kDrop)
+        warp_dropout_tile_sm90<kNB, kPhilox32>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
     thread_pack_p<kBf16, Bc>(pa, s);
 
     /* tiles 1 .. n-1. Per tile j:
@@ -160,7 +162,8 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
             thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
             /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
             if constexpr (kDrop)
-                warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+                warp_dropout_tile_sm90<kNB, kPhilox32>(s, seed, offset, drop_b, drop_h, row0, t * Bc,
+                                                      a.dropout_threshold);
         }
 
         fa_wgmma_wait<0>();  /* P_{j-1} V_{j-1} done: pa is free */
