@@ -138,6 +138,35 @@ def cuda_kernel_names(fn, contains: str) -> List[str]:
     return [e.name for e in prof.events() if contains in e.name]
 
 
+# fa_fwd_sm90_kernel<kBf16, D, Br, Bc, kStages, kFeat, kVarlen, kDrop, kFeatSet>: kFeatSet is template
+# argument 8, FA_SM90_FEAT_ANY 0 / CAP 1 / ALIBI 2 / DROP 3 (csrc/cuda/sm90/fa_fwd_sm90_args.cuh)
+_SM90_SET_ARG = 8
+_SM90_MANGLED_SET = {
+    drop: re.compile(r"fa_fwd_sm90_kernelILb[01]E(?:Li\d+E){4}Lb1ELb[01]ELb%dELi(\d)E" % drop) for drop in (0, 1)
+}
+
+
+def sm90_fwd_feat_sets_ran(fn, drop: bool = False) -> set:
+    """The kFeatSet values of the kFeat instances (kDrop = drop) that fn() launched, from the CUDA
+    kernels the torch profiler saw (demangled or mangled names)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    sets = set()
+    for e in prof.events():
+        name = e.name
+        if "fa_fwd_sm90_kernel" not in name:
+            continue
+        m = _SM90_MANGLED_SET[int(drop)].search(name)
+        if m:
+            sets.add(int(m.group(1)))
+        elif "<" in name and ">" in name:
+            args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
+            if len(args) > _SM90_SET_ARG and args[5] == "true" and args[7] == ("true" if drop else "false"):
+                sets.add(int(args[_SM90_SET_ARG]))
+    return sets
+
 # the sm90 backward's kernels, demangled names -> tags: br80 / br80_ordered (fa_bwd_sm90_pipe80[_ordered]_kernel
 # <kBf16>), br128_<kDq> (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>), br64_<kDq> (fa_bwd_sm90_pipe_kernel<kBf16, D,
 # kDq>: the Br = 64 tile and the d in (128, 256] dim split), cp_async (fa_bwd_sm90_kernel<kBf16, D, atomic>);

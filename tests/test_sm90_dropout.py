@@ -2,7 +2,8 @@
 FLASH_ATTN_C_SM90_FWD_DROPOUT=0 sends dropout calls to the sm80 kernels). Dense calls only
 (varlen dropout stays on sm80). Checks, with the variable unset or 1:
 
-* the dropout calls run the kDrop kernel (profiler names), and not under =0;
+* the dropout calls run the kDrop kernel (profiler names), and not under =0; dropout alone its
+  DROP instance (no softcap / ALiBi code), dropout with softcap or ALiBi the ANY one;
 * the mask the kernel applies is dropout_mask(..., seed, offset) bit for bit: with q = 0 every
   visible key gets P = 1 / l, and V = one-hot rows make O[i, c] = keep(i, key c) / ((1 - p) l),
   so O != 0 is the mask, read directly (several key ranges: every key tile, both halves of the
@@ -17,7 +18,7 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases, sm90_fwd_flag_ran
+from conftest import dev_cases, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran
 from oracle import FWD_FACTOR, assert_grads, assert_ratio, ref_forward_backward
 
 import flash_attn_c
@@ -64,20 +65,41 @@ def test_dropout_calls_run_the_sm90_drop_kernel(device, dtype, d, monkeypatch):
     assert not _drop_kernel_ran(varlen), "varlen dropout is not the kDrop instance's"
 
 
-# (b, sq, sk, h, hk, d, p, causal)
+# dropout with (softcap, ALiBi) -> the kDrop instance's kFeatSet: FA_SM90_FEAT_DROP 3 alone, ANY 0 with
+# either feature (fa_sm90_feat_set_of)
+SET_CASES = [(d, cap, alibi, 3 if not (cap or alibi) else 0) for d in (64, 128, 256)
+             for cap, alibi in ((False, False), (True, False), (False, True), (True, True))]
+
+
+@pytest.mark.parametrize("device,dtype,d,cap,alibi,want", dev_cases([], SET_CASES))
+def test_dropout_alone_runs_the_drop_instance(device, dtype, d, cap, alibi, want):
+    """Dropout alone runs the DROP instance (the plain kernel's scores, at d = 64 on the plain 192-row
+    tile), dropout with softcap or ALiBi the ANY one (same style as test_sm90_feat's
+    test_single_feature_runs_its_own_instance)."""
+    q, k, v = (torch.randn(2, 300, 4, d, device=device, dtype=dtype) for _ in range(3))
+    slopes = torch.rand(4, device=device) * 0.5 if alibi else None
+    call = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=True, dropout_p=0.2,  # noqa: E731
+                                                softcap=6.0 if cap else 0.0, alibi_slopes=slopes)
+    assert sm90_fwd_feat_sets_ran(call, drop=True) == {want}
+
+
+# (b, sq, sk, h, hk, d, p, causal, softcap): softcap 0 runs the DROP instance, softcap > 0 the ANY one
+# (with q = 0 every score is 0 either way, so O != 0 is still the mask)
 MASK_CASES = [
-    (2, 300, 517, 4, 2, 128, 0.5, False),
-    (1, 257, 300, 3, 3, 128, 0.17, True),
-    (2, 97, 33, 2, 1, 64, 0.3, False),
-    (1, 200, 410, 4, 2, 256, 0.5, True),
-    (1, 1, 130, 2, 2, 80, 0.25, False),
+    (2, 300, 517, 4, 2, 128, 0.5, False, 0.0),
+    (1, 257, 300, 3, 3, 128, 0.17, True, 0.0),
+    (2, 97, 33, 2, 1, 64, 0.3, False, 0.0),
+    (1, 200, 410, 4, 2, 256, 0.5, True, 0.0),
+    (1, 1, 130, 2, 2, 80, 0.25, False, 0.0),
+    (2, 300, 517, 4, 2, 128, 0.5, False, 5.0),
+    (1, 400, 300, 3, 3, 64, 0.17, True, 5.0),
 ]
 
 
-@pytest.mark.parametrize("device,dtype,b,sq,sk,h,hk,d,p,causal", dev_cases([], MASK_CASES))
-def test_sm90_dropout_mask_is_dropout_mask(device, dtype, b, sq, sk, h, hk, d, p, causal, monkeypatch):
+@pytest.mark.parametrize("device,dtype,b,sq,sk,h,hk,d,p,causal,softcap", dev_cases([], MASK_CASES))
+def test_sm90_dropout_mask_is_dropout_mask(device, dtype, b, sq, sk, h, hk, d, p, causal, softcap, monkeypatch):
     """The implied mask (O != 0 under q = 0, one-hot V) equals dropout_mask bit for bit, on the
-    visible keys, for the sm90 kernel and for the sm80 kernel (same seed)."""
+    visible keys, for the sm90 kernel (DROP or ANY instance) and for the sm80 kernel (same seed)."""
     seed, offset = (1 << 40) + 3 * sq, (5 << 32) + sk
     q = torch.zeros(b, sq, h, d, device=device, dtype=dtype)
     k = torch.randn(b, sk, hk, d, device=device, dtype=dtype)
@@ -93,7 +115,7 @@ def test_sm90_dropout_mask_is_dropout_mask(device, dtype, b, sq, sk, h, hk, d, p
         for env in ("1", "0"):  # sm90 kDrop, then the sm80 kernel
             monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", env)
             with flash_attn_c.fixed_dropout_seed(seed, offset):
-                out = flash_attn_c.flash_attn_func(q, k, v, dropout_p=p, causal=causal)
+                out = flash_attn_c.flash_attn_func(q, k, v, dropout_p=p, causal=causal, softcap=softcap)
             implied[env] = out.permute(0, 2, 1, 3)[..., :n] != 0  # (b, h, sq, n)
         want = mask[..., j0:j0 + n] & vis[None, None, :, j0:j0 + n]
         assert torch.equal(implied["1"], want), f"sm90 mask differs from dropout_mask (keys {j0}..)"

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases, sm90_fwd_flag_ran
+from conftest import dev_cases, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran
 from oracle import check_dense, check_varlen
 
 import flash_attn_c
@@ -28,7 +28,8 @@ def feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]
-# d = 64 runs the kFeat variant's own tile (Br 128, 2 consumer warpgroups; fa_tuning.h feat_br)
+# d = 64: softcap and ALiBi together run the kFeat ANY tile (Br 128, 2 consumer warpgroups; fa_tuning.h
+# feat_br), each alone the plain 192-row tile (FA_SM90_FEAT_CAP / ALIBI)
 CASES = [(d, i, causal) for d in (64, 128, 256, 80) for i in range(len(FEATS)) for causal in (False, True)]
 
 
@@ -54,6 +55,24 @@ def test_feat_calls_run_the_sm90_feat_kernel(device, dtype, d, expect, monkeypat
     assert _feat_kernel_ran(call) == expect
     monkeypatch.setenv("FLASH_ATTN_C_SM90_FEAT", "0")
     assert not _feat_kernel_ran(call)
+
+
+def _feat_sets_ran(fn) -> set[int]:
+    """The kFeatSet values of the kFeat instances (no dropout) fn() launched (conftest)."""
+    return sm90_fwd_feat_sets_ran(fn, drop=False)
+
+
+@pytest.mark.parametrize("device,dtype,d,feat,want", dev_cases([], [(d, i, w) for d in (64, 128, 256)
+                                                                    for i, w in ((0, 1), (1, 2), (2, 0))]))
+def test_single_feature_runs_its_own_instance(device, dtype, d, feat, want):
+    """Softcap alone runs the CAP instance, ALiBi alone the ALIBI one, both the ANY one (the single-
+    feature instances compile the other feature out)."""
+    q, k, v = (torch.randn(2, 300, 4, d, device=device, dtype=dtype) for _ in range(3))
+    f = FEATS[feat]
+    slopes = torch.rand(4, device=device) * 0.5 if "alibi" in f else None
+    call = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=f.get("softcap", 0.0),  # noqa: E731
+                                                alibi_slopes=slopes)
+    assert _feat_sets_ran(call) == {want}
 
 
 @pytest.mark.parametrize("device,dtype,d,feat,causal", dev_cases([], CASES, marks=[pytest.mark.parity_fwd]))

@@ -5,7 +5,8 @@
  *        dev/dropout/dropout_lanes_check.cu && /tmp/dropout_lanes
  * Covers: the byte compare for every (byte, threshold) pair; thresholds 0, 1, 127, 128, 255 and
  * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
- * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels.
+ * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels; the Philox of
+ * thread_dropout_random16 (kPhilox32, 32-bit products) against fa_dropout_random16 word for word.
  */
 #include <stdio.h>
 #include <stdint.h>
@@ -22,12 +23,14 @@ static uint64_t rnd64(void)
 
 /* the keep word of one m-tile x 4 n-blocks for each of the 32 lanes, as the warp computes it */
 static void emulate_keep32(uint64_t seed, uint64_t offset, int b, int h, int row_tile, int col16, uint32_t t,
-                           uint32_t z[32])
+                           uint32_t z[32], int philox32)
 {
     uint32_t x[32], y[32];
     for (int l = 0; l < 32; ++l) {
         const int g = l >> 2, t4 = l & 3;
-        const fa_u32x4 r = fa_dropout_random16(seed, offset, b, h, row_tile + g + 8 * (t4 & 1), (col16 >> 4) + (t4 >> 1));
+        const int i = row_tile + g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
+        const fa_u32x4 r = philox32 ? thread_dropout_random16(seed, offset, b, h, i, j16)
+                                    : fa_dropout_random16(seed, offset, b, h, i, j16);
         x[l] = thread_dropout_flags16(r, t);
     }
     for (int l = 0; l < 32; ++l) y[l] = thread_dropout_merge_rows(x[l], x[l ^ 1], l & 3);
@@ -50,6 +53,19 @@ int main(void)
         }
     printf("byte compare: %lld of %lld wrong\n", bad, checked);
 
+    /* thread_dropout_random16 (32-bit products) == fa_dropout_random16, every word */
+    long long bad_philox = 0;
+    for (int trial = 0; trial < 200000; ++trial) {
+        const uint64_t seed = rnd64(), offset = rnd64(), u = rnd64();
+        const int b = (int)(u & 0xffff), h = (int)((u >> 16) & 0xffff), i = (int)((u >> 32) & 0x7fffff);
+        const int j16 = (int)(rnd64() & 0xfffff);
+        const fa_u32x4 r = fa_dropout_random16(seed, offset, b, h, i, j16);
+        const fa_u32x4 q = thread_dropout_random16(seed, offset, b, h, i, j16);
+        bad_philox += r.x != q.x || r.y != q.y || r.z != q.z || r.w != q.w;
+    }
+    printf("Philox with 32-bit products: %lld of 200000 calls differ\n", bad_philox);
+    bad += bad_philox;
+
     const uint32_t fixed_t[] = {0, 1, 26, 127, 128, 129, 230, 255};
     long long bad_tile = 0, tiles = 0, checked_bits = 0;
     for (int trial = 0; trial < 400; ++trial) {
@@ -66,7 +82,7 @@ int main(void)
         for (int c = 0; c < kMT * kChunks; ++c) {
             uint32_t z[32];
             const int mt = c / kChunks, chunk = c - mt * kChunks;
-            emulate_keep32(seed, offset, b, h, row_tile + 16 * mt, col0 + 32 * chunk, t, z);
+            emulate_keep32(seed, offset, b, h, row_tile + 16 * mt, col0 + 32 * chunk, t, z, trial & 1);
             for (int l = 0; l < 32; ++l)
                 keep[l] |= (uint64_t)(z[l] & 0x0f0f0f0fu) << (32 * (c >> 1) + 4 * (c & 1));
         }

@@ -7,7 +7,9 @@
  *                                h * d = 2048, causal and not: TFLOP/s of the sm90 kernel and, in
  *                                the same run on the same inputs, of the sm80 (mma.sync) kernel;
  *                                median of CUDA-event timings after warm-up; FA_BENCH_FEAT=softcap,
- *                                alibi or both times the kFeat instances (softcap 30, BLOOM slopes)
+ *                                alibi or both times the kFeat instances (softcap 30, BLOOM slopes),
+ *                                FA_BENCH_FEAT=dropout the kDrop instance (dropout_p 0.1; with
+ *                                softcap / alibi / both after a comma: dropout,softcap)
  *
  * Every case calls fa_fwd_sm90() directly (and fails if fa_fwd_sm90_can_run() refuses it), draws
  * fresh random inputs (normal, never zeros), poisons O and LSE with NaN bytes plus a guard region
@@ -376,8 +378,9 @@ static std::vector<fwd_case> build_cases(void)
                 v.push_back(c);
             }
         }
-        /* softcap and ALiBi (the kFeat variant, called directly): every bucket (d = 64 runs the
-         * variant's own 128-row tile, fa_tuning.h feat_br), causal and not, a window, GQA, varlen
+        /* softcap and ALiBi (the kFeat variant, called directly): every bucket (softcap alone and
+         * ALiBi alone run their own instances, FA_SM90_FEAT_CAP / ALIBI, on the plain tile; both
+         * together the ANY instance, at d = 64 on its own 128-row tile, fa_tuning.h feat_br), causal and not, a window, GQA, varlen
          * with empty and end-aligned sequences */
         for (int d : {64, 80, 128, 256})
             for (int feat = 0; feat < 3; ++feat) {
@@ -401,8 +404,9 @@ static std::vector<fwd_case> build_cases(void)
                 finish_name(&vl);
                 v.push_back(vl);
             }
-        /* dropout (the kDrop instance, called directly): every bucket (its tile is kFeat's),
-         * awkward shapes, causal and not, a window, GQA, with softcap / ALiBi, the device seed */
+        /* dropout (the kDrop instances, called directly): every bucket, awkward shapes, causal and
+         * not, a window, GQA (dropout alone: the DROP instance on the plain tile), with softcap /
+         * ALiBi (the ANY instance, on its own tile at d = 64), the device seed */
         for (int d : {64, 80, 128, 256}) {
             const int ds[][4] = {{1, 1, 2, 3}, {17, 17, 2, 3}, {97, 33, 2, 3}, {33, 97, 2, 3}, {300, 517, 2, 4}};
             for (auto &s : ds)
@@ -549,18 +553,23 @@ static fa_status run_sm80(const fa_params *p, void *s)
 }
 
 /* FA_BENCH_FEAT=softcap|alibi|both: the bench's calls with softcap 30 and / or ALiBi slopes
- * 2^(-8 (i + 1) / h) (BLOOM's), so A/B runs time the kFeat instances (gpu_harness_ab.sh) */
+ * 2^(-8 (i + 1) / h) (BLOOM's), so A/B runs time the kFeat instances (gpu_harness_ab.sh);
+ * FA_BENCH_FEAT=dropout (alone: the DROP instance) or dropout,softcap|alibi|both (the ANY kDrop
+ * instance): dropout_p 0.1 as well (the sm80 column then times the sm80 dropout kernel) */
 static void bench(void)
 {
-    const char *feat = getenv("FA_BENCH_FEAT");
+    const char *env = getenv("FA_BENCH_FEAT");
+    const int drop = env != NULL && strncmp(env, "dropout", 7) == 0;
+    const char *feat = drop ? (env[7] == ',' ? env + 8 : env[7] == 0 ? NULL : "?") : env;
     const int cap = feat != NULL && (strcmp(feat, "softcap") == 0 || strcmp(feat, "both") == 0);
     const int alibi = feat != NULL && (strcmp(feat, "alibi") == 0 || strcmp(feat, "both") == 0);
     if (feat != NULL && !cap && !alibi) {
-        fprintf(stderr, "FA_BENCH_FEAT=%s: softcap, alibi or both\n", feat);
+        fprintf(stderr, "FA_BENCH_FEAT=%s: softcap, alibi, both, dropout or dropout,<one of the three>\n", env);
         exit(2);
     }
-    set_sm90_env(0, cap || alibi, 0);
-    if (cap || alibi) printf("features: softcap %d, ALiBi %d (FA_BENCH_FEAT)\n", cap, alibi);
+    set_sm90_env(0, cap || alibi, drop);
+    if (cap || alibi || drop)
+        printf("features: softcap %d, ALiBi %d, dropout %g (FA_BENCH_FEAT)\n", cap, alibi, drop ? 0.1 : 0.0);
     printf("%-6s %-5s %-7s %-6s %-4s %-6s %10s %12s %12s\n", "dtype", "d", "seqlen", "batch", "h", "causal",
            "sm90 ms", "sm90 TFLOP/s", "sm80 TFLOP/s");
     double lg90 = 0, lg80 = 0;
@@ -573,6 +582,11 @@ static void bench(void)
                 fwd_bench_setup(&g_rng, b, s, h, d, causal, &p);
                 float *slopes = NULL;
                 if (cap) p.softcap = 30.f;
+                if (drop) {
+                    p.dropout_p = 0.1f;
+                    p.seed = 0x5eed0000ull + (uint64_t)d;
+                    p.offset = 64;
+                }
                 if (alibi) {
                     float hs[64];  /* h = 2048 / d <= 32 */
                     for (int i = 0; i < h; ++i) hs[i] = exp2f(-8.f * (float)(i + 1) / (float)h);

@@ -245,9 +245,11 @@ int main(void)
     run_unit<128, 128>(128, 64, 128, 0, 0);
     run_unit<256, 64>(256, 64, 64, 0, 0);
     run_unit<64, 64>(64, 64, 64, 0, 0);
+    run_unit<128, 176>(128, 64, 176, 0, 0);  /* the Bc = 176 tile (not a power of two) */
     /* zero fill: d < D, rows past the extent, negative starting row (the end-aligned varlen tile) */
     run_unit<64, 128>(40, 50, 100, 0, -20);
     run_unit<128, 128>(80, 64, 300, 0, 250);
     run_unit<256, 64>(200, 70, 64, 30, -33);
+    run_unit<128, 176>(96, 64, 300, 0, 200);
     return check_summary(&g_tally);
 }

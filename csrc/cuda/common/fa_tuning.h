@@ -15,13 +15,17 @@
  *            during all of iteration j); sm90 forward: depth of the K/V slot ring; backward:
  *            Q (+ LSE, D) buffers (dK/dV kernels) or K, V buffers (ordered dQ kernel)
  *   q_in_regs, feat_q_smem         FA_KERNEL_FWD_SM80 only, see fa_tuning_row
- *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the softcap / ALiBi variant's tile
+ *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the kFeat ANY instance's tile
  *   pingpong                       FA_KERNEL_FWD_SM90 only: the consumer warpgroups issue their
  *            GEMMs in turn, so one's softmax runs while another's GEMMs use the tensor cores
  *   persist                        FA_KERNEL_FWD_SM90 only: whether the bucket has the persistent-
  *            grid instance (fa_fwd_sm90_persist.cuh) for dense calls without softcap / ALiBi /
  *            dropout, and which calls take it by default (FA_PERSIST_*; the measured rule):
  *            FLASH_ATTN_C_SM90_FWD_PERSIST=1 / =0 overrides that rule (fa_fwd_sm90.cu)
+ *   wide_bc                        FA_KERNEL_FWD_SM90 only: Bc of the "wide" instance that the plain
+ *            dense calls without causal or window take on the one-block grid (no masked tiles but the
+ *            sequence end, so a longer key tile only cuts per-tile overhead); 0: none.
+ *            FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps those calls on bc (fa_fwd_sm90.cu)
  *   wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes, addr   FA_KERNEL_BWD_SM80 only, see the
  *            backward section
  *
@@ -81,10 +85,11 @@ typedef struct fa_tuning_row {
     int q_in_regs;   /* FWD_SM80: Q fragments in registers for the whole block */
     int feat_q_smem; /* FWD_SM80: ...but re-read from smem in the softcap/ALiBi/dropout variant,
                         whose extra code needs the registers */
-    int feat_br;     /* FWD_SM90: Br of the softcap/ALiBi (kFeat) variant where it differs (0: br) */
-    int feat_warps;  /* FWD_SM90: warps of the kFeat variant where they differ (0: warps) */
+    int feat_br;     /* FWD_SM90: Br of the kFeat ANY instance (softcap + ALiBi, dropout with either) where it differs (0: br) */
+    int feat_warps;  /* FWD_SM90: warps of the kFeat ANY instance where they differ (0: warps) */
     int pingpong;    /* FWD_SM90: consumer warpgroups take turns issuing their GEMMs (1) */
     int persist;     /* FWD_SM90: FA_PERSIST_*: the persistent-grid instance and its default scope */
+    int wide_bc;     /* FWD_SM90: Bc of the plain dense calls with no mask band (0: bc), see below */
     int wm_sdp;      /* BWD_SM80: warps along Br in S = Q K^T and dP = dO V^T */
     int wn_dkv;      /* BWD_SM80: warps along Bc in dV += P^T dO and dK += dS^T Q */
     int wm_dq;       /* BWD_SM80: warps along Br in dQ += dS K */
@@ -155,11 +160,17 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "pingpong: neutral here, 1.011x geomean (0.97-1.05) over 12 shapes (H100 run 48, harness bench), kept for the kFeat variant's softmax-side work. 3 consumer warpgroups (FA3's 192x128): at d=64 the MMA per tile is smallest, so a third "
                "warpgroup hides more softmax; O 32 + S 64 + P 32 regs fit the 160 of 3 warpgroups (152 "
                "used, no spills; Br=128 / 12 warps also compiles clean); smem 24 + 2x2x16 = 88 KB. "
-               "kFeat (softcap / ALiBi): 2 consumer warpgroups at 240 regs, the 3-warpgroup variant "
-               "spilled 120 B at 160"},
+               "kFeat ANY (softcap and ALiBi together, dropout with either): 2 consumer warpgroups at 240 "
+               "regs, the 3-warpgroup variant spilled 120 B at 160; softcap alone / ALiBi alone / dropout "
+               "alone (FA_SM90_FEAT_CAP / ALIBI / DROP) compile in this 3-warpgroup tile with 0 spills "
+               "(nvcc 13.0; DROP: highest SASS register R155 of 160); their speed against the "
+               "2-warpgroup tile is not measured yet"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 128, .br = 128, .bc = 128, .warps = 12, .stages = 2,
-     .pingpong = 1, .persist = FA_PERSIST_CAUSAL,
-     .reason = "persist CAUSAL: grouped item order and two Q slots (+32 KB: 193 KB) as the d = 64 row (R202 of "
+     .pingpong = 1, .persist = FA_PERSIST_CAUSAL, .wide_bc = 176,
+     .reason = "wide_bc 176 (branch ncwide, NOT YET RUN ON A GPU): FA3's non-causal hdim-128 tile (128 x 176); "
+               "S 88 + P 44 + O 64 regs, 0 spills; smem 32 + 2x2x44 = 208 KB (one Q slot: the persistent "
+               "grid keeps Bc 128). "
+               "persist CAUSAL: grouped item order and two Q slots (+32 KB: 193 KB) as the d = 64 row (R202 of "
                "240, 0 spills): causal 1.10 / 1.07 / 1.06 / 1.01 / 1.00 / 0.98x the one-block grid at "
                "512..16k, non-causal 0.97-0.99x at 512..8k (1.01 at 16k), so non-causal calls keep the "
                "one-block grid (H100 run 54, harness bench, 1 round); "

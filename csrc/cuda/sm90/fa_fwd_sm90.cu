@@ -216,15 +216,33 @@ int fa_fwd_sm90_persist_group(const fa_params *p)
     return fa_fwd_sm90_persist_ctas(p) > 0 ? fa_sm90_persist_group_for(p) : 0;
 }
 
+/* Whether a call runs the wide instance (fa_tuning.h wide_bc): a plain dense call (no softcap /
+ * ALiBi / dropout, no cu_seqlens) with no mask band (neither causal nor a window: only the sequence
+ * end masks, so a longer key tile cuts the per-tile overhead and masks nothing more) on the one-block
+ * grid (persist_ctas 0: the persistent kernel's two Q slots need the row's bc).
+ * FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps such calls on bc (read on every call, for A/B runs). */
+template <int D>
+static int fa_sm90_wide(const fa_params *p, int persist_ctas)
+{
+    if (fa_sm90_tile<D>::kRow.wide_bc == 0 || persist_ctas > 0 || p->cu_seqlens_q != NULL) return 0;
+    if (p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f) return 0;
+    if (p->window_left >= 0 || p->window_right >= 0) return 0;
+    return !fa_env_off("FLASH_ATTN_C_SM90_FWD_WIDE");
+}
+
 template <int D>
 static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t stream)
 {
     typedef fa_sm90_tile<D> T;
     const int varlen = p->cu_seqlens_q != NULL;
-    /* the Q box is the launched variant's Br (fa_fwd_sm90_launch_dtype picks kFeat the same way;
-     * dropout runs in the kFeat variant too) */
-    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f;
-    const int br = feat ? fa_sm90_tile<D, true>::kBr : T::kBr;
+    /* the Q box is the launched instance's Br (fa_fwd_sm90_launch_dtype picks it by the same
+     * fa_sm90_feat_set_of; dropout alone runs in the DROP instance, with a feature in ANY) */
+    const int set = fa_sm90_feat_set_of(p->softcap > 0.f, p->alibi_slopes != NULL, p->dropout_p != 0.f);
+    const int br = set == FA_SM90_FEAT_ANY     ? fa_sm90_tile<D, true, FA_SM90_FEAT_ANY>::kBr
+                   : set == FA_SM90_FEAT_CAP   ? fa_sm90_tile<D, true, FA_SM90_FEAT_CAP>::kBr
+                   : set == FA_SM90_FEAT_ALIBI ? fa_sm90_tile<D, true, FA_SM90_FEAT_ALIBI>::kBr
+                   : set == FA_SM90_FEAT_DROP  ? fa_sm90_tile<D, true, FA_SM90_FEAT_DROP>::kBr
+                                               : T::kBr;
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));
     const fa_status filled = fa_fwd_fill_args(p, &prm.a);
@@ -236,6 +254,9 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
         prm.persist_group = fa_sm90_persist_group_for(p);
         prm.persist_paired = fa_sm90_persist_paired(items, prm.persist_ctas);
     }
+    prm.wide = fa_sm90_wide<D>(p, prm.persist_ctas);
+    /* the K / V boxes: the launched instance's Bc (the kFeat variant shares the row's bc) */
+    const int bc = prm.wide ? fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true>::kBc : T::kBc;
 
     const int64_t d = p->head_dim, h = p->heads, hk = p->heads_k;
     int ok;
@@ -246,8 +267,8 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
         const int64_t ks[2] = {p->k_row_stride, fa_sm90_stride_or(p->k_head_stride, p->k_row_stride)};
         const int64_t vs[2] = {p->v_row_stride, fa_sm90_stride_or(p->v_head_stride, p->v_row_stride)};
         ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 3, qd, qs, br) &&
-             fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 3, kd, ks, T::kBc) &&
-             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 3, kd, vs, T::kBc);
+             fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 3, kd, ks, bc) &&
+             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 3, kd, vs, bc);
     } else {
         const int64_t sq = p->seqlen_q, sk = p->seqlen_k, b = p->batch;
         const int64_t qd[4] = {d, sq, h, b};
@@ -264,8 +285,8 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
         const int64_t o_hs = fa_sm90_stride_or(p->o_head_stride, o_rs * sq);
         const int64_t os[3] = {o_rs, o_hs, fa_sm90_stride_or(p->o_batch_stride, o_hs * h)};
         ok = fa_sm90_encode(&prm.tm_q, p->dtype, p->q, 4, qd, qs, br) &&
-             fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 4, kd, ks, T::kBc) &&
-             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 4, kd, vs, T::kBc) &&
+             fa_sm90_encode(&prm.tm_k, p->dtype, p->k, 4, kd, ks, bc) &&
+             fa_sm90_encode(&prm.tm_v, p->dtype, p->v, 4, kd, vs, bc) &&
              fa_sm90_encode(&prm.tm_o, p->dtype, p->o, 4, qd, os, 64);
     }
     if (!ok) return FA_ERR_UNSUPPORTED;

@@ -34,20 +34,53 @@ typedef struct fa_sm90_params {
                           (fa_fwd_sm90.cu, fa_sm90_persist_group_for); unused by the one-block grid */
     int persist_paired; /* persistent kernel: its items walked in (long, short) pairs (fa_fwd_sm90.cu,
                            fa_sm90_persist_paired); unused by the one-block grid */
+    int wide;        /* the plain dense instance on the row's wide_bc keys (fa_fwd_sm90.cu fa_sm90_wide: no
+                        mask band, one-block grid); the K / V boxes are that Bc. Last, so the fields
+                        before it keep their kernel-parameter offsets */
 } fa_sm90_params;
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
 
+/* Which features a kFeat instance compiles in (its kFeatSet template argument). ANY tests softcap
+ * and ALiBi at run time: calls with both, and dropout with either. CAP and ALIBI compile one of the
+ * two alone: in ANY the other's instructions stay in the softmax loop, predicated off but issued
+ * (SASS of the d = 128 bf16 instances: a key tile's loop body 890 instructions in ANY against 506
+ * plain), and at d = 128 the softmax side bounds the ping-pong, so softcap alone ran at 0.78x of the
+ * plain kernel and ALiBi alone at 0.79x, the same as both (0.80x; H200 run 64, before the split). */
+#define FA_SM90_FEAT_ANY 0
+#define FA_SM90_FEAT_CAP 1
+#define FA_SM90_FEAT_ALIBI 2
+/* DROP: dropout without softcap and ALiBi (the kDrop instance only): the plain kernel's scores and
+ * softmax plus the dropout zeroing (fa_fwd_sm90_dropout.cuh), where ANY + kDrop issued both features'
+ * predicated-off instructions in every key tile too (dropout ran at 0.48x of the plain kernel, H200
+ * run 65). Dropout with softcap or ALiBi keeps the ANY instance. */
+#define FA_SM90_FEAT_DROP 3
+
+/* The kFeat instance a call runs: -1 none (the plain kernel), else its FA_SM90_FEAT_* set (dropout
+ * alone DROP, dropout with a feature ANY: fa_fwd_sm90_dropout.cuh). One place for the launcher and
+ * the host's Q box. */
+static inline int fa_sm90_feat_set_of(int softcap, int alibi, int dropout)
+{
+    if (dropout) return softcap || alibi ? FA_SM90_FEAT_ANY : FA_SM90_FEAT_DROP;
+    if (softcap && alibi) return FA_SM90_FEAT_ANY;
+    return softcap ? FA_SM90_FEAT_CAP : alibi ? FA_SM90_FEAT_ALIBI : -1;
+}
+
 /* The tile of head-dim bucket D for the sm90 kernel, plain or its softcap / ALiBi (kFeat) variant:
- * the fa_tuning.h row, whose feat_br / feat_warps override Br and warps for kFeat where set. */
-template <int D, bool kFeat = false>
+ * the fa_tuning.h row, whose feat_br / feat_warps override Br and warps for the kFeat ANY instance
+ * where set. CAP, ALIBI and DROP take the plain tile: at d = 64 its 3 consumer warpgroups (160
+ * registers each) compile without spills for one feature or dropout alone; only both features
+ * together spilled (fa_tuning.h).
+ * kWide: the plain calls' wide_bc where the row has one (fa_fwd_sm90.cu fa_sm90_wide), else bc. */
+template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY, bool kWide = false>
 struct fa_sm90_tile {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);
     static_assert(kRow.br > 0, "no FA_KERNEL_FWD_SM90 row in fa_tuning.h for this head dim");
-    static constexpr int kBr = kFeat && kRow.feat_br > 0 ? kRow.feat_br : kRow.br;
-    static constexpr int kBc = kRow.bc;
+    static constexpr bool kOwn = kFeat && kFeatSet == FA_SM90_FEAT_ANY;
+    static constexpr int kBr = kOwn && kRow.feat_br > 0 ? kRow.feat_br : kRow.br;
+    static constexpr int kBc = kWide && !kFeat && kRow.wide_bc > 0 ? kRow.wide_bc : kRow.bc;
     static constexpr int kStages = kRow.stages;
-    static constexpr int kThreads = (kFeat && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
+    static constexpr int kThreads = (kOwn && kRow.feat_warps > 0 ? kRow.feat_warps : kRow.warps) * 32;
     static constexpr bool kPingPong = kRow.pingpong != 0;
     static constexpr bool kPersist = kRow.persist != 0;
 };

@@ -54,7 +54,8 @@ static __device__ __forceinline__ void warp_release_staged_slot(uint32_t bar, in
  * bar_q_release, warp_release_staged_slot) once tile 0's Q K^T is issued: by then that item's O
  * TMA store has had this item's setup and first waits to read its staging, and the wait for it
  * overlaps the GEMM. The one-block kernel passes false (folded away). */
-template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop = false>
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop = false,
+          int kFeatSet = FA_SM90_FEAT_ANY>
 static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], float (&m_i)[2], float (&l_i)[2],
                                                             const fa_fwd_args &a, const fa_sm90_layout &sm,
                                                             const fa_sm90_item &it, const fa_sm90_rows &rw, float mul,
@@ -78,6 +79,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     uint64_t seed = 0, offset = 0;  /* Philox, as the sm80 kernel reads them (fa_fwd.h) */
     if (kDrop) fa_fwd_philox_seed(a, &seed, &offset);
     const int drop_b = it.b, drop_h = it.h;  /* dropout coordinates: sequence, query head */
+    constexpr bool kPhilox32 = kFeatSet == FA_SM90_FEAT_DROP;  /* fa_fwd_sm90_dropout.cuh */
 
     float s[Bc / 2];
     uint32_t pa[Bc / 16][4];
@@ -85,7 +87,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
 #pragma unroll
     for (int i = 0; i < Bc / 2; ++i) s[i] = 0.f;
 
-    constexpr bool kPP = fa_sm90_tile<D, kFeat>::kPingPong;
+    constexpr bool kPP = fa_sm90_tile<D, kFeat, kFeatSet>::kPingPong;
     /* K-major A (Q) and B (K): SBO = 1024 (8 rows of 128 B), LBO unused; MN-major B (V):
      * SBO = 1024 (8 keys), LBO = Bc * 128 (from dims 0..63 to 64..127) */
     const uint64_t dq = fa_wgmma_desc_sw128(sQ + (uint32_t)wg * (64 * 128), 16u, 1024u);
@@ -116,9 +118,10 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     fa_wgmma_wait<0>();
     fa_reg_fence(s);
     warp_release_slot(bar_kempty + 8u * stage, lane);
-    thread_scores_sm90<kFeat, kNB, Bc>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
+    thread_scores_sm90<kFeat, kNB, Bc, kFeatSet>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
     thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
-    if (kDrop) warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+    if constexpr (kDrop)
+        warp_dropout_tile_sm90<kNB, kPhilox32>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
     thread_pack_p<kBf16, Bc>(pa, s);
 
     /* tiles 1 .. n-1. Per tile j:
@@ -148,7 +151,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
         fa_wgmma_wait<1>();  /* S_j done; P_{j-1} V_{j-1} may still run */
         fa_reg_fence(s);
         warp_release_slot(bar_kempty + 8u * stage, lane);
-        thread_scores_sm90<kFeat, kNB, Bc>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
+        thread_scores_sm90<kFeat, kNB, Bc, kFeatSet>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
         /* Scheduling fence: the test always holds (a positive scale: fa_fwd_sm90_can_run; it
          * reads the scale, never a value the compiler can prove positive, or it would drop the
          * branch), but the branch ends a basic block. ptxas places wgmma.wait_group at the
@@ -158,8 +161,9 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
         if (kFeat ? a.scale_log2 > 0.f : mul > 0.f) {
             thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
             /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
-            if (kDrop)
-                warp_dropout_tile_sm90<kNB>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+            if constexpr (kDrop)
+                warp_dropout_tile_sm90<kNB, kPhilox32>(s, seed, offset, drop_b, drop_h, row0, t * Bc,
+                                                      a.dropout_threshold);
         }
 
         fa_wgmma_wait<0>();  /* P_{j-1} V_{j-1} done: pa is free */

@@ -23,12 +23,14 @@
  * epilogue multiplies by fa_dropout_rescale with 1 / l). row0: sequence-local row of s[0]; c0:
  * the tile's first key (a multiple of 16). The Philox calls run in a rolled loop that collects
  * the keep bits into one 64-bit word (warp_dropout_keep_tile: unrolled, the scheduler interleaves
- * the 10-round bodies and the registers run out). */
-template <int kNB>
+ * the 10-round bodies and the registers run out). kPhilox32: the Philox of thread_dropout_random16
+ * (fa_dropout.cuh; same bits, 79 instead of 101 SASS instructions a call at d = 128), for now only
+ * in the DROP instance. */
+template <int kNB, bool kPhilox32 = false>
 static __device__ __forceinline__ void warp_dropout_tile_sm90(float (&s)[kNB * 4], uint64_t seed, uint64_t offset,
                                                              int b, int h, int row0, int c0, uint32_t threshold)
 {
-    const uint64_t keep = warp_dropout_keep_tile<1, kNB>(seed, offset, b, h, row0, c0, threshold);
+    const uint64_t keep = warp_dropout_keep_tile<1, kNB, kPhilox32>(seed, offset, b, h, row0, c0, threshold);
 #pragma unroll
     for (int k = 0; k < 4 * kNB; ++k)
         if (!((keep >> fa_dropout_keep_bit<kNB>(0, k >> 2, (k >> 1) & 1, k & 1)) & 1u)) s[k] = 0.f;

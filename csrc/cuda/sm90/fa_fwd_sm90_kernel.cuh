@@ -51,8 +51,10 @@
  * runtime test it cost the dense d = 64 kernel ~190 instructions of prologue and a different
  * schedule of its uniform datapath). The host picks the instance from prm.varlen.
  * kDrop: dropout on P (fa_fwd_sm90_dropout.cuh), only with kFeat and dense (the last template
- * argument, so the other instances keep their names and the kFeat argument's position). */
-template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop>
+ * argument, so the other instances keep their names and the kFeat argument's position); with
+ * kFeatSet DROP the scores are the plain kernel's (fa_sm90_feat_set_of: dropout alone). */
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop,
+          int kFeatSet = FA_SM90_FEAT_ANY>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 {
@@ -116,9 +118,15 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     const int wg_r1 = max(min(wg_r0 + 64, it.mk.sq), wg_r0 + 1);  /* for the tile-is-full test */
     /* plain and ALiBi alone: scores stay in q.k units (the ALiBi slope divided by the scale)
      * and exp2 folds in scale log2(e); softcap: log2 units already (tanh needs the scale first) */
-    const bool cap = kFeat && a.softcap > 0.f;
-    const float mul = cap ? 1.f : a.scale_log2;
-    const float slope = kFeat && a.alibi_slopes != NULL
+    static_assert(kFeat || kFeatSet == FA_SM90_FEAT_ANY, "a feature set only in the kFeat variant");
+    static_assert((kFeatSet == FA_SM90_FEAT_DROP) <= kDrop, "DROP: the dropout instance only");
+    const bool cap = kFeat && (kFeatSet == FA_SM90_FEAT_CAP || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f));
+    /* softcap alone (kFeatSet CAP): scores stay tanh units and exp2 folds in softcap log2(e), one
+     * multiply per score less (thread_scores_sm90) */
+    const float mul = kFeatSet == FA_SM90_FEAT_CAP ? a.softcap_log2 : cap ? 1.f : a.scale_log2;
+    /* DROP: neither feature, the plain kernel's mul = scale log2(e) and no slope */
+    const float slope = kFeat && (kFeatSet == FA_SM90_FEAT_ANY || kFeatSet == FA_SM90_FEAT_ALIBI) &&
+                                a.alibi_slopes != NULL
                             ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] * (cap ? FA_LOG2E : 1.f / a.scale)
                             : 0.f;
 
@@ -131,7 +139,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     if (it.n_tiles > 0) {
         int stage = 0;
         uint32_t phase = 0;
-        warpgroup_attend_item<kBf16, D, Br, Bc, kStages, kFeat, kVarlen, kDrop>(o, m_i, l_i, a, sm, it, rw, mul, slope,
+        warpgroup_attend_item<kBf16, D, Br, Bc, kStages, kFeat, kVarlen, kDrop, kFeatSet>(o, m_i, l_i, a, sm, it, rw, mul, slope,
                                                                                 tid, 0u, stage, phase);
     }
 
@@ -148,26 +156,11 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
 
 typedef void (*fa_fwd_sm90_kernel_fn)(const fa_sm90_params);
 
-/* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
- * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only); kDrop:
- * the dense dropout instance (kFeat's tile; fa_fwd_sm90.cu never sends varlen dropout here). */
-template <bool kBf16, int D, bool kFeat, bool kDrop = false>
-static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStream_t stream)
+/* Host: kern, an instance of tile T (fa_sm90_tile), one block per query block of T::kBr rows. */
+template <typename T>
+static fa_status fa_fwd_sm90_launch_blocks(fa_fwd_sm90_kernel_fn kern, const fa_sm90_params &prm, cudaStream_t stream)
 {
-    typedef fa_sm90_tile<D, kFeat> T;
-    static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
-    const size_t smem = fa_fwd_sm90_smem_bytes(D, T::kBr, T::kBc, T::kStages);
-    if constexpr (!kFeat && T::kPersist)
-        if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
-    static_assert(!kDrop || kFeat, "dropout runs in the kFeat variant");
-    fa_fwd_sm90_kernel_fn kern;
-    if constexpr (kDrop) {
-        if (prm.varlen) return FA_ERR_UNSUPPORTED;
-        kern = fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, true>;
-    } else {
-        kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true, false>
-                          : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, false>;
-    }
+    const size_t smem = fa_fwd_sm90_smem_bytes(T::kRow.d, T::kBr, T::kBc, T::kStages);
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;
@@ -177,16 +170,56 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
     return cudaGetLastError() == cudaSuccess ? FA_OK : FA_ERR_CUDA;
 }
 
+/* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
+ * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only), or the wide
+ * one (prm.wide: plain dense calls without a mask band, the row's wide_bc keys); kDrop:
+ * the dense dropout instance (kFeatSet DROP or ANY, with that set's tile; fa_fwd_sm90.cu never
+ * sends varlen dropout here). */
+template <bool kBf16, int D, bool kFeat, bool kDrop = false, int kFeatSet = FA_SM90_FEAT_ANY>
+static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStream_t stream)
+{
+    typedef fa_sm90_tile<D, kFeat, kFeatSet> T;
+    static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
+    if constexpr (!kFeat && T::kPersist)
+        if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
+    if constexpr (!kFeat && T::kRow.wide_bc > 0)
+        if (prm.wide && !prm.varlen) {  /* the K / V boxes were encoded with the wide Bc (fa_fwd_sm90.cu) */
+            typedef fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true> W;
+            return fa_fwd_sm90_launch_blocks<W>(fa_fwd_sm90_kernel<kBf16, D, W::kBr, W::kBc, W::kStages, false, false,
+                                                                   false>,
+                                                prm, stream);
+        }
+    static_assert(!kDrop || kFeat, "dropout runs in the kFeat variant");
+    fa_fwd_sm90_kernel_fn kern;
+    if constexpr (kDrop) {
+        if (prm.varlen) return FA_ERR_UNSUPPORTED;
+        kern = fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, true, kFeatSet>;
+    } else {
+        kern = prm.varlen ? fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, true, false, kFeatSet>
+                          : fa_fwd_sm90_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat, false, false, kFeatSet>;
+    }
+    return fa_fwd_sm90_launch_blocks<T>(kern, prm, stream);
+}
+
 /* Host: the kernel of (dtype, bucket D): softcap / ALiBi take the kFeat variant, dropout its kDrop
- * instance (whose Q tensor map the caller encoded with that variant's Br: fa_sm90_tile<D, true>). */
+ * instances (DROP alone, ANY with a feature), whose Q tensor map the caller encoded with the Br of
+ * fa_sm90_tile<D, true, set>, set from fa_sm90_feat_set_of. */
 template <int kDtype, int D>
 static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_t stream)
 {
     constexpr bool kBf16 = kDtype == FA_BF16;
-    const bool feat = prm.a.softcap > 0.f || prm.a.alibi_slopes != NULL;
-    if (prm.a.has_dropout) return fa_fwd_sm90_launch_variant<kBf16, D, true, true>(prm, stream);
-    return feat ? fa_fwd_sm90_launch_variant<kBf16, D, true>(prm, stream)
-                : fa_fwd_sm90_launch_variant<kBf16, D, false>(prm, stream);
+    const int cap = prm.a.softcap > 0.f, alibi = prm.a.alibi_slopes != NULL;
+    if (prm.a.has_dropout)
+        return fa_sm90_feat_set_of(cap, alibi, 1) == FA_SM90_FEAT_DROP
+                   ? fa_fwd_sm90_launch_variant<kBf16, D, true, true, FA_SM90_FEAT_DROP>(prm, stream)
+                   : fa_fwd_sm90_launch_variant<kBf16, D, true, true>(prm, stream);
+    /* one feature alone: the instance without the other's instructions (FA_SM90_FEAT_*) */
+    switch (fa_sm90_feat_set_of(cap, alibi, 0)) {
+    case FA_SM90_FEAT_ANY: return fa_fwd_sm90_launch_variant<kBf16, D, true>(prm, stream);
+    case FA_SM90_FEAT_CAP: return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_CAP>(prm, stream);
+    case FA_SM90_FEAT_ALIBI: return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_ALIBI>(prm, stream);
+    default: return fa_fwd_sm90_launch_variant<kBf16, D, false>(prm, stream);
+    }
 }
 
 /* The real kernel declares the mbarriers as static shared memory; the stub compiled for other

@@ -67,15 +67,18 @@ static __device__ __forceinline__ void thread_mask_tile_sm90(float (&s)[kNB * 4]
  * slope |i + sk - sq - j| in those units (the kernel passes slope log2(e) or slope / scale); then the
  * mask, where the tile straddles the band edge or the sequence end. Row i = row0 + 8 half, key
  * j = c0 + 2 t4 + 8 nb + e, c0 the tile's first key row (fa_sm90_tile_row0). The plain variant
- * is the mask alone, instruction for instruction the code before kFeat existed. */
-template <bool kFeat, int kNB, int Bc>
+ * is the mask alone, instruction for instruction the code before kFeat existed; so is kFeatSet
+ * DROP (dropout alone: its zeroing follows the softmax, fa_fwd_sm90_dropout.cuh). */
+template <bool kFeat, int kNB, int Bc, int kFeatSet = FA_SM90_FEAT_ANY>
 static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], const fa_fwd_args &a, const fa_mask_t mk,
                                                          float slope, int row0, int t4, int wg_r0, int wg_r1, int t,
                                                          int varlen)
 {
     const int c0 = fa_sm90_tile_row0<Bc>(t, mk.sk, varlen);
-    if (kFeat) {
-        const bool cap = a.softcap > 0.f;
+    if (kFeat && kFeatSet != FA_SM90_FEAT_DROP) {
+        /* kFeatSet (fa_fwd_sm90_args.cuh): CAP / ALIBI compile the other feature out */
+        const bool cap = kFeatSet == FA_SM90_FEAT_CAP || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f);
+        constexpr bool kAlibi = kFeatSet != FA_SM90_FEAT_CAP;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             /* i + sk - sq - j at nb = e = 0, converted once: the other columns subtract the
@@ -87,8 +90,10 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float x = s[4 * nb + 2 * half + e];
-                    if (cap) x = a.softcap_log2 * fa_tanh(x * a.scale_div_softcap);
-                    s[4 * nb + 2 * half + e] = fmaf(-slope, fabsf(rel - (float)(8 * nb + e)), x);
+                    /* CAP alone keeps tanh units: its softmax multiplier is softcap log2(e) */
+                    if (cap) x = kFeatSet == FA_SM90_FEAT_CAP ? fa_tanh(x * a.scale_div_softcap)
+                                                              : a.softcap_log2 * fa_tanh(x * a.scale_div_softcap);
+                    s[4 * nb + 2 * half + e] = kAlibi ? fmaf(-slope, fabsf(rel - (float)(8 * nb + e)), x) : x;
                 }
         }
     }

@@ -1,0 +1,86 @@
+"""The wide Hopper forward instance (fa_tuning.h wide_bc: at d in (64, 128] the plain dense calls
+with neither causal nor a window run on 176-key tiles, FA3's non-causal hdim-128 tile): forward
+parity against the float64 oracle (error-ratio rule) at key lengths around the tile (1, 175, 176,
+177, 352, 353, 1000), sq != sk both ways, GQA / MQA, both dtypes; a profiler check that the wide
+instance is what ran for those calls, and that causal, windowed, varlen and softcap calls and
+FLASH_ATTN_C_SM90_FWD_WIDE=0 keep the 128-key tile. Runs on compute capability 9.0 only."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from oracle import check_dense
+
+import flash_attn_c
+
+pytestmark = pytest.mark.gpu
+
+
+def _hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+@pytest.fixture(autouse=True)
+def sm90_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not _hopper():
+        pytest.skip("needs an sm_90 GPU (H100/H200): the wide forward is sm_90a code")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_WIDE", raising=False)
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_PERSIST", raising=False)
+
+
+# fa_fwd_sm90_kernel<kBf16, D, Br, Bc, ...>: Bc is template argument 3
+_MANGLED_BC = re.compile(r"fa_fwd_sm90_kernelILb[01]ELi\d+ELi\d+ELi(\d+)E")
+
+
+def _bcs_ran(fn) -> set:
+    """The Bc of every one-block sm90 forward instance fn() launched (profiler names)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    out = set()
+    for e in prof.events():
+        if "fa_fwd_sm90_kernel" not in e.name:
+            continue
+        m = _MANGLED_BC.search(e.name)
+        if m:
+            out.add(int(m.group(1)))
+        elif "<" in e.name:
+            out.add(int(e.name[e.name.index("<") + 1:e.name.index(">")].split(",")[3]))
+    return out
+
+
+DTYPES = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("d", [128, 96])
+def test_wide_instance_runs_for_unmasked_calls(dtype, d, monkeypatch):
+    q, k, v = (torch.randn(2, 700, 4, d, device="cuda", dtype=dtype) for _ in range(3))
+    assert _bcs_ran(lambda: flash_attn_c.flash_attn_func(q, k, v)) == {176}
+    assert _bcs_ran(lambda: flash_attn_c.flash_attn_func(q, k, v, causal=True)) <= {128}  # one-block or persistent
+    assert _bcs_ran(lambda: flash_attn_c.flash_attn_func(q, k, v, window_size=(100, 100))) == {128}
+    assert _bcs_ran(lambda: flash_attn_c.flash_attn_func(q, k, v, softcap=5.0)) == {128}
+    qv = q.reshape(-1, 4, d)
+    cu = torch.tensor([0, 700, 1400], device="cuda", dtype=torch.int32)
+    kv = k.reshape(-1, 4, d), v.reshape(-1, 4, d)
+    assert _bcs_ran(lambda: flash_attn_c.flash_attn_varlen_func(qv, *kv, cu, cu, 700, 700)) == {128}
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_WIDE", "0")
+    assert _bcs_ran(lambda: flash_attn_c.flash_attn_func(q, k, v)) == {128}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("sq,sk", [(1, 1), (64, 175), (130, 176), (257, 177), (300, 352), (353, 353),
+                                   (1000, 300), (100, 1000)])
+def test_wide_parity(dtype, sq, sk):
+    check_dense("cuda", dtype, 2, sq, sk, 4, 4, 128, causal=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("hk", [2, 1])
+def test_wide_parity_gqa(dtype, hk):
+    check_dense("cuda", dtype, 3, 333, 517, 8, hk, 128, causal=False)
+    check_dense("cuda", dtype, 1, 200, 1000, 4, hk, 80, causal=False)
