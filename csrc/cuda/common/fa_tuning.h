@@ -26,6 +26,8 @@
  *            dense calls without causal or window take on the one-block grid (no masked tiles but the
  *            sequence end, so a longer key tile only cuts per-tile overhead); 0: none.
  *            FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps those calls on bc (fa_fwd_sm90.cu)
+ *   wide_min_sk                    FA_KERNEL_FWD_SM90 only: the wide instance only from this seqlen_k
+ *            on (the measured rule); FLASH_ATTN_C_SM90_FWD_WIDE=1 takes it at every length
  *   wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes, addr   FA_KERNEL_BWD_SM80 only, see the
  *            backward section
  *
@@ -90,6 +92,7 @@ typedef struct fa_tuning_row {
     int pingpong;    /* FWD_SM90: consumer warpgroups take turns issuing their GEMMs (1) */
     int persist;     /* FWD_SM90: FA_PERSIST_*: the persistent-grid instance and its default scope */
     int wide_bc;     /* FWD_SM90: Bc of the plain dense calls with no mask band (0: bc), see below */
+    int wide_min_sk; /* FWD_SM90: ... from this seqlen_k on (shorter calls keep bc) */
     int wm_sdp;      /* BWD_SM80: warps along Br in S = Q K^T and dP = dO V^T */
     int wn_dkv;      /* BWD_SM80: warps along Bc in dV += P^T dO and dK += dS^T Q */
     int wm_dq;       /* BWD_SM80: warps along Br in dQ += dS K */
@@ -166,8 +169,10 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "(nvcc 13.0; DROP: highest SASS register R155 of 160); their speed against the "
                "2-warpgroup tile is not measured yet"},
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 128, .br = 128, .bc = 128, .warps = 12, .stages = 2,
-     .pingpong = 1, .persist = FA_PERSIST_CAUSAL, .wide_bc = 176,
-     .reason = "wide_bc 176 (branch ncwide, NOT YET RUN ON A GPU): FA3's non-causal hdim-128 tile (128 x 176); "
+     .pingpong = 1, .persist = FA_PERSIST_CAUSAL, .wide_bc = 176, .wide_min_sk = 4096,
+     .reason = "wide_bc 176: FA3's non-causal hdim-128 tile (128 x 176), d128 non-causal 1.01-1.07x the "
+               "128-key tile at seqlen 4k..16k (8k: 651-659 vs 614-627 TFLOP/s), 0.95-1.00x at 512 / 1k, "
+               "0.98-1.01x at 2k (H100 runs 77-78, harness bench, 2 + 3 rounds), hence wide_min_sk 4096; "
                "S 88 + P 44 + O 64 regs, 0 spills; smem 32 + 2x2x44 = 208 KB (one Q slot: the persistent "
                "grid keeps Bc 128). "
                "persist CAUSAL: grouped item order and two Q slots (+32 KB: 193 KB) as the d = 64 row (R202 of "

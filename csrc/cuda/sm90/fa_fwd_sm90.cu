@@ -219,15 +219,17 @@ int fa_fwd_sm90_persist_group(const fa_params *p)
 /* Whether a call runs the wide instance (fa_tuning.h wide_bc): a plain dense call (no softcap /
  * ALiBi / dropout, no cu_seqlens) with no mask band (neither causal nor a window: only the sequence
  * end masks, so a longer key tile cuts the per-tile overhead and masks nothing more) on the one-block
- * grid (persist_ctas 0: the persistent kernel's two Q slots need the row's bc).
- * FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps such calls on bc (read on every call, for A/B runs). */
+ * grid (persist_ctas 0: the persistent kernel's two Q slots need the row's bc), with at least the
+ * row's wide_min_sk keys (shorter ones ran slower on it). FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps such
+ * calls on bc, =1 takes the wide tile at every length (read on every call, for A/B runs and tests). */
 template <int D>
 static int fa_sm90_wide(const fa_params *p, int persist_ctas)
 {
     if (fa_sm90_tile<D>::kRow.wide_bc == 0 || persist_ctas > 0 || p->cu_seqlens_q != NULL) return 0;
     if (p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f) return 0;
     if (p->window_left >= 0 || p->window_right >= 0) return 0;
-    return !fa_env_off("FLASH_ATTN_C_SM90_FWD_WIDE");
+    if (fa_env_off("FLASH_ATTN_C_SM90_FWD_WIDE")) return 0;
+    return fa_env_flag("FLASH_ATTN_C_SM90_FWD_WIDE") || p->seqlen_k >= fa_sm90_tile<D>::kRow.wide_min_sk;
 }
 
 template <int D>
