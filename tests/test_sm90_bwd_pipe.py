@@ -229,12 +229,20 @@ def test_pipe_det_ordered_bitwise_repeats(pipe, monkeypatch, d, causal, h, hk):
 
 def test_pipe_det_ordered_scope(pipe, monkeypatch):
     """FLASH_ATTN_C_SM90_BWD_DET=ordered leaves calls outside its scope as they were: atomic dQ
-    (the variable is for deterministic calls), d > 128 (no staged-dQ instance) and varlen."""
+    (the variable is for deterministic calls), d > 128 (the dim-split kernel's own ORDERED instance,
+    kDq 3, in every pipe mode; under FLASH_ATTN_C_SM90_BWD_DET256=0 no staged-dQ instance) and varlen."""
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "ordered")
     assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 128, causal=True,
                                                grad=True, check_lse=False)) == _expected(pipe, False, 128)
-    assert _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True, grad=True,
-                                               check_lse=False, deterministic=True)) == _expected(pipe, True, 256)
+
+    def det256():
+        return _pipe_instances(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True,
+                                                   grad=True, check_lse=False, deterministic=True))
+
+    assert det256() == [3]
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET256", "0")
+    assert det256() == _expected(pipe, True, 256)
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET256")
     from oracle import check_varlen
     assert _pipe_instances(lambda: check_varlen("cuda", torch.bfloat16, [300, 0, 70], [200, 9, 70], 4, 2, 128,
                                                 causal=True, grad=True, deterministic=True)) == []
