@@ -95,20 +95,6 @@ static __device__ __forceinline__ void thread_done_dsplit_dq_adds(void)
     fa_named_barrier_arrive<FA_BWD_SM90_PIPE_TURN_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_DONE);
 }
 
-/* Lane 0: spins until *sem == turn (ld.acquire.gpu; backoff as thread_wait_dq_turn, without its
- * proxy fence: the adds that follow are generic-proxy red.adds). */
-static __device__ __forceinline__ void thread_acquire_dsplit_dq_turn(const int *sem /* one counter */, int turn)
-{
-    unsigned ns = 32;
-    for (;;) {
-        int v;
-        asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(sem) : "memory");
-        if (v == turn) break;
-        __nanosleep(ns);
-        ns = ns < 256 ? 2 * ns : 256;
-    }
-}
-
 /* Lane 0: passes the turn after the consumers' adds (release pattern, header comment). */
 static __device__ __forceinline__ void thread_pass_dsplit_dq_turn(int *sem /* one counter */)
 {
@@ -141,7 +127,8 @@ static __device__ __forceinline__ void warp_order_dsplit_dq(const fa_bwd_args &a
         const fa_band kb = fa_band_tiles(lo, hi, Bc);
         const int turn = kb.first + kb.count - 1 - n_block;
         /* turn 0: the counter holds the prep kernel's 0 (stream order): no poll */
-        if (lane == 0 && turn > 0) thread_acquire_dsplit_dq_turn(sem, turn);
+        /* no proxy fence after it: the adds that follow are generic-proxy red.adds */
+        if (lane == 0 && turn > 0) thread_spin_acquire_turn(sem, turn);
         __syncwarp(); /* lane 0's acquire before the warp's arrival */
         /* why: the consumers' adds of this tile must follow our acquire of the turn */
         fa_named_barrier_arrive<FA_BWD_SM90_PIPE_TURN_BAR_THREADS>(FA_BWD_SM90_PIPE_BAR_DQ_TURN);

@@ -93,8 +93,8 @@ static __device__ __forceinline__ int thread_dq_turn(int m, int n, int sq, int s
 
 /* Spins (one thread) until *sem == turn: ld.acquire.gpu, __nanosleep backoff from 32 to 256 ns
  * between polls (a poll is an L2 round trip, ~0.5 us; the backoff keeps a long wait from
- * hammering the line the previous writer will increment). */
-static __device__ __forceinline__ void thread_wait_dq_turn(const int *sem /* one counter */, int turn)
+ * hammering the line the previous writer will increment). Shared by every ORDERED turn wait. */
+static __device__ __forceinline__ void thread_spin_acquire_turn(const int *sem /* one counter */, int turn)
 {
     unsigned ns = 32;
     for (;;) {
@@ -104,6 +104,12 @@ static __device__ __forceinline__ void thread_wait_dq_turn(const int *sem /* one
         __nanosleep(ns);
         ns = ns < 256 ? 2 * ns : 256;
     }
+}
+
+/* The dQ writer's turn (TMA reduce-adds follow): the spin above, then the proxy fence. */
+static __device__ __forceinline__ void thread_wait_dq_turn(const int *sem /* one counter */, int turn)
+{
+    thread_spin_acquire_turn(sem, turn);
     /* the TMA reduces that follow (async proxy) after the acquire */
     asm volatile("fence.proxy.async.global;\n" ::: "memory");
 }
