@@ -128,6 +128,11 @@ def dtype_name(dtype: torch.dtype) -> str:
     return _DT_NAME[dtype]
 
 
+def is_hopper() -> bool:
+    """Whether the CUDA device is compute capability 9.0 (H100 / H200), where the sm_90a kernels run."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
 def cuda_kernel_names(fn, contains: str) -> List[str]:
     """Names of the CUDA kernels fn() launched whose name contains `contains`, as the torch profiler
     saw them (demangled where it could), one entry per launch."""

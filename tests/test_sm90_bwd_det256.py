@@ -23,6 +23,8 @@ from typing import Callable, List
 import pytest
 import torch
 
+from conftest import is_hopper
+
 _SIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dev", "bwd_sm90", "det_order_sim", "sim.py")
 _spec = importlib.util.spec_from_file_location("bwd_sm90_det_order_sim_d256", _SIM)
 sim = importlib.util.module_from_spec(_spec)
@@ -61,14 +63,10 @@ def test_forward_mapping_deadlocks_d256(tile64):
 
 # ---- GPU: the kernel ----------------------------------------------------------------------------
 
-def _hopper() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-
-
 @pytest.fixture
 def det256(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sm90 backward on, FLASH_ATTN_C_SM90_BWD_DET256=1, every other backward switch at its default."""
-    if not _hopper():
+    if not is_hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")

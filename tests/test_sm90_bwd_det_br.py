@@ -24,6 +24,8 @@ from typing import Callable, List
 import pytest
 import torch
 
+from conftest import is_hopper
+
 from test_sm90_bwd_pipe import ORDERED_CASES
 
 _SIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dev", "bwd_sm90", "det_order_sim", "sim.py")
@@ -71,15 +73,11 @@ def test_decreasing_order_is_faster_under_causal_br(br):
 
 # ---- GPU: the kernels ---------------------------------------------------------------------------
 
-def _hopper() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-
-
 @pytest.fixture
 def sm90(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sm90 backward on, every backward switch at its default (DET unset = the FA3 tiles' ORDERED
     instances, PIPE unset, VARIANT unset = "br80,br128")."""
-    if not _hopper():
+    if not is_hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")

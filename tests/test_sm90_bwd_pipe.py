@@ -24,14 +24,10 @@ from typing import Callable, List
 import pytest
 import torch
 
-from conftest import cuda_kernel_names
+from conftest import cuda_kernel_names, is_hopper
 from oracle import check_dense
 
 pytestmark = pytest.mark.gpu
-
-
-def _hopper() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
 
 @pytest.fixture(autouse=True, params=["1", "2", "unset"], ids=["pipe_red", "pipe_tma", "pipe_default"])
@@ -39,7 +35,7 @@ def pipe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     """FLASH_ATTN_C_SM90_BWD_PIPE for the test: every test runs with both dQ paths and with the
     variable unset (the default: TMA dQ for atomic dQ at every d, the cp.async kernel for
     deterministic calls under DET=pass); the Br = 64 tile (VARIANT=br64) throughout."""
-    if not _hopper():
+    if not is_hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")

@@ -9,19 +9,15 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran
+from conftest import dev_cases, is_hopper, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran
 from oracle import check_dense, check_varlen
 
 import flash_attn_c
 
 
-def _hopper() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-
-
 @pytest.fixture(autouse=True)
 def feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not _hopper():
+    if not is_hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the kFeat variant is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT", raising=False)  # the default

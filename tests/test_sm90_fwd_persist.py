@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import is_hopper
 from oracle import check_dense
 
 import flash_attn_c
@@ -21,13 +22,9 @@ import flash_attn_c
 pytestmark = pytest.mark.gpu
 
 
-def _hopper() -> bool:
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
-
-
 @pytest.fixture(autouse=True)
 def persist_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not _hopper():
+    if not is_hopper():
         pytest.skip("needs an sm_90 GPU (H100/H200): the persistent forward is sm_90a code")
     monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "1")
