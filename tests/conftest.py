@@ -172,6 +172,7 @@ def sm90_fwd_feat_sets_ran(fn, drop: bool = False) -> set:
                 sets.add(int(args[_SM90_SET_ARG]))
     return sets
 
+
 # the sm90 backward's kernels, demangled names -> tags: br80 / br80_ordered (fa_bwd_sm90_pipe80[_ordered]_kernel
 # <kBf16>), br128_<kDq> (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>), br64_<kDq> (fa_bwd_sm90_pipe_kernel<kBf16, D,
 # kDq>: the Br = 64 tile and the d in (128, 256] dim split), cp_async (fa_bwd_sm90_kernel<kBf16, D, atomic>);

@@ -80,7 +80,8 @@ def test_dropout_alone_runs_the_drop_instance(device, dtype, d, cap, alibi, want
 
 
 # (b, sq, sk, h, hk, d, p, causal, softcap): softcap 0 runs the DROP instance, softcap > 0 the ANY one
-# (with q = 0 every score is 0 either way, so O != 0 is still the mask)
+# (the routing is test_dropout_alone_runs_the_drop_instance's; with q = 0 every score is 0 either way,
+# so O != 0 is still the mask)
 MASK_CASES = [
     (2, 300, 517, 4, 2, 128, 0.5, False, 0.0),
     (1, 257, 300, 3, 3, 128, 0.17, True, 0.0),
@@ -89,6 +90,7 @@ MASK_CASES = [
     (1, 1, 130, 2, 2, 80, 0.25, False, 0.0),
     (2, 300, 517, 4, 2, 128, 0.5, False, 5.0),
     (1, 400, 300, 3, 3, 64, 0.17, True, 5.0),
+    (1, 400, 300, 2, 2, 64, 0.3, False, 0.0),  # d = 64 DROP: 3 consumer warpgroups, 3 query blocks of 192
 ]
 
 

@@ -7,6 +7,8 @@
  * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
  * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels; the Philox of
  * thread_dropout_random16 (kPhilox32, 32-bit products) against fa_dropout_random16 word for word.
+ * Host code: it runs the portable high-product branch of fa_umulhi32, not __umulhi; the device
+ * branch is covered by the GPU mask tests (tests/test_sm90_dropout.py, sm90_check -k drop).
  */
 #include <stdio.h>
 #include <stdint.h>

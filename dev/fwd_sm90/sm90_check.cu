@@ -426,6 +426,10 @@ static std::vector<fwd_case> build_cases(void)
             f.dropout = 0.2f; f.softcap = 6.f; f.alibi = 2; f.right = 0;
             finish_name(&f);
             v.push_back(f);
+            fwd_case fa = fwd_make_case("drop", dt, 2, 4, 2, d, 300, 517); /* ALiBi alone: ANY, not DROP */
+            fa.dropout = 0.2f; fa.alibi = 2;
+            finish_name(&fa);
+            v.push_back(fa);
             fwd_case sp = fwd_make_case("drop", dt, 2, 2, 2, d, 64, 80);
             sp.dropout = 0.25f; sp.seed_ptr = 1;
             finish_name(&sp);

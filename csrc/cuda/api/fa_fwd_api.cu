@@ -130,7 +130,7 @@ static fa_status fa_fwd_cuda_run(const fa_params *p, void *stream_ptr)
 
     /* ---- sm90 hook: the Hopper wgmma/TMA forward (fa_fwd_sm90*.cu), taken only on compute
      * capability 9.0 unless FLASH_ATTN_C_SM90=0 (on by default since GPU run 3); calls it
-     * does not cover (dropout, probabilities, d <= 32, softcap / ALiBi with
+     * does not cover (varlen dropout, probabilities, d <= 32, softcap / ALiBi with
      * FLASH_ATTN_C_SM90_FEAT=0, ...) or whose strides TMA
      * refuses (FA_ERR_UNSUPPORTED) continue to the sm80 kernels below. The entry points are weak
      * (NULL when a build leaves the sm90 objects out, see fa_sm90_weak.h). ---- */

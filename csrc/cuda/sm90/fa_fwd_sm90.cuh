@@ -5,9 +5,9 @@
  *
  * The sm90 kernel covers fp16/bf16, head dims 40..256 in buckets 64 / 128 / 256, causal and
  * sliding-window masks (bottom-right), GQA/MQA, varlen, LSE, rows that see no key (O = 0,
- * LSE = -inf), and softcap / ALiBi in its kFeat variant. Dropout, return_attn_probs and
- * non-positive scales stay on the sm80 (mma.sync) kernels: fa_fwd_sm90_can_run() returns 0 for
- * them. The dispatch takes the kFeat variant unless FLASH_ATTN_C_SM90_FEAT=0 (below).
+ * LSE = -inf), softcap / ALiBi in its kFeat variant and dense dropout in its kDrop instances
+ * (DROP alone, ANY with a feature). Varlen dropout, return_attn_probs and non-positive scales stay
+ * on the sm80 (mma.sync) kernels: fa_fwd_sm90_can_run() returns 0 for them. The dispatch takes the kFeat variant unless FLASH_ATTN_C_SM90_FEAT=0 (below).
  */
 #ifndef FA_FWD_SM90_CUH
 #define FA_FWD_SM90_CUH

@@ -50,8 +50,8 @@
  * rows zeroed); a compile-time flag so that the dense instances carry none of that code (as a
  * runtime test it cost the dense d = 64 kernel ~190 instructions of prologue and a different
  * schedule of its uniform datapath). The host picks the instance from prm.varlen.
- * kDrop: dropout on P (fa_fwd_sm90_dropout.cuh), only with kFeat and dense (the last template
- * argument, so the other instances keep their names and the kFeat argument's position); with
+ * kDrop: dropout on P (fa_fwd_sm90_dropout.cuh), only with kFeat and dense (after kVarlen, so
+ * the other instances keep their names and the kFeat argument's position); with
  * kFeatSet DROP the scores are the plain kernel's (fa_sm90_feat_set_of: dropout alone). */
 template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat, bool kVarlen, bool kDrop,
           int kFeatSet = FA_SM90_FEAT_ANY>
