@@ -96,16 +96,18 @@ static int fa_bwd_sm90_det256(const fa_params *p)
            p->cu_seqlens_k == NULL && p->head_dim > 128 && p->head_dim <= 256 && p->head_dim % 8 == 0;
 }
 
-/* Its workspace (the layout of fa_bwd_host.h with dq_accum tiled): dpsum, the tiled dq_accum
- * (fa_bwd_dq_tiled_floats, 256-aligned end), one turn counter per (batch, head, 64-row query tile);
- * 0 when there is nothing to run. */
-static size_t fa_bwd_sm90_det256_need(const fa_params *p)
+/* Its workspace (the layout of fa_bwd_host.h with dq_accum tiled): dpsum, then the tiled dq_accum
+ * (fa_bwd_dq_tiled_floats, 256-aligned end) at byte fa_bwd_dpsum_bytes(p), then one turn counter
+ * per (batch, head, 64-row query tile) at byte *sem_at. The bytes needed; 0 when there is nothing
+ * to run. */
+static size_t fa_bwd_sm90_det256_need(const fa_params *p, size_t *sem_at)
 {
     const size_t dpsum = fa_bwd_dpsum_bytes(p);
     if (dpsum == 0) return 0;
     const size_t acc = (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
     const size_t tiles = (size_t)((p->seqlen_q + FA_BWD_DQ_TILE_ROWS - 1) / FA_BWD_DQ_TILE_ROWS);
-    return dpsum + fa_bwd_align256(acc) + (size_t)p->batch * (size_t)p->heads * tiles * sizeof(int);
+    *sem_at = dpsum + fa_bwd_align256(acc);
+    return *sem_at + (size_t)p->batch * (size_t)p->heads * tiles * sizeof(int);
 }
 
 /* a (fa_bwd_fill_args(p)) with the ordered dQ's dq_accum and turn counters when this call asks for
@@ -116,12 +118,11 @@ static size_t fa_bwd_sm90_det256_need(const fa_params *p)
 static int fa_bwd_sm90_ordered_args(const fa_params *p, fa_bwd_args *a)
 {
     if (fa_bwd_sm90_det256(p)) {
-        const size_t need = fa_bwd_sm90_det256_need(p);
+        size_t sem_at = 0;
+        const size_t need = fa_bwd_sm90_det256_need(p, &sem_at);
         if (need == 0 || p->workspace == NULL || p->workspace_bytes < need) return 0;
-        const size_t dpsum = fa_bwd_dpsum_bytes(p);
-        const size_t acc = (size_t)fa_bwd_dq_tiled_floats(p->batch, p->heads, p->seqlen_q) * sizeof(float);
-        a->dq_accum = (float *)((char *)p->workspace + dpsum);
-        a->dq_sem = (int *)((char *)p->workspace + dpsum + fa_bwd_align256(acc));
+        a->dq_accum = (float *)((char *)p->workspace + fa_bwd_dpsum_bytes(p));
+        a->dq_sem = (int *)((char *)p->workspace + sem_at);
         a->dq_sem_rows = FA_BWD_DQ_TILE_ROWS;
         return 1;
     }

@@ -143,7 +143,8 @@ size_t fa_bwd_sm90_workspace_bytes(const fa_params *p)
     /* d > 128, deterministic, FLASH_ATTN_C_SM90_BWD_DET256 not 0: the tiled dq_accum + counters (only
      * for the shapes the sm90 kernels take: a dropout or fp32 call runs sm80, which needs neither) */
     if (fa_bwd_sm90_det256(p) && fa_bwd_sm90_bucket_of_shape(p) == 256) {
-        const size_t d256 = fa_bwd_sm90_det256_need(p);
+        size_t sem_at;
+        const size_t d256 = fa_bwd_sm90_det256_need(p, &sem_at);
         return d256 > need ? d256 : need;
     }
     if (!fa_bwd_sm90_det_ordered(p)) return need;

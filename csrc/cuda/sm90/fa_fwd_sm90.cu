@@ -216,17 +216,16 @@ int fa_fwd_sm90_persist_group(const fa_params *p)
     return fa_fwd_sm90_persist_ctas(p) > 0 ? fa_sm90_persist_group_for(p) : 0;
 }
 
-/* Whether a call runs the wide instance (fa_tuning.h wide_bc): a plain dense call (no softcap /
- * ALiBi / dropout, no cu_seqlens) with no mask band (neither causal nor a window: only the sequence
+/* Whether a call runs the wide instance (fa_tuning.h wide_bc): a plain dense call (feature set -1:
+ * no softcap / ALiBi / dropout; no cu_seqlens) with no mask band (neither causal nor a window: only the sequence
  * end masks, so a longer key tile cuts the per-tile overhead and masks nothing more) on the one-block
  * grid (persist_ctas 0: the persistent kernel's two Q slots need the row's bc), with at least the
  * row's wide_min_sk keys (shorter ones ran slower on it). FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps such
  * calls on bc, =1 takes the wide tile at every length (read on every call, for A/B runs and tests). */
 template <int D>
-static int fa_sm90_wide(const fa_params *p, int persist_ctas)
+static int fa_sm90_wide(const fa_params *p, int feat_set, int persist_ctas)
 {
-    if (fa_sm90_tile<D>::kRow.wide_bc == 0 || persist_ctas > 0 || p->cu_seqlens_q != NULL) return 0;
-    if (p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f) return 0;
+    if (fa_sm90_tile<D>::kRow.wide_bc == 0 || feat_set >= 0 || persist_ctas > 0 || p->cu_seqlens_q != NULL) return 0;
     if (p->window_left >= 0 || p->window_right >= 0) return 0;
     if (fa_env_off("FLASH_ATTN_C_SM90_FWD_WIDE")) return 0;
     return fa_env_flag("FLASH_ATTN_C_SM90_FWD_WIDE") || p->seqlen_k >= fa_sm90_tile<D>::kRow.wide_min_sk;
@@ -256,7 +255,7 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
         prm.persist_group = fa_sm90_persist_group_for(p);
         prm.persist_paired = fa_sm90_persist_paired(items, prm.persist_ctas);
     }
-    prm.wide = fa_sm90_wide<D>(p, prm.persist_ctas);
+    prm.wide = fa_sm90_wide<D>(p, set, prm.persist_ctas);
     /* the K / V boxes: the launched instance's Bc (the kFeat variant shares the row's bc) */
     const int bc = prm.wide ? fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true>::kBc : T::kBc;
 
