@@ -140,8 +140,7 @@ def test_det_ordered_br_bitwise_repeats(sm90, d, causal, h, hk):
 @pytest.mark.gpu
 def test_det_ordered_br_scope(sm90, monkeypatch):
     """The default leaves calls outside its scope as they were: atomic dQ (the FA3 tiles' atomic
-    instances), d > 128 (the dim-split kernel's ORDERED instance, test_sm90_bwd_det256.py; under
-    FLASH_ATTN_C_SM90_BWD_DET256=0 no pipelined kernel runs deterministic calls there),
+    instances), d > 128 (the dim-split kernel's own ORDERED instance: test_sm90_bwd_det256.py's scope),
     varlen (no pipelined kernel: dK/dV + the dQ pass), softmax_scale <= 0 (the Br = 64 ORDERED
     instance), VARIANT=br64 (the Br = 64 ORDERED instance at both d). DET=ordered_br is the default
     by name; DET=ordered (the opt-out) runs the Br = 64 ORDERED instance at both d."""
@@ -153,12 +152,6 @@ def test_det_ordered_br_scope(sm90, monkeypatch):
 
     assert dense(128) == ["br80"]
     assert dense(64) == ["br128_2"]
-    # d > 128: fa_bwd_sm90_pipe_kernel<kBf16, 256, FA_BWD_SM90_DQ_ORDERED> (tagged like the Br = 64 one);
-    # DET256=0: no pipelined instance (the sm80 backward; the cp.async kernel where the hook takes varlen)
-    assert dense(256, deterministic=True) == ["br64_3"]
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET256", "0")
-    assert not [t for t in dense(256, deterministic=True) if t != "cp_async"]
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET256")
     assert dense(128, deterministic=True, softmax_scale=-0.05) == ["br64_3"]
     assert not [t for t in _sm90_kernels(lambda: check_varlen("cuda", torch.bfloat16, [300, 0, 70], [200, 9, 70], 4,
                                                               2, 128, causal=True, grad=True, deterministic=True))

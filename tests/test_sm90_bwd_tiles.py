@@ -128,18 +128,9 @@ def test_deterministic_ordered_opt_out(monkeypatch, d: int):
 
 
 def test_deterministic_scope(monkeypatch):
-    """Outside the FA3 tiles' ORDERED instances deterministic calls keep their paths: d > 128 (the
-    dim-split kernel's ORDERED instance, tagged br64_3, test_sm90_bwd_det256.py; with
-    FLASH_ATTN_C_SM90_BWD_DET256=0 the sm80 backward: no sm90 kernel), varlen (the cp.async sm90 dK/dV
-    kernel + the ordered dQ pass); DET=pass and PIPE=0 opt out to that path."""
-    def det256():
-        return _tiles(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 130, 4, 2, 256, causal=True, grad=True,
-                                          check_lse=False, deterministic=True))
-
-    assert det256() == ["br64_3"]
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET256", "0")
-    assert det256() == []
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET256")
+    """Outside the FA3 tiles' ORDERED instances deterministic calls keep their paths: varlen (the
+    cp.async sm90 dK/dV kernel + the ordered dQ pass); DET=pass and PIPE=0 opt out to that path.
+    (d > 128 runs the dim-split kernel's own ORDERED instance: test_sm90_bwd_det256.py's scope.)"""
     assert _tiles(lambda: check_varlen("cuda", torch.bfloat16, [300, 0, 70], [200, 9, 70], 4, 2, 128, causal=True,
                                        grad=True, deterministic=True)) == ["cp_async"]
     for name, value in (("FLASH_ATTN_C_SM90_BWD_DET", "pass"), ("FLASH_ATTN_C_SM90_BWD_PIPE", "0")):
