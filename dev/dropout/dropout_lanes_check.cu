@@ -6,13 +6,17 @@
  * Covers: the byte compare for every (byte, threshold) pair; thresholds 0, 1, 127, 128, 255 and
  * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
  * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels; the Philox of
- * thread_dropout_random16 (kPhilox32, 32-bit products) against fa_dropout_random16 word for word.
- * Host code: it runs the portable high-product branch of fa_umulhi32, not __umulhi; the device
- * branch is covered by the GPU mask tests (tests/test_sm90_dropout.py, sm90_check -k drop).
+ * thread_dropout_random16 (kPhilox32, 32-bit products) against fa_dropout_random16 word for word;
+ * the sm90 forward's packed-P masks (thread_dropout_pair_mask, fa_fwd_sm90_dropout.cuh) against
+ * the keep bits of the accumulator elements they cover.
+ * Host code: it runs the portable branches of fa_umulhi32 and fa_byte_sign_perm, not __umulhi and
+ * PRMT; the device branches are covered by the GPU mask tests (tests/test_sm90_dropout.py,
+ * sm90_check -k drop).
  */
 #include <stdio.h>
 #include <stdint.h>
 #include "fa_dropout.cuh"
+#include "fa_fwd_sm90_dropout.cuh"
 
 static uint64_t g_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd64(void)
@@ -108,6 +112,29 @@ int main(void)
     }
     printf("warp_dropout_keep_tile emulation: %lld wrong of %lld bits over %lld tiles\n", bad_tile, checked_bits,
            tiles);
+    /* thread_dropout_packed_sm90: register pa[kk][q] holds accumulator elements s[8 kk + 2 q + e]
+     * (thread_pack_p), element k being (n-block k >> 2, row half (k >> 1) & 1, e = k & 1); its
+     * mask must be 0xffff in half e iff that element's keep bit is set */
+    long long bad_mask = 0, masks = 0;
+    for (int trial = 0; trial < 20000; ++trial) {
+        const uint64_t keep = rnd64();
+        const int kNB = trial & 1 ? 10 : 16;
+        for (int kk = 0; kk < kNB / 2; ++kk)
+            for (int q = 0; q < 4; ++q) {
+                const uint32_t m = kNB == 10 ? thread_dropout_pair_mask<10>(keep, 2 * kk + (q >> 1), q & 1)
+                                             : thread_dropout_pair_mask<16>(keep, 2 * kk + (q >> 1), q & 1);
+                uint32_t want = 0;
+                for (int e = 0; e < 2; ++e) {
+                    const int k = 8 * kk + 2 * q + e;
+                    const int bit = kNB == 10 ? fa_dropout_keep_bit<10>(0, k >> 2, (k >> 1) & 1, k & 1)
+                                              : fa_dropout_keep_bit<16>(0, k >> 2, (k >> 1) & 1, k & 1);
+                    if ((keep >> bit) & 1u) want |= 0xffffu << (16 * e);
+                }
+                bad_mask += m != want;
+                ++masks;
+            }
+    }
+    printf("packed-P masks: %lld wrong of %lld\n", bad_mask, masks);
     /* the bit positions of one keep word never collide (kMT = 2, kNB = 8: all 64 bits) */
     int collide = 0;
     for (int u = 0; u < 64; ++u)
@@ -116,7 +143,7 @@ int main(void)
                               fa_dropout_keep_bit<8>(v >> 5, (v >> 2) & 7, (v >> 1) & 1, v & 1))
                 ++collide;
     printf("keep-bit collisions: %d\n", collide);
-    const int ok = bad == 0 && bad_tile == 0 && collide == 0;
+    const int ok = bad == 0 && bad_tile == 0 && bad_mask == 0 && collide == 0;
     printf("%s\n", ok ? "PASS" : "FAIL");
     return ok ? 0 : 1;
 }

@@ -90,6 +90,22 @@ FA_DROP_HD uint32_t thread_dropout_merge_cols(uint32_t y, uint32_t y2, int t4)
     return (y & mine) | (moved & ~mine);
 }
 
+/* Byte k of the result is 0xff if bit 7 of byte (sel >> 4 k) & 3 of x is set, else 0 (sel's
+ * nibbles 8 | byte: PRMT's sign-replicate selectors, which __byte_perm masks off). */
+FA_DROP_HD uint32_t fa_byte_sign_perm(uint32_t x, uint32_t sel)
+{
+#ifdef FA_DROP_SASS
+    uint32_t r;
+    asm("prmt.b32 %0, %1, 0, %2;" : "=r"(r) : "r"(x), "r"(sel));
+    return r;
+#else
+    uint32_t r = 0;
+    for (int k = 0; k < 4; ++k)
+        if ((x >> (8 * ((sel >> (4 * k)) & 3) + 7)) & 1u) r |= 0xffu << (8 * k);
+    return r;
+#endif
+}
+
 /* The upper 32 bits of the 64-bit product a b. */
 FA_DROP_HD uint32_t fa_umulhi32(uint32_t a, uint32_t b)
 {

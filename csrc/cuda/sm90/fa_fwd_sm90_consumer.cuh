@@ -49,7 +49,8 @@ static __device__ __forceinline__ void warp_release_staged_slot(uint32_t bar, in
  * item's first tile, and leaves it at the slot after its last tile (the producer's order).
  * mul: exp2 factor of the scores (fa_fwd_sm90_kernel.cuh), slope: ALiBi (kFeat).
  * kDrop (dense kFeat only): dropout on P after the softmax step, so l_i sums the undropped P as
- * in the sm80 kernel (O = (dropout(P) V) / l, the 1 / (1 - p) in warpgroup_store_item).
+ * in the sm80 kernel (O = (dropout(P) V) / l, the 1 / (1 - p) in warpgroup_store_item): the keep
+ * bits are drawn with the softmax and applied to the packed P (thread_dropout_packed_sm90).
  * q_release (persistent kernel): releases the previous item's Q slot (its Q empty barrier
  * bar_q_release, warp_release_staged_slot) once tile 0's Q K^T is issued: by then that item's O
  * TMA store has had this item's setup and first waits to read its staging, and the wait for it
@@ -120,9 +121,11 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     warp_release_slot(bar_kempty + 8u * stage, lane);
     thread_scores_sm90<kFeat, kNB, Bc, kFeatSet>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
     thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
+    uint64_t keep = 0;  /* kDrop: the keep bits of the P in s (fa_fwd_sm90_dropout.cuh) */
     if constexpr (kDrop)
-        warp_dropout_tile_sm90<kNB, kPhilox32>(s, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+        keep = warp_dropout_keep_sm90<kNB, kPhilox32>(seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
     thread_pack_p<kBf16, Bc>(pa, s);
+    if constexpr (kDrop) thread_dropout_packed_sm90<Bc>(pa, keep);
 
     /* tiles 1 .. n-1. Per tile j:
      *   issue S_j = Q K_j^T;  O *= alpha_{j-1} (O is idle: P_{j-2} V_{j-2} was waited for);
@@ -162,14 +165,15 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
             thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
             /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
             if constexpr (kDrop)
-                warp_dropout_tile_sm90<kNB, kPhilox32>(s, seed, offset, drop_b, drop_h, row0, t * Bc,
-                                                      a.dropout_threshold);
+                keep = warp_dropout_keep_sm90<kNB, kPhilox32>(seed, offset, drop_b, drop_h, row0, t * Bc,
+                                                             a.dropout_threshold);
         }
 
         fa_wgmma_wait<0>();  /* P_{j-1} V_{j-1} done: pa is free */
         fa_reg_fence(o);
         warp_release_slot(bar_vempty + 8u * pstage, lane);
         thread_pack_p<kBf16, Bc>(pa, s);
+        if constexpr (kDrop) thread_dropout_packed_sm90<Bc>(pa, keep);
     }
 
     /* last tile's P V */

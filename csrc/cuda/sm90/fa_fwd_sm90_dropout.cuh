@@ -12,6 +12,8 @@
  * k >> 1, k & 1). The groups need c0 % 16 == 0: true for dense tiles (c0 = t Bc, Bc % 16 == 0), not for
  * the end-aligned varlen tile (c0 = sk - Bc), so the kDrop variant is dense only (fa_fwd_sm90.cu).
  * Bc = 80 (d = 256): 10 n-blocks = 2 calls of 4 n-blocks + 1 call whose upper 16 keys go unused.
+ * The keep bits are applied to P after its conversion to 16 bits (thread_dropout_packed_sm90),
+ * two elements per register.
  */
 #ifndef FA_FWD_SM90_DROPOUT_CUH
 #define FA_FWD_SM90_DROPOUT_CUH
@@ -19,21 +21,47 @@
 #include "fa_dropout.cuh"
 
 /* Warp-collective (all 32 lanes, uniform control flow: the quad shuffles of warp_dropout_keep32).
- * Zeroes the dropped entries of one accumulator tile s (layout above; kept entries unscaled, the
- * epilogue multiplies by fa_dropout_rescale with 1 / l). row0: sequence-local row of s[0]; c0:
- * the tile's first key (a multiple of 16). The Philox calls run in a rolled loop that collects
- * the keep bits into one 64-bit word (warp_dropout_keep_tile: unrolled, the scheduler interleaves
- * the 10-round bodies and the registers run out). kPhilox32: the Philox of thread_dropout_random16
- * (fa_dropout.cuh; same bits, 79 instead of 101 SASS instructions a call at d = 128), for now only
- * in the DROP instance. */
+ * The keep bits of one accumulator tile (layout above) as one 64-bit word: s[4 nb + k] is kept iff
+ * bit fa_dropout_keep_bit<kNB>(0, nb, k >> 1, k & 1) is set. row0: sequence-local row of s[0];
+ * c0: the tile's first key (a multiple of 16). The Philox calls run in a rolled loop
+ * (warp_dropout_keep_tile: unrolled, the scheduler interleaves the 10-round bodies and the
+ * registers run out). kPhilox32: the Philox of thread_dropout_random16 (fa_dropout.cuh; same
+ * bits, 79 instead of 101 SASS instructions a call at d = 128), for now only in the DROP instance. */
 template <int kNB, bool kPhilox32 = false>
-static __device__ __forceinline__ void warp_dropout_tile_sm90(float (&s)[kNB * 4], uint64_t seed, uint64_t offset,
-                                                             int b, int h, int row0, int c0, uint32_t threshold)
+static __device__ __forceinline__ uint64_t warp_dropout_keep_sm90(uint64_t seed, uint64_t offset, int b, int h,
+                                                                 int row0, int c0, uint32_t threshold)
 {
-    const uint64_t keep = warp_dropout_keep_tile<1, kNB, kPhilox32>(seed, offset, b, h, row0, c0, threshold);
+    return warp_dropout_keep_tile<1, kNB, kPhilox32>(seed, offset, b, h, row0, c0, threshold);
+}
+
+/* Per-thread: the AND mask of the packed P register that holds the elements (nb, half, e = 0)
+ * (low 16 bits) and (nb, half, e = 1) (high 16 bits): 0xffff in each half whose element is kept.
+ * Their keep bits sit at bit p of bytes 2 half and 2 half + 1 of one 32-bit half of the keep
+ * word (fa_dropout_keep_bit); a shift by 7 - p moves them to the bytes' bit 7, which PRMT's
+ * sign-replicate selectors spread over 16 bits each. The shift is shared by the two row halves. */
+template <int kNB>
+static __host__ __device__ __forceinline__ uint32_t thread_dropout_pair_mask(uint64_t keep, int nb, int half)
+{
+    const int bit = fa_dropout_keep_bit<kNB>(0, nb, half, 0);  /* e = 1: bit + 8 */
+    const int p = bit & 7, byte = (bit >> 3) & 3;             /* byte = 2 half */
+    const uint32_t w = (uint32_t)(keep >> (bit & 32)) << (7 - p);
+    return fa_byte_sign_perm(w, 0x8888u | (uint32_t)byte * 0x11u | (uint32_t)(byte + 1) * 0x1100u);
+}
+
+/* Per-thread: zeroes the dropped elements of the packed P (thread_pack_p of
+ * fa_fwd_sm90_math.cuh: pa[kk][q] = s[8 kk + 2 q], s[8 kk + 2 q + 1] in its low / high 16 bits,
+ * i.e. n-block nb = 2 kk + (q >> 1), row half q & 1, e = 0 / 1) with the keep word of
+ * warp_dropout_keep_sm90: one AND per register, its mask one PRMT (+ one shift per n-block),
+ * where zeroing the fp32 P cost a predicate and a select per element. Kept entries are left
+ * unscaled (the epilogue multiplies by fa_dropout_rescale with 1 / l); l_i summed the undropped
+ * P before the pack. */
+template <int Bc>
+static __device__ __forceinline__ void thread_dropout_packed_sm90(uint32_t (&pa)[Bc / 16][4], uint64_t keep)
+{
 #pragma unroll
-    for (int k = 0; k < 4 * kNB; ++k)
-        if (!((keep >> fa_dropout_keep_bit<kNB>(0, k >> 2, (k >> 1) & 1, k & 1)) & 1u)) s[k] = 0.f;
+    for (int kk = 0; kk < Bc / 16; ++kk)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) pa[kk][q] &= thread_dropout_pair_mask<Bc / 8>(keep, 2 * kk + (q >> 1), q & 1);
 }
 
 #endif /* FA_FWD_SM90_DROPOUT_CUH */

@@ -68,7 +68,8 @@ static __device__ __forceinline__ void thread_mask_tile_sm90(float (&s)[kNB * 4]
  * mask, where the tile straddles the band edge or the sequence end. Row i = row0 + 8 half, key
  * j = c0 + 2 t4 + 8 nb + e, c0 the tile's first key row (fa_sm90_tile_row0). The plain variant
  * is the mask alone, instruction for instruction the code before kFeat existed; so is kFeatSet
- * DROP (dropout alone: its zeroing follows the softmax, fa_fwd_sm90_dropout.cuh). */
+ * DROP (dropout alone: its keep bits follow the softmax, the zeroing the pack of P,
+ * fa_fwd_sm90_dropout.cuh). */
 template <bool kFeat, int kNB, int Bc, int kFeatSet = FA_SM90_FEAT_ANY>
 static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], const fa_fwd_args &a, const fa_mask_t mk,
                                                          float slope, int row0, int t4, int wg_r0, int wg_r1, int t,
