@@ -6,7 +6,8 @@
  * Covers: the byte compare for every (byte, threshold) pair; thresholds 0, 1, 127, 128, 255 and
  * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
  * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels; the Philox of
- * thread_dropout_random16 (kPhilox32, 32-bit products) against fa_dropout_random16 word for word;
+ * thread_dropout_random16 (the kernels' Philox, 32-bit products) against fa_dropout_random16 word
+ * for word;
  * the sm90 forward's packed-P masks (thread_dropout_pair_mask, fa_fwd_sm90_dropout.cuh) against
  * the keep bits of the accumulator elements they cover.
  * Host code: it runs the portable branches of fa_umulhi32 and fa_byte_sign_perm, not __umulhi and

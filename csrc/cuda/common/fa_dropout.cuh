@@ -120,8 +120,8 @@ FA_DROP_HD uint32_t fa_umulhi32(uint32_t a, uint32_t b)
  * (fa_umulhi32 and the low multiply), the same bits (dev/dropout/dropout_lanes_check.cu compares
  * them). fa_philox4x32_10's 64-bit products kept the rounds' xors 64-bit in the PTX, and ptxas
  * added each product's zero upper word back: a VIADD per product, 20 of a call's ~100 SASS
- * instructions. Only the sm90 DROP instance takes it for now (warp_dropout_keep32's kPhilox32),
- * so the other dropout kernels keep their SASS until a GPU run has checked it. */
+ * instructions. Every CUDA kernel that draws keep bits calls this one (warp_dropout_keep32);
+ * fa_dropout_random16 stays the CPU backend's (and the debug mask kernel's) definition. */
 FA_DROP_HD fa_u32x4 thread_dropout_random16(uint64_t seed, uint64_t offset, int b, int h, int i, int j16)
 {
     uint32_t x = (uint32_t)j16, y = (uint32_t)i, z = ((uint32_t)b << 16) | ((uint32_t)h & 0xffffu);
@@ -157,15 +157,14 @@ FA_DROP_HD constexpr int fa_dropout_bit(int nb, int half, int e)
  * m-tile x 4 n-blocks of a C-layout tile: rows row_g, row_g + 8 (row_g = tile row + g,
  * sequence-local), columns col16 + 8 nb + 2 t4 + e, col16 a multiple of 16 (keys past the tile
  * are drawn but not read). Bit fa_dropout_bit(nb, half, e) = keep; the other bits are garbage.
- * t = fa_dropout_threshold (byte). kPhilox32: the Philox of thread_dropout_random16 (same bits). */
-template <bool kPhilox32 = false>
+ * t = fa_dropout_threshold (byte). The Philox of thread_dropout_random16 (fa_dropout_random16's
+ * bits). */
 static __device__ __forceinline__ uint32_t warp_dropout_keep32(uint64_t seed, uint64_t offset, int b, int h,
                                                                int row_g, int col16, uint32_t t)
 {
     const int t4 = threadIdx.x & 3;
     const int i = row_g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
-    const fa_u32x4 r = kPhilox32 ? thread_dropout_random16(seed, offset, b, h, i, j16)
-                                 : fa_dropout_random16(seed, offset, b, h, i, j16);
+    const fa_u32x4 r = thread_dropout_random16(seed, offset, b, h, i, j16);
     const uint32_t x = thread_dropout_flags16(r, t);
     const uint32_t y = thread_dropout_merge_rows(x, __shfl_xor_sync(0xffffffffu, x, 1), t4);
     return thread_dropout_merge_cols(y, __shfl_xor_sync(0xffffffffu, y, 2), t4);
@@ -186,9 +185,8 @@ FA_DROP_HD constexpr int fa_dropout_keep_bit(int mt, int nb, int half, int e)
  * warp_dropout_keep32 in all), rows row0 + 16 mt + 8 half, columns col0 + 8 nb + 2 t4 + e with
  * col0 a multiple of 16, as one 64-bit word (fa_dropout_keep_bit). The Philox calls run in one
  * rolled loop over the m-tiles and 4-n-block chunks (a last pair of n-blocks takes a whole
- * call): unrolled, the scheduler interleaves the 10-round bodies and the registers run out.
- * kPhilox32: warp_dropout_keep32's. */
-template <int kMT, int kNB, bool kPhilox32 = false>
+ * call): unrolled, the scheduler interleaves the 10-round bodies and the registers run out. */
+template <int kMT, int kNB>
 static __device__ __forceinline__ uint64_t warp_dropout_keep_tile(uint64_t seed, uint64_t offset, int b, int h,
                                                                  int row0, int col0, uint32_t t)
 {
@@ -199,7 +197,7 @@ static __device__ __forceinline__ uint64_t warp_dropout_keep_tile(uint64_t seed,
     for (int c = 0; c < kMT * kChunks; ++c) {
         const int mt = c / kChunks, chunk = c - mt * kChunks;
         const uint32_t z =
-            warp_dropout_keep32<kPhilox32>(seed, offset, b, h, row0 + 16 * mt, col0 + 32 * chunk, t) & 0x0f0f0f0fu;
+            warp_dropout_keep32(seed, offset, b, h, row0 + 16 * mt, col0 + 32 * chunk, t) & 0x0f0f0f0fu;
         keep |= (uint64_t)z << (32 * (c >> 1) + 4 * (c & 1));
     }
     return keep;

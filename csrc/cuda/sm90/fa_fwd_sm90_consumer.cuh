@@ -80,7 +80,6 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     uint64_t seed = 0, offset = 0;  /* Philox, as the sm80 kernel reads them (fa_fwd.h) */
     if (kDrop) fa_fwd_philox_seed(a, &seed, &offset);
     const int drop_b = it.b, drop_h = it.h;  /* dropout coordinates: sequence, query head */
-    constexpr bool kPhilox32 = kFeatSet == FA_SM90_FEAT_DROP;  /* fa_fwd_sm90_dropout.cuh */
 
     float s[Bc / 2];
     uint32_t pa[Bc / 16][4];
@@ -123,7 +122,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
     uint64_t keep = 0;  /* kDrop: the keep bits of the P in s (fa_fwd_sm90_dropout.cuh) */
     if constexpr (kDrop)
-        keep = warp_dropout_keep_sm90<kNB, kPhilox32>(seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+        keep = warp_dropout_keep_sm90<kNB>(seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
     thread_pack_p<kBf16, Bc>(pa, s);
     if constexpr (kDrop) thread_dropout_packed_sm90<Bc>(pa, keep);
 
@@ -165,7 +164,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
             thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
             /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
             if constexpr (kDrop)
-                keep = warp_dropout_keep_sm90<kNB, kPhilox32>(seed, offset, drop_b, drop_h, row0, t * Bc,
+                keep = warp_dropout_keep_sm90<kNB>(seed, offset, drop_b, drop_h, row0, t * Bc,
                                                              a.dropout_threshold);
         }
 

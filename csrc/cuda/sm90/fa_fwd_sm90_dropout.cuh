@@ -25,13 +25,12 @@
  * bit fa_dropout_keep_bit<kNB>(0, nb, k >> 1, k & 1) is set. row0: sequence-local row of s[0];
  * c0: the tile's first key (a multiple of 16). The Philox calls run in a rolled loop
  * (warp_dropout_keep_tile: unrolled, the scheduler interleaves the 10-round bodies and the
- * registers run out). kPhilox32: the Philox of thread_dropout_random16 (fa_dropout.cuh; same
- * bits, 79 instead of 101 SASS instructions a call at d = 128), for now only in the DROP instance. */
-template <int kNB, bool kPhilox32 = false>
+ * registers run out). */
+template <int kNB>
 static __device__ __forceinline__ uint64_t warp_dropout_keep_sm90(uint64_t seed, uint64_t offset, int b, int h,
                                                                  int row0, int c0, uint32_t threshold)
 {
-    return warp_dropout_keep_tile<1, kNB, kPhilox32>(seed, offset, b, h, row0, c0, threshold);
+    return warp_dropout_keep_tile<1, kNB>(seed, offset, b, h, row0, c0, threshold);
 }
 
 /* Per-thread: the AND mask of the packed P register that holds the elements (nb, half, e = 0)
