@@ -61,11 +61,12 @@ FA_DROP_HD uint32_t thread_dropout_ge_bytes(uint32_t x, uint32_t t)
 }
 
 /* Per-thread: the 16 keep bits of one Philox group r (fa_dropout_random16), key jj = 4 k + b at
- * bit 8 b + k (byte b, bit k). */
+ * bit 8 b + k (byte b, bit k). The four words' bits are disjoint, so + is |; ptxas folds a shift
+ * into each add (LEA.HI: one SHF + three LEA.HI where | took four SHF + two LOP3). */
 FA_DROP_HD uint32_t thread_dropout_flags16(fa_u32x4 r, uint32_t t)
 {
-    return (thread_dropout_ge_bytes(r.x, t) >> 7) | (thread_dropout_ge_bytes(r.y, t) >> 6) |
-           (thread_dropout_ge_bytes(r.z, t) >> 5) | (thread_dropout_ge_bytes(r.w, t) >> 4);
+    return (thread_dropout_ge_bytes(r.x, t) >> 7) + (thread_dropout_ge_bytes(r.y, t) >> 6) +
+           (thread_dropout_ge_bytes(r.z, t) >> 5) + (thread_dropout_ge_bytes(r.w, t) >> 4);
 }
 
 /* Per-thread, after the xor-1 shuffle: lane t4 holds x (its group: row half t4 & 1, 16-key
