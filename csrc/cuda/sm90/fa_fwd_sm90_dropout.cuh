@@ -23,14 +23,23 @@
 /* Warp-collective (all 32 lanes, uniform control flow: the quad shuffles of warp_dropout_keep32).
  * The keep bits of one accumulator tile (layout above) as one 64-bit word: s[4 nb + k] is kept iff
  * bit fa_dropout_keep_bit<kNB>(0, nb, k >> 1, k & 1) is set. row0: sequence-local row of s[0];
- * c0: the tile's first key (a multiple of 16). The Philox calls run in a rolled loop
- * (warp_dropout_keep_tile: unrolled, the scheduler interleaves the 10-round bodies and the
- * registers run out). */
+ * c0: the tile's first key (a multiple of 16). The same word as warp_dropout_keep_tile<1, kNB>,
+ * but its kNB / 4 calls unrolled: the rolled loop's counter, column and variable-shift 64-bit
+ * insert cost ~15 SASS instructions a call, and ptxas interleaves the unrolled Philox rounds with
+ * the softmax's exp2 within the consumer's register budget (0 spills at d = 64 with 160 registers;
+ * the sm80 kernels, tighter, keep the rolled loop). */
 template <int kNB>
 static __device__ __forceinline__ uint64_t warp_dropout_keep_sm90(uint64_t seed, uint64_t offset, int b, int h,
                                                                  int row0, int c0, uint32_t threshold)
 {
-    return warp_dropout_keep_tile<1, kNB>(seed, offset, b, h, row0, c0, threshold);
+    constexpr int kCalls = (kNB + 3) / 4;
+    uint32_t w[2] = {0u, 0u};
+#pragma unroll
+    for (int c = 0; c < kCalls; ++c) {
+        const uint32_t z = warp_dropout_keep32(seed, offset, b, h, row0, c0 + 32 * c, threshold) & 0x0f0f0f0fu;
+        w[c >> 1] |= z << (4 * (c & 1));
+    }
+    return (uint64_t)w[1] << 32 | w[0];
 }
 
 /* Per-thread: the AND mask of the packed P register that holds the elements (nb, half, e = 0)
