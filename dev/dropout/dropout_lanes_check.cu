@@ -7,12 +7,12 @@
  * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
  * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels; the Philox of
  * thread_dropout_random16 (the kernels' Philox, 32-bit products) against fa_dropout_random16 word
- * for word;
- * the sm90 forward's packed-P masks (thread_dropout_pair_mask, fa_fwd_sm90_dropout.cuh) against
- * the keep bits of the accumulator elements they cover.
- * Host code: it runs the portable branches of fa_umulhi32 and fa_byte_sign_perm, not __umulhi and
- * PRMT; the device branches are covered by the GPU mask tests (tests/test_sm90_dropout.py,
- * sm90_check -k drop).
+ * for word; the sm90 forward's path (warp_dropout_keep32_hi's words in the high layout,
+ * thread_dropout_pair_mask's packed-P masks, fa_fwd_sm90_dropout.cuh) against fa_dropout_keep of
+ * the elements they cover.
+ * Host code: it runs the portable branches of fa_umulhi32, fa_byte_sign_perm and fa_rotl32, not
+ * __umulhi, PRMT and the funnel shift; the device branches are covered by the GPU mask tests
+ * (tests/test_sm90_dropout.py, sm90_check -k drop).
  */
 #include <stdio.h>
 #include <stdint.h>
@@ -42,6 +42,20 @@ static void emulate_keep32(uint64_t seed, uint64_t offset, int b, int h, int row
     }
     for (int l = 0; l < 32; ++l) y[l] = thread_dropout_merge_rows(x[l], x[l ^ 1], l & 3);
     for (int l = 0; l < 32; ++l) z[l] = thread_dropout_merge_cols(y[l], y[l ^ 2], l & 3);
+}
+
+/* the same for warp_dropout_keep32_hi (the sm90 forward's high layout) */
+static void emulate_keep32_hi(uint64_t seed, uint64_t offset, int b, int h, int row_tile, int col16, uint32_t t,
+                              uint32_t z[32])
+{
+    uint32_t x[32], y[32];
+    for (int l = 0; l < 32; ++l) {
+        const int g = l >> 2, t4 = l & 3;
+        const int i = row_tile + g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
+        x[l] = thread_dropout_flags16_hi(thread_dropout_random16(seed, offset, b, h, i, j16), t);
+    }
+    for (int l = 0; l < 32; ++l) y[l] = thread_dropout_merge_rows(x[l], x[l ^ 1], l & 3);
+    for (int l = 0; l < 32; ++l) z[l] = thread_dropout_merge_cols_hi(y[l], y[l ^ 2], l & 3);
 }
 
 int main(void)
@@ -113,29 +127,46 @@ int main(void)
     }
     printf("warp_dropout_keep_tile emulation: %lld wrong of %lld bits over %lld tiles\n", bad_tile, checked_bits,
            tiles);
-    /* thread_dropout_packed_sm90: register pa[kk][q] holds accumulator elements s[8 kk + 2 q + e]
-     * (thread_pack_p), element k being (n-block k >> 2, row half (k >> 1) & 1, e = k & 1); its
-     * mask must be 0xffff in half e iff that element's keep bit is set */
+    /* the sm90 forward: fa_sm90_keep words from warp_dropout_keep32_hi (Bc = 128: 16 n-blocks, 4
+     * calls; Bc = 80: 10 n-blocks, 3 calls) and thread_dropout_packed_sm90's masks: register
+     * pa[kk][q] holds accumulator elements s[8 kk + 2 q + e] (thread_pack_p), element k being
+     * (n-block k >> 2, row half (k >> 1) & 1, e = k & 1); its mask must be 0xffff in half e iff
+     * fa_dropout_keep keeps that element */
     long long bad_mask = 0, masks = 0;
-    for (int trial = 0; trial < 20000; ++trial) {
-        const uint64_t keep = rnd64();
+    for (int trial = 0; trial < 400; ++trial) {
+        const uint64_t seed = rnd64(), offset = rnd64();
+        const int b = (int)(rnd64() % 5), h = (int)(rnd64() % 40);
+        const uint32_t t = trial < 8 ? fixed_t[trial] : (uint32_t)(rnd64() % 256);
+        const int row_tile = 16 * (int)(rnd64() % 300), col0 = 16 * (int)(rnd64() % 600);
         const int kNB = trial & 1 ? 10 : 16;
-        for (int kk = 0; kk < kNB / 2; ++kk)
-            for (int q = 0; q < 4; ++q) {
-                const uint32_t m = kNB == 10 ? thread_dropout_pair_mask<10>(keep, 2 * kk + (q >> 1), q & 1)
-                                             : thread_dropout_pair_mask<16>(keep, 2 * kk + (q >> 1), q & 1);
-                uint32_t want = 0;
-                for (int e = 0; e < 2; ++e) {
-                    const int k = 8 * kk + 2 * q + e;
-                    const int bit = kNB == 10 ? fa_dropout_keep_bit<10>(0, k >> 2, (k >> 1) & 1, k & 1)
-                                              : fa_dropout_keep_bit<16>(0, k >> 2, (k >> 1) & 1, k & 1);
-                    if ((keep >> bit) & 1u) want |= 0xffffu << (16 * e);
-                }
-                bad_mask += m != want;
-                ++masks;
+        fa_sm90_keep<16> k16[32];
+        fa_sm90_keep<10> k10[32];
+        for (int c = 0; c < (kNB + 3) / 4; ++c) {
+            uint32_t z[32];
+            emulate_keep32_hi(seed, offset, b, h, row_tile, col0 + 32 * c, t, z);
+            for (int l = 0; l < 32; ++l) {
+                if (kNB == 16) k16[l].w[c] = z[l];
+                else k10[l].w[c] = z[l];
             }
+        }
+        for (int l = 0; l < 32; ++l) {
+            const int g = l >> 2, t4 = l & 3;
+            for (int kk = 0; kk < kNB / 2; ++kk)
+                for (int q = 0; q < 4; ++q) {
+                    const uint32_t m = kNB == 10 ? thread_dropout_pair_mask<10>(k10[l], 2 * kk + (q >> 1), q & 1)
+                                                 : thread_dropout_pair_mask<16>(k16[l], 2 * kk + (q >> 1), q & 1);
+                    uint32_t want = 0;
+                    for (int e = 0; e < 2; ++e) {
+                        const int k = 8 * kk + 2 * q + e, nb = k >> 2, half = (k >> 1) & 1;
+                        const int i = row_tile + g + 8 * half, j = col0 + 8 * nb + 2 * t4 + (k & 1);
+                        if (fa_dropout_keep(seed, offset, b, h, i, j, t)) want |= 0xffffu << (16 * e);
+                    }
+                    bad_mask += m != want;
+                    ++masks;
+                }
+        }
     }
-    printf("packed-P masks: %lld wrong of %lld\n", bad_mask, masks);
+    printf("sm90 high-layout keep words -> packed-P masks: %lld wrong of %lld\n", bad_mask, masks);
     /* the bit positions of one keep word never collide (kMT = 2, kNB = 8: all 64 bits) */
     int collide = 0;
     for (int u = 0; u < 64; ++u)

@@ -91,6 +91,38 @@ FA_DROP_HD uint32_t thread_dropout_merge_cols(uint32_t y, uint32_t y2, int t4)
     return (y & mine) | (moved & ~mine);
 }
 
+/* The "high" layout of the sm90 forward (warp_dropout_keep32_hi): thread_dropout_flags16's bits
+ * 4 higher, key jj = 4 k + b at bit 8 b + 4 + k, so that key k = 3 sits at the byte's bit 7
+ * already (r.w's compare needs no shift) and the merged word needs no nibble mask before the
+ * sign-replicate masks of fa_fwd_sm90_dropout.cuh (bits 0..3 stay 0 through the merges). */
+FA_DROP_HD uint32_t thread_dropout_flags16_hi(fa_u32x4 r, uint32_t t)
+{
+    return (thread_dropout_ge_bytes(r.x, t) >> 3) + (thread_dropout_ge_bytes(r.y, t) >> 2) +
+           (thread_dropout_ge_bytes(r.z, t) >> 1) + thread_dropout_ge_bytes(r.w, t);
+}
+
+/* Rotate left by s in 1..31. */
+FA_DROP_HD uint32_t fa_rotl32(uint32_t x, int s)
+{
+#ifdef FA_DROP_SASS
+    return __funnelshift_l(x, x, s);
+#else
+    return (x << s) | (x >> (32 - s));
+#endif
+}
+
+/* thread_dropout_merge_cols for the high layout: the lane's bits at 4 + cg + 2 hi, the partner's
+ * moved to 4 + (1 - cg) + 2 hi by one rotate (left 1 for cg = 0, right 1 for cg = 1; a bit that
+ * crosses a byte lands in bits 0..3 or under `mine`). Result: byte 2 half + e, bit 4 + cg + 2 hi
+ * holds the element of row half `half`, column 8 (2 cg + hi) + 2 t4 + e; bits 0..3 are garbage. */
+FA_DROP_HD uint32_t thread_dropout_merge_cols_hi(uint32_t y, uint32_t y2, int t4)
+{
+    const int cg = t4 >> 1;
+    const uint32_t mine = 0x50505050u << cg;
+    const uint32_t moved = fa_rotl32(y2, cg ? 31 : 1);
+    return (y & mine) | (moved & ~mine);
+}
+
 /* Byte k of the result is 0xff if bit 7 of byte (sel >> 4 k) & 3 of x is set, else 0 (sel's
  * nibbles 8 | byte: PRMT's sign-replicate selectors, which __byte_perm masks off). */
 FA_DROP_HD uint32_t fa_byte_sign_perm(uint32_t x, uint32_t sel)
@@ -145,6 +177,20 @@ FA_DROP_HD fa_u32x4 thread_dropout_random16(uint64_t seed, uint64_t offset, int 
     r.z = z;
     r.w = w;
     return r;
+}
+
+/* warp_dropout_keep32 in the high layout (thread_dropout_flags16_hi): bit 4 + fa_dropout_bit(nb,
+ * half, e) holds the keep bit (fa_dropout_bit's bits 0..3 in each byte move to 4..7); bits 0..3
+ * of each byte are garbage. */
+static __device__ __forceinline__ uint32_t warp_dropout_keep32_hi(uint64_t seed, uint64_t offset, int b, int h,
+                                                                  int row_g, int col16, uint32_t t)
+{
+    const int t4 = threadIdx.x & 3;
+    const int i = row_g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
+    const fa_u32x4 r = thread_dropout_random16(seed, offset, b, h, i, j16);
+    const uint32_t x = thread_dropout_flags16_hi(r, t);
+    const uint32_t y = thread_dropout_merge_rows(x, __shfl_xor_sync(0xffffffffu, x, 1), t4);
+    return thread_dropout_merge_cols_hi(y, __shfl_xor_sync(0xffffffffu, y, 2), t4);
 }
 
 /* Bit of the element (n-block nb in 0..3, row half, column offset e) in the keep word of

@@ -120,9 +120,9 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     warp_release_slot(bar_kempty + 8u * stage, lane);
     thread_scores_sm90<kFeat, kNB, Bc, kFeatSet>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
     thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
-    uint64_t keep = 0;  /* kDrop: the keep bits of the P in s (fa_fwd_sm90_dropout.cuh) */
+    fa_sm90_keep<kNB> keep;  /* kDrop: the keep bits of the P in s (fa_fwd_sm90_dropout.cuh) */
     if constexpr (kDrop)
-        keep = warp_dropout_keep_sm90<kNB>(seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
+        warp_dropout_keep_sm90<kNB>(keep, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
     thread_pack_p<kBf16, Bc>(pa, s);
     if constexpr (kDrop) thread_dropout_packed_sm90<Bc>(pa, keep);
 
@@ -164,8 +164,8 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
             thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
             /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
             if constexpr (kDrop)
-                keep = warp_dropout_keep_sm90<kNB>(seed, offset, drop_b, drop_h, row0, t * Bc,
-                                                             a.dropout_threshold);
+                warp_dropout_keep_sm90<kNB>(keep, seed, offset, drop_b, drop_h, row0, t * Bc,
+                                            a.dropout_threshold);
         }
 
         fa_wgmma_wait<0>();  /* P_{j-1} V_{j-1} done: pa is free */
