@@ -91,7 +91,7 @@ MASK_CASES = [
     (2, 300, 517, 4, 2, 128, 0.5, False, 5.0),
     (1, 400, 300, 3, 3, 64, 0.17, True, 5.0),
     (1, 400, 300, 2, 2, 64, 0.3, False, 0.0),  # d = 64 DROP: 3 consumer warpgroups, 3 query blocks of 192
-    # Bc = 80 (3 keep words a tile, the last half used) with a threshold >= 128, DROP and ANY
+    # Bc = 80 (3 keep words a tile, the last half used): DROP with a threshold >= 128 (p 0.85), ANY
     (1, 130, 333, 2, 1, 256, 0.85, False, 0.0),
     (1, 150, 260, 2, 2, 256, 0.3, True, 5.0),
 ]

@@ -94,7 +94,8 @@ FA_DROP_HD uint32_t thread_dropout_merge_cols(uint32_t y, uint32_t y2, int t4)
 /* The "high" layout of the sm90 forward (warp_dropout_keep32_hi): thread_dropout_flags16's bits
  * 4 higher, key jj = 4 k + b at bit 8 b + 4 + k, so that key k = 3 sits at the byte's bit 7
  * already (r.w's compare needs no shift) and the merged word needs no nibble mask before the
- * sign-replicate masks of fa_fwd_sm90_dropout.cuh (bits 0..3 stay 0 through the merges). */
+ * sign-replicate masks of fa_fwd_sm90_dropout.cuh (bits 0..3 stay 0 through the row merge; the
+ * column merge leaves garbage there, which the masks never read). */
 FA_DROP_HD uint32_t thread_dropout_flags16_hi(fa_u32x4 r, uint32_t t)
 {
     return (thread_dropout_ge_bytes(r.x, t) >> 3) + (thread_dropout_ge_bytes(r.y, t) >> 2) +
@@ -124,7 +125,9 @@ FA_DROP_HD uint32_t thread_dropout_merge_cols_hi(uint32_t y, uint32_t y2, int t4
 }
 
 /* Byte k of the result is 0xff if bit 7 of byte (sel >> 4 k) & 3 of x is set, else 0 (sel's
- * nibbles 8 | byte: PRMT's sign-replicate selectors, which __byte_perm masks off). */
+ * nibbles 8 | byte: PRMT's sign-replicate selectors, which __byte_perm masks off). Only selectors
+ * of bytes 0..3 (x's own) are valid: PRMT's bytes 4..7 are the zero second operand, which the host
+ * form's "& 3" would misread as x's. */
 FA_DROP_HD uint32_t fa_byte_sign_perm(uint32_t x, uint32_t sel)
 {
 #ifdef FA_DROP_SASS
