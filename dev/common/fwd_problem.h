@@ -35,9 +35,12 @@ typedef struct fwd_case {
     int seed_ptr;                     /* 1: seed / offset from device pointers (graph capture) */
     int path;                         /* sm90_check: the entry point under test (0 = fa_fwd_sm90) */
     int expect_sm90;                  /* sm90_check dispatch cases: fa_fwd_sm90_supported's answer */
-    int persist;                      /* sm90_check: FLASH_ATTN_C_SM90_FWD_PERSIST=1, the persistent grid */
+    int persist;                      /* sm90_check: 1 FLASH_ATTN_C_SM90_FWD_PERSIST=1, the persistent grid;
+                                         -1 =0, the one-block grid; 0 the caller's setting */
     int persist_group;                /* sm90_check persist cases: FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP (0: the
                                          caller's, by default the host's rule) */
+    int small_br;                     /* sm90_check: FLASH_ATTN_C_SM90_FWD_D64_BR=128 (the plain d = 64
+                                         instance on the 128-row tile; 0: the caller's setting) */
 } fwd_case;
 
 /* A case with no features: no mask, no softcap / ALiBi / dropout / probabilities, separate q, k,
@@ -55,6 +58,7 @@ static inline fwd_case fwd_make_case(const char *tag, fa_dtype dt, int b, int h,
     c.expect_sm90 = 1;
     c.persist = 0;
     c.persist_group = 0;
+    c.small_br = 0;
     snprintf(c.name, sizeof c.name, "%s %s b%d h%d/%d d%d sq%d sk%d", tag, check_dtype_name(dt), b, h, hk, d,
              sq, sk);
     return c;

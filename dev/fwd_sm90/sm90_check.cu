@@ -9,7 +9,10 @@
  *                                median of CUDA-event timings after warm-up; FA_BENCH_FEAT=softcap,
  *                                alibi or both times the kFeat instances (softcap 30, BLOOM slopes),
  *                                FA_BENCH_FEAT=dropout the kDrop instance (dropout_p 0.1; with
- *                                softcap / alibi / both after a comma: dropout,softcap)
+ *                                softcap / alibi / both after a comma: dropout,softcap);
+ *                                FLASH_ATTN_C_SM90_FWD_D64_BR=128 times the plain d = 64 calls
+ *                                on the 128-row tile (A/B against the default Br 192)
+ *   ./sm90_check -k d64br128     the 128-row d = 64 tile's cases (that variable set per case)
  *
  * Every case calls fa_fwd_sm90() directly (and fails if fa_fwd_sm90_can_run() refuses it), draws
  * fresh random inputs (normal, never zeros), poisons O and LSE with NaN bytes plus a guard region
@@ -83,6 +86,7 @@ static void finish_name(fwd_case *c)
     if (c->seed_ptr) n += snprintf(c->name + n, sizeof c->name - n, " seedptr");
     if (c->path == PATH_DISPATCH) n += snprintf(c->name + n, sizeof c->name - n, " [dispatch]");
     if (c->persist_group > 0) n += snprintf(c->name + n, sizeof c->name - n, " G%d", c->persist_group);
+    if (c->persist < 0) n += snprintf(c->name + n, sizeof c->name - n, " one-block");
 }
 
 static check_tally g_tally = {0, 0};
@@ -175,8 +179,16 @@ static void run_case(const fwd_case &c)
         snprintf(why, sizeof why, "fa_fwd_sm90_supported() = %d, want %d", !c.expect_sm90, c.expect_sm90);
         ok = 0;
     }
+    /* "d64br128" cases: the plain d = 64 instance on the 128-row tile (FLASH_ATTN_C_SM90_FWD_D64_BR=128
+     * for this case only; other cases run with the caller's setting, so a caller's =128 runs every
+     * plain d = 64 case on it) */
+    char br_env[16] = "";
+    const int br_was_set = getenv("FLASH_ATTN_C_SM90_FWD_D64_BR") != NULL;
+    if (br_was_set) snprintf(br_env, sizeof br_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_D64_BR"));
+    if (c.small_br) setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "128", 1);
     /* "persist" cases: the persistent grid (FLASH_ATTN_C_SM90_FWD_PERSIST=1 for this case only;
-     * other cases run with the caller's setting) must be what fa_fwd_sm90 launches */
+     * other cases run with the caller's setting) must be what fa_fwd_sm90 launches; persist -1: the
+     * one-block grid (=0) */
     char persist_env[16] = "";
     const int persist_was_set = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST") != NULL;
     if (persist_was_set) snprintf(persist_env, sizeof persist_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_PERSIST"));
@@ -184,7 +196,15 @@ static void run_case(const fwd_case &c)
     const int group_was_set = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP") != NULL;
     if (group_was_set)
         snprintf(group_env, sizeof group_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP"));
-    if (c.persist) {
+    if (c.persist < 0) {
+        setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "0", 1);
+        if (ok && fa_fwd_sm90_persist_ctas(&pg) != 0) {
+            snprintf(why, sizeof why, "fa_fwd_sm90_persist_ctas() = %d: want the one-block grid",
+                     fa_fwd_sm90_persist_ctas(&pg));
+            ok = 0;
+        }
+    }
+    if (c.persist > 0) {
         setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "1", 1);
         if (c.persist_group > 0) {
             char gs[16];
@@ -202,6 +222,16 @@ static void run_case(const fwd_case &c)
         } else if (ok) {
             printf("     persistent grid: %d CTAs, the %d (batch, head) pairs in groups of %d%s\n", ctas, bh, grp,
                    bh % grp ? " (the last one smaller)" : "");
+        }
+        /* the 128-row tile: the grid is min(items, SMs) CTAs, items counted in 128-row blocks (the
+         * host's Br, so this fails if the switch was not taken where items < SMs) */
+        int sms = 0;
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        const int64_t items128 = (int64_t)(c.sq + 127) / 128 * bh;
+        if (ok && c.small_br && ctas != (int)std::min<int64_t>(items128, sms)) {
+            snprintf(why, sizeof why, "persistent grid of %d CTAs, want %lld (128-row items, %d SMs)", ctas,
+                     (long long)std::min<int64_t>(items128, sms), sms);
+            ok = 0;
         }
     }
 
@@ -250,7 +280,7 @@ static void run_case(const fwd_case &c)
     }
     /* persist: the same math per item as the one-block kernel, so the same bits are expected (a
      * difference is reported, not failed: the two are compiled separately) */
-    if (ok && c.persist) {
+    if (ok && c.persist > 0) {
         setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "0", 1);
         check_poison(dO, (o_elems + kGuard) * 2);
         st = fa_fwd_sm90(&pg, stream);
@@ -263,6 +293,8 @@ static void run_case(const fwd_case &c)
     else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST");
     if (group_was_set) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP", group_env, 1);
     else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP");
+    if (br_was_set) setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", br_env, 1);
+    else unsetenv("FLASH_ATTN_C_SM90_FWD_D64_BR");
     set_sm90_env(0, 0, 0);
 
     /* compare (only what ran) */
@@ -488,6 +520,34 @@ static std::vector<fwd_case> build_cases(void)
                 v.push_back(c);
             }
         }
+        /* the plain d = 64 instance on the 128-row tile (FLASH_ATTN_C_SM90_FWD_D64_BR=128), each shape
+         * on the persistent grid (its bits also compared with the one-block grid's) and on the
+         * one-block grid: lengths around 128 / 192 (partial and exactly full blocks), causal
+         * bottom-right with sq != sk both ways (sq > sk: items without keys), GQA / MQA, a window,
+         * d = 40 (zero-filled columns), many short items, the target shape seqlen 512 */
+        {
+            struct { int b, h, hk, d, sq, sk, left, right; } bs[] = {
+                {1, 1, 1, 64, 128, 128, -1, 0},      /* one full block, causal */
+                {2, 4, 2, 64, 129, 200, -1, -1},     /* one row past a block, GQA */
+                {1, 3, 1, 64, 191, 191, -1, 0},      /* MQA, causal, 2 blocks (1 at Br 192) */
+                {2, 2, 2, 64, 192, 300, -1, 0},      /* causal sq < sk */
+                {3, 4, 4, 64, 257, 130, -1, 0},      /* causal sq > sk: rows and items without keys */
+                {1, 8, 2, 64, 512, 512, -1, 0},      /* the target shape, causal */
+                {1, 8, 2, 64, 512, 512, -1, -1},     /* the target shape */
+                {2, 6, 3, 64, 383, 383, 100, 20},    /* window */
+                {1, 2, 2, 40, 200, 250, -1, 0},      /* d = 40 in the 64 bucket */
+                {60, 9, 3, 64, 200, 200, -1, 0},     /* 1080 items, GQA, causal */
+                {64, 40, 8, 64, 1, 1, -1, -1},       /* 2560 items of 1 row */
+            };
+            const int n_bs = dt == FA_BF16 ? (int)(sizeof bs / sizeof bs[0]) : 3;
+            for (int i = 0; i < n_bs; ++i)
+                for (int persist : {1, -1}) {
+                    fwd_case c = fwd_make_case("d64br128", dt, bs[i].b, bs[i].h, bs[i].hk, bs[i].d, bs[i].sq, bs[i].sk);
+                    c.left = bs[i].left; c.right = bs[i].right; c.persist = persist; c.small_br = 1;
+                    finish_name(&c);
+                    v.push_back(c);
+                }
+        }
         /* dispatch through fa_fwd_cuda with FLASH_ATTN_C_SM90=1 */
         {
             fwd_case c = fwd_make_case("dispatch", dt, 2, 4, 2, 128, 300, 300);
@@ -574,6 +634,9 @@ static void bench(void)
     set_sm90_env(0, cap || alibi, drop);
     if (cap || alibi || drop)
         printf("features: softcap %d, ALiBi %d, dropout %g (FA_BENCH_FEAT)\n", cap, alibi, drop ? 0.1 : 0.0);
+    /* fa_fwd_sm90 reads it on every call: the plain d = 64 calls on the 128-row tile (A/B runs) */
+    if (getenv("FLASH_ATTN_C_SM90_FWD_D64_BR") != NULL)
+        printf("FLASH_ATTN_C_SM90_FWD_D64_BR=%s\n", getenv("FLASH_ATTN_C_SM90_FWD_D64_BR"));
     printf("%-6s %-5s %-7s %-6s %-4s %-6s %10s %12s %12s\n", "dtype", "d", "seqlen", "batch", "h", "causal",
            "sm90 ms", "sm90 TFLOP/s", "sm80 TFLOP/s");
     double lg90 = 0, lg80 = 0;
@@ -607,7 +670,7 @@ static void bench(void)
                     printf("sm90 kernel refused d=%d s=%d (not an sm_90a build / device?)\n", d, s);
                     exit(1);
                 }
-                if (fa_fwd_sm90_persist_ctas(&p) > 0)  /* FLASH_ATTN_C_SM90_FWD_PERSIST=1 */
+                if (fa_fwd_sm90_persist_ctas(&p) > 0)  /* FLASH_ATTN_C_SM90_FWD_PERSIST=1; d = 64 by default */
                     printf("(persistent grid, %d CTAs, groups of %d of %d (batch, head) pairs)\n",
                            fa_fwd_sm90_persist_ctas(&p), fa_fwd_sm90_persist_group(&p), b * h);
                 const double ms90 = fwd_bench_median_ms(fa_fwd_sm90, &p);

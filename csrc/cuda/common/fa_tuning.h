@@ -15,7 +15,8 @@
  *            during all of iteration j); sm90 forward: depth of the K/V slot ring; backward:
  *            Q (+ LSE, D) buffers (dK/dV kernels) or K, V buffers (ordered dQ kernel)
  *   q_in_regs, feat_q_smem         FA_KERNEL_FWD_SM80 only, see fa_tuning_row
- *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the kFeat ANY instance's tile
+ *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the kFeat ANY instance's tile (at d = 64
+ *            also the plain dense calls' under the opt-in FLASH_ATTN_C_SM90_FWD_D64_BR=128, fa_fwd_sm90.cu)
  *   pingpong                       FA_KERNEL_FWD_SM90 only: the consumer warpgroups issue their
  *            GEMMs in turn, so one's softmax runs while another's GEMMs use the tensor cores
  *   persist                        FA_KERNEL_FWD_SM90 only: whether the bucket has the persistent-

@@ -146,6 +146,29 @@ static int fa_sm90_persist_default(int rule, const fa_params *p)
     return rule == FA_PERSIST_ALL || (rule == FA_PERSIST_CAUSAL && causal);
 }
 
+/* FLASH_ATTN_C_SM90_FWD_D64_BR=128 (read on every call; unset or another value: the row's Br 192):
+ * the plain dense d = 64 calls (no softcap / ALiBi / dropout, no cu_seqlens), on the one-block grid
+ * or the persistent one (whichever fa_sm90_persist_ctas_for picks), run the row's feat_br tile
+ * (fa_sm90_tile kSmallBr: 128 rows, 2 consumer warpgroups). Why: at seqlen 512 the 192-row tile
+ * leaves 576 rows for 512 (11% idle) and more masked diagonal work per causal block (d64 512 causal
+ * ran 0.78x cuDNN, non-causal 0.93x, H200 run 80). An opt-in A/B switch, not yet timed. */
+template <int D>
+static int fa_sm90_small_br(const fa_params *p)
+{
+    typedef fa_sm90_tile<D> T;
+    if (!T::kHasSmallBr || p->cu_seqlens_q != NULL) return 0;
+    if (p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f) return 0;
+    const char *env = getenv("FLASH_ATTN_C_SM90_FWD_D64_BR");
+    return env != NULL && atoi(env) == T::kRow.feat_br;
+}
+
+/* Br of the plain instance that call p runs on bucket D (its Q box, its query blocks) */
+template <int D>
+static int fa_sm90_plain_br(const fa_params *p)
+{
+    return fa_sm90_small_br<D>(p) ? fa_sm90_tile<D>::kRow.feat_br : fa_sm90_tile<D>::kBr;
+}
+
 /* CTAs of the persistent grid for call p on bucket D (0: the one-block kernel): one per SM, at
  * most one per work item (query block, head, batch); 0 where the item count or the SM count
  * does not fit the kernel's int arithmetic / is unknown. */
@@ -159,7 +182,8 @@ static int fa_sm90_persist_ctas_for(const fa_params *p)
                    : fa_env_off("FLASH_ATTN_C_SM90_FWD_PERSIST") ? 0
                                                                  : fa_sm90_persist_default(T::kRow.persist, p);
     if (!on) return 0;
-    const int64_t items = (p->seqlen_q + T::kBr - 1) / T::kBr * p->heads * p->batch;
+    const int br = fa_sm90_plain_br<D>(p);
+    const int64_t items = (p->seqlen_q + br - 1) / br * p->heads * p->batch;
     const int sms = fa_cuda_sm_count();
     /* the kernel's walk computes item indices below items + 2 CTAs in int (fa_sm90_persist_walk) */
     if (items < 1 || sms <= 0 || items > (int64_t)INT32_MAX - 2 * (int64_t)sms) return 0;
@@ -243,7 +267,7 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
                    : set == FA_SM90_FEAT_CAP   ? fa_sm90_tile<D, true, FA_SM90_FEAT_CAP>::kBr
                    : set == FA_SM90_FEAT_ALIBI ? fa_sm90_tile<D, true, FA_SM90_FEAT_ALIBI>::kBr
                    : set == FA_SM90_FEAT_DROP  ? fa_sm90_tile<D, true, FA_SM90_FEAT_DROP>::kBr
-                                               : T::kBr;
+                                               : fa_sm90_plain_br<D>(p);
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));
     const fa_status filled = fa_fwd_fill_args(p, &prm.a);
@@ -251,11 +275,12 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
     prm.varlen = varlen;
     prm.persist_ctas = fa_sm90_persist_ctas_for<D>(p);
     if (prm.persist_ctas > 0) {
-        const int items = (int)((p->seqlen_q + T::kBr - 1) / T::kBr * p->heads * p->batch);  /* fits: above */
+        const int items = (int)((p->seqlen_q + br - 1) / br * p->heads * p->batch);  /* fits: above */
         prm.persist_group = fa_sm90_persist_group_for(p);
         prm.persist_paired = fa_sm90_persist_paired(items, prm.persist_ctas);
     }
-    prm.wide = fa_sm90_wide<D>(p, set, prm.persist_ctas);
+    prm.small_br = fa_sm90_small_br<D>(p);
+    prm.wide = !prm.small_br && fa_sm90_wide<D>(p, set, prm.persist_ctas);
     /* the K / V boxes: the launched instance's Bc (the kFeat variant shares the row's bc) */
     const int bc = prm.wide ? fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true>::kBc : T::kBc;
 

@@ -37,6 +37,9 @@ typedef struct fa_sm90_params {
     int wide;        /* the plain dense instance on the row's wide_bc keys (fa_fwd_sm90.cu fa_sm90_wide: no
                         mask band, one-block grid); the K / V boxes are that Bc. Last, so the fields
                         before it keep their kernel-parameter offsets */
+    int small_br;    /* the plain dense d = 64 instance on the row's feat_br tile (fa_fwd_sm90.cu
+                        fa_sm90_small_br, FLASH_ATTN_C_SM90_FWD_D64_BR=128; one-block or persistent
+                        grid); the Q box is that Br. After wide for the same reason */
 } fa_sm90_params;
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
@@ -71,12 +74,17 @@ static inline int fa_sm90_feat_set_of(int softcap, int alibi, int dropout)
  * where set. CAP, ALIBI and DROP take the plain tile: at d = 64 its 3 consumer warpgroups (160
  * registers each) compile without spills for one feature or dropout alone; only both features
  * together spilled (fa_tuning.h).
- * kWide: the plain calls' wide_bc where the row has one (fa_fwd_sm90.cu fa_sm90_wide), else bc. */
-template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY, bool kWide = false>
+ * kWide: the plain calls' wide_bc where the row has one (fa_fwd_sm90.cu fa_sm90_wide), else bc.
+ * kSmallBr: the plain instance on the ANY instance's tile (feat_br, feat_warps) where kHasSmallBr
+ * (d = 64: 128 rows, 2 consumer warpgroups at 240 registers instead of 192 rows, 3 at 160), the
+ * opt-in A/B tile of short sequences (fa_fwd_sm90.cu fa_sm90_small_br). */
+template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY, bool kWide = false, bool kSmallBr = false>
 struct fa_sm90_tile {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);
     static_assert(kRow.br > 0, "no FA_KERNEL_FWD_SM90 row in fa_tuning.h for this head dim");
-    static constexpr bool kOwn = kFeat && kFeatSet == FA_SM90_FEAT_ANY;
+    static constexpr bool kHasSmallBr = D == 64 && kRow.feat_br > 0 && kRow.feat_br < kRow.br;
+    static_assert(!kSmallBr || (kHasSmallBr && !kFeat && !kWide), "kSmallBr: plain, d = 64 row only");
+    static constexpr bool kOwn = (kFeat && kFeatSet == FA_SM90_FEAT_ANY) || kSmallBr;
     static constexpr int kBr = kOwn && kRow.feat_br > 0 ? kRow.feat_br : kRow.br;
     static constexpr int kBc = kWide && !kFeat && kRow.wide_bc > 0 ? kRow.wide_bc : kRow.bc;
     static constexpr int kStages = kRow.stages;

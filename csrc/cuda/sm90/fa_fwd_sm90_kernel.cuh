@@ -171,7 +171,8 @@ static fa_status fa_fwd_sm90_launch_blocks(fa_fwd_sm90_kernel_fn kern, const fa_
 }
 
 /* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
- * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only), or the wide
+ * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only), either on
+ * the row's feat_br tile where the host asked for that (prm.small_br: plain dense d = 64), or the wide
  * one (prm.wide: plain dense calls without a mask band, the row's wide_bc keys); kDrop:
  * the dense dropout instance (kFeatSet DROP or ANY, with that set's tile; fa_fwd_sm90.cu never
  * sends varlen dropout here). */
@@ -180,6 +181,15 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
 {
     typedef fa_sm90_tile<D, kFeat, kFeatSet> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
+    if constexpr (!kFeat && T::kHasSmallBr && T::kPersist)
+        if (prm.small_br && !prm.varlen) {  /* the Q box was encoded with S::kBr (fa_fwd_sm90.cu) */
+            typedef fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, false, true> S;
+            static_assert(S::kThreads == (S::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
+            if (prm.persist_ctas > 0) return fa_fwd_sm90_launch_persist<kBf16, D, true>(prm, stream);
+            return fa_fwd_sm90_launch_blocks<S>(fa_fwd_sm90_kernel<kBf16, D, S::kBr, S::kBc, S::kStages, false, false,
+                                                                   false>,
+                                                prm, stream);
+        }
     if constexpr (!kFeat && T::kPersist)
         if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
     if constexpr (!kFeat && T::kRow.wide_bc > 0)

@@ -270,11 +270,12 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
 #endif
 }
 
-/* Host: launches the persistent instance of (dtype, bucket D) on prm.persist_ctas CTAs. */
-template <bool kBf16, int D>
+/* Host: launches the persistent instance of (dtype, bucket D) on prm.persist_ctas CTAs; kSmallBr:
+ * on the row's feat_br tile (prm.small_br, fa_sm90_tile). */
+template <bool kBf16, int D, bool kSmallBr = false>
 static fa_status fa_fwd_sm90_launch_persist(const fa_sm90_params &prm, cudaStream_t stream)
 {
-    typedef fa_sm90_tile<D, false> T;
+    typedef fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, false, kSmallBr> T;
     static_assert(T::kPersist, "the bucket's tuning row has no persist instance");
     constexpr size_t smem = fa_fwd_sm90_persist_smem_bytes<D, T::kBr, T::kBc, T::kStages>();
     static_assert(smem <= 227u * 1024u, "two Q slots and the K/V rings exceed the opt-in shared memory of sm_90");
