@@ -1,0 +1,104 @@
+"""The opt-in 128-row tile of the plain d = 64 Hopper forward (FLASH_ATTN_C_SM90_FWD_D64_BR=128,
+read on every call: fa_fwd_sm90.cu fa_sm90_small_br; unset, the tuning row's Br 192 with 3 consumer
+warpgroups): a profiler check that the variable selects Br 128 on the persistent and on the
+one-block grid, that unset it stays 192 and that calls outside its scope (softcap, varlen, d = 128)
+keep their tiles; forward parity against the float64 oracle (error-ratio rule) at lengths around
+the 128 / 192 row blocks, causal bottom-right with sq != sk both ways, a window, GQA / MQA, both
+dtypes, both grids. Runs on compute capability 9.0 only."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from conftest import is_hopper
+from oracle import check_dense
+
+import flash_attn_c
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def sm90_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not is_hopper():
+        pytest.skip("needs an sm_90 GPU (H100/H200): the 128-row d = 64 tile is sm_90a code")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_D64_BR", raising=False)
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_PERSIST", raising=False)
+
+
+# fa_fwd_sm90_kernel<kBf16, D, Br, ...> / fa_fwd_sm90_persist_kernel<kBf16, D, Br, ...>: Br is
+# template argument 2
+_MANGLED_BR = re.compile(r"fa_fwd_sm90_(persist_)?kernelILb[01]ELi\d+ELi(\d+)E")
+
+
+def _brs_ran(fn) -> set:
+    """(grid, Br) of every sm90 forward instance fn() launched (profiler names), grid "persist" or
+    "block"."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    out = set()
+    for e in prof.events():
+        if "fa_fwd_sm90_kernel" not in e.name and "fa_fwd_sm90_persist_kernel" not in e.name:
+            continue
+        grid = "persist" if "persist_kernel" in e.name else "block"
+        m = _MANGLED_BR.search(e.name)
+        if m:
+            out.add((grid, int(m.group(2))))
+        elif "<" in e.name:
+            out.add((grid, int(e.name[e.name.index("<") + 1:e.name.index(">")].split(",")[2])))
+    return out
+
+
+DTYPES = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_switch_selects_br128(dtype, causal, monkeypatch):
+    q, k, v = (torch.randn(2, 512, 8, 64, device="cuda", dtype=dtype) for _ in range(3))
+    run = lambda: flash_attn_c.flash_attn_func(q, k, v, causal=causal)  # noqa: E731
+    assert _brs_ran(run) == {("persist", 192)}  # unset: the row's tile, persist ALL
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "128")
+    assert _brs_ran(run) == {("persist", 128)}
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "0")
+    assert _brs_ran(run) == {("block", 128)}
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "192")  # any other value: the row's tile
+    assert _brs_ran(run) == {("block", 192)}
+
+
+def test_switch_scope(monkeypatch):
+    """Softcap (its CAP instance: the row's 192 rows), varlen and d = 128 calls ignore the variable."""
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "128")
+    q, k, v = (torch.randn(2, 300, 4, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    assert _brs_ran(lambda: flash_attn_c.flash_attn_func(q, k, v, softcap=5.0)) == {("block", 192)}
+    cu = torch.tensor([0, 300, 600], device="cuda", dtype=torch.int32)
+    qv, kv, vv = (t.reshape(-1, 4, 64) for t in (q, k, v))
+    assert _brs_ran(lambda: flash_attn_c.flash_attn_varlen_func(qv, kv, vv, cu, cu, 300, 300)) == {("block", 192)}
+    q2, k2, v2 = (torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    assert {br for _, br in _brs_ran(lambda: flash_attn_c.flash_attn_func(q2, k2, v2))} == {128}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("persist", ["1", "0"], ids=["persist", "block"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("sq,sk", [(1, 1), (127, 127), (128, 200), (129, 129), (191, 300), (192, 192),
+                                   (193, 100), (257, 257), (512, 512)])
+def test_br128_parity(dtype, persist, causal, sq, sk, monkeypatch):
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "128")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", persist)
+    check_dense("cuda", dtype, 2, sq, sk, 4, 4, 64, causal=causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("persist", ["1", "0"], ids=["persist", "block"])
+@pytest.mark.parametrize("hk", [2, 1])
+def test_br128_parity_gqa_window(dtype, persist, hk, monkeypatch):
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "128")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", persist)
+    check_dense("cuda", dtype, 3, 333, 517, 8, hk, 64, causal=True)
+    check_dense("cuda", dtype, 2, 400, 300, 4, hk, 48, window=(100, 20))
