@@ -79,8 +79,6 @@ def test_switch_scope(monkeypatch):
     cu = torch.tensor([0, 300, 600], device="cuda", dtype=torch.int32)
     qv, kv, vv = (t.reshape(-1, 4, 64) for t in (q, k, v))
     assert _brs_ran(lambda: flash_attn_c.flash_attn_varlen_func(qv, kv, vv, cu, cu, 300, 300)) == {("block", 192)}
-    q2, k2, v2 = (torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    assert {br for _, br in _brs_ran(lambda: flash_attn_c.flash_attn_func(q2, k2, v2))} == {128}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["bf16", "fp16"])

@@ -159,7 +159,10 @@ static int fa_sm90_small_br(const fa_params *p)
     if (!T::kHasSmallBr || p->cu_seqlens_q != NULL) return 0;
     if (p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f) return 0;
     const char *env = getenv("FLASH_ATTN_C_SM90_FWD_D64_BR");
-    return env != NULL && atoi(env) == T::kRow.feat_br;
+    if (env == NULL || *env == '\0') return 0;
+    char *end;
+    const long br = strtol(env, &end, 10);
+    return *end == '\0' && br == T::kRow.feat_br;  /* "128" exactly; anything else keeps the row's Br */
 }
 
 /* Br of the plain instance that call p runs on bucket D (its Q box, its query blocks) */

@@ -181,11 +181,12 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
 {
     typedef fa_sm90_tile<D, kFeat, kFeatSet> T;
     static_assert(T::kThreads == (T::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
-    if constexpr (!kFeat && T::kHasSmallBr && T::kPersist)
+    if constexpr (!kFeat && T::kHasSmallBr)
         if (prm.small_br && !prm.varlen) {  /* the Q box was encoded with S::kBr (fa_fwd_sm90.cu) */
             typedef fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, false, true> S;
             static_assert(S::kThreads == (S::kBr / 64 + 1) * 128, "warps column: (Br / 64 + 1) warpgroups");
-            if (prm.persist_ctas > 0) return fa_fwd_sm90_launch_persist<kBf16, D, true>(prm, stream);
+            if constexpr (T::kPersist)
+                if (prm.persist_ctas > 0) return fa_fwd_sm90_launch_persist<kBf16, D, true>(prm, stream);
             return fa_fwd_sm90_launch_blocks<S>(fa_fwd_sm90_kernel<kBf16, D, S::kBr, S::kBc, S::kStages, false, false,
                                                                    false>,
                                                 prm, stream);
