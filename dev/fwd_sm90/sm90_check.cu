@@ -10,8 +10,8 @@
  *                                alibi or both times the kFeat instances (softcap 30, BLOOM slopes),
  *                                FA_BENCH_FEAT=dropout the kDrop instance (dropout_p 0.1; with
  *                                softcap / alibi / both after a comma: dropout,softcap);
- *                                FLASH_ATTN_C_SM90_FWD_D64_BR=128 times the plain d = 64 calls
- *                                on the 128-row tile (A/B against the default Br 192)
+ *                                FLASH_ATTN_C_SM90_FWD_D64_BR=128 / =192 times the plain d = 64
+ *                                calls on the 128-row / the 192-row tile (unset: the row's rule)
  *   ./sm90_check -k d64br128     the 128-row d = 64 tile's cases (that variable set per case)
  *
  * Every case calls fa_fwd_sm90() directly (and fails if fa_fwd_sm90_can_run() refuses it), draws

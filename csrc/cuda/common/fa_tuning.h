@@ -16,7 +16,10 @@
  *            Q (+ LSE, D) buffers (dK/dV kernels) or K, V buffers (ordered dQ kernel)
  *   q_in_regs, feat_q_smem         FA_KERNEL_FWD_SM80 only, see fa_tuning_row
  *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the kFeat ANY instance's tile (at d = 64
- *            also the plain dense calls' under the opt-in FLASH_ATTN_C_SM90_FWD_D64_BR=128, fa_fwd_sm90.cu)
+ *            also the plain dense calls' within small_br_max_sq, fa_fwd_sm90.cu)
+ *   small_br_max_sq                FA_KERNEL_FWD_SM90 only: plain dense causal calls with seqlen_q and
+ *            seqlen_k up to this run the feat_br tile (the measured rule; 0: never);
+ *            FLASH_ATTN_C_SM90_FWD_D64_BR=128 takes it for every plain dense call, =192 never
  *   pingpong                       FA_KERNEL_FWD_SM90 only: the consumer warpgroups issue their
  *            GEMMs in turn, so one's softmax runs while another's GEMMs use the tensor cores
  *   persist                        FA_KERNEL_FWD_SM90 only: whether the bucket has the persistent-
@@ -94,6 +97,8 @@ typedef struct fa_tuning_row {
     int persist;     /* FWD_SM90: FA_PERSIST_*: the persistent-grid instance and its default scope */
     int wide_bc;     /* FWD_SM90: Bc of the plain dense calls with no mask band (0: bc), see below */
     int wide_min_sk; /* FWD_SM90: ... from this seqlen_k on (shorter calls keep bc) */
+    int small_br_max_sq; /* FWD_SM90 d = 64: plain dense causal calls up to this seqlen_q and seqlen_k run
+                            the feat_br / feat_warps tile (0: never) */
     int wm_sdp;      /* BWD_SM80: warps along Br in S = Q K^T and dP = dO V^T */
     int wn_dkv;      /* BWD_SM80: warps along Bc in dV += P^T dO and dK += dS^T Q */
     int wm_dq;       /* BWD_SM80: warps along Br in dQ += dS K */
@@ -147,8 +152,13 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * consumer registers (240 after setmaxnreg with 2 consumer warpgroups) = O d/2 + S Bc/2 +
      * P Bc/4 + ~30; shared memory (Br + 2 stages Bc) d 2 B + 1 KB <= 227 KB. */
     {.kernel = FA_KERNEL_FWD_SM90, .arch = 90, .d = 64, .br = 192, .bc = 128, .warps = 16, .stages = 2,
-     .feat_br = 128, .feat_warps = 12, .pingpong = 1, .persist = FA_PERSIST_ALL,
-     .reason = "persist ALL: 1.01-1.20x the one-block grid over the 12 shapes but one (causal 16k 0.97; causal "
+     .feat_br = 128, .feat_warps = 12, .pingpong = 1, .persist = FA_PERSIST_ALL, .small_br_max_sq = 1024,
+     .reason = "small_br_max_sq 1024: the plain calls on the 128-row, 2-warpgroup tile ran causal 1.17 / 1.20 / "
+               "1.02 / 0.98 / 0.92 / 0.88x the 192-row tile at 512 / 1k / 2k / 4k / 8k / 16k, non-causal "
+               "0.80-0.93x at every length (H100 run 82, harness bench, 2 rounds, bf16 16k tokens, h*d 2048; "
+               "checks 28 / 28, memcheck / synccheck clean), so causal calls up to 1k take it "
+               "(2k: within noise); "
+               "persist ALL: 1.01-1.20x the one-block grid over the 12 shapes but one (causal 16k 0.97; causal "
                "1.10-1.20 at 512..8k, non-causal 1.12 at 512, 1.01-1.06 from 1k; H100 run 54, harness bench, "
                "bf16 16k tokens, h*d 2048, 1 round); harness 21 / 21 persistent cases, 354 plain cases before "
                "the call's time ran out, 0 failed; racecheck / synccheck clean (run 54). Item order: "

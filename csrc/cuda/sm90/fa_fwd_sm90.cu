@@ -146,12 +146,13 @@ static int fa_sm90_persist_default(int rule, const fa_params *p)
     return rule == FA_PERSIST_ALL || (rule == FA_PERSIST_CAUSAL && causal);
 }
 
-/* FLASH_ATTN_C_SM90_FWD_D64_BR=128 (read on every call; unset or another value: the row's Br 192):
- * the plain dense d = 64 calls (no softcap / ALiBi / dropout, no cu_seqlens), on the one-block grid
- * or the persistent one (whichever fa_sm90_persist_ctas_for picks), run the row's feat_br tile
- * (fa_sm90_tile kSmallBr: 128 rows, 2 consumer warpgroups). Why: at seqlen 512 the 192-row tile
- * leaves 576 rows for 512 (11% idle) and more masked diagonal work per causal block (d64 512 causal
- * ran 0.78x cuDNN, non-causal 0.93x, H200 run 80). An opt-in A/B switch, not yet timed. */
+/* The plain dense d = 64 calls (no softcap / ALiBi / dropout, no cu_seqlens), on the one-block grid
+ * or the persistent one (whichever fa_sm90_persist_ctas_for picks), may run the row's feat_br tile
+ * (fa_sm90_tile kSmallBr: 128 rows, 2 consumer warpgroups) instead of its 192 rows with 3. Why: at
+ * short causal lengths the 192-row tile leaves rows idle (576 for 512) and more masked diagonal work
+ * per block. The measured rule (tuning row small_br_max_sq): causal calls with seqlen_q and seqlen_k
+ * up to that length. FLASH_ATTN_C_SM90_FWD_D64_BR (read on every call) overrides it: "128" takes the
+ * 128-row tile for every such call, any other value (e.g. "192") keeps the row's tile. */
 template <int D>
 static int fa_sm90_small_br(const fa_params *p)
 {
@@ -159,10 +160,14 @@ static int fa_sm90_small_br(const fa_params *p)
     if (!T::kHasSmallBr || p->cu_seqlens_q != NULL) return 0;
     if (p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f) return 0;
     const char *env = getenv("FLASH_ATTN_C_SM90_FWD_D64_BR");
-    if (env == NULL || *env == '\0') return 0;
-    char *end;
-    const long br = strtol(env, &end, 10);
-    return *end == '\0' && br == T::kRow.feat_br;  /* "128" exactly; anything else keeps the row's Br */
+    if (env != NULL && *env != '\0') {
+        char *end;
+        const long br = strtol(env, &end, 10);
+        return *end == '\0' && br == T::kRow.feat_br;  /* "128" exactly; anything else keeps the row's Br */
+    }
+    const int causal = p->window_left < 0 && p->window_right == 0;
+    const int max_sq = T::kRow.small_br_max_sq;
+    return causal && p->seqlen_q <= max_sq && p->seqlen_k <= max_sq;
 }
 
 /* Br of the plain instance that call p runs on bucket D (its Q box, its query blocks) */

@@ -77,7 +77,7 @@ static inline int fa_sm90_feat_set_of(int softcap, int alibi, int dropout)
  * kWide: the plain calls' wide_bc where the row has one (fa_fwd_sm90.cu fa_sm90_wide), else bc.
  * kSmallBr: the plain instance on the ANY instance's tile (feat_br, feat_warps) where kHasSmallBr
  * (d = 64: 128 rows, 2 consumer warpgroups at 240 registers instead of 192 rows, 3 at 160), the
- * opt-in A/B tile of short sequences (fa_fwd_sm90.cu fa_sm90_small_br). */
+ * tile of short causal calls (the row's small_br_max_sq rule, fa_fwd_sm90.cu fa_sm90_small_br). */
 template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY, bool kWide = false, bool kSmallBr = false>
 struct fa_sm90_tile {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);
