@@ -7,7 +7,7 @@
  * random ones; tiles at several rows / 16-aligned columns; the 64-bit word of
  * warp_dropout_keep_tile for the (kMT, kNB) shapes of the sm80 and sm90 kernels; the Philox of
  * thread_dropout_random16 (the kernels' Philox, 32-bit products) against fa_dropout_random16 word
- * for word; the sm90 forward's path (warp_dropout_keep32_hi's words in the high layout,
+ * for word; the sm90 forward's path (warp_dropout_keep32<true>'s words in the high layout,
  * thread_dropout_pair_mask's packed-P masks, fa_fwd_sm90_dropout.cuh) against fa_dropout_keep of
  * the elements they cover.
  * Host code: it runs the portable branches of fa_umulhi32, fa_byte_sign_perm and fa_rotl32, not
@@ -28,9 +28,11 @@ static uint64_t rnd64(void)
     return g_state;
 }
 
-/* the keep word of one m-tile x 4 n-blocks for each of the 32 lanes, as the warp computes it */
+/* the keep word of one m-tile x 4 n-blocks for each of the 32 lanes, as the warp computes it
+ * (warp_dropout_keep32<hi>); philox32: thread_dropout_random16 instead of fa_dropout_random16 (the
+ * same bits), hi: the sm90 forward's high layout */
 static void emulate_keep32(uint64_t seed, uint64_t offset, int b, int h, int row_tile, int col16, uint32_t t,
-                           uint32_t z[32], int philox32)
+                           uint32_t z[32], int philox32, int hi)
 {
     uint32_t x[32], y[32];
     for (int l = 0; l < 32; ++l) {
@@ -38,24 +40,11 @@ static void emulate_keep32(uint64_t seed, uint64_t offset, int b, int h, int row
         const int i = row_tile + g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
         const fa_u32x4 r = philox32 ? thread_dropout_random16(seed, offset, b, h, i, j16)
                                     : fa_dropout_random16(seed, offset, b, h, i, j16);
-        x[l] = thread_dropout_flags16(r, t);
+        x[l] = hi ? thread_dropout_flags16_hi(r, t) : thread_dropout_flags16(r, t);
     }
     for (int l = 0; l < 32; ++l) y[l] = thread_dropout_merge_rows(x[l], x[l ^ 1], l & 3);
-    for (int l = 0; l < 32; ++l) z[l] = thread_dropout_merge_cols(y[l], y[l ^ 2], l & 3);
-}
-
-/* the same for warp_dropout_keep32_hi (the sm90 forward's high layout) */
-static void emulate_keep32_hi(uint64_t seed, uint64_t offset, int b, int h, int row_tile, int col16, uint32_t t,
-                              uint32_t z[32])
-{
-    uint32_t x[32], y[32];
-    for (int l = 0; l < 32; ++l) {
-        const int g = l >> 2, t4 = l & 3;
-        const int i = row_tile + g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
-        x[l] = thread_dropout_flags16_hi(thread_dropout_random16(seed, offset, b, h, i, j16), t);
-    }
-    for (int l = 0; l < 32; ++l) y[l] = thread_dropout_merge_rows(x[l], x[l ^ 1], l & 3);
-    for (int l = 0; l < 32; ++l) z[l] = thread_dropout_merge_cols_hi(y[l], y[l ^ 2], l & 3);
+    for (int l = 0; l < 32; ++l)
+        z[l] = hi ? thread_dropout_merge_cols_hi(y[l], y[l ^ 2], l & 3) : thread_dropout_merge_cols(y[l], y[l ^ 2], l & 3);
 }
 
 int main(void)
@@ -103,7 +92,7 @@ int main(void)
         for (int c = 0; c < kMT * kChunks; ++c) {
             uint32_t z[32];
             const int mt = c / kChunks, chunk = c - mt * kChunks;
-            emulate_keep32(seed, offset, b, h, row_tile + 16 * mt, col0 + 32 * chunk, t, z, trial & 1);
+            emulate_keep32(seed, offset, b, h, row_tile + 16 * mt, col0 + 32 * chunk, t, z, trial & 1, 0);
             for (int l = 0; l < 32; ++l)
                 keep[l] |= (uint64_t)(z[l] & 0x0f0f0f0fu) << (32 * (c >> 1) + 4 * (c & 1));
         }
@@ -127,7 +116,7 @@ int main(void)
     }
     printf("warp_dropout_keep_tile emulation: %lld wrong of %lld bits over %lld tiles\n", bad_tile, checked_bits,
            tiles);
-    /* the sm90 forward: fa_sm90_keep words from warp_dropout_keep32_hi (Bc = 128: 16 n-blocks, 4
+    /* the sm90 forward: fa_sm90_keep words from warp_dropout_keep32<true> (Bc = 128: 16 n-blocks, 4
      * calls; Bc = 80: 10 n-blocks, 3 calls) and thread_dropout_packed_sm90's masks: register
      * pa[kk][q] holds accumulator elements s[8 kk + 2 q + e] (thread_pack_p), element k being
      * (n-block k >> 2, row half (k >> 1) & 1, e = k & 1); its mask must be 0xffff in half e iff
@@ -143,7 +132,7 @@ int main(void)
         fa_sm90_keep<10> k10[32];
         for (int c = 0; c < (kNB + 3) / 4; ++c) {
             uint32_t z[32];
-            emulate_keep32_hi(seed, offset, b, h, row_tile, col0 + 32 * c, t, z);
+            emulate_keep32(seed, offset, b, h, row_tile, col0 + 32 * c, t, z, 1, 1);
             for (int l = 0; l < 32; ++l) {
                 if (kNB == 16) k16[l].w[c] = z[l];
                 else k10[l].w[c] = z[l];

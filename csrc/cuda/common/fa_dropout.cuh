@@ -91,7 +91,7 @@ FA_DROP_HD uint32_t thread_dropout_merge_cols(uint32_t y, uint32_t y2, int t4)
     return (y & mine) | (moved & ~mine);
 }
 
-/* The "high" layout of the sm90 forward (warp_dropout_keep32_hi): thread_dropout_flags16's bits
+/* The "high" layout of the sm90 forward (warp_dropout_keep32<true>): thread_dropout_flags16's bits
  * 4 higher, key jj = 4 k + b at bit 8 b + 4 + k, so that key k = 3 sits at the byte's bit 7
  * already (r.w's compare needs no shift) and the merged word needs no nibble mask before the
  * sign-replicate masks of fa_fwd_sm90_dropout.cuh (bits 0..3 stay 0 through the row merge; the
@@ -182,20 +182,6 @@ FA_DROP_HD fa_u32x4 thread_dropout_random16(uint64_t seed, uint64_t offset, int 
     return r;
 }
 
-/* warp_dropout_keep32 in the high layout (thread_dropout_flags16_hi): bit 4 + fa_dropout_bit(nb,
- * half, e) holds the keep bit (fa_dropout_bit's bits 0..3 in each byte move to 4..7); bits 0..3
- * of each byte are garbage. */
-static __device__ __forceinline__ uint32_t warp_dropout_keep32_hi(uint64_t seed, uint64_t offset, int b, int h,
-                                                                  int row_g, int col16, uint32_t t)
-{
-    const int t4 = threadIdx.x & 3;
-    const int i = row_g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
-    const fa_u32x4 r = thread_dropout_random16(seed, offset, b, h, i, j16);
-    const uint32_t x = thread_dropout_flags16_hi(r, t);
-    const uint32_t y = thread_dropout_merge_rows(x, __shfl_xor_sync(0xffffffffu, x, 1), t4);
-    return thread_dropout_merge_cols_hi(y, __shfl_xor_sync(0xffffffffu, y, 2), t4);
-}
-
 /* Bit of the element (n-block nb in 0..3, row half, column offset e) in the keep word of
  * warp_dropout_keep32, lane-independent. */
 FA_DROP_HD constexpr int fa_dropout_bit(int nb, int half, int e)
@@ -208,16 +194,19 @@ FA_DROP_HD constexpr int fa_dropout_bit(int nb, int half, int e)
  * sequence-local), columns col16 + 8 nb + 2 t4 + e, col16 a multiple of 16 (keys past the tile
  * are drawn but not read). Bit fa_dropout_bit(nb, half, e) = keep; the other bits are garbage.
  * t = fa_dropout_threshold (byte). The Philox of thread_dropout_random16 (fa_dropout_random16's
- * bits). */
+ * bits). kHi: the sm90 forward's high layout (thread_dropout_flags16_hi): bit 4 +
+ * fa_dropout_bit(nb, half, e) holds the keep bit, bits 0..3 of each byte are garbage. */
+template <bool kHi = false>
 static __device__ __forceinline__ uint32_t warp_dropout_keep32(uint64_t seed, uint64_t offset, int b, int h,
                                                                int row_g, int col16, uint32_t t)
 {
     const int t4 = threadIdx.x & 3;
     const int i = row_g + 8 * (t4 & 1), j16 = (col16 >> 4) + (t4 >> 1);
     const fa_u32x4 r = thread_dropout_random16(seed, offset, b, h, i, j16);
-    const uint32_t x = thread_dropout_flags16(r, t);
+    const uint32_t x = kHi ? thread_dropout_flags16_hi(r, t) : thread_dropout_flags16(r, t);
     const uint32_t y = thread_dropout_merge_rows(x, __shfl_xor_sync(0xffffffffu, x, 1), t4);
-    return thread_dropout_merge_cols(y, __shfl_xor_sync(0xffffffffu, y, 2), t4);
+    const uint32_t y2 = __shfl_xor_sync(0xffffffffu, y, 2);
+    return kHi ? thread_dropout_merge_cols_hi(y, y2, t4) : thread_dropout_merge_cols(y, y2, t4);
 }
 
 /* Keep words of warp_dropout_keep_tile: call c (0..3) covers m-tile c / kChunks, n-blocks

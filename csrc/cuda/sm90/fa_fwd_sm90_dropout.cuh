@@ -6,7 +6,7 @@
  * query head, i / j sequence-local). The wgmma m64nNk16 accumulator (fa_fwd_sm90_math.cuh) gives
  * warp wq of a warpgroup the mma.sync C layout per 8-column n-block: s[4 nb + 2 half + e] is row
  * row0 + 8 half, key c0 + 2 t4 + 8 nb + e (row0 = m0 + 64 wg + 16 wq + g), lane = 4 g + t4. So
- * warp_dropout_keep32_hi (fa_dropout.cuh) draws the bits of the warp's 16 rows x 32 keys: lane t4
+ * warp_dropout_keep32<true> (fa_dropout.cuh) draws the bits of the warp's 16 rows x 32 keys: lane t4
  * of each quad draws one 16-key group per 4 n-blocks (rows g, g + 8 x two 16-key blocks) and two
  * quad shuffles hand each lane its 16 bits; s[4 nb + k] is bit fa_sm90_drop_bit(nb, k >> 1,
  * k & 1) of keep word nb >> 2. The groups need c0 % 16 == 0: true for dense tiles (c0 = t Bc, Bc % 16 == 0), not for
@@ -20,7 +20,7 @@
 
 #include "fa_dropout.cuh"
 
-/* Keep words of one accumulator tile: word nb >> 2 (one warp_dropout_keep32_hi call per 4
+/* Keep words of one accumulator tile: word nb >> 2 (one warp_dropout_keep32<true> call per 4
  * n-blocks), the element (nb, half, e) at bit fa_sm90_drop_bit. */
 template <int kNB>
 struct fa_sm90_keep {
@@ -33,7 +33,7 @@ FA_DROP_HD constexpr int fa_sm90_drop_bit(int nb, int half, int e)
 }
 
 /* Warp-collective (all 32 lanes, uniform control flow: the quad shuffles of
- * warp_dropout_keep32_hi). The keep bits of one accumulator tile (layout above): s[4 nb + k] is
+ * warp_dropout_keep32<true>). The keep bits of one accumulator tile (layout above): s[4 nb + k] is
  * kept iff bit fa_sm90_drop_bit(nb, k >> 1, k & 1) of word nb >> 2 is set. row0: sequence-local
  * row of s[0]; c0: the tile's first key (a multiple of 16). The kNB / 4 calls are unrolled (a
  * rolled loop's counter, column and variable-shift insert cost ~15 SASS instructions a call, and
@@ -46,7 +46,7 @@ static __device__ __forceinline__ void warp_dropout_keep_sm90(fa_sm90_keep<kNB> 
 {
 #pragma unroll
     for (int c = 0; c < (kNB + 3) / 4; ++c)
-        keep.w[c] = warp_dropout_keep32_hi(seed, offset, b, h, row0, c0 + 32 * c, threshold);
+        keep.w[c] = warp_dropout_keep32<true>(seed, offset, b, h, row0, c0 + 32 * c, threshold);
 }
 
 /* Per-thread: the AND mask of the packed P register that holds the elements (nb, half, e = 0)
