@@ -178,10 +178,11 @@ static int fa_sm90_plain_br(const fa_params *p)
 }
 
 /* CTAs of the persistent grid for call p on bucket D (0: the one-block kernel): one per SM, at
- * most one per work item (query block, head, batch); 0 where the item count or the SM count
- * does not fit the kernel's int arithmetic / is unknown. */
+ * most one per work item (query block of br rows, head, batch; br = fa_sm90_plain_br, which the
+ * caller has); 0 where the item count or the SM count does not fit the kernel's int arithmetic /
+ * is unknown. */
 template <int D>
-static int fa_sm90_persist_ctas_for(const fa_params *p)
+static int fa_sm90_persist_ctas_for(const fa_params *p, int br)
 {
     typedef fa_sm90_tile<D> T;
     const int feat = p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f;
@@ -190,7 +191,6 @@ static int fa_sm90_persist_ctas_for(const fa_params *p)
                    : fa_env_off("FLASH_ATTN_C_SM90_FWD_PERSIST") ? 0
                                                                  : fa_sm90_persist_default(T::kRow.persist, p);
     if (!on) return 0;
-    const int br = fa_sm90_plain_br<D>(p);
     const int64_t items = (p->seqlen_q + br - 1) / br * p->heads * p->batch;
     const int sms = fa_cuda_sm_count();
     /* the kernel's walk computes item indices below items + 2 CTAs in int (fa_sm90_persist_walk) */
@@ -236,9 +236,9 @@ int fa_fwd_sm90_persist_ctas(const fa_params *p)
 {
     if (!fa_fwd_sm90_can_run(p)) return 0;
     switch (fa_sm90_bucket(p->head_dim)) {
-    case 64: return fa_sm90_persist_ctas_for<64>(p);
-    case 128: return fa_sm90_persist_ctas_for<128>(p);
-    case 256: return fa_sm90_persist_ctas_for<256>(p);
+    case 64: return fa_sm90_persist_ctas_for<64>(p, fa_sm90_plain_br<64>(p));
+    case 128: return fa_sm90_persist_ctas_for<128>(p, fa_sm90_plain_br<128>(p));
+    case 256: return fa_sm90_persist_ctas_for<256>(p, fa_sm90_plain_br<256>(p));
     default: return 0;
     }
 }
@@ -271,23 +271,25 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
     /* the Q box is the launched instance's Br (fa_fwd_sm90_launch_dtype picks it by the same
      * fa_sm90_feat_set_of; dropout alone runs in the DROP instance, with a feature in ANY) */
     const int set = fa_sm90_feat_set_of(p->softcap > 0.f, p->alibi_slopes != NULL, p->dropout_p != 0.f);
+    const int small_br = fa_sm90_small_br<D>(p);  /* read once: the Q box, the items and the launcher agree */
     const int br = set == FA_SM90_FEAT_ANY     ? fa_sm90_tile<D, true, FA_SM90_FEAT_ANY>::kBr
                    : set == FA_SM90_FEAT_CAP   ? fa_sm90_tile<D, true, FA_SM90_FEAT_CAP>::kBr
                    : set == FA_SM90_FEAT_ALIBI ? fa_sm90_tile<D, true, FA_SM90_FEAT_ALIBI>::kBr
                    : set == FA_SM90_FEAT_DROP  ? fa_sm90_tile<D, true, FA_SM90_FEAT_DROP>::kBr
-                                               : fa_sm90_plain_br<D>(p);
+                   : small_br                  ? T::kRow.feat_br
+                                               : T::kBr;
     fa_sm90_params prm;
     memset(&prm, 0, sizeof(prm));
     const fa_status filled = fa_fwd_fill_args(p, &prm.a);
     if (filled != FA_OK) return filled;
     prm.varlen = varlen;
-    prm.persist_ctas = fa_sm90_persist_ctas_for<D>(p);
+    prm.persist_ctas = fa_sm90_persist_ctas_for<D>(p, br);
     if (prm.persist_ctas > 0) {
         const int items = (int)((p->seqlen_q + br - 1) / br * p->heads * p->batch);  /* fits: above */
         prm.persist_group = fa_sm90_persist_group_for(p);
         prm.persist_paired = fa_sm90_persist_paired(items, prm.persist_ctas);
     }
-    prm.small_br = fa_sm90_small_br<D>(p);
+    prm.small_br = small_br;
     prm.wide = !prm.small_br && fa_sm90_wide<D>(p, set, prm.persist_ctas);
     /* the K / V boxes: the launched instance's Bc (the kFeat variant shares the row's bc) */
     const int bc = prm.wide ? fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true>::kBc : T::kBc;
