@@ -16,7 +16,7 @@ import random
 import re
 import sys
 import zlib
-from typing import Iterable, Iterator, List, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 import pytest
 import torch
@@ -194,6 +194,38 @@ def sm90_bwd_kernels(fn) -> List[str]:
         assert found, f"unexpected sm90 backward kernel name: {name}"
         tags.append(found[0])
     return tags
+
+
+# fa_fwd_sm90_kernel<kBf16, D, Br, Bc, ...> / fa_fwd_sm90_persist_kernel<kBf16, D, Br, ...>: the int
+# template arguments after kBf16 (argument 1: D, 2: Br, 3: Bc), mangled as ...kernelILb1ELi64ELi192E...
+_SM90_FWD_MANGLED_INTS = re.compile(r"fa_fwd_sm90_(?:persist_)?kernelILb[01]E((?:Li\d+E)+)")
+
+
+def sm90_fwd_int_arg(name: str, arg: int) -> Optional[int]:
+    """Template argument number `arg` (0-based; 1..3 are D, Br, Bc) of an sm90 forward kernel's
+    profiler name, demangled (fa_fwd_sm90_kernel<true, 64, 192, ...>) or mangled; None if absent."""
+    m = _SM90_FWD_MANGLED_INTS.search(name)
+    if m:
+        ints = re.findall(r"Li(\d+)E", m.group(1))
+        return int(ints[arg - 1]) if 1 <= arg <= len(ints) else None
+    if "<" in name and ">" in name:
+        args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
+        if arg < len(args) and args[arg].lstrip("-").isdigit():
+            return int(args[arg])
+    return None
+
+
+def sm90_fwd_int_args_ran(fn, arg: int) -> set:
+    """(grid, template argument `arg`) of every sm90 forward kernel fn() launched (profiler names),
+    grid "persist" (fa_fwd_sm90_persist_kernel) or "block" (fa_fwd_sm90_kernel)."""
+    out = set()
+    for name in cuda_kernel_names(fn, "fa_fwd_sm90_"):
+        if "fa_fwd_sm90_kernel" not in name and "fa_fwd_sm90_persist_kernel" not in name:
+            continue
+        v = sm90_fwd_int_arg(name, arg)
+        if v is not None:
+            out.add(("persist" if "persist_kernel" in name else "block", v))
+    return out
 
 
 def sm90_fwd_flag_ran(fn, arg: int, mangled: "re.Pattern[str]") -> bool:

@@ -8,12 +8,10 @@ oracle (error-ratio rule) at lengths around the 128 / 192 row blocks, causal bot
 both ways, a window, GQA / MQA, both dtypes, both grids. Runs on compute capability 9.0 only."""
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
-from conftest import is_hopper
+from conftest import is_hopper, sm90_fwd_int_args_ran
 from oracle import check_dense
 
 import flash_attn_c
@@ -30,29 +28,10 @@ def sm90_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_PERSIST", raising=False)
 
 
-# fa_fwd_sm90_kernel<kBf16, D, Br, ...> / fa_fwd_sm90_persist_kernel<kBf16, D, Br, ...>: Br is
-# template argument 2
-_MANGLED_BR = re.compile(r"fa_fwd_sm90_(persist_)?kernelILb[01]ELi\d+ELi(\d+)E")
-
-
 def _brs_ran(fn) -> set:
-    """(grid, Br) of every sm90 forward instance fn() launched (profiler names), grid "persist" or
-    "block"."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    out = set()
-    for e in prof.events():
-        if "fa_fwd_sm90_kernel" not in e.name and "fa_fwd_sm90_persist_kernel" not in e.name:
-            continue
-        grid = "persist" if "persist_kernel" in e.name else "block"
-        m = _MANGLED_BR.search(e.name)
-        if m:
-            out.add((grid, int(m.group(2))))
-        elif "<" in e.name:
-            out.add((grid, int(e.name[e.name.index("<") + 1:e.name.index(">")].split(",")[2])))
-    return out
+    """(grid, Br) of every sm90 forward instance fn() launched, grid "persist" or "block" (Br:
+    template argument 2)."""
+    return sm90_fwd_int_args_ran(fn, 2)
 
 
 DTYPES = [torch.bfloat16, torch.float16]

@@ -8,12 +8,10 @@ and softcap calls and FLASH_ATTN_C_SM90_FWD_WIDE=0 keep the 128-key tile. Runs o
 9.0 only."""
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
-from conftest import is_hopper
+from conftest import is_hopper, sm90_fwd_int_args_ran
 from oracle import check_dense
 
 import flash_attn_c
@@ -30,26 +28,9 @@ def sm90_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_PERSIST", raising=False)
 
 
-# fa_fwd_sm90_kernel<kBf16, D, Br, Bc, ...>: Bc is template argument 3
-_MANGLED_BC = re.compile(r"fa_fwd_sm90_kernelILb[01]ELi\d+ELi\d+ELi(\d+)E")
-
-
 def _bcs_ran(fn) -> set:
-    """The Bc of every one-block sm90 forward instance fn() launched (profiler names)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    out = set()
-    for e in prof.events():
-        if "fa_fwd_sm90_kernel" not in e.name:
-            continue
-        m = _MANGLED_BC.search(e.name)
-        if m:
-            out.add(int(m.group(1)))
-        elif "<" in e.name:
-            out.add(int(e.name[e.name.index("<") + 1:e.name.index(">")].split(",")[3]))
-    return out
+    """The Bc (template argument 3) of every one-block sm90 forward instance fn() launched."""
+    return {bc for grid, bc in sm90_fwd_int_args_ran(fn, 3) if grid == "block"}
 
 
 DTYPES = [torch.bfloat16, torch.float16]
