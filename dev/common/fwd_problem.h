@@ -41,6 +41,8 @@ typedef struct fwd_case {
                                          caller's, by default the host's rule) */
     int small_br;                     /* sm90_check: FLASH_ATTN_C_SM90_FWD_D64_BR=128 (the plain d = 64
                                          instance on the 128-row tile; 0: the caller's setting) */
+    int cap_slim;                     /* sm90_check: FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1 (softcap alone, bf16: the
+                                         CAP_SLIM instance must run; 0: the caller's setting) */
 } fwd_case;
 
 /* A case with no features: no mask, no softcap / ALiBi / dropout / probabilities, separate q, k,
@@ -59,6 +61,7 @@ static inline fwd_case fwd_make_case(const char *tag, fa_dtype dt, int b, int h,
     c.persist = 0;
     c.persist_group = 0;
     c.small_br = 0;
+    c.cap_slim = 0;
     snprintf(c.name, sizeof c.name, "%s %s b%d h%d/%d d%d sq%d sk%d", tag, check_dtype_name(dt), b, h, hk, d,
              sq, sk);
     return c;

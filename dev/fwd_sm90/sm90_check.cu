@@ -80,6 +80,7 @@ static void finish_name(fwd_case *c)
     if (c->left >= 0 || c->right >= 0) n += snprintf(c->name + n, sizeof c->name - n, " win(%d,%d)", c->left, c->right);
     if (c->packed) n += snprintf(c->name + n, sizeof c->name - n, " qkvpacked");
     if (c->softcap > 0) n += snprintf(c->name + n, sizeof c->name - n, " softcap%g", c->softcap);
+    if (c->scale != 0.f) n += snprintf(c->name + n, sizeof c->name - n, " scale%g", c->scale);
     if (c->alibi) n += snprintf(c->name + n, sizeof c->name - n, " alibi%s", c->alibi == 1 ? "(h)" : "(b,h)");
     if (c->dropout > 0) n += snprintf(c->name + n, sizeof c->name - n, " drop%g", c->dropout);
     if (c->probs) n += snprintf(c->name + n, sizeof c->name - n, " probs");
@@ -98,7 +99,7 @@ static void run_case(const fwd_case &c)
     fwd_geom g;
     fa_params p;
     fwd_geom_init(&c, &g, &p);
-    p.softmax_scale = 1.f / sqrtf((float)d);
+    p.softmax_scale = c.scale != 0.f ? c.scale : 1.f / sqrtf((float)d);
     p.softcap = c.softcap;
     p.window_left = c.left;
     p.window_right = c.right;
@@ -186,6 +187,18 @@ static void run_case(const fwd_case &c)
     const int br_was_set = getenv("FLASH_ATTN_C_SM90_FWD_D64_BR") != NULL;
     if (br_was_set) snprintf(br_env, sizeof br_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_D64_BR"));
     if (c.small_br) setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "128", 1);
+    /* "capslim" cases: the CAP_SLIM instance (FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1 for this case only; other
+     * cases run with the caller's setting, so a caller's =1 runs every bf16 softcap-alone case on it) */
+    char slim_env[16] = "";
+    const int slim_was_set = getenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM") != NULL;
+    if (slim_was_set) snprintf(slim_env, sizeof slim_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM"));
+    if (c.cap_slim) {
+        setenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM", "1", 1);
+        if (ok && !fa_fwd_sm90_cap_slim(&pg)) {
+            snprintf(why, sizeof why, "fa_fwd_sm90_cap_slim() = 0: the CAP_SLIM instance was not selected");
+            ok = 0;
+        }
+    }
     /* "persist" cases: the persistent grid (FLASH_ATTN_C_SM90_FWD_PERSIST=1 for this case only;
      * other cases run with the caller's setting) must be what fa_fwd_sm90 launches; persist -1: the
      * one-block grid (=0) */
@@ -295,6 +308,8 @@ static void run_case(const fwd_case &c)
     else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP");
     if (br_was_set) setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", br_env, 1);
     else unsetenv("FLASH_ATTN_C_SM90_FWD_D64_BR");
+    if (slim_was_set) setenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM", slim_env, 1);
+    else unsetenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM");
     set_sm90_env(0, 0, 0);
 
     /* compare (only what ran) */
@@ -436,6 +451,30 @@ static std::vector<fwd_case> build_cases(void)
                 finish_name(&vl);
                 v.push_back(vl);
             }
+        /* softcap alone on the CAP_SLIM instance (bf16, FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1): every bucket,
+         * softcap 5 / 30 / 50 (50: the offset below 1, P up to 2^20), causal and not, a window, GQA,
+         * sq != sk both ways, varlen; scale 2 (16x to 32x the default) saturates tanh at both ends */
+        if (dt == FA_BF16)
+            for (int d : {64, 80, 128, 256})
+                for (float cap : {5.f, 30.f, 50.f}) {
+                    const int shp[][5] = {{2, 4, 2, 300, 517}, {1, 6, 3, 517, 300}, {1, 2, 1, 700, 2048}};
+                    for (auto &sh : shp)
+                        for (int mode = 0; mode < 3; ++mode) {  /* 0 none, 1 causal, 2 window */
+                            fwd_case c = fwd_make_case("capslim", dt, sh[0], sh[1], sh[2], d, sh[3], sh[4]);
+                            c.softcap = cap; c.cap_slim = 1;
+                            if (mode == 1) c.right = 0;
+                            if (mode == 2) { c.left = 130; c.right = 20; }
+                            if (sh[3] == 700) c.scale = 2.f;
+                            finish_name(&c);
+                            v.push_back(c);
+                        }
+                    fwd_case vl = fwd_make_case("capslim", dt, 6, 4, 2, d, 0, 0);
+                    vl.varlen = 1; vl.softcap = cap; vl.cap_slim = 1; vl.right = 0; vl.scale = 2.f;
+                    vl.lens_q = {17, 0, 97, 1, 150, 300};
+                    vl.lens_k = {33, 5, 0, 1, 129, 517};
+                    finish_name(&vl);
+                    v.push_back(vl);
+                }
         /* dropout (the kDrop instances, called directly): every bucket, awkward shapes, causal and
          * not, a window, GQA (dropout alone: the DROP instance on the plain tile), with softcap /
          * ALiBi (the ANY instance, on its own tile at d = 64), the device seed */

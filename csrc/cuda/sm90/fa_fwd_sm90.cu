@@ -232,6 +232,15 @@ static int fa_sm90_persist_paired(int n, int C)
     return rest > C ? n : 2 * C * rounds;
 }
 
+/* FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1 (read on every call, off by default until timed): softcap-alone
+ * (kFeatSet CAP) bf16 calls with softcap log2(e) <= FA_SM90_CAP_SLIM_MAX_LOG2 (softcap <= 51.29) run
+ * the CAP_SLIM instance, the softmax without the running row max (fa_fwd_sm90_args.cuh); others CAP. */
+static int fa_sm90_cap_slim(const fa_params *p, int feat_set, float softcap_log2)
+{
+    return feat_set == FA_SM90_FEAT_CAP && p->dtype == FA_BF16 && softcap_log2 <= FA_SM90_CAP_SLIM_MAX_LOG2 &&
+           fa_env_flag("FLASH_ATTN_C_SM90_FWD_CAP_SLIM");
+}
+
 int fa_fwd_sm90_persist_ctas(const fa_params *p)
 {
     if (!fa_fwd_sm90_can_run(p)) return 0;
@@ -241,6 +250,13 @@ int fa_fwd_sm90_persist_ctas(const fa_params *p)
     case 256: return fa_sm90_persist_ctas_for<256>(p, fa_sm90_plain_br<256>(p));
     default: return 0;
     }
+}
+
+int fa_fwd_sm90_cap_slim(const fa_params *p)
+{
+    if (!fa_fwd_sm90_can_run(p) || p->softcap <= 0.f) return 0;
+    const int set = fa_sm90_feat_set_of(1, p->alibi_slopes != NULL, p->dropout_p != 0.f);
+    return fa_sm90_cap_slim(p, set, p->softcap * 1.4426950408889634f);  /* fa_fwd_fill_args' softcap_log2 */
 }
 
 int fa_fwd_sm90_persist_group(const fa_params *p)
@@ -291,6 +307,7 @@ static fa_status fa_sm90_build_and_launch(const fa_params *p, cudaStream_t strea
     }
     prm.small_br = small_br;
     prm.wide = !prm.small_br && fa_sm90_wide<D>(p, set, prm.persist_ctas);
+    prm.cap_slim = fa_sm90_cap_slim(p, set, prm.a.softcap_log2);  /* CAP's tile: the same boxes */
     /* the K / V boxes: the launched instance's Bc (the kFeat variant shares the row's bc) */
     const int bc = prm.wide ? fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true>::kBc : T::kBc;
 

@@ -38,4 +38,8 @@ int fa_fwd_sm90_persist_ctas(const fa_params *p);
  * "Schedule"; FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP), 0 when p would not take the persistent grid. */
 int fa_fwd_sm90_persist_group(const fa_params *p);
 
+/* 1 when fa_fwd_sm90 runs call p on the CAP_SLIM instance (softcap alone, bf16, softcap <= 51.29,
+ * FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1 at the time of this call; fa_fwd_sm90_args.cuh). For tests. */
+int fa_fwd_sm90_cap_slim(const fa_params *p);
+
 #endif /* FA_FWD_SM90_CUH */

@@ -40,6 +40,8 @@ typedef struct fa_sm90_params {
     int small_br;    /* the plain dense d = 64 instance on the row's feat_br tile (fa_fwd_sm90.cu
                         fa_sm90_small_br, FLASH_ATTN_C_SM90_FWD_D64_BR=128; one-block or persistent
                         grid); the Q box is that Br. After wide for the same reason */
+    int cap_slim;    /* softcap alone, bf16: the CAP_SLIM instance (fa_fwd_sm90.cu fa_sm90_cap_slim,
+                        FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1). Last, as wide */
 } fa_sm90_params;
 
 #define FA_SM90_VARLEN_ROWS 0x7FFFFFFF  /* row extent of the varlen K/V maps (coordinates are s32) */
@@ -58,6 +60,23 @@ typedef struct fa_sm90_params {
  * predicated-off instructions in every key tile too (dropout ran at 0.48x of the plain kernel, H200
  * run 65). Dropout with softcap or ALiBi keeps the ANY instance. */
 #define FA_SM90_FEAT_DROP 3
+/* CAP_SLIM: softcap alone without the running row max (opt-in, bf16, fa_fwd_sm90.cu fa_sm90_cap_slim).
+ * Softcapped scores are bounded, t = tanh(s scale / softcap) in [-1, 1], so the softmax may subtract
+ * a fixed offset instead of m_i: p = exp2(C t - off), C = softcap log2(e), off = min(C, 124 - C)
+ * (fa_sm90_cap_slim_offset). C <= 62 (softcap <= 42.9): off = C, so p <= 1 as with m_i (and p = 1
+ * exactly where t saturates at 1) and p >= 2^-124, a bf16 / fp32 normal; 62 < C <= 74 (softcap
+ * <= 51.29): p in [2^-124, 2^(2C - 124)], at most 2^24 (O's fp32 accumulation could overflow only for
+ * a row sum of |v| past 2^104). No max (one FMNMX per score), no alpha, no O rescale: the CAP tile
+ * is issue-bound (capemu, H100 run 82), and this takes ~100 instructions per key tile off.
+ * fp16 P has no such range (normals from 2^-14): fp16 keeps CAP. */
+#define FA_SM90_FEAT_CAP_SLIM 4
+#define FA_SM90_CAP_SLIM_MAX_LOG2 74.f
+
+/* The fixed exp2 offset of CAP_SLIM in log2 units (C = softcap log2(e), see above) */
+static inline __host__ __device__ float fa_sm90_cap_slim_offset(float c)
+{
+    return fminf(c, 124.f - c);
+}
 
 /* The kFeat instance a call runs: -1 none (the plain kernel), else its FA_SM90_FEAT_* set (dropout
  * alone DROP, dropout with a feature ANY: fa_fwd_sm90_dropout.cuh). One place for the launcher and

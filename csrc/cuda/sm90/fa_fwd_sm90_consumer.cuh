@@ -81,6 +81,10 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     if (kDrop) fa_fwd_philox_seed(a, &seed, &offset);
     const int drop_b = it.b, drop_h = it.h;  /* dropout coordinates: sequence, query head */
 
+    /* CAP_SLIM: a fixed exp2 offset instead of m_i, no alpha (fa_fwd_sm90_args.cuh) */
+    constexpr bool kSlim = kFeatSet == FA_SM90_FEAT_CAP_SLIM;
+    const float off = kSlim ? fa_sm90_cap_slim_offset(a.softcap_log2) : 0.f;
+
     float s[Bc / 2];
     uint32_t pa[Bc / 16][4];
     float alpha[2] = {0.f, 0.f};
@@ -119,7 +123,8 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     fa_reg_fence(s);
     warp_release_slot(bar_kempty + 8u * stage, lane);
     thread_scores_sm90<kFeat, kNB, Bc, kFeatSet>(s, a, mk, slope, row0, t4, wg_r0, wg_r1, t, varlen);
-    thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
+    if constexpr (kSlim) thread_softmax_fixed_sm90<kNB>(s, l_i, mul, off);
+    else thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);  /* alpha = 0: scales the zero O */
     fa_sm90_keep<kNB> keep;  /* kDrop: the keep bits of the P in s (fa_fwd_sm90_dropout.cuh) */
     if constexpr (kDrop)
         warp_dropout_keep_sm90<kNB>(keep, seed, offset, drop_b, drop_h, row0, t * Bc, a.dropout_threshold);
@@ -143,7 +148,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
         fa_wgmma_fence();  /* why: s was read and written by ordinary instructions */
         warpgroup_gemm_qk<kBf16, D, Br, Bc>(s, dq, fa_wgmma_desc_add(dk0, (uint32_t)stage * kKVBytes));
         fa_wgmma_commit();
-        thread_rescale_o<kDB>(o, alpha);
+        if constexpr (!kSlim) thread_rescale_o<kDB>(o, alpha);
         fa_mbar_wait(bar_vfull + 8u * pstage, pphase);
         fa_wgmma_fence();  /* why: o and pa were written by ordinary instructions */
         warpgroup_gemm_pv<kBf16, D, Bc>(o, pa, fa_wgmma_desc_add(dv0, (uint32_t)pstage * kKVBytes));
@@ -161,7 +166,8 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
          * was hoisted above all of it (seen in the SASS), which serialized the softmax with
          * P_{j-1} V_{j-1}. In a block of its own it stays after the softmax. */
         if (kFeat ? a.scale_log2 > 0.f : mul > 0.f) {
-            thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
+            if constexpr (kSlim) thread_softmax_fixed_sm90<kNB>(s, l_i, mul, off);
+            else thread_softmax_sm90<kNB>(s, m_i, l_i, alpha, mul);
             /* in the same block: the Philox rounds overlap P_{j-1} V_{j-1} as well */
             if constexpr (kDrop)
                 warp_dropout_keep_sm90<kNB>(keep, seed, offset, drop_b, drop_h, row0, t * Bc,
@@ -176,7 +182,7 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     }
 
     /* last tile's P V */
-    thread_rescale_o<kDB>(o, alpha);
+    if constexpr (!kSlim) thread_rescale_o<kDB>(o, alpha);
     fa_mbar_wait(bar_vfull + 8u * stage, phase);
     fa_wgmma_fence();
     warpgroup_gemm_pv<kBf16, D, Bc>(o, pa, fa_wgmma_desc_add(dv0, (uint32_t)stage * kKVBytes));
@@ -184,6 +190,9 @@ static __device__ __forceinline__ void warpgroup_attend_item(float (&o)[D / 2], 
     fa_wgmma_wait<0>();
     fa_reg_fence(o);
     warp_release_slot(bar_vempty + 8u * stage, lane);
+
+    /* CAP_SLIM: the epilogue's LSE is m_i mul + log2(l) (natural units there): m_i mul = off */
+    if constexpr (kSlim) m_i[0] = m_i[1] = off / mul;
 
     /* why: takes the last pass of warpgroup kWG - 1, so the barrier ends balanced */
     if (kPP && wg == 0) fa_named_barrier_sync<256>(FA_SM90_BAR_SCHED);

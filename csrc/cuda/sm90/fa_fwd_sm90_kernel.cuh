@@ -120,10 +120,11 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
      * and exp2 folds in scale log2(e); softcap: log2 units already (tanh needs the scale first) */
     static_assert(kFeat || kFeatSet == FA_SM90_FEAT_ANY, "a feature set only in the kFeat variant");
     static_assert((kFeatSet == FA_SM90_FEAT_DROP) <= kDrop, "DROP: the dropout instance only");
-    const bool cap = kFeat && (kFeatSet == FA_SM90_FEAT_CAP || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f));
-    /* softcap alone (kFeatSet CAP): scores stay tanh units and exp2 folds in softcap log2(e), one
-     * multiply per score less (thread_scores_sm90) */
-    const float mul = kFeatSet == FA_SM90_FEAT_CAP ? a.softcap_log2 : cap ? 1.f : a.scale_log2;
+    constexpr bool kCapOnly = kFeatSet == FA_SM90_FEAT_CAP || kFeatSet == FA_SM90_FEAT_CAP_SLIM;
+    const bool cap = kFeat && (kCapOnly || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f));
+    /* softcap alone (kFeatSet CAP, CAP_SLIM): scores stay tanh units and exp2 folds in softcap
+     * log2(e), one multiply per score less (thread_scores_sm90) */
+    const float mul = kCapOnly ? a.softcap_log2 : cap ? 1.f : a.scale_log2;
     /* DROP: neither feature, the plain kernel's mul = scale log2(e) and no slope */
     const float slope = kFeat && (kFeatSet == FA_SM90_FEAT_ANY || kFeatSet == FA_SM90_FEAT_ALIBI) &&
                                 a.alibi_slopes != NULL
@@ -227,7 +228,10 @@ static fa_status fa_fwd_sm90_launch_dtype(const fa_sm90_params &prm, cudaStream_
     /* one feature alone: the instance without the other's instructions (FA_SM90_FEAT_*) */
     switch (fa_sm90_feat_set_of(cap, alibi, 0)) {
     case FA_SM90_FEAT_ANY: return fa_fwd_sm90_launch_variant<kBf16, D, true>(prm, stream);
-    case FA_SM90_FEAT_CAP: return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_CAP>(prm, stream);
+    case FA_SM90_FEAT_CAP:
+        if constexpr (kBf16)  /* opt-in, bf16 only (fa_fwd_sm90_args.cuh) */
+            if (prm.cap_slim) return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_CAP_SLIM>(prm, stream);
+        return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_CAP>(prm, stream);
     case FA_SM90_FEAT_ALIBI: return fa_fwd_sm90_launch_variant<kBf16, D, true, false, FA_SM90_FEAT_ALIBI>(prm, stream);
     default: return fa_fwd_sm90_launch_variant<kBf16, D, false>(prm, stream);
     }

@@ -77,9 +77,11 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
 {
     const int c0 = fa_sm90_tile_row0<Bc>(t, mk.sk, varlen);
     if (kFeat && kFeatSet != FA_SM90_FEAT_DROP) {
-        /* kFeatSet (fa_fwd_sm90_args.cuh): CAP / ALIBI compile the other feature out */
-        const bool cap = kFeatSet == FA_SM90_FEAT_CAP || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f);
-        constexpr bool kAlibi = kFeatSet != FA_SM90_FEAT_CAP;
+        /* kFeatSet (fa_fwd_sm90_args.cuh): CAP / ALIBI compile the other feature out; CAP_SLIM's
+         * scores are CAP's */
+        constexpr bool kCapOnly = kFeatSet == FA_SM90_FEAT_CAP || kFeatSet == FA_SM90_FEAT_CAP_SLIM;
+        const bool cap = kCapOnly || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f);
+        constexpr bool kAlibi = !kCapOnly;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             /* i + sk - sq - j at nb = e = 0, converted once: the other columns subtract the
@@ -92,7 +94,7 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
                 for (int e = 0; e < 2; ++e) {
                     float x = s[4 * nb + 2 * half + e];
                     /* CAP alone keeps tanh units: its softmax multiplier is softcap log2(e) */
-                    if (cap) x = kFeatSet == FA_SM90_FEAT_CAP ? fa_tanh(x * a.scale_div_softcap)
+                    if (cap) x = kCapOnly ? fa_tanh(x * a.scale_div_softcap)
                                                               : a.softcap_log2 * fa_tanh(x * a.scale_div_softcap);
                     s[4 * nb + 2 * half + e] = kAlibi ? fmaf(-slope, fabsf(rel - (float)(8 * nb + e)), x) : x;
                 }
@@ -130,6 +132,29 @@ static __device__ __forceinline__ void thread_softmax_sm90(float (&s)[kNB * 4], 
                 sum += p;
             }
         l[half] = fmaf(l[half], alpha[half], sum);
+    }
+}
+
+/* CAP_SLIM's softmax step (fa_fwd_sm90_args.cuh): the scores are bounded tanh units, so no row max
+ * and no alpha; the fixed offset off (fa_sm90_cap_slim_offset) stands for m_i mul in every tile:
+ *   s <- p = exp2(s mul - off);  l += rowsum(p)
+ * Masked scores (-inf) give p = 0; rows with no visible key keep l = 0 (the epilogue's test). */
+template <int kNB>
+static __device__ __forceinline__ void thread_softmax_fixed_sm90(float (&s)[kNB * 4], float (&l)[2], float mul,
+                                                                float off)
+{
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        float sum = 0.f;
+#pragma unroll
+        for (int nb = 0; nb < kNB; ++nb)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const float p = fa_exp2(fmaf(s[4 * nb + 2 * half + e], mul, -off));
+                s[4 * nb + 2 * half + e] = p;
+                sum += p;
+            }
+        l[half] += sum;
     }
 }
 
