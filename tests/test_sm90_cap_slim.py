@@ -76,7 +76,7 @@ def test_cap_slim_window_varlen(d, softcap):
 
 def test_cap_slim_all_scores_negative():
     """Rows whose every score saturates at -softcap: p = 2^-(C + off) for every key (the bottom of
-    the offset's range, 2^-124 at softcap <= 42.9), so O is the mean of V."""
+    the offset's range, 2^-100 from softcap 34.66), so O is the mean of V."""
     q = torch.ones(1, 64, 2, 128, device="cuda", dtype=torch.bfloat16) * 4
     k = -torch.ones(1, 200, 2, 128, device="cuda", dtype=torch.bfloat16) * 4
     v = torch.randn(1, 200, 2, 128, device="cuda", dtype=torch.bfloat16)
@@ -84,3 +84,15 @@ def test_cap_slim_all_scores_negative():
         out = flash_attn_c.flash_attn_func(q, k, v, softcap=softcap)
         ref = v.float().mean(dim=1, keepdim=True).expand_as(out)
         torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("softcap", CAPS + [43.0])
+def test_cap_slim_one_key_saturated_small_v(softcap):
+    """One visible key per row, its score saturated at -softcap, small V: O = V exactly. With the
+    offset's bottom at 2^-124 (softcap >= 42.9) p v fell below 2^-126 and was flushed to O = 0."""
+    q = torch.ones(1, 64, 2, 128, device="cuda", dtype=torch.bfloat16) * 8
+    k = -torch.ones(1, 1, 2, 128, device="cuda", dtype=torch.bfloat16) * 4
+    v = (torch.rand(1, 1, 2, 128, device="cuda") * 0.2 + 0.01).to(torch.bfloat16)
+    assert sm90_fwd_feat_sets_ran(lambda: flash_attn_c.flash_attn_func(q, k, v, softcap=softcap)) == {CAP_SLIM}
+    out = flash_attn_c.flash_attn_func(q, k, v, softcap=softcap)
+    torch.testing.assert_close(out.float(), v.float().expand_as(out), atol=1e-3, rtol=1e-2)

@@ -452,7 +452,7 @@ static std::vector<fwd_case> build_cases(void)
                 v.push_back(vl);
             }
         /* softcap alone on the CAP_SLIM instance (bf16, FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1): every bucket,
-         * softcap 5 / 30 / 50 (50: the offset below 1, P up to 2^20), causal and not, a window, GQA,
+         * softcap 5 / 30 / 50 (50: P up to 2^44), causal and not, a window, GQA,
          * sq != sk both ways, varlen; scale 2 (16x to 32x the default) saturates tanh at both ends */
         if (dt == FA_BF16)
             for (int d : {64, 80, 128, 256})

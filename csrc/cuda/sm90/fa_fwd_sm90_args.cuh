@@ -62,11 +62,14 @@ typedef struct fa_sm90_params {
 #define FA_SM90_FEAT_DROP 3
 /* CAP_SLIM: softcap alone without the running row max (opt-in, bf16, fa_fwd_sm90.cu fa_sm90_cap_slim).
  * Softcapped scores are bounded, t = tanh(s scale / softcap) in [-1, 1], so the softmax may subtract
- * a fixed offset instead of m_i: p = exp2(C t - off), C = softcap log2(e), off = min(C, 124 - C)
- * (fa_sm90_cap_slim_offset). C <= 62 (softcap <= 42.9): off = C, so p <= 1 as with m_i (and p = 1
- * exactly where t saturates at 1) and p >= 2^-124, a bf16 / fp32 normal; 62 < C <= 74 (softcap
- * <= 51.29): p in [2^-124, 2^(2C - 124)], at most 2^24 (O's fp32 accumulation could overflow only for
- * a row sum of |v| past 2^104). No max (one FMNMX per score), no alpha, no O rescale: the CAP tile
+ * a fixed offset instead of m_i: p = exp2(C t - off), C = softcap log2(e), off = min(C, 100 - C)
+ * (fa_sm90_cap_slim_offset). C <= 50 (softcap <= 34.66): off = C, so p <= 1 as with m_i (and p = 1
+ * exactly where t saturates at 1) and p >= 2^-2C; 50 < C <= 74 (softcap <= 51.29): p in
+ * [2^-100, 2^(2C - 100)], at most 2^48 (O's fp32 accumulation could overflow only for a row sum of
+ * |v| past 2^80). Why p >= 2^-100 and not down to 2^-124 (still a bf16 / fp32 normal): O = sum p v
+ * below 2^-126 is flushed to 0 (fast-math FTZ in the epilogue's O / l), an absolute error of up to
+ * 2^-126 / l in the output, 0.25 for a row with one visible key saturated at -softcap (p = 2^-124);
+ * 2^-100 bounds it by 2^-26. No max (one FMNMX per score), no alpha, no O rescale: the CAP tile
  * is issue-bound (capemu, H100 run 82), and this takes ~100 instructions per key tile off.
  * fp16 P has no such range (normals from 2^-14): fp16 keeps CAP. */
 #define FA_SM90_FEAT_CAP_SLIM 4
@@ -75,7 +78,7 @@ typedef struct fa_sm90_params {
 /* The fixed exp2 offset of CAP_SLIM in log2 units (C = softcap log2(e), see above) */
 static inline __host__ __device__ float fa_sm90_cap_slim_offset(float c)
 {
-    return fminf(c, 124.f - c);
+    return fminf(c, 100.f - c);
 }
 
 /* The kFeat instance a call runs: -1 none (the plain kernel), else its FA_SM90_FEAT_* set (dropout
