@@ -17,7 +17,7 @@ import flash_attn_c
 
 pytestmark = pytest.mark.gpu
 
-CAP, CAP_SLIM = 1, 4  # FA_SM90_FEAT_CAP / FA_SM90_FEAT_CAP_SLIM
+CAP, CAP_SLIM = 1, 5  # FA_SM90_FEAT_CAP / FA_SM90_FEAT_CAP_SLIM
 
 
 @pytest.fixture(autouse=True)

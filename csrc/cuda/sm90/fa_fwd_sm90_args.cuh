@@ -72,7 +72,7 @@ typedef struct fa_sm90_params {
  * 2^-100 bounds it by 2^-26. No max (one FMNMX per score), no alpha, no O rescale: the CAP tile
  * is issue-bound (capemu, H100 run 82), and this takes ~100 instructions per key tile off.
  * fp16 P has no such range (normals from 2^-14): fp16 keeps CAP. */
-#define FA_SM90_FEAT_CAP_SLIM 4
+#define FA_SM90_FEAT_CAP_SLIM 5
 #define FA_SM90_CAP_SLIM_MAX_LOG2 74.f
 
 /* The fixed exp2 offset of CAP_SLIM in log2 units (C = softcap log2(e), see above) */
