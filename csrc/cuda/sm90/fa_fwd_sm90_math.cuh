@@ -104,6 +104,24 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
         thread_mask_tile_sm90<kNB>(s, mk, row0, c0 + 2 * t4, t * Bc);
 }
 
+/* One row half's exponentials, the step every softmax variant shares: s <- p = exp2(s mul - off)
+ * over the half's scores (the thread's 2 kNB of that row), returning their sum (in score order).
+ * off: m_i mul for the running-max softmax, the fixed offset for CAP_SLIM. */
+template <int kNB>
+static __device__ __forceinline__ float thread_exp2_rowsum_sm90(float (&s)[kNB * 4], int half, float mul, float off)
+{
+    float sum = 0.f;
+#pragma unroll
+    for (int nb = 0; nb < kNB; ++nb)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const float p = fa_exp2(fmaf(s[4 * nb + 2 * half + e], mul, -off));
+            s[4 * nb + 2 * half + e] = p;
+            sum += p;
+        }
+    return sum;
+}
+
 /* The online-softmax step of fa_softmax.cuh, split in two for the intra-warpgroup overlap: this
  * part needs only S (the O rescale by alpha happens after the P V product in flight is done).
  *   m_new = max(m, rowmax(s)); alpha = exp2((m - m_new) mul); l = l alpha + rowsum(p);
@@ -122,16 +140,7 @@ static __device__ __forceinline__ void thread_softmax_sm90(float (&s)[kNB * 4], 
         const float m_scaled = mx == -INFINITY ? 0.f : mx * mul;
         alpha[half] = fa_exp2(m[half] * mul - m_scaled);
         m[half] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nb = 0; nb < kNB; ++nb)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const float p = fa_exp2(fmaf(s[4 * nb + 2 * half + e], mul, -m_scaled));
-                s[4 * nb + 2 * half + e] = p;
-                sum += p;
-            }
-        l[half] = fmaf(l[half], alpha[half], sum);
+        l[half] = fmaf(l[half], alpha[half], thread_exp2_rowsum_sm90<kNB>(s, half, mul, m_scaled));
     }
 }
 
@@ -144,18 +153,7 @@ static __device__ __forceinline__ void thread_softmax_fixed_sm90(float (&s)[kNB 
                                                                 float off)
 {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        float sum = 0.f;
-#pragma unroll
-        for (int nb = 0; nb < kNB; ++nb)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const float p = fa_exp2(fmaf(s[4 * nb + 2 * half + e], mul, -off));
-                s[4 * nb + 2 * half + e] = p;
-                sum += p;
-            }
-        l[half] += sum;
-    }
+    for (int half = 0; half < 2; ++half) l[half] += thread_exp2_rowsum_sm90<kNB>(s, half, mul, off);
 }
 
 template <int kDB>
