@@ -122,9 +122,10 @@ static int fa_sm90_persist_paired(int n, int C)
     return rest > C ? n : 2 * C * rounds;
 }
 
-/* FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1 (read on every call; opt-in: 1.08x CAP in H100 run 86, default once its full check has run): softcap-alone
- * (kFeatSet CAP) bf16 calls with softcap log2(e) <= FA_SM90_CAP_SLIM_MAX_LOG2 (softcap <= 51.29) run
- * the CAP_SLIM instance, the softmax without the running row max (fa_fwd_sm90_args.cuh); others CAP. */
+/* FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1 (read on every call; opt-in: 1.08x CAP in H100 run 86, the default
+ * once its whole check has run): softcap-alone (kFeatSet CAP) bf16 calls with softcap log2(e) <=
+ * FA_SM90_CAP_SLIM_MAX_LOG2 (softcap <= 51.29) run the CAP_SLIM instance, the softmax without the
+ * running row max (fa_fwd_sm90_args.cuh); others CAP. */
 static int fa_sm90_cap_slim(const fa_params *p, int feat_set, float softcap_log2)
 {
     return feat_set == FA_SM90_FEAT_CAP && p->dtype == FA_BF16 && softcap_log2 <= FA_SM90_CAP_SLIM_MAX_LOG2 &&
