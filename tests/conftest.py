@@ -133,6 +133,20 @@ def is_hopper() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
 
+def sm90_switches(monkeypatch: pytest.MonkeyPatch, what: str, env: Optional[dict] = None) -> None:
+    """The opening of every sm90 test's autouse fixture: skip unless an sm_90 GPU is present (what:
+    the sm_90a code under test, for the skip reason), then FLASH_ATTN_C_SM90=1 and each env entry
+    (name -> value, None: unset, i.e. that switch's default)."""
+    if not is_hopper():
+        pytest.skip(f"needs an sm_90 GPU (H100/H200): {what} is sm_90a code")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
+    for name, value in (env or {}).items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
 def cuda_kernel_names(fn, contains: str) -> List[str]:
     """Names of the CUDA kernels fn() launched whose name contains `contains`, as the torch profiler
     saw them (demangled where it could), one entry per launch."""

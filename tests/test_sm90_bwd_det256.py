@@ -23,7 +23,7 @@ from typing import Callable, List
 import pytest
 import torch
 
-from conftest import is_hopper
+from conftest import sm90_switches
 
 _SIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dev", "bwd_sm90", "det_order_sim", "sim.py")
 _spec = importlib.util.spec_from_file_location("bwd_sm90_det_order_sim_d256", _SIM)
@@ -66,13 +66,13 @@ def test_forward_mapping_deadlocks_d256(tile64):
 @pytest.fixture
 def det256(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sm90 backward on, FLASH_ATTN_C_SM90_BWD_DET256=1, every other backward switch at its default."""
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET256", "1")
-    for var in ("FLASH_ATTN_C_SM90_BWD_PIPE", "FLASH_ATTN_C_SM90_BWD_VARIANT", "FLASH_ATTN_C_SM90_BWD_DET"):
-        monkeypatch.delenv(var, raising=False)
+    sm90_switches(monkeypatch, "the pipelined backward", {
+        "FLASH_ATTN_C_SM90_BWD": "1",
+        "FLASH_ATTN_C_SM90_BWD_DET256": "1",
+        "FLASH_ATTN_C_SM90_BWD_PIPE": None,
+        "FLASH_ATTN_C_SM90_BWD_VARIANT": None,
+        "FLASH_ATTN_C_SM90_BWD_DET": None,
+    })
 
 
 # demangled fa_bwd_sm90_pipe_kernel<kBf16, D, kDq> -> (D, kDq); other sm90 backward kernels -> their name

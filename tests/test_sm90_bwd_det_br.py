@@ -24,7 +24,7 @@ from typing import Callable, List
 import pytest
 import torch
 
-from conftest import is_hopper
+from conftest import sm90_switches
 
 from test_sm90_bwd_pipe import ORDERED_CASES
 
@@ -77,13 +77,12 @@ def test_decreasing_order_is_faster_under_causal_br(br):
 def sm90(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sm90 backward on, every backward switch at its default (DET unset = the FA3 tiles' ORDERED
     instances, PIPE unset, VARIANT unset = "br80,br128")."""
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_PIPE", raising=False)
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_VARIANT", raising=False)
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET", raising=False)
+    sm90_switches(monkeypatch, "the pipelined backward", {
+        "FLASH_ATTN_C_SM90_BWD": "1",
+        "FLASH_ATTN_C_SM90_BWD_PIPE": None,
+        "FLASH_ATTN_C_SM90_BWD_VARIANT": None,
+        "FLASH_ATTN_C_SM90_BWD_DET": None,
+    })
 
 
 def _sm90_kernels(fn: Callable[[], object]) -> List[str]:

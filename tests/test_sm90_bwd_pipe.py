@@ -24,7 +24,7 @@ from typing import Callable, List
 import pytest
 import torch
 
-from conftest import cuda_kernel_names, is_hopper
+from conftest import cuda_kernel_names, sm90_switches
 from oracle import check_dense
 
 pytestmark = pytest.mark.gpu
@@ -35,12 +35,11 @@ def pipe(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     """FLASH_ATTN_C_SM90_BWD_PIPE for the test: every test runs with both dQ paths and with the
     variable unset (the default: TMA dQ for atomic dQ at every d, the cp.async kernel for
     deterministic calls under DET=pass); the Br = 64 tile (VARIANT=br64) throughout."""
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_VARIANT", "br64")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass")
+    sm90_switches(monkeypatch, "the pipelined backward", {
+        "FLASH_ATTN_C_SM90_BWD": "1",
+        "FLASH_ATTN_C_SM90_BWD_VARIANT": "br64",
+        "FLASH_ATTN_C_SM90_BWD_DET": "pass",
+    })
     if request.param == "unset":
         monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_PIPE", raising=False)
     else:

@@ -15,7 +15,7 @@ from typing import Callable, List
 import pytest
 import torch
 
-from conftest import is_hopper, sm90_bwd_kernels
+from conftest import sm90_bwd_kernels, sm90_switches
 from oracle import check_dense, check_varlen
 from test_sm90_bwd_pipe import CASES as PIPE_CASES
 
@@ -27,12 +27,10 @@ _ENV = ("FLASH_ATTN_C_SM90_BWD_PIPE", "FLASH_ATTN_C_SM90_BWD_DET", "FLASH_ATTN_C
 @pytest.fixture(autouse=True)
 def hopper_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sm90 backward with every switch at its default (unset)."""
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the pipelined backward is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD", "1")
-    for name in _ENV:
-        monkeypatch.delenv(name, raising=False)
+    sm90_switches(monkeypatch, "the pipelined backward", {
+        "FLASH_ATTN_C_SM90_BWD": "1",
+        **{name: None for name in _ENV},
+    })
 
 
 def _tiles(fn: Callable[[], object]) -> List[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import is_hopper, sm90_fwd_feat_sets_ran
+from conftest import sm90_fwd_feat_sets_ran, sm90_switches
 from oracle import check_dense, check_varlen
 
 import flash_attn_c
@@ -22,11 +22,10 @@ CAP, CAP_SLIM = 1, 5  # FA_SM90_FEAT_CAP / FA_SM90_FEAT_CAP_SLIM
 
 @pytest.fixture(autouse=True)
 def slim_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the CAP_SLIM instance is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT", raising=False)
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM", "1")
+    sm90_switches(monkeypatch, "the CAP_SLIM instance", {
+        "FLASH_ATTN_C_SM90_FEAT": None,
+        "FLASH_ATTN_C_SM90_FWD_CAP_SLIM": "1",
+    })
 
 
 def _sets(dtype, d, softcap, alibi=False):

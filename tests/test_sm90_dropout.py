@@ -18,7 +18,7 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases, is_hopper, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran
+from conftest import dev_cases, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran, sm90_switches
 from oracle import FWD_FACTOR, assert_grads, assert_ratio, ref_forward_backward
 
 import flash_attn_c
@@ -26,11 +26,10 @@ import flash_attn_c
 
 @pytest.fixture(autouse=True)
 def drop_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the kDrop instance is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT", raising=False)
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_DROPOUT", "1")
+    sm90_switches(monkeypatch, "the kDrop instance", {
+        "FLASH_ATTN_C_SM90_FEAT": None,
+        "FLASH_ATTN_C_SM90_FWD_DROPOUT": "1",
+    })
 
 
 # fa_fwd_sm90_kernel<kBf16, D, Br, Bc, kStages, kFeat, kVarlen, kDrop>: kDrop is argument 7

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from conftest import dev_cases, is_hopper, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran
+from conftest import dev_cases, sm90_fwd_feat_sets_ran, sm90_fwd_flag_ran, sm90_switches
 from oracle import check_dense, check_varlen
 
 import flash_attn_c
@@ -17,10 +17,7 @@ import flash_attn_c
 
 @pytest.fixture(autouse=True)
 def feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the kFeat variant is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FEAT", raising=False)  # the default
+    sm90_switches(monkeypatch, "the kFeat variant", {"FLASH_ATTN_C_SM90_FEAT": None})
 
 
 FEATS = [dict(softcap=6.0), dict(alibi="h"), dict(softcap=3.0, alibi="bh")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import is_hopper, sm90_fwd_int_args_ran
+from conftest import sm90_fwd_int_args_ran, sm90_switches
 from oracle import check_dense
 
 import flash_attn_c
@@ -21,11 +21,10 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(autouse=True)
 def sm90_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the 128-row d = 64 tile is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_D64_BR", raising=False)
-    monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_PERSIST", raising=False)
+    sm90_switches(monkeypatch, "the 128-row d = 64 tile", {
+        "FLASH_ATTN_C_SM90_FWD_D64_BR": None,
+        "FLASH_ATTN_C_SM90_FWD_PERSIST": None,
+    })
 
 
 def _brs_ran(fn) -> set:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import is_hopper
+from conftest import sm90_switches
 from oracle import check_dense
 
 import flash_attn_c
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(autouse=True)
 def persist_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not is_hopper():
-        pytest.skip("needs an sm_90 GPU (H100/H200): the persistent forward is sm_90a code")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90", "1")
-    monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "1")
+    sm90_switches(monkeypatch, "the persistent forward", {"FLASH_ATTN_C_SM90_FWD_PERSIST": "1"})
 
 
 def _persist_ran(fn) -> bool:
