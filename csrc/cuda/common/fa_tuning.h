@@ -16,7 +16,7 @@
  *            Q (+ LSE, D) buffers (dK/dV kernels) or K, V buffers (ordered dQ kernel)
  *   q_in_regs, feat_q_smem         FA_KERNEL_FWD_SM80 only, see fa_tuning_row
  *   feat_br, feat_warps            FA_KERNEL_FWD_SM90 only: the kFeat ANY instance's tile (at d = 64
- *            also the plain dense calls' within small_br_max_sq, fa_fwd_sm90.cu)
+ *            also the plain dense calls' within small_br_max_sq, sm90/fa_fwd_sm90_route.cuh)
  *   small_br_max_sq                FA_KERNEL_FWD_SM90 only: plain dense causal calls with seqlen_q and
  *            seqlen_k up to this run the feat_br tile (the measured rule; 0: never);
  *            FLASH_ATTN_C_SM90_FWD_D64_BR=128 takes it for every plain dense call, =192 never
@@ -25,11 +25,11 @@
  *   persist                        FA_KERNEL_FWD_SM90 only: whether the bucket has the persistent-
  *            grid instance (fa_fwd_sm90_persist.cuh) for dense calls without softcap / ALiBi /
  *            dropout, and which calls take it by default (FA_PERSIST_*; the measured rule):
- *            FLASH_ATTN_C_SM90_FWD_PERSIST=1 / =0 overrides that rule (fa_fwd_sm90.cu)
+ *            FLASH_ATTN_C_SM90_FWD_PERSIST=1 / =0 overrides that rule (sm90/fa_fwd_sm90_route.cuh)
  *   wide_bc                        FA_KERNEL_FWD_SM90 only: Bc of the "wide" instance that the plain
  *            dense calls without causal or window take on the one-block grid (no masked tiles but the
  *            sequence end, so a longer key tile only cuts per-tile overhead); 0: none.
- *            FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps those calls on bc (fa_fwd_sm90.cu)
+ *            FLASH_ATTN_C_SM90_FWD_WIDE=0 keeps those calls on bc (sm90/fa_fwd_sm90_route.cuh)
  *   wide_min_sk                    FA_KERNEL_FWD_SM90 only: the wide instance only from this seqlen_k
  *            on (the measured rule); FLASH_ATTN_C_SM90_FWD_WIDE=1 takes it at every length
  *   wm_sdp, wn_dkv, wm_dq, do_stages, dq_passes, addr   FA_KERNEL_BWD_SM80 only, see the
@@ -163,7 +163,7 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
                "bf16 16k tokens, h*d 2048, 1 round); harness 21 / 21 persistent cases, 354 plain cases before "
                "the call's time ran out, 0 failed; racecheck / synccheck clean (run 54). Item order: "
                "the query blocks of G (batch, head) pairs run together, G = whole GQA groups whose K/V "
-               "(kv heads x sk x d x 2 x 2 B) fits 16 MB of the 50 MB L2 (fa_fwd_sm90.cu), so each K/V "
+               "(kv heads x sk x d x 2 x 2 B) fits 16 MB of the 50 MB L2 (fa_fwd_sm90_route.cuh), so each K/V "
                "head is read from HBM about once; each CTA walks (longest, shortest) item pairs for causal "
                "balance (fa_fwd_sm90_persist.cuh); two Q slots (+24 KB: 112 KB), so the next item's Q and "
                "K/V load during this item's last tiles and epilogue; 0 spills, highest "

@@ -31,16 +31,16 @@ typedef struct fa_sm90_params {
     int persist_ctas; /* > 0: the persistent kernel on that many CTAs (fa_fwd_sm90_persist.cuh); 0: one
                          block per query block. Set by fa_fwd_sm90.cu, never for varlen / kFeat */
     int persist_group; /* persistent kernel: (batch, head) pairs whose items it interleaves, 1..b h
-                          (fa_fwd_sm90.cu, fa_sm90_persist_group_for); unused by the one-block grid */
-    int persist_paired; /* persistent kernel: its items walked in (long, short) pairs (fa_fwd_sm90.cu,
+                          (fa_fwd_sm90_route.cuh fa_sm90_persist_group_for); unused by the one-block grid */
+    int persist_paired; /* persistent kernel: its items walked in (long, short) pairs (fa_fwd_sm90_route.cuh
                            fa_sm90_persist_paired); unused by the one-block grid */
-    int wide;        /* the plain dense instance on the row's wide_bc keys (fa_fwd_sm90.cu fa_sm90_wide: no
+    int wide;        /* the plain dense instance on the row's wide_bc keys (fa_fwd_sm90_route.cuh fa_sm90_wide: no
                         mask band, one-block grid); the K / V boxes are that Bc. Last, so the fields
                         before it keep their kernel-parameter offsets */
-    int small_br;    /* the plain dense d = 64 instance on the row's feat_br tile (fa_fwd_sm90.cu
+    int small_br;    /* the plain dense d = 64 instance on the row's feat_br tile (fa_fwd_sm90_route.cuh
                         fa_sm90_small_br, FLASH_ATTN_C_SM90_FWD_D64_BR=128; one-block or persistent
                         grid); the Q box is that Br. After wide for the same reason */
-    int cap_slim;    /* softcap alone, bf16: the CAP_SLIM instance (fa_fwd_sm90.cu fa_sm90_cap_slim,
+    int cap_slim;    /* softcap alone, bf16: the CAP_SLIM instance (fa_fwd_sm90_route.cuh fa_sm90_cap_slim,
                         FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1). Last, as wide */
 } fa_sm90_params;
 
@@ -60,7 +60,7 @@ typedef struct fa_sm90_params {
  * predicated-off instructions in every key tile too (dropout ran at 0.48x of the plain kernel, H200
  * run 65). Dropout with softcap or ALiBi keeps the ANY instance. */
 #define FA_SM90_FEAT_DROP 3
-/* CAP_SLIM: softcap alone without the running row max (opt-in, bf16, fa_fwd_sm90.cu fa_sm90_cap_slim).
+/* CAP_SLIM: softcap alone without the running row max (opt-in, bf16, fa_fwd_sm90_route.cuh fa_sm90_cap_slim).
  * Softcapped scores are bounded, t = tanh(s scale / softcap) in [-1, 1], so the softmax may subtract
  * a fixed offset instead of m_i: p = exp2(C t - off), C = softcap log2(e), off = min(C, 100 - C)
  * (fa_sm90_cap_slim_offset). C <= 50 (softcap <= 34.66): off = C, so p <= 1 as with m_i (and p = 1
@@ -96,10 +96,10 @@ static inline int fa_sm90_feat_set_of(int softcap, int alibi, int dropout)
  * where set. CAP, ALIBI and DROP take the plain tile: at d = 64 its 3 consumer warpgroups (160
  * registers each) compile without spills for one feature or dropout alone; only both features
  * together spilled (fa_tuning.h).
- * kWide: the plain calls' wide_bc where the row has one (fa_fwd_sm90.cu fa_sm90_wide), else bc.
+ * kWide: the plain calls' wide_bc where the row has one (fa_fwd_sm90_route.cuh fa_sm90_wide), else bc.
  * kSmallBr: the plain instance on the ANY instance's tile (feat_br, feat_warps) where kHasSmallBr
  * (d = 64: 128 rows, 2 consumer warpgroups at 240 registers instead of 192 rows, 3 at 160), the
- * tile of short causal calls (the row's small_br_max_sq rule, fa_fwd_sm90.cu fa_sm90_small_br). */
+ * tile of short causal calls (the row's small_br_max_sq rule, fa_fwd_sm90_route.cuh fa_sm90_small_br). */
 template <int D, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY, bool kWide = false, bool kSmallBr = false>
 struct fa_sm90_tile {
     static constexpr fa_tuning_row kRow = fa_tuning_find(FA_KERNEL_FWD_SM90, 90, D);

@@ -120,8 +120,8 @@ static __device__ __forceinline__ void fa_sm90_persist_item(int t, int n_blk, in
 }
 
 /* The k-th item of CTA c of C = gridDim.x over n items (header, "Walk"); >= n: no more. Items
- * [0, paired) go in pairs, paired = n or 2 C rounds (fa_fwd_sm90.cu, fa_sm90_persist_paired), the
- * rest one per CTA. Increasing in k, below n + 2 C (fa_fwd_sm90.cu keeps that in int). */
+ * [0, paired) go in pairs, paired = n or 2 C rounds (fa_fwd_sm90_route.cuh fa_sm90_persist_paired), the
+ * rest one per CTA. Increasing in k, below n + 2 C (fa_fwd_sm90_route.cuh fa_sm90_persist_ctas_for keeps that in int). */
 static __device__ __forceinline__ int fa_sm90_persist_walk(int k, int c, int C, int n, int paired)
 {
     const int base = (k >> 1) * 2 * C;  /* the round's first item */
@@ -179,7 +179,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
     const int n_blk = (a.seqlen_q + Br - 1) / Br;
     const int bh = a.heads * a.batch;
     const int n_items = n_blk * bh;  /* < 2^31: fa_fwd_sm90.cu */
-    const int grp_pairs = prm.persist_group;  /* 1..bh (fa_fwd_sm90.cu) */
+    const int grp_pairs = prm.persist_group;  /* 1..bh (fa_fwd_sm90_route.cuh fa_sm90_persist_group_for) */
 
     if (a.rng_state != NULL && blockIdx.x == 0 && tid == 0) {
         uint64_t seed, offset;
