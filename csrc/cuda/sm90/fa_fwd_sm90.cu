@@ -141,7 +141,8 @@ int fa_fwd_sm90_cap_slim(const fa_params *p)
 {
     if (!fa_fwd_sm90_can_run(p) || p->softcap <= 0.f) return 0;
     const int set = fa_sm90_feat_set_of(1, p->alibi_slopes != NULL, p->dropout_p != 0.f);
-    return fa_sm90_cap_slim(p, set, p->softcap * 1.4426950408889634f);  /* fa_fwd_fill_args' softcap_log2 */
+    fa_fwd_args a;  /* the launcher's softcap_log2, from the same fill */
+    return fa_fwd_fill_args(p, &a) == FA_OK && fa_sm90_cap_slim(p, set, a.softcap_log2);
 }
 
 int fa_fwd_sm90_persist_group(const fa_params *p)

@@ -75,6 +75,13 @@ typedef struct fa_sm90_params {
 #define FA_SM90_FEAT_CAP_SLIM 5
 #define FA_SM90_CAP_SLIM_MAX_LOG2 74.f
 
+/* Whether feature set `set` is softcap alone (CAP or CAP_SLIM: the same tanh-unit scores, ALiBi
+ * compiled out, exp2 folding in softcap log2(e)) */
+static constexpr bool fa_sm90_feat_cap_only(int set)
+{
+    return set == FA_SM90_FEAT_CAP || set == FA_SM90_FEAT_CAP_SLIM;
+}
+
 /* The fixed exp2 offset of CAP_SLIM in log2 units (C = softcap log2(e), see above) */
 static inline __host__ __device__ float fa_sm90_cap_slim_offset(float c)
 {

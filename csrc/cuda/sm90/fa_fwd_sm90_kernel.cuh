@@ -120,7 +120,7 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
      * and exp2 folds in scale log2(e); softcap: log2 units already (tanh needs the scale first) */
     static_assert(kFeat || kFeatSet == FA_SM90_FEAT_ANY, "a feature set only in the kFeat variant");
     static_assert((kFeatSet == FA_SM90_FEAT_DROP) <= kDrop, "DROP: the dropout instance only");
-    constexpr bool kCapOnly = kFeatSet == FA_SM90_FEAT_CAP || kFeatSet == FA_SM90_FEAT_CAP_SLIM;
+    constexpr bool kCapOnly = fa_sm90_feat_cap_only(kFeatSet);
     const bool cap = kFeat && (kCapOnly || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f));
     /* softcap alone (kFeatSet CAP, CAP_SLIM): scores stay tanh units and exp2 folds in softcap
      * log2(e), one multiply per score less (thread_scores_sm90) */

@@ -79,7 +79,7 @@ static __device__ __forceinline__ void thread_scores_sm90(float (&s)[kNB * 4], c
     if (kFeat && kFeatSet != FA_SM90_FEAT_DROP) {
         /* kFeatSet (fa_fwd_sm90_args.cuh): CAP / ALIBI compile the other feature out; CAP_SLIM's
          * scores are CAP's */
-        constexpr bool kCapOnly = kFeatSet == FA_SM90_FEAT_CAP || kFeatSet == FA_SM90_FEAT_CAP_SLIM;
+        constexpr bool kCapOnly = fa_sm90_feat_cap_only(kFeatSet);
         const bool cap = kCapOnly || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f);
         constexpr bool kAlibi = !kCapOnly;
 #pragma unroll
