@@ -146,4 +146,30 @@ static inline int check_selected(const check_cli *cli, const char *name)
     return on;
 }
 
+/* ---- a switch a case sets for itself ------------------------------------------------------
+ * The caller's value of an environment variable (the library reads its switches on every call),
+ * saved before a case sets the variable and put back after it, so a switch exported for the
+ * whole run still applies to the cases that do not set their own. */
+typedef struct check_env_saved {
+    const char *name;
+    int was_set;
+    char value[64];  /* the switches' values are short numbers or words */
+} check_env_saved;
+
+static inline check_env_saved check_env_save(const char *name)
+{
+    check_env_saved s;
+    const char *v = getenv(name);
+    s.name = name;
+    s.was_set = v != NULL;
+    snprintf(s.value, sizeof s.value, "%s", v != NULL ? v : "");
+    return s;
+}
+
+static inline void check_env_restore(const check_env_saved *s)
+{
+    if (s->was_set) setenv(s->name, s->value, 1);
+    else unsetenv(s->name);
+}
+
 #endif /* DEV_CHECK_HOST_H */

@@ -180,18 +180,16 @@ static void run_case(const fwd_case &c)
         snprintf(why, sizeof why, "fa_fwd_sm90_supported() = %d, want %d", !c.expect_sm90, c.expect_sm90);
         ok = 0;
     }
+    /* the switches the cases below set for themselves; the caller's values come back after the case */
+    const check_env_saved saved[] = {
+        check_env_save("FLASH_ATTN_C_SM90_FWD_D64_BR"), check_env_save("FLASH_ATTN_C_SM90_FWD_CAP_SLIM"),
+        check_env_save("FLASH_ATTN_C_SM90_FWD_PERSIST"), check_env_save("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP")};
     /* "d64br128" cases: the plain d = 64 instance on the 128-row tile (FLASH_ATTN_C_SM90_FWD_D64_BR=128
      * for this case only; other cases run with the caller's setting, so a caller's =128 runs every
      * plain d = 64 case on it) */
-    char br_env[16] = "";
-    const int br_was_set = getenv("FLASH_ATTN_C_SM90_FWD_D64_BR") != NULL;
-    if (br_was_set) snprintf(br_env, sizeof br_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_D64_BR"));
     if (c.small_br) setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", "128", 1);
     /* "capslim" cases: the CAP_SLIM instance (FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1 for this case only; other
      * cases run with the caller's setting, so a caller's =1 runs every bf16 softcap-alone case on it) */
-    char slim_env[16] = "";
-    const int slim_was_set = getenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM") != NULL;
-    if (slim_was_set) snprintf(slim_env, sizeof slim_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM"));
     if (c.cap_slim) {
         setenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM", "1", 1);
         if (ok && !fa_fwd_sm90_cap_slim(&pg)) {
@@ -202,13 +200,6 @@ static void run_case(const fwd_case &c)
     /* "persist" cases: the persistent grid (FLASH_ATTN_C_SM90_FWD_PERSIST=1 for this case only;
      * other cases run with the caller's setting) must be what fa_fwd_sm90 launches; persist -1: the
      * one-block grid (=0) */
-    char persist_env[16] = "";
-    const int persist_was_set = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST") != NULL;
-    if (persist_was_set) snprintf(persist_env, sizeof persist_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_PERSIST"));
-    char group_env[16] = "";
-    const int group_was_set = getenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP") != NULL;
-    if (group_was_set)
-        snprintf(group_env, sizeof group_env, "%s", getenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP"));
     if (c.persist < 0) {
         setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "0", 1);
         if (ok && fa_fwd_sm90_persist_ctas(&pg) != 0) {
@@ -302,14 +293,7 @@ static void run_case(const fwd_case &c)
         if (st != FA_OK || memcmp(go.data(), go2.data(), o_elems * 2) != 0)
             printf("     note: O differs bitwise from the one-block kernel's\n");
     }
-    if (persist_was_set) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", persist_env, 1);
-    else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST");
-    if (group_was_set) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP", group_env, 1);
-    else unsetenv("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP");
-    if (br_was_set) setenv("FLASH_ATTN_C_SM90_FWD_D64_BR", br_env, 1);
-    else unsetenv("FLASH_ATTN_C_SM90_FWD_D64_BR");
-    if (slim_was_set) setenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM", slim_env, 1);
-    else unsetenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM");
+    for (const check_env_saved &sw : saved) check_env_restore(&sw);
     set_sm90_env(0, 0, 0);
 
     /* compare (only what ran) */
