@@ -56,6 +56,10 @@ def visible_mask(sq: int, sk: int, window: Sequence[int] = (-1, -1), causal: boo
     left, right = int(window[0]), int(window[1])
     if causal:
         right = 0
+    # a side at least as wide as the sequence bounds nothing; taken as -1 before the int64 sums
+    # below, which a window near 2**63 would overflow
+    left = -1 if left >= sk else left
+    right = -1 if right >= sq else right
     i = torch.arange(sq, device=device).unsqueeze(1)
     j = torch.arange(sk, device=device).unsqueeze(0)
     diag = i + sk - sq

@@ -81,3 +81,18 @@ def test_window_larger_than_sequence_equals_no_window(device, dtype):
     a = flash_attn_c.flash_attn_func(q, k, v)
     b = flash_attn_c.flash_attn_func(q, k, v, window_size=(1000, 1000))
     torch.testing.assert_close(a, b, rtol=0, atol=2 * torch.finfo(dtype).eps)
+
+
+HUGE = 2**63 - 1  # sys.maxsize: the CPU mask's sums overflowed with it (a wrong answer, no error)
+
+
+@pytest.mark.parametrize("device,dtype,window",
+                         dev_cases([((HUGE, 0),), ((0, HUGE),), ((HUGE, HUGE),), ((HUGE, 3),)],
+                                   [((HUGE, 0),), ((0, HUGE),)],
+                                   marks=[pytest.mark.parity_fwd, pytest.mark.parity_grad]))
+def test_window_near_int64_max(device, dtype, window):
+    """A window side near INT64_MAX bounds nothing, like any side at least as wide as the
+    sequence: forward, gradients, dense (sq < sk and sq > sk) and varlen."""
+    check_dense(device, dtype, 1, 40, 70, 2, 2, 32, window=window, grad=True)
+    check_dense(device, dtype, 1, 70, 40, 2, 2, 32, window=window, grad=True)
+    check_varlen(device, dtype, [10, 0, 33], [12, 5, 40], 2, 2, 32, window=window, grad=True)

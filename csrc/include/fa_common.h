@@ -17,13 +17,16 @@
 /* ---- masks -------------------------------------------------------------------------------
  * Bottom-right aligned: query i sees key j iff i + sk - sq - left <= j <= i + sk - sq + right,
  * -1 meaning unbounded on that side (causal: right = 0). The visible keys of row i are the
- * closed range [*j_lo, *j_hi] clipped to [0, sk - 1]; the row is empty when *j_lo > *j_hi. */
+ * closed range [*j_lo, *j_hi] clipped to [0, sk - 1]; the row is empty when *j_lo > *j_hi.
+ * A side at least as wide as the sequence bounds nothing (left >= sk: diag - left < 0; right >= sq:
+ * diag + right > sk - 1), so it is taken as unbounded before the sums, which a window near
+ * INT64_MAX would overflow. */
 FA_HD void fa_mask_bounds(int64_t i, int64_t sq, int64_t sk, int64_t left, int64_t right,
                           int64_t *j_lo, int64_t *j_hi)
 {
     int64_t diag = i + sk - sq;
-    int64_t lo = left < 0 ? 0 : diag - left;
-    int64_t hi = right < 0 ? sk - 1 : diag + right;
+    int64_t lo = left < 0 || left >= sk ? 0 : diag - left;
+    int64_t hi = right < 0 || right >= sq ? sk - 1 : diag + right;
     *j_lo = lo < 0 ? 0 : lo;
     *j_hi = hi > sk - 1 ? sk - 1 : hi;
 }
