@@ -230,7 +230,7 @@ static void test_exp2_tanh(void)
 {
     enum { N = 200000 };
     float xs[FA_VL], ys[FA_VL];
-    double max_ulp = 0.0, max_sub = 0.0, max_tanh = 0.0;
+    double max_ulp = 0.0, max_sub = 0.0, max_tanh = 0.0, max_tanh_rel = 0.0, max_stanh_rel = 0.0;
     int64_t t;
     int l;
     printf("vector exp2 / tanh (%s)\n", FA_SIMD_NAME);
@@ -257,10 +257,26 @@ static void test_exp2_tanh(void)
             double e = fabs((double)ys[l] - tanh((double)xs[l]));
             if (e > max_tanh) max_tanh = e;
         }
+        /* relative error, |x| log-uniform in [1e-6, 12] (softcap >> |s| puts tanh's argument near 0,
+         * where an absolute error would be all of the result), both the vector and the scalar tanh */
+        for (l = 0; l < FA_VL; ++l)
+            xs[l] = (float)((l % 2 ? -1.0 : 1.0) * exp(log(1e-6) + (log(12.0) - log(1e-6)) * rng_uniform()));
+        fa_vstore(ys, fa_vtanh(fa_vload(xs)));
+        for (l = 0; l < FA_VL; ++l) {
+            double ref = tanh((double)xs[l]);
+            double e = fabs((double)ys[l] - ref) / fabs(ref);
+            double es = fabs((double)fa_scalar_tanh(xs[l]) - ref) / fabs(ref);
+            if (e > max_tanh_rel) max_tanh_rel = e;
+            if (es > max_stanh_rel) max_stanh_rel = es;
+        }
     }
     check(max_ulp <= 2.0, "exp2 max error %.3f ulp over normal results (limit 2)", max_ulp);
     check(max_sub <= 1.0, "exp2 max error %.3f subnormal ulp over subnormal results (limit 1)", max_sub);
     check(max_tanh <= 2.5e-7, "tanh max abs error %.3g (limit 2.5e-7)", max_tanh);
+    check(max_tanh_rel <= 3.6e-7, "tanh max relative error %.3g over |x| in [1e-6, 12] (limit 3.6e-7: 3 ulp)",
+          max_tanh_rel);
+    check(max_stanh_rel <= 3.6e-7, "scalar tanh max relative error %.3g over |x| in [1e-6, 12] (limit 3.6e-7)",
+          max_stanh_rel);
     for (l = 0; l < FA_VL; ++l) xs[l] = l % 4 == 0 ? -INFINITY : l % 4 == 1 ? 200.0f : l % 4 == 2 ? (float)(l - 8) : NAN;
     fa_vstore(ys, fa_vexp2(fa_vload(xs)));
     {
