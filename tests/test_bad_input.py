@@ -159,6 +159,15 @@ def test_kvpacked_wrong_shape():
         flash_attn_c.flash_attn_kvpacked_func(q, torch.randn(2, 8, 3, 4, 32, dtype=torch.float16))
 
 
+def test_op_level_float32_scalars():
+    """The op refuses scalars a float32 cannot hold too (callers may bypass the Python layer)."""
+    q, k, v = qkv(d=64)
+    with pytest.raises(ERRORS, match=r"softmax_scale"):
+        torch.ops.flash_attn_c.fwd(q, k, v, None, None, 0, 0, 0.0, 1e39, -1, -1, 0.0, None, False, None)
+    with pytest.raises(ERRORS, match=r"softcap"):
+        torch.ops.flash_attn_c.fwd(q, k, v, None, None, 0, 0, 0.0, 0.2, -1, -1, 1e-50, None, False, None)
+
+
 def test_op_level_last_dim_not_contiguous():
     """The op validates strides itself too (callers may bypass the Python layer)."""
     q, k, v = qkv(d=64)
@@ -378,6 +387,14 @@ AUDIT = {
                       r"dropout_p"),
     "dropout_p_str": (lambda: f(_d(), _d(), _d(), dropout_p="0.1"), TypeError, r"dropout_p"),
     "softcap_nan": (lambda: f(_d(), _d(), _d(), softcap=float("nan")), ValueError, r"softcap"),
+    # the kernels take float32 scalars: past its range (inf, NaN out), subnormal or rounding to 0
+    # (softcap silently off) is refused
+    "softmax_scale_past_float32": (lambda: f(_d(), _d(), _d(), softmax_scale=1e39), ValueError,
+                                   r"softmax_scale"),
+    "softcap_inf": (lambda: f(_d(), _d(), _d(), softcap=float("inf")), ValueError, r"softcap"),
+    "softcap_past_float32": (lambda: f(_d(), _d(), _d(), softcap=1e39), ValueError, r"softcap"),
+    "softcap_subnormal": (lambda: f(_d(), _d(), _d(), softcap=1e-40), ValueError, r"softcap"),
+    "softcap_rounds_to_0": (lambda: f(_d(), _d(), _d(), softcap=1e-50), ValueError, r"softcap"),
     "softcap_none": (lambda: f(_d(), _d(), _d(), softcap=None), TypeError, r"softcap"),
     "window_float": (lambda: f(_d(), _d(), _d(), window_size=(1.5, 2)), TypeError, r"window_size"),
     "window_float_tensor": (lambda: f(_d(), _d(), _d(), window_size=torch.tensor([1.5, 2.0])),
@@ -429,6 +446,7 @@ AUDIT = {
     "kvcache_k_cache_head_dim": (lambda: fk(_d(s=1), _d(s=16, h=2, d=16), _d(s=16, h=2, d=16)),
                                  ValueError, r"k_cache head dim"),
     "kvcache_softmax_scale_nan": (_kv(softmax_scale=float("nan")), ValueError, r"softmax_scale"),
+    "kvcache_softcap_subnormal": (_kv(softcap=1e-40), ValueError, r"softcap"),
     "kvcache_window_float": (_kv(window_size=(1.5, 0)), TypeError, r"window_size"),
     "kvcache_cache_seqlens_float": (_kv(cache_seqlens=3.0), TypeError, r"cache_seqlens"),
     "kvcache_cache_seqlens_int64": (_kv(cache_seqlens=torch.tensor([3, 4])), TypeError,

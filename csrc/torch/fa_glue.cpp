@@ -1,6 +1,7 @@
 // fa_glue.cpp - tensor validation, fa_params filling and output allocation shared by CPU and CUDA.
 #include "fa_glue.h"
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -156,8 +157,12 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
     TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0,
                 "flash_attn_c: dropout_p must be in [0, 1), got ", dropout_p);
     TORCH_CHECK(softcap >= 0.0, "flash_attn_c: softcap must be >= 0, got ", softcap);
-    TORCH_CHECK(std::isfinite(softmax_scale), "flash_attn_c: softmax_scale must be finite, got ",
-                softmax_scale);
+    /* both become float32: inf / past its range gives NaN, a softcap that rounds to 0 would switch
+     * softcap off, a subnormal one flushes to 0 on the GPU */
+    TORCH_CHECK(softcap == 0.0 || (softcap >= FLT_MIN && softcap <= FLT_MAX),
+                "flash_attn_c: softcap must be 0 (off) or a normal float32, got ", softcap);
+    TORCH_CHECK(std::isfinite(softmax_scale) && std::fabs(softmax_scale) <= FLT_MAX,
+                "flash_attn_c: softmax_scale must be finite as a float32, got ", softmax_scale);
     p.window_left = window_left;
     p.window_right = window_right;
     p.dropout_p = static_cast<float>(dropout_p);
