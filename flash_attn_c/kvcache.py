@@ -258,6 +258,14 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
             raise ValueError("cache_seqlens is required when k and v are given (it says where "
                              "the new tokens go)")
         s_new = k.shape[1]
+        for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+            # an expanded (stride-0) cache stores several rows in one place: an append into one row
+            # would show up in the others (torch's in-place ops refuse such tensors the same way)
+            if any(st == 0 and sz > 1 for sz, st in zip(t.shape, t.stride())):
+                raise ValueError(f"{name} has a dimension of stride 0 (an expanded tensor, shape "
+                                 f"{tuple(t.shape)} strides {t.stride()}): appending k / v would write "
+                                 f"several of its rows at once; pass a cache that owns its memory "
+                                 f"(e.g. .contiguous())")
 
     if _fast_cuda(q, k_cache, v_cache, k, v, capacity):
         return _kvcache_cuda(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_seqlens,
@@ -333,6 +341,10 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         batch = torch.arange(b, device=dev)[:, None].expand(b, s_new)
         pos = seq_t[:, None] + torch.arange(s_new, device=dev)
         r, p = storage(batch, pos)
+        if paged and torch.unique(r * page + p).numel() != r.numel():
+            raise ValueError("block_table maps positions that two batch rows append to onto the same "
+                             "cache slot (a block shared by rows that both append): each appended "
+                             "token needs its own slot")
         k_cache[r, p] = k  # advanced-index assignment: any cache strides, autograd-aware
         v_cache[r, p] = v
 

@@ -551,6 +551,18 @@ BAD = [
     ("alibi_dtype", dict(alibi_slopes=torch.rand(4, dtype=torch.float16)), r"alibi_slopes"),
     ("q_batch_exceeds_cache", dict(q=torch.randn(3, 1, 4, 32, dtype=torch.float16),
                                    k=None, v=None), r"k_cache"),
+    # an expanded cache holds its batch rows in one place: an append into one row would show up in
+    # the other (it was accepted, with only torch's deprecation warning)
+    ("k_cache_expanded", dict(k_cache=torch.randn(1, 24, 2, 32, dtype=torch.float16).expand(2, -1, -1, -1)),
+     r"k_cache has a dimension of stride 0"),
+    ("v_cache_expanded", dict(v_cache=torch.randn(1, 24, 2, 32, dtype=torch.float16).expand(2, -1, -1, -1)),
+     r"v_cache has a dimension of stride 0"),
+    # two batch rows appending into the same block slot: the last write won (CPU path; the CUDA fused
+    # path does not read the block table on the host)
+    ("paged_rows_share_a_slot", dict(k_cache=torch.randn(3, 8, 2, 32, dtype=torch.float16),
+                                     v_cache=torch.randn(3, 8, 2, 32, dtype=torch.float16),
+                                     block_table=torch.tensor([[0], [0]], dtype=I32), cache_seqlens=2),
+     r"block_table maps positions"),
 ]
 
 
@@ -567,6 +579,9 @@ def test_bad_input(over, pattern):
     pytest.param(dict(rotary_cos=torch.ones(5, 8, dtype=torch.float16),
                       rotary_sin=torch.ones(5, 8, dtype=torch.float16)), id="rotary"),
     pytest.param(dict(window_size=(-2, 0)), id="window"),
+    pytest.param(dict(k_cache=torch.randn(3, 8, 2, 32, dtype=torch.float16),
+                      v_cache=torch.randn(3, 8, 2, 32, dtype=torch.float16),
+                      block_table=torch.tensor([[0], [0]], dtype=I32), cache_seqlens=2), id="shared_slot"),
 ])
 def test_bad_input_leaves_cache_untouched(over):
     """Validation happens before the append: a rejected call must not write the cache."""
