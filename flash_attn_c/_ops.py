@@ -32,7 +32,7 @@ def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, d
 @torch.library.register_fake("flash_attn_c::bwd")
 def _bwd_fake(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
               dropout_p, softmax_scale, window_left, window_right, softcap, alibi_slopes,
-              deterministic, rng_state):
+              deterministic, rng_state, dlse=None):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
@@ -63,8 +63,13 @@ def _kvcache_append_fake(k_cache, v_cache, k, v, cache_seqlens, cache_seqlen, ca
 def _fwd_setup_context(ctx, inputs, output) -> None:
     (q, k, v, cu_q, cu_k, max_sq, max_sk, dropout_p, scale, wl, wr, softcap, alibi, _return_probs,
      _rng_in, *rest) = inputs
-    out, lse, _probs, rng_state = output
+    out, lse, probs, rng_state = output
     ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, alibi, rng_state)
+    # Gradients that do not flow reach the backward as None, not as zero tensors (an unused lse
+    # costs no zeros pass); probs (return_attn_probs' S_dmask: P with the dropped entries negated,
+    # for tests) has no gradient: marked so, its requires_grad is False instead of a silent zero.
+    ctx.set_materialize_grads(False)
+    ctx.mark_non_differentiable(probs)
     ctx.args = (max_sq, max_sk, dropout_p, scale, wl, wr, softcap, bool(rest[0]) if rest else False)
 
 
@@ -102,12 +107,20 @@ def unbroadcast(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _fwd_backward(ctx, dout, _dlse, _dprobs, _drng):
+def _fwd_backward(ctx, dout, dlse, _dprobs, _drng):
+    """dq, dk, dv from dout (the gradient of out) and dlse (of lse: d lse_i / d s_ij = P_ij, which
+    the kernels add as D_i - dlse_i); either may be None when that output got no gradient."""
     q, k, v, out, lse, cu_q, cu_k, alibi, rng_state = ctx.saved_tensors
+    if dout is None and dlse is None:
+        return (None,) * 16
+    if dout is None:
+        dout = torch.zeros_like(out)  # only lse reached the loss
     dout, q, k, v, out = (unbroadcast(t) for t in (dout, q, k, v, out))
+    if dlse is not None:
+        dlse = dlse.contiguous()  # e.g. expanded from .sum(): the kernels read it like lse
     max_sq, max_sk, dropout_p, scale, wl, wr, softcap, deterministic = ctx.args
     args = (dout, q, k, v, out, lse, cu_q, cu_k, max_sq, max_sk, dropout_p, scale, wl, wr,
-            softcap, alibi, deterministic, rng_state)
+            softcap, alibi, deterministic, rng_state, dlse)
     # Grad mode is on inside a backward only with create_graph=True; the common first-order
     # backward calls the op directly, with no extra node.
     if torch.is_grad_enabled():

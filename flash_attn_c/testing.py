@@ -133,9 +133,12 @@ def _attention_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causa
     vis = visible_mask(sq, sk, window, causal, q.device)  # (sq, sk)
     row_empty = ~vis.any(dim=-1, keepdim=True)  # (sq, 1)
     s_masked = s.masked_fill(~vis, float("-inf"))
-    lse = torch.logsumexp(s_masked.detach().float() if not upcast else s_masked.detach(), dim=-1)
-    # Empty rows: softmax over all -inf is NaN; give those rows a harmless finite input (zeros),
-    # then zero their probabilities, so values and gradients are exactly 0 there.
+    # Empty rows: softmax (and logsumexp) over all -inf is NaN in the gradient; give those rows a
+    # harmless finite input (zeros), then zero their probabilities and set their lse to -inf, so
+    # values and gradients are exactly 0 there. lse is differentiable (d lse_i / d s_ij = P_ij).
+    s_lse = s_masked if upcast else s_masked.float()
+    lse = torch.logsumexp(torch.where(row_empty, torch.zeros_like(s_lse), s_lse), dim=-1)
+    lse = lse.masked_fill(row_empty.squeeze(-1), float("-inf"))
     p = torch.softmax(torch.where(row_empty, torch.zeros_like(s_masked), s_masked), dim=-1)
     p = p * vis.to(p.dtype)
     if dropout_mask is not None:
@@ -171,7 +174,8 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
     1 / (1 - p_q), p_q = dropout_p rounded to a multiple of 1/256 as the kernels draw it
     (``flash_attn_c._dropout.dropout_keep_prob``); ``flash_attn_c.dropout_mask`` gives the
     library's own mask.
-    Rows that see no key: out 0, lse -inf, probs 0, gradients 0. Differentiable w.r.t. q, k, v.
+    Rows that see no key: out 0, lse -inf, probs 0, gradients 0. out and lse are differentiable
+    w.r.t. q, k, v.
     """
     kw = dict(causal=causal, window=window, softcap=softcap, dropout_p=dropout_p,
               softmax_scale=softmax_scale, upcast=upcast)
@@ -207,16 +211,19 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
 
 
 def ref_forward_backward(inputs: Sequence[torch.Tensor], dout: Optional[torch.Tensor],
-                         upcast: bool = True, **kw) -> RefResult:
+                         upcast: bool = True, dlse: Optional[torch.Tensor] = None, **kw) -> RefResult:
     """``attention_ref`` on fresh leaf copies of inputs = (q, k, v) (float64 when upcast, else
     the inputs' dtype), shapes as there; with dout (like out) it also fills ``grads`` with
-    (dq, dk, dv) in the leaves' dtype. ``kw`` are attention_ref's keyword arguments."""
+    (dq, dk, dv) in the leaves' dtype, and with dlse (like lse) as well the gradients of
+    sum(out dout) + sum(lse dlse). ``kw`` are attention_ref's keyword arguments."""
     ct = torch.float64 if upcast else inputs[0].dtype
     leaves = [t.detach().to(ct).requires_grad_(dout is not None) for t in inputs]
     res = attention_ref(*leaves, upcast=upcast, **kw)
-    if dout is not None:
+    if dout is not None and dlse is not None:
+        res.grads = torch.autograd.grad((res.out, res.lse), leaves, (dout.to(ct), dlse.to(res.lse.dtype)))
+    elif dout is not None:
         res.grads = torch.autograd.grad(res.out, leaves, dout.to(ct))
-    res.out = res.out.detach()
+    res.out, res.lse = res.out.detach(), res.lse.detach()
     return res
 
 

@@ -2,7 +2,8 @@
  *
  *   phase 0, item (b, h, query block): D_i = rowsum(dO_i o O_i) into the workspace (fp32,
  *            laid out like lse). D_i = sum_j P_ij dP_ij also with dropout, since
- *            O_i = sum_j P_ij Z_ij V_j and dP_ij = Z_ij dO_i . V_j.
+ *            O_i = sum_j P_ij Z_ij V_j and dP_ij = Z_ij dO_i . V_j. With a gradient dlse of
+ *            the LSE output, D_i - dlse_i: d lse_i / d s_ij = P_ij adds P_ij dlse_i to dS_ij.
  *   phase 1, item (b, kv head, chunk c): the key blocks kb = c, c + C, c + 2C, ... (C chunks,
  *            bwd_chunks: a function of the shape only). For each such block of Bc keys, for
  *            every query head of the GQA group and every query block the band reaches, in
@@ -153,13 +154,15 @@ static void bwd_phase0_item(const fa_params *p, bwd_scratch *w, int64_t b, int64
     int64_t d = p->head_dim, i0 = qb * BR, ii, c, nr = s.sq - i0;
     int64_t o_off = fa_base_off(p, b, s.q_row0, h, p->o_batch_stride, p->o_row_stride, p->o_head_stride);
     int64_t do_off = fa_base_off(p, b, s.q_row0, h, p->do_batch_stride, p->do_row_stride, p->do_head_stride);
-    float *D = (float *)p->workspace + fa_lse_off(p, b, h, &s) + i0;
+    const int64_t lse_at = fa_lse_off(p, b, h, &s) + i0;
+    float *D = (float *)p->workspace + lse_at;
     if (nr > BR) nr = BR;
     for (ii = 0; ii < nr; ++ii) {
         double acc = 0.0;
         fa_row_to_f32(p->dtype, fa_cptr(p, p->o, o_off + (i0 + ii) * p->o_row_stride), w->row, d, 1.0f);
         fa_row_to_f32(p->dtype, fa_cptr(p, p->dout, do_off + (i0 + ii) * p->do_row_stride), w->qb, d, 1.0f);
         for (c = 0; c < d; ++c) acc += (double)w->row[c] * (double)w->qb[c];
+        if (p->dlse != NULL) acc -= (double)p->dlse[lse_at + ii];
         D[ii] = (float)acc;
     }
 }

@@ -196,7 +196,9 @@ fa_status fa_bwd_cpu_reference(const fa_params *p)
                     double D = 0.0;
                     /* dP_ij = Z_ij dO_i . v_j (the gradient wrt P, through the dropout);
                      * D_i = sum_j P_ij dP_ij;  dS_ij = P_ij (dP_ij - D_i), then through the
-                     * softcap: d/dx [cap tanh(x / cap)] = 1 - tanh^2. Kept in r.s. */
+                     * softcap: d/dx [cap tanh(x / cap)] = 1 - tanh^2. Kept in r.s.
+                     * dlse (optional): lse_i = log sum_j exp(s_ij) gives d lse_i / d s_ij = P_ij,
+                     * so dS_ij gains P_ij dlse_i: D_i - dlse_i in place of D_i. */
                     for (j = 0; j < s.sk; ++j) {
                         double dp = 0.0;
                         for (c = 0; c < d; ++c) dp += r.dout[i * d + c] * r.v[j * d + c];
@@ -204,6 +206,7 @@ fa_status fa_bwd_cpu_reference(const fa_params *p)
                         r.s[i * s.sk + j] = dp;
                         D += r.pm[i * s.sk + j] * dp;
                     }
+                    if (p->dlse != NULL) D -= (double)p->dlse[fa_lse_off(p, b, h, &s) + i];
                     for (j = 0; j < s.sk; ++j) {
                         double pij = r.pm[i * s.sk + j];
                         double ds = pij * (r.s[i * s.sk + j] - D);

@@ -112,6 +112,9 @@ typedef struct fa_params {
 
     /* backward */
     const void *dout;        /* like o */
+    const float *dlse;       /* optional, NULL = 0: the gradient of the loss wrt lse, laid out as lse
+                                (contiguous fp32). It adds P_ij dlse_i to dS_ij (d lse_i / d s_ij =
+                                P_ij), i.e. D_i = rowsum(dO_i o O_i) - dlse_i */
     void *dq;                /* like q */
     void *dk;                /* like k */
     void *dv;                /* like v */

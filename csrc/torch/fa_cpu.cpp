@@ -85,7 +85,8 @@ BwdResult bwd_cpu(const at::Tensor &dout_in, const at::Tensor &q, const at::Tens
                   const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
                   int64_t max_seqlen_k, double dropout_p, double softmax_scale, int64_t window_left,
                   int64_t window_right, double softcap, const std::optional<at::Tensor> &alibi_slopes,
-                  bool deterministic, const at::Tensor &rng_state)
+                  bool deterministic, const at::Tensor &rng_state,
+                  const std::optional<at::Tensor> &dlse)
 {
     // Autograd may hand any layout (e.g. an expanded gradient of .sum()): only the last dim matters.
     const at::Tensor dout = dout_in.size(-1) <= 1 || dout_in.stride(-1) == 1 ? dout_in
@@ -94,7 +95,7 @@ BwdResult bwd_cpu(const at::Tensor &dout_in, const at::Tensor &q, const at::Tens
                               dropout_p, softmax_scale, window_left, window_right, softcap,
                               alibi_slopes, /*cuda=*/false);
     check_varlen_host(pr, q, k, cu_seqlens_q, cu_seqlens_k);
-    BwdOutputs g = alloc_bwd_outputs(pr, dout, q, k, v, out, lse);
+    BwdOutputs g = alloc_bwd_outputs(pr, dout, q, k, v, out, lse, dlse);
     fa_params &p = pr.params;
     p.deterministic = 1;  // the CPU backward has no atomics: always reproducible
     if (dropout_p > 0.0) read_rng_state_cpu(rng_state, &p.seed, &p.offset);

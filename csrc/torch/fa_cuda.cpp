@@ -106,7 +106,8 @@ BwdResult bwd_cuda(const at::Tensor &dout_in, const at::Tensor &q_in, const at::
                    int64_t max_seqlen_k, double dropout_p, double softmax_scale,
                    int64_t window_left, int64_t window_right, double softcap,
                    const std::optional<at::Tensor> &alibi_slopes, bool deterministic,
-                   const at::Tensor &rng_state)
+                   const at::Tensor &rng_state,
+                   const std::optional<at::Tensor> &dlse)
 {
     c10::cuda::CUDAGuard guard(q_in.device());
     check_arch(q_in);
@@ -115,7 +116,7 @@ BwdResult bwd_cuda(const at::Tensor &dout_in, const at::Tensor &q_in, const at::
     Problem pr = make_problem(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                               dropout_p, softmax_scale, window_left, window_right, softcap,
                               alibi_slopes, /*cuda=*/true);
-    BwdOutputs g = alloc_bwd_outputs(pr, dout, q, k, v, out, lse);
+    BwdOutputs g = alloc_bwd_outputs(pr, dout, q, k, v, out, lse, dlse);
     fa_params &p = pr.params;
     p.deterministic = deterministic ? 1 : 0;
     if (dropout_p > 0.0) set_dropout_stream(p, rng_state, q);

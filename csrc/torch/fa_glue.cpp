@@ -228,7 +228,7 @@ FwdOutputs alloc_fwd_outputs(Problem &pr, const at::Tensor &q, bool return_probs
 
 BwdOutputs alloc_bwd_outputs(Problem &pr, const at::Tensor &dout, const at::Tensor &q,
                              const at::Tensor &k, const at::Tensor &v, const at::Tensor &out,
-                             const at::Tensor &lse)
+                             const at::Tensor &lse, const std::optional<at::Tensor> &dlse)
 {
     fa_params &p = pr.params;
     TORCH_CHECK(dout.sizes() == q.sizes(), "flash_attn_c: dout must have the shape of q ",
@@ -246,6 +246,14 @@ BwdOutputs alloc_bwd_outputs(Problem &pr, const at::Tensor &dout, const at::Tens
                     lse.is_contiguous(),
                 "flash_attn_c: softmax_lse must be a contiguous float32 tensor of shape ",
                 at::IntArrayRef(lse_shape), ", got ", lse.scalar_type(), " ", lse.sizes());
+    if (dlse.has_value()) {
+        TORCH_CHECK(dlse->sizes() == at::IntArrayRef(lse_shape) && dlse->scalar_type() == at::kFloat &&
+                        dlse->is_contiguous() && dlse->device() == lse.device(),
+                    "flash_attn_c: dlse (the gradient of softmax_lse) must be a contiguous float32 tensor "
+                    "of shape ", at::IntArrayRef(lse_shape), " on ", lse.device(), ", got ",
+                    dlse->scalar_type(), " ", dlse->sizes(), " on ", dlse->device());
+        p.dlse = dlse->data_ptr<float>();
+    }
 
     BwdOutputs g;
     g.dq = at::empty(q.sizes(), q.options());

@@ -55,13 +55,14 @@ struct FwdOutputs {
 };
 FwdOutputs alloc_fwd_outputs(Problem &pr, const at::Tensor &q, bool return_probs);
 
-// Points params at dout / out / lse and at freshly allocated dq, dk, dv (like q, k, v).
+// Points params at dout / out / lse / dlse (the optional gradient of the lse output: shape,
+// dtype and layout of lse, on its device) and at freshly allocated dq, dk, dv (like q, k, v).
 struct BwdOutputs {
     at::Tensor dq, dk, dv;
 };
 BwdOutputs alloc_bwd_outputs(Problem &pr, const at::Tensor &dout, const at::Tensor &q,
                              const at::Tensor &k, const at::Tensor &v, const at::Tensor &out,
-                             const at::Tensor &lse);
+                             const at::Tensor &lse, const std::optional<at::Tensor> &dlse);
 
 // Fills outputs for a call with nothing to compute: out = 0, lse = -inf, probs = 0.
 void finish_empty_fwd(FwdOutputs &o);
@@ -91,7 +92,8 @@ BwdResult bwd_cpu(const at::Tensor &dout, const at::Tensor &q, const at::Tensor 
                   const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
                   int64_t max_seqlen_k, double dropout_p, double softmax_scale, int64_t window_left,
                   int64_t window_right, double softcap, const std::optional<at::Tensor> &alibi_slopes,
-                  bool deterministic, const at::Tensor &rng_state);
+                  bool deterministic, const at::Tensor &rng_state,
+                  const std::optional<at::Tensor> &dlse);
 at::Tensor dropout_mask_cpu(int64_t batch, int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
                             double dropout_p, int64_t seed, int64_t offset);
 
@@ -115,7 +117,7 @@ BwdResult bwd_cuda(const at::Tensor &dout, const at::Tensor &q, const at::Tensor
                    int64_t max_seqlen_k, double dropout_p, double softmax_scale,
                    int64_t window_left, int64_t window_right, double softcap,
                    const std::optional<at::Tensor> &alibi_slopes, bool deterministic,
-                   const at::Tensor &rng_state);
+                   const at::Tensor &rng_state, const std::optional<at::Tensor> &dlse);
 at::Tensor dropout_mask_cuda(int64_t batch, int64_t heads, int64_t seqlen_q, int64_t seqlen_k,
                              double dropout_p, int64_t seed, int64_t offset, c10::Device device);
 #endif

@@ -48,7 +48,7 @@ TORCH_LIBRARY(flash_attn_c, m)
     m.def("bwd(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
           "Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, SymInt max_seqlen_q, SymInt max_seqlen_k, "
           "float dropout_p, float softmax_scale, int window_left, int window_right, float softcap, "
-          "Tensor? alibi_slopes, bool deterministic, Tensor rng_state) "
+          "Tensor? alibi_slopes, bool deterministic, Tensor rng_state, Tensor? dlse=None) "
           "-> (Tensor dq, Tensor dk, Tensor dv)");
     m.def("dropout_mask(int batch, int heads, int seqlen_q, int seqlen_k, float dropout_p, "
           "int seed, int offset, Device device) -> Tensor");

@@ -114,6 +114,7 @@ static inline void fa_bwd_fill_args(const fa_params *p, fa_bwd_args *a)
     a->o = (const uint16_t *)p->o;
     a->dout = (const uint16_t *)p->dout;
     a->lse = p->lse;
+    a->dlse = p->dlse;
     a->dq = (uint16_t *)p->dq;
     a->dk = (uint16_t *)p->dk;
     a->dv = (uint16_t *)p->dv;

@@ -20,6 +20,7 @@ typedef struct fa_bwd_args {
     const uint16_t *o;      /* like q */
     const uint16_t *dout;   /* like q */
     const float *lse;       /* (b, h, sq) | (h, total_q) */
+    const float *dlse;      /* like lse, or NULL: the loss's gradient wrt lse (D = rowsum(dO o O) - dlse) */
     /* outputs */
     uint16_t *dq;           /* like q */
     uint16_t *dk;           /* like k */

@@ -1,5 +1,6 @@
 /* fa_bwd_prep.cuh - the two memory-bound passes around the main backward kernel:
- *   fa_bwd_dot_do_o_kernel:  D = rowsum(dO o O) (fp32, laid out like lse) and, on the atomic
+ *   fa_bwd_dot_do_o_kernel:  D = rowsum(dO o O) (fp32, laid out like lse; minus dlse where the
+ *                            caller passes the gradient of the LSE output) and, on the atomic
  *                            path, zeroes dq_accum (the workspace arrives uninitialized; the sm90
  *                            tiled one of d > 128 by a flat walk of its own); for the sm90 ordered
  *                            dQ its turn counters (dq_sem) and only the dq_accum tiles no key
@@ -100,7 +101,11 @@ fa_bwd_dot_do_o_kernel(const fa_bwd_args a, int64_t flat_clear4)
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     if (!active) return;
-    if (sub == 0) a.dpsum[fa_bwd_row_lse(a, row, h)] = sum;
+    if (sub == 0) {
+        /* dlse: d lse_i / d s_ij = P_ij adds P_ij dlse_i to every dS_ij = P_ij (dP_ij - D_i) */
+        const int64_t at = fa_bwd_row_lse(a, row, h);
+        a.dpsum[at] = a.dlse != NULL ? sum - a.dlse[at] : sum;
+    }
     /* sm90 ordered dQ (a.dq_sem, dense): the first key block of a tile stores it (turn 0,
      * warp_write_dq), so only the rows of tiles that no key block touches need clearing: those
      * whose dq_sem_rows-row tile sees no key (fa_band_keys empty; e.g. causal rows above the
