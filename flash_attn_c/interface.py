@@ -148,8 +148,8 @@ def _max_seqlen(val: object, name: str) -> Union[int, torch.SymInt]:
             n = operator.index(val)
         except TypeError:
             raise TypeError(f"{name} must be a Python int, got {type(val).__name__}") from None
-    if not torch.compiler.is_compiling() and n < 0:
-        raise ValueError(f"{name} must be >= 0, got {n}")
+    if not torch.compiler.is_compiling() and not 0 <= n < 2**31:
+        raise ValueError(f"{name} must be in [0, 2**31) (the kernels index rows in int32), got {n}")
     return n
 
 

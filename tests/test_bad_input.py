@@ -426,6 +426,8 @@ AUDIT = {
                               r"max_seqlen_q"),
     "max_seqlen_k_float": (lambda: fv(_v(), _v(), _v(), _CU, _CU, 5, 5.0), TypeError,
                            r"max_seqlen_k"),
+    "max_seqlen_q_2_31": (lambda: fv(_v(), _v(), _v(), _CU, _CU, 2**31, 5), ValueError,
+                          r"max_seqlen_q"),
     "max_seqlen_q_none": (lambda: fv(_v(), _v(), _v(), _CU, _CU, None, 5), TypeError,
                           r"max_seqlen_q"),
     "varlen_alibi_batch": (lambda: fv(_v(), _v(), _v(), _CU, _CU, 5, 5,
