@@ -14,7 +14,7 @@ is SDPA's median / ours (> 1: ours is faster). fwdbwd = forward with autograd + 
 
 Prints one table per (mode, dtype) with the geometric mean and minimum of the ratios and writes
 the same as markdown to --out. --quick: a few tiny shapes, one repeat (a CI-sized smoke run;
-its numbers mean nothing). --only: shape names as printed (e.g. b1h8s4096d64c) to rerun points.
+one repeat means nothing; with --repeats it times the per-call overhead of tiny shapes). --only: shape names as printed (e.g. b1h8s4096d64c) to rerun points.
 """
 from __future__ import annotations
 
@@ -151,9 +151,9 @@ def header() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny shapes, 1 repeat (smoke test)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs of each (median)")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed runs of each first")
+    ap.add_argument("--quick", action="store_true", help="tiny shapes, 1 repeat unless --repeats (smoke test)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs of each (median; default 5, --quick 1)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs of each first (--quick: 1 unless given)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--modes", default="fwd,fwdbwd", help="comma list of fwd, fwdbwd")
     ap.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16")
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         want = set(args.only.split(","))
         shapes = [s for s in shapes if s.name in want]
-    repeats = 1 if args.quick else args.repeats
-    warmup = 1 if args.quick else args.warmup
+    repeats = args.repeats if args.repeats is not None else 1 if args.quick else 5
+    warmup = args.warmup
     modes = [m for m in args.modes.split(",") if m]
     dtypes = [d for d in args.dtypes.split(",") if d]
     for m in modes:
