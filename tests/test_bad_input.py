@@ -406,6 +406,8 @@ AUDIT = {
                       RuntimeError, r"alibi_slopes"),
     "alibi_3d": (lambda: f(_d(), _d(), _d(), alibi_slopes=torch.rand(2, 4, 1)), RuntimeError,
                  r"alibi_slopes"),
+    "alibi_overlapping_rows": (lambda: f(_d(), _d(), _d(), alibi_slopes=torch.rand(16).as_strided((2, 4), (2, 1))),
+                               RuntimeError, r"alibi_slopes .* overlapping"),
     # flash_attn_varlen_func
     "varlen_q_4d": (lambda: fv(_d(), _v(), _v(), _CU, _CU, 5, 5), ValueError, r"\bq must be 3-D"),
     "varlen_k_head_dim": (lambda: fv(_v(), _v(d=16), _v(d=16), _CU, _CU, 5, 5), RuntimeError,

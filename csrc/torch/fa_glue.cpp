@@ -181,6 +181,11 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
                     ",) or (", p.batch, ", ", h, "), got ", a.sizes());
         TORCH_CHECK(a.stride(-1) == 1, "flash_attn_c: alibi_slopes must be contiguous in its last "
                     "dimension");
+        /* stride 0 (one row expanded over the batch) reads as (h,); rows that overlap otherwise have
+         * no layout in fa_params (alibi_batch_stride 0 or >= h) */
+        TORCH_CHECK(!per_batch || a.size(0) == 1 || a.stride(0) == 0 || a.stride(0) >= h,
+                    "flash_attn_c: alibi_slopes of shape (", p.batch, ", ", h, ") must not have overlapping "
+                    "rows (stride(0) = ", a.stride(0), " < ", h, "); pass alibi_slopes.contiguous()");
         p.alibi_slopes = a.data_ptr<float>();
         p.alibi_batch_stride = per_batch ? a.stride(0) : 0;
     }
