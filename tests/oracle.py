@@ -103,9 +103,13 @@ def assert_ratio(name: str, ours: torch.Tensor, ref: torch.Tensor, base: torch.T
     """Asserts max|ours - ref| <= factor * max|base - ref| + floor, floor = _FLOOR[dtype] *
     scale; scale defaults to max(1, max|ref|)."""
     assert ours.shape == ref.shape, f"{name}: shape {tuple(ours.shape)} != reference {tuple(ref.shape)}"
+    # a NaN reference or a non-finite baseline error would make the bound infinite: every ours passes
+    assert not torch.isnan(ref).any(), f"{name}: NaN in the float64 reference: the rule is undefined"
     assert torch.isfinite(ours[torch.isfinite(ref)]).all(), f"{name}: non-finite values (NaN/inf) where the reference is finite"
     err = max_abs_err(ours, ref)
     base_err = max_abs_err(base, ref)
+    assert math.isfinite(base_err), (f"{name}: the torch-{str(dtype)[6:]} baseline is not finite where the "
+                                     f"reference is: the rule is undefined")
     if scale is None:
         scale = _magnitude(ref)
     floor = _FLOOR[dtype] * scale

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from conftest import dev_cases, devices
-from oracle import (FWD_FACTOR, assert_grads, assert_lse, assert_ratio, cu_from_lens, make_alibi,
+from oracle import (FWD_FACTOR, assert_grads, assert_lse, assert_ratio, check_dense, cu_from_lens, make_alibi,
                     ref_forward_backward, visible_mask)
 
 import flash_attn_c
@@ -306,9 +306,15 @@ def test_dropout_consecutive_calls_draw_new_masks(device, dtype):
 
 @pytest.mark.parametrize("device,dtype", dev_cases([()], [()]))
 def test_dropout_zero_is_no_dropout(device, dtype):
-    q, k, v = (torch.randn(1, 32, 2, 16, device=device, dtype=dtype) for _ in range(3))
-    assert torch.equal(flash_attn_c.flash_attn_func(q, k, v, dropout_p=0.0),
-                       flash_attn_c.flash_attn_func(q, k, v))
+    """dropout_p=0.0 drops nothing (no negated entry in S_dmask) and gives the no-dropout oracle's
+    output; dropout_p=0.5 on the same inputs drops about half and changes the output."""
+    case = check_dense(device, dtype, 1, 32, 32, 2, 2, 16, check_lse=False)
+    q, k, v = case.inputs
+    out0, _, s0 = flash_attn_c.flash_attn_func(q, k, v, dropout_p=0.0, return_attn_probs=True)
+    assert (s0 >= 0).all() and torch.equal(out0, case.ours_out)
+    out5, _, s5 = flash_attn_c.flash_attn_func(q, k, v, dropout_p=0.5, return_attn_probs=True)
+    assert 0.3 < (s5 < 0).float().mean().item() < 0.7
+    assert (out5.float() - out0.float()).abs().max().item() > 0.05
 
 
 @pytest.mark.parametrize("device,dtype,p",
@@ -358,8 +364,9 @@ def test_dropout_mask_cpu_equals_cuda(p, seed, offset):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dropout_forward_mask_cpu_equals_cuda(dtype):
-    """The same fixed (seed, offset) drops the same elements in the CPU and CUDA forward, and
-    their outputs and gradients agree to the usual rule against the oracle (both)."""
+    """The same fixed (seed, offset) drops the same elements in the CPU and CUDA forward (the signs
+    of S_dmask where both are nonzero); each device's outputs and gradients against the oracle fed
+    with that mask are the other dropout tests' business."""
     b, sq, sk, h, d = 2, 100, 140, 4, 64
     q, k, v = (torch.randn(b, s, h, d, dtype=dtype) for s in (sq, sk, sk))
     masks = []

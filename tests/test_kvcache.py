@@ -281,8 +281,9 @@ def run_case(device, dtype, c: KV, *, lse: bool = True, grad: bool = False, full
                     qi = rotary_ref(qi, cos, sin, seqlens[i] + steps, c.rotary == "inter", ct)
                 ks = torch.cat([logical_k[r, leftpad[i]:seqlens[i]].to(ct), kn], 0)[None]
                 vs = torch.cat([logical_v[r, leftpad[i]:seqlens[i]].to(ct), vl[i]], 0)[None]
+                al = None if slopes is None else (slopes if slopes.dim() == 1 else slopes[i:i + 1])
                 outs.append(attention_ref(qi[None], ks, vs, causal=c.causal, window=c.window,
-                                          softcap=c.softcap, upcast=upcast).out[0])
+                                          softcap=c.softcap, alibi_slopes=al, upcast=upcast).out[0])
             grads.append(torch.autograd.grad(torch.stack(outs), (ql, kl, vl), dout.to(ct)))
         assert_grads(ours, grads[0], grads[1], dtype)
     return (out, lse_ours) if full else out
