@@ -1,4 +1,5 @@
-"""flash_attn_c.distributed: ring / zigzag / varlen ring attention over gloo, forward and backward.
+"""flash_attn_c.distributed: ring / zigzag / varlen ring attention over gloo, forward and backward
+(the loss uses out and the returned lse, so the lse gradient is checked too).
 
 One spawn of 4 gloo processes runs every case at world sizes 2 and 3 (subgroups of ranks
 [0, 1] and [0, 1, 2], passed as ``group``) and 4 (the default group): process start-up is the slow
@@ -103,19 +104,22 @@ def _check_case(name: str, world: int, group, device: str = "cpu",
         full = lambda a, b_, c: flash_attn_func(a, b_, c, return_attn_probs=True, **kw)
         ref_kw = {}
         lse_dim = 2
+    # the loss uses out and the returned lse (its gradient flows as through flash_attn_func's)
+    lse_shape = (h, shape_q[0]) if layout == "varlen" else (B, h, S_LOCAL * world)
+    dlse = torch.randn(lse_shape, generator=g).to(device)
     leaves = [shard(t).clone().requires_grad_() for t in (q, k, v)]
     oracle._poison(device, leaves)
     out, lse, probs = ring(*leaves)
-    assert probs is None
-    out.backward(shard(dout))
-    ours = [out.detach(), lse] + [t.grad for t in leaves]
+    assert probs is None and lse.requires_grad
+    torch.autograd.backward([out, lse], [shard(dout), shard(dlse, lse_dim)])
+    ours = [out.detach(), lse.detach()] + [t.grad for t in leaves]
 
     # (b) single-process flash_attn_c on the whole sequence, sharded the same way
     if dtype == torch.float32:
         fl = [t.clone().requires_grad_() for t in (q, k, v)]
         f_out, f_lse, _ = full(*fl)
-        f_out.backward(dout)
-        theirs = [shard(f_out.detach()), shard(f_lse, lse_dim)] + [shard(t.grad) for t in fl]
+        torch.autograd.backward([f_out, f_lse], [dout, dlse])
+        theirs = [shard(f_out.detach()), shard(f_lse.detach(), lse_dim)] + [shard(t.grad) for t in fl]
         for n, a, b_ in zip(("out", "lse", "dq", "dk", "dv"), ours, theirs):
             torch.testing.assert_close(a, b_, atol=2e-5, rtol=1e-5,
                                        msg=lambda m: f"{name} {n}: {m}")
@@ -123,9 +127,9 @@ def _check_case(name: str, world: int, group, device: str = "cpu",
     # (a) the float64 oracle and torch's own error in the same dtype (on the CPU)
     ours = [x.cpu() for x in ours]
     rkw = dict(causal=causal, window=window, softcap=softcap, **ref_kw)
-    inputs, dout = [t.cpu() for t in (q, k, v)], dout.cpu()
-    ref = oracle.ref_forward_backward(inputs, dout, upcast=True, **rkw)
-    base = oracle.ref_forward_backward(inputs, dout, upcast=False, **rkw)
+    inputs, dout, dlse = [t.cpu() for t in (q, k, v)], dout.cpu(), dlse.cpu()
+    ref = oracle.ref_forward_backward(inputs, dout, upcast=True, dlse=dlse, **rkw)
+    base = oracle.ref_forward_backward(inputs, dout, upcast=False, dlse=dlse, **rkw)
     oracle.assert_ratio(f"{name} out", ours[0], shard(ref.out), shard(base.out), dtype,
                         oracle.FWD_FACTOR)
     oracle.assert_lse(f"{name} lse", ours[1], shard(ref.lse, lse_dim), shard(base.lse, lse_dim),
@@ -169,6 +173,9 @@ def _check_bad_input(world: int, group) -> None:
     # arguments that differ between ranks
     _expect_error(ValueError, "disagree on window",
                   lambda: ring_flash_attn_func(q, q, q, causal=(rank == 0), group=group))
+    # ranks calling different layouts (it returned wrong shards, no error)
+    mixed = ring_flash_attn_func if rank == 0 else zigzag_ring_flash_attn_func
+    _expect_error(ValueError, "disagree on layout", lambda: mixed(q, q, q, group=group))
     # unsupported features, even when only one rank asks for them
     _expect_error(NotImplementedError, "dropout_p",
                   lambda: ring_flash_attn_func(q, q, q, dropout_p=0.1 if rank == 0 else 0.0,

@@ -57,19 +57,22 @@ def attn_backward_with_lse(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                            deterministic: bool = False,
                            cu_seqlens_q: Optional[torch.Tensor] = None,
                            cu_seqlens_k: Optional[torch.Tensor] = None, max_seqlen_q: int = 0,
-                           max_seqlen_k: int = 0
+                           max_seqlen_k: int = 0, dlse: Optional[torch.Tensor] = None
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of attention of q over this block of keys (k, v), given the output ``out`` (like
     q, q's dtype) and ``lse`` (float32, (b, h, sq) dense / (h, total_q) varlen; made contiguous
     here) of the WHOLE attention the block is part of. Summing the returned (dq, dk, dv) (shapes
     of q, k, v; dk/dv summed over GQA groups) over all key blocks gives the exact gradients of the
-    whole attention. With the block's own out/lse it is the ordinary backward of that block."""
+    whole attention. With the block's own out/lse it is the ordinary backward of that block.
+    dlse (like lse, or None): the gradient of the whole attention's lse (d lse_i / d s_ij = P_ij),
+    added to every block's share the same way."""
     left, right = _window(window_size, causal)
     scale = _softmax_scale(softmax_scale, q.shape[-1])
     with torch.no_grad():
         return _ops.ops.bwd(dout, q, k, v, out, lse.contiguous(), cu_seqlens_q, cu_seqlens_k,
                             max_seqlen_q, max_seqlen_k, 0.0, scale, left, right, float(softcap),
-                            None, bool(deterministic), _rng_placeholder(q.device))
+                            None, bool(deterministic), _rng_placeholder(q.device),
+                            None if dlse is None else dlse.contiguous())
 
 
 def _lse_weight(lse: torch.Tensor, total: torch.Tensor) -> torch.Tensor:

@@ -155,14 +155,20 @@ def _block_fwd(spec: _Spec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
 
 
 def _block_bwd(spec: _Spec, dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               out: torch.Tensor, lse: torch.Tensor, rng: torch.Tensor, c: _Call):
+               out: torch.Tensor, lse: torch.Tensor, rng: torch.Tensor, c: _Call,
+               dlse: Optional[torch.Tensor] = None):
+    """One block's (dq, dk, dv) given the GLOBAL out / lse, and dlse (like lse, or None): the
+    gradient of the returned lse, whose d lse_i / d s_ij = P_ij with the global P is exactly each
+    block's share, as for dout."""
     if c.varlen:
         return _ops.ops.bwd(dout[0], q[0], k[0], v[0], out[0], lse[0], spec.cu, spec.cu,
                             spec.max_local, spec.max_local, 0.0, spec.scale, c.left, c.right,
-                            spec.softcap, None, spec.deterministic, rng)
+                            spec.softcap, None, spec.deterministic, rng,
+                            None if dlse is None else dlse[0].contiguous())
     return _ops.ops.bwd(dout[:, c.qs], q[:, c.qs], k[:, c.ks], v[:, c.ks], out[:, c.qs],
                         lse[:, :, c.qs].contiguous(), None, None, 0, 0, 0.0, spec.scale, c.left,
-                        c.right, spec.softcap, None, spec.deterministic, rng)
+                        c.right, spec.softcap, None, spec.deterministic, rng,
+                        None if dlse is None else dlse[:, :, c.qs].contiguous())
 
 
 def _unsq(gs, varlen: bool):
@@ -193,7 +199,8 @@ def _ring_forward(spec: _Spec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 
 
 def _ring_backward(spec: _Spec, dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
-                   v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor
+                   v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                   dlse: Optional[torch.Tensor] = None
                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reverse ring: the K/V blocks travel as in the forward; the dK/dV accumulator of the
     block held at step t goes to the next rank, which holds that block at step t + 1, and after
@@ -211,7 +218,7 @@ def _ring_backward(spec: _Spec, dout: torch.Tensor, q: torch.Tensor, k: torch.Te
             reqs = ring.exchange([kc, vc], [nk, nv], KV_TAG)
         dk_t, dv_t = _Acc(spec.rows), _Acc(spec.rows)
         for c in spec.plans[t]:
-            gq, gk, gv = _unsq(_block_bwd(spec, dout, q, kc, vc, out, lse, rng, c), c.varlen)
+            gq, gk, gv = _unsq(_block_bwd(spec, dout, q, kc, vc, out, lse, rng, c, dlse), c.varlen)
             dq.add(c.qs, gq)
             dk_t.add(c.ks, gk)
             dv_t.add(c.ks, gv)
@@ -250,16 +257,23 @@ class _RingAttnFunc(torch.autograd.Function):
         out, lse = _ring_forward(spec, q, k, v)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.spec = spec
-        ctx.mark_non_differentiable(lse)
+        # out and lse are both differentiable (lse as flash_attn_func's); a gradient that does not
+        # flow arrives as None, not a zero tensor
+        ctx.set_materialize_grads(False)
         return out, lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dout: torch.Tensor, _dlse: Optional[torch.Tensor]):
+    def backward(ctx, dout: Optional[torch.Tensor], dlse: Optional[torch.Tensor]):
         q, k, v, out, lse = ctx.saved_tensors
+        # every rank runs the ring's exchanges, whatever reached its own loss
+        if dout is None:
+            dout = torch.zeros_like(out)
         if dout.shape[-1] > 1 and dout.stride(-1) != 1:  # e.g. expanded by out.sum().backward()
             dout = dout.contiguous()
-        dq, dk, dv = _ring_backward(ctx.spec, dout, q, k, v, out, lse)
+        if dlse is not None:
+            dlse = dlse.contiguous()
+        dq, dk, dv = _ring_backward(ctx.spec, dout, q, k, v, out, lse, dlse)
         return dq, dk, dv, None
 
 
@@ -315,7 +329,7 @@ def _validate(fname: str, layout: str, ring: Ring, q, k, v, cu_seqlens, max_seql
         raise ValueError(f"q: the zigzag layout needs an even local sequence length (chunks r and "
                          f"2*world-1-r of the sequence cut into 2*world chunks), got {rows}")
     local_lens, cu_local, max_local = None, None, 0
-    meta: Dict[str, Any] = dict(world=ring.world, q_shape=tuple(q.shape), k_shape=tuple(k.shape),
+    meta: Dict[str, Any] = dict(world=ring.world, layout=layout, q_shape=tuple(q.shape), k_shape=tuple(k.shape),
                                 dtype=str(q.dtype), device_type=q.device.type, window=window,
                                 softmax_scale=scale, softcap=softcap,
                                 deterministic=bool(deterministic))
