@@ -271,6 +271,9 @@ class _RingAttnFunc(torch.autograd.Function):
             dout = torch.zeros_like(out)
         if dout.shape[-1] > 1 and dout.stride(-1) != 1:  # e.g. expanded by out.sum().backward()
             dout = dout.contiguous()
+        # CUDA: a broadcast dout (stride 0, e.g. from out.sum(1)) as flash_attn_func's backward
+        # takes it: densified, so the Hopper kernels' TMA maps it (same kernel, same bits)
+        dout = _ops.unbroadcast(dout)
         if dlse is not None:
             dlse = dlse.contiguous()
         dq, dk, dv = _ring_backward(ctx.spec, dout, q, k, v, out, lse, dlse)
