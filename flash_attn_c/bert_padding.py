@@ -61,7 +61,9 @@ def unpad_input(hidden_states: torch.Tensor, attention_mask: torch.Tensor,
     if unused_mask is not None:
         _check_mask(hidden_states, unused_mask, "unused_mask")
     used = attention_mask.to(torch.int32)
-    kept = used + unused_mask.to(torch.int32) if unused_mask is not None else used
+    # a token is packed when either mask marks it (with bool masks flash-attn's sum is this OR; a
+    # sum of int masks would count a token both mark twice in seqlens but once in the indices)
+    kept = (used != 0) | (unused_mask != 0) if unused_mask is not None else used != 0
     seqlens = kept.sum(dim=-1, dtype=torch.int32)
     indices = torch.nonzero(kept.flatten(), as_tuple=False).flatten()
     max_seqlen = int(seqlens.max().item()) if seqlens.numel() else 0

@@ -55,6 +55,22 @@ def test_unpad_input_unused_mask(device):
 
 
 @pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32])
+def test_unpad_input_overlapping_masks(device, dtype):
+    """A token both masks mark is packed once: cu_seqlens count it once, as the indices do (an int
+    sum counted it twice and the lengths no longer matched the packed rows)."""
+    b, s = 1, 6
+    attn = _mask([4], s, device).to(dtype)
+    unused = torch.zeros(b, s, dtype=dtype, device=device)
+    unused[0, 2:6] = 1  # overlaps tokens 2, 3
+    x = torch.randn(b, s, 3, device=device)
+    x_unpad, indices, cu, max_s, seqused = unpad_input(x, attn, unused)
+    assert indices.tolist() == [0, 1, 2, 3, 4, 5]
+    assert cu.tolist() == [0, 6] and max_s == 6 and x_unpad.shape[0] == 6
+    assert seqused.tolist() == [4]
+
+
+@pytest.mark.parametrize("device", devices())
 def test_pad_input_round_trip(device):
     b, s = 3, 9
     lens = [9, 1, 4]
