@@ -22,6 +22,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -629,3 +630,32 @@ def test_windowed_bidirectional_padding_keeps_the_window_in_place():
     ref = _sdpa_ref(q, k, v, m)
     real = pad[:, :, None, None].expand_as(out)
     assert _max_err(out[real], ref[real]) < 1e-5
+
+
+@pytest.mark.parametrize("passed", ["cw", "cw+1"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_window_comes_from_the_mask_whatever_the_model_passes(causal, passed):
+    """The sliding overlay the mask function accepts is config.sliding_window's (cw): causal
+    kv > q - cw, bidirectional |q - kv| <= cw. ModernBERT passes cw + 1 to attention, T5Gemma's
+    encoder (and decoders run bidirectional) cw: both must give transformers' own mask (T5Gemma's
+    came out one key narrower on each side)."""
+    cw = 3
+    mod = _Module(causal)
+    mod.config = types.SimpleNamespace(sliding_window=cw)
+    q, k, v = _qkv(2, 4, 2, 12, 12, 16)
+    fn = (masking_utils.sliding_window_causal_mask_function(cw) if causal
+          else masking_utils.sliding_window_bidirectional_mask_function(cw))
+    assert fa_tf._mask_is_expressible(fn, mod.config, False)
+    out, _ = fa_tf.attention_forward(mod, q, k, v, None, scaling=0.3, is_causal=causal,
+                                     sliding_window=cw if passed == "cw" else cw + 1)
+    torch.testing.assert_close(out.double(), _sdpa_ref(q, k, v, _hf_mask(fn, 2, 12, 12), scale=0.3),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["block_indices", "indices"])
+def test_sparse_attention_kwargs_raise(name):
+    """Block-sparse / top-k attention (MiniMax-M3, DeepSeek-V3.2) hands the attention function the
+    keys to use; ignoring them ran dense attention (wrong logits, no error)."""
+    q, k, v = _qkv(1, 2, 2, 8, 8, 16)
+    with pytest.raises(NotImplementedError, match=name):
+        fa_tf.attention_forward(_Module(), q, k, v, None, **{name: torch.zeros(1, 2, 8, 1, dtype=torch.long)})

@@ -138,7 +138,11 @@ _PACKED_CODE = masking_utils.packed_sequence_mask_function(torch.zeros(1, 1)).__
 
 
 def _closure_vars(fn: Callable) -> dict[str, Any] | None:
-    """Free variables of a closure by name; None when they cannot be read (under Dynamo)."""
+    """Free variables of a closure by name; None when they cannot be read (under Dynamo: there
+    ``__closure__`` may be a traced object that is truthy but cannot be iterated, and touching it
+    broke fullgraph compiles of sliding-window models given a padding mask)."""
+    if torch.compiler.is_compiling():
+        return None
     code = getattr(fn, "__code__", None)
     cells = getattr(fn, "__closure__", None)
     if code is None or (code.co_freevars and not cells):
@@ -258,6 +262,26 @@ def _window_size(sliding_window: int | None, causal: bool) -> tuple[int, int]:
         return (-1, -1)
     left = int(sliding_window) - 1
     return (left, 0 if causal else left)
+
+
+def _layer_window(module: torch.nn.Module, sliding_window: int | None, causal: bool) -> tuple[int, int]:
+    """The layer's ``window_size``. :func:`attention_mask` accepts a sliding-window overlay only when
+    its window is ``config.sliding_window`` (cw), so the mask's own window is the truth:
+    causal ``kv > q - cw`` is ``(cw - 1, 0)``, bidirectional ``|q - kv| <= cw`` is ``(cw, cw)``.
+    Models do not agree on what they pass as ``sliding_window`` for it: ModernBERT passes cw + 1,
+    T5Gemma's encoder and decoders run with ``is_causal=False`` pass cw (the kwarg alone read as
+    "keys seen" made their windows one key narrower on each side). A kwarg of cw or cw + 1
+    therefore means the mask's window; other values (or no config) keep the kwarg's reading,
+    :func:`_window_size`. No kwarg means no window: ``module.sliding_window`` is not a fallback
+    (Exaone 4 sets it on its full-attention layers too); so Qwen2-MoE / PhiMoE, which build a
+    sliding mask but pass no window, lose it here as in transformers' FlashAttention path
+    (docs/transformers.md)."""
+    if sliding_window is None or sliding_window <= 0:
+        return (-1, -1)
+    cw = getattr(getattr(module, "config", None), "sliding_window", None)
+    if isinstance(cw, int) and not isinstance(cw, bool) and cw > 0 and sliding_window in (cw, cw + 1):
+        return (cw - 1, 0) if causal else (cw, cw)
+    return _window_size(sliding_window, causal)
 
 
 def _kernel_dtype(query: torch.Tensor, module: torch.nn.Module) -> torch.dtype | None:
@@ -464,11 +488,14 @@ def attention_forward(
             or a 4-D mask (fallback path).
         dropout: attention dropout probability, used only while ``module.training``.
         scaling: softmax scale (default ``d ** -0.5``).
-        sliding_window: keys seen per query, the query included (None = unlimited).
+        sliding_window: the layer's window as the model passes it (None = unlimited, unless
+            ``module.sliding_window`` holds one); read against ``config.sliding_window``
+            (:func:`_layer_window`).
         softcap: Gemma-2 style logit soft-capping (None or 0 = off).
         is_causal: overrides ``module.is_causal``.
         **kwargs: ``position_ids`` (packing, batch 1), ``cu_seq_lens_q/k`` + ``max_length_q/k``
-            (packing), ``deterministic``; others are ignored. ``s_aux``/``position_bias`` raise.
+            (packing), ``deterministic``; others are ignored. ``s_aux``, ``position_bias``,
+            ``block_indices`` and ``indices`` raise.
 
     Returns:
         (out (b, sq, h, d_v), None): attention weights are never materialised.
@@ -477,6 +504,10 @@ def attention_forward(
         raise NotImplementedError("flash_attn_c attention does not support attention sinks (s_aux)")
     if kwargs.get("position_bias") is not None:
         raise NotImplementedError("flash_attn_c attention does not support an additive position_bias")
+    for name in ("block_indices", "indices"):  # block-sparse / top-k attention (MiniMax-M3, DeepSeek-V3.2)
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"flash_attn_c attention does not support sparse attention ({name}): "
+                                      f"it would attend to every key")
     if kwargs.get("output_attentions", False):
         _warn_once("output_attentions", "flash_attn_c attention does not return attention weights (None is returned)")
     if query.dim() != 4 or key.dim() != 4 or value.dim() != 4:
@@ -522,7 +553,7 @@ def attention_forward(
         dropout_p=dropout_p,
         softmax_scale=scaling,
         causal=causal,
-        window_size=_window_size(sliding_window, causal),
+        window_size=_layer_window(module, sliding_window, causal),
         softcap=softcap_value,
         deterministic=bool(deterministic),
     )
