@@ -102,7 +102,7 @@ def _real(x: object, name: str) -> float:
     raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
 
 
-_FLT_MAX = 3.4028234663852886e38   # the largest float32
+_FLT_MAX = 3.4028234663852886e38 / 2  # half the largest float32: the kernels multiply by log2(e)
 _FLT_MIN = 1.1754943508222875e-38  # the smallest normal float32
 
 
@@ -112,8 +112,9 @@ def _check_scalars(dropout_p: float, softcap: float) -> Tuple[float, float]:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if not softcap >= 0.0:
         raise ValueError(f"softcap must be >= 0 (0 = off), got {softcap}")
-    # the kernels take it as a float32: inf or past its range would give NaN, a value that rounds
-    # to 0 would switch softcap off, a subnormal one flushes to 0 on the GPU
+    # the kernels take it as a float32 and multiply it by log2(e): inf or past half its range would
+    # give NaN, a value that rounds to 0 would switch softcap off, a subnormal one flushes to 0 on
+    # the GPU
     if softcap != 0.0 and not _FLT_MIN <= softcap <= _FLT_MAX:
         raise ValueError(f"softcap must be 0 (off) or a normal float32 in [{_FLT_MIN:.3g}, {_FLT_MAX:.3g}], "
                          f"got {softcap}")
@@ -125,7 +126,7 @@ def _softmax_scale(softmax_scale: Optional[float], d: int) -> float:
     if softmax_scale is None:
         return d ** -0.5
     scale = _real(softmax_scale, "softmax_scale")
-    if not math.isfinite(scale) or abs(scale) > _FLT_MAX:  # the kernels take a float32
+    if not math.isfinite(scale) or abs(scale) > _FLT_MAX:  # a float32, times log2(e) in the kernels
         raise ValueError(f"softmax_scale must be finite as a float32 (|scale| <= {_FLT_MAX:.3g}), got {scale}")
     return scale
 

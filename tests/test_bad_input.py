@@ -393,6 +393,8 @@ AUDIT = {
                                    r"softmax_scale"),
     "softcap_inf": (lambda: f(_d(), _d(), _d(), softcap=float("inf")), ValueError, r"softcap"),
     "softcap_past_float32": (lambda: f(_d(), _d(), _d(), softcap=1e39), ValueError, r"softcap"),
+    "softcap_3e38": (lambda: f(_d(), _d(), _d(), softcap=3e38), ValueError, r"softcap"),  # x log2(e): inf
+    "softmax_scale_3e38": (lambda: f(_d(), _d(), _d(), softmax_scale=3e38), ValueError, r"softmax_scale"),
     "softcap_subnormal": (lambda: f(_d(), _d(), _d(), softcap=1e-40), ValueError, r"softcap"),
     "softcap_rounds_to_0": (lambda: f(_d(), _d(), _d(), softcap=1e-50), ValueError, r"softcap"),
     "softcap_none": (lambda: f(_d(), _d(), _d(), softcap=None), TypeError, r"softcap"),

@@ -3,6 +3,8 @@
  * Compiled into every build (CPU-only and CUDA), so it reads nothing a backend owns: in
  * particular it never dereferences cu_seqlens (device memory on CUDA).
  */
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "flash_attn_c.h"
@@ -18,12 +20,14 @@ const char *fa_status_string(fa_status status)
     case FA_ERR_DTYPE: return "dtype not supported by this backend";
     case FA_ERR_WINDOW: return "window_left and window_right must be >= -1";
     case FA_ERR_DROPOUT: return "dropout_p must be in [0, 1)";
-    case FA_ERR_SOFTCAP: return "softcap must be >= 0";
+    case FA_ERR_SOFTCAP:
+        return "softcap must be 0 (off) or a normal float up to FLT_MAX / 2, and softmax_scale finite with "
+               "|softmax_scale| <= FLT_MAX / 2 (the kernels multiply both by log2(e))";
     case FA_ERR_SEQLENS:
         return "cu_seqlens invalid: only one of cu_seqlens_q/k given, decreasing, negative, "
                "a sequence longer than max_seqlen, or past the end of the rows";
     case FA_ERR_STRIDE: return "invalid stride (the last dimension must be contiguous, strides >= 0)";
-    case FA_ERR_WORKSPACE: return "workspace missing or too small";
+    case FA_ERR_WORKSPACE: return "workspace missing, too small or not 16-byte aligned";
     case FA_ERR_UNSUPPORTED: return "this combination is not supported by this backend";
     case FA_ERR_CUDA: return "a CUDA runtime call failed";
     case FA_ERR_NO_CUDA: return "flash_attn_c was built without CUDA";
@@ -55,6 +59,10 @@ fa_status fa_check_params(const fa_params *p, int backward)
 
     if (p->batch < 0 || p->seqlen_q < 0 || p->seqlen_k < 0) return FA_ERR_SHAPE;
     if (p->seqlen_q > FA_MAX_LEN || p->seqlen_k > FA_MAX_LEN) return FA_ERR_SHAPE;
+    /* batch x rows and heads below 2^31 too: the products below (rows, item counts, workspace
+     * sizes) then stay far inside int64 */
+    if (p->batch > FA_MAX_LEN || p->heads > FA_MAX_LEN || p->heads_k > FA_MAX_LEN) return FA_ERR_SHAPE;
+    if (!varlen && (p->batch * p->seqlen_q > FA_MAX_LEN || p->batch * p->seqlen_k > FA_MAX_LEN)) return FA_ERR_SHAPE;
     if (p->heads <= 0 || p->heads_k <= 0) return FA_ERR_SHAPE;
     if (varlen && (p->total_q < 0 || p->total_q > FA_MAX_LEN)) return FA_ERR_SHAPE;
     if (p->head_dim < 1 || p->head_dim > 256) return FA_ERR_HEAD_DIM;
@@ -63,7 +71,10 @@ fa_status fa_check_params(const fa_params *p, int backward)
     if (p->window_left < -1 || p->window_right < -1) return FA_ERR_WINDOW;
     /* written so that NaN fails too */
     if (!(p->dropout_p >= 0.0f && p->dropout_p < 1.0f)) return FA_ERR_DROPOUT;
-    if (!(p->softcap >= 0.0f)) return FA_ERR_SOFTCAP;
+    /* finite, and small enough that the kernels' products with log2(e) stay finite; a softcap in
+     * (0, FLT_MIN) would flush to 0 or overflow scale / softcap (NaN scores) */
+    if (!(p->softcap == 0.0f || (p->softcap >= FLT_MIN && p->softcap <= FLT_MAX / 2))) return FA_ERR_SOFTCAP;
+    if (!(fabsf(p->softmax_scale) <= FLT_MAX / 2)) return FA_ERR_SOFTCAP; /* NaN and inf fail too */
     if (p->alibi_slopes != NULL && p->alibi_batch_stride != 0 && p->alibi_batch_stride < p->heads)
         return FA_ERR_SHAPE;
 

@@ -406,9 +406,11 @@ fa_status fa_bwd_cpu(const fa_params *p, int phase, int64_t begin, int64_t end)
     int64_t item, nitems, nblk;
     fa_status st = fa_cpu_check(p, 1);
     if (st != FA_OK) return st;
-    if (phase < 0 || phase >= FA_BWD_CPU_PHASES) return FA_ERR_UNSUPPORTED;
+    if (phase < 0 || phase >= FA_BWD_CPU_PHASES) return FA_ERR_SHAPE;
+    /* the workspace is read and written as floats: 16-byte aligned (any malloc's) */
     if (fa_bwd_cpu_workspace_bytes(p) > 0 &&
-        (p->workspace == NULL || p->workspace_bytes < fa_bwd_cpu_workspace_bytes(p)))
+        (p->workspace == NULL || p->workspace_bytes < fa_bwd_cpu_workspace_bytes(p) ||
+         (uintptr_t)p->workspace % 16 != 0))
         return FA_ERR_WORKSPACE;
     nitems = fa_bwd_cpu_work_items(p, phase);
     nblk = phase == 1 ? bwd_chunks(p) : fa_num_blocks(p->seqlen_q, BR);

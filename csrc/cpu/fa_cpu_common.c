@@ -20,6 +20,9 @@ fa_status fa_cpu_check(const fa_params *p, int backward)
             if (lq < 0 || lk < 0 || lq > p->seqlen_q || lk > p->seqlen_k) return FA_ERR_SEQLENS;
         }
         if (cq[p->batch] > p->total_q) return FA_ERR_SEQLENS;
+        /* k / v hold total_k rows (0: exactly cu_seqlens_k[b]); keys past them would be read
+         * (and dk / dv written) out of bounds */
+        if (p->total_k < 0 || (p->total_k > 0 && ck[p->batch] > p->total_k)) return FA_ERR_SEQLENS;
     }
     return FA_OK;
 }

@@ -23,9 +23,13 @@ static void zero_rows(const fa_params *p, void *base, int64_t row_stride, int64_
 fa_status fa_varlen_zero_uncovered_cpu(const fa_params *p, int backward)
 {
     int64_t lo, hi, h, r, total;
+    fa_status st;
     if (p == NULL) return FA_ERR_NULL_POINTER;
     if (!fa_is_varlen(p)) return FA_OK;
-    if (p->cu_seqlens_k == NULL) return FA_ERR_SEQLENS;
+    /* the caller may run this before the items: the same checks as they make (sizes, strides,
+     * cu_seqlens against total_q / total_k), or bad parameters would write out of bounds here */
+    st = fa_cpu_check(p, backward);
+    if (st != FA_OK) return st;
 
     fa_varlen_covered(p->cu_seqlens_q[0], p->cu_seqlens_q[p->batch], p->total_q, &lo, &hi);
     if (!backward) {

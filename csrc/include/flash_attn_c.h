@@ -38,10 +38,11 @@ typedef enum fa_status {
     FA_ERR_DTYPE,         /* dtype not supported by this backend */
     FA_ERR_WINDOW,        /* window_left or window_right < -1 */
     FA_ERR_DROPOUT,       /* dropout_p outside [0, 1) */
-    FA_ERR_SOFTCAP,       /* softcap < 0 */
+    FA_ERR_SOFTCAP,       /* softcap not 0 or a normal float <= FLT_MAX / 2; softmax_scale not finite
+                             or |softmax_scale| > FLT_MAX / 2 */
     FA_ERR_SEQLENS,       /* cu_seqlens decreasing, or a sequence longer than seqlen_q/k */
     FA_ERR_STRIDE,        /* the last dimension is not contiguous */
-    FA_ERR_WORKSPACE,     /* workspace missing or too small */
+    FA_ERR_WORKSPACE,     /* workspace missing, too small or not 16-byte aligned */
     FA_ERR_UNSUPPORTED,   /* a combination this backend does not implement */
     FA_ERR_CUDA,          /* a CUDA runtime call failed */
     FA_ERR_NO_CUDA,       /* the library was built without CUDA */
@@ -124,7 +125,9 @@ typedef struct fa_params {
     int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
     int deterministic;       /* 1: bitwise reproducible backward */
     void *workspace;         /* backend scratch, fa_bwd_*_workspace_bytes() (backward) or
-                                fa_fwd_cuda_workspace_bytes() (CUDA forward) bytes; NULL if 0 */
+                                fa_fwd_cuda_workspace_bytes() (CUDA forward) bytes, 16-byte
+                                aligned; NULL if 0. Outputs (o, lse, p, dq, dk, dv) must not
+                                overlap each other or the inputs */
     size_t workspace_bytes;
 
     /* KV cache (forward; CUDA only, the split-KV kernel; the CPU backend returns

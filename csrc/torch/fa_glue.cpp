@@ -159,10 +159,10 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
     TORCH_CHECK(softcap >= 0.0, "flash_attn_c: softcap must be >= 0, got ", softcap);
     /* both become float32: inf / past its range gives NaN, a softcap that rounds to 0 would switch
      * softcap off, a subnormal one flushes to 0 on the GPU */
-    TORCH_CHECK(softcap == 0.0 || (softcap >= FLT_MIN && softcap <= FLT_MAX),
-                "flash_attn_c: softcap must be 0 (off) or a normal float32, got ", softcap);
-    TORCH_CHECK(std::isfinite(softmax_scale) && std::fabs(softmax_scale) <= FLT_MAX,
-                "flash_attn_c: softmax_scale must be finite as a float32, got ", softmax_scale);
+    TORCH_CHECK(softcap == 0.0 || (softcap >= FLT_MIN && softcap <= FLT_MAX / 2),
+                "flash_attn_c: softcap must be 0 (off) or a normal float32 up to FLT_MAX / 2, got ", softcap);
+    TORCH_CHECK(std::isfinite(softmax_scale) && std::fabs(softmax_scale) <= FLT_MAX / 2,
+                "flash_attn_c: softmax_scale must be finite with |softmax_scale| <= FLT_MAX / 2, got ", softmax_scale);
     p.window_left = window_left;
     p.window_right = window_right;
     p.dropout_p = static_cast<float>(dropout_p);

@@ -138,10 +138,10 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     TORCH_CHECK(window_left >= -1 && window_right >= -1, "flash_attn_c: window_size values must be >= -1");
     TORCH_CHECK(softcap >= 0.0, "flash_attn_c: softcap must be >= 0, got ", softcap);
     /* float32 in the kernel: as make_problem (fa_glue.cpp) */
-    TORCH_CHECK(softcap == 0.0 || (softcap >= FLT_MIN && softcap <= FLT_MAX),
-                "flash_attn_c: softcap must be 0 (off) or a normal float32, got ", softcap);
-    TORCH_CHECK(std::isfinite(softmax_scale) && std::fabs(softmax_scale) <= FLT_MAX,
-                "flash_attn_c: softmax_scale must be finite as a float32, got ", softmax_scale);
+    TORCH_CHECK(softcap == 0.0 || (softcap >= FLT_MIN && softcap <= FLT_MAX / 2),
+                "flash_attn_c: softcap must be 0 (off) or a normal float32 up to FLT_MAX / 2, got ", softcap);
+    TORCH_CHECK(std::isfinite(softmax_scale) && std::fabs(softmax_scale) <= FLT_MAX / 2,
+                "flash_attn_c: softmax_scale must be finite with |softmax_scale| <= FLT_MAX / 2, got ", softmax_scale);
     TORCH_CHECK(num_splits >= 0, "flash_attn_c: num_splits must be >= 0 (0 = heuristic), got ", num_splits);
     p.window_left = window_left;
     p.window_right = window_right;

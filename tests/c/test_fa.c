@@ -850,6 +850,13 @@ static void test_bad_params(void)
     BAD(p.dropout_p = NAN, 0, FA_ERR_DROPOUT, "dropout NaN");
     BAD(p.softcap = -1.0f, 0, FA_ERR_SOFTCAP, "softcap -1");
     BAD(p.softcap = NAN, 0, FA_ERR_SOFTCAP, "softcap NaN");
+    BAD(p.softcap = INFINITY, 0, FA_ERR_SOFTCAP, "softcap inf");
+    BAD(p.softcap = 3e38f, 0, FA_ERR_SOFTCAP, "softcap 3e38 (softcap log2e overflows)");
+    BAD(p.softcap = 1e-40f, 0, FA_ERR_SOFTCAP, "softcap subnormal");
+    BAD(p.softmax_scale = NAN, 0, FA_ERR_SOFTCAP, "softmax_scale NaN");
+    BAD(p.softmax_scale = -INFINITY, 0, FA_ERR_SOFTCAP, "softmax_scale -inf");
+    BAD(p.softmax_scale = 3e38f, 0, FA_ERR_SOFTCAP, "softmax_scale 3e38 (scale log2e overflows)");
+    BAD((p.batch = 1LL << 40, p.seqlen_q = 2147483647LL), 0, FA_ERR_SHAPE, "batch x seqlen_q past 2^31");
     BAD(p.q = NULL, 0, FA_ERR_NULL_POINTER, "q NULL");
     BAD(p.v = NULL, 0, FA_ERR_NULL_POINTER, "v NULL");
     BAD(p.o = NULL, 0, FA_ERR_NULL_POINTER, "o NULL");
@@ -878,6 +885,19 @@ static void test_bad_params(void)
     check(fa_fwd_cpu(&p, 0, 100) == FA_ERR_SEQLENS, "sequence longer than max_seqlen -> FA_ERR_SEQLENS");
     cu_bad[0] = 0; cu_bad[1] = 3; cu_bad[2] = 6; /* 6 rows > total_q 4 */
     check(fa_fwd_cpu(&p, 0, 100) == FA_ERR_SEQLENS, "cu_seqlens_q past total_q -> FA_ERR_SEQLENS");
+    check(fa_varlen_zero_uncovered_cpu(&p, 0) == FA_ERR_SEQLENS,
+          "the uncovered-rows pass checks the parameters too (it may run before the items)");
+    {
+        /* cu_seqlens_k past total_k: keys (and dk / dv rows) past the buffers */
+        static const int32_t cq_ok[3] = {0, 2, 4}, ck_far[3] = {0, 4, 8};
+        p.cu_seqlens_q = cq_ok;
+        p.cu_seqlens_k = ck_far;
+        p.total_k = 5;
+        check(fa_fwd_cpu(&p, 0, 100) == FA_ERR_SEQLENS && fa_fwd_cpu_reference(&p) == FA_ERR_SEQLENS,
+              "cu_seqlens_k past total_k -> FA_ERR_SEQLENS");
+        p.total_k = -7;
+        check(fa_fwd_cpu(&p, 0, 100) == FA_ERR_SEQLENS, "total_k < 0 -> FA_ERR_SEQLENS");
+    }
     check(fa_fwd_cpu_work_items(&p) == 2 * 2 * 1, "work items of a valid call");
     p = P.p;
     p.head_dim = 0;
@@ -891,9 +911,12 @@ static void test_bad_params(void)
     p.workspace = P.ws;
     p.workspace_bytes = P.ws_bytes - 4;
     check(fa_bwd_cpu(&p, 0, 0, 1) == FA_ERR_WORKSPACE, "small workspace -> FA_ERR_WORKSPACE");
+    p.workspace = (char *)P.ws + 4; /* a float-unaligned start */
+    p.workspace_bytes = P.ws_bytes - 4;
+    check(fa_bwd_cpu(&p, 0, 0, 1) == FA_ERR_WORKSPACE, "unaligned workspace -> FA_ERR_WORKSPACE");
     p = P.p;
-    check(fa_bwd_cpu(&p, 3, 0, 1) == FA_ERR_UNSUPPORTED && fa_bwd_cpu(&p, -1, 0, 1) == FA_ERR_UNSUPPORTED,
-          "backward phase outside [0, 3) -> FA_ERR_UNSUPPORTED");
+    check(fa_bwd_cpu(&p, 3, 0, 1) == FA_ERR_SHAPE && fa_bwd_cpu(&p, -1, 0, 1) == FA_ERR_SHAPE,
+          "backward phase outside [0, 3) -> FA_ERR_SHAPE");
     /* D (b h sq = 8 floats, rounded up to 16) + one dQ partial sum (one key block -> one chunk)
      * of b h sq rows x head_dim 8 padded to whole GEMM tiles (FA_GEMM_NB columns) */
     check(fa_bwd_cpu_workspace_bytes(&p) ==
