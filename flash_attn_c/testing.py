@@ -174,8 +174,9 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
     1 / (1 - p_q), p_q = dropout_p rounded to a multiple of 1/256 as the kernels draw it
     (``flash_attn_c._dropout.dropout_keep_prob``); ``flash_attn_c.dropout_mask`` gives the
     library's own mask.
-    Rows that see no key: out 0, lse -inf, probs 0, gradients 0. out and lse are differentiable
-    w.r.t. q, k, v.
+    Rows that see no key: out 0, lse -inf, probs 0, gradients 0. Varlen rows that no sequence
+    covers (before cu_seqlens_q[0], from cu_seqlens_q[-1] on) are out 0, lse -inf as well
+    (docs/conventions.md). out and lse are differentiable w.r.t. q, k, v.
     """
     kw = dict(causal=causal, window=window, softcap=softcap, dropout_p=dropout_p,
               softmax_scale=softmax_scale, upcast=upcast)
@@ -183,8 +184,17 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
         out, lse, p = _attention_dense(q, k, v, alibi_slopes=alibi_slopes,
                                        dropout_mask=dropout_mask, **kw)
         return RefResult(out, lse, p)
+    if cu_seqlens_k is None:
+        raise ValueError("attention_ref: cu_seqlens_k is required with cu_seqlens_q")
     cq = [int(x) for x in cu_seqlens_q.tolist()]
     ck = [int(x) for x in cu_seqlens_k.tolist()]
+    for name, cu, rows in (("cu_seqlens_q", cq, q.shape[0]), ("cu_seqlens_k", ck, k.shape[0])):
+        if not cu or cu[0] < 0 or any(b < a for a, b in zip(cu[:-1], cu[1:])) or cu[-1] > rows:
+            raise ValueError(f"attention_ref: {name} must be non-decreasing from >= 0 to at most the "
+                             f"{rows} rows, got {cu}")
+    if len(cq) != len(ck):
+        raise ValueError(f"attention_ref: cu_seqlens_q and cu_seqlens_k describe {len(cq) - 1} and "
+                         f"{len(ck) - 1} sequences")
     nb = len(cq) - 1
     h = q.shape[1]
     mq = max_seqlen_q if max_seqlen_q is not None else max([cq[i + 1] - cq[i] for i in range(nb)] + [0])
@@ -205,21 +215,29 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
         outs.append(o[0])
         lses.append(l[0])
         probs[i, :, :sq, :sk] = p[0].detach()
-    out = torch.cat(outs, 0) if outs else q.new_zeros((0,) + tuple(q.shape[1:]), dtype=ct)
-    lse = torch.cat(lses, -1)
-    return RefResult(out, lse, probs)
+    # rows outside [cu_seqlens_q[0], cu_seqlens_q[-1]): no sequence, out 0 and lse -inf
+    lse_dt = torch.float64 if upcast else torch.float32
+    head, tail = cq[0], q.shape[0] - cq[-1]
+    o_shape = tuple(q.shape[1:-1]) + (v.shape[-1],)
+    outs = [q.new_zeros((head,) + o_shape, dtype=ct)] + outs + [q.new_zeros((tail,) + o_shape, dtype=ct)]
+    lses = ([torch.full((h, head), float("-inf"), dtype=lse_dt, device=q.device)] + lses
+            + [torch.full((h, tail), float("-inf"), dtype=lse_dt, device=q.device)])
+    return RefResult(torch.cat(outs, 0), torch.cat(lses, -1), probs)
 
 
 def ref_forward_backward(inputs: Sequence[torch.Tensor], dout: Optional[torch.Tensor],
                          upcast: bool = True, dlse: Optional[torch.Tensor] = None, **kw) -> RefResult:
     """``attention_ref`` on fresh leaf copies of inputs = (q, k, v) (float64 when upcast, else
     the inputs' dtype), shapes as there; with dout (like out) it also fills ``grads`` with
-    (dq, dk, dv) in the leaves' dtype, and with dlse (like lse) as well the gradients of
-    sum(out dout) + sum(lse dlse). ``kw`` are attention_ref's keyword arguments."""
+    (dq, dk, dv) in the leaves' dtype, and with dlse (like lse; alone or with dout) the gradients
+    of sum(out dout) + sum(lse dlse). ``kw`` are attention_ref's keyword arguments."""
     ct = torch.float64 if upcast else inputs[0].dtype
-    leaves = [t.detach().to(ct).requires_grad_(dout is not None) for t in inputs]
+    leaves = [t.detach().to(ct).requires_grad_(dout is not None or dlse is not None) for t in inputs]
     res = attention_ref(*leaves, upcast=upcast, **kw)
-    if dout is not None and dlse is not None:
+    if dout is None and dlse is not None:  # a loss on lse alone (v gets no gradient: zeros)
+        gs = torch.autograd.grad(res.lse, leaves, dlse.to(res.lse.dtype), allow_unused=True)
+        res.grads = tuple(torch.zeros_like(t) if g is None else g for g, t in zip(gs, leaves))
+    elif dout is not None and dlse is not None:
         res.grads = torch.autograd.grad((res.out, res.lse), leaves, (dout.to(ct), dlse.to(res.lse.dtype)))
     elif dout is not None:
         res.grads = torch.autograd.grad(res.out, leaves, dout.to(ct))

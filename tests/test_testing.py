@@ -174,3 +174,36 @@ def test_upcast_false_computes_in_the_input_dtype(dtype: torch.dtype) -> None:
     truth = _sdpa_math(q.double(), k.double(), v.double(), is_causal=True)
     assert (exact.out - truth).abs().max() < 1e-12
     assert 0 < (low.out.double() - truth).abs().max() < 0.1
+
+
+def test_varlen_rows_no_sequence_covers_are_zero_and_neg_inf() -> None:
+    """cu_seqlens that start past row 0 or end before the last row leave rows to no sequence: the
+    reference keeps the tensor's rows (out 0, lse -inf there, as the library does) instead of
+    returning only the covered ones, shifted."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(6, 2, 4, dtype=torch.float64) for _ in range(3))
+    cu = torch.tensor([1, 3, 5], dtype=torch.int32)
+    ref = attention_ref(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu)
+    assert ref.out.shape == (6, 2, 4) and ref.lse.shape == (2, 6)
+    assert (ref.out[0] == 0).all() and (ref.out[5] == 0).all()
+    assert torch.isneginf(ref.lse[:, [0, 5]]).all() and torch.isfinite(ref.lse[:, 1:5]).all()
+    dense = attention_ref(q[1:3].unsqueeze(0), k[1:3].unsqueeze(0), v[1:3].unsqueeze(0))
+    assert torch.equal(ref.out[1:3], dense.out[0])
+    with pytest.raises(ValueError, match="cu_seqlens_q"):
+        attention_ref(q, k, v, cu_seqlens_q=torch.tensor([0, 4, 2], dtype=torch.int32), cu_seqlens_k=cu)
+    with pytest.raises(ValueError, match="cu_seqlens_k"):
+        attention_ref(q, k, v, cu_seqlens_q=cu)
+
+
+def test_lse_alone_has_gradients() -> None:
+    """ref_forward_backward with dlse and no dout: the gradients of sum(lse dlse) (v gets none)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 5, 2, 8, dtype=torch.float64) for _ in range(3))
+    dlse = torch.randn(1, 2, 5, dtype=torch.float64)
+    res = ref_forward_backward((q, k, v), None, dlse=dlse)
+    qg, kg = (t.clone().requires_grad_() for t in (q, k))
+    s = torch.einsum("bqhd,bkhd->bhqk", qg, kg) * 8 ** -0.5
+    want = torch.autograd.grad((torch.logsumexp(s, -1) * dlse).sum(), (qg, kg))
+    torch.testing.assert_close(res.grads[0], want[0])
+    torch.testing.assert_close(res.grads[1], want[1])
+    assert (res.grads[2] == 0).all()
