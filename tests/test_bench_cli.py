@@ -193,6 +193,7 @@ def test_self_check_passes_without_injection(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sq, sk, left, right", [
     (7, 7, -1, -1), (7, 7, -1, 0), (5, 9, -1, 0), (9, 5, -1, 0), (16, 16, 3, 0),
     (16, 16, 2, 5), (12, 20, 4, -1), (1, 1, 0, 0), (10, 3, 0, 0),
+    (4, 4, -1, 2**63 - 1), (4, 6, 2**63 - 1, 0), (6, 4, 2**63 - 1, 2**63 - 1),  # overflowed the sums
 ])
 def test_count_visible_pairs_matches_mask(sq: int, sk: int, left: int, right: int) -> None:
     assert count_visible_pairs(sq, sk, left, right) == int(visible_mask(sq, sk, (left, right)).sum())
@@ -350,3 +351,30 @@ def test_plots_name_the_dtype_unit_and_share_one_legend(tmp_path: Path,
         assert len(fig.legends) == 1 and fig.legends[0].get_texts()[0].get_fontsize() >= 9
     assert "GFLOP/s" in figures[0]._suptitle.get_text()
     assert [t.get_text() for t in figures[0].axes[0].get_xticklabels()] == ["128", "1k"]
+
+
+@pytest.mark.parametrize("window,causal", [((-1, -1), False), ((5, 3), True)])
+def test_peers_compute_what_ours_computes_on_varlen(window, causal) -> None:
+    """The peers time padded varlen batches: their out / dq / dk / dv on the valid rows must be
+    ours (a random dout on the padding query rows leaked into their dk / dv, by 2.5)."""
+    from flash_attn_c.bench import backends as B
+    from flash_attn_c.bench.cases import build_cases
+
+    case = build_cases(dtypes=["fp32"], head_dims=[8], seqlens=[24], causal_values=[causal], batch=3,
+                       tokens=0, heads=4, hidden=0, gqa=[2], window=window, dropout=0.0, varlen=True,
+                       seed=1)[0]
+    inp = make_inputs(case, torch.device("cpu"), 0)
+    valid = torch.zeros(case.batch, case.seqlen, dtype=torch.bool)
+    for bi, n in enumerate(case.seq_lengths()):
+        valid[bi, :n] = True
+    got = {}
+    for bk in (B.ours_backend(), B.make_peer("eager", "cpu", 1 << 30)):
+        p = bk.prepare(case, inp)
+        with p.context():
+            o = p.forward()
+            gr = torch.autograd.grad(o, p.leaves, p.dout)
+        if bk.name != "ours":  # (b, h, s, d) padded -> ours' packed rows
+            o, gr = o.transpose(1, 2)[valid], tuple(x.transpose(1, 2)[valid] for x in gr)
+        got[bk.name] = (o.detach(),) + tuple(gr)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), got["ours"], got["eager"]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
