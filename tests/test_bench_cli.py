@@ -304,6 +304,29 @@ def test_header_commit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert "FLASH_ATTN_C_GIT_COMMIT" not in env._git_commit()
 
 
+def test_header_commit_only_from_a_checkout_of_the_package(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package copied into another repository (a project whose .venv holds the install) must
+    not report that repository's commit as flash_attn_c's."""
+    import shutil
+    import subprocess
+
+    import flash_attn_c
+    from flash_attn_c.bench import env
+
+    monkeypatch.delenv("FLASH_ATTN_C_GIT_COMMIT", raising=False)
+    repo = tmp_path / "project"
+    pkg = repo / "site" / "flash_attn_c"
+    pkg.mkdir(parents=True)
+    shutil.copy(flash_attn_c.__file__, pkg / "__init__.py")
+    (repo / "app.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "app.py"], check=True)
+    subprocess.run(git + ["commit", "-qm", "project"], check=True)
+    monkeypatch.setattr(flash_attn_c, "__file__", str(pkg / "__init__.py"))
+    assert env._git_commit() == "unknown"
+
+
 def test_simple_progress_without_tqdm() -> None:
     import io
 

@@ -54,6 +54,12 @@ def _git_commit() -> str:
     except Exception:
         return "unknown"
     try:
+        # only a checkout that tracks the package itself: an install inside some other repository
+        # (a project's .venv) would otherwise report that project's commit
+        tracked = subprocess.run(["git", "-C", pkg_dir, "ls-files", "--error-unmatch", "__init__.py"],
+                                 capture_output=True, text=True, timeout=10)
+        if tracked.returncode != 0:
+            return "unknown"
         head = subprocess.run(["git", "-C", pkg_dir, "rev-parse", "--short=12", "HEAD"],
                               capture_output=True, text=True, timeout=10)
         if head.returncode != 0 or not head.stdout.strip():
