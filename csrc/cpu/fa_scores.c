@@ -64,13 +64,11 @@ void fa_scores_qlanes_finish(const fa_head_ctx *c, int64_t i0, int64_t lanes, in
     for (jj = 0; jj < nj; ++jj) {
         int64_t j = j0 + jj;
         float *srow = st + jj * BR;
-        /* the rows that see key j: j - off - right <= i <= j - off + left; a side at least as wide
-         * as the sequence bounds nothing (right >= sq: j - off - right < 0; left >= sk: j - off +
-         * left >= sq), taken as unbounded before the sums (a window near INT64_MAX overflowed them) */
-        int32_t ilo = p->window_right < 0 || p->window_right >= c->s.sq ? INT32_MIN
-                                                                          : clamp32(j - c->off - p->window_right);
-        int32_t ihi = p->window_left < 0 || p->window_left >= c->s.sk ? INT32_MAX
-                                                                        : clamp32(j - c->off + p->window_left);
+        /* the rows that see key j: j - off - right <= i <= j - off + left (sides through
+         * fa_window_clamp, as every mask: no overflow of these sums) */
+        int64_t wl = fa_window_clamp(p->window_left, c->s.sk), wr = fa_window_clamp(p->window_right, c->s.sq);
+        int32_t ilo = wr < 0 ? INT32_MIN : clamp32(j - c->off - wr);
+        int32_t ihi = wl < 0 ? INT32_MAX : clamp32(j - c->off + wl);
         for (v = 0; v < lanes; v += FA_VL) {
             fa_vf x = fa_vload(srow + v);
             int64_t i = i0 + v;

@@ -16,27 +16,31 @@
 
 /* ---- masks -------------------------------------------------------------------------------
  * Bottom-right aligned: query i sees key j iff i + sk - sq - left <= j <= i + sk - sq + right,
- * -1 meaning unbounded on that side (causal: right = 0). The visible keys of row i are the
- * closed range [*j_lo, *j_hi] clipped to [0, sk - 1]; the row is empty when *j_lo > *j_hi.
- * A side at least as wide as the sequence bounds nothing (left >= sk: diag - left < 0; right >= sq:
- * diag + right > sk - 1), so it is taken as unbounded before the sums, which a window near
- * INT64_MAX would overflow. */
-FA_HD void fa_mask_bounds(int64_t i, int64_t sq, int64_t sk, int64_t left, int64_t right,
-                          int64_t *j_lo, int64_t *j_hi)
-{
-    int64_t diag = i + sk - sq;
-    int64_t lo = left < 0 || left >= sk ? 0 : diag - left;
-    int64_t hi = right < 0 || right >= sq ? sk - 1 : diag + right;
-    *j_lo = lo < 0 ? 0 : lo;
-    *j_hi = hi > sk - 1 ? sk - 1 : hi;
-}
+ * -1 meaning unbounded on that side (causal: right = 0). */
 
-/* A window side at least as wide as the sequence it bounds bounds nothing: -1 (unbounded). Used by
- * the CUDA hosts so the kernels' int32 arithmetic (i + sk - sq +- w) stays far from overflow. */
+/* A window side at least as wide as the sequence it bounds bounds nothing: -1 (unbounded). Left
+ * bounds the keys (left >= sk: every row's first key is past it), right the queries' reach (right
+ * >= sq: every row sees up to key sk - 1). Every mask takes its sides through this first: the sums
+ * i + sk - sq +- w stay far from overflow (a window near INT64_MAX wrapped them) and the CUDA
+ * kernels' int32 arithmetic holds. */
 FA_HD int fa_window_clamp(int64_t w, int64_t unbounded_from)
 {
     return (w < 0 || w >= unbounded_from) ? -1 : (int)w;
 }
+
+/* The visible keys of row i: the closed range [*j_lo, *j_hi] clipped to [0, sk - 1]; the row is
+ * empty when *j_lo > *j_hi. */
+FA_HD void fa_mask_bounds(int64_t i, int64_t sq, int64_t sk, int64_t left, int64_t right,
+                          int64_t *j_lo, int64_t *j_hi)
+{
+    int64_t diag = i + sk - sq;
+    int64_t l = fa_window_clamp(left, sk), r = fa_window_clamp(right, sq);
+    int64_t lo = l < 0 ? 0 : diag - l;
+    int64_t hi = r < 0 ? sk - 1 : diag + r;
+    *j_lo = lo < 0 ? 0 : lo;
+    *j_hi = hi > sk - 1 ? sk - 1 : hi;
+}
+
 
 /* The rows [*lo, *hi) of a varlen tensor that cu_seqlens covers: [cu_first, cu_last) clamped to
  * [0, total). total < 0: the tensor ends at cu_last (nothing past the last sequence). Returns the
