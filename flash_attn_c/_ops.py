@@ -94,6 +94,12 @@ class _BwdWithoutDoubleBackward(torch.autograd.Function):
         raise RuntimeError(DOUBLE_BACKWARD_MESSAGE)
 
 
+def is_broadcast(t: torch.Tensor) -> bool:
+    """Whether t is broadcast along a dimension: stride 0 where the extent is > 1 (an expanded
+    tensor, several logical elements in one place)."""
+    return any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride()))
+
+
 def unbroadcast(t: torch.Tensor) -> torch.Tensor:
     """t, or a dense copy when t is a CUDA tensor broadcast along a dimension (stride 0 where the
     extent is > 1, e.g. k.expand(b, -1, -1, -1) or a dout from out.sum()). The Hopper backward
@@ -102,7 +108,7 @@ def unbroadcast(t: torch.Tensor) -> torch.Tensor:
     another order, so its gradients would differ in the last bits from those of the same values
     in a dense tensor. The copy costs one pass over the view's elements (O(s d) per head against
     the backward's O(s^2 d))."""
-    if t.is_cuda and any(st == 0 and n > 1 for n, st in zip(t.shape, t.stride())):
+    if t.is_cuda and is_broadcast(t):
         return t.contiguous()
     return t
 

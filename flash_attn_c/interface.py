@@ -102,8 +102,8 @@ def _real(x: object, name: str) -> float:
     raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
 
 
-_FLT_MAX = 3.4028234663852886e38 / 2  # half the largest float32: the kernels multiply by log2(e)
-_FLT_MIN = 1.1754943508222875e-38  # the smallest normal float32
+_SCALAR_MAX = 3.4028234663852886e38 / 2  # half the largest float32: the kernels multiply by log2(e)
+_SOFTCAP_MIN = 1.1754943508222875e-38  # the smallest normal float32
 
 
 def _check_scalars(dropout_p: float, softcap: float) -> Tuple[float, float]:
@@ -115,8 +115,8 @@ def _check_scalars(dropout_p: float, softcap: float) -> Tuple[float, float]:
     # the kernels take it as a float32 and multiply it by log2(e): inf or past half its range would
     # give NaN, a value that rounds to 0 would switch softcap off, a subnormal one flushes to 0 on
     # the GPU
-    if softcap != 0.0 and not _FLT_MIN <= softcap <= _FLT_MAX:
-        raise ValueError(f"softcap must be 0 (off) or a normal float32 in [{_FLT_MIN:.3g}, {_FLT_MAX:.3g}], "
+    if softcap != 0.0 and not _SOFTCAP_MIN <= softcap <= _SCALAR_MAX:
+        raise ValueError(f"softcap must be 0 (off) or a normal float32 in [{_SOFTCAP_MIN:.3g}, {_SCALAR_MAX:.3g}], "
                          f"got {softcap}")
     return dropout_p, softcap
 
@@ -126,8 +126,8 @@ def _softmax_scale(softmax_scale: Optional[float], d: int) -> float:
     if softmax_scale is None:
         return d ** -0.5
     scale = _real(softmax_scale, "softmax_scale")
-    if not math.isfinite(scale) or abs(scale) > _FLT_MAX:  # a float32, times log2(e) in the kernels
-        raise ValueError(f"softmax_scale must be finite as a float32 (|scale| <= {_FLT_MAX:.3g}), got {scale}")
+    if not math.isfinite(scale) or abs(scale) > _SCALAR_MAX:  # a float32, times log2(e) in the kernels
+        raise ValueError(f"softmax_scale must be finite as a float32 (|scale| <= {_SCALAR_MAX:.3g}), got {scale}")
     return scale
 
 

@@ -261,7 +261,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
             # an expanded (stride-0) cache stores several rows in one place: an append into one row
             # would show up in the others (torch's in-place ops refuse such tensors the same way)
-            if any(st == 0 and sz > 1 for sz, st in zip(t.shape, t.stride())):
+            if _ops.is_broadcast(t):
                 raise ValueError(f"{name} has a dimension of stride 0 (an expanded tensor, shape "
                                  f"{tuple(t.shape)} strides {t.stride()}): appending k / v would write "
                                  f"several of its rows at once; pass a cache that owns its memory "

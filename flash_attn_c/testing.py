@@ -34,7 +34,7 @@ import torch
 from ._dropout import dropout_keep_prob
 
 __all__ = ["RefResult", "alibi_distance", "attention_ref", "capture_cuda_graph", "cu_from_lens",
-           "ref_forward_backward", "visible_mask"]
+           "ref_forward_backward", "visible_mask", "window_sides"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,14 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------
 # masks
 # --------------------------------------------------------------------------------------------
+
+
+def window_sides(sq: int, sk: int, left: int, right: int) -> Tuple[int, int]:
+    """(left, right) with a side at least as wide as the sequence it bounds made -1 (unbounded):
+    left >= sk reaches before key 0 from every row, right >= sq past key sk - 1. Taken before any
+    i + sk - sq +- w sum, which a side near 2**63 would overflow in int64 (the C side's
+    fa_window_clamp)."""
+    return (-1 if left >= sk else left), (-1 if right >= sq else right)
 
 
 def visible_mask(sq: int, sk: int, window: Sequence[int] = (-1, -1), causal: bool = False,
@@ -56,10 +64,7 @@ def visible_mask(sq: int, sk: int, window: Sequence[int] = (-1, -1), causal: boo
     left, right = int(window[0]), int(window[1])
     if causal:
         right = 0
-    # a side at least as wide as the sequence bounds nothing; taken as -1 before the int64 sums
-    # below, which a window near 2**63 would overflow
-    left = -1 if left >= sk else left
-    right = -1 if right >= sq else right
+    left, right = window_sides(sq, sk, left, right)
     i = torch.arange(sq, device=device).unsqueeze(1)
     j = torch.arange(sk, device=device).unsqueeze(0)
     diag = i + sk - sq

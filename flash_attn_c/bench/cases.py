@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..testing import cu_from_lens, visible_mask
+from ..testing import cu_from_lens, visible_mask, window_sides
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -130,10 +130,7 @@ def count_visible_pairs(sq: int, sk: int, left: int, right: int) -> int:
     """
     if sq <= 0 or sk <= 0:
         return 0
-    # a side at least as wide as the sequence bounds nothing: unbounded before the int64 sums,
-    # which a window near 2**63 overflowed (64x too few FLOPs for one such call), as visible_mask
-    left = -1 if left >= sk else left
-    right = -1 if right >= sq else right
+    left, right = window_sides(sq, sk, left, right)  # a side near 2**63 overflowed the sums below
     i = torch.arange(sq, dtype=torch.int64)
     diag = i + (sk - sq)
     lo = (diag - left).clamp(min=0) if left >= 0 else torch.zeros_like(i)

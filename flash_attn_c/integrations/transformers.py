@@ -488,9 +488,8 @@ def attention_forward(
             or a 4-D mask (fallback path).
         dropout: attention dropout probability, used only while ``module.training``.
         scaling: softmax scale (default ``d ** -0.5``).
-        sliding_window: the layer's window as the model passes it (None = unlimited, unless
-            ``module.sliding_window`` holds one); read against ``config.sliding_window``
-            (:func:`_layer_window`).
+        sliding_window: the layer's window as the model passes it (None = unlimited); read
+            against ``config.sliding_window`` (:func:`_layer_window`).
         softcap: Gemma-2 style logit soft-capping (None or 0 = off).
         is_causal: overrides ``module.is_causal``.
         **kwargs: ``position_ids`` (packing, batch 1), ``cu_seq_lens_q/k`` + ``max_length_q/k``
