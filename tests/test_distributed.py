@@ -492,6 +492,13 @@ def test_merge_and_backward_with_lse_compose_to_full_attention() -> None:
     assert not m_out.isnan().any() and not m_lse.isnan().any()
     assert (m_out[:, :3] == 0).all() and torch.isneginf(m_lse[..., :3]).all()
     torch.testing.assert_close(m_out[:, 3:], o3[:, 3:], atol=1e-6, rtol=1e-6)
+    # shapes that would broadcast into a wrong answer are refused, naming the argument
+    with pytest.raises(ValueError, match=r"outs\[1\]"):
+        merge_attn_outputs([o1, o3], [l1, l3])
+    with pytest.raises(ValueError, match=r"lses\[0\]"):
+        merge_attn_outputs([o1], [l1.transpose(-1, -2)])
+    with pytest.raises(ValueError, match=r"lses\[1\]"):
+        merge_attn_outputs([o1, o2], [l1, l1[..., :1]])
 
 
 # ---- the README example, as users run it -------------------------------------------------------

@@ -94,6 +94,17 @@ def merge_attn_outputs(outs: Sequence[torch.Tensor], lses: Sequence[torch.Tensor
     if len(outs) != len(lses) or not outs:
         raise ValueError(f"merge_attn_outputs needs as many outs as lses (>= 1), got {len(outs)} "
                          f"and {len(lses)}")
+    shape = tuple(outs[0].shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"merge_attn_outputs: outs[0] must be (b, s, h, d) or (total, h, d), got {shape}")
+    # (b, s, h, d) -> lse (b, h, s); (total, h, d) -> lse (h, total)
+    want = shape[:-3] + (shape[-2], shape[-3])
+    for i, (o, l) in enumerate(zip(outs, lses)):
+        if tuple(o.shape) != shape:
+            raise ValueError(f"merge_attn_outputs: outs[{i}] has shape {tuple(o.shape)}, outs[0] {shape}")
+        if tuple(l.shape) != want:
+            raise ValueError(f"merge_attn_outputs: lses[{i}] has shape {tuple(l.shape)}, want {want} for outs of "
+                             f"shape {shape}")
     lse = torch.logsumexp(torch.stack([x.float() for x in lses]), dim=0)
     out = torch.zeros(outs[0].shape, dtype=torch.float32, device=outs[0].device)
     for o, l in zip(outs, lses):
