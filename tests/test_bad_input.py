@@ -98,6 +98,22 @@ def test_alibi_on_other_device():
         f(q, k, v, alibi_slopes=torch.rand(4))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("paged", [False, True])
+def test_kvcache_alibi_overlapping_rows_cuda(paged):
+    """The CUDA KV-cache op checks slopes as every other op does (one glue helper): a (b, h) view with
+    overlapping rows raises naming alibi_slopes, before anything is appended."""
+    q = torch.randn(2, 1, 4, 32, device="cuda", dtype=H16)
+    kc, vc = (torch.randn(2, 16, 2, 32, device="cuda", dtype=H16) for _ in range(2))
+    kw = {}
+    if paged:  # pages of 8 tokens: two pages per row
+        kc, vc = kc.reshape(4, 8, 2, 32), vc.reshape(4, 8, 2, 32)
+        kw["block_table"] = torch.arange(4, device="cuda", dtype=torch.int32).reshape(2, 2)
+    slopes = torch.rand(16, device="cuda").as_strided((2, 4), (2, 1))
+    with pytest.raises(ERRORS, match=r"alibi_slopes .* overlapping"):
+        fk(q, kc, vc, cache_seqlens=5, alibi_slopes=slopes, **kw)
+
+
 # ---- rank and shapes --------------------------------------------------------------------------
 
 def test_q_wrong_rank_dense():

@@ -71,6 +71,24 @@ at::Tensor attach_fwd_workspace(fa_params &p, const at::Tensor &like)
     return ws;
 }
 
+void set_alibi_slopes(fa_params &p, const at::Tensor &a, int64_t h, const at::Device &device)
+{
+    TORCH_CHECK(a.scalar_type() == at::kFloat, "flash_attn_c: alibi_slopes must be float32, got ", a.scalar_type());
+    TORCH_CHECK(a.device() == device, "flash_attn_c: alibi_slopes must be on ", device, ", got ", a.device());
+    const bool per_head = a.dim() == 1 && a.size(0) == h;
+    const bool per_batch = a.dim() == 2 && a.size(0) == p.batch && a.size(1) == h;
+    TORCH_CHECK(per_head || per_batch, "flash_attn_c: alibi_slopes must have shape (", h, ",) or (", p.batch, ", ",
+                h, "), got ", a.sizes());
+    TORCH_CHECK(a.stride(-1) == 1, "flash_attn_c: alibi_slopes must be contiguous in its last dimension");
+    /* stride 0 (one row expanded over the batch) reads as (h,); rows that overlap otherwise have
+     * no layout in fa_params (alibi_batch_stride 0 or >= h) */
+    TORCH_CHECK(!per_batch || a.size(0) == 1 || a.stride(0) == 0 || a.stride(0) >= h,
+                "flash_attn_c: alibi_slopes of shape (", p.batch, ", ", h, ") must not have overlapping "
+                "rows (stride(0) = ", a.stride(0), " < ", h, "); pass alibi_slopes.contiguous()");
+    p.alibi_slopes = a.data_ptr<float>();
+    p.alibi_batch_stride = per_batch ? a.stride(0) : 0;
+}
+
 Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor &v,
                      const std::optional<at::Tensor> &cu_seqlens_q,
                      const std::optional<at::Tensor> &cu_seqlens_k, int64_t max_seqlen_q,
@@ -169,26 +187,7 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
     p.softcap = static_cast<float>(softcap);
     p.softmax_scale = static_cast<float>(softmax_scale);
 
-    if (alibi_slopes.has_value()) {
-        const at::Tensor &a = *alibi_slopes;
-        TORCH_CHECK(a.scalar_type() == at::kFloat, "flash_attn_c: alibi_slopes must be float32, got ",
-                    a.scalar_type());
-        TORCH_CHECK(a.device() == q.device(), "flash_attn_c: alibi_slopes must be on ", q.device(),
-                    ", got ", a.device());
-        const bool per_head = a.dim() == 1 && a.size(0) == h;
-        const bool per_batch = a.dim() == 2 && a.size(0) == p.batch && a.size(1) == h;
-        TORCH_CHECK(per_head || per_batch, "flash_attn_c: alibi_slopes must have shape (", h,
-                    ",) or (", p.batch, ", ", h, "), got ", a.sizes());
-        TORCH_CHECK(a.stride(-1) == 1, "flash_attn_c: alibi_slopes must be contiguous in its last "
-                    "dimension");
-        /* stride 0 (one row expanded over the batch) reads as (h,); rows that overlap otherwise have
-         * no layout in fa_params (alibi_batch_stride 0 or >= h) */
-        TORCH_CHECK(!per_batch || a.size(0) == 1 || a.stride(0) == 0 || a.stride(0) >= h,
-                    "flash_attn_c: alibi_slopes of shape (", p.batch, ", ", h, ") must not have overlapping "
-                    "rows (stride(0) = ", a.stride(0), " < ", h, "); pass alibi_slopes.contiguous()");
-        p.alibi_slopes = a.data_ptr<float>();
-        p.alibi_batch_stride = per_batch ? a.stride(0) : 0;
-    }
+    if (alibi_slopes.has_value()) set_alibi_slopes(p, *alibi_slopes, h, q.device());
 
     pr.empty = q.numel() == 0 || k.numel() == 0 || p.batch == 0 || p.seqlen_q == 0;
     return pr;

@@ -35,6 +35,11 @@ Problem make_problem(const at::Tensor &q, const at::Tensor &k, const at::Tensor 
                      int64_t window_left, int64_t window_right, double softcap,
                      const std::optional<at::Tensor> &alibi_slopes, bool cuda);
 
+// alibi_slopes (h,) or (p.batch, h) float32 on device -> p.alibi_slopes / alibi_batch_stride (p.batch
+// set first); raises naming alibi_slopes on a wrong dtype, device or shape, or overlapping rows. One
+// check for every op that takes slopes (make_problem, the KV-cache op).
+void set_alibi_slopes(fa_params &p, const at::Tensor &a, int64_t h, const at::Device &device);
+
 // Heads, head_dim, pointers and row / head strides of q (..., h, d), k and v (..., hk, d): the part of
 // fa_params every op fills the same way (dim 0 and the batch strides are the caller's).
 void fill_qkv(fa_params &p, const at::Tensor &q, const at::Tensor &k, const at::Tensor &v);

@@ -148,15 +148,7 @@ std::tuple<at::Tensor, at::Tensor> fwd_kvcache_cuda(
     p.softcap = static_cast<float>(softcap);
     p.softmax_scale = static_cast<float>(softmax_scale);
     p.num_splits = static_cast<int>(std::min<int64_t>(num_splits, 1 << 20));
-    if (alibi_slopes.has_value()) {
-        const at::Tensor &a = *alibi_slopes;
-        TORCH_CHECK(a.scalar_type() == at::kFloat && a.device() == q.device() && a.stride(-1) == 1 &&
-                        ((a.dim() == 1 && a.size(0) == h) || (a.dim() == 2 && a.size(0) == p.batch && a.size(1) == h)),
-                    "flash_attn_c: alibi_slopes must be float32 (", h, ",) or (", p.batch, ", ", h, ") on ",
-                    q.device(), ", got ", a.scalar_type(), " ", a.sizes());
-        p.alibi_slopes = a.data_ptr<float>();
-        p.alibi_batch_stride = a.dim() == 2 ? a.stride(0) : 0;
-    }
+    if (alibi_slopes.has_value()) set_alibi_slopes(p, *alibi_slopes, h, q.device());
     at::Tensor out = at::empty(q.sizes(), q.options());
     at::Tensor lse = varlen ? at::empty({h, p.total_q}, q.options().dtype(at::kFloat))
                             : at::empty({p.batch, h, p.seqlen_q}, q.options().dtype(at::kFloat));
