@@ -303,7 +303,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         bad = [r for r in rows if not 0 <= r < n_rows]
         if bad:
             raise ValueError(f"cache_batch_idx entries must be in [0, {n_rows}), got {bad[0]}")
-        if k is not None and len(set(rows)) != len(rows):
+        if s_new > 0 and len(set(rows)) != len(rows):
             raise ValueError("cache_batch_idx has repeated rows while k/v are appended: two batch "
                              "rows would write the same cache row")
 

@@ -386,6 +386,19 @@ def test_int_and_tensor_cache_seqlens_identical(device, dtype):
 
 
 @pytest.mark.parametrize("device,dtype", dev_cases([()], [()]))
+def test_repeated_batch_idx_without_append(device, dtype):
+    """Rows that share a cache row only read it: allowed when nothing is appended (k / v absent or
+    of 0 tokens, as flash-attn), equal to the same call on a cache with that row copied out."""
+    q, kc, vc, k, v = _small(device, dtype)
+    idx = torch.tensor([1, 1], dtype=torch.int32, device=device)
+    want = flash_attn_with_kvcache(q, kc[[1, 1]], vc[[1, 1]], cache_seqlens=9, causal=True)
+    got = flash_attn_with_kvcache(q, kc, vc, cache_seqlens=9, cache_batch_idx=idx, causal=True)
+    none = flash_attn_with_kvcache(q, kc, vc, k[:, :0], v[:, :0], cache_seqlens=9, cache_batch_idx=idx,
+                                   causal=True)
+    assert torch.equal(got, want) and torch.equal(none, want)
+
+
+@pytest.mark.parametrize("device,dtype", dev_cases([()], [()]))
 def test_num_splits_ignored(device, dtype):
     q, kc, vc, _, _ = _small(device, dtype)
     a = flash_attn_with_kvcache(q, kc, vc, cache_seqlens=11, num_splits=0)
