@@ -65,6 +65,7 @@ def test_unknown_flag_exits_nonzero_with_message(capsys: pytest.CaptureFixture[s
     (["--device", "cpu", "--peers", "sdpa_flash"], "unknown peer(s) sdpa_flash"),
     (["--device", "cpu", "--long"], "--long on CPU needs explicit --long-seqlens"),
     (["--check-only", "--skip-check"], "contradict"),
+    (["--device", "cpu", "--heads", "4", "--gqa", "1,3"], "--gqa: group size 3 does not divide the 4 heads"),
 ])
 def test_bad_arguments_exit_2_with_message(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,6 +100,14 @@ def test_console_script_entry_point_resolves() -> None:
 
 
 # ----------------------------------------------------------------------------- a tiny CPU run
+def test_repeated_list_values_run_once() -> None:
+    """--directions fwd,fwd (or a repeated dtype, head dim, seqlen, GQA size, peer) times its rows
+    once: the parsed lists keep the first occurrence of each value."""
+    args = cli.build_parser().parse_args(["--directions", "fwd,bwd,fwd", "--seqlens", "1k,1024,2k",
+                                          "--gqa", "2,2"])
+    assert args.directions == ["fwd", "bwd"] and args.seqlens == [1024, 2048] and args.gqa == [2]
+
+
 def test_tiny_cpu_run_writes_wellformed_files(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run_cli(["--device", "cpu", "--seqlens", "48", "--head-dims", "16",

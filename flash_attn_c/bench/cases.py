@@ -226,7 +226,8 @@ def build_cases(*, dtypes: Sequence[str], head_dims: Sequence[int], seqlens: Seq
     """Cartesian product of the sweep axes.
 
     batch = ``batch`` or max(1, tokens // seqlen); heads = ``heads`` or max(1, hidden // d);
-    kv_heads = heads // g for each GQA group size g (skipped when g does not divide heads).
+    kv_heads = heads // g for each GQA group size g (ValueError naming --gqa when g does not divide
+    heads).
     """
     rng = random.Random(seed)
     cases: list[BenchCase] = []
@@ -238,7 +239,8 @@ def build_cases(*, dtypes: Sequence[str], head_dims: Sequence[int], seqlens: Seq
                     h = heads if heads is not None else max(1, hidden // d)
                     for g in gqa:
                         if h % g != 0:
-                            continue
+                            raise ValueError(f"--gqa: group size {g} does not divide the {h} heads of "
+                                             f"head dim {d} (heads = --heads or --hidden // d)")
                         lengths = random_lengths(b, s, rng) if varlen else None
                         cases.append(BenchCase(batch=b, seqlen=s, heads=h, kv_heads=h // g,
                                                head_dim=d, causal=causal, dtype=dt,
@@ -269,7 +271,7 @@ def resolve_kernel_flags(args: Any, preset: dict[str, Any], dev: str, valid_peer
         return dtypes, head_dims, list(preset["peers"])
     if args.peers.strip() == "none":
         return dtypes, head_dims, []
-    peers = [x.strip() for x in args.peers.split(",") if x.strip()]
+    peers = list(dict.fromkeys(x.strip() for x in args.peers.split(",") if x.strip()))
     bad = [x for x in peers if x not in valid_peers]
     if bad:
         raise ValueError(f"--peers: unknown {what}peer(s) {', '.join(bad)} for {dev}; "

@@ -74,7 +74,8 @@ def _int_with_suffix(text: str) -> int:
 
 
 def _list_of(kind: str, choices: Optional[Sequence[str]] = None, minimum: int = 1):
-    """argparse type: a comma separated list of ints (with k suffix) or of choices."""
+    """argparse type: a comma separated list of ints (with k suffix) or of choices; repeats are
+    dropped (first occurrence kept)."""
 
     def parse(text: str) -> list[Any]:
         items = [x.strip() for x in text.split(",") if x.strip()]
@@ -85,12 +86,12 @@ def _list_of(kind: str, choices: Optional[Sequence[str]] = None, minimum: int = 
             bad = [v for v in values if v < minimum]
             if bad:
                 raise argparse.ArgumentTypeError(f"values must be >= {minimum}, got {bad}")
-            return values
+            return list(dict.fromkeys(values))  # a repeated value would time its rows twice
         bad = [x for x in items if choices is not None and x not in choices]
         if bad:
             raise argparse.ArgumentTypeError(
                 f"invalid choice(s) {', '.join(bad)} (choose from {', '.join(choices or [])})")
-        return items
+        return list(dict.fromkeys(items))
 
     parse.__name__ = f"{kind} list"
     return parse
@@ -589,13 +590,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         notes.append("--long: eager is not run; its memory is given in theory (one (b,h,s,s) "
                      "matrix in the input dtype; fwd+bwd needs several)")
     else:
-        cases = build_cases(dtypes=plan.dtypes, head_dims=plan.head_dims, seqlens=plan.seqlens,
-                            causal_values=plan.causal_values, batch=plan.batch,
-                            tokens=plan.tokens, heads=plan.heads, hidden=plan.hidden,
-                            gqa=plan.gqa, window=args.window, dropout=args.dropout,
-                            varlen=args.varlen, seed=args.seed)
-        if not cases:
-            parser.error("no configuration to run (does every --gqa group size divide the heads?)")
+        try:
+            cases = build_cases(dtypes=plan.dtypes, head_dims=plan.head_dims, seqlens=plan.seqlens,
+                                causal_values=plan.causal_values, batch=plan.batch,
+                                tokens=plan.tokens, heads=plan.heads, hidden=plan.hidden,
+                                gqa=plan.gqa, window=args.window, dropout=args.dropout,
+                                varlen=args.varlen, seed=args.seed)
+        except ValueError as e:
+            parser.error(str(e))
         directions = list(plan.directions)
         notes = sweep_notes(cases, plan)
         facts = []
