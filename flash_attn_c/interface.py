@@ -44,22 +44,19 @@ def _op_input(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def _alibi_input(x: object) -> torch.Tensor:
-    """alibi_slopes as the op reads them: _op_input, and a copy when a (b, h) view's rows overlap
-    (0 < stride(0) < h, e.g. an as_strided view): the kernels take a row stride of 0 (one row for
-    every sequence) or >= h, and the copy holds the same values torch shows for the view."""
-    x = _op_input(x, "alibi_slopes")
-    if x.dim() == 2 and x.shape[0] > 1 and 0 < x.stride(0) < x.shape[1]:
-        return x.contiguous()
-    return x
-
-
-def _check_alibi(a: torch.Tensor, b: int, h: int) -> None:
-    """alibi_slopes must be float32 (h,) or (b, h) (the op checks the same; checked here first so
-    a bad call raises in Python on every device, before any cache is written)."""
+def _alibi_input(x: object, b: int, h: int) -> torch.Tensor:
+    """alibi_slopes as the op reads them, checked here first so a bad call raises in Python on every
+    device (before any cache is written): float32 (h,) or (b, h), else ValueError naming it; a copy
+    when a (b, h) view's rows overlap (0 < stride(0) < h, e.g. an as_strided view), since the
+    kernels take a row stride of 0 (one row for every sequence) or >= h, and the copy holds the
+    values torch shows for the view."""
+    a = _op_input(x, "alibi_slopes")
     if a.dtype != torch.float32 or tuple(a.shape) not in ((h,), (b, h)):
         raise ValueError(f"alibi_slopes must be float32 of shape ({h},) or ({b}, {h}), got "
                          f"{a.dtype} {tuple(a.shape)}")
+    if a.dim() == 2 and b > 1 and 0 < a.stride(0) < h:
+        return a.contiguous()
+    return a
 
 
 def _check_rank(x: torch.Tensor, name: str, rank: int, layout: str) -> None:
@@ -217,8 +214,6 @@ def attention_with_lse(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_rank(t, name, rank, layout)
     _check_head_dim(q.shape[-1])
-    if alibi_slopes is not None:
-        alibi_slopes = _alibi_input(alibi_slopes)
     if varlen:
         cu_seqlens_q = _op_input(cu_seqlens_q, "cu_seqlens_q")
         cu_seqlens_k = _op_input(cu_seqlens_k, "cu_seqlens_k")
@@ -236,7 +231,8 @@ def attention_with_lse(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
         _check_cu_seqlens_on_device(cu_seqlens_k, k.shape[0], max_seqlen_k, "cu_seqlens_k",
                                     "max_seqlen_k")
     if alibi_slopes is not None:
-        _check_alibi(alibi_slopes, cu_seqlens_q.shape[0] - 1 if varlen else q.shape[0], q.shape[-2])
+        alibi_slopes = _alibi_input(alibi_slopes, cu_seqlens_q.shape[0] - 1 if varlen else q.shape[0],
+                                    q.shape[-2])
     d = q.shape[-1]
     softmax_scale = _softmax_scale(softmax_scale, d)
     rng_state = fixed_rng_state(q.device) if dropout_p > 0.0 else None

@@ -54,7 +54,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 
 from . import _ops
-from .interface import (WindowSize, _alibi_input, _check_alibi, _check_like_q, _check_scalars, _check_tensor,
+from .interface import (WindowSize, _alibi_input, _check_like_q, _check_scalars, _check_tensor,
                         _op_input, _softmax_scale, _vector_ready, _window, pad_head_dim_for_cuda)
 
 _INDEX_DTYPE = torch.int32
@@ -201,10 +201,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if not 0 < d <= 256:
         raise ValueError(f"q's head dim must be in [1, 256], got {d}")
     if alibi_slopes is not None:
-        alibi_slopes = _alibi_input(alibi_slopes)
+        alibi_slopes = _alibi_input(alibi_slopes, b, h)
         if alibi_slopes.device != dev:
             raise ValueError(f"alibi_slopes must be on {dev} like q, got {alibi_slopes.device}")
-        _check_alibi(alibi_slopes, b, h)
 
     if (rotary_cos is None) != (rotary_sin is None):
         raise ValueError("rotary_cos and rotary_sin must be given together")
