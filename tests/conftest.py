@@ -187,6 +187,31 @@ def sm90_fwd_feat_sets_ran(fn, drop: bool = False) -> set:
     return sets
 
 
+# fa_fwd_sm90_persist_kernel<kBf16, D, Br, Bc, kStages, kFeat, kFeatSet>: (kFeat, kFeatSet) from the
+# mangled (...Li2ELb1ELi5EE...) or the demangled name
+_SM90_PERSIST_MANGLED_FEAT = re.compile(r"fa_fwd_sm90_persist_kernelILb[01]E(?:Li\d+E){4}Lb([01])ELi(\d+)E")
+
+
+def sm90_persist_feat(name: str) -> Optional[tuple]:
+    """(kFeat, kFeatSet) of a persistent sm90 forward kernel's profiler name (True/False, int), None
+    for any other name."""
+    if "fa_fwd_sm90_persist_kernel" not in name:
+        return None
+    m = _SM90_PERSIST_MANGLED_FEAT.search(name)
+    if m:
+        return m.group(1) == "1", int(m.group(2))
+    if "<" in name and ">" in name:
+        args = [a.strip() for a in name[name.index("<") + 1:name.index(">")].split(",")]
+        if len(args) >= 7:
+            return args[5] == "true", int(args[6])
+    return None
+
+
+def sm90_persist_feats_ran(fn) -> set:
+    """(kFeat, kFeatSet) of every persistent sm90 forward kernel fn() launched (empty: none ran)."""
+    return {f for f in map(sm90_persist_feat, cuda_kernel_names(fn, "fa_fwd_sm90_persist")) if f is not None}
+
+
 # the sm90 backward's kernels, demangled names -> tags: br80 / br80_ordered (fa_bwd_sm90_pipe80[_ordered]_kernel
 # <kBf16>), br128_<kDq> (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>), br64_<kDq> (fa_bwd_sm90_pipe_kernel<kBf16, D,
 # kDq>: the Br = 64 tile and the d in (128, 256] dim split), cp_async (fa_bwd_sm90_kernel<kBf16, D, atomic>);

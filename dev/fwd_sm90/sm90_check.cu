@@ -183,7 +183,8 @@ static void run_case(const fwd_case &c)
     /* the switches the cases below set for themselves; the caller's values come back after the case */
     const check_env_saved saved[] = {
         check_env_save("FLASH_ATTN_C_SM90_FWD_D64_BR"), check_env_save("FLASH_ATTN_C_SM90_FWD_CAP_SLIM"),
-        check_env_save("FLASH_ATTN_C_SM90_FWD_PERSIST"), check_env_save("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP")};
+        check_env_save("FLASH_ATTN_C_SM90_FWD_PERSIST"), check_env_save("FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP"),
+        check_env_save("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT")};
     /* "d64br128" cases: the plain d = 64 instance on the 128-row tile (FLASH_ATTN_C_SM90_FWD_D64_BR=128
      * for this case only; other cases run with the caller's setting, so a caller's =128 runs every
      * plain d = 64 case on it) */
@@ -210,6 +211,8 @@ static void run_case(const fwd_case &c)
     }
     if (c.persist > 0) {
         setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "1", 1);
+        /* "persistfeat" cases: softcap alone or ALiBi alone take it only with this switch too */
+        if (c.softcap > 0.f || c.alibi) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT", "1", 1);
         if (c.persist_group > 0) {
             char gs[16];
             snprintf(gs, sizeof gs, "%d", c.persist_group);
@@ -526,6 +529,21 @@ static std::vector<fwd_case> build_cases(void)
                 finish_name(&c);
                 v.push_back(c);
             }
+            /* softcap alone (CAP; bf16 also CAP_SLIM) and ALiBi alone ((h,) and (b, h) slopes: each item
+             * reads its own (batch, head) slope) on the persistent grid (FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1):
+             * 1 item, 133 items, 265 one-row items, GQA 1080 items, empty items (sq > sk causal), window */
+            for (int i : {0, 2, 3, 5, 7, 8})
+                for (int feat = 0; feat < 4; ++feat) {  /* 0 softcap 30, 1 CAP_SLIM, 2 ALiBi (h), 3 ALiBi (b, h) */
+                    if (feat == 1 && dt != FA_BF16) continue;
+                    fwd_case c = fwd_make_case("persistfeat", dt, ps[i].b, ps[i].h, ps[i].hk, ps[i].d, ps[i].sq,
+                                               ps[i].sk);
+                    c.left = ps[i].left; c.right = ps[i].right; c.persist = 1;
+                    if (feat <= 1) c.softcap = 30.f;
+                    c.cap_slim = feat == 1;
+                    if (feat >= 2) c.alibi = feat - 1;
+                    finish_name(&c);
+                    v.push_back(c);
+                }
             /* the item order with a forced group size G (FLASH_ATTN_C_SM90_FWD_PERSIST_GROUP): b h
              * not a multiple of G (a smaller last group), G not a multiple of the GQA group (a
              * group's pairs straddle kv heads and batches), G = 1 (the one-block grid's order) */

@@ -41,6 +41,26 @@ static __device__ __forceinline__ void warp_release_staged_slot(uint32_t bar, in
     warp_release_slot(bar, tid & 31);
 }
 
+/* The score factors of instance (kFeat, kFeatSet) for (batch b, head h), what warpgroup_attend_item
+ * takes: .x = mul, the exp2 factor (plain and ALiBi alone: scores stay in q.k units and exp2 folds
+ * in scale log2(e); softcap alone, CAP / CAP_SLIM: tanh units, exp2 folds in softcap log2(e), one
+ * multiply per score less (thread_scores_sm90); softcap in ANY: log2 units already, 1), .y = slope,
+ * ALiBi's slope in the scores' units (the slope divided by the scale, or times log2(e) after a
+ * softcap), 0 without ALiBi (DROP: neither feature). One place for the one-block and the
+ * persistent kernels. */
+template <bool kFeat, int kFeatSet>
+static __device__ __forceinline__ float2 fa_sm90_score_factors(const fa_fwd_args &a, int b, int h)
+{
+    constexpr bool kCapOnly = fa_sm90_feat_cap_only(kFeatSet);
+    const bool cap = kFeat && (kCapOnly || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f));
+    const float mul = kCapOnly ? a.softcap_log2 : cap ? 1.f : a.scale_log2;
+    const float slope = kFeat && (kFeatSet == FA_SM90_FEAT_ANY || kFeatSet == FA_SM90_FEAT_ALIBI) &&
+                                a.alibi_slopes != NULL
+                            ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] * (cap ? FA_LOG2E : 1.f / a.scale)
+                            : 0.f;
+    return make_float2(mul, slope);
+}
+
 /* The key tiles of one item (it.n_tiles > 0) for consumer thread rw (warpgroup rw.wg: rows
  * it.m0 + 64 wg .. + 63): accumulates the unnormalized O, m_i and l_i (initialized by the caller:
  * 0, -inf, 0). The caller computes rw before its n_tiles test, where the epilogue shares the

@@ -116,20 +116,10 @@ fa_fwd_sm90_kernel(const __grid_constant__ fa_sm90_params prm)
     const int row0 = m0 + 64 * wg + 16 * wq + g;  /* sequence-local row of s[0], o[0] */
     const int wg_r0 = m0 + 64 * wg;
     const int wg_r1 = max(min(wg_r0 + 64, it.mk.sq), wg_r0 + 1);  /* for the tile-is-full test */
-    /* plain and ALiBi alone: scores stay in q.k units (the ALiBi slope divided by the scale)
-     * and exp2 folds in scale log2(e); softcap: log2 units already (tanh needs the scale first) */
     static_assert(kFeat || kFeatSet == FA_SM90_FEAT_ANY, "a feature set only in the kFeat variant");
     static_assert((kFeatSet == FA_SM90_FEAT_DROP) <= kDrop, "DROP: the dropout instance only");
-    constexpr bool kCapOnly = fa_sm90_feat_cap_only(kFeatSet);
-    const bool cap = kFeat && (kCapOnly || (kFeatSet == FA_SM90_FEAT_ANY && a.softcap > 0.f));
-    /* softcap alone (kFeatSet CAP, CAP_SLIM): scores stay tanh units and exp2 folds in softcap
-     * log2(e), one multiply per score less (thread_scores_sm90) */
-    const float mul = kCapOnly ? a.softcap_log2 : cap ? 1.f : a.scale_log2;
-    /* DROP: neither feature, the plain kernel's mul = scale log2(e) and no slope */
-    const float slope = kFeat && (kFeatSet == FA_SM90_FEAT_ANY || kFeatSet == FA_SM90_FEAT_ALIBI) &&
-                                a.alibi_slopes != NULL
-                            ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] * (cap ? FA_LOG2E : 1.f / a.scale)
-                            : 0.f;
+    const float2 f = fa_sm90_score_factors<kFeat, kFeatSet>(a, b, h);
+    const float mul = f.x, slope = f.y;
 
     const fa_sm90_rows rw = {wg, wq, lane, g, t4, row0, wg_r0, wg_r1};
     float o[D / 2];
@@ -172,7 +162,8 @@ static fa_status fa_fwd_sm90_launch_blocks(fa_fwd_sm90_kernel_fn kern, const fa_
 }
 
 /* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
- * persistent one where the host asked for it (prm.persist_ctas, plain dense calls only), either on
+ * persistent one where the host asked for it (prm.persist_ctas: plain dense calls, and one feature
+ * alone with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1), either on
  * the row's feat_br tile where the host asked for that (prm.small_br: plain dense d = 64), or the wide
  * one (prm.wide: plain dense calls without a mask band, the row's wide_bc keys); kDrop:
  * the dense dropout instance (kFeatSet DROP or ANY, with that set's tile; fa_fwd_sm90.cu never
@@ -194,6 +185,10 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
         }
     if constexpr (!kFeat && T::kPersist)
         if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
+    /* one feature alone on the plain tile: the persistent grid where the host asked for it (opt-in) */
+    if constexpr (kFeat && !kDrop && kFeatSet != FA_SM90_FEAT_ANY && T::kPersist)
+        if (prm.persist_ctas > 0 && !prm.varlen)
+            return fa_fwd_sm90_launch_persist<kBf16, D, false, true, kFeatSet>(prm, stream);
     if constexpr (!kFeat && T::kRow.wide_bc > 0)
         if (prm.wide && !prm.varlen) {  /* the K / V boxes were encoded with the wide Bc (fa_fwd_sm90.cu) */
             typedef fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, true> W;

@@ -1,6 +1,6 @@
 /* fa_fwd_sm90_persist.cuh - the persistent-grid variant of the Hopper forward (issue #14), for
- * dense calls without softcap / ALiBi at the buckets whose tuning row sets `persist` (d = 64,
- * 128): min(#work items, #SMs) CTAs, one per SM, each walking a static list of work items (query
+ * plain dense calls (and softcap alone or ALiBi alone, opt-in: fa_fwd_sm90_route.cuh) at the buckets
+ * whose tuning row sets `persist` (d = 64, 128): min(#work items, #SMs) CTAs, one per SM, each walking a static list of work items (query
  * block, head, batch), grouped for K/V reuse in L2 (Schedule below); the math, the producer and
  * the epilogue are the one-block kernel's (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh,
  * fa_fwd_sm90_epilogue.cuh).
@@ -156,7 +156,7 @@ static constexpr size_t fa_fwd_sm90_persist_smem_bytes()
     return (size_t)(2 * Br + 2 * kStages * Bc) * D * 2u + 1024u;  /* fa_fwd_sm90_smem_bytes + Br D 2 */
 }
 
-template <bool kBf16, int D, int Br, int Bc, int kStages>
+template <bool kBf16, int D, int Br, int Bc, int kStages, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY>
 __global__ void __launch_bounds__((Br / 64 + 1) * 128, 1)
 fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
 {
@@ -164,6 +164,8 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
     constexpr int kWG = Br / 64;  /* consumer warpgroups */
     static_assert(Br % 64 == 0 && (kWG == 2 || kWG == 3), "2 or 3 consumer warpgroups");
     static_assert(kStages >= 2, "the ring needs 2 slots for the overlap");
+    /* kFeat: softcap alone or ALiBi alone (CAP, CAP_SLIM, ALIBI: the plain tile), opt-in (route) */
+    static_assert(!kFeat || (kFeatSet != FA_SM90_FEAT_ANY && kFeatSet != FA_SM90_FEAT_DROP), "one feature alone");
     const fa_fwd_args &a = prm.a;
 
     extern __shared__ unsigned char fa_sm90_smem[];
@@ -227,7 +229,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
 
     /* ======================= consumer warpgroups ======================= */
     fa_setmaxnreg_inc<fa_sm90_regs<kWG>::kConsumer>();
-    const float mul = a.scale_log2;  /* plain: scores in q.k units, exp2 folds in scale log2(e) */
+    const float mul = fa_sm90_score_factors<kFeat, kFeatSet>(a, 0, 0).x;  /* the same for every item */
     int stage = 0;
     uint32_t phase = 0;
     bool q_pend = false;  /* item k - 1 exists: its Q slot (s ^ 1) awaits this warp's Q empty arrival */
@@ -250,8 +252,9 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
          * s ^ 1; released once its TMA store has read it (header: inside the item's first tile) */
         const uint32_t bar_prev = bar_qempty + 8u * (s ^ 1u);
         if (it.n_tiles > 0) {
-            warpgroup_attend_item<kBf16, D, Br, Bc, kStages, false, false>(o, m_i, l_i, a, sl, it, rw, mul, 0.f, tid,
-                                                                           u_par, stage, phase, q_pend, bar_prev);
+            const float slope = fa_sm90_score_factors<kFeat, kFeatSet>(a, b, h).y;  /* ALiBi: per (b, h) */
+            warpgroup_attend_item<kBf16, D, Br, Bc, kStages, kFeat, false, false, kFeatSet>(
+                o, m_i, l_i, a, sl, it, rw, mul, slope, tid, u_par, stage, phase, q_pend, bar_prev);
         } else {
             fa_mbar_wait(sl.bar_q, u_par);  /* keeps the producer within one item of the slot (header) */
             if (q_pend) warp_release_staged_slot(bar_prev, tid);
@@ -271,15 +274,17 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
 }
 
 /* Host: launches the persistent instance of (dtype, bucket D) on prm.persist_ctas CTAs; kSmallBr:
- * on the row's feat_br tile (prm.small_br, fa_sm90_tile). */
-template <bool kBf16, int D, bool kSmallBr = false>
+ * on the row's feat_br tile (prm.small_br, fa_sm90_tile); kFeat: feature set kFeatSet (one feature
+ * alone, the plain tile). */
+template <bool kBf16, int D, bool kSmallBr = false, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY>
 static fa_status fa_fwd_sm90_launch_persist(const fa_sm90_params &prm, cudaStream_t stream)
 {
-    typedef fa_sm90_tile<D, false, FA_SM90_FEAT_ANY, false, kSmallBr> T;
+    typedef fa_sm90_tile<D, kFeat, kFeatSet, false, kSmallBr> T;
     static_assert(T::kPersist, "the bucket's tuning row has no persist instance");
     constexpr size_t smem = fa_fwd_sm90_persist_smem_bytes<D, T::kBr, T::kBc, T::kStages>();
     static_assert(smem <= 227u * 1024u, "two Q slots and the K/V rings exceed the opt-in shared memory of sm_90");
-    void (*kern)(const fa_sm90_params) = fa_fwd_sm90_persist_kernel<kBf16, D, T::kBr, T::kBc, T::kStages>;
+    void (*kern)(const fa_sm90_params) = fa_fwd_sm90_persist_kernel<kBf16, D, T::kBr, T::kBc, T::kStages, kFeat,
+                                                                    kFeatSet>;
     if (cudaFuncSetAttribute((const void *)kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
         cudaSuccess)
         return FA_ERR_CUDA;

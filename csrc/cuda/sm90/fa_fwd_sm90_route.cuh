@@ -29,7 +29,8 @@ static int fa_sm90_bucket(int64_t d)
 /* FLASH_ATTN_C_SM90_FWD_PERSIST (read on every call): 1 runs the dense calls without softcap /
  * ALiBi / dropout of the buckets whose tuning row has a persistent instance (d = 64, 128) on the
  * persistent grid (fa_fwd_sm90_persist.cuh), 0 on the one-block grid; unset: the row's measured
- * rule (FA_PERSIST_ALL at d = 64, FA_PERSIST_CAUSAL at d = 128: H100 run 54, the tuning rows). */
+ * rule (FA_PERSIST_ALL at d = 64, FA_PERSIST_CAUSAL at d = 128: H100 run 54, the tuning rows).
+ * Softcap-alone / ALiBi-alone calls follow it only with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1. */
 static int fa_sm90_persist_default(int rule, const fa_params *p)
 {
     const int causal = p->window_left < 0 && p->window_right == 0;
@@ -75,8 +76,12 @@ template <int D>
 static int fa_sm90_persist_ctas_for(const fa_params *p, int br)
 {
     typedef fa_sm90_tile<D> T;
-    const int feat = p->softcap > 0.f || p->alibi_slopes != NULL || p->dropout_p != 0.f;
-    if (!T::kPersist || feat || p->cu_seqlens_q != NULL) return 0;
+    const int cap = p->softcap > 0.f, alibi = p->alibi_slopes != NULL, drop = p->dropout_p != 0.f;
+    /* softcap alone or ALiBi alone (their instances keep the plain tile) only with
+     * FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1 (read on every call; opt-in until measured), then by
+     * the same rule as plain calls; both features or dropout never (their tiles differ at d = 64) */
+    const int feat_ok = !drop && cap + alibi == 1 && fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT");
+    if (!T::kPersist || p->cu_seqlens_q != NULL || ((cap || alibi || drop) && !feat_ok)) return 0;
     const int on = fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST")  ? 1
                    : fa_env_off("FLASH_ATTN_C_SM90_FWD_PERSIST") ? 0
                                                                  : fa_sm90_persist_default(T::kRow.persist, p);
