@@ -1,26 +1,27 @@
-"""Softcap alone and ALiBi alone on the persistent-grid Hopper forward (fa_fwd_sm90_persist.cuh with
-kFeat: the CAP, CAP_SLIM and ALIBI feature sets, which keep the plain tile), opt-in with
+"""Softcap, ALiBi or dropout alone on the persistent-grid Hopper forward (fa_fwd_sm90_persist.cuh with
+kFeat: the CAP, CAP_SLIM, ALIBI and DROP feature sets, which keep the plain tile), opt-in with
 FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1 (read on every call; fa_fwd_sm90_route.cuh). A profiler check
 that the variable selects the persistent instance of the right feature set, and only for one
-feature alone (both features, dropout, varlen and the variable unset keep the one-block grid);
+feature alone (two features, varlen and the variable unset keep the one-block grid);
 then forward parity against the float64 oracle (error-ratio rule) at the persistent tests' item
 counts (1, 131, 133, 265, 1000+), causal with sq != sk both ways (items without key tiles), a window,
 GQA / MQA, softcap 5 / 30 (CAP and, bf16 with FLASH_ATTN_C_SM90_FWD_CAP_SLIM=1, CAP_SLIM), ALiBi
-slopes (h,) and (b, h) (per item: each item reads its own (batch, head) slope). Runs on compute
-capability 9.0 only."""
+slopes (h,) and (b, h) (per item: each item reads its own (batch, head) slope); dropout against the
+oracle fed with dropout_mask's bits under the same seed (each item draws its own (batch, head)
+counters). Runs on compute capability 9.0 only."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from conftest import sm90_persist_feats_ran, sm90_switches
-from oracle import check_dense
+from oracle import FWD_FACTOR, assert_ratio, check_dense, ref_forward_backward
 
 import flash_attn_c
 
 pytestmark = pytest.mark.gpu
 
-CAP, ALIBI, CAP_SLIM = 1, 2, 5  # FA_SM90_FEAT_* (fa_fwd_sm90_args.cuh)
+CAP, ALIBI, DROP, CAP_SLIM = 1, 2, 3, 5  # FA_SM90_FEAT_* (fa_fwd_sm90_args.cuh)
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,8 @@ def test_variable_selects_the_persistent_feature_instance(d, monkeypatch):
     assert _feats(torch.bfloat16, d, alibi=True, causal=False) == {(True, ALIBI)}
     assert _feats(torch.bfloat16, d) == {(False, 0)}                         # plain: as before
     assert _feats(torch.bfloat16, d, softcap=30.0, alibi=True) == set()      # both: the ANY tile
-    assert _feats(torch.bfloat16, d, softcap=30.0, dropout=0.1) == set()     # dropout: never
+    assert _feats(torch.bfloat16, d, dropout=0.1) == {(True, DROP)}
+    assert _feats(torch.bfloat16, d, softcap=30.0, dropout=0.1) == set()     # two features: never
     monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM", "1")
     assert _feats(torch.bfloat16, d, softcap=30.0) == {(True, CAP_SLIM)}
     monkeypatch.delenv("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT")
@@ -93,3 +95,21 @@ def test_persist_feature_forward(case, dtype, feature, monkeypatch):
         monkeypatch.setenv("FLASH_ATTN_C_SM90_FWD_CAP_SLIM", "1")
     b, sq, sk, h, hk, d, causal, window = case
     check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal, window=window, softcap=softcap, alibi=alibi)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("case", CASES[:6], ids=[f"b{c[0]}-sq{c[1]}-sk{c[2]}-h{c[3]}/{c[4]}-d{c[5]}" for c in CASES[:6]])
+def test_persist_dropout_forward(case, dtype):
+    b, sq, sk, h, hk, d, causal, window = case
+    p, seed, offset = 0.17, 4242 + sq, 7 + sk
+    q = torch.randn(b, sq, h, d, device="cuda", dtype=dtype)
+    k, v = (torch.randn(b, sk, hk, d, device="cuda", dtype=dtype) for _ in range(2))
+    kw = dict(causal=causal, softcap=0.0, dropout_p=p)
+    call = lambda: flash_attn_c.flash_attn_func(q, k, v, window_size=window, **kw)  # noqa: E731
+    with flash_attn_c.fixed_dropout_seed(seed, offset):
+        assert sm90_persist_feats_ran(call) == {(True, DROP)}
+        out = call()
+    mask = flash_attn_c.dropout_mask(b, h, sq, sk, p, seed, offset, device="cuda")
+    ref = ref_forward_backward((q, k, v), None, upcast=True, window=window, dropout_mask=mask, **kw)
+    base = ref_forward_backward((q, k, v), None, upcast=False, window=window, dropout_mask=mask, **kw)
+    assert_ratio("out", out, ref.out, base.out, dtype, FWD_FACTOR)

@@ -211,8 +211,8 @@ static void run_case(const fwd_case &c)
     }
     if (c.persist > 0) {
         setenv("FLASH_ATTN_C_SM90_FWD_PERSIST", "1", 1);
-        /* "persistfeat" cases: softcap alone or ALiBi alone take it only with this switch too */
-        if (c.softcap > 0.f || c.alibi) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT", "1", 1);
+        /* "persistfeat" cases: softcap, ALiBi or dropout alone take it only with this switch too */
+        if (c.softcap > 0.f || c.alibi || c.dropout > 0.f) setenv("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT", "1", 1);
         if (c.persist_group > 0) {
             char gs[16];
             snprintf(gs, sizeof gs, "%d", c.persist_group);
@@ -529,18 +529,20 @@ static std::vector<fwd_case> build_cases(void)
                 finish_name(&c);
                 v.push_back(c);
             }
-            /* softcap alone (CAP; bf16 also CAP_SLIM) and ALiBi alone ((h,) and (b, h) slopes: each item
-             * reads its own (batch, head) slope) on the persistent grid (FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1):
-             * 1 item, 133 items, 265 one-row items, GQA 1080 items, empty items (sq > sk causal), window */
+            /* softcap alone (CAP; bf16 also CAP_SLIM), ALiBi alone ((h,) and (b, h) slopes: each item
+             * reads its own (batch, head) slope) and dropout alone (each item its own Philox counters)
+             * on the persistent grid (FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1): 1 item, 133 items, 265
+             * one-row items, GQA 1080 items, empty items (sq > sk causal), window */
             for (int i : {0, 2, 3, 5, 7, 8})
-                for (int feat = 0; feat < 4; ++feat) {  /* 0 softcap 30, 1 CAP_SLIM, 2 ALiBi (h), 3 ALiBi (b, h) */
+                for (int feat = 0; feat < 5; ++feat) {  /* softcap 30, CAP_SLIM, ALiBi (h), (b, h), dropout 0.1 */
                     if (feat == 1 && dt != FA_BF16) continue;
                     fwd_case c = fwd_make_case("persistfeat", dt, ps[i].b, ps[i].h, ps[i].hk, ps[i].d, ps[i].sq,
                                                ps[i].sk);
                     c.left = ps[i].left; c.right = ps[i].right; c.persist = 1;
                     if (feat <= 1) c.softcap = 30.f;
                     c.cap_slim = feat == 1;
-                    if (feat >= 2) c.alibi = feat - 1;
+                    if (feat == 2 || feat == 3) c.alibi = feat - 1;
+                    if (feat == 4) c.dropout = 0.1f;
                     finish_name(&c);
                     v.push_back(c);
                 }

@@ -26,7 +26,7 @@
  *            grid instance (fa_fwd_sm90_persist.cuh) for dense calls without softcap / ALiBi /
  *            dropout, and which calls take it by default (FA_PERSIST_*; the measured rule):
  *            FLASH_ATTN_C_SM90_FWD_PERSIST=1 / =0 overrides that rule (sm90/fa_fwd_sm90_route.cuh);
- *            softcap alone / ALiBi alone follow it with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1 (opt-in)
+ *            softcap / ALiBi / dropout alone follow it with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1 (opt-in)
  *   wide_bc                        FA_KERNEL_FWD_SM90 only: Bc of the "wide" instance that the plain
  *            dense calls without causal or window take on the one-block grid (no masked tiles but the
  *            sequence end, so a longer key tile only cuts per-tile overhead); 0: none.

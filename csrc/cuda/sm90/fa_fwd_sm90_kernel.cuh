@@ -162,8 +162,8 @@ static fa_status fa_fwd_sm90_launch_blocks(fa_fwd_sm90_kernel_fn kern, const fa_
 }
 
 /* Host: launches the dense or varlen instance of (dtype, bucket D, kFeat) with its tile, or the
- * persistent one where the host asked for it (prm.persist_ctas: plain dense calls, and one feature
- * alone with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1), either on
+ * persistent one where the host asked for it (prm.persist_ctas: plain dense calls, and softcap,
+ * ALiBi or dropout alone with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1), either on
  * the row's feat_br tile where the host asked for that (prm.small_br: plain dense d = 64), or the wide
  * one (prm.wide: plain dense calls without a mask band, the row's wide_bc keys); kDrop:
  * the dense dropout instance (kFeatSet DROP or ANY, with that set's tile; fa_fwd_sm90.cu never
@@ -186,7 +186,7 @@ static fa_status fa_fwd_sm90_launch_variant(const fa_sm90_params &prm, cudaStrea
     if constexpr (!kFeat && T::kPersist)
         if (prm.persist_ctas > 0 && !prm.varlen) return fa_fwd_sm90_launch_persist<kBf16, D>(prm, stream);
     /* one feature alone on the plain tile: the persistent grid where the host asked for it (opt-in) */
-    if constexpr (kFeat && !kDrop && kFeatSet != FA_SM90_FEAT_ANY && T::kPersist)
+    if constexpr (kFeat && kFeatSet != FA_SM90_FEAT_ANY && T::kPersist)
         if (prm.persist_ctas > 0 && !prm.varlen)
             return fa_fwd_sm90_launch_persist<kBf16, D, false, true, kFeatSet>(prm, stream);
     if constexpr (!kFeat && T::kRow.wide_bc > 0)

@@ -1,5 +1,5 @@
 /* fa_fwd_sm90_persist.cuh - the persistent-grid variant of the Hopper forward (issue #14), for
- * plain dense calls (and softcap alone or ALiBi alone, opt-in: fa_fwd_sm90_route.cuh) at the buckets
+ * plain dense calls (and softcap, ALiBi or dropout alone, opt-in: fa_fwd_sm90_route.cuh) at the buckets
  * whose tuning row sets `persist` (d = 64, 128): min(#work items, #SMs) CTAs, one per SM, each walking a static list of work items (query
  * block, head, batch), grouped for K/V reuse in L2 (Schedule below); the math, the producer and
  * the epilogue are the one-block kernel's (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh,
@@ -164,8 +164,10 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
     constexpr int kWG = Br / 64;  /* consumer warpgroups */
     static_assert(Br % 64 == 0 && (kWG == 2 || kWG == 3), "2 or 3 consumer warpgroups");
     static_assert(kStages >= 2, "the ring needs 2 slots for the overlap");
-    /* kFeat: softcap alone or ALiBi alone (CAP, CAP_SLIM, ALIBI: the plain tile), opt-in (route) */
-    static_assert(!kFeat || (kFeatSet != FA_SM90_FEAT_ANY && kFeatSet != FA_SM90_FEAT_DROP), "one feature alone");
+    /* kFeat: one feature alone, softcap, ALiBi or dropout (CAP, CAP_SLIM, ALIBI, DROP: the plain tile),
+     * opt-in (route) */
+    static_assert(!kFeat || kFeatSet != FA_SM90_FEAT_ANY, "one feature alone");
+    constexpr bool kDrop = kFeat && kFeatSet == FA_SM90_FEAT_DROP;
     const fa_fwd_args &a = prm.a;
 
     extern __shared__ unsigned char fa_sm90_smem[];
@@ -253,7 +255,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         const uint32_t bar_prev = bar_qempty + 8u * (s ^ 1u);
         if (it.n_tiles > 0) {
             const float slope = fa_sm90_score_factors<kFeat, kFeatSet>(a, b, h).y;  /* ALiBi: per (b, h) */
-            warpgroup_attend_item<kBf16, D, Br, Bc, kStages, kFeat, false, false, kFeatSet>(
+            warpgroup_attend_item<kBf16, D, Br, Bc, kStages, kFeat, false, kDrop, kFeatSet>(
                 o, m_i, l_i, a, sl, it, rw, mul, slope, tid, u_par, stage, phase, q_pend, bar_prev);
         } else {
             fa_mbar_wait(sl.bar_q, u_par);  /* keeps the producer within one item of the slot (header) */
@@ -261,8 +263,8 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
         }
         /* O staged in slot s (its generic writes fenced for the async proxy in there), TMA store
          * issued, not waited for: slot s is released during item k + 1 (or after the loop) */
-        warpgroup_store_item<kBf16, D, Br, false>(o, m_i, l_i, a, sl.q, &prm.tm_o, b, h, 0, it.m0, it.m_end, mul,
-                                                  tid);
+        warpgroup_store_item<kBf16, D, Br, false, kDrop>(o, m_i, l_i, a, sl.q, &prm.tm_o, b, h, 0, it.m0, it.m_end,
+                                                         mul, tid);
         q_pend = true;
     }
     /* The last item's slot needs no arrival (the producer loads nothing more), but shared memory
@@ -275,7 +277,7 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
 
 /* Host: launches the persistent instance of (dtype, bucket D) on prm.persist_ctas CTAs; kSmallBr:
  * on the row's feat_br tile (prm.small_br, fa_sm90_tile); kFeat: feature set kFeatSet (one feature
- * alone, the plain tile). */
+ * alone, the plain tile; DROP: the dropout instance). */
 template <bool kBf16, int D, bool kSmallBr = false, bool kFeat = false, int kFeatSet = FA_SM90_FEAT_ANY>
 static fa_status fa_fwd_sm90_launch_persist(const fa_sm90_params &prm, cudaStream_t stream)
 {

@@ -30,7 +30,7 @@ static int fa_sm90_bucket(int64_t d)
  * ALiBi / dropout of the buckets whose tuning row has a persistent instance (d = 64, 128) on the
  * persistent grid (fa_fwd_sm90_persist.cuh), 0 on the one-block grid; unset: the row's measured
  * rule (FA_PERSIST_ALL at d = 64, FA_PERSIST_CAUSAL at d = 128: H100 run 54, the tuning rows).
- * Softcap-alone / ALiBi-alone calls follow it only with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1. */
+ * Softcap / ALiBi / dropout alone follow it only with FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1. */
 static int fa_sm90_persist_default(int rule, const fa_params *p)
 {
     const int causal = p->window_left < 0 && p->window_right == 0;
@@ -77,10 +77,10 @@ static int fa_sm90_persist_ctas_for(const fa_params *p, int br)
 {
     typedef fa_sm90_tile<D> T;
     const int cap = p->softcap > 0.f, alibi = p->alibi_slopes != NULL, drop = p->dropout_p != 0.f;
-    /* softcap alone or ALiBi alone (their instances keep the plain tile) only with
+    /* softcap, ALiBi or dropout alone (their instances keep the plain tile) only with
      * FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=1 (read on every call; opt-in until measured), then by
-     * the same rule as plain calls; both features or dropout never (their tiles differ at d = 64) */
-    const int feat_ok = !drop && cap + alibi == 1 && fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT");
+     * the same rule as plain calls; never two of them (the ANY tile differs at d = 64) */
+    const int feat_ok = cap + alibi + drop == 1 && fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT");
     if (!T::kPersist || p->cu_seqlens_q != NULL || ((cap || alibi || drop) && !feat_ok)) return 0;
     const int on = fa_env_flag("FLASH_ATTN_C_SM90_FWD_PERSIST")  ? 1
                    : fa_env_off("FLASH_ATTN_C_SM90_FWD_PERSIST") ? 0
