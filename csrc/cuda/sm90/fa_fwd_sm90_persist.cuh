@@ -231,7 +231,8 @@ fa_fwd_sm90_persist_kernel(const __grid_constant__ fa_sm90_params prm)
 
     /* ======================= consumer warpgroups ======================= */
     fa_setmaxnreg_inc<fa_sm90_regs<kWG>::kConsumer>();
-    const float mul = fa_sm90_score_factors<kFeat, kFeatSet>(a, 0, 0).x;  /* the same for every item */
+    /* mul is the same for every item (b, h only pick the slope, read per item below) */
+    const float mul = fa_sm90_score_factors<kFeat, kFeatSet>(a, 0, 0).x;
     int stage = 0;
     uint32_t phase = 0;
     bool q_pend = false;  /* item k - 1 exists: its Q slot (s ^ 1) awaits this warp's Q empty arrival */
