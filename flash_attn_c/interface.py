@@ -36,11 +36,13 @@ def _check_tensor(x: object, name: str) -> torch.Tensor:
 
 def _op_input(x: object, name: str) -> torch.Tensor:
     """A tensor the op can read: the C API takes any strides except in the last dimension, so x is
-    copied (x.contiguous(), differentiable) only when its last dimension is strided; a view such as
-    a (b, h, s, d) tensor transposed to (b, s, h, d) goes through without a copy."""
+    copied (differentiable) only when its last dimension is strided; a view such as a (b, h, s, d)
+    tensor transposed to (b, s, h, d) goes through without a copy. The copy names its layout:
+    x.contiguous() returns an empty tensor as it is (torch calls every empty tensor contiguous),
+    strides and all."""
     x = _check_tensor(x, name)
     if x.dim() >= 1 and x.shape[-1] > 1 and x.stride(-1) != 1:
-        return x.contiguous()
+        return x.clone(memory_format=torch.contiguous_format)
     return x
 
 

@@ -14,6 +14,7 @@ Semantics (the kernels': fa_rotary_params in csrc/include/flash_attn_c.h):
     flash-attn past the end of its tables. The backward is the same kernel with sin negated.
     cos and sin get no gradient (as in flash-attn).
 """
+import operator
 from typing import Optional, Tuple, Union
 
 import torch
@@ -118,11 +119,22 @@ def _check_args(x, cos, sin, seqlen_offsets, cu_seqlens, max_seqlen) -> Tuple[Op
     if seqlen_ro < seqlen:
         raise ValueError(f"cos / sin have seqlen_ro = {seqlen_ro} rows, fewer than the sequence "
                          f"length {seqlen} ({'max_seqlen' if cu_seqlens is not None else 'x.shape[1]'})")
+    if cu_seqlens is not None and isinstance(cu_seqlens, torch.Tensor) and cu_seqlens.device.type == "cpu" \
+            and cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2:
+        # readable without a sync: a max_seqlen below the longest sequence would let positions
+        # past the tables through unrotated (the table check above trusts max_seqlen)
+        longest = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+        if longest > max_seqlen:
+            raise ValueError(f"max_seqlen = {max_seqlen} is below the longest sequence of cu_seqlens ({longest})")
     if isinstance(seqlen_offsets, torch.Tensor):
         return seqlen_offsets, 0
-    if isinstance(seqlen_offsets, bool) or not isinstance(seqlen_offsets, int):
+    try:  # an int, or an integer such as numpy.int64 (flash-attn takes those)
+        if isinstance(seqlen_offsets, bool):
+            raise TypeError
+        seqlen_offsets = operator.index(seqlen_offsets)
+    except TypeError:
         raise TypeError(f"seqlen_offsets must be an int or an int tensor of shape (batch,), got "
-                        f"{type(seqlen_offsets).__name__}")
+                        f"{type(seqlen_offsets).__name__}") from None
     if seqlen_offsets < 0 or seqlen_offsets + seqlen > seqlen_ro:
         raise ValueError(f"seqlen_offsets = {seqlen_offsets} must be >= 0 and seqlen_offsets + "
                          f"seqlen ({seqlen}) <= seqlen_ro = cos.shape[0] = {seqlen_ro}")

@@ -442,10 +442,13 @@ def _bad_cases():
                                                 cu_seqlens=torch.tensor([0, 5, 9]))),
         ("exceeds", dict(x=torch.randn(9, 3, 16), max_seqlen=8,
                          cu_seqlens=torch.tensor([0, 5, 12], dtype=torch.int32))),
+        # positions 4..6 of the second sequence would pass the table check unrotated
+        ("max_seqlen = 4 is below the longest sequence", dict(x=torch.randn(9, 3, 16), max_seqlen=4,
+                                                              cu_seqlens=torch.tensor([0, 2, 9], dtype=torch.int32))),
     ], x, cos, sin
 
 
-@pytest.mark.parametrize("idx", range(17))
+@pytest.mark.parametrize("idx", range(18))
 def test_bad_input_names_the_argument(idx):
     cases, x, cos, sin = _bad_cases()
     match, kw = cases[idx]
@@ -453,6 +456,17 @@ def test_bad_input_names_the_argument(idx):
     args.update(kw)
     with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
         apply_rotary_emb(**args)
+
+
+def test_numpy_integer_offset_and_empty_strided_x():
+    """seqlen_offsets may be any integer (numpy.int64 as flash-attn takes it); an empty x whose last
+    dim is strided comes back empty out of place (x.contiguous() would have kept its strides)."""
+    import numpy as np
+    _, x, cos, sin = _bad_cases()
+    torch.testing.assert_close(apply_rotary_emb(x, cos, sin, seqlen_offsets=np.int64(2)),
+                               apply_rotary_emb(x, cos, sin, seqlen_offsets=2), rtol=0, atol=0)
+    empty = torch.randn(0, 5, 3, 32)[..., ::2]
+    assert apply_rotary_emb(empty, cos, sin).shape == (0, 5, 3, 16)
 
 
 def test_strided_head_dim_out_of_place_and_overlap_in_place():
