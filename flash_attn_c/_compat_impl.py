@@ -217,3 +217,22 @@ def unpad_input_for_concatenated_sequences(hidden_states: torch.Tensor,
     cu = F.pad(torch.cumsum(sample_lens, dim=0, dtype=torch.int32), (1, 0))
     flat = hidden_states.reshape(-1, *hidden_states.shape[2:])
     return index_first_axis(flat, indices), indices, cu, max_seqlen
+
+
+def _function_class(name: str, fn, params: str) -> type:
+    """A stand-in for flash-attn's torch.autograd.Function `name` behind `fn`, for code that calls
+    `name.apply(...)` directly (flash_attn_interface.FlashAttnFunc and the like): apply takes the
+    positional arguments `params` (flash-attn 2.8's order) plus, optionally, the is_grad_enabled
+    flag flash-attn >= 2.6 appends (ignored: autograd follows torch's grad mode through fn).
+    Any other count is a TypeError, not a silent shift of arguments (older flash-attn releases had
+    no softcap). Only .apply is served; it is not a torch.autograd.Function subclass."""
+    n = len(params.split(","))
+
+    def apply(*args):
+        if len(args) not in (n, n + 1):
+            raise TypeError(f"{name}.apply takes ({params}[, is_grad_enabled]) as in flash-attn 2.8: "
+                            f"{n} or {n + 1} positional arguments, got {len(args)}")
+        return fn(*args[:n])
+
+    return type(name, (), {"apply": staticmethod(apply), "__doc__": f"{name}.apply({params}) -> "
+                           f"{fn.__module__}.{fn.__name__}(...) (flash_attn_c.compat stand-in)"})

@@ -5,13 +5,16 @@ Modules registered (in sys.modules, built from flash_attn_c's functions):
     flash_attn                          the 7 public functions, __version__ = "2.8.3"
     flash_attn.flash_attn_interface     the public functions, the private _flash_attn_forward /
                                         _flash_attn_varlen_forward / _flash_attn_backward /
-                                        _flash_attn_varlen_backward (flash_attn_c._compat_impl)
+                                        _flash_attn_varlen_backward (flash_attn_c._compat_impl),
+                                        FlashAttn*Func classes whose .apply calls the functions
     flash_attn.bert_padding             index_first_axis, index_put_first_axis,
                                         index_first_axis_residual, unpad_input, pad_input,
-                                        unpad_input_for_concatenated_sequences
+                                        unpad_input_for_concatenated_sequences, IndexFirstAxis,
+                                        IndexPutFirstAxis, IndexFirstAxisResidual (.apply)
     flash_attn.layers, flash_attn.layers.rotary
                                         apply_rotary_emb(_func, _qkv_, _kv_, _torch), rotate_half,
-                                        RotaryEmbedding (flash_attn_c.rotary: fused C / CUDA)
+                                        RotaryEmbedding (flash_attn_c.rotary: fused C / CUDA),
+                                        ApplyRotaryEmb, ApplyRotaryEmbQKV_, ApplyRotaryEmbKV_ (.apply)
 Any other ``flash_attn.*`` import fails with a ModuleNotFoundError that says what is served.
 
 If a real flash-attn is installed (a distribution, an importable ``flash_attn`` package, or one
@@ -49,6 +52,32 @@ _PRIVATE = {
 # flash-attn >= 2.6 calls these through torch.ops wrappers of the same signatures; some callers
 # import the wrapper names.
 _PRIVATE.update({"_wrapped" + name: fn for name, fn in _PRIVATE.items()})
+
+# flash-attn's autograd.Function classes, for code that calls Class.apply(...) itself
+_ATTN = "dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic, return_softmax"
+_FUNCTION_CLASSES = {name: _compat_impl._function_class(name, fn, params) for name, fn, params in (
+    ("FlashAttnFunc", interface.flash_attn_func, "q, k, v, " + _ATTN),
+    ("FlashAttnQKVPackedFunc", interface.flash_attn_qkvpacked_func, "qkv, " + _ATTN),
+    ("FlashAttnKVPackedFunc", interface.flash_attn_kvpacked_func, "q, kv, " + _ATTN),
+    ("FlashAttnVarlenFunc", interface.flash_attn_varlen_func,
+     "q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, " + _ATTN + ", block_table"),
+    ("FlashAttnVarlenQKVPackedFunc", interface.flash_attn_varlen_qkvpacked_func,
+     "qkv, cu_seqlens, max_seqlen, " + _ATTN),
+    ("FlashAttnVarlenKVPackedFunc", interface.flash_attn_varlen_kvpacked_func,
+     "q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, " + _ATTN),
+)}
+_PADDING_CLASSES = {name: _compat_impl._function_class(name, fn, params) for name, fn, params in (
+    ("IndexFirstAxis", bert_padding.index_first_axis, "input, indices"),
+    ("IndexPutFirstAxis", bert_padding.index_put_first_axis, "values, indices, first_axis_dim"),
+    ("IndexFirstAxisResidual", _compat_impl.index_first_axis_residual, "input, indices"),
+)}
+_ROTARY_CLASSES = {name: _compat_impl._function_class(name, fn, params) for name, fn, params in (
+    ("ApplyRotaryEmb", rotary.apply_rotary_emb,
+     "x, cos, sin, interleaved, inplace, seqlen_offsets, cu_seqlens, max_seqlen"),
+    ("ApplyRotaryEmbQKV_", rotary.apply_rotary_emb_qkv_,
+     "qkv, cos, sin, cos_k, sin_k, interleaved, seqlen_offsets, num_heads_q"),
+    ("ApplyRotaryEmbKV_", rotary.apply_rotary_emb_kv_, "kv, cos, sin, interleaved, seqlen_offsets"),
+)}
 
 _BERT_PADDING = {
     "index_first_axis": bert_padding.index_first_axis,
@@ -107,11 +136,11 @@ def _install() -> None:
             "or uninstall it (pip uninstall flash-attn) to run `import flash_attn` code on "
             "flash_attn_c; flash_attn_c's own API (import flash_attn_c) works either way.")
     from . import __version__ as ours
-    iface = _module("flash_attn.flash_attn_interface", {**_PUBLIC, **_PRIVATE},
+    iface = _module("flash_attn.flash_attn_interface", {**_PUBLIC, **_PRIVATE, **_FUNCTION_CLASSES},
                     "flash_attn.flash_attn_interface served by flash_attn_c", False)
-    padding = _module("flash_attn.bert_padding", _BERT_PADDING,
+    padding = _module("flash_attn.bert_padding", {**_BERT_PADDING, **_PADDING_CLASSES},
                       "flash_attn.bert_padding served by flash_attn_c", False)
-    rot = _module("flash_attn.layers.rotary", _ROTARY,
+    rot = _module("flash_attn.layers.rotary", {**_ROTARY, **_ROTARY_CLASSES},
                   "flash_attn.layers.rotary served by flash_attn_c (fused C / CUDA rotary)", False)
     layers = _module("flash_attn.layers", {"rotary": rot}, "flash_attn.layers served by flash_attn_c",
                      True)

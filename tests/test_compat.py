@@ -210,6 +210,49 @@ def test_user_script_runs_on_flash_attn_c(tmp_path, device, dtype):
     assert r["probe"] is None
 
 
+def test_function_classes_apply_like_the_functions():
+    """flash-attn's autograd.Function names (FlashAttnFunc, ..., ApplyRotaryEmbQKV_, IndexFirstAxis)
+    whose .apply some code calls directly: the same results as the functions, flash-attn 2.8's
+    trailing is_grad_enabled accepted, an argument count from another release refused (TypeError),
+    not shifted into the wrong parameters."""
+    proc = _run(textwrap.dedent('''
+        import torch
+        import flash_attn_c.compat  # noqa: F401
+        from flash_attn import flash_attn_func, flash_attn_varlen_kvpacked_func
+        from flash_attn.flash_attn_interface import FlashAttnFunc, FlashAttnVarlenKVPackedFunc
+        from flash_attn.bert_padding import IndexFirstAxis, index_first_axis
+        from flash_attn.layers.rotary import ApplyRotaryEmbQKV_, apply_rotary_emb_qkv_
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(2, 9, 4, 16, requires_grad=True) for _ in range(3))
+        a = FlashAttnFunc.apply(q, k, v, 0.0, None, True, (-1, -1), 0.0, None, False, True, True)
+        b = flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        a[0].sum().backward()  # autograd goes through
+        assert q.grad is not None and q.grad.abs().sum() > 0
+        qv, kv = torch.randn(9, 4, 16), torch.randn(12, 2, 2, 16)
+        cq, ck = torch.tensor([0, 4, 9], dtype=torch.int32), torch.tensor([0, 5, 12], dtype=torch.int32)
+        a = FlashAttnVarlenKVPackedFunc.apply(qv, kv, cq, ck, 5, 7, 0.0, 0.3, False, (2, 1), 0.0, None, False, False)
+        b = flash_attn_varlen_kvpacked_func(qv, kv, cq, ck, 5, 7, softmax_scale=0.3, window_size=(2, 1))
+        assert torch.equal(a, b)
+        x, idx = torch.randn(7, 3), torch.tensor([5, 0, 2])
+        assert torch.equal(IndexFirstAxis.apply(x, idx), index_first_axis(x, idx))
+        qkv = torch.randn(2, 9, 3, 4, 16)
+        cos, sin = torch.randn(9, 4), torch.randn(9, 4)
+        r1 = ApplyRotaryEmbQKV_.apply(qkv.clone(), cos, sin, None, None, False, 0, None)
+        r2 = apply_rotary_emb_qkv_(qkv.clone(), cos, sin)
+        assert torch.equal(r1, r2)
+        try:  # flash-attn 2.5's order (no softcap): would put alibi_slopes into softcap
+            FlashAttnFunc.apply(q, k, v, 0.0, None, True, (-1, -1), None, False, False)
+        except TypeError as e:
+            assert "FlashAttnFunc.apply takes" in str(e), e
+        else:
+            raise AssertionError("a shifted argument list was accepted")
+        print("ok")
+        '''))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
+
+
 def test_nothing_happens_without_compat():
     proc = _run("import sys, flash_attn_c\n"
                 "assert 'flash_attn' not in sys.modules\n"
