@@ -15,7 +15,8 @@ Modules registered (in sys.modules, built from flash_attn_c's functions):
                                         apply_rotary_emb(_func, _qkv_, _kv_, _torch), rotate_half,
                                         RotaryEmbedding (flash_attn_c.rotary: fused C / CUDA),
                                         ApplyRotaryEmb, ApplyRotaryEmbQKV_, ApplyRotaryEmbKV_ (.apply)
-Any other ``flash_attn.*`` import fails with a ModuleNotFoundError that says what is served.
+Any other ``flash_attn.*`` import fails with Python's ModuleNotFoundError naming it (a finder that
+listed what is served would also break find_spec probes, which expect None); docs/compat.md lists it.
 
 If a real flash-attn is installed (a distribution, an importable ``flash_attn`` package, or one
 already imported) this import raises ImportError instead of shadowing it. Importing it again
