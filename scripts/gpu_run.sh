@@ -51,6 +51,16 @@ if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
   # selects the d = 64 and d = 256 tiles' sq1025 cases too); --filter d256: the dim-split instance
   # (d 136..256); -k drop: the forward's dropout variant (opt-in; the harness sets it); --det: only the ORDERED deterministic instances (FLASH_ATTN_C_SM90_BWD_DET as given;
   # unset: the default Br = 80 / 128 ones); -k persist: the persistent forward's cases (items without key tiles too)
+  # first the instances that have not yet had a sanitizer run to its summary (filters with spaces:
+  # tool|filter): CAP_SLIM (opt-in softcap), the persistent grid with one feature (opt-in)
+  for spec in "memcheck|capslim bf16 b1 h6/3" "synccheck|capslim bf16 b1 h6/3" "racecheck|capslim bf16 b1 h6/3 d128" \
+              "memcheck|persistfeat bf16 b7" "synccheck|persistfeat bf16 b7" "racecheck|persistfeat bf16 b1"; do
+    tool=${spec%%|*}; filt=${spec#*|}
+    echo "== compute-sanitizer --tool $tool dev/bin/fwd_sm90/sm90_check -k '$filt'"
+    timeout 90 compute-sanitizer --tool $tool dev/bin/fwd_sm90/sm90_check -k "$filt" 2>&1 |
+      grep -E "passed|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|out of bounds|hazard|Barrier" | head -8
+  done > "$OUT/sanitizer_new.log" 2>&1
+  cat "$OUT/sanitizer_new.log"
   for c in "memcheck dev/bin/fwd/fwd_check -k varlen" "memcheck dev/bin/fwd_sm90/sm90_check -k varlen" \
            "memcheck dev/bin/bwd/bwd_check --filter varlen" "memcheck dev/bin/bwd_sm90/bwd_sm90_check --filter gqa" \
            "racecheck dev/bin/fwd_sm90/sm90_check -k varlen" "synccheck dev/bin/fwd_sm90/sm90_check -k varlen" \
