@@ -87,6 +87,30 @@ def _check_like_q(t: torch.Tensor, name: str, q: torch.Tensor, layout: str) -> N
         raise TypeError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
 
 
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: bool) -> None:
+    """The op's dtype / shape agreement checks on q, k, v (ranks already checked), made here first
+    with the op's messages and its (and flash-attn's) RuntimeError: a check failing inside the C++ op
+    ended the process on the lent GPU machine (run 87, README limitations)."""
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise RuntimeError(f"flash_attn_c: q must be float16, bfloat16 or float32, got {q.dtype}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise RuntimeError(f"flash_attn_c: {name} must have the dtype of q ({q.dtype}), got {t.dtype}")
+    if k.shape[-1] != q.shape[-1]:
+        raise RuntimeError(f"flash_attn_c: k.shape[-1] must equal q's head_dim {q.shape[-1]}, got {k.shape[-1]}")
+    if not varlen and k.shape[0] != q.shape[0]:
+        raise RuntimeError(f"flash_attn_c: k must have the batch size of q ({q.shape[0]}), got {k.shape[0]}")
+    for name, t in (("q", q), ("k", k)):
+        if t.shape[-2] < 1:
+            raise RuntimeError(f"flash_attn_c: {name} must have at least one head ({name}.shape[-2] >= 1), "
+                               f"got {t.shape[-2]}")
+    if v.shape != k.shape:
+        raise RuntimeError(f"flash_attn_c: v must have the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
+    if q.shape[-2] % k.shape[-2] != 0:
+        raise RuntimeError(f"flash_attn_c: the number of query heads ({q.shape[-2]}) must be a multiple of "
+                           f"the number of key/value heads ({k.shape[-2]})")
+
+
 def _check_head_dim(d: int, name: str = "q") -> None:
     """Checked before softmax_scale = d ** -0.5 is formed (d = 0 would divide by zero)."""
     if not 1 <= d <= 256:
@@ -216,6 +240,7 @@ def attention_with_lse(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_se
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_rank(t, name, rank, layout)
     _check_head_dim(q.shape[-1])
+    _check_qkv(q, k, v, varlen)
     if varlen:
         cu_seqlens_q = _op_input(cu_seqlens_q, "cu_seqlens_q")
         cu_seqlens_k = _op_input(cu_seqlens_k, "cu_seqlens_k")

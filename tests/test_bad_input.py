@@ -95,6 +95,24 @@ def test_cu_seqlens_on_other_device():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("bad", ["k_head_dim", "v_shape", "k_dtype", "heads"])
+def test_qkv_mismatch_on_cuda_raises_in_python(bad):
+    """On CUDA these are refused in Python before the op (a failed check inside the op ended the
+    process on the lent H100, run 87), with the op's RuntimeError and message."""
+    q, k, v = qkv(device="cuda")
+    if bad == "k_head_dim":
+        k, match = k[..., :16], r"\bk\.shape\[-1\]"
+    elif bad == "v_shape":
+        v, match = v[:1], r"\bv must have the shape of k"
+    elif bad == "k_dtype":
+        k, match = k.bfloat16(), r"\bk must have the dtype of q"
+    else:
+        k, v, match = k[:, :, :3], v[:, :, :3], r"multiple of the number of key/value heads"
+    with pytest.raises(RuntimeError, match=match):
+        f(q, k, v)
+
+
+@pytest.mark.gpu
 def test_alibi_on_other_device():
     q, k, v = qkv(device="cuda")
     with pytest.raises(ERRORS, match=r"alibi_slopes"):
