@@ -1,6 +1,7 @@
 /* fa_fwd_sm90_persist.cuh - the persistent-grid variant of the Hopper forward (issue #14), for
- * plain dense calls (and softcap, ALiBi or dropout alone, opt-in: fa_fwd_sm90_route.cuh) at the buckets
- * whose tuning row sets `persist` (d = 64, 128): min(#work items, #SMs) CTAs, one per SM, each walking a static list of work items (query
+ * plain dense calls (and softcap, ALiBi or dropout alone, opt-in: fa_fwd_sm90_route.cuh) at the
+ * buckets whose tuning row sets `persist` (d = 64, 128): min(#work items, #SMs) CTAs, one per SM,
+ * each walking a static list of work items (query
  * block, head, batch), grouped for K/V reuse in L2 (Schedule below); the math, the producer and
  * the epilogue are the one-block kernel's (fa_fwd_sm90_producer.cuh, fa_fwd_sm90_consumer.cuh,
  * fa_fwd_sm90_epilogue.cuh).
