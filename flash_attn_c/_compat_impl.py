@@ -20,16 +20,11 @@ import torch.nn.functional as F
 from . import _ops
 from ._dropout import fixed_rng_state
 from .bert_padding import index_first_axis
-from .interface import _check_cu_seqlens_on_device, pad_head_dim_for_cuda
+from .interface import _check_cu_seqlens_on_device, _op_input, pad_head_dim_for_cuda
 
 ops = _ops.ops
 
 FwdReturn = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _last_dim_contiguous(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """flash-attn's maybe_contiguous: copy only when the last dim is strided."""
-    return x.contiguous() if x is not None and x.shape[-1] > 1 and x.stride(-1) != 1 else x
 
 
 def _unsupported(**kwargs) -> None:
@@ -46,7 +41,8 @@ def _window_right(causal: bool, window_size_right: int) -> int:
 
 def _forward(q, k, v, cu_q, cu_k, max_sq, max_sk, dropout_p, softmax_scale, causal, wl, wr,
              softcap, alibi_slopes, return_softmax) -> FwdReturn:
-    q, k, v = (_last_dim_contiguous(t.detach()) for t in (q, k, v))
+    # flash-attn's maybe_contiguous: a copy only where the last dim is strided
+    q, k, v = (_op_input(t, n).detach() for t, n in ((q, "q"), (k, "k"), (v, "v")))
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if cu_q is not None:
@@ -108,8 +104,8 @@ def _flash_attn_varlen_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 def _backward(dout, q, k, v, out, softmax_lse, dq, dk, dv, cu_q, cu_k, max_sq, max_sk, dropout_p,
               softmax_scale, causal, wl, wr, softcap, alibi_slopes, deterministic, rng_state
               ) -> torch.Tensor:
-    dout, q, k, v, out = (_ops.unbroadcast(_last_dim_contiguous(t.detach()))
-                          for t in (dout, q, k, v, out))
+    dout, q, k, v, out = (_ops.unbroadcast(_op_input(t, n).detach())
+                          for t, n in ((dout, "dout"), (q, "q"), (k, "k"), (v, "v"), (out, "out")))
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     if dropout_p > 0.0 and rng_state is None:
