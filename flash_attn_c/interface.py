@@ -196,12 +196,13 @@ def _max_seqlen(val: object, name: str) -> Union[int, torch.SymInt]:
 
 
 def _check_cu_seqlens_on_device(cu: torch.Tensor, rows: int, max_seqlen: int, name: str,
-                                max_name: str) -> None:
+                                max_name: str, cpu_too: bool = False) -> None:
     """CUDA cu_seqlens are validated in eager mode with one small copy to the host; the CPU op
-    validates its own. Skipped while compiling or capturing a CUDA graph (no host syncs there)."""
-    if not cu.is_cuda or cu.dtype != torch.int32 or cu.dim() != 1:
+    validates its own (cpu_too: here as well, for an op that does not take max_seqlen, the rotary
+    one). Skipped while compiling or capturing a CUDA graph (no host syncs there)."""
+    if not (cu.is_cuda or cpu_too) or cu.dtype != torch.int32 or cu.dim() != 1:
         return  # the op reports dtype / rank / device problems with the argument's name
-    if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
+    if torch.compiler.is_compiling() or (cu.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
     c = cu.cpu()
     lens = c[1:] - c[:-1]

@@ -20,7 +20,7 @@ from typing import Optional, Tuple, Union
 import torch
 
 from . import _ops
-from .interface import _op_input
+from .interface import _check_cu_seqlens_on_device, _op_input
 
 ops = _ops.ops
 
@@ -119,13 +119,10 @@ def _check_args(x, cos, sin, seqlen_offsets, cu_seqlens, max_seqlen) -> Tuple[Op
     if seqlen_ro < seqlen:
         raise ValueError(f"cos / sin have seqlen_ro = {seqlen_ro} rows, fewer than the sequence "
                          f"length {seqlen} ({'max_seqlen' if cu_seqlens is not None else 'x.shape[1]'})")
-    if cu_seqlens is not None and isinstance(cu_seqlens, torch.Tensor) and cu_seqlens.device.type == "cpu" \
-            and cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2:
-        # readable without a sync: a max_seqlen below the longest sequence would let positions
-        # past the tables through unrotated (the table check above trusts max_seqlen)
-        longest = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-        if longest > max_seqlen:
-            raise ValueError(f"max_seqlen = {max_seqlen} is below the longest sequence of cu_seqlens ({longest})")
+    if isinstance(cu_seqlens, torch.Tensor):
+        # the table check above trusts max_seqlen: one below the longest sequence would let positions
+        # past the tables through unrotated (the shared check; the rotary op takes no max_seqlen)
+        _check_cu_seqlens_on_device(cu_seqlens, x.shape[0], seqlen, "cu_seqlens", "max_seqlen", cpu_too=True)
     if isinstance(seqlen_offsets, torch.Tensor):
         return seqlen_offsets, 0
     try:  # an int, or an integer such as numpy.int64 (flash-attn takes those)

@@ -443,7 +443,7 @@ def _bad_cases():
         ("exceeds", dict(x=torch.randn(9, 3, 16), max_seqlen=8,
                          cu_seqlens=torch.tensor([0, 5, 12], dtype=torch.int32))),
         # positions 4..6 of the second sequence would pass the table check unrotated
-        ("max_seqlen = 4 is below the longest sequence", dict(x=torch.randn(9, 3, 16), max_seqlen=4,
+        ("max_seqlen=4 is smaller than the longest sequence", dict(x=torch.randn(9, 3, 16), max_seqlen=4,
                                                               cu_seqlens=torch.tensor([0, 2, 9], dtype=torch.int32))),
     ], x, cos, sin
 
