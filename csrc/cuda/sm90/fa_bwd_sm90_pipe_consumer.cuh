@@ -31,13 +31,16 @@ static __device__ __forceinline__ void thread_release_bwd_slot(uint32_t bar)
  * dsa (dS^T) of the dV / dK products, and with kStoreDs dS^T into sds ([Bc][Br] swizzled, this
  * iteration's buffer) for dQ. The math and the fragment maps of fa_bwd_sm90_kernel's loop body;
  * only the waits differ (mbarriers of the slot instead of cp.async groups + __syncthreads).
- * lse_s, dsum_s: the slot's [Br] rows. Leaves the slot's Q / dO in use (dV, dK read them). */
-template <bool kBf16, int D, int Br, bool kStoreDs>
+ * lse_s, dsum_s: the slot's [Br] rows. Leaves the slot's Q / dO in use (dV, dK read them).
+ * kFeat (the FEAT instance: softcap and / or ALiBi, slope = this query head's, 0 = off): P^T and
+ * dS^T in one pass once dP^T is in too (thread_probs_ds_feat), without the overlap of P^T with the
+ * dP^T product that the plain path has. */
+template <bool kBf16, int D, int Br, bool kStoreDs, bool kFeat = false>
 static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, const fa_seq &seq,
                                                           const fa_bwd_pipe_smem &sm, int stage, uint32_t phase,
                                                           uint32_t sds, int i0, int j0, const float *lse_s,
                                                           const float *dsum_s, uint32_t (&pa)[Br / 16][4],
-                                                          uint32_t (&dsa)[Br / 16][4])
+                                                          uint32_t (&dsa)[Br / 16][4], float slope = 0.f)
 {
     constexpr int Bc = FA_BWD_SM90_BC;
     constexpr uint32_t kQBytes = Br * D * 2;
@@ -62,14 +65,21 @@ static __device__ __forceinline__ void warpgroup_tile_pds(const fa_bwd_args &a, 
     fa_wgmma_commit();
 
     const bool need_mask = fa_bwd_tile_need_mask<Br, Bc>(a, i0, j0, sk, off); /* edge tile? */
-    fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
-    fa_reg_fence(s);
-    thread_probs_t<Br>(s, a, lse_s, need_mask, key_base, i0, sk, off, t);
-    fa_wgmma_wait<0>();
-    fa_reg_fence(dp);
     /* queries past sq: Q, dO rows zero-filled by TMA, LSE = +inf, D = 0, so P = exp2(-inf) = 0 and
      * dS = 0 * (0 - 0) = 0 exactly: their dQ rows are true zeros (the TMA reduce clips them anyway) */
-    thread_ds_t<Br>(dp, s, dsum_s, t);
+    if constexpr (kFeat) {
+        fa_wgmma_wait<0>(); /* S^T and dP^T ready */
+        fa_reg_fence(s);
+        fa_reg_fence(dp);
+        thread_probs_ds_feat<Br>(s, dp, a, lse_s, dsum_s, need_mask, key_base, i0, sk, off, t, slope);
+    } else {
+        fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
+        fa_reg_fence(s);
+        thread_probs_t<Br>(s, a, lse_s, need_mask, key_base, i0, sk, off, t);
+        fa_wgmma_wait<0>();
+        fa_reg_fence(dp);
+        thread_ds_t<Br>(dp, s, dsum_s, t);
+    }
 
 #pragma unroll
     for (int kk = 0; kk < Br / 16; ++kk) {
@@ -220,13 +230,14 @@ warpgroup_tile_dk_stage_dq(float (&dk)[D / 2], float (&dv)[D / 2], float (&dq)[f
 /* One consumer tile, kDq = TMA, FA3's order: dQ = dS K overlaps the dK product, its fragments go
  * to the warpgroup's staging buffer for the writer warp (protocol: header comment). first: tile 0
  * of the CTA (the staging buffer has never been used: no EMPTY sync). sds: this iteration's dS^T
- * buffer. */
-template <bool kBf16, int D, int Br>
+ * buffer. kFeat, slope: softcap / ALiBi (warpgroup_tile_pds). */
+template <bool kBf16, int D, int Br, bool kFeat = false>
 static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args &a, const fa_seq &seq,
                                                               const fa_bwd_pipe_smem &sm, float (&dk)[D / 2],
                                                               float (&dv)[D / 2], int stage, uint32_t phase,
                                                               uint32_t sds, bool first, int i0, int j0,
-                                                              const float *lse_s, const float *dsum_s)
+                                                              const float *lse_s, const float *dsum_s,
+                                                              float slope = 0.f)
 {
     using Dq = fa_bwd_pipe_dq_split<D, Br>;
     constexpr uint32_t kQBytes = Br * D * 2;
@@ -235,7 +246,8 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_tma(const fa_bwd_args 
     const uint32_t q_st = sm.q + (uint32_t)stage * kQBytes, do_st = sm.dout + (uint32_t)stage * kQBytes;
 
     uint32_t pa[Br / 16][4], dsa[Br / 16][4]; /* P^T, dS^T as A fragments (16 queries per k-step) */
-    warpgroup_tile_pds<kBf16, D, Br, true>(a, seq, sm, stage, phase, sds, i0, j0, lse_s, dsum_s, pa, dsa);
+    warpgroup_tile_pds<kBf16, D, Br, true, kFeat>(a, seq, sm, stage, phase, sds, i0, j0, lse_s, dsum_s, pa, dsa,
+                                                  slope);
     fa_wgmma_fence();
     warpgroup_gemm_rs_q<kBf16, D, Br>(dv, pa, do_st);
     fa_wgmma_commit(); /* group: dV */

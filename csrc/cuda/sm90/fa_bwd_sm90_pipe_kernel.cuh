@@ -92,6 +92,12 @@
  * kernel's body at Br = 80 (tuning row FA_KERNEL_BWD_SM90_PIPE80), TMA or ORDERED dQ, with the
  * consumer tile of fa_bwd_sm90_pipe80.cuh (dQ transposed; the same writer warp).
  *
+ * fa_bwd_sm90_pipe_feat_kernel (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1; compiled, not yet run on a GPU):
+ * this kernel's body at Br = 64 with TMA dQ and kFeat: softcap and / or ALiBi scores (the consumers
+ * wait for S^T and dP^T together, then P^T and dS^T in one pass, thread_probs_ds_feat; the ALiBi
+ * slope of each tile's query head read in the loop). Dense, d <= 128, atomic dQ, no dropout; every
+ * other softcap / ALiBi call runs the sm80 backward (fa_bwd_sm90_plan.cu).
+ *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
  */
@@ -110,12 +116,15 @@
 
 /* The kernel body (the __global__ wrappers below): kKernel picks the tuning row
  * (fa_bwd_sm90_pipe_cfg) and, for FA_KERNEL_BWD_SM90_PIPE128 / _PIPE80, the consumer tile of
- * fa_bwd_sm90_pipe128.cuh / fa_bwd_sm90_pipe80.cuh. prm: the kernel's __grid_constant__ parameter. */
-template <bool kBf16, int D, int kDq, int kKernel>
+ * fa_bwd_sm90_pipe128.cuh / fa_bwd_sm90_pipe80.cuh. prm: the kernel's __grid_constant__ parameter.
+ * kFeat: softcap and / or ALiBi (the FEAT instance: Br = 64, TMA dQ, d <= 128; warpgroup_tile_pds). */
+template <bool kBf16, int D, int kDq, int kKernel, bool kFeat = false>
 static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_params &prm)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D, kKernel>;
     constexpr int Br = Cfg::Br, kStages = Cfg::kStages, Bc = Cfg::Bc;
+    static_assert(!kFeat || (kKernel == FA_KERNEL_BWD_SM90_PIPE && !Cfg::kDimSplit && kDq == FA_BWD_SM90_DQ_TMA),
+                  "softcap / ALiBi: the Br = 64 tile with TMA dQ only");
     /* dK, dV accumulators per thread: 64 keys x D dims per warpgroup, or at d = 256 (kDimSplit)
      * 64 keys x D / 2 dims */
     constexpr int kAcc = Cfg::kDimSplit ? D / 4 : D / 2;
@@ -192,9 +201,12 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_p
                                                          s_lse[stage], s_dsum[stage]);
             } else {
                 const uint32_t sds = sm.ds + buf;
+                /* ALiBi: the slope of this tile's query head (0 = off) */
+                const float slope = kFeat && a.alibi_slopes != NULL
+                                        ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] : 0.f;
                 if (FA_BWD_SM90_DQ_STAGED(kDq))
-                    warpgroup_bwd_tile_tma<kBf16, D, Br>(a, seq, sm, dk, dv, stage, phase, sds, it == 0, i0, j0,
-                                                         s_lse[stage], s_dsum[stage]);
+                    warpgroup_bwd_tile_tma<kBf16, D, Br, kFeat>(a, seq, sm, dk, dv, stage, phase, sds, it == 0, i0,
+                                                                j0, s_lse[stage], s_dsum[stage], slope);
                 else
                     warpgroup_bwd_tile<kBf16, D, Br, kDq>(a, seq, sm, dk, dv, stage, phase, sds, h, i0, j0,
                                                           s_lse[stage], s_dsum[stage]);
@@ -223,6 +235,21 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 #else
     /* other gencodes: never launched (fa_bwd_sm90_supported checks for the sm_90a image) */
     __trap();
+#endif
+}
+
+/* The FEAT instance (pipelined mode FA_BWD_SM90_PIPE_MODE_FEAT; opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1,
+ * fa_bwd_sm90_plan.cu): softcap and / or ALiBi, atomic dQ, at d <= 64 and d in (64, 128]: this kernel's
+ * body at Br = 64 with TMA dQ and the feature scores (thread_probs_ds_feat). The same maps, shared
+ * memory and launch as fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>. */
+template <bool kBf16, int D>
+__global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
+fa_bwd_sm90_pipe_feat_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
+{
+#if FA_SM90_DEVICE
+    fa_bwd_sm90_pipe_main<kBf16, D, FA_BWD_SM90_DQ_TMA, FA_KERNEL_BWD_SM90_PIPE, true>(prm);
+#else
+    __trap(); /* as above */
 #endif
 }
 

@@ -31,6 +31,9 @@
  * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
  * modes 5 red.add, 6 TMA dQ); "br64" keeps the Br = 64 tile for both (H100 run 54: 1.03-1.31x and
  * 1.19-1.47x it).
+ * Softcap / ALiBi (FLASH_ATTN_C_SM90_BWD_FEAT=1, opt-in: fa_bwd_sm90_feat_ok): dense atomic-dQ calls at
+ * d <= 128 without dropout run the FEAT instance (mode FA_BWD_SM90_PIPE_MODE_FEAT, Br = 64, TMA dQ);
+ * a softcap / ALiBi call that cannot is refused here (fa_bwd_sm90_can_run), so the sm80 backward runs it.
  */
 #include <cuda.h>
 #include <math.h>
@@ -64,6 +67,23 @@ static int fa_bwd_sm90_bucket(int64_t d)
 
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
+/* Softcap or ALiBi: scores the plain instances do not compute (only the FEAT instance does). */
+static int fa_bwd_sm90_feat_call(const fa_params *p)
+{
+    return p->softcap != 0.f || p->alibi_slopes != NULL;
+}
+
+/* A softcap / ALiBi call the FEAT instance (FA_BWD_SM90_PIPE_MODE_FEAT) may take: opt-in
+ * FLASH_ATTN_C_SM90_BWD_FEAT=1 (compiled, never yet run on a GPU: the sm80 backward keeps these
+ * calls until a GPU run shows parity and speed), no dropout, d <= 128, dense, atomic dQ
+ * (deterministic feature calls keep the sm80 backward). TMA-fit is checked later
+ * (fa_bwd_sm90_pipe_prepare). */
+static int fa_bwd_sm90_feat_ok(const fa_params *p)
+{
+    return fa_env_flag("FLASH_ATTN_C_SM90_BWD_FEAT") && p->dropout_p == 0.f && p->head_dim <= 128 &&
+           !p->deterministic && p->cu_seqlens_q == NULL && p->cu_seqlens_k == NULL;
+}
+
 /* The checks of fa_bwd_sm90_bucket_checked that look at neither the pointers nor the workspace (so
  * fa_bwd_sm90_workspace_bytes can ask them before there is one): the head-dim bucket when they
  * pass, else 0. */
@@ -71,8 +91,9 @@ static int fa_bwd_sm90_bucket_of_shape(const fa_params *p)
 {
     if (p == NULL) return 0;
     if (p->dtype != FA_F16 && p->dtype != FA_BF16) return 0;
-    /* the plain path only (deterministic = 1 is fine: dK/dV are per-CTA sums in a fixed order) */
-    if (p->dropout_p != 0.f || p->softcap != 0.f || p->alibi_slopes != NULL) return 0;
+    /* no dropout (deterministic = 1 is fine: dK/dV are per-CTA sums in a fixed order); softcap /
+     * ALiBi only where the FEAT instance may take the call */
+    if (p->dropout_p != 0.f || (fa_bwd_sm90_feat_call(p) && !fa_bwd_sm90_feat_ok(p))) return 0;
     if (!isfinite(p->softmax_scale)) return 0;
     const int bucket = fa_bwd_sm90_bucket(p->head_dim);
     if (bucket == 0) return 0;
@@ -100,6 +121,14 @@ int fa_bwd_sm90_can_run(const fa_params *p)
 {
     const int bucket = fa_bwd_sm90_bucket_checked(p);
     if (bucket == 0) return 0;
+    if (fa_bwd_sm90_feat_call(p)) {
+        /* softcap / ALiBi: only where the FEAT instance takes the call (TMA-fit maps,
+         * FLASH_ATTN_C_SM90_BWD_PIPE not 0); every other instance would ignore them */
+        fa_bwd_args a;
+        fa_bwd_fill_args(p, &a);
+        fa_bwd_sm90_params prm;
+        return fa_bwd_sm90_plan(p, &a, &prm) == FA_BWD_SM90_PIPE_MODE_FEAT;
+    }
     if (bucket == 256) {
         /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
          * TMA-fit, atomic dQ unless FLASH_ATTN_C_SM90_BWD_PIPE=1 / 2 asks for it, not =0:
@@ -194,10 +223,13 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
+    /* softcap / ALiBi: the FEAT instance (Br = 64, TMA dQ) whatever =1 / =2 says, or none */
+    const int feat = fa_bwd_sm90_feat_call(p);
+    if (feat && (!fa_bwd_sm90_feat_ok(p) || !a->atomic_dq)) return 0;
     /* the FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default both; fa_bwd_sm90_pipe80_host.h): the
      * TMA-dQ call at d in (64, 128] runs the Br = 80 kernel, the atomic-dQ calls (red.add or TMA) at
      * d <= 64 the Br = 128 instances */
-    const int fa3 = a->atomic_dq ? fa_bwd_sm90_fa3_tile_br(p->head_dim, p->softmax_scale) : 0;
+    const int fa3 = a->atomic_dq && !feat ? fa_bwd_sm90_fa3_tile_br(p->head_dim, p->softmax_scale) : 0;
     const int br80 = mode == 2 && fa3 == FA_BWD_SM90_PIPE80_BR;
     const int br128 = (mode == 1 || mode == 2) && fa3 == FA_BWD_SM90_PIPE128_BR;
     /* deterministic (unset or FLASH_ATTN_C_SM90_BWD_DET=ordered_br): the ORDERED instances of those
@@ -230,9 +262,10 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
         if (mode == 3) return a->dq_sem_rows == FA_BWD_DQ_TILE_ROWS ? FA_BWD_SM90_PIPE_MODE_D256_ORDERED : 0;
         return !a->atomic_dq || p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
     }
-    if ((mode == 3 || (mode == 2 && a->atomic_dq)) &&
+    if ((feat || mode == 3 || (mode == 2 && a->atomic_dq)) &&
         !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 || ord80 ? br : 64))
         return 0;
+    if (feat) return FA_BWD_SM90_PIPE_MODE_FEAT; /* d <= 128 (fa_bwd_sm90_feat_ok), Br = 64 above */
     if (ord80) return FA_BWD_SM90_PIPE_MODE_BR80_ORDERED;
     if (ord128) return FA_BWD_SM90_PIPE_MODE_BR128_ORDERED;
     if (br128) return mode == 2 ? FA_BWD_SM90_PIPE_MODE_BR128_TMA : FA_BWD_SM90_PIPE_MODE_BR128_RED;
@@ -261,6 +294,8 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_fill_args(p, &a);
     fa_bwd_sm90_params prm;
     const int mode = fa_bwd_sm90_plan(p, &a, &prm);
-    if (FA_BWD_SM90_PIPE_MODE_FA3(mode) || mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED) return mode;
+    if (FA_BWD_SM90_PIPE_MODE_FA3(mode) || mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED ||
+        mode == FA_BWD_SM90_PIPE_MODE_FEAT)
+        return mode;
     return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }

@@ -8,6 +8,7 @@
  *   dP^T = V_wg dO_i^T       wgmma SS  (the same helper on V, dO)
  *   P^T  = exp2(S^T scale log2e - LSE_i log2e)   (thread_probs_t)
  *   dS^T = P^T o (dP^T - D_i)                     (thread_ds_t)
+ *   (softcap / ALiBi, the pipelined kernel's FEAT instance: both at once, thread_probs_ds_feat)
  *   dV_wg += P^T dO_i, dK_wg += dS^T Q_i          (warpgroup_gemm_dv_dk: wgmma RS, B MN-major; at
  *                            d = 256 SS from the P^T / dS^T buffers: warpgroup_gemm_dv_dk_ss)
  *   dQ_i  += dS K_j          wgmma SS, both operands MN-major (warpgroup_gemm_dq, fa_wgmma_bwd.cuh)
@@ -25,6 +26,7 @@
 #include "fa_bwd_args.cuh"
 #include "fa_sm90_sync.cuh"
 #include "fa_mma.cuh"
+#include "fa_softmax.cuh" /* fa_tanh, FA_LOG2E (thread_probs_ds_feat) */
 #include "fa_tuning.h"
 #include "fa_wgmma.cuh"
 #include "fa_wgmma_bwd.cuh"
@@ -134,6 +136,47 @@ static __device__ __forceinline__ void thread_ds_t(float (&dp)[Br / 2], const fl
         for (int e = 0; e < 4; ++e) {
             const int c = 8 * jn + 2 * t + (e & 1);
             dp[4 * jn + e] = p[4 * jn + e] * (dp[4 * jn + e] - dsum[c]);
+        }
+}
+
+/* The feature form of thread_probs_t + thread_ds_t (softcap and / or ALiBi; the pipelined kernel's
+ * FEAT instance), once both S^T and dP^T are in registers: s (raw dots q.k) -> P^T and dp -> dS^T in
+ * one pass, so that the softcap factor 1 - tanh^2 never needs registers of its own. The scores of
+ * the forward and of the sm80 backward (fa_bwd_tile.cuh, warp_bwd_probs):
+ *   val = softcap tanh(x scale / softcap)   (softcap > 0; else x scale)
+ *   val -= slope |i + sk - sq - j|           (ALiBi; slope 0 = off)
+ *   P = exp2(val log2e - LSE2),  dS = P (1 - tanh^2) (dP - D)
+ * The tanh is the forward's (fa_tanh, MUFU.TANH), so P matches the forward's LSE. lse2, dsum: the
+ * block's [Br] LSE log2e (+inf: P = 0) and D; key_base, i0, sk, off = sk - sq, t: as thread_probs_t. */
+template <int Br>
+static __device__ __forceinline__ void thread_probs_ds_feat(float (&s)[Br / 2], float (&dp)[Br / 2],
+                                                            const fa_bwd_args &a, const float *lse2,
+                                                            const float *dsum, bool need_mask, int key_base, int i0,
+                                                            int sk, int off, int t, float slope)
+{
+#pragma unroll
+    for (int jn = 0; jn < Br / 8; ++jn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = 8 * jn + 2 * t + (e & 1); /* query within the block */
+            const int j = key_base + 8 * (e >> 1), i = i0 + c;
+            float val, dtanh = 1.f;
+            if (a.softcap > 0.f) {
+                const float th = fa_tanh(s[4 * jn + e] * a.scale_div_softcap);
+                val = a.softcap * th;
+                dtanh = fmaf(-th, th, 1.f);
+            } else {
+                val = s[4 * jn + e] * a.scale;
+            }
+            val = fmaf(-slope, fabsf((float)(i + off - j)), val);
+            float x = exp2f(fmaf(val, FA_LOG2E, -lse2[c]));
+            if (need_mask) {
+                const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
+                                 (a.window_left < 0 || j >= i + off - a.window_left);
+                x = vis ? x : 0.f;
+            }
+            s[4 * jn + e] = x;
+            dp[4 * jn + e] = x * dtanh * (dp[4 * jn + e] - dsum[c]);
         }
 }
 
