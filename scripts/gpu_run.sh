@@ -52,12 +52,15 @@ if [ "$what" = all ] || [ "$what" = extras ] || [ "$what" = sanitize ]; then
   # (d 136..256); -k drop: the forward's dropout variant (opt-in; the harness sets it); --det: only the ORDERED deterministic instances (FLASH_ATTN_C_SM90_BWD_DET as given;
   # unset: the default Br = 80 / 128 ones); -k persist: the persistent forward's cases (items without key tiles too)
   # first the instances that have not yet had a sanitizer run to its summary (filters with spaces:
-  # tool|filter): CAP_SLIM (opt-in softcap), the persistent grid with one feature (opt-in)
-  for spec in "memcheck|capslim bf16 b1 h6/3" "synccheck|capslim bf16 b1 h6/3" "racecheck|capslim bf16 b1 h6/3 d128" \
-              "memcheck|persistfeat bf16 b7" "synccheck|persistfeat bf16 b7" "racecheck|persistfeat bf16 b1"; do
-    tool=${spec%%|*}; filt=${spec#*|}
-    echo "== compute-sanitizer --tool $tool dev/bin/fwd_sm90/sm90_check -k '$filt'"
-    timeout 90 compute-sanitizer --tool $tool dev/bin/fwd_sm90/sm90_check -k "$filt" 2>&1 |
+  # tool|harness|filter): CAP_SLIM (opt-in softcap), the persistent grid with one feature (opt-in),
+  # the backward's softcap / ALiBi FEAT instance (opt-in; its "pipe feat" mode sets the switch)
+  for spec in "memcheck|fwd|capslim bf16 b1 h6/3" "synccheck|fwd|capslim bf16 b1 h6/3" "racecheck|fwd|capslim bf16 b1 h6/3 d128" \
+              "memcheck|fwd|persistfeat bf16 b7" "synccheck|fwd|persistfeat bf16 b7" "racecheck|fwd|persistfeat bf16 b1" \
+              "memcheck|bwd|feat alibi" "synccheck|bwd|feat softcap" "racecheck|bwd|feat softcap alibi window"; do
+    tool=${spec%%|*}; rest=${spec#*|}; which=${rest%%|*}; filt=${rest#*|}
+    if [ "$which" = fwd ]; then exe=dev/bin/fwd_sm90/sm90_check; opt=-k; else exe=dev/bin/bwd_sm90/bwd_sm90_check; opt=--filter; fi
+    echo "== compute-sanitizer --tool $tool $exe $opt '$filt'"
+    timeout 90 compute-sanitizer --tool $tool $exe $opt "$filt" 2>&1 |
       grep -E "passed|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|out of bounds|hazard|Barrier" | head -8
   done > "$OUT/sanitizer_new.log" 2>&1
   cat "$OUT/sanitizer_new.log"

@@ -165,6 +165,25 @@ static const bwd_case g_cases[] = {
     {"window 7,-1 d136 (d256 tile)",     BF, 1,  97,  200,  2, 2, 136,  7, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
 };
 
+/* Softcap and / or ALiBi (the FEAT instance, opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1: dense, d <= 128,
+ * atomic dQ, no dropout): a list of their own, run only in the "pipe feat" mode below. Softcaps
+ * small enough that tanh bends the scores (the inputs' dots are ~N(0, 1) x scale); slopes (h,) and
+ * (b, h); the tile edges and ring shapes of the plain list. Every name has "feat" (--filter feat). */
+static const bwd_case g_feat_cases[] = {
+    /* name                              dt  b   sq    sk   h hk   d   wl  wr  cap al drop sp st lens scale */
+    {"feat softcap d64",                 BF, 2,  97,   97,  4, 4,  64, -1, -1, 2.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap causal d128 fp16",    HF, 2, 200,  200,  2, 2, 128, -1,  0, 2.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"feat alibi sq>sk gqa d128",        BF, 2, 130,   97,  4, 2, 128, -1, -1, 0.f, 1, 0.f, 0, 0, NULL, 1.f},
+    {"feat alibi bh causal gqa d64",     BF, 2,  97,  130,  8, 2,  64, -1,  0, 0.f, 2, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap alibi window d112",   BF, 1, 255,  255,  2, 2, 112, 20, 20, 3.f, 2, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap alibi sq1025 causal d128", BF, 1, 1025, 1025, 2, 2, 128, -1, 0, 5.f, 1, 0.f, 0, 0, NULL, 1.f},
+    {"feat alibi sq17 sk1025 d48 fp16",  HF, 2,  17, 1025,  2, 2,  48, -1, -1, 0.f, 1, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap sq1025 sk17 mqa d64", BF, 1, 1025,  17,  4, 1,  64, -1, -1, 1.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap scale 4 d128",        BF, 2,  97,   97,  2, 2, 128, -1, -1, 10.f, 0, 0.f, 0, 0, NULL, 4.f},
+    {"feat seqlen 1 alibi d128",         BF, 3,   1,    1,  2, 2, 128, -1, -1, 0.f, 1, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap alibi d32 sq<sk causal fp16", HF, 2, 130, 200, 4, 2, 32, -1, 0, 2.f, 2, 0.f, 0, 0, NULL, 1.f},
+};
+
 /* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64
  * with atomic dQ would run the pipelined kernel), twice per case ----------------------------- */
 /* fa_bwd_sm90 under FLASH_ATTN_C_SM90_BWD_PIPE=mode and FLASH_ATTN_C_SM90_BWD_DET=pass (so that the
@@ -359,6 +378,37 @@ static const bwd_mode g_det_modes[] = {
 static const bwd_target g_det_target = {fa_bwd_sm90_det_entry, fa_bwd_sm90_det_workspace, fa_bwd_sm90_supported,
                                         g_det_modes, 1};
 
+/* ---- under test: the FEAT instance (FLASH_ATTN_C_SM90_BWD_FEAT=1, pipelined mode
+ * FA_BWD_SM90_PIPE_MODE_FEAT), the g_feat_cases: every call must take it (a counted check), and
+ * without the variable fa_bwd_sm90_supported must refuse every one of them (the sm80 backward's:
+ * a plain instance would ignore softcap / ALiBi; a counted check too). */
+static int g_feat_calls = 0, g_feat_taken = 0, g_feat_refused_off = 0;
+static fa_status fa_bwd_sm90_feat_entry(const fa_params *p, void *stream)
+{
+    unsetenv("FLASH_ATTN_C_SM90_BWD_FEAT");
+    g_feat_refused_off += !fa_bwd_sm90_supported(p);
+    setenv("FLASH_ATTN_C_SM90_BWD_FEAT", "1", 1);
+    const int takes = fa_bwd_sm90_pipe_takes(p);
+    const fa_status st = fa_bwd_sm90(p, stream);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_FEAT");
+    ++g_feat_calls;
+    g_feat_taken += takes == FA_BWD_SM90_PIPE_MODE_FEAT;
+    return st;
+}
+static int fa_bwd_sm90_feat_supported(const fa_params *p)
+{
+    setenv("FLASH_ATTN_C_SM90_BWD_FEAT", "1", 1);
+    const int ok = fa_bwd_sm90_supported(p);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_FEAT");
+    return ok;
+}
+static const bwd_mode g_feat_modes[] = {
+    {"pipe feat", 0, 0},
+    {"pipe feat#2", 0, 0},
+};
+static const bwd_target g_feat_target = {fa_bwd_sm90_feat_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_feat_supported,
+                                         g_feat_modes, 2};
+
 /* ---- timing ------------------------------------------------------------------------------- */
 static void bench(int det)
 {
@@ -458,6 +508,10 @@ int main(int argc, char **argv)
         if (!cli.no_gpu && (g_cases[i].d <= 128 || g_det256))
             bwd_run_case(&g_cases[i], 0, &g_det_target, &g_rng, &tally);
     }
+    /* softcap / ALiBi: the FEAT instance alone (not with --det: it has no deterministic form) */
+    for (size_t i = 0; i < sizeof g_feat_cases / sizeof g_feat_cases[0] && !cli.det; ++i)
+        if (check_selected(&cli, g_feat_cases[i].name))
+            bwd_run_case(&g_feat_cases[i], cli.no_gpu, &g_feat_target, &g_rng, &tally);
     /* the "pipe" lines of cases outside the pipelined kernel's scope ran the old kernel */
     if (g_pipe_calls > 0)
         printf("pipe modes: %d of %d backward calls ran the pipelined kernel (the others: varlen or "
@@ -482,6 +536,13 @@ int main(int argc, char **argv)
         printf("det ordered_br: %d of %d dense calls ran the Br = 80 ORDERED instance (mode 7), %d of %d the "
                "Br = 128 one (mode 8)\n",
                g_det_br_taken[0], g_det_br_calls[0], g_det_br_taken[1], g_det_br_calls[1]);
+    if (g_feat_calls > 0) {
+        printf("pipe feat mode (FLASH_ATTN_C_SM90_BWD_FEAT=1): %d of %d softcap / ALiBi calls ran the FEAT instance "
+               "(mode %d); without the variable the sm90 backward refused %d of them (the sm80 one's)\n",
+               g_feat_taken, g_feat_calls, FA_BWD_SM90_PIPE_MODE_FEAT, g_feat_refused_off);
+        check_count(&tally, g_feat_taken == g_feat_calls);
+        check_count(&tally, g_feat_refused_off == g_feat_calls);
+    }
     /* every dense "det ordered" call must have run the ORDERED instance its shape names (3, or unset /
      * ordered_br 7 / 8: det_expected_mode; a check, like d64_tally) */
     if (g_det_dense > 0) check_count(&tally, g_det_taken == g_det_dense);
