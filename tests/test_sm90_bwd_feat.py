@@ -1,0 +1,123 @@
+"""Softcap and ALiBi on the Hopper backward: the pipelined kernel's FEAT instance
+(fa_bwd_sm90_pipe_feat_kernel<kBf16, D>: Br = 64, dQ by TMA reduce, the feature scores of
+thread_probs_ds_feat), opt-in with FLASH_ATTN_C_SM90_BWD_FEAT=1 (read on every call;
+fa_bwd_sm90_plan.cu). Without the variable these calls run the sm80 backward, as before.
+
+A profiler check of the selection: softcap, ALiBi and both at d <= 64 and d in (64, 128] run the
+FEAT instance; plain calls never do; deterministic, dropout, varlen and d > 128 feature calls, and
+any feature call without the variable, launch no sm90 backward kernel at all (a plain sm90
+instance would ignore the features). Then gradient parity against the float64 oracle (error-ratio
+rule, 3x for gradients) with the tile edges of the pipelined tests: sq != sk both ways, causal,
+windows, GQA / MQA, softcaps that bend the scores, slopes (h,) and (b, h), scale 4.
+Runs on compute capability 9.0 only."""
+from __future__ import annotations
+
+from typing import Callable, List
+
+import pytest
+import torch
+
+from conftest import cuda_kernel_names, sm90_switches
+from oracle import check_dense
+
+import flash_attn_c
+
+pytestmark = pytest.mark.gpu
+
+FEAT = "fa_bwd_sm90_pipe_feat_kernel"
+
+
+@pytest.fixture(autouse=True)
+def bwd_feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    sm90_switches(monkeypatch, "the Hopper backward with softcap / ALiBi", {
+        "FLASH_ATTN_C_SM90_BWD": "1",
+        "FLASH_ATTN_C_SM90_BWD_FEAT": "1",
+        "FLASH_ATTN_C_SM90_BWD_PIPE": None,
+    })
+
+
+def _sm90_bwd_kernels(fn: Callable[[], object]) -> List[str]:
+    """The sm90 backward kernels (any instance) fn() launched, one name per launch."""
+    return cuda_kernel_names(fn, "fa_bwd_sm90")
+
+
+def _backward(d: int, *, softcap: float = 0.0, alibi: bool = False, deterministic: bool = False,
+              dropout: float = 0.0, varlen: bool = False) -> Callable[[], object]:
+    """One forward + backward of bf16 (2, 200, 4, d) q / k / v (varlen: 2 sequences of 100 / 300
+    rows) with the given features; returns the call (for the profiler)."""
+    def run() -> None:
+        if varlen:
+            q, k, v = (torch.randn(400, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3))
+            cu = torch.tensor([0, 100, 400], device="cuda", dtype=torch.int32)
+            out = flash_attn_c.flash_attn_varlen_func(q, k, v, cu, cu, 300, 300, causal=True, softcap=softcap,
+                                                      alibi_slopes=slopes, deterministic=deterministic,
+                                                      dropout_p=dropout)
+        else:
+            q, k, v = (torch.randn(2, 200, 4, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3))
+            out = flash_attn_c.flash_attn_func(q, k, v, causal=True, softcap=softcap, alibi_slopes=slopes,
+                                               deterministic=deterministic, dropout_p=dropout)
+        out.backward(torch.randn_like(out))
+
+    slopes = torch.rand(4, device="cuda") * 0.5 + 0.05 if alibi else None
+    return run
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_variable_selects_the_feat_instance(d: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    for feats in (dict(softcap=5.0), dict(alibi=True), dict(softcap=5.0, alibi=True)):
+        names = _sm90_bwd_kernels(_backward(d, **feats))
+        assert any(FEAT in n for n in names), (feats, names)
+    plain = _sm90_bwd_kernels(_backward(d))
+    assert plain and not any(FEAT in n for n in plain), plain      # plain calls: their own instances
+    # outside the FEAT instance's scope a feature call takes no sm90 backward kernel (the sm80 one)
+    assert _sm90_bwd_kernels(_backward(d, softcap=5.0, deterministic=True)) == []
+    assert _sm90_bwd_kernels(_backward(d, alibi=True, dropout=0.1)) == []
+    assert _sm90_bwd_kernels(_backward(d, softcap=5.0, varlen=True)) == []
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_FEAT")
+    assert _sm90_bwd_kernels(_backward(d, softcap=5.0)) == []
+    assert _sm90_bwd_kernels(_backward(d, alibi=True)) == []
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_FEAT", "1")
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0")         # the cp.async kernel has no features
+    assert _sm90_bwd_kernels(_backward(d, softcap=5.0)) == []
+
+
+def test_head_dim_256_keeps_the_sm80_backward() -> None:
+    assert _sm90_bwd_kernels(_backward(256, softcap=5.0)) == []
+
+
+# (b, sq, sk, h, hk, d, causal, window, softcap, alibi)
+CASES = [
+    (2, 97, 97, 4, 4, 64, False, (-1, -1), 2.0, None),
+    (2, 200, 200, 2, 2, 128, True, (-1, -1), 2.0, None),
+    (2, 130, 97, 4, 2, 128, False, (-1, -1), 0.0, "h"),
+    (2, 97, 130, 8, 2, 64, True, (-1, -1), 0.0, "bh"),
+    (1, 255, 255, 2, 2, 112, False, (20, 20), 3.0, "bh"),
+    (1, 1025, 1025, 2, 2, 128, True, (-1, -1), 5.0, "h"),
+    (2, 17, 1025, 2, 2, 48, False, (-1, -1), 0.0, "h"),
+    (1, 1025, 17, 4, 1, 64, False, (-1, -1), 1.0, None),
+    (2, 130, 200, 4, 2, 32, True, (-1, -1), 30.0, "bh"),
+    (3, 1, 1, 2, 2, 128, False, (-1, -1), 0.0, "h"),
+    (1, 2048, 2048, 8, 2, 128, True, (-1, -1), 50.0, "h"),
+]
+
+
+@pytest.mark.parity_grad
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window,softcap,alibi", CASES)
+def test_feat_backward_parity(dtype, b, sq, sk, h, hk, d, causal, window, softcap, alibi) -> None:
+    # the parity would hold on the sm80 fallback too: the profiler says the FEAT instance ran
+    names = _sm90_bwd_kernels(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal,
+                                                  window=window, softcap=softcap, alibi=alibi, grad=True,
+                                                  check_lse=False))
+    assert any(FEAT in n for n in names), names
+
+
+@pytest.mark.parity_grad
+@pytest.mark.parametrize("d", [64, 128])
+def test_feat_backward_scale_4(d: int) -> None:
+    names = _sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 2, 2, d, softcap=10.0,
+                                                  alibi="h", softmax_scale=4.0 / d ** 0.5, grad=True,
+                                                  check_lse=False))
+    assert any(FEAT in n for n in names), names
