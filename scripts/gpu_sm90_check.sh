@@ -100,3 +100,4 @@ python3 $C default=$W/fwd_default.txt persist0=$W/fwd_persist0.txt $([ -f $W/fwd
 cat $W/cmp_*.md; echo "total $(el) s"; snapshot
 # the extension's own suite and the bench of record: scripts/gpu_run.sh tests / bench;
 # dropout's cost through the extension: python3 benchmarks/sm90_feat_cost.py --dropout 0.1 (after gpu_run.sh builds it)
+# softcap / ALiBi on the backward (FEAT instance vs sm80): python3 benchmarks/sm90_bwd_feat_cost.py (after gpu_run.sh builds it)
