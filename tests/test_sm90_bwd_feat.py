@@ -1,17 +1,20 @@
 """Softcap and ALiBi on the Hopper backward: the pipelined kernel's FEAT instance
-(fa_bwd_sm90_pipe_feat_kernel<kBf16, D>: Br = 64, dQ by TMA reduce, the feature scores of
-thread_probs_ds_feat), opt-in with FLASH_ATTN_C_SM90_BWD_FEAT=1 (read on every call;
-fa_bwd_sm90_plan.cu). Without the variable these calls run the sm80 backward, as before.
+(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>: Br = 64, the feature scores of thread_probs_ds_feat;
+kDq 2 = dQ by TMA reduce, 3 = ORDERED, the deterministic form), opt-in with
+FLASH_ATTN_C_SM90_BWD_FEAT=1 (read on every call; fa_bwd_sm90_plan.cu). Without the variable these
+calls run the sm80 backward, as before.
 
 A profiler check of the selection: softcap, ALiBi and both at d <= 64 and d in (64, 128] run the
-FEAT instance; plain calls never do; deterministic, dropout, varlen and d > 128 feature calls, and
-any feature call without the variable, launch no sm90 backward kernel at all (a plain sm90
-instance would ignore the features). Then gradient parity against the float64 oracle (error-ratio
-rule, 3x for gradients) with the tile edges of the pipelined tests: sq != sk both ways, causal,
-windows, GQA / MQA, softcaps that bend the scores, slopes (h,) and (b, h), scale 4.
+FEAT instance (kDq 2, or 3 when deterministic); plain calls never do; dropout, varlen, d > 128 and
+FLASH_ATTN_C_SM90_BWD_DET=pass deterministic feature calls, and any feature call without the
+variable, launch no sm90 backward kernel at all (a plain sm90 instance would ignore the features).
+Then gradient parity against the float64 oracle (error-ratio rule, 3x for gradients) with the tile
+edges of the pipelined tests: sq != sk both ways, causal, windows, GQA / MQA, softcaps that bend
+the scores, slopes (h,) and (b, h), scale 4; deterministic calls also twice, bitwise identical.
 Runs on compute capability 9.0 only."""
 from __future__ import annotations
 
+import re
 from typing import Callable, List
 
 import pytest
@@ -25,6 +28,19 @@ import flash_attn_c
 pytestmark = pytest.mark.gpu
 
 FEAT = "fa_bwd_sm90_pipe_feat_kernel"
+# demangled fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>, or mangled ...ILb1ELi128ELi2EE...
+_FEAT_KDQ = re.compile(r"fa_bwd_sm90_pipe_feat_kernel(?:<\s*(?:true|false|1|0)\s*,\s*\d+\s*,\s*(\d)\s*>"
+                       r"|ILb[01]ELi\d+ELi(\d)E)")
+
+
+def _feat_kdq(names: List[str]) -> List[int]:
+    """kDq of each FEAT instance launch among names (2 TMA dQ, 3 ORDERED)."""
+    out = []
+    for n in names:
+        m = _FEAT_KDQ.search(n)
+        if m:
+            out.append(int(m.group(1) or m.group(2)))
+    return out
 
 
 @pytest.fixture(autouse=True)
@@ -68,11 +84,15 @@ def _backward(d: int, *, softcap: float = 0.0, alibi: bool = False, deterministi
 def test_variable_selects_the_feat_instance(d: int, monkeypatch: pytest.MonkeyPatch) -> None:
     for feats in (dict(softcap=5.0), dict(alibi=True), dict(softcap=5.0, alibi=True)):
         names = _sm90_bwd_kernels(_backward(d, **feats))
-        assert any(FEAT in n for n in names), (feats, names)
+        assert _feat_kdq(names) == [2], (feats, names)
+        names = _sm90_bwd_kernels(_backward(d, deterministic=True, **feats))
+        assert _feat_kdq(names) == [3], (feats, names)
     plain = _sm90_bwd_kernels(_backward(d))
     assert plain and not any(FEAT in n for n in plain), plain      # plain calls: their own instances
     # outside the FEAT instance's scope a feature call takes no sm90 backward kernel (the sm80 one)
+    monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass")        # no dK/dV-only FEAT form
     assert _sm90_bwd_kernels(_backward(d, softcap=5.0, deterministic=True)) == []
+    monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET")
     assert _sm90_bwd_kernels(_backward(d, alibi=True, dropout=0.1)) == []
     assert _sm90_bwd_kernels(_backward(d, softcap=5.0, varlen=True)) == []
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_FEAT")
@@ -111,7 +131,27 @@ def test_feat_backward_parity(dtype, b, sq, sk, h, hk, d, causal, window, softca
     names = _sm90_bwd_kernels(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal,
                                                   window=window, softcap=softcap, alibi=alibi, grad=True,
                                                   check_lse=False))
-    assert any(FEAT in n for n in names), names
+    assert _feat_kdq(names) == [2], names
+
+
+@pytest.mark.parity_grad
+@pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window,softcap,alibi", CASES[:6] + CASES[-1:])
+def test_feat_backward_deterministic(b, sq, sk, h, hk, d, causal, window, softcap, alibi) -> None:
+    # parity on the ORDERED form, then two more backwards of the same inputs: identical bits
+    names = _sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, b, sq, sk, h, hk, d, causal=causal,
+                                                  window=window, softcap=softcap, alibi=alibi, grad=True,
+                                                  check_lse=False, deterministic=True))
+    assert _feat_kdq(names) == [3], names
+    q = torch.randn(b, sq, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(b, sk, hk, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    slopes = torch.rand((h,) if alibi == "h" else (b, h), device="cuda") * 0.5 + 0.05 if alibi else None
+    out = flash_attn_c.flash_attn_func(q, k, v, causal=causal, window_size=window, softcap=softcap,
+                                       alibi_slopes=slopes, deterministic=True)
+    dout = torch.randn_like(out)
+    first = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    second = torch.autograd.grad(out, (q, k, v), dout)
+    for name, x, y in zip(("dq", "dk", "dv"), first, second):
+        assert torch.equal(x, y), f"{name} differs between two deterministic backwards"
 
 
 @pytest.mark.parity_grad
@@ -120,4 +160,4 @@ def test_feat_backward_scale_4(d: int) -> None:
     names = _sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 2, 2, d, softcap=10.0,
                                                   alibi="h", softmax_scale=4.0 / d ** 0.5, grad=True,
                                                   check_lse=False))
-    assert any(FEAT in n for n in names), names
+    assert _feat_kdq(names) == [2], names

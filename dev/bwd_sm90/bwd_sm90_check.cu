@@ -379,9 +379,11 @@ static const bwd_target g_det_target = {fa_bwd_sm90_det_entry, fa_bwd_sm90_det_w
                                         g_det_modes, 1};
 
 /* ---- under test: the FEAT instance (FLASH_ATTN_C_SM90_BWD_FEAT=1, pipelined mode
- * FA_BWD_SM90_PIPE_MODE_FEAT), the g_feat_cases: every call must take it (a counted check), and
- * without the variable fa_bwd_sm90_supported must refuse every one of them (the sm80 backward's:
- * a plain instance would ignore softcap / ALiBi; a counted check too). */
+ * FA_BWD_SM90_PIPE_MODE_FEAT; "pipe feat det": deterministic, its ORDERED form, mode
+ * FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED, run twice, bitwise identical), the g_feat_cases: every call
+ * must take the mode its determinism names (a counted check), and without the variable
+ * fa_bwd_sm90_supported must refuse every one of them (the sm80 backward's: a plain instance would
+ * ignore softcap / ALiBi; a counted check too). */
 static int g_feat_calls = 0, g_feat_taken = 0, g_feat_refused_off = 0;
 static fa_status fa_bwd_sm90_feat_entry(const fa_params *p, void *stream)
 {
@@ -392,7 +394,7 @@ static fa_status fa_bwd_sm90_feat_entry(const fa_params *p, void *stream)
     const fa_status st = fa_bwd_sm90(p, stream);
     unsetenv("FLASH_ATTN_C_SM90_BWD_FEAT");
     ++g_feat_calls;
-    g_feat_taken += takes == FA_BWD_SM90_PIPE_MODE_FEAT;
+    g_feat_taken += takes == (p->deterministic ? FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED : FA_BWD_SM90_PIPE_MODE_FEAT);
     return st;
 }
 static int fa_bwd_sm90_feat_supported(const fa_params *p)
@@ -405,9 +407,10 @@ static int fa_bwd_sm90_feat_supported(const fa_params *p)
 static const bwd_mode g_feat_modes[] = {
     {"pipe feat", 0, 0},
     {"pipe feat#2", 0, 0},
+    {"pipe feat det", 1, 1}, /* FLASH_ATTN_C_SM90_BWD_DET unset here (main): the ORDERED form */
 };
 static const bwd_target g_feat_target = {fa_bwd_sm90_feat_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_feat_supported,
-                                         g_feat_modes, 2};
+                                         g_feat_modes, 3};
 
 /* ---- timing ------------------------------------------------------------------------------- */
 static void bench(int det)
@@ -508,7 +511,8 @@ int main(int argc, char **argv)
         if (!cli.no_gpu && (g_cases[i].d <= 128 || g_det256))
             bwd_run_case(&g_cases[i], 0, &g_det_target, &g_rng, &tally);
     }
-    /* softcap / ALiBi: the FEAT instance alone (not with --det: it has no deterministic form) */
+    /* softcap / ALiBi: the FEAT instance alone (its three modes; not with --det, which selects the
+     * plain ORDERED instances' runs) */
     for (size_t i = 0; i < sizeof g_feat_cases / sizeof g_feat_cases[0] && !cli.det; ++i)
         if (check_selected(&cli, g_feat_cases[i].name))
             bwd_run_case(&g_feat_cases[i], cli.no_gpu, &g_feat_target, &g_rng, &tally);
@@ -537,9 +541,10 @@ int main(int argc, char **argv)
                "Br = 128 one (mode 8)\n",
                g_det_br_taken[0], g_det_br_calls[0], g_det_br_taken[1], g_det_br_calls[1]);
     if (g_feat_calls > 0) {
-        printf("pipe feat mode (FLASH_ATTN_C_SM90_BWD_FEAT=1): %d of %d softcap / ALiBi calls ran the FEAT instance "
-               "(mode %d); without the variable the sm90 backward refused %d of them (the sm80 one's)\n",
-               g_feat_taken, g_feat_calls, FA_BWD_SM90_PIPE_MODE_FEAT, g_feat_refused_off);
+        printf("pipe feat modes (FLASH_ATTN_C_SM90_BWD_FEAT=1): %d of %d softcap / ALiBi calls ran the FEAT instance "
+               "(mode %d, deterministic %d); without the variable the sm90 backward refused %d of them (the sm80 one's)\n",
+               g_feat_taken, g_feat_calls, FA_BWD_SM90_PIPE_MODE_FEAT, FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED,
+               g_feat_refused_off);
         check_count(&tally, g_feat_taken == g_feat_calls);
         check_count(&tally, g_feat_refused_off == g_feat_calls);
     }

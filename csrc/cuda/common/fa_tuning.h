@@ -277,7 +277,7 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * (dS^T x 2) + 1 KB; the TMA-dQ instance (the default for atomic dQ at d = 128) adds a
      * 64 x N fp32 dQ staging buffer per consumer warpgroup (2 x 16 KB at N = 64, 2 x 8 KB at
      * N = 32); static: 2 stages Br 4 B (LSE, D) + the mbarriers. The softcap / ALiBi FEAT instance
-     * (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1) runs these rows with TMA dQ: why Br = 64 and not the
+     * (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1) runs these rows with TMA or ORDERED dQ: why Br = 64 and not the
      * Br = 80 / 128 tiles: their preset accumulators (-LSE / scale, -D) assume plain scores, and at
      * Br = 64 the feature pass fits (0 spills, R233 at d = 128, R175 at d = 64; not yet timed). */
     {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 64, .br = 64, .bc = 128, .warps = 12, .stages = 2,

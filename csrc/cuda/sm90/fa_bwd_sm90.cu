@@ -170,14 +170,21 @@ static fa_status fa_bwd_sm90_pipe_d256_ordered_launch(const fa_bwd_sm90_params &
                                    FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_ORDERED), stream);
 }
 
-/* The FEAT instance (pipelined mode FA_BWD_SM90_PIPE_MODE_FEAT: softcap / ALiBi, Br = 64, TMA dQ, d <= 128):
- * prm as for fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>, whose shared memory it has. */
+/* The FEAT instance (softcap / ALiBi, Br = 64, d <= 128): pipelined mode FA_BWD_SM90_PIPE_MODE_FEAT (TMA
+ * dQ) or _FEAT_ORDERED (prm.a.dq_sem laid out per 64 query rows, as for mode 3; other rows would make
+ * the turns wait on the wrong counters: refused). prm as for fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>,
+ * whose shared memory it has. */
 template <bool kBf16, int D>
-static fa_status fa_bwd_sm90_pipe_feat_launch(const fa_bwd_sm90_params &prm, cudaStream_t stream)
+static fa_status fa_bwd_sm90_pipe_feat_launch(const fa_bwd_sm90_params &prm, int pipe_mode, cudaStream_t stream)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D>;
-    return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D>, prm, prm.a, FA_BWD_SM90_PIPE_THREADS, Cfg::Bc,
-                                   Cfg::smem_bytes(FA_BWD_SM90_DQ_TMA), stream);
+    if (pipe_mode == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED) {
+        if (prm.a.dq_sem == NULL || prm.a.dq_sem_rows != Cfg::Br) return FA_ERR_UNSUPPORTED;
+        return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, FA_BWD_SM90_DQ_ORDERED>, prm, prm.a,
+                                       FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_ORDERED), stream);
+    }
+    return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>, prm, prm.a,
+                                   FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_TMA), stream);
 }
 
 /* The Br = 128 instances at d <= 64 (fa_bwd_sm90_pipe128.cuh; pipelined modes 5 red.add dQ, 6 TMA dQ).
@@ -223,9 +230,9 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
              : pipe_mode == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED || pipe_mode == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED
                  ? fa_bwd_sm90_pipe_ordered_br_launch<kBf16>(prm, pipe_mode, stream)
              : pipe_mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED ? fa_bwd_sm90_pipe_d256_ordered_launch<kBf16>(prm, stream)
-             : pipe_mode == FA_BWD_SM90_PIPE_MODE_FEAT
-                 ? (a.head_dim <= 64 ? fa_bwd_sm90_pipe_feat_launch<kBf16, 64>(prm, stream)
-                                     : fa_bwd_sm90_pipe_feat_launch<kBf16, 128>(prm, stream))
+             : FA_BWD_SM90_PIPE_MODE_IS_FEAT(pipe_mode)
+                 ? (a.head_dim <= 64 ? fa_bwd_sm90_pipe_feat_launch<kBf16, 64>(prm, pipe_mode, stream)
+                                     : fa_bwd_sm90_pipe_feat_launch<kBf16, 128>(prm, pipe_mode, stream))
              : a.head_dim <= 64                      ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
              : a.head_dim <= 128                     ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
                                                      : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);
@@ -262,7 +269,7 @@ fa_status fa_bwd_sm90(const fa_params *p, void *stream)
     if (bucket == 256 && pipe_mode == 0) return FA_ERR_UNSUPPORTED; /* fa_bwd_sm90_can_run's answer */
     /* softcap / ALiBi run on the FEAT instance or not here at all (fa_bwd_sm90_can_run's answer too):
      * every other instance would ignore them */
-    if ((p->softcap != 0.f || p->alibi_slopes != NULL) && pipe_mode != FA_BWD_SM90_PIPE_MODE_FEAT)
+    if ((p->softcap != 0.f || p->alibi_slopes != NULL) && !FA_BWD_SM90_PIPE_MODE_IS_FEAT(pipe_mode))
         return FA_ERR_UNSUPPORTED;
     const fa_bwd_sm90_params *pipe = pipe_mode != 0 ? &prm : NULL;
     return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, pipe, pipe_mode, s)

@@ -45,7 +45,8 @@ FA_SM90_WEAK size_t fa_bwd_sm90_workspace_bytes(const fa_params *p);
  * 7 (the Br = 80 ORDERED instance) or 8 (Br = 128 ORDERED) instead of 3 where those tiles apply,
  * unless FLASH_ATTN_C_SM90_BWD_DET=ordered (fa_bwd_sm90_ordered_mode); 9 for the d in (128, 256]
  * ORDERED instance (FLASH_ATTN_C_SM90_BWD_DET256 not 0, FA_BWD_SM90_PIPE_MODE_D256_ORDERED); 10 for a
- * softcap / ALiBi call on the FEAT instance (FLASH_ATTN_C_SM90_BWD_FEAT=1, FA_BWD_SM90_PIPE_MODE_FEAT). Host only, reads the
+ * softcap / ALiBi call on the FEAT instance (FLASH_ATTN_C_SM90_BWD_FEAT=1, FA_BWD_SM90_PIPE_MODE_FEAT), 11
+ * for a deterministic one on its ORDERED form (FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED). Host only, reads the
  * environment like fa_bwd_sm90. For the harness: which "pipe" cases fell back. */
 FA_SM90_WEAK int fa_bwd_sm90_pipe_takes(const fa_params *p);
 

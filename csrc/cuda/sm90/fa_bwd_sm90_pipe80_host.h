@@ -51,15 +51,18 @@ static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_
  * FA_BWD_SM90_DQ_ORDERED>, fa_bwd_sm90_dsplit_order.cuh; the default, FLASH_ATTN_C_SM90_BWD_DET256=0 opts out,
  * fa_bwd_sm90_ordered.h): turn counters per 64 query rows, dQ into the tiled dq_accum. */
 #define FA_BWD_SM90_PIPE_MODE_D256_ORDERED 9
-/* The pipelined mode of the FEAT instance (fa_bwd_sm90_pipe_feat_kernel<kBf16, D>: Br = 64, TMA dQ,
- * softcap and / or ALiBi scores; d <= 128, dense, atomic dQ, no dropout; opt-in
- * FLASH_ATTN_C_SM90_BWD_FEAT=1, fa_bwd_sm90_feat_ok). A call with softcap or ALiBi runs on the sm90
- * backward only in this mode: every other instance would ignore the features. */
+/* The pipelined modes of the FEAT instance (fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>: Br = 64,
+ * softcap and / or ALiBi scores; d <= 128, dense, no dropout; opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1,
+ * fa_bwd_sm90_feat_ok): 10 with TMA dQ (atomic), 11 its ORDERED form (deterministic, with the
+ * Br = 64 turn counters of mode 3). A call with softcap or ALiBi runs on the sm90 backward only in
+ * these modes: every other instance would ignore the features. */
 #define FA_BWD_SM90_PIPE_MODE_FEAT 10
+#define FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED 11
+#define FA_BWD_SM90_PIPE_MODE_IS_FEAT(m) ((m) == FA_BWD_SM90_PIPE_MODE_FEAT || (m) == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED)
 /* the modes whose kernel adds dQ in key-block order (the convert pass follows, no dQ pass) */
 #define FA_BWD_SM90_PIPE_MODE_ORDERED(m)                                                                 \
     ((m) == 3 || (m) == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED || (m) == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED || \
-     (m) == FA_BWD_SM90_PIPE_MODE_D256_ORDERED)
+     (m) == FA_BWD_SM90_PIPE_MODE_D256_ORDERED || (m) == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED)
 
 /* The variants FLASH_ATTN_C_SM90_BWD_VARIANT means when unset (the measured default, above). */
 #define FA_BWD_SM90_VARIANT_DEFAULT "br80,br128"

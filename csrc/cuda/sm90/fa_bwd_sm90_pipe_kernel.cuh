@@ -93,9 +93,9 @@
  * consumer tile of fa_bwd_sm90_pipe80.cuh (dQ transposed; the same writer warp).
  *
  * fa_bwd_sm90_pipe_feat_kernel (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1; compiled, not yet run on a GPU):
- * this kernel's body at Br = 64 with TMA dQ and kFeat: softcap and / or ALiBi scores (the consumers
+ * this kernel's body at Br = 64 with TMA (or, deterministic, ORDERED) dQ and kFeat: softcap and / or ALiBi scores (the consumers
  * wait for S^T and dP^T together, then P^T and dS^T in one pass, thread_probs_ds_feat; the ALiBi
- * slope of each tile's query head read in the loop). Dense, d <= 128, atomic dQ, no dropout; every
+ * slope of each tile's query head read in the loop). Dense, d <= 128, no dropout; every
  * other softcap / ALiBi call runs the sm80 backward (fa_bwd_sm90_plan.cu).
  *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
@@ -117,14 +117,14 @@
 /* The kernel body (the __global__ wrappers below): kKernel picks the tuning row
  * (fa_bwd_sm90_pipe_cfg) and, for FA_KERNEL_BWD_SM90_PIPE128 / _PIPE80, the consumer tile of
  * fa_bwd_sm90_pipe128.cuh / fa_bwd_sm90_pipe80.cuh. prm: the kernel's __grid_constant__ parameter.
- * kFeat: softcap and / or ALiBi (the FEAT instance: Br = 64, TMA dQ, d <= 128; warpgroup_tile_pds). */
+ * kFeat: softcap and / or ALiBi (the FEAT instance: Br = 64, TMA or ORDERED dQ, d <= 128; warpgroup_tile_pds). */
 template <bool kBf16, int D, int kDq, int kKernel, bool kFeat = false>
 static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_params &prm)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D, kKernel>;
     constexpr int Br = Cfg::Br, kStages = Cfg::kStages, Bc = Cfg::Bc;
-    static_assert(!kFeat || (kKernel == FA_KERNEL_BWD_SM90_PIPE && !Cfg::kDimSplit && kDq == FA_BWD_SM90_DQ_TMA),
-                  "softcap / ALiBi: the Br = 64 tile with TMA dQ only");
+    static_assert(!kFeat || (kKernel == FA_KERNEL_BWD_SM90_PIPE && !Cfg::kDimSplit && FA_BWD_SM90_DQ_STAGED(kDq)),
+                  "softcap / ALiBi: the Br = 64 tile with TMA or ORDERED dQ only");
     /* dK, dV accumulators per thread: 64 keys x D dims per warpgroup, or at d = 256 (kDimSplit)
      * 64 keys x D / 2 dims */
     constexpr int kAcc = Cfg::kDimSplit ? D / 4 : D / 2;
@@ -238,16 +238,17 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 #endif
 }
 
-/* The FEAT instance (pipelined mode FA_BWD_SM90_PIPE_MODE_FEAT; opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1,
- * fa_bwd_sm90_plan.cu): softcap and / or ALiBi, atomic dQ, at d <= 64 and d in (64, 128]: this kernel's
- * body at Br = 64 with TMA dQ and the feature scores (thread_probs_ds_feat). The same maps, shared
- * memory and launch as fa_bwd_sm90_pipe_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>. */
-template <bool kBf16, int D>
+/* The FEAT instance (pipelined modes FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED; opt-in
+ * FLASH_ATTN_C_SM90_BWD_FEAT=1, fa_bwd_sm90_plan.cu): softcap and / or ALiBi at d <= 64 and d in
+ * (64, 128]: this kernel's body at Br = 64 with the feature scores (thread_probs_ds_feat), kDq = TMA
+ * (atomic dQ) or ORDERED (deterministic). The same maps, shared memory and launch as
+ * fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>. */
+template <bool kBf16, int D, int kDq>
 __global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
 fa_bwd_sm90_pipe_feat_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 {
 #if FA_SM90_DEVICE
-    fa_bwd_sm90_pipe_main<kBf16, D, FA_BWD_SM90_DQ_TMA, FA_KERNEL_BWD_SM90_PIPE, true>(prm);
+    fa_bwd_sm90_pipe_main<kBf16, D, kDq, FA_KERNEL_BWD_SM90_PIPE, true>(prm);
 #else
     __trap(); /* as above */
 #endif

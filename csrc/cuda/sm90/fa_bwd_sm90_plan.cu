@@ -31,8 +31,9 @@
  * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
  * modes 5 red.add, 6 TMA dQ); "br64" keeps the Br = 64 tile for both (H100 run 54: 1.03-1.31x and
  * 1.19-1.47x it).
- * Softcap / ALiBi (FLASH_ATTN_C_SM90_BWD_FEAT=1, opt-in: fa_bwd_sm90_feat_ok): dense atomic-dQ calls at
- * d <= 128 without dropout run the FEAT instance (mode FA_BWD_SM90_PIPE_MODE_FEAT, Br = 64, TMA dQ);
+ * Softcap / ALiBi (FLASH_ATTN_C_SM90_BWD_FEAT=1, opt-in: fa_bwd_sm90_feat_ok): dense calls at d <= 128
+ * without dropout run the FEAT instance (Br = 64; mode FA_BWD_SM90_PIPE_MODE_FEAT, TMA dQ, or for
+ * deterministic calls _FEAT_ORDERED, the ordered dQ of mode 3);
  * a softcap / ALiBi call that cannot is refused here (fa_bwd_sm90_can_run), so the sm80 backward runs it.
  */
 #include <cuda.h>
@@ -73,15 +74,16 @@ static int fa_bwd_sm90_feat_call(const fa_params *p)
     return p->softcap != 0.f || p->alibi_slopes != NULL;
 }
 
-/* A softcap / ALiBi call the FEAT instance (FA_BWD_SM90_PIPE_MODE_FEAT) may take: opt-in
- * FLASH_ATTN_C_SM90_BWD_FEAT=1 (compiled, never yet run on a GPU: the sm80 backward keeps these
- * calls until a GPU run shows parity and speed), no dropout, d <= 128, dense, atomic dQ
- * (deterministic feature calls keep the sm80 backward). TMA-fit is checked later
- * (fa_bwd_sm90_pipe_prepare). */
+/* A softcap / ALiBi call the FEAT instance (FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED) may take:
+ * opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1 (compiled, never yet run on a GPU: the sm80 backward keeps
+ * these calls until a GPU run shows parity and speed), no dropout, d <= 128, dense; deterministic
+ * only where an ORDERED instance runs (fa_bwd_sm90_det_ordered: not under
+ * FLASH_ATTN_C_SM90_BWD_DET=pass, which has no FEAT form). TMA-fit and the ordered dQ's workspace
+ * are checked later (fa_bwd_sm90_pipe_prepare). */
 static int fa_bwd_sm90_feat_ok(const fa_params *p)
 {
     return fa_env_flag("FLASH_ATTN_C_SM90_BWD_FEAT") && p->dropout_p == 0.f && p->head_dim <= 128 &&
-           !p->deterministic && p->cu_seqlens_q == NULL && p->cu_seqlens_k == NULL;
+           (!p->deterministic || fa_bwd_sm90_det_ordered(p)) && p->cu_seqlens_q == NULL && p->cu_seqlens_k == NULL;
 }
 
 /* The checks of fa_bwd_sm90_bucket_checked that look at neither the pointers nor the workspace (so
@@ -127,7 +129,7 @@ int fa_bwd_sm90_can_run(const fa_params *p)
         fa_bwd_args a;
         fa_bwd_fill_args(p, &a);
         fa_bwd_sm90_params prm;
-        return fa_bwd_sm90_plan(p, &a, &prm) == FA_BWD_SM90_PIPE_MODE_FEAT;
+        return FA_BWD_SM90_PIPE_MODE_IS_FEAT(fa_bwd_sm90_plan(p, &a, &prm));
     }
     if (bucket == 256) {
         /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
@@ -223,9 +225,10 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
-    /* softcap / ALiBi: the FEAT instance (Br = 64, TMA dQ) whatever =1 / =2 says, or none */
+    /* softcap / ALiBi: the FEAT instance (Br = 64) whatever =1 / =2 says, TMA dQ or (mode 3, the
+     * ordered dQ's counters laid out for 64 rows: fa_bwd_sm90_ordered_mode) its ORDERED form; or none */
     const int feat = fa_bwd_sm90_feat_call(p);
-    if (feat && (!fa_bwd_sm90_feat_ok(p) || !a->atomic_dq)) return 0;
+    if (feat && (!fa_bwd_sm90_feat_ok(p) || !(a->atomic_dq || mode == 3))) return 0;
     /* the FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default both; fa_bwd_sm90_pipe80_host.h): the
      * TMA-dQ call at d in (64, 128] runs the Br = 80 kernel, the atomic-dQ calls (red.add or TMA) at
      * d <= 64 the Br = 128 instances */
@@ -265,7 +268,8 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if ((feat || mode == 3 || (mode == 2 && a->atomic_dq)) &&
         !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 || ord80 ? br : 64))
         return 0;
-    if (feat) return FA_BWD_SM90_PIPE_MODE_FEAT; /* d <= 128 (fa_bwd_sm90_feat_ok), Br = 64 above */
+    /* d <= 128 (fa_bwd_sm90_feat_ok), Br = 64 above (ord80 / ord128 are 0: 64 counter rows) */
+    if (feat) return mode == 3 ? FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED : FA_BWD_SM90_PIPE_MODE_FEAT;
     if (ord80) return FA_BWD_SM90_PIPE_MODE_BR80_ORDERED;
     if (ord128) return FA_BWD_SM90_PIPE_MODE_BR128_ORDERED;
     if (br128) return mode == 2 ? FA_BWD_SM90_PIPE_MODE_BR128_TMA : FA_BWD_SM90_PIPE_MODE_BR128_RED;
@@ -273,7 +277,7 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
 }
 
 /* a: fa_bwd_fill_args(p); *prm: filled where the result is not 0. The pipelined mode (0 none,
- * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3, 7, 8 or 9 runs. */
+ * fa_bwd_sm90_pipe_prepare's), with a's ordered-dQ fields set only where mode 3, 7, 8, 9 or 11 runs. */
 int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm)
 {
     const int ordered = fa_bwd_sm90_ordered_args(p, a);
@@ -295,7 +299,7 @@ int fa_bwd_sm90_pipe_takes(const fa_params *p)
     fa_bwd_sm90_params prm;
     const int mode = fa_bwd_sm90_plan(p, &a, &prm);
     if (FA_BWD_SM90_PIPE_MODE_FA3(mode) || mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED ||
-        mode == FA_BWD_SM90_PIPE_MODE_FEAT)
+        FA_BWD_SM90_PIPE_MODE_IS_FEAT(mode))
         return mode;
     return mode == 3 ? 3 : mode == 2 && a.atomic_dq ? 2 : mode != 0;
 }
