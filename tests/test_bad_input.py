@@ -149,12 +149,15 @@ def test_alibi_overlapping_rows_read_as_torch_shows_them(device, fn):
     assert torch.equal(run(view), run(view.contiguous()))
 
 
-# (device, dtype, softcap, alibi) of the op calls below: each makes a check inside the C++ op fail
+# (device, dtype of q, softcap, alibi, dtype of k and v) of the op calls below: each makes a check
+# inside the C++ op fail
 _OP_CHECKS = {
-    "cuda_softcap": ("cuda", "float16", -5.0, None),          # message formats a double
-    "cuda_alibi_overlap": ("cuda", "float16", 0.0, "overlap"),  # message formats int64s
-    "cuda_fp32_q": ("cuda", "float32", 0.0, None),            # message: strings only
-    "cpu_softcap": ("cpu", "float32", -5.0, None),            # the CPU op of the same (CUDA) build
+    "cuda_softcap": ("cuda", "float16", -5.0, None, None),            # message formats a double
+    "cuda_alibi_overlap": ("cuda", "float16", 0.0, "overlap", None),  # message formats int64s
+    "cuda_fp32_q": ("cuda", "float32", 0.0, None, None),              # one literal: no c10::str
+    "cuda_k_dtype": ("cuda", "float16", 0.0, None, "bfloat16"),       # c10::str of strings and dtypes
+    "cpu_softcap": ("cpu", "float32", -5.0, None, None),              # the CPU op of the same (CUDA) build
+    "cpu_k_dtype": ("cpu", "float32", 0.0, None, "float16"),          # c10::str without numbers, CPU
 }
 
 
@@ -164,14 +167,16 @@ def test_op_check_raises_and_the_process_survives(case):
     """A check inside the C++ op (calls the Python layer refuses first, made on the op directly) must
     raise a RuntimeError, not end the process. In a child process: on the lent H100 (run 87) the
     cuda_softcap and cuda_alibi_overlap calls ended with SIGSEGV while fp32 q on CUDA raised (README
-    limitations); the cases tell which messages crash. Red until the cause is fixed."""
-    dev, dt, cap, al = _OP_CHECKS[case]
+    limitations); the cases tell which messages crash (a number formatted, any c10::str, or only
+    CUDA calls). Red until the cause is fixed."""
+    dev, dt, cap, al, kdt = _OP_CHECKS[case]
     code = f"""
 import torch, flash_attn_c
 q = torch.randn(2, 8, 4, 32, device="{dev}", dtype=torch.{dt})
+k = q.to(torch.{kdt or dt})
 al = torch.rand(16, device="{dev}").as_strided((2, 4), (2, 1)) if {al!r} else None
 try:
-    flash_attn_c._ops.ops.fwd(q, q, q, None, None, 0, 0, 0.0, 0.1, -1, -1, {cap!r}, al, False, None)
+    flash_attn_c._ops.ops.fwd(q, k, k, None, None, 0, 0, 0.0, 0.1, -1, -1, {cap!r}, al, False, None)
 except RuntimeError as e:
     print("raised:", e)
 """
