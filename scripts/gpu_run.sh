@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: build the extension, run the GPU test suite, the dev kernel
 # harnesses and the benchmark; logs and results land in $OUT (at most 8 files come back).
-#   usage: bash scripts/gpu_run.sh [tests|bench|sanitize|extras|all] [extra pytest args...]
+#   usage: bash scripts/gpu_run.sh [tests|bench|sanitize|extras|optin|all] [extra pytest args...]
 #   (sanitize: compute-sanitizer on the harnesses the GPU suite built; extras: sanitize + the
-#   deterministic-cost and long-sequence runs)
+#   deterministic-cost and long-sequence runs; optin: the opt-in paths never yet run on a GPU, in
+#   one call: their GPU tests, their harness cases and their A/B cost scripts, the harnesses built
+#   here, so `sanitize` can follow on the same warm machine)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}; shift || true
@@ -35,6 +37,26 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   timeout $PYTEST_S python3 -m pytest tests -m gpu -q -n $NPROC --timeout 200 -p no:cacheprovider -rA "$@" > "$OUT/pytest_gpu.log" 2>&1
   grep -E "^(FAILED|ERROR)" "$OUT/pytest_gpu.log" | cut -c1-220 | head -40
   grep -E "^(fwd|fwd_sm90|bwd|bwd_sm90): [0-9]+ passed" "$OUT/pytest_gpu.log" | sort -u; tail -3 "$OUT/pytest_gpu.log" | grep -E "passed|failed"
+fi
+if [ "$what" = optin ]; then
+  # FLASH_ATTN_C_SM90_BWD_FEAT (softcap / ALiBi backward), FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT (one
+  # feature on the persistent forward), FLASH_ATTN_C_SM90_FWD_CAP_SLIM, and the op-check crash cases
+  log "pytest (opt-in paths)"
+  timeout 240 python3 -m pytest tests/test_sm90_bwd_feat.py tests/test_sm90_fwd_persist_feat.py \
+    tests/test_sm90_cap_slim.py tests/test_bad_input.py -m gpu -q -n $NPROC --timeout 200 -p no:cacheprovider \
+    -rfE "$@" > "$OUT/pytest_optin.log" 2>&1
+  grep -E "^(FAILED|ERROR)" "$OUT/pytest_optin.log" | cut -c1-220 | head -40; tail -2 "$OUT/pytest_optin.log"
+  log "harnesses (built here: bwd_sm90, fwd_sm90)"
+  make -C dev/bwd_sm90 -j $MAX_JOBS > "$OUT/harness_optin.log" 2>&1 && make -C dev/fwd_sm90 -j $MAX_JOBS >> "$OUT/harness_optin.log" 2>&1
+  { timeout 120 dev/bin/bwd_sm90/bwd_sm90_check --filter feat 2>&1 | grep -E "^FAIL|pipe feat|passed"
+    timeout 120 dev/bin/fwd_sm90/sm90_check -k persistfeat 2>&1 | grep -E "^FAIL|passed"; } >> "$OUT/harness_optin.log" 2>&1
+  grep -E "FAIL|pipe feat|passed|Error|error:" "$OUT/harness_optin.log" | head -20
+  log "A/B: softcap / ALiBi backward (FEAT vs sm80), one-feature forward (persistent grid or not)"
+  { timeout 150 python3 benchmarks/sm90_bwd_feat_cost.py --seqlens 1024,4096,16384
+    for pf in 0 1; do echo "== FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=$pf"
+      FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=$pf timeout 100 python3 benchmarks/sm90_feat_cost.py --seqlens 1024,4096,16384 --dropout 0.1; done
+  } > "$OUT/ab_optin.log" 2>&1
+  grep -E "geomean|Error|error" "$OUT/ab_optin.log"
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   log "benchmark"
