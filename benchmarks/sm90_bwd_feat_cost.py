@@ -19,6 +19,7 @@ import os
 from typing import Dict, List
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 import flash_attn_c
@@ -39,7 +40,12 @@ def backward_ms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
     if feat_switch:
         os.environ["FLASH_ATTN_C_SM90_BWD_FEAT"] = "1"
     try:
-        grads = grad()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            grads = grad()
+            torch.cuda.synchronize()
+        ran = any("fa_bwd_sm90_pipe_feat_kernel" in e.name for e in prof.events())
+        if ran != (feat_switch and bool(kw)):  # the FEAT instance, and only where it was asked for
+            raise SystemExit(f"FLASH_ATTN_C_SM90_BWD_FEAT={int(feat_switch)} {sorted(kw)}: FEAT instance ran: {ran}")
         ms = do_bench(grad, warmup=25, rep=100, return_mode="median")
     finally:
         os.environ.pop("FLASH_ATTN_C_SM90_BWD_FEAT", None)

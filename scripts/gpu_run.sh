@@ -48,9 +48,9 @@ if [ "$what" = optin ]; then
   grep -E "^(FAILED|ERROR)" "$OUT/pytest_optin.log" | cut -c1-220 | head -40; tail -2 "$OUT/pytest_optin.log"
   log "harnesses (built here: bwd_sm90, fwd_sm90)"
   make -C dev/bwd_sm90 -j $MAX_JOBS > "$OUT/harness_optin.log" 2>&1 && make -C dev/fwd_sm90 -j $MAX_JOBS >> "$OUT/harness_optin.log" 2>&1
-  { timeout 120 dev/bin/bwd_sm90/bwd_sm90_check --filter feat 2>&1 | grep -E "^FAIL|pipe feat|passed"
+  { timeout 120 dev/bin/bwd_sm90/bwd_sm90_check --filter feat 2>&1 | grep -E "^FAIL|^pipe feat modes|passed"
     timeout 120 dev/bin/fwd_sm90/sm90_check -k persistfeat 2>&1 | grep -E "^FAIL|passed"; } >> "$OUT/harness_optin.log" 2>&1
-  grep -E "FAIL|pipe feat|passed|Error|error:" "$OUT/harness_optin.log" | head -20
+  grep -E "FAIL|^pipe feat modes|passed|Error|error:" "$OUT/harness_optin.log" | head -20
   log "A/B: softcap / ALiBi backward (FEAT vs sm80), one-feature forward (persistent grid or not)"
   { timeout 150 python3 benchmarks/sm90_bwd_feat_cost.py --seqlens 1024,4096,16384
     for pf in 0 1; do echo "== FLASH_ATTN_C_SM90_FWD_PERSIST_FEAT=$pf"

@@ -214,9 +214,11 @@ def sm90_persist_feats_ran(fn) -> set:
 
 # the sm90 backward's kernels, demangled names -> tags: br80 / br80_ordered (fa_bwd_sm90_pipe80[_ordered]_kernel
 # <kBf16>), br128_<kDq> (fa_bwd_sm90_pipe128_kernel<kBf16, kDq>), br64_<kDq> (fa_bwd_sm90_pipe_kernel<kBf16, D,
-# kDq>: the Br = 64 tile and the d in (128, 256] dim split), cp_async (fa_bwd_sm90_kernel<kBf16, D, atomic>);
-# the first pattern that matches (pipe80_ordered before pipe80)
+# kDq>: the Br = 64 tile and the d in (128, 256] dim split), feat_<kDq> (fa_bwd_sm90_pipe_feat_kernel<kBf16, D,
+# kDq>: softcap / ALiBi, opt-in), cp_async (fa_bwd_sm90_kernel<kBf16, D, atomic>); the first pattern that
+# matches (pipe80_ordered before pipe80)
 _SM90_BWD_TAGS = [
+    (re.compile(r"fa_bwd_sm90_pipe_feat_kernel<\s*\w+\s*,\s*\d+\s*,\s*(\d)\s*>"), lambda m: f"feat_{m.group(1)}"),
     (re.compile(r"fa_bwd_sm90_pipe80_ordered_kernel<"), lambda m: "br80_ordered"),
     (re.compile(r"fa_bwd_sm90_pipe80_kernel<"), lambda m: "br80"),
     (re.compile(r"fa_bwd_sm90_pipe128_kernel<\s*\w+\s*,\s*(\d)\s*>"), lambda m: f"br128_{m.group(1)}"),

@@ -14,33 +14,19 @@ the scores, slopes (h,) and (b, h), scale 4; deterministic calls also twice, bit
 Runs on compute capability 9.0 only."""
 from __future__ import annotations
 
-import re
-from typing import Callable, List
+from typing import Callable
 
 import pytest
 import torch
 
-from conftest import cuda_kernel_names, sm90_switches
+from conftest import sm90_bwd_kernels, sm90_switches
 from oracle import check_dense
 
 import flash_attn_c
 
 pytestmark = pytest.mark.gpu
 
-FEAT = "fa_bwd_sm90_pipe_feat_kernel"
-# demangled fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>, or mangled ...ILb1ELi128ELi2EE...
-_FEAT_KDQ = re.compile(r"fa_bwd_sm90_pipe_feat_kernel(?:<\s*(?:true|false|1|0)\s*,\s*\d+\s*,\s*(\d)\s*>"
-                       r"|ILb[01]ELi\d+ELi(\d)E)")
-
-
-def _feat_kdq(names: List[str]) -> List[int]:
-    """kDq of each FEAT instance launch among names (2 TMA dQ, 3 ORDERED)."""
-    out = []
-    for n in names:
-        m = _FEAT_KDQ.search(n)
-        if m:
-            out.append(int(m.group(1) or m.group(2)))
-    return out
+ATOMIC, ORDERED = "feat_2", "feat_3"  # conftest.sm90_bwd_kernels' tags of its kDq = TMA / ORDERED forms
 
 
 @pytest.fixture(autouse=True)
@@ -49,12 +35,12 @@ def bwd_feat_on(monkeypatch: pytest.MonkeyPatch) -> None:
         "FLASH_ATTN_C_SM90_BWD": "1",
         "FLASH_ATTN_C_SM90_BWD_FEAT": "1",
         "FLASH_ATTN_C_SM90_BWD_PIPE": None,
+        "FLASH_ATTN_C_SM90_BWD_DET": None,      # deterministic calls: the ORDERED form
+        "FLASH_ATTN_C_SM90_BWD_DET256": None,
+        "FLASH_ATTN_C_SM90_BWD_VARIANT": None,
     })
 
 
-def _sm90_bwd_kernels(fn: Callable[[], object]) -> List[str]:
-    """The sm90 backward kernels (any instance) fn() launched, one name per launch."""
-    return cuda_kernel_names(fn, "fa_bwd_sm90")
 
 
 def _backward(d: int, *, softcap: float = 0.0, alibi: bool = False, deterministic: bool = False,
@@ -83,28 +69,28 @@ def _backward(d: int, *, softcap: float = 0.0, alibi: bool = False, deterministi
 @pytest.mark.parametrize("d", [64, 128])
 def test_variable_selects_the_feat_instance(d: int, monkeypatch: pytest.MonkeyPatch) -> None:
     for feats in (dict(softcap=5.0), dict(alibi=True), dict(softcap=5.0, alibi=True)):
-        names = _sm90_bwd_kernels(_backward(d, **feats))
-        assert _feat_kdq(names) == [2], (feats, names)
-        names = _sm90_bwd_kernels(_backward(d, deterministic=True, **feats))
-        assert _feat_kdq(names) == [3], (feats, names)
-    plain = _sm90_bwd_kernels(_backward(d))
-    assert plain and not any(FEAT in n for n in plain), plain      # plain calls: their own instances
+        names = sm90_bwd_kernels(_backward(d, **feats))
+        assert names == [ATOMIC], (feats, names)
+        names = sm90_bwd_kernels(_backward(d, deterministic=True, **feats))
+        assert names == [ORDERED], (feats, names)
+    plain = sm90_bwd_kernels(_backward(d))
+    assert plain and not any(t.startswith("feat") for t in plain), plain      # plain calls: their own instances
     # outside the FEAT instance's scope a feature call takes no sm90 backward kernel (the sm80 one)
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass")        # no dK/dV-only FEAT form
-    assert _sm90_bwd_kernels(_backward(d, softcap=5.0, deterministic=True)) == []
+    assert sm90_bwd_kernels(_backward(d, softcap=5.0, deterministic=True)) == []
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET")
-    assert _sm90_bwd_kernels(_backward(d, alibi=True, dropout=0.1)) == []
-    assert _sm90_bwd_kernels(_backward(d, softcap=5.0, varlen=True)) == []
+    assert sm90_bwd_kernels(_backward(d, alibi=True, dropout=0.1)) == []
+    assert sm90_bwd_kernels(_backward(d, softcap=5.0, varlen=True)) == []
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_FEAT")
-    assert _sm90_bwd_kernels(_backward(d, softcap=5.0)) == []
-    assert _sm90_bwd_kernels(_backward(d, alibi=True)) == []
+    assert sm90_bwd_kernels(_backward(d, softcap=5.0)) == []
+    assert sm90_bwd_kernels(_backward(d, alibi=True)) == []
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_FEAT", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0")         # the cp.async kernel has no features
-    assert _sm90_bwd_kernels(_backward(d, softcap=5.0)) == []
+    assert sm90_bwd_kernels(_backward(d, softcap=5.0)) == []
 
 
 def test_head_dim_256_keeps_the_sm80_backward() -> None:
-    assert _sm90_bwd_kernels(_backward(256, softcap=5.0)) == []
+    assert sm90_bwd_kernels(_backward(256, softcap=5.0)) == []
 
 
 # (b, sq, sk, h, hk, d, causal, window, softcap, alibi)
@@ -128,20 +114,20 @@ CASES = [
 @pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window,softcap,alibi", CASES)
 def test_feat_backward_parity(dtype, b, sq, sk, h, hk, d, causal, window, softcap, alibi) -> None:
     # the parity would hold on the sm80 fallback too: the profiler says the FEAT instance ran
-    names = _sm90_bwd_kernels(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal,
+    names = sm90_bwd_kernels(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal,
                                                   window=window, softcap=softcap, alibi=alibi, grad=True,
                                                   check_lse=False))
-    assert _feat_kdq(names) == [2], names
+    assert names == [ATOMIC], names
 
 
 @pytest.mark.parity_grad
 @pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window,softcap,alibi", CASES[:6] + CASES[-1:])
 def test_feat_backward_deterministic(b, sq, sk, h, hk, d, causal, window, softcap, alibi) -> None:
     # parity on the ORDERED form, then two more backwards of the same inputs: identical bits
-    names = _sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, b, sq, sk, h, hk, d, causal=causal,
+    names = sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, b, sq, sk, h, hk, d, causal=causal,
                                                   window=window, softcap=softcap, alibi=alibi, grad=True,
                                                   check_lse=False, deterministic=True))
-    assert _feat_kdq(names) == [3], names
+    assert names == [ORDERED], names
     q = torch.randn(b, sq, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     k, v = (torch.randn(b, sk, hk, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     slopes = torch.rand((h,) if alibi == "h" else (b, h), device="cuda") * 0.5 + 0.05 if alibi else None
@@ -156,8 +142,9 @@ def test_feat_backward_deterministic(b, sq, sk, h, hk, d, causal, window, softca
 
 @pytest.mark.parity_grad
 @pytest.mark.parametrize("d", [64, 128])
-def test_feat_backward_scale_4(d: int) -> None:
-    names = _sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 2, 2, d, softcap=10.0,
-                                                  alibi="h", softmax_scale=4.0 / d ** 0.5, grad=True,
+@pytest.mark.parametrize("scale_mul", [4.0, -0.5])  # -0.5: softcap's scale / softcap < 0 too
+def test_feat_backward_other_scales(d: int, scale_mul: float) -> None:
+    names = sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 2, 2, d, softcap=10.0,
+                                                  alibi="h", softmax_scale=scale_mul / d ** 0.5, grad=True,
                                                   check_lse=False))
-    assert _feat_kdq(names) == [2], names
+    assert names == [ATOMIC], names

@@ -1,8 +1,8 @@
 /* bwd_sm90_check.cu - self-checking harness of the Hopper backward (fa_bwd_sm90), no torch.
  * Shares everything with dev/bwd/bwd_check.cu through dev/common/bwd_*.h (same oracle, same bar,
  * same poisoning); only the call under test, the case list (the sm90 scope: fp16/bf16, d <= 128,
- * and d in (128, 256] on the pipelined kernel alone, no dropout/softcap/ALiBi, atomic dQ) and the
- * benchmark differ.
+ * and d in (128, 256] on the pipelined kernel alone, no dropout/softcap/ALiBi, atomic dQ; softcap /
+ * ALiBi in a list of their own, g_feat_cases) and the benchmark differ.
  *
  *   bwd_sm90_check                 every case through fa_bwd_sm90 with FLASH_ATTN_C_SM90_BWD_PIPE=0
  *                                  (the cp.async kernel: modes "sm90", "sm90#2"), then again with
@@ -21,6 +21,12 @@
  *                                  in scope). Cases with d > 128 run in the pipe modes only (their
  *                                  one instance, opt-in by the =1 / =2 those modes set).
  *   bwd_sm90_check --filter d256   the d in (128, 256] cases (the dim-split instance)
+ *   bwd_sm90_check --filter feat   the softcap / ALiBi cases, in the modes "pipe feat", "pipe feat#2"
+ *                                  and "pipe feat det" (FLASH_ATTN_C_SM90_BWD_FEAT=1: the FEAT
+ *                                  instance, mode 10, deterministic its ORDERED form, mode 11, run
+ *                                  twice, bitwise identical; counted checks: every call on the mode
+ *                                  its determinism names, and every one refused without the variable).
+ *                                  They run with every selection that names them (not with --det)
  *   bwd_sm90_check --det [--filter STR]  only the "det ordered" runs (of the selected cases)
  *   FLASH_ATTN_C_SM90_BWD_DET unset (the package default) or =ordered_br: the "det ordered" mode runs
  *                                  the ORDERED instances of the FA3-sized tiles (Br = 80 at d in
@@ -182,6 +188,7 @@ static const bwd_case g_feat_cases[] = {
     {"feat softcap scale 4 d128",        BF, 2,  97,   97,  2, 2, 128, -1, -1, 10.f, 0, 0.f, 0, 0, NULL, 4.f},
     {"feat seqlen 1 alibi d128",         BF, 3,   1,    1,  2, 2, 128, -1, -1, 0.f, 1, 0.f, 0, 0, NULL, 1.f},
     {"feat softcap alibi d32 sq<sk causal fp16", HF, 2, 130, 200, 4, 2, 32, -1, 0, 2.f, 2, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap alibi scale -0.5 d64", BF, 2,  97,   97,  2, 2,  64, -1, -1, 5.f, 1, 0.f, 0, 0, NULL, -0.5f},
 };
 
 /* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64
@@ -409,8 +416,8 @@ static const bwd_mode g_feat_modes[] = {
     {"pipe feat#2", 0, 0},
     {"pipe feat det", 1, 1}, /* FLASH_ATTN_C_SM90_BWD_DET unset here (main): the ORDERED form */
 };
-static const bwd_target g_feat_target = {fa_bwd_sm90_feat_entry, fa_bwd_sm90_workspace_bytes, fa_bwd_sm90_feat_supported,
-                                         g_feat_modes, 3};
+static const bwd_target g_feat_target = {fa_bwd_sm90_feat_entry, fa_bwd_sm90_workspace_bytes,
+                                         fa_bwd_sm90_feat_supported, g_feat_modes, 3};
 
 /* ---- timing ------------------------------------------------------------------------------- */
 static void bench(int det)
@@ -542,7 +549,8 @@ int main(int argc, char **argv)
                g_det_br_taken[0], g_det_br_calls[0], g_det_br_taken[1], g_det_br_calls[1]);
     if (g_feat_calls > 0) {
         printf("pipe feat modes (FLASH_ATTN_C_SM90_BWD_FEAT=1): %d of %d softcap / ALiBi calls ran the FEAT instance "
-               "(mode %d, deterministic %d); without the variable the sm90 backward refused %d of them (the sm80 one's)\n",
+               "(mode %d, deterministic %d); without the variable the sm90 backward refused %d of them "
+               "(the sm80 one's)\n",
                g_feat_taken, g_feat_calls, FA_BWD_SM90_PIPE_MODE_FEAT, FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED,
                g_feat_refused_off);
         check_count(&tally, g_feat_taken == g_feat_calls);

@@ -79,7 +79,8 @@ static fa_status fa_bwd_cuda_run(const fa_params *p, void *stream)
     const fa_status chk = fa_bwd_validate(p);
     if (chk != FA_OK) return chk;
     /* ---- sm90 hook: the Hopper wgmma backward for the cases it covers (cc 9.0, d <= 128 or opt-in d <= 256, no
-     * dropout/softcap/ALiBi; deterministic runs its dK/dV and the dQ pass below);
+     * dropout; softcap / ALiBi only with FLASH_ATTN_C_SM90_BWD_FEAT=1; deterministic: its ORDERED instances or
+     * its dK/dV kernel and the dQ pass);
      * FLASH_ATTN_C_SM90_BWD=0 opts out. ---- */
     if (fa_bwd_sm90_supported != NULL && fa_bwd_sm90_supported(p)) return fa_bwd_sm90(p, stream);
     fa_bwd_args a;

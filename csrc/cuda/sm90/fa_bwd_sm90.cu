@@ -8,7 +8,7 @@
  *      fa_bwd_dq_convert_tiled_kernel, fa_bwd_sm90_dq_tiled.cuh);
  *      deterministic: the sm80 path's ordered dQ kernel instead (fa_bwd_run_dq_pass, fa_bwd_api.cu),
  *      which recomputes S and dP per query block and sums over the keys in a fixed order, unless an
- *      ORDERED instance added dQ in key-block order (d <= 128; d > 128 unless
+ *      ORDERED instance added dQ in key-block order (d <= 128, softcap / ALiBi ones too; d > 128 unless
  *      FLASH_ATTN_C_SM90_BWD_DET256=0, into the tiled buffer): then the convert as above.
  * Workspace layout: the sm80 backward's (fa_bwd_host.h), with dq_accum tiled and larger at d > 128
  * (atomic dQ: fa_bwd_sm90_dq_tiled.cuh, sized by fa_bwd_sm90_workspace_bytes).
@@ -181,7 +181,8 @@ static fa_status fa_bwd_sm90_pipe_feat_launch(const fa_bwd_sm90_params &prm, int
     if (pipe_mode == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED) {
         if (prm.a.dq_sem == NULL || prm.a.dq_sem_rows != Cfg::Br) return FA_ERR_UNSUPPORTED;
         return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, FA_BWD_SM90_DQ_ORDERED>, prm, prm.a,
-                                       FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_ORDERED), stream);
+                                       FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_ORDERED),
+                                       stream);
     }
     return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>, prm, prm.a,
                                    FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_TMA), stream);
@@ -242,7 +243,8 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
         return FA_ERR_UNSUPPORTED; /* d > 128: the pipelined kernel only (fa_bwd_sm90 returned before this without it) */
     }
     if (st != FA_OK) return st;
-    /* deterministic: the ordered dQ pass, unless an ORDERED instance (modes 3, 7, 8, 9) added dQ into dq_accum */
+    /* deterministic: the ordered dQ pass, unless an ORDERED instance (modes 3, 7, 8, 9, 11) added dQ into
+     * dq_accum */
     if (!a.atomic_dq && !FA_BWD_SM90_PIPE_MODE_ORDERED(pipe_mode)) return fa_bwd_run_dq_pass(a, kBf16, stream);
     if (tiled) {
         const int64_t blocks = tiled_floats / FA_BWD_DQ_TILE_FLOATS; /* one block per tile */

@@ -10,8 +10,10 @@
  * key-block order (dense, d <= 128; fa_bwd_sm90_ordered.h), else by the sm80 path's ordered dQ
  * kernel after the sm90 dK/dV kernel; d in (128, 256] only dense, TMA-fit and with atomic dQ (or
  * FLASH_ATTN_C_SM90_BWD_PIPE=1/2 asking, or deterministic unless
- * FLASH_ATTN_C_SM90_BWD_DET256=0: the dim-split kernel's ORDERED instance). Dropout, softcap, ALiBi and other d > 128 stay on the sm80
- * kernels: fa_bwd_sm90_supported() returns 0.
+ * FLASH_ATTN_C_SM90_BWD_DET256=0: the dim-split kernel's ORDERED instance). Softcap / ALiBi only
+ * with FLASH_ATTN_C_SM90_BWD_FEAT=1, dense, d <= 128 (the pipelined kernel's FEAT instance and its
+ * ORDERED form). Dropout, other softcap / ALiBi calls and other d > 128 stay on the sm80 kernels:
+ * fa_bwd_sm90_supported() returns 0.
  */
 #ifndef FA_BWD_SM90_CUH
 #define FA_BWD_SM90_CUH
@@ -22,7 +24,8 @@
 
 /* 1 when fa_bwd_sm90 can run this call on the current device: compute capability 9.0, the
  * sm_90a kernel image is in the binary, the call is in scope (above) and passes the sm80
- * backward's validation (fa_bwd_validate). Ignores the environment. */
+ * backward's validation (fa_bwd_validate). Reads the pipelined kernel's switches
+ * (FLASH_ATTN_C_SM90_BWD_PIPE, _DET, _DET256, _VARIANT, _FEAT), not FLASH_ATTN_C_SM90_BWD. */
 int fa_bwd_sm90_can_run(const fa_params *p);
 
 /* fa_bwd_sm90_can_run(p), unless the environment sets FLASH_ATTN_C_SM90_BWD=0 (read on every

@@ -58,7 +58,8 @@ static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_
  * these modes: every other instance would ignore the features. */
 #define FA_BWD_SM90_PIPE_MODE_FEAT 10
 #define FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED 11
-#define FA_BWD_SM90_PIPE_MODE_IS_FEAT(m) ((m) == FA_BWD_SM90_PIPE_MODE_FEAT || (m) == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED)
+#define FA_BWD_SM90_PIPE_MODE_IS_FEAT(m) \
+    ((m) == FA_BWD_SM90_PIPE_MODE_FEAT || (m) == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED)
 /* the modes whose kernel adds dQ in key-block order (the convert pass follows, no dQ pass) */
 #define FA_BWD_SM90_PIPE_MODE_ORDERED(m)                                                                 \
     ((m) == 3 || (m) == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED || (m) == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED || \

@@ -93,9 +93,9 @@
  * consumer tile of fa_bwd_sm90_pipe80.cuh (dQ transposed; the same writer warp).
  *
  * fa_bwd_sm90_pipe_feat_kernel (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1; compiled, not yet run on a GPU):
- * this kernel's body at Br = 64 with TMA (or, deterministic, ORDERED) dQ and kFeat: softcap and / or ALiBi scores (the consumers
- * wait for S^T and dP^T together, then P^T and dS^T in one pass, thread_probs_ds_feat; the ALiBi
- * slope of each tile's query head read in the loop). Dense, d <= 128, no dropout; every
+ * this kernel's body at Br = 64 with TMA (or, deterministic, ORDERED) dQ and kFeat: softcap and / or
+ * ALiBi scores (the consumers wait for S^T and dP^T together, then P^T and dS^T in one pass,
+ * thread_probs_ds_feat; the ALiBi slope of each tile's query head read in the loop). Dense, d <= 128, no dropout; every
  * other softcap / ALiBi call runs the sm80 backward (fa_bwd_sm90_plan.cu).
  *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf

@@ -108,9 +108,10 @@ static int fa_bwd_sm90_bucket_of_shape(const fa_params *p)
 }
 
 /* The checks of fa_bwd_sm90_can_run that need no tensor map: the head-dim bucket when they pass,
- * else 0. Bucket 256 needs the pipelined kernel's maps on top (fa_bwd_sm90_pipe_prepare), which
- * fa_bwd_sm90_can_run encodes to decide and fa_bwd_sm90 encodes once to run: the run path calls
- * this, not fa_bwd_sm90_can_run, so a call's maps are not encoded twice there. */
+ * else 0. Bucket 256 and softcap / ALiBi calls need the pipelined kernel's maps on top
+ * (fa_bwd_sm90_pipe_prepare), which fa_bwd_sm90_can_run encodes to decide and fa_bwd_sm90 encodes
+ * again to run (host work only, a few microseconds): the run path calls this, not
+ * fa_bwd_sm90_can_run. */
 int fa_bwd_sm90_bucket_checked(const fa_params *p)
 {
     const int bucket = fa_bwd_sm90_bucket_of_shape(p);
@@ -124,8 +125,10 @@ int fa_bwd_sm90_can_run(const fa_params *p)
     const int bucket = fa_bwd_sm90_bucket_checked(p);
     if (bucket == 0) return 0;
     if (fa_bwd_sm90_feat_call(p)) {
-        /* softcap / ALiBi: only where the FEAT instance takes the call (TMA-fit maps,
-         * FLASH_ATTN_C_SM90_BWD_PIPE not 0); every other instance would ignore them */
+        /* softcap / ALiBi: only where the FEAT instance takes the call (TMA-fit maps; atomic dQ with
+         * FLASH_ATTN_C_SM90_BWD_PIPE not 0, or the ordered dQ's counters, which mode 3 gets under
+         * FLASH_ATTN_C_SM90_BWD_DET=ordered even with PIPE=0, as plain calls do); every other
+         * instance would ignore them */
         fa_bwd_args a;
         fa_bwd_fill_args(p, &a);
         fa_bwd_sm90_params prm;

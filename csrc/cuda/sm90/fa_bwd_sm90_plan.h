@@ -23,8 +23,9 @@ int fa_bwd_sm90_bucket_checked(const fa_params *p);
  * bucket 256), 1 (red.add dQ), 2 (TMA-reduce dQ), 3 (ordered dQ), 4 (the Br = 80 kernel) or 5 / 6
  * (the Br = 128 instances, red.add / TMA dQ; fa_bwd_sm90_pipe80_host.h) or 7 / 8 (their ORDERED
  * instances, the deterministic default there) or 9 (the d in (128, 256] ORDERED instance, unless
- * FLASH_ATTN_C_SM90_BWD_DET256=0) or 10 / 11 (FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED: softcap / ALiBi), with the tensor maps in *prm where not 0 and a's ordered-dQ fields
- * set only where 3, 7, 8, 9 or 11 runs. */
+ * FLASH_ATTN_C_SM90_BWD_DET256=0) or 10 / 11 (FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED: softcap /
+ * ALiBi), with the tensor maps in *prm where not 0 and a's ordered-dQ fields set only where 3, 7,
+ * 8, 9 or 11 runs. */
 int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
 #endif /* FA_BWD_SM90_PLAN_H */
