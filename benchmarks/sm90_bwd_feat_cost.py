@@ -1,5 +1,5 @@
 """Cost of softcap and ALiBi in the CUDA backward (issue #13: softcap and ALiBi on the Hopper
-backward): on the standard sweep's shapes (bf16, 16k tokens, h*d = 2048, d 64 / 128, causal and
+backward): on the standard sweep's shapes (bf16, 16k tokens, h*d = 2048, d 64 / 128 / 256, causal and
 not), the backward alone (torch.autograd.grad of one forward's output) of the plain call beside
 softcap=30, ALiBi (h,) slopes and both, each on the sm90 FEAT instance (FLASH_ATTN_C_SM90_BWD_FEAT=1)
 and on the sm80 backward (the variable unset, the default). The two feature gradients are checked
@@ -9,7 +9,7 @@ TFLOP/s counts the backward as 2.5 x the forward's 4 b h s^2 d (halved when caus
 harnesses do. The last lines: each column's geomean ratio to the plain backward, and the FEAT
 instance's speedup over the sm80 backward.
 
-    python benchmarks/sm90_bwd_feat_cost.py [--seqlens 512,2048,8192,16384] [--dims 64,128]
+    python benchmarks/sm90_bwd_feat_cost.py [--seqlens 512,2048,8192,16384] [--dims 64,128,256]
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def backward_ms(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.T
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seqlens", default="512,1024,2048,4096,8192,16384")
-    ap.add_argument("--dims", default="64,128")
+    ap.add_argument("--dims", default="64,128,256")
     args = ap.parse_args()
     seqlens = [int(x) for x in args.seqlens.split(",")]
     dims = [int(x) for x in args.dims.split(",")]

@@ -1,13 +1,14 @@
 """Softcap and ALiBi on the Hopper backward: the pipelined kernel's FEAT instance
-(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>: Br = 64, the feature scores of thread_probs_ds_feat;
-kDq 2 = dQ by TMA reduce, 3 = ORDERED, the deterministic form), opt-in with
-FLASH_ATTN_C_SM90_BWD_FEAT=1 (read on every call; fa_bwd_sm90_plan.cu). Without the variable these
-calls run the sm80 backward, as before.
+(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>, the feature scores of thread_probs_ds_feat; D 64 / 128:
+the Br = 64 tile, kDq 2 = dQ by TMA reduce; D 256: the dim split, kDq 1 = red.add; kDq 3 = ORDERED,
+the deterministic form), opt-in with FLASH_ATTN_C_SM90_BWD_FEAT=1 (read on every call;
+fa_bwd_sm90_plan.cu). Without the variable these calls run the sm80 backward, as before.
 
-A profiler check of the selection: softcap, ALiBi and both at d <= 64 and d in (64, 128] run the
-FEAT instance (kDq 2, or 3 when deterministic); plain calls never do; dropout, varlen, d > 128 and
-FLASH_ATTN_C_SM90_BWD_DET=pass deterministic feature calls, and any feature call without the
-variable, launch no sm90 backward kernel at all (a plain sm90 instance would ignore the features).
+A profiler check of the selection: softcap, ALiBi and both at d <= 64, d in (64, 128] and d in
+(128, 256] run the FEAT instance (kDq 2 / 1, or 3 when deterministic); plain calls never do;
+dropout, varlen and FLASH_ATTN_C_SM90_BWD_DET=pass deterministic feature calls, and any feature call
+without the variable, launch no sm90 backward kernel at all (a plain sm90 instance would ignore the
+features).
 Then gradient parity against the float64 oracle (error-ratio rule, 3x for gradients) with the tile
 edges of the pipelined tests: sq != sk both ways, causal, windows, GQA / MQA, softcaps that bend
 the scores, slopes (h,) and (b, h), scale 4; deterministic calls also twice, bitwise identical.
@@ -26,7 +27,12 @@ import flash_attn_c
 
 pytestmark = pytest.mark.gpu
 
-ATOMIC, ORDERED = "feat_2", "feat_3"  # conftest.sm90_bwd_kernels' tags of its kDq = TMA / ORDERED forms
+ORDERED = "feat_3"  # conftest.sm90_bwd_kernels' tag of the deterministic form (kDq = ORDERED)
+
+
+def _atomic(d: int) -> str:
+    """The tag of the atomic-dQ form at head dim d: TMA dQ (kDq 2) at d <= 128, red.add (1) above."""
+    return "feat_2" if d <= 128 else "feat_1"
 
 
 @pytest.fixture(autouse=True)
@@ -66,19 +72,23 @@ def _backward(d: int, *, softcap: float = 0.0, alibi: bool = False, deterministi
     return run
 
 
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 256])
 def test_variable_selects_the_feat_instance(d: int, monkeypatch: pytest.MonkeyPatch) -> None:
     for feats in (dict(softcap=5.0), dict(alibi=True), dict(softcap=5.0, alibi=True)):
         names = sm90_bwd_kernels(_backward(d, **feats))
-        assert names == [ATOMIC], (feats, names)
+        assert names == [_atomic(d)], (feats, names)
         names = sm90_bwd_kernels(_backward(d, deterministic=True, **feats))
         assert names == [ORDERED], (feats, names)
     plain = sm90_bwd_kernels(_backward(d))
-    assert plain and not any(t.startswith("feat") for t in plain), plain      # plain calls: their own instances
+    assert plain and not any(t.startswith("feat") for t in plain), plain  # plain calls: their own instances
     # outside the FEAT instance's scope a feature call takes no sm90 backward kernel (the sm80 one)
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET", "pass")        # no dK/dV-only FEAT form
     assert sm90_bwd_kernels(_backward(d, softcap=5.0, deterministic=True)) == []
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET")
+    if d > 128:                                                    # d > 128 deterministic: sm80 there
+        monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_DET256", "0")
+        assert sm90_bwd_kernels(_backward(d, softcap=5.0, deterministic=True)) == []
+        monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_DET256")
     assert sm90_bwd_kernels(_backward(d, alibi=True, dropout=0.1)) == []
     assert sm90_bwd_kernels(_backward(d, softcap=5.0, varlen=True)) == []
     monkeypatch.delenv("FLASH_ATTN_C_SM90_BWD_FEAT")
@@ -87,10 +97,6 @@ def test_variable_selects_the_feat_instance(d: int, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_FEAT", "1")
     monkeypatch.setenv("FLASH_ATTN_C_SM90_BWD_PIPE", "0")         # the cp.async kernel has no features
     assert sm90_bwd_kernels(_backward(d, softcap=5.0)) == []
-
-
-def test_head_dim_256_keeps_the_sm80_backward() -> None:
-    assert sm90_bwd_kernels(_backward(256, softcap=5.0)) == []
 
 
 # (b, sq, sk, h, hk, d, causal, window, softcap, alibi)
@@ -106,6 +112,11 @@ CASES = [
     (2, 130, 200, 4, 2, 32, True, (-1, -1), 30.0, "bh"),
     (3, 1, 1, 2, 2, 128, False, (-1, -1), 0.0, "h"),
     (1, 2048, 2048, 8, 2, 128, True, (-1, -1), 50.0, "h"),
+    # d in (128, 256]: the dim split (Bc = Br = 64); d 160 / 192 leave column blocks past d
+    (2, 97, 97, 2, 2, 256, False, (-1, -1), 2.0, None),
+    (2, 200, 130, 4, 2, 256, True, (-1, -1), 0.0, "bh"),
+    (1, 130, 255, 2, 2, 160, False, (20, 20), 3.0, "h"),
+    (1, 1025, 17, 4, 2, 192, False, (-1, -1), 5.0, "h"),
 ]
 
 
@@ -117,11 +128,11 @@ def test_feat_backward_parity(dtype, b, sq, sk, h, hk, d, causal, window, softca
     names = sm90_bwd_kernels(lambda: check_dense("cuda", dtype, b, sq, sk, h, hk, d, causal=causal,
                                                   window=window, softcap=softcap, alibi=alibi, grad=True,
                                                   check_lse=False))
-    assert names == [ATOMIC], names
+    assert names == [_atomic(d)], names
 
 
 @pytest.mark.parity_grad
-@pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window,softcap,alibi", CASES[:6] + CASES[-1:])
+@pytest.mark.parametrize("b,sq,sk,h,hk,d,causal,window,softcap,alibi", CASES[:6] + CASES[-4:])
 def test_feat_backward_deterministic(b, sq, sk, h, hk, d, causal, window, softcap, alibi) -> None:
     # parity on the ORDERED form, then two more backwards of the same inputs: identical bits
     names = sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, b, sq, sk, h, hk, d, causal=causal,
@@ -141,10 +152,10 @@ def test_feat_backward_deterministic(b, sq, sk, h, hk, d, causal, window, softca
 
 
 @pytest.mark.parity_grad
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 256])
 @pytest.mark.parametrize("scale_mul", [4.0, -0.5])  # -0.5: softcap's scale / softcap < 0 too
 def test_feat_backward_other_scales(d: int, scale_mul: float) -> None:
     names = sm90_bwd_kernels(lambda: check_dense("cuda", torch.bfloat16, 2, 97, 97, 2, 2, d, softcap=10.0,
                                                   alibi="h", softmax_scale=scale_mul / d ** 0.5, grad=True,
                                                   check_lse=False))
-    assert names == [ATOMIC], names
+    assert names == [_atomic(d)], names

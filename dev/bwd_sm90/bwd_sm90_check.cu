@@ -21,7 +21,7 @@
  *                                  in scope). Cases with d > 128 run in the pipe modes only (their
  *                                  one instance, opt-in by the =1 / =2 those modes set).
  *   bwd_sm90_check --filter d256   the d in (128, 256] cases (the dim-split instance)
- *   bwd_sm90_check --filter feat   the softcap / ALiBi cases, in the modes "pipe feat", "pipe feat#2"
+ *   bwd_sm90_check --filter feat   the softcap / ALiBi cases (d 32..256), in the modes "pipe feat", "pipe feat#2"
  *                                  and "pipe feat det" (FLASH_ATTN_C_SM90_BWD_FEAT=1: the FEAT
  *                                  instance, mode 10, deterministic its ORDERED form, mode 11, run
  *                                  twice, bitwise identical; counted checks: every call on the mode
@@ -171,10 +171,11 @@ static const bwd_case g_cases[] = {
     {"window 7,-1 d136 (d256 tile)",     BF, 1,  97,  200,  2, 2, 136,  7, -1, 0.f, 0, 0.f, 0, 0, NULL, 1.f},
 };
 
-/* Softcap and / or ALiBi (the FEAT instance, opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1: dense, d <= 128,
- * atomic dQ, no dropout): a list of their own, run only in the "pipe feat" mode below. Softcaps
- * small enough that tanh bends the scores (the inputs' dots are ~N(0, 1) x scale); slopes (h,) and
- * (b, h); the tile edges and ring shapes of the plain list. Every name has "feat" (--filter feat). */
+/* Softcap and / or ALiBi (the FEAT instance, opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1: dense, no
+ * dropout; d <= 128 the Br = 64 tile, d in (128, 256] the dim split): a list of their own, run only
+ * in the "pipe feat" modes below. Softcaps small enough that tanh bends the scores (the inputs' dots
+ * are ~N(0, 1) x scale); slopes (h,) and (b, h); the tile edges and ring shapes of the plain list.
+ * Every name has "feat" (--filter feat). */
 static const bwd_case g_feat_cases[] = {
     /* name                              dt  b   sq    sk   h hk   d   wl  wr  cap al drop sp st lens scale */
     {"feat softcap d64",                 BF, 2,  97,   97,  4, 4,  64, -1, -1, 2.f, 0, 0.f, 0, 0, NULL, 1.f},
@@ -189,6 +190,11 @@ static const bwd_case g_feat_cases[] = {
     {"feat seqlen 1 alibi d128",         BF, 3,   1,    1,  2, 2, 128, -1, -1, 0.f, 1, 0.f, 0, 0, NULL, 1.f},
     {"feat softcap alibi d32 sq<sk causal fp16", HF, 2, 130, 200, 4, 2, 32, -1, 0, 2.f, 2, 0.f, 0, 0, NULL, 1.f},
     {"feat softcap alibi scale -0.5 d64", BF, 2,  97,   97,  2, 2,  64, -1, -1, 5.f, 1, 0.f, 0, 0, NULL, -0.5f},
+    /* d in (128, 256]: the dim split's FEAT instance (red.add dQ into the tiled buffer; ORDERED) */
+    {"feat softcap d256",                BF, 2,  97,   97,  2, 2, 256, -1, -1, 2.f, 0, 0.f, 0, 0, NULL, 1.f},
+    {"feat alibi bh causal gqa sq>sk d256 fp16", HF, 2, 200, 130, 4, 2, 256, -1, 0, 0.f, 2, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap alibi window d160 (d256 tile)", BF, 1, 130, 255, 2, 2, 160, 20, 20, 3.f, 1, 0.f, 0, 0, NULL, 1.f},
+    {"feat softcap alibi sq1025 sk17 d192 (d256 tile)", BF, 1, 1025, 17, 4, 2, 192, -1, -1, 5.f, 1, 0.f, 0, 0, NULL, 1.f},
 };
 
 /* ---- under test: fa_bwd_sm90_kernel, the cp.async kernel (FLASH_ATTN_C_SM90_BWD_PIPE=0: unset, d > 64

@@ -279,7 +279,8 @@ static constexpr fa_tuning_row fa_tuning_table[] = {
      * N = 32); static: 2 stages Br 4 B (LSE, D) + the mbarriers. The softcap / ALiBi FEAT instance
      * (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1) runs these rows with TMA or ORDERED dQ: why Br = 64 and not the
      * Br = 80 / 128 tiles: their preset accumulators (-LSE / scale, -D) assume plain scores, and at
-     * Br = 64 the feature pass fits (0 spills, R233 at d = 128, R175 at d = 64; not yet timed). */
+     * Br = 64 the feature pass fits (0 spills, R233 at d = 128, R175 at d = 64; the d = 256 row's
+     * dim split too, R219; not yet timed). */
     {.kernel = FA_KERNEL_BWD_SM90_PIPE, .arch = 90, .d = 64, .br = 64, .bc = 128, .warps = 12, .stages = 2,
      .reason = "Br = 64, not FA_KERNEL_BWD_SM90's 128: with Br = 128 both atomic-dQ instances spilled at "
                "the consumers' 240 regs (red.add 48 B, TMA dQ 92 B; nvcc 13.0); with Br = 64 S^T + dP^T "

@@ -170,22 +170,24 @@ static fa_status fa_bwd_sm90_pipe_d256_ordered_launch(const fa_bwd_sm90_params &
                                    FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_ORDERED), stream);
 }
 
-/* The FEAT instance (softcap / ALiBi, Br = 64, d <= 128): pipelined mode FA_BWD_SM90_PIPE_MODE_FEAT (TMA
- * dQ) or _FEAT_ORDERED (prm.a.dq_sem laid out per 64 query rows, as for mode 3; other rows would make
- * the turns wait on the wrong counters: refused). prm as for fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>,
+/* The FEAT instance (softcap / ALiBi; D = 64, 128: Br = 64; 256: the dim split): pipelined mode
+ * FA_BWD_SM90_PIPE_MODE_FEAT (TMA dQ; at D = 256 red.add into the tiled dq_accum) or _FEAT_ORDERED
+ * (prm.a.dq_sem laid out per Br = 64 query rows, as for modes 3 and 9; other rows would make the
+ * turns wait on the wrong counters: refused). prm as for fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>,
  * whose shared memory it has. */
 template <bool kBf16, int D>
 static fa_status fa_bwd_sm90_pipe_feat_launch(const fa_bwd_sm90_params &prm, int pipe_mode, cudaStream_t stream)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D>;
     if (pipe_mode == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED) {
-        if (prm.a.dq_sem == NULL || prm.a.dq_sem_rows != Cfg::Br) return FA_ERR_UNSUPPORTED;
+        if (prm.a.dq_sem == NULL || prm.a.dq_accum == NULL || prm.a.dq_sem_rows != Cfg::Br) return FA_ERR_UNSUPPORTED;
         return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, FA_BWD_SM90_DQ_ORDERED>, prm, prm.a,
                                        FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_ORDERED),
                                        stream);
     }
-    return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, FA_BWD_SM90_DQ_TMA>, prm, prm.a,
-                                   FA_BWD_SM90_PIPE_THREADS, Cfg::Bc, Cfg::smem_bytes(FA_BWD_SM90_DQ_TMA), stream);
+    constexpr int kDq = Cfg::kDimSplit ? FA_BWD_SM90_DQ_RED : FA_BWD_SM90_DQ_TMA; /* d = 256: no TMA-dQ instance */
+    return fa_bwd_sm90_launch_grid(fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>, prm, prm.a, FA_BWD_SM90_PIPE_THREADS,
+                                   Cfg::Bc, Cfg::smem_bytes(kDq), stream);
 }
 
 /* The Br = 128 instances at d <= 64 (fa_bwd_sm90_pipe128.cuh; pipelined modes 5 red.add dQ, 6 TMA dQ).
@@ -215,7 +217,8 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
      * into the tiled dq_accum (the plan checked the workspace holds it), cleared here, not by the
      * first pass's row-major walk */
     const bool tiled = pipe != NULL && a.head_dim > 128 && a.dq_accum != NULL &&
-                       (a.atomic_dq || pipe_mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED);
+                       (a.atomic_dq || pipe_mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED ||
+                        pipe_mode == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED);
     const int64_t tiled_floats = tiled ? fa_bwd_dq_tiled_floats(a.batch, a.heads, a.seqlen_q) : 0;
     if (pair_blocks > 0) {
         fa_bwd_dot_do_o_kernel<kBf16><<<(unsigned)pair_blocks, FA_BWD_PREP_THREADS, 0, stream>>>(a, tiled_floats / 4);
@@ -232,8 +235,9 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
                  ? fa_bwd_sm90_pipe_ordered_br_launch<kBf16>(prm, pipe_mode, stream)
              : pipe_mode == FA_BWD_SM90_PIPE_MODE_D256_ORDERED ? fa_bwd_sm90_pipe_d256_ordered_launch<kBf16>(prm, stream)
              : FA_BWD_SM90_PIPE_MODE_IS_FEAT(pipe_mode)
-                 ? (a.head_dim <= 64 ? fa_bwd_sm90_pipe_feat_launch<kBf16, 64>(prm, pipe_mode, stream)
-                                     : fa_bwd_sm90_pipe_feat_launch<kBf16, 128>(prm, pipe_mode, stream))
+                 ? (a.head_dim <= 64    ? fa_bwd_sm90_pipe_feat_launch<kBf16, 64>(prm, pipe_mode, stream)
+                    : a.head_dim <= 128 ? fa_bwd_sm90_pipe_feat_launch<kBf16, 128>(prm, pipe_mode, stream)
+                                        : fa_bwd_sm90_pipe_feat_launch<kBf16, 256>(prm, pipe_mode, stream))
              : a.head_dim <= 64                      ? fa_bwd_sm90_pipe_launch<kBf16, 64>(prm, pipe_mode, stream)
              : a.head_dim <= 128                     ? fa_bwd_sm90_pipe_launch<kBf16, 128>(prm, pipe_mode, stream)
                                                      : fa_bwd_sm90_pipe_launch<kBf16, 256>(prm, pipe_mode, stream);

@@ -11,8 +11,8 @@
  * kernel after the sm90 dK/dV kernel; d in (128, 256] only dense, TMA-fit and with atomic dQ (or
  * FLASH_ATTN_C_SM90_BWD_PIPE=1/2 asking, or deterministic unless
  * FLASH_ATTN_C_SM90_BWD_DET256=0: the dim-split kernel's ORDERED instance). Softcap / ALiBi only
- * with FLASH_ATTN_C_SM90_BWD_FEAT=1, dense, d <= 128 (the pipelined kernel's FEAT instance and its
- * ORDERED form). Dropout, other softcap / ALiBi calls and other d > 128 stay on the sm80 kernels:
+ * with FLASH_ATTN_C_SM90_BWD_FEAT=1, dense (the pipelined kernel's FEAT instance and its ORDERED
+ * form, at every d of the buckets). Dropout, other softcap / ALiBi calls and other d > 128 stay on the sm80 kernels:
  * fa_bwd_sm90_supported() returns 0.
  */
 #ifndef FA_BWD_SM90_CUH

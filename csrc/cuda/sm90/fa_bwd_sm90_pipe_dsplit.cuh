@@ -59,13 +59,16 @@
 
 /* One consumer tile at d = 256 (header). dk, dv: this warpgroup's 128 dims; buf: byte offset of
  * this iteration's P^T / dS^T buffer; lse_s, dsum_s: the slot's [Br] rows; b, h, i0: the batch,
- * head and first query row of the tile (its dQ tile). */
-template <bool kBf16, int D, int kDq>
+ * head and first query row of the tile (its dQ tile). kFeat, slope: softcap and / or ALiBi (the FEAT
+ * instance; slope = this query head's, 0 = off): P^T and dS^T of the half in one pass once dP^T is
+ * in (thread_probs_ds_feat), as the d <= 128 tile does (warpgroup_tile_pds). */
+template <bool kBf16, int D, int kDq, bool kFeat = false>
 static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_args &a, const fa_seq &seq,
                                                                  const fa_bwd_pipe_smem &sm, float (&dk)[D / 4],
                                                                  float (&dv)[D / 4], int stage, uint32_t phase,
                                                                  uint32_t buf, int b, int h, int i0, int j0,
-                                                                 const float *lse_s, const float *dsum_s)
+                                                                 const float *lse_s, const float *dsum_s,
+                                                                 float slope = 0.f)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D>;
     constexpr int Bc = Cfg::Bc, Br = Cfg::Br, Bh = Br / 2; /* Bh: queries of a warpgroup's S^T half */
@@ -92,12 +95,19 @@ static __device__ __forceinline__ void warpgroup_bwd_tile_dsplit(const fa_bwd_ar
     fa_wgmma_commit();
 
     const bool need_mask = fa_bwd_tile_need_mask<Br, Bc>(a, i0, j0, sk, off); /* edge tile? */
-    fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
-    fa_reg_fence(s);
-    thread_probs_t<Bh>(s, a, lse_s + q0, need_mask, key_base, i0 + q0, sk, off, t);
-    fa_wgmma_wait<0>();
-    fa_reg_fence(dp);
-    thread_ds_t<Bh>(dp, s, dsum_s + q0, t);
+    if constexpr (kFeat) {
+        fa_wgmma_wait<0>(); /* S^T and dP^T ready */
+        fa_reg_fence(s);
+        fa_reg_fence(dp);
+        thread_probs_ds_feat<Bh>(s, dp, a, lse_s + q0, dsum_s + q0, need_mask, key_base, i0 + q0, sk, off, t, slope);
+    } else {
+        fa_wgmma_wait<1>(); /* S^T ready, dP^T may still run */
+        fa_reg_fence(s);
+        thread_probs_t<Bh>(s, a, lse_s + q0, need_mask, key_base, i0 + q0, sk, off, t);
+        fa_wgmma_wait<0>();
+        fa_reg_fence(dp);
+        thread_ds_t<Bh>(dp, s, dsum_s + q0, t);
+    }
 
     /* the half into the buffers: fragment q of k-step kk = key 16 wq + g + 8 (q & 1), query pair
      * q0 + 16 kk + 8 (q >> 1) + 2 t (fa_pack_c_to_a's order) */

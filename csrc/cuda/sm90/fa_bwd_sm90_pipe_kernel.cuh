@@ -93,10 +93,11 @@
  * consumer tile of fa_bwd_sm90_pipe80.cuh (dQ transposed; the same writer warp).
  *
  * fa_bwd_sm90_pipe_feat_kernel (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1; compiled, not yet run on a GPU):
- * this kernel's body at Br = 64 with TMA (or, deterministic, ORDERED) dQ and kFeat: softcap and / or
- * ALiBi scores (the consumers wait for S^T and dP^T together, then P^T and dS^T in one pass,
- * thread_probs_ds_feat; the ALiBi slope of each tile's query head read in the loop). Dense, d <= 128, no dropout; every
- * other softcap / ALiBi call runs the sm80 backward (fa_bwd_sm90_plan.cu).
+ * this kernel's body with kFeat: softcap and / or ALiBi scores (the consumers wait for S^T and dP^T
+ * together, then P^T and dS^T in one pass, thread_probs_ds_feat; the ALiBi slope of each tile's
+ * query head read in the loop); at d <= 128 the Br = 64 tile with TMA (deterministic: ORDERED) dQ,
+ * at d in (128, 256] the dim split with red.add (deterministic: ORDERED) dQ. Dense, no dropout;
+ * every other softcap / ALiBi call runs the sm80 backward (fa_bwd_sm90_plan.cu).
  *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
@@ -117,14 +118,16 @@
 /* The kernel body (the __global__ wrappers below): kKernel picks the tuning row
  * (fa_bwd_sm90_pipe_cfg) and, for FA_KERNEL_BWD_SM90_PIPE128 / _PIPE80, the consumer tile of
  * fa_bwd_sm90_pipe128.cuh / fa_bwd_sm90_pipe80.cuh. prm: the kernel's __grid_constant__ parameter.
- * kFeat: softcap and / or ALiBi (the FEAT instance: Br = 64, TMA or ORDERED dQ, d <= 128; warpgroup_tile_pds). */
+ * kFeat: softcap and / or ALiBi (the FEAT instance: Br = 64, TMA or ORDERED dQ at d <= 128, warpgroup_tile_pds;
+ * the dim split's red.add or ORDERED dQ at d in (128, 256], warpgroup_bwd_tile_dsplit). */
 template <bool kBf16, int D, int kDq, int kKernel, bool kFeat = false>
 static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_params &prm)
 {
     using Cfg = fa_bwd_sm90_pipe_cfg<D, kKernel>;
     constexpr int Br = Cfg::Br, kStages = Cfg::kStages, Bc = Cfg::Bc;
-    static_assert(!kFeat || (kKernel == FA_KERNEL_BWD_SM90_PIPE && !Cfg::kDimSplit && FA_BWD_SM90_DQ_STAGED(kDq)),
-                  "softcap / ALiBi: the Br = 64 tile with TMA or ORDERED dQ only");
+    static_assert(!kFeat || (kKernel == FA_KERNEL_BWD_SM90_PIPE &&
+                             (Cfg::kDimSplit ? kDq != FA_BWD_SM90_DQ_NONE : FA_BWD_SM90_DQ_STAGED(kDq))),
+                  "softcap / ALiBi: the Br = 64 tile with TMA or ORDERED dQ, the dim split with red.add or ORDERED");
     /* dK, dV accumulators per thread: 64 keys x D dims per warpgroup, or at d = 256 (kDimSplit)
      * 64 keys x D / 2 dims */
     constexpr int kAcc = Cfg::kDimSplit ? D / 4 : D / 2;
@@ -190,6 +193,9 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_p
             const int h = hk * group + it / n_mb;
             const int i0 = (mb_lo + it % n_mb) * Br;
             const uint32_t buf = (uint32_t)(it & 1) * (uint32_t)(Bc * Br * 2); /* dS^T (P^T) buffer it & 1 */
+            /* ALiBi (the FEAT instance): the slope of this tile's query head (0 = off) */
+            const float slope = kFeat && a.alibi_slopes != NULL
+                                    ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] : 0.f;
             if constexpr (kKernel == FA_KERNEL_BWD_SM90_PIPE80) {
                 warpgroup_bwd_tile80<kBf16>(a, seq, sm, dk, dv, stage, phase, sm.ds + buf, it == 0, i0, j0,
                                             s_lse[stage], s_dsum[stage]);
@@ -197,13 +203,10 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_p
                 warpgroup_bwd_tile128<kBf16, kDq>(a, seq, sm, dk, dv, stage, phase, sm.ds + buf, it == 0, h, i0, j0,
                                                   s_lse[stage], s_dsum[stage]);
             } else if constexpr (Cfg::kDimSplit) {
-                warpgroup_bwd_tile_dsplit<kBf16, D, kDq>(a, seq, sm, dk, dv, stage, phase, buf, b, h, i0, j0,
-                                                         s_lse[stage], s_dsum[stage]);
+                warpgroup_bwd_tile_dsplit<kBf16, D, kDq, kFeat>(a, seq, sm, dk, dv, stage, phase, buf, b, h, i0, j0,
+                                                                s_lse[stage], s_dsum[stage], slope);
             } else {
                 const uint32_t sds = sm.ds + buf;
-                /* ALiBi: the slope of this tile's query head (0 = off) */
-                const float slope = kFeat && a.alibi_slopes != NULL
-                                        ? a.alibi_slopes[(int64_t)b * a.alibi_batch_stride + h] : 0.f;
                 if (FA_BWD_SM90_DQ_STAGED(kDq))
                     warpgroup_bwd_tile_tma<kBf16, D, Br, kFeat>(a, seq, sm, dk, dv, stage, phase, sds, it == 0, i0,
                                                                 j0, s_lse[stage], s_dsum[stage], slope);
@@ -239,10 +242,10 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 }
 
 /* The FEAT instance (pipelined modes FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED; opt-in
- * FLASH_ATTN_C_SM90_BWD_FEAT=1, fa_bwd_sm90_plan.cu): softcap and / or ALiBi at d <= 64 and d in
- * (64, 128]: this kernel's body at Br = 64 with the feature scores (thread_probs_ds_feat), kDq = TMA
- * (atomic dQ) or ORDERED (deterministic). The same maps, shared memory and launch as
- * fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>. */
+ * FLASH_ATTN_C_SM90_BWD_FEAT=1, fa_bwd_sm90_plan.cu): softcap and / or ALiBi, this kernel's body
+ * with the feature scores (thread_probs_ds_feat): D = 64, 128 (Br = 64) with kDq = TMA (atomic dQ)
+ * or ORDERED (deterministic); D = 256 (the dim split) with kDq = RED or ORDERED. The same maps,
+ * shared memory and launch as fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>. */
 template <bool kBf16, int D, int kDq>
 __global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
 fa_bwd_sm90_pipe_feat_kernel(const __grid_constant__ fa_bwd_sm90_params prm)

@@ -31,9 +31,10 @@
  * mode 4), the atomic-dQ calls at d <= 64 (scale > 0) the Br = 128 instances (fa_bwd_sm90_pipe128.cuh;
  * modes 5 red.add, 6 TMA dQ); "br64" keeps the Br = 64 tile for both (H100 run 54: 1.03-1.31x and
  * 1.19-1.47x it).
- * Softcap / ALiBi (FLASH_ATTN_C_SM90_BWD_FEAT=1, opt-in: fa_bwd_sm90_feat_ok): dense calls at d <= 128
- * without dropout run the FEAT instance (Br = 64; mode FA_BWD_SM90_PIPE_MODE_FEAT, TMA dQ, or for
- * deterministic calls _FEAT_ORDERED, the ordered dQ of mode 3);
+ * Softcap / ALiBi (FLASH_ATTN_C_SM90_BWD_FEAT=1, opt-in: fa_bwd_sm90_feat_ok): dense calls without
+ * dropout run the FEAT instance (mode FA_BWD_SM90_PIPE_MODE_FEAT: d <= 128 the Br = 64 tile with TMA
+ * dQ, d in (128, 256] the dim split with red.add dQ; deterministic calls _FEAT_ORDERED, the ordered
+ * dQ of modes 3 / 9);
  * a softcap / ALiBi call that cannot is refused here (fa_bwd_sm90_can_run), so the sm80 backward runs it.
  */
 #include <cuda.h>
@@ -76,14 +77,16 @@ static int fa_bwd_sm90_feat_call(const fa_params *p)
 
 /* A softcap / ALiBi call the FEAT instance (FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED) may take:
  * opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1 (compiled, never yet run on a GPU: the sm80 backward keeps
- * these calls until a GPU run shows parity and speed), no dropout, d <= 128, dense; deterministic
- * only where an ORDERED instance runs (fa_bwd_sm90_det_ordered: not under
- * FLASH_ATTN_C_SM90_BWD_DET=pass, which has no FEAT form). TMA-fit and the ordered dQ's workspace
- * are checked later (fa_bwd_sm90_pipe_prepare). */
+ * these calls until a GPU run shows parity and speed), no dropout, dense (the head-dim bucket:
+ * fa_bwd_sm90_bucket_of_shape); deterministic only where an ORDERED instance runs
+ * (fa_bwd_sm90_det_ordered at d <= 128, fa_bwd_sm90_det256 above: not under
+ * FLASH_ATTN_C_SM90_BWD_DET=pass, which has no FEAT form, nor DET256=0 at d > 128). TMA-fit and the
+ * workspace are checked later (fa_bwd_sm90_pipe_prepare). */
 static int fa_bwd_sm90_feat_ok(const fa_params *p)
 {
-    return fa_env_flag("FLASH_ATTN_C_SM90_BWD_FEAT") && p->dropout_p == 0.f && p->head_dim <= 128 &&
-           (!p->deterministic || fa_bwd_sm90_det_ordered(p)) && p->cu_seqlens_q == NULL && p->cu_seqlens_k == NULL;
+    return fa_env_flag("FLASH_ATTN_C_SM90_BWD_FEAT") && p->dropout_p == 0.f &&
+           (!p->deterministic || fa_bwd_sm90_det_ordered(p) || fa_bwd_sm90_det256(p)) && p->cu_seqlens_q == NULL &&
+           p->cu_seqlens_k == NULL;
 }
 
 /* The checks of fa_bwd_sm90_bucket_checked that look at neither the pointers nor the workspace (so
@@ -264,14 +267,20 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
      * fa_bwd_sm90_workspace_bytes) cannot take it */
     if (d > 128) {
         /* mode 3 here: fa_bwd_sm90_ordered_args laid out the tiled dq_accum and counters of 64 rows
-         * (FLASH_ATTN_C_SM90_BWD_DET256 not 0): the dim-split kernel's ORDERED instance */
-        if (mode == 3) return a->dq_sem_rows == FA_BWD_DQ_TILE_ROWS ? FA_BWD_SM90_PIPE_MODE_D256_ORDERED : 0;
-        return !a->atomic_dq || p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
+         * (FLASH_ATTN_C_SM90_BWD_DET256 not 0): the dim-split kernel's ORDERED instance (its FEAT
+         * form for softcap / ALiBi) */
+        if (mode == 3)
+            return a->dq_sem_rows != FA_BWD_DQ_TILE_ROWS ? 0
+                   : feat                                ? FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED
+                                                         : FA_BWD_SM90_PIPE_MODE_D256_ORDERED;
+        const int tiled_ok = p->workspace_bytes >= fa_bwd_sm90_tiled_need(p);
+        if (feat) return a->atomic_dq && tiled_ok ? FA_BWD_SM90_PIPE_MODE_FEAT : 0; /* red.add into the tiled buffer */
+        return !a->atomic_dq || tiled_ok;
     }
     if ((feat || mode == 3 || (mode == 2 && a->atomic_dq)) &&
         !fa_bwd_encode_dqacc(&prm->tm_dqacc, a->dq_accum, d, sq, h, b, br80 || ord80 ? br : 64))
         return 0;
-    /* d <= 128 (fa_bwd_sm90_feat_ok), Br = 64 above (ord80 / ord128 are 0: 64 counter rows) */
+    /* d <= 128 here, Br = 64 above (ord80 / ord128 are 0: 64 counter rows) */
     if (feat) return mode == 3 ? FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED : FA_BWD_SM90_PIPE_MODE_FEAT;
     if (ord80) return FA_BWD_SM90_PIPE_MODE_BR80_ORDERED;
     if (ord128) return FA_BWD_SM90_PIPE_MODE_BR128_ORDERED;
