@@ -79,9 +79,8 @@
  * kDq = RED / NONE keep step 1's order (dV and dK issued together, then dQ, waited at once).
  *
  * Files: fa_bwd_sm90_pipe_layout.cuh (shapes, shared memory layout), _producer.cuh (warp 0),
- * _dq_writer.cuh (warp 1 and the dQ staging), _dq_order.cuh (ORDERED's turns), _consumer.cuh (the consumer tile), _dsplit.cuh (the
- * consumer tile at d = 256); the products
- * of fa_bwd_sm90_tile.cuh.
+ * _dq_writer.cuh (warp 1 and the dQ staging), _dq_order.cuh (ORDERED's turns), _consumer.cuh (the
+ * consumer tile), _dsplit.cuh (the consumer tile at d = 256); the products of fa_bwd_sm90_tile.cuh.
  *
  * fa_bwd_sm90_pipe128_kernel (FLASH_ATTN_C_SM90_BWD_VARIANT, default "br80,br128"; H100 run 54): this
  * kernel's body at Br = 128, d <= 64 (tuning row FA_KERNEL_BWD_SM90_PIPE128), red.add or TMA dQ, with
@@ -91,13 +90,8 @@
  * fa_bwd_sm90_pipe80_kernel / _pipe80_ordered_kernel (defaults at d in (64, 128]: H100 run 54, H200 run 62): this
  * kernel's body at Br = 80 (tuning row FA_KERNEL_BWD_SM90_PIPE80), TMA or ORDERED dQ, with the
  * consumer tile of fa_bwd_sm90_pipe80.cuh (dQ transposed; the same writer warp).
- *
- * fa_bwd_sm90_pipe_feat_kernel (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1; compiled, not yet run on a GPU):
- * this kernel's body with kFeat: softcap and / or ALiBi scores (the consumers wait for S^T and dP^T
- * together, then P^T and dS^T in one pass, thread_probs_ds_feat; the ALiBi slope of each tile's
- * query head read in the loop); at d <= 128 the Br = 64 tile with TMA (deterministic: ORDERED) dQ,
- * at d in (128, 256] the dim split with red.add (deterministic: ORDERED) dQ. Dense, no dropout;
- * every other softcap / ALiBi call runs the sm80 backward (fa_bwd_sm90_plan.cu).
+ * fa_bwd_sm90_pipe_feat_kernel (opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1, not yet run on a GPU): this body
+ * with kFeat, softcap / ALiBi scores (thread_probs_ds_feat; the wrapper below says which tiles).
  *
  * Out of range: TMA zero-fills rows past sq / sk and dims past d (dense 4-d maps); LSE = +inf
  * there, so P = 0. The TMA dQ reduce skips rows past sq and dims past d (outside its 4-d map).
@@ -243,9 +237,11 @@ fa_bwd_sm90_pipe_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
 
 /* The FEAT instance (pipelined modes FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED; opt-in
  * FLASH_ATTN_C_SM90_BWD_FEAT=1, fa_bwd_sm90_plan.cu): softcap and / or ALiBi, this kernel's body
- * with the feature scores (thread_probs_ds_feat): D = 64, 128 (Br = 64) with kDq = TMA (atomic dQ)
- * or ORDERED (deterministic); D = 256 (the dim split) with kDq = RED or ORDERED. The same maps,
- * shared memory and launch as fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>. */
+ * with the feature scores (the consumers wait for S^T and dP^T together, then P^T and dS^T in one
+ * pass, thread_probs_ds_feat; the slope of each tile's query head read in the loop): D = 64, 128
+ * (Br = 64) with kDq = TMA (atomic dQ) or ORDERED (deterministic); D = 256 (the dim split) with
+ * kDq = RED or ORDERED. Dense, no dropout: every other softcap / ALiBi call runs the sm80 backward.
+ * The same maps, shared memory and launch as fa_bwd_sm90_pipe_kernel<kBf16, D, kDq>. */
 template <bool kBf16, int D, int kDq>
 __global__ void __launch_bounds__(FA_BWD_SM90_PIPE_THREADS, 1)
 fa_bwd_sm90_pipe_feat_kernel(const __grid_constant__ fa_bwd_sm90_params prm)
