@@ -58,7 +58,7 @@ static int fa_bwd_sm90_det_ordered(const fa_params *p)
 static int fa_bwd_sm90_ordered_mode(const fa_params *p)
 {
     /* softcap / ALiBi: the FEAT instance's ORDERED form has the Br = 64 tile (the rows of mode 3) */
-    if (p->softcap != 0.f || p->alibi_slopes != NULL) return 3;
+    if (fa_bwd_sm90_feat_call(p)) return 3;
     if (fa_bwd_sm90_det_choice() != FA_BWD_SM90_DET_ORDERED_FA3) return 3;
     const int br = fa_bwd_sm90_fa3_tile_br(p->head_dim, p->softmax_scale);
     return br == FA_BWD_SM90_PIPE80_BR    ? FA_BWD_SM90_PIPE_MODE_BR80_ORDERED

@@ -23,7 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fa_tuning.h" /* fa_tuning_find, FA_KERNEL_BWD_SM90_PIPE80 / _PIPE128 */
+#include "flash_attn_c.h" /* fa_params */
+#include "fa_tuning.h"    /* fa_tuning_find, FA_KERNEL_BWD_SM90_PIPE80 / _PIPE128 */
 
 /* The pipelined mode of the Br = 80 kernel (fa_bwd_sm90_pipe_prepare's result, fa_bwd_sm90_pipe_takes'). */
 #define FA_BWD_SM90_PIPE_MODE_BR80 4
@@ -60,6 +61,11 @@ static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_
 #define FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED 11
 #define FA_BWD_SM90_PIPE_MODE_IS_FEAT(m) \
     ((m) == FA_BWD_SM90_PIPE_MODE_FEAT || (m) == FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED)
+/* Softcap or ALiBi: scores only the FEAT instance computes (the plain instances would ignore them). */
+static inline int fa_bwd_sm90_feat_call(const fa_params *p)
+{
+    return p->softcap != 0.f || p->alibi_slopes != NULL;
+}
 /* the modes whose kernel adds dQ in key-block order (the convert pass follows, no dQ pass) */
 #define FA_BWD_SM90_PIPE_MODE_ORDERED(m)                                                                 \
     ((m) == 3 || (m) == FA_BWD_SM90_PIPE_MODE_BR80_ORDERED || (m) == FA_BWD_SM90_PIPE_MODE_BR128_ORDERED || \

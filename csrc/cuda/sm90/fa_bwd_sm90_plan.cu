@@ -69,12 +69,6 @@ static int fa_bwd_sm90_bucket(int64_t d)
 
 static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
-/* Softcap or ALiBi: scores the plain instances do not compute (only the FEAT instance does). */
-static int fa_bwd_sm90_feat_call(const fa_params *p)
-{
-    return p->softcap != 0.f || p->alibi_slopes != NULL;
-}
-
 /* A softcap / ALiBi call the FEAT instance (FA_BWD_SM90_PIPE_MODE_FEAT / _FEAT_ORDERED) may take:
  * opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1 (compiled, never yet run on a GPU: the sm80 backward keeps
  * these calls until a GPU run shows parity and speed), no dropout, dense (the head-dim bucket:
