@@ -417,12 +417,22 @@ static int fa_bwd_sm90_feat_supported(const fa_params *p)
     unsetenv("FLASH_ATTN_C_SM90_BWD_FEAT");
     return ok;
 }
+/* the workspace under the same variable: at d > 128 the FEAT instance needs the tiled dq_accum (and,
+ * deterministic, its turn counters), which fa_bwd_sm90_workspace_bytes counts only for calls the
+ * sm90 backward may take */
+static size_t fa_bwd_sm90_feat_workspace(const fa_params *p)
+{
+    setenv("FLASH_ATTN_C_SM90_BWD_FEAT", "1", 1);
+    const size_t bytes = fa_bwd_sm90_workspace_bytes(p);
+    unsetenv("FLASH_ATTN_C_SM90_BWD_FEAT");
+    return bytes;
+}
 static const bwd_mode g_feat_modes[] = {
     {"pipe feat", 0, 0},
     {"pipe feat#2", 0, 0},
     {"pipe feat det", 1, 1}, /* FLASH_ATTN_C_SM90_BWD_DET unset here (main): the ORDERED form */
 };
-static const bwd_target g_feat_target = {fa_bwd_sm90_feat_entry, fa_bwd_sm90_workspace_bytes,
+static const bwd_target g_feat_target = {fa_bwd_sm90_feat_entry, fa_bwd_sm90_feat_workspace,
                                          fa_bwd_sm90_feat_supported, g_feat_modes, 3};
 
 /* ---- timing ------------------------------------------------------------------------------- */

@@ -213,7 +213,7 @@ static fa_status fa_bwd_sm90_run(const fa_bwd_args &a, const fa_bwd_sm90_params 
 {
     const int64_t pairs = a.total_q * a.heads;
     const int64_t pair_blocks = (pairs * FA_BWD_PREP_LANES + FA_BWD_PREP_THREADS - 1) / FA_BWD_PREP_THREADS;
-    /* d > 128 with atomic dQ (or its ORDERED instance, mode D256_ORDERED): the dim-split tile adds
+    /* d > 128 with atomic dQ (or an ORDERED instance, mode D256_ORDERED or FEAT_ORDERED): the dim-split tile adds
      * into the tiled dq_accum (the plan checked the workspace holds it), cleared here, not by the
      * first pass's row-major walk */
     const bool tiled = pipe != NULL && a.head_dim > 128 && a.dq_accum != NULL &&

@@ -52,10 +52,10 @@ static constexpr int FA_BWD_SM90_PIPE128_BR = fa_tuning_find(FA_KERNEL_BWD_SM90_
  * FA_BWD_SM90_DQ_ORDERED>, fa_bwd_sm90_dsplit_order.cuh; the default, FLASH_ATTN_C_SM90_BWD_DET256=0 opts out,
  * fa_bwd_sm90_ordered.h): turn counters per 64 query rows, dQ into the tiled dq_accum. */
 #define FA_BWD_SM90_PIPE_MODE_D256_ORDERED 9
-/* The pipelined modes of the FEAT instance (fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>: Br = 64,
- * softcap and / or ALiBi scores; d <= 128, dense, no dropout; opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1,
- * fa_bwd_sm90_feat_ok): 10 with TMA dQ (atomic), 11 its ORDERED form (deterministic, with the
- * Br = 64 turn counters of mode 3). A call with softcap or ALiBi runs on the sm90 backward only in
+/* The pipelined modes of the FEAT instance (fa_bwd_sm90_pipe_feat_kernel<kBf16, D, kDq>: softcap
+ * and / or ALiBi scores; dense, no dropout; opt-in FLASH_ATTN_C_SM90_BWD_FEAT=1, fa_bwd_sm90_feat_ok):
+ * 10 atomic dQ (d <= 128: the Br = 64 tile, TMA dQ; d > 128: the dim split, red.add into the tiled
+ * dq_accum), 11 its ORDERED form (deterministic, with the 64-row turn counters of mode 3 / 9). A call with softcap or ALiBi runs on the sm90 backward only in
  * these modes: every other instance would ignore the features. */
 #define FA_BWD_SM90_PIPE_MODE_FEAT 10
 #define FA_BWD_SM90_PIPE_MODE_FEAT_ORDERED 11

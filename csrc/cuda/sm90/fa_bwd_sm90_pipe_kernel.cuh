@@ -120,7 +120,8 @@ static __device__ __forceinline__ void fa_bwd_sm90_pipe_main(const fa_bwd_sm90_p
     using Cfg = fa_bwd_sm90_pipe_cfg<D, kKernel>;
     constexpr int Br = Cfg::Br, kStages = Cfg::kStages, Bc = Cfg::Bc;
     static_assert(!kFeat || (kKernel == FA_KERNEL_BWD_SM90_PIPE &&
-                             (Cfg::kDimSplit ? kDq != FA_BWD_SM90_DQ_NONE : FA_BWD_SM90_DQ_STAGED(kDq))),
+                             (Cfg::kDimSplit ? kDq == FA_BWD_SM90_DQ_RED || kDq == FA_BWD_SM90_DQ_ORDERED
+                                             : FA_BWD_SM90_DQ_STAGED(kDq))),
                   "softcap / ALiBi: the Br = 64 tile with TMA or ORDERED dQ, the dim split with red.add or ORDERED");
     /* dK, dV accumulators per thread: 64 keys x D dims per warpgroup, or at d = 256 (kDimSplit)
      * 64 keys x D / 2 dims */

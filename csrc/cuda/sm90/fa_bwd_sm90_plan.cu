@@ -225,8 +225,9 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
     if (mode == 0) return 0;
     if (p->cu_seqlens_q != NULL || p->cu_seqlens_k != NULL || fa_sm90_encode_tiled() == NULL) return 0;
     memset(prm, 0, sizeof(*prm));
-    /* softcap / ALiBi: the FEAT instance (Br = 64) whatever =1 / =2 says, TMA dQ or (mode 3, the
-     * ordered dQ's counters laid out for 64 rows: fa_bwd_sm90_ordered_mode) its ORDERED form; or none */
+    /* softcap / ALiBi: the FEAT instance whatever =1 / =2 says (d <= 128 TMA dQ, d > 128 red.add), or
+     * (mode 3, the ordered dQ's counters laid out for 64 rows: fa_bwd_sm90_ordered_mode / det256) its
+     * ORDERED form; or none */
     const int feat = fa_bwd_sm90_feat_call(p);
     if (feat && (!fa_bwd_sm90_feat_ok(p) || !(a->atomic_dq || mode == 3))) return 0;
     /* the FA3-sized tiles (FLASH_ATTN_C_SM90_BWD_VARIANT, default both; fa_bwd_sm90_pipe80_host.h): the
@@ -256,7 +257,7 @@ static int fa_bwd_sm90_pipe_prepare(const fa_params *p, const fa_bwd_args *a, fa
                    fa_bwd_encode_4d(&prm->tm_v, p->dtype, p->v, d, sk, hk, b, p->v_row_stride, p->v_head_stride,
                                     p->v_batch_stride, bc);
     if (!ok) return 0;
-    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map; never mode 3), into
+    /* d > 128 has no TMA-dQ instance: =2 runs its red.add one (no dq_accum map), into
      * the tiled dq_accum: a workspace sized for the row-major one only (a caller that did not ask
      * fa_bwd_sm90_workspace_bytes) cannot take it */
     if (d > 128) {
