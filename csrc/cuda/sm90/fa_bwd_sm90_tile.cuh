@@ -170,7 +170,8 @@ static __device__ __forceinline__ void thread_probs_ds_feat(float (&s)[Br / 2], 
             }
             val = fmaf(-slope, fabsf((float)(i + off - j)), val);
             float x = exp2f(fmaf(val, FA_LOG2E, -lse2[c]));
-            if (need_mask) {
+            if (need_mask) { /* thread_probs_t's test, written out: as a shared helper it reordered
+                              * the plain kernels' compares (same count; their SASS kept as GPU-tested) */
                 const bool vis = j < sk && (a.window_right < 0 || j <= i + off + a.window_right) &&
                                  (a.window_left < 0 || j >= i + off - a.window_left);
                 x = vis ? x : 0.f;
