@@ -272,11 +272,7 @@ fa_status fa_bwd_sm90(const fa_params *p, void *stream)
     cudaStream_t s = (cudaStream_t)stream;
     fa_bwd_sm90_params prm; /* 5 tensor maps + args, < 1 KB: on the host stack, copied into the launch */
     const int pipe_mode = fa_bwd_sm90_plan(p, &a, &prm);
-    if (bucket == 256 && pipe_mode == 0) return FA_ERR_UNSUPPORTED; /* fa_bwd_sm90_can_run's answer */
-    /* softcap / ALiBi run on the FEAT instance or not here at all (fa_bwd_sm90_can_run's answer too):
-     * every other instance would ignore them */
-    if (fa_bwd_sm90_feat_call(p) && !FA_BWD_SM90_PIPE_MODE_IS_FEAT(pipe_mode))
-        return FA_ERR_UNSUPPORTED;
+    if (!fa_bwd_sm90_mode_runs(p, bucket, pipe_mode)) return FA_ERR_UNSUPPORTED; /* fa_bwd_sm90_can_run's answer */
     const fa_bwd_sm90_params *pipe = pipe_mode != 0 ? &prm : NULL;
     return p->dtype == FA_BF16 ? fa_bwd_sm90_run<true>(a, pipe, pipe_mode, s)
                                : fa_bwd_sm90_run<false>(a, pipe, pipe_mode, s);

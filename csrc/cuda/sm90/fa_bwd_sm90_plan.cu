@@ -121,27 +121,24 @@ int fa_bwd_sm90_can_run(const fa_params *p)
 {
     const int bucket = fa_bwd_sm90_bucket_checked(p);
     if (bucket == 0) return 0;
-    if (fa_bwd_sm90_feat_call(p)) {
-        /* softcap / ALiBi: only where the FEAT instance takes the call (TMA-fit maps; atomic dQ with
-         * FLASH_ATTN_C_SM90_BWD_PIPE not 0, or the ordered dQ's counters, which mode 3 gets under
-         * FLASH_ATTN_C_SM90_BWD_DET=ordered even with PIPE=0, as plain calls do); every other
-         * instance would ignore them */
-        fa_bwd_args a;
-        fa_bwd_fill_args(p, &a);
-        fa_bwd_sm90_params prm;
-        return FA_BWD_SM90_PIPE_MODE_IS_FEAT(fa_bwd_sm90_plan(p, &a, &prm));
-    }
-    if (bucket == 256) {
-        /* no cp.async kernel to fall back on: only where the pipelined kernel takes the call (dense,
-         * TMA-fit, atomic dQ unless FLASH_ATTN_C_SM90_BWD_PIPE=1 / 2 asks for it, not =0:
-         * fa_bwd_sm90_pipe_mode; deterministic (FLASH_ATTN_C_SM90_BWD_DET256 not 0) and its
-         * workspace: the ORDERED instance, fa_bwd_sm90_plan) */
-        fa_bwd_args a;
-        fa_bwd_fill_args(p, &a);
-        fa_bwd_sm90_params prm;
-        return fa_bwd_sm90_plan(p, &a, &prm) != 0;
-    }
-    return 1;
+    if (bucket != 256 && !fa_bwd_sm90_feat_call(p)) return 1; /* the cp.async kernel takes what the plan leaves */
+    fa_bwd_args a;
+    fa_bwd_fill_args(p, &a);
+    fa_bwd_sm90_params prm;
+    return fa_bwd_sm90_mode_runs(p, bucket, fa_bwd_sm90_plan(p, &a, &prm));
+}
+
+int fa_bwd_sm90_mode_runs(const fa_params *p, int bucket, int mode)
+{
+    /* softcap / ALiBi: only the FEAT instance computes them (TMA-fit maps; atomic dQ with
+     * FLASH_ATTN_C_SM90_BWD_PIPE not 0, or the ordered dQ's counters, which mode 3 gets under
+     * FLASH_ATTN_C_SM90_BWD_DET=ordered even with PIPE=0, as plain calls do) */
+    if (fa_bwd_sm90_feat_call(p)) return FA_BWD_SM90_PIPE_MODE_IS_FEAT(mode);
+    /* bucket 256: no cp.async kernel to fall back on, only where the pipelined kernel takes the
+     * call (dense, TMA-fit, atomic dQ unless FLASH_ATTN_C_SM90_BWD_PIPE=1 / 2 asks for it, not =0:
+     * fa_bwd_sm90_pipe_mode; deterministic (FLASH_ATTN_C_SM90_BWD_DET256 not 0) and its workspace:
+     * the ORDERED instance) */
+    return bucket != 256 || mode != 0;
 }
 
 int fa_bwd_sm90_supported(const fa_params *p)

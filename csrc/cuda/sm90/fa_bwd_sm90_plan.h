@@ -28,4 +28,10 @@ int fa_bwd_sm90_bucket_checked(const fa_params *p);
  * 8, 9 or 11 runs. */
 int fa_bwd_sm90_plan(const fa_params *p, fa_bwd_args *a, fa_bwd_sm90_params *prm);
 
+/* Whether fa_bwd_sm90_plan's mode may run this call in the head-dim bucket (the rule of
+ * fa_bwd_sm90_can_run, asked again by the run path on the mode it planned): softcap / ALiBi calls
+ * only on the FEAT instance (every other instance would ignore them), bucket 256 only on a
+ * pipelined instance (mode != 0). */
+int fa_bwd_sm90_mode_runs(const fa_params *p, int bucket, int mode);
+
 #endif /* FA_BWD_SM90_PLAN_H */
